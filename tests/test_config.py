@@ -1,0 +1,66 @@
+"""Configuration: read once, validated, with errors that name the variable."""
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from web import create_app
+from web.config import ConfigError, load_config
+
+
+def config(**env):
+    return load_config(env, instance_path="/tmp/relay-instance")
+
+
+def test_defaults_run_on_embedded_services():
+    c = config()
+    assert c.database_url == "sqlite:////tmp/relay-instance/relay.sqlite3"
+    assert c.broker_url == "filesystem://"
+    assert c.sprig_api_url == "https://api.sprig.com"
+    assert c.spruce_api_url == "https://api.sprucehealth.com/v1"
+    assert c.sprig_user_id_source == "email"
+    assert c.configured_destinations == frozenset()
+
+
+def test_heroku_postgres_scheme_is_accepted():
+    assert config(DATABASE_URL="postgres://u:p@db.example:5432/relay").database_url == \
+        "postgresql+psycopg://u:p@db.example:5432/relay"
+
+
+def test_tokens_are_a_comma_separated_list():
+    assert config(SPARKLOOP_WEBHOOK_TOKEN=" new , old ,").webhook_tokens == ("new", "old")
+
+
+def test_rediss_url_uses_tls_with_verification_by_default():
+    c = config(REDIS_URL="rediss://:secret@redis.example:6380")
+    assert c.broker_url.startswith("rediss://")
+    assert c.redis_ssl_cert_reqs == ssl.CERT_REQUIRED
+    assert config(REDIS_URL="rediss://h:1", REDIS_SSL_CERT_REQS="none").redis_ssl_cert_reqs == ssl.CERT_NONE
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+    ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+    ({"SPRIG_API_URL": "ftp://x"}, "SPRIG_API_URL"),
+    ({"SPRUCE_API_URL": "not a url"}, "SPRUCE_API_URL"),
+    ({"SPRIG_USER_ID_SOURCE": "name"}, "SPRIG_USER_ID_SOURCE"),
+    ({"RELAY_MAX_BODY_BYTES": "lots"}, "RELAY_MAX_BODY_BYTES"),
+    ({"RELAY_ROUTES": "{bad json"}, "RELAY_ROUTES"),
+    ({"RELAY_ROUTES": '{"new_referral": ["mailchimp"]}'}, "RELAY_ROUTES"),
+])
+def test_bad_values_are_rejected_naming_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        config(**env)
+
+
+def test_web_app_refuses_to_start_without_a_webhook_token(tmp_path):
+    with pytest.raises(ConfigError, match="SPARKLOOP_WEBHOOK_TOKEN"):
+        create_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
+    assert create_app({"RELAY_INSTANCE_PATH": str(tmp_path)}, require_webhook_token=False)
+
+
+def test_config_error_message_does_not_echo_secrets():
+    with pytest.raises(ConfigError) as raised:
+        config(REDIS_URL="http://:hunter2@redis.example")
+    assert "hunter2" not in str(raised.value)

@@ -1,0 +1,166 @@
+"""Deliveries against the sandbox over HTTP: what lands at Sprig and Spruce, retries, failures."""
+from __future__ import annotations
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import deliveries, events, load_fixture, post_event
+from web.models import Delivery, utcnow
+from workers.delivery import run_delivery
+
+
+def sandbox_state(sandbox) -> dict:
+    return httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
+
+
+def make_due(app) -> None:
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(next_attempt_at=utcnow()))
+        session.commit()
+
+
+def run_pending(app, rounds: int = 10) -> None:
+    """Run every pending delivery, making retries due at once; bounded."""
+    with app.app_context():
+        for _ in range(rounds):
+            pending = [d.id for d in deliveries(app) if d.status == "pending"]
+            if not pending:
+                return
+            make_due(app)
+            for delivery_id in pending:
+                run_delivery(delivery_id)
+
+
+def test_new_referral_updates_both_people_in_sprig_and_creates_the_spruce_contact(client, app, sandbox):
+    assert post_event(client, load_fixture("new_referral")).status_code == 200
+    run_pending(app)
+
+    [event] = events(app)
+    assert event.status == "done"
+    users = sandbox_state(sandbox)["sprig"]["users"]
+    referrer, subscriber = users["john.smith@email.com"], users["john.doe@email.com"]
+    assert referrer["attributes"]["sparkloop_total_referrals"] == "4"
+    assert referrer["attributes"]["sparkloop_referred"] == "false"
+    assert subscriber["attributes"]["sparkloop_referral_code"] == "ada90f39"
+    assert [e["event"] for e in subscriber["events"]] == ["sparkloop_new_referral"]
+    contacts = sandbox_state(sandbox)["spruce"]["contacts"]
+    assert [c["emailAddresses"][0]["value"] for c in contacts] == ["john.doe@email.com"]
+
+
+def test_reward_redeemed_posts_one_internal_note_with_shipping_details(client, app, sandbox):
+    assert post_event(client, load_fixture("reward_redeemed")).status_code == 200
+    run_pending(app)
+
+    assert events(app)[0].status == "done"
+    spruce = sandbox_state(sandbox)["spruce"]
+    [conversation] = spruce["conversations"]
+    assert conversation["type"] == "note"
+    [note] = spruce["items"][conversation["id"]]
+    assert note["isInternalNote"] is True
+    assert "T-Shirt XXL" in note["text"] and "Springfield" in note["text"]
+    sprig_user = sandbox_state(sandbox)["sprig"]["users"]["john.doe@email.com"]
+    assert sprig_user["attributes"]["sparkloop_coupon"] == "9wusha0"
+
+
+def test_later_notes_reuse_the_contact_and_conversation_without_searching(client, app, sandbox):
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+    searches_before = _count(sandbox, "POST", "/contacts/search")
+    post_event(client, load_fixture("reward_redeemed"))
+    run_pending(app)
+
+    spruce = sandbox_state(sandbox)["spruce"]
+    assert len(spruce["contacts"]) == 1
+    [conversation] = spruce["conversations"]
+    assert len(spruce["items"][conversation["id"]]) == 2
+    assert _count(sandbox, "POST", "/contacts/search") == searches_before
+
+
+def test_transient_vendor_error_is_retried_and_a_finished_step_is_not_repeated(client, app, sandbox):
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 500, "times": 2, "method": "POST",
+                               "path_prefix": "/conversations/"}])
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+
+    spruce_delivery = next(d for d in deliveries(app) if d.destination == "spruce")
+    assert spruce_delivery.status == "succeeded"
+    assert spruce_delivery.attempts == 3
+    spruce = sandbox_state(sandbox)["spruce"]
+    assert len(spruce["contacts"]) == 1 and len(spruce["conversations"]) == 1
+    assert _count(sandbox, "POST", "/contacts") == 1
+
+
+def test_permanent_vendor_error_fails_the_delivery_with_the_vendor_message(client, app, sandbox):
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 400, "times": None, "method": "POST",
+                               "path_prefix": "/contacts"}])
+    post_event(client, load_fixture("new_referral"))
+    run_pending(app)
+
+    by_destination = {d.destination: d for d in deliveries(app)}
+    assert by_destination["sprig"].status == "succeeded"
+    failed = by_destination["spruce"]
+    assert (failed.status, failed.attempts, failed.last_status_code) == ("failed", 1, 400)
+    assert "400" in failed.last_error
+    assert "john.doe@email.com" not in failed.last_error
+    assert events(app)[0].status == "failed"
+
+
+def test_throttled_delivery_waits_without_spending_attempts(client, app, sandbox):
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 429, "times": 3, "method": "POST",
+                               "path_prefix": "/v2/users"}])
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+
+    sprig = next(d for d in deliveries(app) if d.destination == "sprig")
+    assert sprig.status == "succeeded"
+    assert sprig.attempts == 1
+
+
+def test_bad_credentials_fail_without_retrying(environ, sandbox):
+    from web import create_app
+
+    app = create_app({**environ, "SPRIG_API_KEY": "revoked", "SPRUCE_API_TOKEN": ""})
+    app.extensions["relay.db"].upgrade()
+    post_event(app.test_client(), load_fixture("reward_unlocked"))
+    run_pending(app)
+    [delivery] = deliveries(app)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("failed", 1, 403)
+    assert "revoked" not in delivery.last_error
+
+
+def test_transient_errors_give_up_after_the_attempt_limit(client, app, sandbox, monkeypatch):
+    monkeypatch.setattr("workers.delivery.MAX_ATTEMPTS", 3)
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 503, "times": None, "method": "POST",
+                               "path_prefix": "/v2/users"}])
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+    sprig = next(d for d in deliveries(app) if d.destination == "sprig")
+    assert (sprig.status, sprig.attempts) == ("failed", 3)
+    assert sprig.last_error.startswith("gave up after 3 attempts")
+
+
+def test_event_without_a_subscriber_fails_visibly(client, app):
+    post_event(client, {"type": "sync_subscriber"})
+    run_pending(app)
+    [delivery] = deliveries(app)
+    assert delivery.status == "failed"
+    assert "no subscriber" in delivery.last_error
+    assert events(app)[0].status == "failed"
+
+
+def test_a_delivery_runs_once_even_if_its_task_arrives_twice(client, app, sandbox):
+    post_event(client, load_fixture("reward_unlocked"))
+    spruce_id = next(d.id for d in deliveries(app) if d.destination == "spruce")
+    with app.app_context():
+        assert run_delivery(spruce_id) == "succeeded"
+        assert run_delivery(spruce_id) == "skipped"
+    [conversation] = sandbox_state(sandbox)["spruce"]["conversations"]
+    assert len(sandbox_state(sandbox)["spruce"]["items"][conversation["id"]]) == 1
+
+
+def _count(sandbox, method: str, path: str) -> int:
+    return sum(
+        1 for r in sandbox_state(sandbox)["requests"]
+        if r["vendor"] == "spruce" and r["method"] == method and r["path"].endswith(path)
+    )

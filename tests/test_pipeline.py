@@ -1,0 +1,108 @@
+"""The whole path on real parts: HTTP server -> database -> Redis -> Celery worker -> sandbox."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from celery.contrib.testing.worker import start_worker
+from werkzeug.serving import make_server
+
+from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event
+from workers.sweep import sweep
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture
+def worker(app):
+    celery_app = app.extensions["celery"]
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      shutdown_timeout=10, loglevel="WARNING"):
+        yield celery_app
+
+
+@pytest.fixture
+def server(app):
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    thread.join(timeout=10)
+
+
+def test_posted_events_reach_the_sandbox_through_a_real_worker(app, server, worker, sandbox):
+    for name in ("new_referral", "reward_unlocked", "reward_redeemed"):
+        response = httpx.post(f"{server}/webhooks/sparkloop", content=json.dumps(load_fixture(name)),
+                              headers={"SparkLoop-Token": TOKEN}, timeout=10)
+        assert (response.status_code, response.content) == (200, b"")
+
+    assert wait_for(lambda: [e.status for e in events(app)] == ["done"] * 3), \
+        [(e.type, e.status) for e in events(app)]
+    state = httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
+    assert set(state["sprig"]["users"]) == {"john.doe@email.com", "john.smith@email.com"}
+    assert len(state["spruce"]["contacts"]) == 1
+    [conversation] = state["spruce"]["conversations"]
+    assert len(state["spruce"]["items"][conversation["id"]]) == 2
+
+
+def test_concurrent_duplicates_create_one_event(app, server):
+    body = json.dumps(load_fixture("new_referral"))
+
+    def post(_):
+        return httpx.post(f"{server}/webhooks/sparkloop", content=body,
+                          headers={"SparkLoop-Token": TOKEN}, timeout=20).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(post, range(16)))
+
+    assert statuses == [200] * 16
+    assert len(events(app)) == 1
+    assert len(deliveries(app)) == 2
+
+
+def test_broker_down_at_accept_then_the_sweep_delivers(environ, sandbox):
+    from web import create_app
+
+    down = create_app({**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    down.extensions["relay.db"].upgrade()
+    started = time.monotonic()
+    response = post_event(down.test_client(), load_fixture("reward_unlocked"))
+    assert response.status_code == 200
+    assert time.monotonic() - started < 10
+    assert all(d.enqueued_at is None and d.status == "pending" for d in deliveries(down))
+
+    up = create_app(environ)  # the broker is back
+    with start_worker(up.extensions["celery"], pool="threads", concurrency=2,
+                      perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
+        with up.app_context():
+            assert sweep()["enqueued"] == 2
+        assert wait_for(lambda: events(up)[0].status == "done")
+    state = httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
+    assert "john.doe@email.com" in state["sprig"]["users"]
+
+
+def test_sweep_releases_a_delivery_whose_worker_died(app):
+    import sqlalchemy as sa
+
+    from web.models import Delivery, utcnow
+
+    post_event(app.test_client(), load_fixture("reward_unlocked"))
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(status="in_flight", lease_expires_at=utcnow()))
+        session.commit()
+    with app.app_context():
+        result = sweep()
+    assert result == {"released": 2, "enqueued": 2}
+    assert all(d.status == "pending" and d.enqueued_at is not None for d in deliveries(app))

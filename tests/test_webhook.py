@@ -1,0 +1,179 @@
+"""The webhook endpoint: every documented payload, and every kind of bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event
+
+DOCUMENTED = ["new_referral", "reward_unlocked", "reward_unlocked__legacy", "reward_redeemed"]
+UNDOCUMENTED = ["new_partner_pending_referral", "new_partner_referral", "new_offer_lead",
+                "sync_subscriber"]
+
+
+@pytest.mark.parametrize("fixture", DOCUMENTED)
+def test_documented_payload_is_stored_with_its_deliveries(client, app, fixture):
+    payload = load_fixture(fixture)
+    response = post_event(client, payload)
+
+    assert response.status_code == 200
+    assert response.data == b""
+    [event] = events(app)
+    assert (event.type, event.status) == (payload["type"], "received")
+    assert event.payload == payload  # stored as sent, unknown fields included
+    assert [d.destination for d in deliveries(app)] == ["sprig", "spruce"]
+
+
+@pytest.mark.parametrize("event_type", UNDOCUMENTED)
+def test_undocumented_event_types_are_accepted_and_kept_raw(client, app, event_type):
+    payload = {"type": event_type, "campaign": {"id": "partner_campaign_de9c1c7c7bbc"},
+               "something_new": {"nested": [1, 2]}}
+    assert post_event(client, payload).status_code == 200
+    [event] = events(app)
+    assert event.type == event_type and event.payload == payload
+    assert "sprig" in [d.destination for d in deliveries(app)]
+
+
+def test_unknown_fields_are_tolerated_and_kept(client, app):
+    payload = load_fixture("new_referral")
+    payload["added_later"] = True
+    payload["subscriber"]["new_nested_field"] = {"x": 1}
+    assert post_event(client, payload).status_code == 200
+    assert events(app)[0].payload["subscriber"]["new_nested_field"] == {"x": 1}
+
+
+def test_unknown_type_is_stored_unhandled_and_answered_200(client, app):
+    response = post_event(client, {"type": "partner_referral_rejected", "email": "a@b.co"})
+    assert response.status_code == 200
+    [event] = events(app)
+    assert (event.type, event.status) == ("partner_referral_rejected", "unhandled")
+    assert deliveries(app) == []
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token"])
+def test_missing_or_wrong_token_is_401_and_stores_nothing(client, app, token):
+    response = post_event(client, load_fixture("new_referral"), token=token)
+    assert response.status_code == 401
+    assert "SparkLoop-Token" in response.get_json()["error"]
+    assert events(app) == []
+
+
+def test_each_of_two_rotating_tokens_is_accepted(environ):
+    from web import create_app
+
+    app = create_app({**environ, "SPARKLOOP_WEBHOOK_TOKEN": f"old-token, {TOKEN}"})
+    app.extensions["relay.db"].upgrade()
+    client = app.test_client()
+    assert post_event(client, load_fixture("new_referral"), token="old-token").status_code == 200
+    assert post_event(client, load_fixture("reward_unlocked"), token=TOKEN).status_code == 200
+    assert post_event(client, load_fixture("reward_redeemed"), token="older").status_code == 401
+
+
+def test_oversized_body_is_413(client, app):
+    payload = load_fixture("new_referral")
+    payload["padding"] = "x" * (256 * 1024)
+    response = post_event(client, payload)
+    assert response.status_code == 413
+    assert "limit" in response.get_json()["error"]
+    assert events(app) == []
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+    (b'["a", "list"]', "JSON object"),
+    (b'"a string"', "JSON object"),
+])
+def test_non_json_or_non_object_body_is_400(client, app, body, message):
+    response = post_event(client, body)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+    assert events(app) == []
+
+
+def test_schema_invalid_payload_is_stored_invalid_and_answered_400(client, app):
+    payload = load_fixture("reward_unlocked")
+    del payload["reward"]["id"]
+    payload["subscriber"]["tot_referrals"] = "many"
+    response = post_event(client, payload)
+
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["fields"]["reward"] == {"id": ["Missing data for required field."]}
+    assert "tot_referrals" in body["fields"]["subscriber"]
+    [event] = events(app)
+    assert event.status == "invalid" and event.errors == body["fields"]
+    assert event.id == body["event_id"]
+    assert deliveries(app) == []
+
+
+def test_missing_type_is_invalid(client, app):
+    response = post_event(client, {"campaign_id": "MF6319db9890"})
+    assert response.status_code == 400
+    assert "type" in response.get_json()["fields"]
+    assert events(app)[0].status == "invalid"
+
+
+def test_redelivery_is_answered_200_without_a_second_event(client, app):
+    payload = load_fixture("reward_unlocked")
+    assert post_event(client, payload).status_code == 200
+    reordered = json.dumps(dict(reversed(list(payload.items()))))
+    assert post_event(client, reordered).status_code == 200
+    assert len(events(app)) == 1
+    assert len(deliveries(app)) == 2
+
+
+def test_a_second_unlock_of_a_recurring_reward_is_a_new_event(client, app):
+    first = load_fixture("reward_unlocked")
+    second = load_fixture("reward_unlocked")
+    second["referrals"] = second["subscriber"]["tot_referrals"] = 8
+    assert post_event(client, first).status_code == 200
+    assert post_event(client, second).status_code == 200
+    assert len(events(app)) == 2
+
+
+def test_database_down_is_503(environ):
+    from web import create_app
+
+    app = create_app({**environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    response = post_event(app.test_client(), load_fixture("new_referral"))
+    assert response.status_code == 503
+    assert "database" in response.get_json()["error"]
+
+
+def test_vendor_without_credentials_gets_no_delivery(environ):
+    from web import create_app
+
+    app = create_app({**environ, "SPRUCE_API_TOKEN": ""})
+    app.extensions["relay.db"].upgrade()
+    assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
+    assert [d.destination for d in deliveries(app)] == ["sprig"]
+
+
+def test_routes_can_be_overridden_by_configuration(environ):
+    from web import create_app
+
+    app = create_app({**environ, "RELAY_ROUTES": '{"reward_unlocked": ["spruce"]}'})
+    app.extensions["relay.db"].upgrade()
+    assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
+    assert [d.destination for d in deliveries(app)] == ["spruce"]
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_readyz_is_503_naming_the_broker_when_redis_is_down(environ):
+    from web import create_app
+
+    app = create_app({**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app.extensions["relay.db"].upgrade()
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("unreachable")

@@ -1,0 +1,39 @@
+"""The periodic sweep (run by beat): recover work the broker does not hold.
+
+- deliveries whose lease expired (their worker died mid-call) go back to pending;
+- pending deliveries that are due and not recently enqueued (broker down at accept time, a
+  long retry wait, a flushed Redis) are enqueued again.
+A duplicate message is harmless: only one worker can claim a pending delivery.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from web.db import session_scope
+from web.models import Delivery, DeliveryStatus, utcnow
+from workers.queue import enqueue_deliveries
+
+REQUEUE_AFTER = timedelta(minutes=5)
+BATCH = 500
+
+
+def sweep() -> dict[str, int]:
+    now = utcnow()
+    with session_scope() as session:
+        released = session.execute(
+            sa.update(Delivery)
+            .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
+            .values(status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now,
+                    enqueued_at=None, last_error="worker lost during the attempt (lease expired)")
+        ).rowcount
+        session.commit()
+        due = session.scalars(
+            sa.select(Delivery.id)
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now,
+                   sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - REQUEUE_AFTER))
+            .order_by(Delivery.next_attempt_at)
+            .limit(BATCH)
+        ).all()
+    return {"released": released, "enqueued": enqueue_deliveries(due)}
