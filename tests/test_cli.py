@@ -8,7 +8,7 @@ from web.cli import main
 
 
 def invoke(app, *args):
-    return app.test_cli_runner().invoke(main, list(args), obj=None, catch_exceptions=False)
+    return app.test_cli_runner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_events_list_json_has_the_documented_fields(client, app):
@@ -59,3 +59,13 @@ def test_events_list_table_is_readable(client, app):
     result = invoke(app, "events", "list")
     assert result.exit_code == 0
     assert "new_referral" in result.output and "sprig=pending" in result.output
+
+
+def test_unmigrated_database_is_one_clear_line_and_exit_1(environ, tmp_path):
+    from web import create_app
+
+    fresh = create_app({**environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
+    result = fresh.test_cli_runner().invoke(main, ["events", "list"])
+    assert result.exit_code == 1
+    assert "relay db upgrade" in result.output
+    assert "Traceback" not in result.output

@@ -1,11 +1,13 @@
 """The `relay` command: a Flask CLI group bound to the app factory."""
 from __future__ import annotations
 
+import functools
 import json
 
 import click
 import sqlalchemy as sa
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import selectinload
 
 from web import create_app
@@ -15,6 +17,21 @@ from web.models import Event
 
 def _cli_app():
     return create_app(require_webhook_token=False)
+
+
+def _store_errors(command):
+    """An unreachable or unmigrated database is one clear line and exit code 1, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (OperationalError, ProgrammingError) as exc:
+            click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
+                       "check DATABASE_URL and run `relay db upgrade`", err=True)
+            raise SystemExit(1) from None
+
+    return wrapper
 
 
 @click.group(cls=FlaskGroup, create_app=_cli_app, add_default_commands=False,
@@ -41,6 +58,7 @@ def db_group():
 
 @db_group.command("upgrade")
 @with_appcontext
+@_store_errors
 def db_upgrade():
     """Apply pending migrations (run on every release)."""
     get_db().upgrade()
@@ -59,6 +77,7 @@ def events_group():
               help="At most this many events, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
 @with_appcontext
+@_store_errors
 def events_list(status, event_type, limit, as_json):
     """List events, newest first."""
     query = sa.select(Event).options(selectinload(Event.deliveries)).order_by(Event.id.desc())
@@ -78,6 +97,7 @@ def events_list(status, event_type, limit, as_json):
 @click.argument("event_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_appcontext
+@_store_errors
 def events_show(event_id, as_json):
     """Show one event, its stored payload and its deliveries."""
     with session_scope() as session:
