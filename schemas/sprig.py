@@ -1,0 +1,86 @@
+"""Outbound body for Sprig `POST /v2/users` (upsert one user). Contract: sprig.md §5."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from schemas.sparkloop import REWARD_EVENTS, Subscriber
+
+MAX_ATTRIBUTE_VALUES = 100
+USER_ID_SOURCES = ("email", "subscriber_id")
+
+
+class SprigEventSchema(Schema):
+    event = fields.String(required=True, validate=validate.Length(min=1))
+    timestamp = fields.Integer(required=True, strict=True)  # Unix milliseconds
+
+
+class SprigUserSchema(Schema):
+    userId = fields.String(required=True, validate=validate.Length(min=1))
+    emailAddress = fields.Email()
+    # Flat, string-valued: the OpenAPI types attribute values as strings.
+    attributes = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.String(),
+        validate=validate.Length(max=MAX_ATTRIBUTE_VALUES),
+    )
+    events = fields.List(fields.Nested(SprigEventSchema))
+
+
+def sprig_user_body(
+    event_type: str, data: dict, subscriber: Subscriber, role: str, received_at_ms: int,
+    user_id_source: str = "email",
+) -> dict:
+    """The upsert for one subscriber of the event. Raises ValueError (naming fields, never
+    values) when the user id is missing or the body would not satisfy Sprig's schema."""
+    body = {"userId": _user_id(subscriber, user_id_source)}
+    if subscriber.email:
+        body["emailAddress"] = subscriber.email
+    body["attributes"] = _attributes(event_type, data, subscriber, role)
+    body["events"] = [{"event": f"sparkloop_{event_type}", "timestamp": received_at_ms}]
+    errors = SprigUserSchema().validate(body)
+    if errors:
+        raise ValueError(f"Sprig user body is invalid: {errors}")
+    return body
+
+
+def _user_id(subscriber: Subscriber, source: str) -> str:
+    if source == "email":
+        if not subscriber.email:
+            raise ValueError("subscriber email is missing (needed as the Sprig userId)")
+        return subscriber.email
+    if source == "subscriber_id":
+        if not subscriber.id:
+            raise ValueError("subscriber id is missing (needed as the Sprig userId)")
+        return subscriber.id
+    raise ValueError(f"unknown user_id_source {source!r}; expected one of {USER_ID_SOURCES}")
+
+
+def _attributes(event_type: str, data: dict, subscriber: Subscriber, role: str) -> dict[str, str]:
+    values = {
+        "subscriber_id": subscriber.id,
+        "referral_code": subscriber.referral_code,
+        "referral_link": subscriber.referral_link,
+        "total_referrals": subscriber.tot_referrals,
+        "next_reward": subscriber.next_reward,
+        "referred": subscriber.referred,
+        "referral_status": subscriber.referral_status,
+        "campaign_id": data.get("campaign_id") or (data.get("campaign") or {}).get("id"),
+    }
+    # Only the subscriber who unlocked or redeemed the reward gets it.
+    if event_type in REWARD_EVENTS and role == "subscriber":
+        reward = data.get("reward") or {}
+        values |= {
+            "last_reward": reward.get("id"),
+            "last_reward_name": reward.get("name"),
+            "coupon": data.get("coupon_code"),
+        }
+    return {
+        f"sparkloop_{name}": _as_string(value)
+        for name, value in values.items() if value not in (None, "")
+    }
+
+
+def _as_string(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
