@@ -1,0 +1,198 @@
+"""The one error type the vendor clients raise, and the one place that classifies HTTP outcomes.
+
+`kind` tells the delivery engine what to do:
+  transient  retry with backoff (timeouts, connection errors, 5xx, 408, 425)
+  throttled  wait `retry_after` (or a default) without spending an attempt (429, 503 + reset hint)
+  permanent  record and stop (other 4xx, validation errors)
+  auth       the credential is wrong or revoked: alert, never retry in a loop (401, 403)
+  duplicate  Spruce 422 for a reused idempotency key: the first attempt landed, read it back
+
+`str(err)` goes into logs and the delivery table, so it carries the method, the path template,
+the status and the vendor's message, and never bodies, query strings, credentials or emails.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+TRANSIENT, THROTTLED, PERMANENT, AUTH, DUPLICATE = "transient", "throttled", "permanent", "auth", "duplicate"
+OK = "ok"
+KINDS = (TRANSIENT, THROTTLED, PERMANENT, AUTH, DUPLICATE)
+
+MAX_MESSAGE_CHARS = 200
+_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+")
+_DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
+
+
+class VendorError(Exception):
+    def __init__(self, vendor: str, kind: str, message: str, *, status: int | None = None,
+                 method: str = "", path: str = "", error_type: str | None = None,
+                 retry_after: float | None = None, request_id: str | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown VendorError kind {kind!r}")
+        super().__init__(message)
+        self.vendor, self.kind, self.message, self.status = vendor, kind, message, status
+        self.method, self.path, self.error_type = method, path, error_type
+        self.retry_after, self.request_id = retry_after, request_id
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in (TRANSIENT, THROTTLED)
+
+    def __str__(self) -> str:
+        outcome = str(self.status) if self.status is not None else "network error"
+        if self.error_type:
+            outcome += f" {self.error_type}"
+        text = f"{self.vendor} {self.method} {self.path} -> {outcome}: {self.message}"
+        if self.request_id:
+            text += f" [req {self.request_id}]"
+        return text
+
+    def __repr__(self) -> str:
+        return f"VendorError({self.kind}: {self})"
+
+    def __reduce__(self):  # the default pickling would lose the keyword-only attributes
+        return (_rebuild, (self.__dict__,))
+
+
+def _rebuild(state: dict) -> VendorError:
+    err = VendorError.__new__(VendorError)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+def classify(status: int, headers: Mapping[str, str] | None = None) -> str:
+    """What an HTTP status means for a retry loop: "ok" for 2xx, else one of KINDS except
+    "duplicate", which needs the Spruce error body (see `error_from_response`)."""
+    headers = headers or {}
+    if 200 <= status < 300:
+        return OK
+    if status == 429:
+        return THROTTLED
+    if status == 503 and retry_after_seconds(headers) is not None:
+        return THROTTLED
+    if status in (401, 403):
+        return AUTH
+    if status in (408, 425) or status >= 500:
+        return TRANSIENT
+    return PERMANENT  # other 4xx, and 1xx/3xx: a redirect means a misconfigured base URL
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date), else `ratelimit-reset`
+    (delta seconds, as Sprig's SDK reads it; values that look like an epoch time are converted)."""
+    value = _header(headers, "retry-after")
+    if value is not None:
+        seconds = _seconds(value)
+        if seconds is None:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+        if seconds is not None:
+            return max(seconds, 0.0)
+    value = _header(headers, "ratelimit-reset")
+    seconds = _seconds(value) if value is not None else None
+    if seconds is None:
+        return None
+    if seconds > 1_000_000_000:
+        seconds -= time.time()
+    return max(seconds, 0.0)
+
+
+def error_from_response(vendor: str, method: str, path: str, response: httpx.Response,
+                        secrets: tuple[str, ...] = ()) -> VendorError:
+    """The VendorError for a non-2xx response, with the vendor's message from its error body."""
+    status, headers = response.status_code, response.headers
+    error_type, message = _parse_error_body(response)
+    kind = classify(status, headers)
+    if vendor == "spruce" and status == 422 and _DUPLICATE.search(f"{error_type or ''} {message or ''}"):
+        kind = DUPLICATE
+    if not message and status == 403 and vendor == "sprig":
+        message = "Sprig rejected the API key (403)"
+    elif not message and status in (401, 403):
+        message = f"{vendor.capitalize()} rejected the credential ({status})"
+    elif not message:
+        message = response.reason_phrase or f"HTTP {status}"
+    return VendorError(
+        vendor, kind, _safe(message, secrets), status=status, method=method, path=path,
+        error_type=_safe(error_type, secrets) if error_type else None,
+        retry_after=retry_after_seconds(headers), request_id=headers.get("s-request-id"),
+    )
+
+
+def error_from_exception(vendor: str, method: str, path: str, exc: httpx.RequestError,
+                         timeout: httpx.Timeout) -> VendorError:
+    """A transient VendorError naming the failure class. httpx's own message is not copied:
+    it is free text that may quote the URL."""
+    return VendorError(vendor, TRANSIENT, _describe(exc, timeout), method=method, path=path)
+
+
+def _describe(exc: httpx.RequestError, timeout: httpx.Timeout) -> str:
+    text = str(exc).lower()
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connect timeout after {timeout.connect}s"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"timeout after {timeout.read}s"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"write timeout after {timeout.write}s"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"no free connection after {timeout.pool}s"
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in text:
+            return "connection refused"
+        if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
+            return "DNS lookup failed"
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "server closed the connection" if "disconnect" in text else "HTTP protocol error"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError)):
+        return "connection reset"
+    return f"request failed ({type(exc).__name__})"
+
+
+def _parse_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+    """(type, message) from Spruce `{"statusCode","type","message"}` or Sprig `{"error": …}`
+    (the v1 export used a list of strings). Anything else, including HTML, gives no message."""
+    try:
+        body = response.json()
+    except ValueError:  # empty, non-JSON, or undecodable
+        return None, None
+    if isinstance(body, list):
+        parts = [str(item) for item in body if isinstance(item, (str, int, float))]
+        return None, "; ".join(parts) or None
+    if not isinstance(body, dict):
+        return None, None
+    error_type = body.get("type")
+    message = body.get("message") or body.get("error")
+    if isinstance(message, dict):
+        message = message.get("message")
+    return (str(error_type) if error_type else None), (str(message) if message else None)
+
+
+def _safe(text: str, secrets: tuple[str, ...]) -> str:
+    """One short line with no credential and no email address: vendors echo input in errors."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    text = _EMAIL.sub("<email>", " ".join(text.split()))
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    if isinstance(headers, httpx.Headers):
+        return headers.get(name)
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds == seconds and abs(seconds) != float("inf") else None
