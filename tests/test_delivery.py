@@ -164,3 +164,33 @@ def _count(sandbox, method: str, path: str) -> int:
         1 for r in sandbox_state(sandbox)["requests"]
         if r["vendor"] == "spruce" and r["method"] == method and r["path"].endswith(path)
     )
+
+
+def test_no_log_line_carries_personal_data_or_secrets(client, app, sandbox, caplog):
+    import logging
+
+    from tests.conftest import TOKEN
+
+    caplog.set_level(logging.DEBUG)
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 400, "times": 1, "method": "POST",
+                               "path_prefix": "/conversations/"}])
+    post_event(client, load_fixture("new_referral"))
+    post_event(client, load_fixture("reward_redeemed"))
+    post_event(client, load_fixture("new_referral"), token="wrong-token")
+    invalid = load_fixture("reward_unlocked")
+    invalid["subscriber"]["email"] = "not-an-email@"
+    post_event(client, invalid)
+    run_pending(app)
+    from workers.clients import sprig_client
+
+    assert sprig_client(app.config["RELAY"]).get_user("john.doe@email.com") is not None
+
+    assert {e.status for e in events(app)} == {"done", "failed", "invalid"}
+    # werkzeug's access log here is the sandbox's: it plays the vendor, which does see the data.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
+    assert "delivery" in logged  # the delivery path did log
+    for secret in ("john.doe@email.com", "john.doe%40email.com", "john.smith@email.com",
+                   "john.smith%40email.com", "not-an-email@", "Springfield",
+                   "1 Example Street", TOKEN, "wrong-token", "sandbox-sprig-key",
+                   "sandbox-spruce-token"):
+        assert secret not in logged

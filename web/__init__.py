@@ -29,9 +29,10 @@ def create_app(environ: dict[str, str] | None = None, *, require_webhook_token: 
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["relay.db"] = Database(config.database_url)
 
-    from web.observability import init_sentry
+    from web.observability import configure_logging, init_sentry
     from workers.celery_app import celery_init_app
 
+    configure_logging()
     init_sentry(config)
     celery_init_app(app)
 

@@ -1,7 +1,15 @@
-"""Sentry: on only when SENTRY_DSN is set, and never with personal data."""
+"""Logging and Sentry, both kept free of personal data."""
 from __future__ import annotations
 
+import logging
+
 from web.config import Config
+
+
+def configure_logging() -> None:
+    # httpx logs every request URL at INFO, and a Sprig user URL contains the user's email.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def init_sentry(config: Config) -> None:
