@@ -64,3 +64,20 @@ def test_config_error_message_does_not_echo_secrets():
     with pytest.raises(ConfigError) as raised:
         config(REDIS_URL="http://:hunter2@redis.example")
     assert "hunter2" not in str(raised.value)
+
+
+def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
+    import sentry_sdk
+
+    create_app({"RELAY_INSTANCE_PATH": str(tmp_path)}, require_webhook_token=False)
+    assert not sentry_sdk.get_client().is_active()
+    try:
+        create_app({"RELAY_INSTANCE_PATH": str(tmp_path), "SENTRY_DSN": "http://key@127.0.0.1:9/1"},
+                   require_webhook_token=False)
+        client = sentry_sdk.get_client()
+        assert client.is_active()
+        assert client.options["send_default_pii"] is False
+        assert client.options["max_request_body_size"] == "never"
+        assert {"flask", "celery"} <= set(client.integrations)
+    finally:
+        sentry_sdk.init()  # back to a disabled client for the other tests
