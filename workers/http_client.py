@@ -102,3 +102,22 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+class VendorClient:
+    """What both vendor clients share around their VendorHTTP: rate-limit info and closing."""
+
+    _http: VendorHTTP
+
+    @property
+    def last_rate_limit(self) -> RateLimit | None:
+        return self._http.last_rate_limit
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from web.config import Config
 from workers import sprig_delivery, spruce_delivery
+from workers.context import DeliveryContext
 
-Handler = Callable[["spruce_delivery.DeliveryContext"], None]
+Handler = Callable[[DeliveryContext], object]
 
 ROUTES: dict[str, dict[str, Handler]] = {
     "new_referral": {

@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import httpx
 
-from workers.http_client import RateLimit, VendorHTTP
+from workers.http_client import VendorClient, VendorHTTP
 
 USERS = "/v2/users"
 USER = "/v2/users/{userId}"
 
 
-class SprigClient:
+class SprigClient(VendorClient):
     def __init__(self, base_url: str, api_key: str, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
         # /v2/users* is documented with the API-Key scheme (§3); purge and /v1 would use Bearer.
         self._http = VendorHTTP("sprig", base_url, f"API-Key {api_key}", timeout, transport, api_key)
 
-    @property
-    def last_rate_limit(self) -> RateLimit | None:
-        return self._http.last_rate_limit
 
     def upsert_user(self, body: dict) -> None:
         """POST /v2/users. Sprig answers 202 and processes it later, so a read can still 404."""
@@ -29,12 +26,3 @@ class SprigClient:
         if response.status_code == 404:
             return None
         return self._http.json("GET", USER, response)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> SprigClient:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 
 from schemas.spruce import search_by_email_body
-from workers.http_client import RateLimit, VendorHTTP
+from workers.http_client import VendorClient, VendorHTTP
 
 MAX_IDEMPOTENCY_KEY = 255
 SEARCH_PAGE_SIZE = 100
@@ -20,14 +20,11 @@ ITEM_ORDERS = ("newest_first", "oldest_first")
 log = logging.getLogger("relay.vendor.spruce")
 
 
-class SpruceClient:
+class SpruceClient(VendorClient):
     def __init__(self, base_url: str, api_token: str, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
         self._http = VendorHTTP("spruce", base_url, f"Bearer {api_token}", timeout, transport, api_token)
 
-    @property
-    def last_rate_limit(self) -> RateLimit | None:
-        return self._http.last_rate_limit
 
     def search_contacts_by_email(self, email: str) -> list[dict]:
         """Every contact with this email (structured search, sorted by id ascending)."""
@@ -71,14 +68,6 @@ class SpruceClient:
                            path_params={"conversationId": conversation_id}, params={"order": order},
                            page_size=page_size, max_pages=max_pages)
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> SpruceClient:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def _post(self, path: str, body: dict, idempotency_key: str,
               path_params: dict[str, str] | None = None) -> dict:

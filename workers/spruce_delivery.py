@@ -15,21 +15,16 @@ NOTE_TITLE = "SparkLoop referrals"
 
 
 def ensure_contact(ctx: DeliveryContext) -> str:
-    if ctx.done("spruce.contact"):
-        return ctx.steps["spruce.contact"]
     subscriber = _subject(ctx)
-    link = identity.lookup(subscriber)
-    contact_id = link.spruce_contact_id if link else None
-    if contact_id is None:
-        contact_id = _find_or_create_contact(ctx, subscriber)
-        identity.remember(subscriber, spruce_contact_id=contact_id)
-    ctx.record("spruce.contact", contact_id)
-    return contact_id
+    return _contact(ctx, subscriber, identity.lookup(subscriber))
 
 
 def post_reward_note(ctx: DeliveryContext) -> None:
-    contact_id = ensure_contact(ctx)
-    conversation_id = _note_conversation(ctx, contact_id)
+    subscriber = _subject(ctx)
+    link = identity.lookup(subscriber)
+    contact_id = _contact(ctx, subscriber, link)
+    known = link.spruce_note_conversation_id if link and link.spruce_contact_id == contact_id else None
+    conversation_id = _note_conversation(ctx, subscriber, contact_id, known)
     if ctx.done("spruce.note"):
         return
     try:
@@ -70,15 +65,22 @@ def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber) -> str
     raise RetryLater("Spruce contact created by an earlier attempt is not searchable yet")
 
 
-def _note_conversation(ctx: DeliveryContext, contact_id: str) -> str:
+def _contact(ctx: DeliveryContext, subscriber: Subscriber, link) -> str:
+    if ctx.done("spruce.contact"):
+        return ctx.steps["spruce.contact"]
+    contact_id = link.spruce_contact_id if link else None
+    if contact_id is None:
+        contact_id = _find_or_create_contact(ctx, subscriber)
+        identity.remember(subscriber, spruce_contact_id=contact_id)
+    ctx.record("spruce.contact", contact_id)
+    return contact_id
+
+
+def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id: str,
+                       known: str | None) -> str:
     if ctx.done("spruce.conversation"):
         return ctx.steps["spruce.conversation"]
-    subscriber = _subject(ctx)
-    link = identity.lookup(subscriber)
-    conversation_id = (
-        link.spruce_note_conversation_id
-        if link and link.spruce_contact_id == contact_id else None
-    ) or _find_note_conversation(ctx, contact_id)
+    conversation_id = known or _find_note_conversation(ctx, contact_id)
     if conversation_id is None:
         body = note_conversation_body(contact_id, list(ctx.config.spruce_note_member_ids), NOTE_TITLE)
         try:
