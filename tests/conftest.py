@@ -90,6 +90,8 @@ def environ(database_url, redis_url, sandbox, tmp_path):
     flush.flushdb()
     flush.close()
     sandbox.reset()
+    # A vendor limit far above what tests send; the throttle tests lower it themselves.
+    sandbox.configure(rate_limit={"spruce": {"limit": 100_000}, "sprig": {"limit": 100_000}})
     return {
         "SPARKLOOP_WEBHOOK_TOKEN": TOKEN,
         "DATABASE_URL": database_url,
@@ -99,6 +101,9 @@ def environ(database_url, redis_url, sandbox, tmp_path):
         "SPRUCE_API_TOKEN": "sandbox-spruce-token",
         "SPRUCE_API_URL": sandbox.spruce_url,
         "RELAY_RETRY_BASE_S": "1",
+        # Fast enough not to pace ordinary tests; the throttle tests set their own limits.
+        "SPRIG_RATE_LIMIT": "1000/1s",
+        "SPRUCE_RATE_LIMIT": "1000/1s",
         "RELAY_INSTANCE_PATH": str(tmp_path / "instance"),
     }
 

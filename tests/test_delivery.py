@@ -1,6 +1,9 @@
 """Deliveries against the sandbox over HTTP: what lands at Sprig and Spruce, retries, failures."""
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -20,16 +23,21 @@ def make_due(app) -> None:
         session.commit()
 
 
-def run_pending(app, rounds: int = 10) -> None:
-    """Run every pending delivery, making retries due at once; bounded."""
+def run_pending(app, rounds: int = 10, honour_waits: bool = False) -> None:
+    """Run every pending delivery; bounded. Retries are made due at once, unless
+    honour_waits, where the loop sleeps until the next is due (as the sweep would)."""
     with app.app_context():
         for _ in range(rounds):
-            pending = [d.id for d in deliveries(app) if d.status == "pending"]
+            pending = [d for d in deliveries(app) if d.status == "pending"]
             if not pending:
                 return
-            make_due(app)
-            for delivery_id in pending:
-                run_delivery(delivery_id)
+            if honour_waits:
+                wait = min(d.next_attempt_at for d in pending) - utcnow()
+                time.sleep(min(max(wait.total_seconds(), 0), 5))
+            else:
+                make_due(app)
+            for delivery in pending:
+                run_delivery(delivery.id)
 
 
 def test_new_referral_updates_both_people_in_sprig_and_creates_the_spruce_contact(client, app, sandbox):
@@ -110,34 +118,68 @@ def test_throttled_delivery_waits_without_spending_attempts(client, app, sandbox
     sandbox.configure(faults=[{"vendor": "sprig", "status": 429, "times": 3, "method": "POST",
                                "path_prefix": "/v2/users"}])
     post_event(client, load_fixture("reward_unlocked"))
-    run_pending(app)
+    started = time.monotonic()
+    run_pending(app, honour_waits=True)
 
     sprig = next(d for d in deliveries(app) if d.destination == "sprig")
     assert sprig.status == "succeeded"
     assert sprig.attempts == 1
+    assert time.monotonic() - started >= 3  # three 429s, each asking for a 1 s wait
 
 
-def test_bad_credentials_fail_without_retrying(environ, sandbox):
+def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(environ, sandbox):
     from web import create_app
+    from workers.clients import sprig_client
 
     app = create_app({**environ, "SPRIG_API_KEY": "revoked", "SPRUCE_API_TOKEN": ""})
     app.extensions["relay.db"].upgrade()
     post_event(app.test_client(), load_fixture("reward_unlocked"))
+    post_event(app.test_client(), load_fixture("new_referral"))
+    run_pending(app, rounds=3)
+
+    assert [(d.status, d.attempts) for d in deliveries(app)] == [("pending", 0), ("pending", 0)]
+    first, second = deliveries(app)
+    assert first.last_status_code == 403 and "revoked" not in first.last_error
+    assert second.last_error == "circuit open for sprig"
+    assert sprig_client(app.config["RELAY"])._http.guard.breaker.state() == "open"
+    sprig_calls = [r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
+    assert len(sprig_calls) == 1  # the breaker stopped every later call
+
+
+def test_transient_errors_give_up_after_the_attempt_limit(environ, sandbox):
+    from web import create_app
+
+    app = create_app({**environ, "RELAY_RETRY_MAX_ATTEMPTS": "3", "SPRUCE_API_TOKEN": ""})
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 503, "times": None, "method": "POST",
+                               "path_prefix": "/v2/users"}])
+    app.extensions["relay.db"].upgrade()
+    post_event(app.test_client(), load_fixture("reward_unlocked"))
     run_pending(app)
-    [delivery] = deliveries(app)
-    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("failed", 1, 403)
-    assert "revoked" not in delivery.last_error
+    [sprig] = deliveries(app)
+    assert (sprig.status, sprig.attempts) == ("failed", 3)
+    assert sprig.last_error.startswith("gave up after 3 attempts")
+    assert events(app)[0].status == "failed"
 
 
-def test_transient_errors_give_up_after_the_attempt_limit(client, app, sandbox, monkeypatch):
-    monkeypatch.setattr("workers.delivery.MAX_ATTEMPTS", 3)
+def test_deliveries_past_the_maximum_age_fail_instead_of_waiting_forever(client, app, sandbox):
     sandbox.configure(faults=[{"vendor": "sprig", "status": 503, "times": None, "method": "POST",
                                "path_prefix": "/v2/users"}])
     post_event(client, load_fixture("reward_unlocked"))
-    run_pending(app)
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(created_at=utcnow() - timedelta(hours=25)))
+        session.commit()
+    run_pending(app, rounds=1)
     sprig = next(d for d in deliveries(app) if d.destination == "sprig")
-    assert (sprig.status, sprig.attempts) == ("failed", 3)
-    assert sprig.last_error.startswith("gave up after 3 attempts")
+    assert (sprig.status, sprig.attempts) == ("failed", 1)
+    assert sprig.last_error.startswith("gave up after 25.0 h")
+
+
+def test_backoff_grows_is_capped_and_never_fires_almost_at_once():
+    from workers.delivery import MAX_BACKOFF_S, backoff
+
+    for attempts, step in [(1, 30), (2, 60), (5, 480), (20, MAX_BACKOFF_S)]:
+        waits = [backoff(attempts, 30) for _ in range(200)]
+        assert all(step / 2 <= w <= step for w in waits)
 
 
 def test_event_without_a_subscriber_fails_visibly(client, app):

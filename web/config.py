@@ -26,6 +26,18 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """`limit` calls per `period_s` seconds, e.g. SPRIG_RATE_LIMIT=1000/300s."""
+
+    limit: int
+    period_s: float
+
+    @property
+    def interval_s(self) -> float:
+        return self.period_s / self.limit
+
+
+@dataclass(frozen=True)
 class Config:
     webhook_tokens: tuple[str, ...]
     database_url: str
@@ -43,6 +55,10 @@ class Config:
     routes_override: dict[str, tuple[str, ...]] = field(default_factory=dict)
     vendor_timeout_s: float = 10.0
     retry_base_s: float = 30.0
+    retry_max_attempts: int = 15
+    retry_max_age_s: float = 24 * 3600.0
+    sprig_rate_limit: RateLimit = None  # type: ignore[assignment]
+    spruce_rate_limit: RateLimit = None  # type: ignore[assignment]
 
     @property
     def configured_destinations(self) -> frozenset[str]:
@@ -78,6 +94,12 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         routes_override=_routes(env.get("RELAY_ROUTES")),
         vendor_timeout_s=float(_positive_int(env, "RELAY_VENDOR_TIMEOUT_S", 10)),
         retry_base_s=float(_positive_int(env, "RELAY_RETRY_BASE_S", 30)),
+        retry_max_attempts=_positive_int(env, "RELAY_RETRY_MAX_ATTEMPTS", 15),
+        retry_max_age_s=_duration(env, "RELAY_RETRY_MAX_AGE", "24h"),
+        # Sprig publishes 1000 per 5 minutes per key; Spruce publishes no number, so start
+        # conservative and let its s-ratelimit-* headers slow Relay further.
+        sprig_rate_limit=_rate_limit(env, "SPRIG_RATE_LIMIT", "1000/300s"),
+        spruce_rate_limit=_rate_limit(env, "SPRUCE_RATE_LIMIT", "50/60s"),
     )
 
 
@@ -142,6 +164,37 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be greater than zero (got {value})")
     return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float | None:
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _duration(env: dict[str, str], name: str, default: str) -> float:
+    raw = _optional(env, name) or default
+    value = _seconds(raw)
+    if value is None:
+        raise ConfigError(f"{name} must be a duration like 90s, 30m, 24h or 2d (got {raw!r})")
+    return value
+
+
+def _rate_limit(env: dict[str, str], name: str, default: str) -> RateLimit:
+    raw = _optional(env, name) or default
+    count, _, period = raw.partition("/")
+    seconds = _seconds(period) if period else None
+    if not count.strip().isdigit() or int(count) <= 0 or seconds is None:
+        raise ConfigError(f"{name} must look like 1000/300s: calls per period (got {raw!r})")
+    return RateLimit(int(count), seconds)
 
 
 def _routes(raw: str | None) -> dict[str, tuple[str, ...]]:

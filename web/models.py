@@ -51,8 +51,10 @@ class DeliveryStatus:
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"
+    # Nothing left to send: newer values already reached the vendor.
+    SUPERSEDED = "superseded"
     FAILED = "failed"
-    TERMINAL = ("succeeded", "failed")
+    TERMINAL = ("succeeded", "superseded", "failed")
 
 
 class Event(Base):

@@ -1,26 +1,37 @@
-"""One vendor client per process and credentials, so HTTP connections are reused across tasks."""
+"""One vendor client per process and account, so HTTP connections are reused across tasks,
+each guarded by the account's shared throttle and circuit breaker."""
 from __future__ import annotations
 
 from functools import cache
 
-from web.config import Config
+from web.config import Config, RateLimit
+from workers.coordination import Breaker, Guard, Throttle, account_key, redis_client
 from workers.sprig_client import SprigClient
 from workers.spruce_client import SpruceClient
 
 
 def sprig_client(config: Config) -> SprigClient:
-    return _sprig(config.sprig_api_url, config.sprig_api_key or "", config.vendor_timeout_s)
+    return _sprig(config.sprig_api_url, config.sprig_api_key or "", config.vendor_timeout_s,
+                  config.redis_url, config.sprig_rate_limit)
 
 
 def spruce_client(config: Config) -> SpruceClient:
-    return _spruce(config.spruce_api_url, config.spruce_api_token or "", config.vendor_timeout_s)
+    return _spruce(config.spruce_api_url, config.spruce_api_token or "", config.vendor_timeout_s,
+                   config.redis_url, config.spruce_rate_limit)
+
+
+def guard(vendor: str, credential: str, redis_url: str | None, rate: RateLimit) -> Guard:
+    client, account = redis_client(redis_url), account_key(vendor, credential)
+    return Guard(Throttle(client, account, rate), Breaker(client, account))
 
 
 @cache
-def _sprig(base_url: str, api_key: str, timeout: float) -> SprigClient:
-    return SprigClient(base_url, api_key, timeout=timeout)
+def _sprig(base_url, api_key, timeout, redis_url, rate) -> SprigClient:
+    return SprigClient(base_url, api_key, timeout=timeout,
+                       guard=guard("sprig", api_key, redis_url, rate))
 
 
 @cache
-def _spruce(base_url: str, api_token: str, timeout: float) -> SpruceClient:
-    return SpruceClient(base_url, api_token, timeout=timeout)
+def _spruce(base_url, api_token, timeout, redis_url, rate) -> SpruceClient:
+    return SpruceClient(base_url, api_token, timeout=timeout,
+                        guard=guard("spruce", api_token, redis_url, rate))

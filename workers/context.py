@@ -19,6 +19,7 @@ class RetryLater(Exception):
 @dataclass
 class DeliveryContext:
     delivery_id: int
+    event_id: int
     event_type: str
     data: dict
     received_at_ms: int

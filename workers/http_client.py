@@ -8,12 +8,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from workers.vendor_errors import VendorError, error_from_exception, error_from_response, retry_after_seconds
+
+if TYPE_CHECKING:
+    from workers.coordination import Guard
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -50,8 +53,9 @@ class RateLimit:
 
 class VendorHTTP:
     def __init__(self, vendor: str, base_url: str, authorization: str, timeout: float,
-                 transport: httpx.BaseTransport | None, secret: str):
+                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None):
         self.vendor = vendor
+        self.guard = guard
         self.timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout))
         self.last_rate_limit: RateLimit | None = None
         self._secrets = (secret, authorization)
@@ -70,18 +74,27 @@ class VendorHTTP:
         """Send one request; return the response if it is 2xx or in `ok_statuses`, else raise
         VendorError. `path` is a template filled from `path_params`, each fully URL-encoded."""
         url = path.format(**{k: quote(str(v), safe="") for k, v in (path_params or {}).items()})
+        if self.guard:
+            self.guard.before()  # may raise Deferred: breaker open or no slot free yet
         try:
             response = self._client.request(method, url, params=params, json=json, headers=headers)
         except httpx.RequestError as exc:
             err = error_from_exception(self.vendor, method, path, exc, self.timeout)
             self._log.debug("%s %s failed: %s", method, path, err.message)
+            if self.guard:
+                self.guard.after(err.kind, None)
             raise err from None
         self.last_rate_limit = RateLimit.from_headers(response.headers)
         self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
                         response.headers.get("s-request-id", "-"))
         if response.is_success or response.status_code in ok_statuses:
+            if self.guard:
+                self.guard.after("ok", self.last_rate_limit)
             return response
-        raise error_from_response(self.vendor, method, path, response, self._secrets)
+        err = error_from_response(self.vendor, method, path, response, self._secrets)
+        if self.guard:
+            self.guard.after(err.kind, self.last_rate_limit, err.retry_after)
+        raise err
 
     def json(self, method: str, path: str, response: httpx.Response) -> Any:
         """The JSON body of a success response. A 2xx that is not JSON (a proxy's HTML page)

@@ -7,10 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from typing import TYPE_CHECKING
+
 import httpx
 
 from schemas.spruce import search_by_email_body
 from workers.http_client import VendorClient, VendorHTTP
+
+if TYPE_CHECKING:
+    from workers.coordination import Guard
 
 MAX_IDEMPOTENCY_KEY = 255
 SEARCH_PAGE_SIZE = 100
@@ -22,8 +27,9 @@ log = logging.getLogger("relay.vendor.spruce")
 
 class SpruceClient(VendorClient):
     def __init__(self, base_url: str, api_token: str, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None):
-        self._http = VendorHTTP("spruce", base_url, f"Bearer {api_token}", timeout, transport, api_token)
+                 transport: httpx.BaseTransport | None = None, guard: Guard | None = None):
+        self._http = VendorHTTP("spruce", base_url, f"Bearer {api_token}", timeout, transport, api_token,
+                                 guard)
 
 
     def search_contacts_by_email(self, email: str) -> list[dict]:

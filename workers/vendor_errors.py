@@ -78,7 +78,7 @@ def classify(status: int, headers: Mapping[str, str] | None = None) -> str:
         return THROTTLED
     if status in (401, 403):
         return AUTH
-    if status in (408, 425) or status >= 500:
+    if status in (408, 409, 425) or status >= 500:
         return TRANSIENT
     return PERMANENT  # other 4xx, and 1xx/3xx: a redirect means a misconfigured base URL
 

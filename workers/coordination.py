@@ -1,0 +1,212 @@
+"""What every worker process must agree on, kept in Redis: the vendor throttle, the circuit
+breaker and per-subscriber locks.
+
+Why a hand-written GCRA script rather than `limits`: a deferred delivery must be re-enqueued
+with the exact wait until its slot, and the vendor's own headers (429 Retry-After, Spruce's
+s-ratelimit-remaining) must be able to push every worker's next slot later. GCRA keeps one
+number per account (the theoretical arrival time), answers "allowed, or wait N ms" atomically,
+and takes both adjustments in the same script; it also spreads calls evenly, which the vendors'
+fixed or rolling windows (unknown which) both accept. Time is Redis's own clock, so processes on
+different machines agree.
+
+Without REDIS_URL (`relay dev`), the same scripts run on an in-process fakeredis: correct for
+the single worker process dev mode starts, not for several machines.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import contextmanager
+from functools import cache
+
+import redis
+
+from web.config import Config, RateLimit
+
+log = logging.getLogger("relay.coordination")
+
+# KEYS[1] = the account's theoretical arrival time (ms). ARGV: op, interval_ms, value_ms.
+#   op "acquire": take a slot if one is free now; returns 0, else the wait in ms.
+#   op "push":    nothing may start before now + value_ms (a vendor asked us to wait).
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+if ARGV[1] == 'push' then
+  local until_ms = now + tonumber(ARGV[3])
+  if until_ms > tat then
+    redis.call('SET', KEYS[1], until_ms, 'PX', until_ms - now + 60000)
+  end
+  return 0
+end
+if tat > now then
+  return tat - now
+end
+redis.call('SET', KEYS[1], tat + interval, 'PX', interval + 60000)
+return 0
+"""
+
+
+class Deferred(Exception):
+    """Not now, and not a failure: retry after `wait_s` without spending an attempt."""
+
+    def __init__(self, wait_s: float, reason: str):
+        super().__init__(reason)
+        self.wait_s = max(wait_s, 0.05)
+        self.reason = reason
+
+
+@cache
+def redis_client(url: str | None) -> redis.Redis:
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeRedis()
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+
+
+def redis_for(config: Config) -> redis.Redis:
+    return redis_client(config.redis_url)
+
+
+def account_key(vendor: str, credential: str) -> str:
+    # Keyed per vendor account (credential), never storing the credential itself.
+    return f"{vendor}:{hashlib.sha256(credential.encode()).hexdigest()[:16]}"
+
+
+class Throttle:
+    """The shared limiter for one vendor account."""
+
+    def __init__(self, client: redis.Redis, account: str, rate: RateLimit):
+        self._client, self.account, self.rate = client, account, rate
+        self._script = client.register_script(_GCRA)
+        self._key = f"relay:throttle:{account}"
+
+    def acquire(self) -> None:
+        wait_ms = self._script(keys=[self._key], args=["acquire", self._interval_ms(), 0])
+        if wait_ms:
+            raise Deferred(wait_ms / 1000, f"throttled: {self.account.split(':')[0]} rate limit")
+
+    def push(self, wait_s: float) -> None:
+        """Every process waits `wait_s` from now (a 429, or the vendor's headers)."""
+        self._script(keys=[self._key], args=["push", self._interval_ms(), int(wait_s * 1000)])
+
+    def observe(self, limit: int | None, remaining: int | None, window_s: float = 60.0) -> None:
+        """Spruce reports calls remaining in its 60 s window, shared with anything else using
+        the organization. When that is fewer than our own pace would spend before the window
+        could reset, spread what remains over a whole window."""
+        if remaining is None:
+            return
+        spread_s = window_s / max(remaining, 1) if remaining else window_s
+        if spread_s > self.rate.interval_s:
+            self.push(spread_s)
+
+    def _interval_ms(self) -> int:
+        return max(int(self.rate.interval_s * 1000), 1)
+
+
+class Breaker:
+    """Per vendor account: after `threshold` transient failures in a row, or one auth failure,
+    stop calling for a cool-down; then let one probe through; its success closes it."""
+
+    def __init__(self, client: redis.Redis, account: str, threshold: int = 5,
+                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0):
+        self._client, self.account = client, account
+        self.threshold, self.cooldown_s, self.auth_cooldown_s = threshold, cooldown_s, auth_cooldown_s
+        base = f"relay:breaker:{account}"
+        self._failures, self._open, self._probe = f"{base}:failures", f"{base}:open", f"{base}:probe"
+
+    def check(self) -> None:
+        open_ms = self._client.pttl(self._open)
+        if open_ms > 0:
+            raise Deferred(open_ms / 1000, f"circuit open for {self._vendor()}")
+        if self._client.exists(f"{self._open}:was") and not self._client.set(
+                self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
+            raise Deferred(2.0, f"circuit half-open for {self._vendor()}: a probe is running")
+
+    def success(self) -> None:
+        self._client.delete(self._failures, self._probe)
+        if self._client.delete(f"{self._open}:was"):
+            log.warning("circuit closed for %s: calls resume", self._vendor())
+
+    def failure(self, auth: bool = False) -> None:
+        self._client.delete(self._probe)
+        if auth:
+            self._trip(self.auth_cooldown_s, "credential rejected (401/403)")
+            return
+        failures = self._client.incr(self._failures)
+        self._client.expire(self._failures, 600)
+        if failures >= self.threshold:
+            self._trip(self.cooldown_s, f"{failures} transient failures in a row")
+
+    def state(self) -> str:
+        if self._client.pttl(self._open) > 0:
+            return "open"
+        return "half-open" if self._client.exists(f"{self._open}:was") else "closed"
+
+    def _trip(self, cooldown_s: float, why: str) -> None:
+        self._client.set(self._open, 1, px=int(cooldown_s * 1000))
+        # ":was" outlives the cool-down and marks the half-open phase; only its creator logs.
+        if self._client.set(f"{self._open}:was", 1, nx=True, ex=86400):
+            log.warning("circuit opened for %s for %.0fs: %s", self._vendor(), cooldown_s, why)
+            _report(f"Relay stopped calling {self._vendor()}: {why}")
+        self._client.delete(self._failures)
+
+    def _vendor(self) -> str:
+        return self.account.split(":")[0]
+
+
+class Guard:
+    """Wraps every vendor call: breaker and throttle before, their bookkeeping after."""
+
+    def __init__(self, throttle: Throttle, breaker: Breaker):
+        self.throttle, self.breaker = throttle, breaker
+
+    def before(self) -> None:
+        self.breaker.check()
+        self.throttle.acquire()
+
+    def after(self, kind: str, rate_limit=None, retry_after: float | None = None) -> None:
+        if kind == "transient":
+            self.breaker.failure()
+        elif kind == "auth":
+            self.breaker.failure(auth=True)
+        elif kind == "throttled":
+            self.throttle.push(retry_after or THROTTLED_DEFAULT_WAIT_S)
+        else:  # ok, permanent, duplicate: the vendor is up and answering
+            self.breaker.success()
+        if rate_limit is not None:
+            self.throttle.observe(rate_limit.limit, rate_limit.remaining)
+
+
+THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
+LOCK_LEASE_S = 120
+
+
+@contextmanager
+def subject_locks(client: redis.Redis, destination: str, subject_keys: list[str]):
+    """Deliveries for one subscriber and vendor run one at a time (two events for one new
+    subscriber must not create two Spruce contacts). The lease frees the lock of a dead worker."""
+    held = []
+    try:
+        for key in sorted(set(subject_keys)):
+            digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+            lock = client.lock(f"relay:lock:{destination}:{digest}", timeout=LOCK_LEASE_S,
+                               blocking=False)
+            if not lock.acquire():
+                raise Deferred(1.0, "another delivery for this subscriber is running")
+            held.append(lock)
+        yield
+    finally:
+        for lock in held:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # the lease ran out first; nothing of ours to release
+
+
+def _report(message: str) -> None:
+    import sentry_sdk
+
+    sentry_sdk.capture_message(message, level="warning")
