@@ -57,6 +57,7 @@ class Config:
     retry_base_s: float = 30.0
     retry_max_attempts: int = 15
     retry_max_age_s: float = 24 * 3600.0
+    breaker_cooldown_s: float = 30.0
     sprig_rate_limit: RateLimit = None  # type: ignore[assignment]
     spruce_rate_limit: RateLimit = None  # type: ignore[assignment]
 
@@ -96,6 +97,7 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         retry_base_s=float(_positive_int(env, "RELAY_RETRY_BASE_S", 30)),
         retry_max_attempts=_positive_int(env, "RELAY_RETRY_MAX_ATTEMPTS", 15),
         retry_max_age_s=_duration(env, "RELAY_RETRY_MAX_AGE", "24h"),
+        breaker_cooldown_s=_duration(env, "RELAY_BREAKER_COOLDOWN", "30s"),
         # Sprig publishes 1000 per 5 minutes per key; Spruce publishes no number, so start
         # conservative and let its s-ratelimit-* headers slow Relay further.
         sprig_rate_limit=_rate_limit(env, "SPRIG_RATE_LIMIT", "1000/300s"),

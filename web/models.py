@@ -120,4 +120,7 @@ class SubscriberLink(Base):
     subscriber_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
     spruce_contact_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
     spruce_note_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    # Sprig attribute -> [received_at_ms, event_id] of the event whose value Sprig holds, so an
+    # older event delivered late (or replayed) never overwrites a newer value.
+    sprig_attribute_versions: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

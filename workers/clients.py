@@ -12,26 +12,27 @@ from workers.spruce_client import SpruceClient
 
 def sprig_client(config: Config) -> SprigClient:
     return _sprig(config.sprig_api_url, config.sprig_api_key or "", config.vendor_timeout_s,
-                  config.redis_url, config.sprig_rate_limit)
+                  config.redis_url, config.sprig_rate_limit, config.breaker_cooldown_s)
 
 
 def spruce_client(config: Config) -> SpruceClient:
     return _spruce(config.spruce_api_url, config.spruce_api_token or "", config.vendor_timeout_s,
-                   config.redis_url, config.spruce_rate_limit)
+                   config.redis_url, config.spruce_rate_limit, config.breaker_cooldown_s)
 
 
-def guard(vendor: str, credential: str, redis_url: str | None, rate: RateLimit) -> Guard:
+def guard(vendor: str, credential: str, redis_url: str | None, rate: RateLimit,
+          cooldown_s: float) -> Guard:
     client, account = redis_client(redis_url), account_key(vendor, credential)
-    return Guard(Throttle(client, account, rate), Breaker(client, account))
+    return Guard(Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s))
 
 
 @cache
-def _sprig(base_url, api_key, timeout, redis_url, rate) -> SprigClient:
+def _sprig(base_url, api_key, timeout, redis_url, rate, cooldown_s) -> SprigClient:
     return SprigClient(base_url, api_key, timeout=timeout,
-                       guard=guard("sprig", api_key, redis_url, rate))
+                       guard=guard("sprig", api_key, redis_url, rate, cooldown_s))
 
 
 @cache
-def _spruce(base_url, api_token, timeout, redis_url, rate) -> SpruceClient:
+def _spruce(base_url, api_token, timeout, redis_url, rate, cooldown_s) -> SpruceClient:
     return SpruceClient(base_url, api_token, timeout=timeout,
-                        guard=guard("spruce", api_token, redis_url, rate))
+                        guard=guard("spruce", api_token, redis_url, rate, cooldown_s))

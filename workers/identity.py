@@ -24,8 +24,14 @@ def lookup(subscriber: Subscriber) -> SubscriberLink | None:
         )
 
 
-def remember(subscriber: Subscriber, **spruce_ids: str) -> None:
-    """Save spruce_contact_id and/or spruce_note_conversation_id for the subscriber."""
+def sprig_versions(subscriber: Subscriber) -> dict[str, list[int]]:
+    link = lookup(subscriber)
+    return dict(link.sprig_attribute_versions or {}) if link else {}
+
+
+def remember(subscriber: Subscriber, **fields) -> None:
+    """Save spruce_contact_id, spruce_note_conversation_id or sprig_attribute_versions.
+    Callers hold the subscriber's lock (workers.coordination.subject_locks)."""
     key = subscriber_key(subscriber)
     for _ in range(2):  # a concurrent first insert for the same subscriber: update theirs
         with session_scope() as session:
@@ -33,7 +39,7 @@ def remember(subscriber: Subscriber, **spruce_ids: str) -> None:
             if link is None:
                 link = SubscriberLink(subscriber_key=key)
                 session.add(link)
-            for name, value in spruce_ids.items():
+            for name, value in fields.items():
                 setattr(link, name, value)
             try:
                 session.commit()

@@ -19,8 +19,8 @@ REQUEUE_AFTER = timedelta(minutes=5)
 BATCH = 500
 
 
-def sweep() -> dict[str, int]:
-    now = utcnow()
+def sweep(now=None) -> dict[str, int]:
+    now = now or utcnow()
     with session_scope() as session:
         released = session.execute(
             sa.update(Delivery)

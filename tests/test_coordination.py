@@ -1,0 +1,111 @@
+"""The shared throttle, breaker and subscriber locks, on the real Redis."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from web.config import RateLimit
+from workers.coordination import Breaker, Deferred, Throttle, subject_locks
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_throttle_spreads_calls_evenly_and_says_how_long_to_wait(r):
+    throttle = Throttle(r, "sprig:acct", RateLimit(5, 1.0))  # one call every 200 ms
+    throttle.acquire()
+    with pytest.raises(Deferred) as deferred:
+        throttle.acquire()
+    assert 0.1 < deferred.value.wait_s <= 0.2
+    time.sleep(deferred.value.wait_s + 0.01)
+    throttle.acquire()  # the slot it named is free
+
+
+def test_throttle_is_shared_by_every_client_of_the_account(r):
+    first = Throttle(r, "sprig:acct", RateLimit(5, 1.0))
+    second = Throttle(redis.Redis(connection_pool=r.connection_pool), "sprig:acct", RateLimit(5, 1.0))
+    other_account = Throttle(r, "sprig:other", RateLimit(5, 1.0))
+    first.acquire()
+    with pytest.raises(Deferred):
+        second.acquire()
+    other_account.acquire()
+
+
+def test_throttle_holds_the_rate_over_a_second(r):
+    throttle = Throttle(r, "sprig:acct", RateLimit(20, 1.0))
+    granted, deadline = 0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            throttle.acquire()
+            granted += 1
+        except Deferred as deferred:
+            time.sleep(min(deferred.wait_s, max(deadline - time.monotonic(), 0)))
+    assert 19 <= granted <= 21
+
+
+def test_a_vendor_wait_holds_every_worker(r):
+    throttle = Throttle(r, "spruce:acct", RateLimit(1000, 1.0))
+    throttle.push(2.0)
+    with pytest.raises(Deferred) as deferred:
+        throttle.acquire()
+    assert 1.9 < deferred.value.wait_s <= 2.0
+
+
+def test_low_remaining_from_the_vendor_slows_the_pace(r):
+    throttle = Throttle(r, "spruce:acct", RateLimit(50, 60.0))  # our pace: one per 1.2 s
+    throttle.observe(limit=100, remaining=90)  # 90 left: spreading them is faster than our pace
+    throttle.acquire()
+    r.flushdb()
+    throttle.observe(limit=100, remaining=5)  # 5 left: spread them over a window
+    with pytest.raises(Deferred) as deferred:
+        throttle.acquire()
+    assert 11 < deferred.value.wait_s <= 12
+
+
+def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog):
+    breaker = Breaker(r, "sprig:acct", threshold=3, cooldown_s=0.3)
+    for _ in range(2):
+        breaker.failure()
+    breaker.check()  # still closed
+    breaker.failure()
+    assert breaker.state() == "open"
+    with pytest.raises(Deferred):
+        breaker.check()
+    time.sleep(0.35)
+    assert breaker.state() == "half-open"
+    breaker.check()  # the one probe
+    with pytest.raises(Deferred, match="probe"):
+        breaker.check()
+    breaker.success()
+    assert breaker.state() == "closed"
+    breaker.check()
+    messages = [r.getMessage() for r in caplog.records if r.name == "relay.coordination"]
+    assert len([m for m in messages if "circuit opened" in m]) == 1
+    assert len([m for m in messages if "circuit closed" in m]) == 1
+
+
+def test_a_rejected_credential_opens_the_breaker_at_once(r):
+    breaker = Breaker(r, "spruce:acct", auth_cooldown_s=60)
+    breaker.failure(auth=True)
+    with pytest.raises(Deferred) as deferred:
+        breaker.check()
+    assert deferred.value.wait_s > 50
+
+
+def test_subject_lock_admits_one_delivery_and_frees_on_exit(r):
+    with subject_locks(r, "spruce", ["id:sub_1"]):
+        with pytest.raises(Deferred):
+            with subject_locks(r, "spruce", ["id:sub_1"]):
+                pass
+        with subject_locks(r, "sprig", ["id:sub_1"]):  # another vendor: independent
+            pass
+    with subject_locks(r, "spruce", ["id:sub_1"]):
+        pass
