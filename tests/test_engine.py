@@ -137,3 +137,34 @@ def test_two_events_for_one_new_subscriber_create_one_contact(app, client, sandb
         assert wait_for(lambda: [e.status for e in events(app)] == ["done"] * 2)
     assert len(sandbox_state(sandbox)["spruce"]["contacts"]) == 1
     assert len(sandbox_state(sandbox)["spruce"]["conversations"]) == 1
+
+
+def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client, app, sandbox):
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 500, "times": 1, "method": "POST",
+                               "path_prefix": "/conversations/t_"}])
+    post_event(client, load_fixture("reward_redeemed"))
+    spruce_id = next(d.id for d in deliveries(app) if d.destination == "spruce")
+    with app.app_context():
+        assert run_delivery(spruce_id) == "pending"
+    delivery = next(d for d in deliveries(app) if d.id == spruce_id)
+    conversation_id = delivery.steps["spruce.conversation"]
+    # A day later, the note is in the conversation (posted by an attempt whose answer was lost)
+    # and Spruce no longer remembers the key.
+    from schemas.spruce import note_message_body
+    from workers.clients import spruce_client
+
+    with app.app_context():
+        from schemas.sparkloop import validate_event
+
+        # Built from the stored payload, as the earlier attempt did (JSONB may reorder keys).
+        _, data, _ = validate_event(events(app)[0].payload)
+        spruce_client(app.config["RELAY"]).post_message(
+            conversation_id, note_message_body("reward_redeemed", data), idempotency_key="other-key")
+    with app.extensions["relay.db"].session() as session:
+        stored = session.get(Delivery, spruce_id)
+        stored.steps = stored.steps | {"spruce.note.first_attempt_ms": stored.steps["spruce.note.first_attempt_ms"] - 25 * 3600 * 1000}
+        session.commit()
+
+    run_pending(app)
+    assert next(d for d in deliveries(app) if d.id == spruce_id).steps["spruce.note"] == "found-in-conversation"
+    assert len(sandbox_state(sandbox)["spruce"]["items"][conversation_id]) == 1

@@ -178,9 +178,12 @@ class Guard:
             self.breaker.success()
         if rate_limit is not None:
             self.throttle.observe(rate_limit.limit, rate_limit.remaining)
+            if rate_limit.daily_remaining == 0:  # the reset time is not published: probe hourly
+                self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
 
 
 THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
+DAILY_EXHAUSTED_WAIT_S = 3600.0
 LOCK_LEASE_S = 120
 
 

@@ -4,6 +4,7 @@ derived from the delivery or the subject, and a 422 "duplicate" means an earlier
 from __future__ import annotations
 
 import hashlib
+import time
 
 from schemas.sparkloop import Subscriber, affected_subscribers
 from schemas.spruce import contact_body, note_conversation_body, note_message_body
@@ -12,6 +13,8 @@ from workers.context import DeliveryContext, DeliveryFailed, RetryLater
 from workers.vendor_errors import VendorError
 
 NOTE_TITLE = "SparkLoop referrals"
+# Spruce keeps idempotency keys for 24 h; an hour's margin for clocks and slow attempts.
+IDEMPOTENCY_WINDOW_MS = 23 * 3600 * 1000
 
 
 def ensure_contact(ctx: DeliveryContext) -> str:
@@ -27,16 +30,31 @@ def post_reward_note(ctx: DeliveryContext) -> None:
     conversation_id = _note_conversation(ctx, subscriber, contact_id, known)
     if ctx.done("spruce.note"):
         return
+    body = note_message_body(ctx.event_type, ctx.data)
+    first_attempt_ms = ctx.steps.get("spruce.note.first_attempt_ms")
+    if first_attempt_ms is None:
+        ctx.record("spruce.note.first_attempt_ms", int(time.time() * 1000))
+    elif time.time() * 1000 - first_attempt_ms > IDEMPOTENCY_WINDOW_MS:
+        # Spruce has forgotten our key by now: look for the note before posting it again.
+        if _note_already_posted(ctx, conversation_id, body["body"][0]["value"]):
+            ctx.record("spruce.note", "found-in-conversation")
+            return
     try:
         request_id = ctx.spruce.post_message(
-            conversation_id, note_message_body(ctx.event_type, ctx.data),
-            idempotency_key=f"relay-note-{ctx.delivery_id}",
+            conversation_id, body, idempotency_key=f"relay-note-{ctx.delivery_id}",
         )
     except VendorError as err:
         if err.kind != "duplicate":
             raise
         request_id = "accepted-earlier"  # Spruce does not replay the first response
     ctx.record("spruce.note", request_id)
+
+
+def _note_already_posted(ctx: DeliveryContext, conversation_id: str, text: str) -> bool:
+    return any(
+        item.get("isInternalNote") and item.get("text") == text
+        for item in ctx.spruce.iter_conversation_items(conversation_id, order="newest_first")
+    )
 
 
 def _subject(ctx: DeliveryContext) -> Subscriber:
