@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from web.config import RateLimit
-from workers.coordination import Breaker, Deferred, Throttle, subject_locks
+from workers.coordination import Breaker, Deferred, Throttle, reserved_slot, subject_locks
 
 
 @pytest.fixture
@@ -19,14 +19,34 @@ def r(redis_url):
     client.close()
 
 
-def test_throttle_spreads_calls_evenly_and_says_how_long_to_wait(r):
+def using(slot):
+    """Run as the delivery that reserved `slot` (what the engine does on its next run)."""
+    return reserved_slot.set(slot)
+
+
+def test_each_deferred_caller_gets_its_own_slot_and_may_use_it_when_due(r):
     throttle = Throttle(r, "sprig:acct", RateLimit(5, 1.0))  # one call every 200 ms
     throttle.acquire()
-    with pytest.raises(Deferred) as deferred:
-        throttle.acquire()
-    assert 0.1 < deferred.value.wait_s <= 0.2
-    time.sleep(deferred.value.wait_s + 0.01)
-    throttle.acquire()  # the slot it named is free
+    waits, slots = [], []
+    for _ in range(2):
+        with pytest.raises(Deferred) as deferred:
+            throttle.acquire()
+        waits.append(deferred.value.wait_s)
+        slots.append(deferred.value.slot)
+    assert 0.15 < waits[0] <= 0.2 and 0.35 < waits[1] <= 0.4  # distinct slots, no stampede
+    time.sleep(waits[0])
+    token = using(slots[0])
+    try:
+        throttle.acquire()  # its reserved slot: no new reservation
+    finally:
+        reserved_slot.reset(token)
+    with pytest.raises(Deferred) as early:  # the second slot is not due yet
+        token = using(slots[1])
+        try:
+            throttle.acquire()
+        finally:
+            reserved_slot.reset(token)
+    assert early.value.slot == slots[1]
 
 
 def test_throttle_is_shared_by_every_client_of_the_account(r):
@@ -41,22 +61,36 @@ def test_throttle_is_shared_by_every_client_of_the_account(r):
 
 def test_throttle_holds_the_rate_over_a_second(r):
     throttle = Throttle(r, "sprig:acct", RateLimit(20, 1.0))
-    granted, deadline = 0, time.monotonic() + 1.0
+    granted, deadline, slot = 0, time.monotonic() + 1.0, None
     while time.monotonic() < deadline:
+        token = using(slot)
         try:
             throttle.acquire()
-            granted += 1
+            granted, slot = granted + 1, None
         except Deferred as deferred:
+            slot = deferred.slot
             time.sleep(min(deferred.wait_s, max(deadline - time.monotonic(), 0)))
+        finally:
+            reserved_slot.reset(token)
     assert 19 <= granted <= 21
 
 
-def test_a_vendor_wait_holds_every_worker(r):
-    throttle = Throttle(r, "spruce:acct", RateLimit(1000, 1.0))
+def test_a_vendor_pause_holds_every_worker_and_every_reserved_slot(r):
+    throttle = Throttle(r, "spruce:acct", RateLimit(10, 1.0))
+    throttle.acquire()
+    with pytest.raises(Deferred) as reserved:
+        throttle.acquire()
     throttle.push(2.0)
     with pytest.raises(Deferred) as deferred:
         throttle.acquire()
     assert 1.9 < deferred.value.wait_s <= 2.0
+    token = using(reserved.value.slot)
+    try:
+        with pytest.raises(Deferred) as held:
+            throttle.acquire()
+    finally:
+        reserved_slot.reset(token)
+    assert held.value.wait_s > 1.9
 
 
 def test_low_remaining_from_the_vendor_slows_the_pace(r):

@@ -81,13 +81,14 @@ def test_broker_down_at_accept_then_the_sweep_delivers(environ, sandbox):
     response = post_event(down.test_client(), load_fixture("reward_unlocked"))
     assert response.status_code == 200
     assert time.monotonic() - started < 10
-    assert all(d.enqueued_at is None and d.status == "pending" for d in deliveries(down))
+    assert all(d.enqueued_at is None and d.status == "pending" for d in deliveries(down)), [(d.status, d.enqueued_at) for d in deliveries(down)]
 
     up = create_app(environ)  # the broker is back
     with start_worker(up.extensions["celery"], pool="threads", concurrency=2,
                       perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
         with up.app_context():
-            assert sweep()["enqueued"] == 2
+            swept = sweep()
+            assert swept["enqueued"] == 2, (swept, [(d.status, d.enqueued_at, d.last_error) for d in deliveries(up)])
         assert wait_for(lambda: events(up)[0].status == "done")
     state = httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
     assert "john.doe@email.com" in state["sprig"]["users"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 import redis
@@ -25,36 +26,50 @@ from web.config import Config, RateLimit
 
 log = logging.getLogger("relay.coordination")
 
-# KEYS[1] = the account's theoretical arrival time (ms). ARGV: op, interval_ms, value_ms.
-#   op "acquire": take a slot if one is free now; returns 0, else the wait in ms.
-#   op "push":    nothing may start before now + value_ms (a vendor asked us to wait).
+# KEYS[1]: the account's next free slot (ms, GCRA's theoretical arrival time);
+# KEYS[2]: a pause until (ms) that a vendor asked for. Returns {wait_ms, slot_ms}.
+#   reserve(interval): take the next free slot, now or later; each caller gets its own, so
+#                      deferred deliveries wake one per slot instead of all at once.
+#   pause(ms):         nothing starts before now + ms, reserved slots included (a 429).
+#   nudge(ms):         new reservations start no earlier than now + ms (the vendor's pace).
+#   check(slot):       how long a reserved slot must still wait (pause included).
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
-if ARGV[1] == 'push' then
-  local until_ms = now + tonumber(ARGV[3])
-  if until_ms > tat then
-    redis.call('SET', KEYS[1], until_ms, 'PX', until_ms - now + 60000)
+local op, value = ARGV[1], tonumber(ARGV[2])
+local pause = tonumber(redis.call('GET', KEYS[2]) or 0)
+if op == 'reserve' then
+  local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now, pause)
+  redis.call('SET', KEYS[1], slot + value, 'PX', slot + value - now + 60000)
+  return {slot - now, slot}
+elseif op == 'pause' then
+  if now + value > pause then
+    redis.call('SET', KEYS[2], now + value, 'PX', value + 1000)
   end
-  return 0
+  return {value, now + value}
+elseif op == 'nudge' then
+  if now + value > tonumber(redis.call('GET', KEYS[1]) or 0) then
+    redis.call('SET', KEYS[1], now + value, 'PX', value + 60000)
+  end
+  return {value, now + value}
 end
-if tat > now then
-  return tat - now
-end
-redis.call('SET', KEYS[1], tat + interval, 'PX', interval + 60000)
-return 0
+return {math.max(pause, value) - now, value}
 """
+# The slot a deferred delivery reserved, set by the engine for the duration of one run.
+reserved_slot: ContextVar[dict | None] = ContextVar("reserved_slot", default=None)
+# A reserved slot used later than this would bunch calls together; it is re-reserved instead.
+LATE_SLOT_MS = 2000
 
 
 class Deferred(Exception):
-    """Not now, and not a failure: retry after `wait_s` without spending an attempt."""
+    """Not now, and not a failure: retry after `wait_s` without spending an attempt. `slot`,
+    when set, is the throttle slot reserved for the retry."""
 
-    def __init__(self, wait_s: float, reason: str):
+    def __init__(self, wait_s: float, reason: str, slot: dict | None = None):
         super().__init__(reason)
         self.wait_s = max(wait_s, 0.05)
         self.reason = reason
+        self.slot = slot
 
 
 @cache
@@ -84,13 +99,23 @@ class Throttle:
         self._key = f"relay:throttle:{account}"
 
     def acquire(self) -> None:
-        wait_ms = self._script(keys=[self._key], args=["acquire", self._interval_ms(), 0])
-        if wait_ms:
-            raise Deferred(wait_ms / 1000, f"throttled: {self.account.split(':')[0]} rate limit")
+        """Go now, or raise Deferred with a slot reserved for this caller."""
+        slot = reserved_slot.get()
+        if slot and slot["account"] == self.account:
+            reserved_slot.set(None)
+            wait_ms, _ = self._run("check", slot["at_ms"])
+            if -LATE_SLOT_MS <= wait_ms <= 0:
+                return
+            if wait_ms > 0:  # woke early, or a vendor pause came in between
+                raise Deferred(wait_ms / 1000, self._reason(), slot)
+            # Far too late (the sweep found it): using it now would burst; queue again.
+        wait_ms, slot_ms = self._run("reserve", self._interval_ms())
+        if wait_ms > 0:
+            raise Deferred(wait_ms / 1000, self._reason(), {"account": self.account, "at_ms": slot_ms})
 
     def push(self, wait_s: float) -> None:
-        """Every process waits `wait_s` from now (a 429, or the vendor's headers)."""
-        self._script(keys=[self._key], args=["push", self._interval_ms(), int(wait_s * 1000)])
+        """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
+        self._run("pause", int(wait_s * 1000))
 
     def observe(self, limit: int | None, remaining: int | None, window_s: float = 60.0) -> None:
         """Spruce reports calls remaining in its 60 s window, shared with anything else using
@@ -100,7 +125,14 @@ class Throttle:
             return
         spread_s = window_s / max(remaining, 1) if remaining else window_s
         if spread_s > self.rate.interval_s:
-            self.push(spread_s)
+            self._run("nudge", int(spread_s * 1000))
+
+    def _run(self, op: str, value: int) -> tuple[int, int]:
+        wait_ms, slot_ms = self._script(keys=[self._key, f"{self._key}:pause"], args=[op, value])
+        return int(wait_ms), int(slot_ms)
+
+    def _reason(self) -> str:
+        return f"throttled: {self.account.split(':')[0]} rate limit"
 
     def _interval_ms(self) -> int:
         return max(int(self.rate.interval_s * 1000), 1)

@@ -26,7 +26,7 @@ from web.db import session_scope
 from web.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
 from workers import identity
 from workers.context import DeliveryContext, DeliveryFailed, RetryLater
-from workers.coordination import Deferred, redis_for, subject_locks
+from workers.coordination import Deferred, redis_for, reserved_slot, subject_locks
 from workers.routing import handler_for
 from workers.vendor_errors import VendorError
 
@@ -37,6 +37,7 @@ MAX_BACKOFF_S = 3600
 THROTTLED_DEFAULT_WAIT_S = 10.0
 AUTH_RECHECK_S = 60.0
 COUNTDOWN_LIMIT_S = 300
+THROTTLE_SLOT = "throttle.slot"  # the slot a deferred delivery reserved, kept with its steps
 
 
 def run_delivery(delivery_id: int) -> str:
@@ -56,11 +57,13 @@ def run_delivery(delivery_id: int) -> str:
         save_steps=lambda steps: _save_steps(delivery_id, steps),
     )
     subjects = [identity.subscriber_key(s) for _, s in affected_subscribers(event.type, data)]
+    slot_token = reserved_slot.set(ctx.steps.pop(THROTTLE_SLOT, None))
     try:
         with subject_locks(redis_for(config), delivery.destination, subjects):
             outcome = handler_for(event.type, delivery.destination)(ctx)
     except Deferred as deferred:
-        return _reschedule(delivery_id, deferred.reason, None, deferred.wait_s, spend_attempt=False)
+        return _reschedule(delivery_id, deferred.reason, None, deferred.wait_s,
+                           spend_attempt=False, slot=deferred.slot)
     except VendorError as err:
         if err.kind == "throttled":
             return _reschedule(delivery_id, str(err), err.status,
@@ -78,6 +81,8 @@ def run_delivery(delivery_id: int) -> str:
         # Only the class name: messages of arbitrary exceptions may quote payload values.
         log.error("delivery %s raised %s", delivery_id, type(err).__name__)
         return _reschedule(delivery_id, f"internal error ({type(err).__name__}); see worker logs", None)
+    finally:
+        reserved_slot.reset(slot_token)
     return _finish(delivery_id, superseded=outcome == DeliveryStatus.SUPERSEDED)
 
 
@@ -109,7 +114,8 @@ def _save_steps(delivery_id: int, steps: dict) -> None:
 
 
 def _reschedule(delivery_id: int, reason: str, status_code: int | None,
-                wait_s: float | None = None, spend_attempt: bool = True) -> str:
+                wait_s: float | None = None, spend_attempt: bool = True,
+                slot: dict | None = None) -> str:
     config = current_app.config["RELAY"]
     with session_scope() as session:
         delivery = _locked(session, delivery_id)
@@ -127,6 +133,9 @@ def _reschedule(delivery_id: int, reason: str, status_code: int | None,
         if wait_s is None:
             wait_s = backoff(delivery.attempts, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
+        delivery.steps = {k: v for k, v in (delivery.steps or {}).items() if k != THROTTLE_SLOT}
+        if slot:
+            delivery.steps[THROTTLE_SLOT] = slot
         delivery.next_attempt_at = utcnow() + timedelta(seconds=wait_s)
         delivery.lease_expires_at = None
         delivery.enqueued_at = None
