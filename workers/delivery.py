@@ -26,7 +26,9 @@ from web.db import session_scope
 from web.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
 from workers import identity
 from workers.context import DeliveryContext, DeliveryFailed, RetryLater
-from workers.coordination import Deferred, redis_for, reserved_slot, subject_locks
+from workers.coordination import (
+    THROTTLED_DEFAULT_WAIT_S, Deferred, redis_for, reserved_slot, subject_locks,
+)
 from workers.routing import handler_for
 from workers.vendor_errors import VendorError
 
@@ -34,7 +36,6 @@ log = logging.getLogger("relay.delivery")
 
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF_S = 3600
-THROTTLED_DEFAULT_WAIT_S = 10.0
 AUTH_RECHECK_S = 60.0
 COUNTDOWN_LIMIT_S = 300
 THROTTLE_SLOT = "throttle.slot"  # the slot a deferred delivery reserved, kept with its steps
