@@ -1,35 +1,38 @@
 """A local, stateful imitation of the Sprig and Spruce APIs that Relay's dev mode, tests and
 benchmarks talk to over real HTTP. It keeps state and enforces the documented rules (auth,
-idempotency, rate limits, paging, error bodies); switches add latency and faults.
+validation, idempotency, rate limits, paging, error bodies); switches add latency, faults and
+read-after-write lag.
 
 Sprig is served under /sprig, Spruce under /spruce/v1, the switches under /_sandbox."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.state import SandboxSettings, SandboxState
 
-__all__ = ["SandboxSettings", "RunningSandbox", "create_sandbox_app", "serve_in_thread"]
+__all__ = ["RunningSandbox", "SandboxSettings", "SandboxState", "create_sandbox_app", "serve_in_thread"]
+
+STOP_TIMEOUT_S = 10
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
-    from sandbox import control, sprig, spruce
+    from sandbox import control, gate, sprig, spruce
 
     app = Flask("sandbox")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+    app.url_map.strict_slashes = False
+    app.url_map.converters["spruce_id"] = spruce.IdConverter
     app.extensions["sandbox"] = SandboxState(settings or SandboxSettings())
-    for bp in (sprig.bp, spruce.bp, control.bp):
-        app.register_blueprint(bp)
-
-    @app.errorhandler(404)
-    def not_found(_exc):
-        if request.path.startswith(spruce.bp.url_prefix):
-            return spruce.error(404, "NOT_FOUND", "not found")
-        return "", 404
-
+    gate.install(app, [sprig.VENDOR, spruce.VENDOR])
+    for blueprint in (sprig.bp, spruce.bp, control.bp):
+        app.register_blueprint(blueprint)
     return app
 
 
@@ -41,7 +44,12 @@ class RunningSandbox:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.host}:{self.server.server_port}"
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.server_port}"
 
     @property
     def sprig_url(self) -> str:
@@ -55,22 +63,40 @@ class RunningSandbox:
     def state(self) -> SandboxState:
         return self.app.extensions["sandbox"]
 
-    def configure(self, **changes) -> None:
-        self.state.configure(changes)
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Same as POST /_sandbox/config; raises ValueError on an invalid change."""
+        return self.state.configure(changes)
 
     def reset(self) -> None:
+        """Same as POST /_sandbox/reset."""
         self.state.reset()
 
+    def snapshot(self) -> dict[str, Any]:
+        """Same as GET /_sandbox/state."""
+        return self.state.snapshot()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Same as GET /_sandbox/stats."""
+        return self.state.stats()
+
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():
+            self.server.shutdown()  # blocks until serve_forever returns, so only while it runs
         self.server.server_close()
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=STOP_TIMEOUT_S)
+
+    def __enter__(self) -> RunningSandbox:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0,
                     settings: SandboxSettings | None = None) -> RunningSandbox:
+    """Serve the sandbox from a daemon thread; port 0 picks a free port (see `.url`)."""
     app = create_sandbox_app(settings)
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"sandbox:{server.server_port}", daemon=True)
     thread.start()
     return RunningSandbox(app, server, thread)

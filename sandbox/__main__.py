@@ -1,26 +1,45 @@
-"""python -m sandbox --port 8025: serve the vendor sandbox in the foreground."""
+"""python -m sandbox [--host 127.0.0.1] [--port 8025]: serve the vendor sandbox in the foreground.
+
+SANDBOX_SPRIG_API_KEY / SANDBOX_SPRUCE_API_TOKEN override the (non-secret) sandbox credentials."""
 from __future__ import annotations
 
 import argparse
 import os
 
+from werkzeug.serving import make_server
+
 from sandbox import SandboxSettings, create_sandbox_app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the Sprig and Spruce sandbox.")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Serve the Sprig and Spruce sandbox.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    defaults = SandboxSettings()
     settings = SandboxSettings(
-        sprig_api_key=os.environ.get("SANDBOX_SPRIG_API_KEY", SandboxSettings.sprig_api_key),
-        spruce_api_token=os.environ.get("SANDBOX_SPRUCE_API_TOKEN", SandboxSettings.spruce_api_token),
+        sprig_api_key=os.environ.get("SANDBOX_SPRIG_API_KEY") or defaults.sprig_api_key,
+        spruce_api_token=os.environ.get("SANDBOX_SPRUCE_API_TOKEN") or defaults.spruce_api_token,
     )
-    base = f"http://{args.host}:{args.port}"
-    print(f"Sprig:  {base}/sprig   (API-Key {settings.sprig_api_key})")
-    print(f"Spruce: {base}/spruce/v1   (Bearer {settings.spruce_api_token})")
-    print(f"State:  {base}/_sandbox/state")
-    create_sandbox_app(settings).run(host=args.host, port=args.port, threaded=True)
+    server = make_server(args.host, args.port, create_sandbox_app(settings), threaded=True)
+    base = f"http://{args.host}:{server.server_port}"
+    print(f"Sandbox at {base}", flush=True)
+    sprig_key = _shown(settings.sprig_api_key, defaults.sprig_api_key, "SANDBOX_SPRIG_API_KEY")
+    spruce_token = _shown(settings.spruce_api_token, defaults.spruce_api_token, "SANDBOX_SPRUCE_API_TOKEN")
+    print(f"  SPRIG_API_URL={base}/sprig       Authorization: API-Key {sprig_key}")
+    print(f"  SPRUCE_API_URL={base}/spruce/v1  Authorization: Bearer {spruce_token}")
+    print(f"  control: {base}/_sandbox/state  /_sandbox/stats  /_sandbox/config  /_sandbox/reset", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _shown(value: str, default: str, variable: str) -> str:
+    # The built-in credentials are not secret; one chosen through the environment may be.
+    return value if value == default else f"<${variable}>"
 
 
 if __name__ == "__main__":

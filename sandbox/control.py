@@ -1,11 +1,22 @@
-"""/_sandbox: inspect the vendors' state and flip the switches (latency, limits, faults)."""
+"""/_sandbox: inspect what the vendors hold and flip the switches (latency, rate limits, faults,
+visibility delays, idempotency TTL). JSON, no auth, loopback clients only. The same operations
+are methods of RunningSandbox; both go through SandboxState."""
 from __future__ import annotations
+
+import ipaddress
 
 from flask import Blueprint, jsonify, request
 
 from sandbox.gate import state
 
 bp = Blueprint("sandbox_control", __name__, url_prefix="/_sandbox")
+
+
+@bp.before_request
+def loopback_only():
+    if not _is_loopback(request.remote_addr):
+        return jsonify(error="the sandbox control API answers loopback clients only"), 403
+    return None
 
 
 @bp.get("/state")
@@ -24,13 +35,24 @@ def reset():
     return jsonify(status="reset")
 
 
+@bp.get("/config")
+def get_config():
+    return jsonify(state().config())
+
+
 @bp.post("/config")
 def configure():
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="body must be a JSON object"), 400
-    unknown = set(changes) - {"latency_ms", "rate_limit", "faults"}
-    if unknown:
-        return jsonify(error=f"unknown settings: {', '.join(sorted(unknown))}"), 400
-    state().configure(changes)
-    return jsonify(status="configured")
+    changes = request.get_json(force=True, silent=True)
+    try:
+        return jsonify(state().configure(changes))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 400
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback

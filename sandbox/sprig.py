@@ -1,88 +1,123 @@
-"""Sprig's /v2/users, as documented: API-Key auth (403 without a body), upsert 202, read."""
+"""Sprig's /v2/users (sprig.md §5, §6): `API-Key` auth with a body-less 403, upsert answered
+202 with an empty body, read-back as Userv2 with per-event counts, 429 with `ratelimit-reset`."""
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from sandbox.gate import install_gate, state
+from sandbox.gate import Rejected, Vendor, state
 
 bp = Blueprint("sprig", __name__, url_prefix="/sprig")
+
 MAX_ATTRIBUTE_VALUES = 100
+MIN_MILLISECONDS = 10**11  # smaller integers look like Unix seconds (sprig.md §11.4)
+UPSERT_FIELDS = {"userId", "emailAddress", "attributes", "events"}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _credential() -> str | None:
-    expected = f"API-Key {state().settings.sprig_api_key}"
-    return "sprig" if request.headers.get("Authorization") == expected else None
-
-
-def _error(status: int, _type: str, message: str) -> Response:
-    if status == 403:
-        return Response(status=403)  # Sprig: "There is no message with this status code."
+def error(status: int, _error_type: str, message: str) -> Response:
     if status == 400:
-        return jsonify(error=message), 400
+        response = jsonify(error=message)
+        response.status_code = 400
+        return response
+    # Sprig documents no body for any other error; 403 says "There is no message".
     return Response(status=status)
 
 
-install_gate(bp, "sprig", _credential, _error, rate_headers=False)
+VENDOR = Vendor(
+    name="sprig", prefix=bp.url_prefix,
+    authorization=lambda settings: f"API-Key {settings.sprig_api_key}",
+    error=error,
+    # Sprig documents no throttle headers; its own SDK reads `ratelimit-reset` (sprig.md §9).
+    throttle_headers=lambda seconds: {"ratelimit-reset": str(seconds), "Retry-After": str(seconds)},
+    response_headers=lambda _request_id, _window: {},
+)
 
 
 @bp.post("/v2/users")
 def upsert_user():
-    body = request.get_json(silent=True)
-    problem = _problem(body)
-    if problem:
-        return jsonify(error=problem), 400
+    body = request.get_json(force=True, silent=True)
+    _validate(body)
     now_ms = int(time.time() * 1000)
     sandbox = state()
     with sandbox.lock:
-        user = sandbox.sprig_users.setdefault(body["userId"], {
-            "id": str(uuid.uuid4()), "createdAt": now_ms, "attributes": {}, "events": {}})
-        if body.get("emailAddress"):
+        user = sandbox.sprig_users.get(body["userId"])
+        if user is None:
+            user = {"id": str(uuid.uuid4()), "createdAt": now_ms, "attributes": {}, "events": {}}
+            sandbox.sprig_users[body["userId"]] = user
+            sandbox.hide_for_a_while(body["userId"], "sprig_users")  # processed asynchronously
+        if "emailAddress" in body:
             user["emailAddress"] = body["emailAddress"]
         user["attributes"].update(body.get("attributes") or {})
-        for item in body.get("events") or []:
-            # Sprig counts every posted occurrence: a repeated request counts again.
-            event = user["events"].setdefault(item["event"], {
-                "event": item["event"], "count": 0, "createdAt": item["timestamp"]})
+        for occurrence in body.get("events") or []:
+            # Sprig counts every posted occurrence: a retried request counts again (§5.4).
+            name, stamp = occurrence["event"], occurrence["timestamp"]
+            event = user["events"].setdefault(
+                name, {"event": name, "count": 0, "createdAt": stamp, "updatedAt": stamp})
             event["count"] += 1
-            event["updatedAt"] = item["timestamp"]
+            event["createdAt"] = min(event["createdAt"], stamp)
+            event["updatedAt"] = max(event["updatedAt"], stamp)
     return Response("", status=202, mimetype="text/plain")
 
 
-@bp.get("/v2/users/<user_id>")
+@bp.get("/v2/users/<path:user_id>")
 def get_user(user_id: str):
     sandbox = state()
     with sandbox.lock:
         user = sandbox.sprig_users.get(user_id)
-        if user is None:
+        if user is None or not sandbox.visible(user_id, "sprig_users"):
             return Response(status=404)
-        return jsonify(id=user["id"], externalUserId=user_id, createdAt=user["createdAt"],
-                       attributes=dict(user["attributes"]), events=list(user["events"].values()))
+        userv2 = {"id": user["id"], "externalUserId": user_id, "createdAt": user["createdAt"],
+                  "attributes": dict(user["attributes"]),
+                  "events": [dict(event) for event in user["events"].values()]}
+    return jsonify(userv2)
 
 
-def _problem(body) -> str | None:
+def _validate(body: Any) -> None:
     if not isinstance(body, dict):
-        return "body must be a JSON object"
-    if not isinstance(body.get("userId"), str) or not body["userId"]:
-        return "userId is required"
-    if "emailAddress" in body and not isinstance(body["emailAddress"], str):
-        return "emailAddress must be a string"
-    attributes = body.get("attributes") or {}
+        raise Rejected(400, "body must be a JSON object")
+    unknown = set(body) - UPSERT_FIELDS
+    if unknown:
+        # Stricter than Sprig may be, on purpose: `email` instead of `emailAddress` (§11.2)
+        # would otherwise be dropped without a trace.
+        raise Rejected(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    if not isinstance(body.get("userId"), str) or not body["userId"].strip():
+        raise Rejected(400, "userId is required and must be a non-empty string")
+    if "emailAddress" in body and not (isinstance(body["emailAddress"], str)
+                                       and _EMAIL.match(body["emailAddress"])):
+        raise Rejected(400, "emailAddress must be a valid email address")
+    _validate_attributes(body.get("attributes"))
+    _validate_events(body.get("events"))
+
+
+def _validate_attributes(attributes: Any) -> None:
+    if attributes is None:
+        return
     if not isinstance(attributes, dict):
-        return "attributes must be an object"
+        raise Rejected(400, "attributes must be an object")
     if len(attributes) > MAX_ATTRIBUTE_VALUES:
-        return "Attributes limited to total of 100 values"
-    if any(not isinstance(v, (str, int, bool)) for v in attributes.values()):
-        return "attribute values must be strings, numbers or booleans"
-    events = body.get("events") or []
+        raise Rejected(400, f"Attributes limited to total of {MAX_ATTRIBUTE_VALUES} values")
+    for name, value in attributes.items():
+        if not name:
+            raise Rejected(400, "attribute names must be non-empty")
+        if not isinstance(value, (str, int, bool)):
+            raise Rejected(400, f"attribute values must be strings, integers or booleans ({name!r})")
+
+
+def _validate_events(events: Any) -> None:
+    if events is None:
+        return
     if not isinstance(events, list):
-        return "events must be an array"
-    for item in events:
-        if not isinstance(item, dict) or not isinstance(item.get("event"), str):
-            return "each event needs an event name"
-        stamp = item.get("timestamp")
-        if not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 10**11:
-            return "event timestamp must be Unix time in milliseconds"
-    return None
+        raise Rejected(400, "events must be an array")
+    for n, occurrence in enumerate(events):
+        if not isinstance(occurrence, dict) or set(occurrence) - {"event", "timestamp"}:
+            raise Rejected(400, f"events[{n}] must be {{event, timestamp}} (no event properties)")
+        if not isinstance(occurrence.get("event"), str) or not occurrence["event"]:
+            raise Rejected(400, f"events[{n}].event must be a non-empty string")
+        stamp = occurrence.get("timestamp")
+        if not isinstance(stamp, int) or isinstance(stamp, bool) or stamp <= MIN_MILLISECONDS:
+            raise Rejected(400, f"events[{n}].timestamp must be Unix time in milliseconds")

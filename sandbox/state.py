@@ -1,133 +1,227 @@
-"""The sandbox's memory: vendor records, switches, rate-limit windows and the request log.
-One lock guards it all; nothing sleeps while holding it."""
+"""The sandbox's memory: vendor records, switches, rate-limit windows, idempotency keys and the
+request log. One lock guards all of it; nothing sleeps or does I/O while holding it. The vendor
+modules mutate the record dicts directly, inside `with state.lock:`."""
 from __future__ import annotations
 
 import copy
+import math
+import secrets
+import string
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox import switches
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_REQUEST_ID_ALPHABET = string.ascii_uppercase + string.digits
+_PENDING = math.inf  # an idempotency key whose first request is still running: taken
 
 
 @dataclass
 class SandboxSettings:
     sprig_api_key: str = "sandbox-sprig-key"
     spruce_api_token: str = "sandbox-spruce-token"
-    sprig_rate_limit: dict = field(default_factory=lambda: {"limit": 1000, "window_s": 300})
-    spruce_rate_limit: dict = field(
-        default_factory=lambda: {"limit": 100, "window_s": 60, "daily_limit": None})
+    sprig_rate_limit: int = 1000          # requests per window per API key (sprig.md §8)
+    sprig_rate_window_s: float = 300
+    spruce_rate_limit: int = 100          # requests per window per organization (spruce.md §6)
+    spruce_rate_window_s: float = 60
+    spruce_daily_limit: int | None = None
+    idempotency_ttl_s: float = switches.DAY_S
+    request_log_size: int = 10_000
 
 
-IDEMPOTENCY_TTL_S = 24 * 3600
-REQUEST_LOG_SIZE = 10_000
+@dataclass(frozen=True)
+class Window:
+    """The outcome of counting one request against a vendor's rate-limit windows."""
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int  # whole seconds until the exhausted (or the per-minute) window resets
+    daily_limit: int | None = None
+    daily_remaining: int | None = None
+
+
+@dataclass
+class _Span:
+    """One fixed window: it starts with the first request counted in it."""
+    name: str
+    start: float
+    count: int
+    limit: int
+    length_s: float
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.count, 0)
+
+    def reset_after(self, now: float) -> int:
+        return max(1, math.ceil(self.start + self.length_s - now))
+
+
+def new_request_id() -> str:
+    return "".join(secrets.choice(_REQUEST_ID_ALPHABET) for _ in range(26))
 
 
 class SandboxState:
     def __init__(self, settings: SandboxSettings):
         self.settings = settings
         self.lock = threading.RLock()
+        # Ids are never reused, not even across reset(): Relay may still hold ids it saw earlier.
+        self._last_id = 0
         self.reset()
 
+    # --- lifecycle and switches -----------------------------------------------------------
+
     def reset(self) -> None:
+        """Forget every record, key, window, counter and switch."""
         with self.lock:
             self.sprig_users: dict[str, dict] = {}
             self.contacts: dict[str, dict] = {}
             self.conversations: dict[str, dict] = {}
             self.items: dict[str, list[dict]] = {}
-            self.idempotency: dict[tuple, float] = {}
-            self.windows: dict[tuple, list] = {}
-            self.faults: list[dict] = []
-            self.latency_ms = {"sprig": 0, "spruce": 0}
-            self.rate_limit = {"sprig": dict(self.settings.sprig_rate_limit),
-                               "spruce": dict(self.settings.spruce_rate_limit)}
-            self.requests: deque[dict] = deque(maxlen=REQUEST_LOG_SIZE)
-            self._counter = 0
+            self._visible_at: dict[str, float] = {}
+            self._idempotency: dict[tuple[str, str, str], float] = {}
+            self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+            self._requests: deque[dict] = deque(maxlen=self.settings.request_log_size)
+            self._counts: Counter[tuple[str, int]] = Counter()
+            self._config = switches.defaults(self.settings)
 
-    def configure(self, changes: dict) -> None:
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply a partial update (see switches.merge); returns the resulting configuration."""
         with self.lock:
-            for vendor, ms in (changes.get("latency_ms") or {}).items():
-                self.latency_ms[vendor] = float(ms)
-            for vendor, limits in (changes.get("rate_limit") or {}).items():
-                self.rate_limit[vendor].update(limits)
-                self.windows = {k: v for k, v in self.windows.items() if k[0] != vendor}
-            if "faults" in changes:
-                self.faults = [dict(f) for f in changes["faults"]]
+            merged = switches.merge(self._config, changes)
+            for vendor in changes.get("rate_limit") or {}:
+                # New limits start with fresh windows.
+                self._windows = {k: v for k, v in self._windows.items() if k[0] != vendor}
+            self._config = merged
+            return copy.deepcopy(merged)
 
-    def next_id(self, prefix: str) -> str:
-        # Ids grow with creation order, so "lowest id" means "oldest", as in Spruce.
+    def config(self) -> dict[str, Any]:
         with self.lock:
-            self._counter += 1
-            return f"{prefix}_{self._counter:010d}"
+            return copy.deepcopy(self._config)
+
+    def latency_s(self, vendor: str) -> float:
+        with self.lock:
+            return self._config["latency_ms"][vendor] / 1000
+
+    # --- ids and eventual consistency -----------------------------------------------------
+
+    def new_id(self, prefix: str) -> str:
+        """`<prefix>_<11 base32 chars>`: unique and sortable by creation, as Spruce's entity
+        ids are ("lowest id" = oldest, spruce.md §9.2)."""
+        with self.lock:
+            self._last_id = max(self._last_id + 1, time.time_ns() // 1000)
+            value, chars = self._last_id, []
+            for _ in range(11):
+                value, digit = divmod(value, 32)
+                chars.append(_CROCKFORD[digit])
+            return f"{prefix}_{''.join(reversed(chars))}"
+
+    def hide_for_a_while(self, key: str, kind: str) -> None:
+        """Keep record `key` out of `kind` listings for the configured visibility delay."""
+        with self.lock:
+            delay_ms = self._config["visibility_delay_ms"][kind]
+            if delay_ms:
+                self._visible_at[f"{kind}:{key}"] = time.monotonic() + delay_ms / 1000
+
+    def visible(self, key: str, kind: str) -> bool:
+        with self.lock:
+            return self._visible_at.get(f"{kind}:{key}", 0.0) <= time.monotonic()
+
+    # --- rate limits, faults --------------------------------------------------------------
+
+    def count_request(self, vendor: str) -> Window:
+        """Count one request against the vendor's fixed windows (per key / per organization:
+        the sandbox accepts one credential per vendor). A refused request is not counted."""
+        now = time.monotonic()
+        with self.lock:
+            limits = self._config["rate_limit"][vendor]
+            window = self._span(vendor, "window", limits["limit"], limits["window_s"], now)
+            daily = None
+            if limits.get("daily_limit") is not None:
+                daily = self._span(vendor, "daily", limits["daily_limit"], switches.DAY_S, now)
+            spans = [span for span in (window, daily) if span]
+            exhausted = [span for span in spans if span.count >= span.limit]
+            if not exhausted:
+                for span in spans:
+                    span.count += 1
+                    self._windows[(vendor, span.name)] = (span.start, span.count)
+            return Window(
+                allowed=not exhausted, limit=window.limit, remaining=window.remaining,
+                reset_after=max(span.reset_after(now) for span in exhausted or [window]),
+                daily_limit=daily.limit if daily else None,
+                daily_remaining=daily.remaining if daily else None,
+            )
+
+    def _span(self, vendor: str, name: str, limit: int, length_s: float, now: float) -> _Span:
+        start, count = self._windows.get((vendor, name), (now, 0))
+        if now - start >= length_s:
+            start, count = now, 0
+        return _Span(name, start, count, limit, length_s)
 
     def take_fault(self, vendor: str, method: str, path: str) -> dict | None:
+        """The first configured fault matching this request, with one use spent."""
         with self.lock:
-            for fault in self.faults:
-                if (fault.get("vendor") == vendor
-                        and fault.get("method", method).upper() == method
-                        and path.startswith(fault.get("path_prefix", ""))):
-                    if fault.get("times") is not None:
-                        if fault["times"] <= 0:
-                            continue
+            for fault in self._config["faults"]:
+                if (fault["vendor"] == vendor and fault["method"] in (None, method)
+                        and path.startswith(fault["path_prefix"])):
+                    if fault["times"] is not None:
                         fault["times"] -= 1
+                        if fault["times"] == 0:
+                            self._config["faults"].remove(fault)
                     return dict(fault)
         return None
 
-    def count_request(self, vendor: str, credential: str) -> dict:
-        """Count one call against the vendor's windows; say whether it is allowed."""
-        now = time.time()
-        limits = self.rate_limit[vendor]
-        with self.lock:
-            result = self._window(vendor, credential, "minute", limits["limit"], limits["window_s"], now)
-            if limits.get("daily_limit"):
-                daily = self._window(vendor, credential, "day", limits["daily_limit"], 86400, now)
-                result["daily_limit"], result["daily_remaining"] = daily["limit"], daily["remaining"]
-                if not daily["allowed"]:
-                    result.update(allowed=False, reset_after=daily["reset_after"])
-            return result
+    # --- idempotency (Spruce) -------------------------------------------------------------
 
-    def _window(self, vendor, credential, name, limit, window_s, now) -> dict:
-        key = (vendor, credential, name)
-        start, count = self.windows.get(key, (now, 0))
-        if now - start >= window_s:
-            start, count = now, 0
-        allowed = count < limit
-        if allowed:
-            count += 1
-        self.windows[key] = (start, count)
-        return {"allowed": allowed, "limit": limit, "remaining": max(limit - count, 0),
-                "reset_after": max(1, int(start + window_s - now + 0.999))}
-
-    def claim_idempotency_key(self, credential: str, path: str, key: str) -> bool:
+    def reserve_idempotency_key(self, path: str, key: str) -> bool:
+        """False if the key was already used on this path within the TTL, or its first request
+        is still running (so two concurrent duplicates cannot both succeed)."""
         now = time.time()
         with self.lock:
-            expires = self.idempotency.get((credential, path, key))
-            return expires is None or expires < now
+            expires = self._idempotency.get((path, key))
+            if expires is not None and expires > now:
+                return False
+            self._idempotency[(path, key)] = _PENDING
+            return True
 
-    def store_idempotency_key(self, credential: str, path: str, key: str) -> None:
+    def settle_idempotency_key(self, path: str, key: str, succeeded: bool) -> None:
+        """Only a successful request burns its key; a failed one may be retried with it."""
         with self.lock:
-            self.idempotency[(credential, path, key)] = time.time() + IDEMPOTENCY_TTL_S
+            if succeeded:
+                self._idempotency[(path, key)] = time.time() + self._config["idempotency_ttl_s"]
+            else:
+                self._idempotency.pop((path, key), None)
+
+    # --- request log and read-outs --------------------------------------------------------
 
     def log_request(self, entry: dict) -> None:
         with self.lock:
-            self.requests.append(entry)
+            self._requests.append(entry)
+            self._counts[(entry["vendor"], entry["status"])] += 1
 
-    def snapshot(self) -> dict:
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Requests per vendor and status since the last reset (not bounded by the log size)."""
+        with self.lock:
+            counts: dict[str, dict[str, int]] = {}
+            for (vendor, status), n in sorted(self._counts.items()):
+                counts.setdefault(vendor, {})[str(status)] = n
+            return counts
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the vendors hold, including records not yet visible to reads."""
         with self.lock:
             return copy.deepcopy({
                 "sprig": {"users": {
-                    user_id: {"emailAddress": u.get("emailAddress"), "attributes": u["attributes"],
-                              "events": list(u["events"].values())}
-                    for user_id, u in self.sprig_users.items()}},
-                "spruce": {"contacts": list(self.contacts.values()),
-                           "conversations": list(self.conversations.values()),
+                    user_id: {"id": user["id"], "createdAt": user["createdAt"],
+                              "emailAddress": user.get("emailAddress"), "attributes": user["attributes"],
+                              "events": list(user["events"].values())}
+                    for user_id, user in self.sprig_users.items()}},
+                "spruce": {"contacts": sorted(self.contacts.values(), key=lambda c: c["id"]),
+                           "conversations": sorted(self.conversations.values(), key=lambda c: c["id"]),
                            "items": self.items},
-                "requests": list(self.requests),
+                "requests": list(self._requests),
             })
-
-    def stats(self) -> dict:
-        with self.lock:
-            counts: dict[str, dict[str, int]] = {}
-            for r in self.requests:
-                per_vendor = counts.setdefault(r["vendor"], {})
-                per_vendor[str(r["status"])] = per_vendor.get(str(r["status"]), 0) + 1
-            return counts
