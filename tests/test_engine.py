@@ -168,3 +168,21 @@ def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client,
     run_pending(app)
     assert next(d for d in deliveries(app) if d.id == spruce_id).steps["spruce.note"] == "found-in-conversation"
     assert len(sandbox_state(sandbox)["spruce"]["items"][conversation_id]) == 1
+
+
+def test_a_paced_multi_step_delivery_moves_forward_with_every_call_it_spends(environ, sandbox):
+    # One call per slot: each run makes one call and is deferred before the next. A read that
+    # found nothing must count as progress, or the delivery would search again on every run.
+    from web import create_app
+
+    app = create_app({**environ, "SPRUCE_RATE_LIMIT": "10/1s"})
+    app.extensions["relay.db"].upgrade()
+    post_event(app.test_client(), load_fixture("reward_unlocked"))
+    run_pending(app, rounds=12, honour_waits=True)
+
+    spruce = next(d for d in deliveries(app) if d.destination == "spruce")
+    assert spruce.status == "succeeded" and spruce.attempts == 1
+    calls = [(r["method"], r["path"].split("/")[-1]) for r in sandbox_state(sandbox)["requests"]
+             if r["vendor"] == "spruce"]
+    assert sorted(calls) == [("GET", "conversations"), ("POST", "contacts"), ("POST", "conversations"),
+                             ("POST", "messages"), ("POST", "search")]

@@ -33,8 +33,8 @@ def post_reward_note(ctx: DeliveryContext) -> None:
     body = note_message_body(ctx.event_type, ctx.data)
     first_attempt_ms = ctx.steps.get("spruce.note.first_attempt_ms")
     if first_attempt_ms is None:
-        ctx.record("spruce.note.first_attempt_ms", int(time.time() * 1000))
-    elif time.time() * 1000 - first_attempt_ms > IDEMPOTENCY_WINDOW_MS:
+        ctx.record("spruce.note.first_attempt_ms", _now_ms())
+    elif _now_ms() - first_attempt_ms > IDEMPOTENCY_WINDOW_MS:
         # Spruce has forgotten our key by now: look for the note before posting it again.
         if _note_already_posted(ctx, conversation_id, body["body"][0]["value"]):
             ctx.record("spruce.note", "found-in-conversation")
@@ -66,9 +66,11 @@ def _subject(ctx: DeliveryContext) -> Subscriber:
 
 
 def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
-    found = ctx.spruce.search_contacts_by_email(subscriber.email)
-    if found:
-        return _lowest_id(found)
+    if not _recently_found_nothing(ctx, "spruce.contact.search_empty_ms"):
+        found = ctx.spruce.search_contacts_by_email(subscriber.email)
+        if found:
+            return _lowest_id(found)
+        ctx.record("spruce.contact.search_empty_ms", _now_ms())
     email_hash = hashlib.sha256(subscriber.email.encode()).hexdigest()
     try:
         return ctx.spruce.create_contact(
@@ -98,7 +100,11 @@ def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id:
                        known: str | None) -> str:
     if ctx.done("spruce.conversation"):
         return ctx.steps["spruce.conversation"]
-    conversation_id = known or _find_note_conversation(ctx, contact_id)
+    conversation_id = known
+    if conversation_id is None and not _recently_found_nothing(ctx, "spruce.conversation.list_empty_ms"):
+        conversation_id = _find_note_conversation(ctx, contact_id)
+        if conversation_id is None:
+            ctx.record("spruce.conversation.list_empty_ms", _now_ms())
     if conversation_id is None:
         body = note_conversation_body(contact_id, list(ctx.config.spruce_note_member_ids), NOTE_TITLE)
         try:
@@ -114,6 +120,18 @@ def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id:
     identity.remember(subscriber, spruce_note_conversation_id=conversation_id)
     ctx.record("spruce.conversation", conversation_id)
     return conversation_id
+
+
+def _recently_found_nothing(ctx: DeliveryContext, step: str) -> bool:
+    """A read that found nothing is a finished step too: a delivery throttled between the read
+    and the create resumes at the create, so every call it spends moves it forward. Trusted only
+    within the idempotency window, where the create's key still guards against a duplicate."""
+    found_nothing_ms = ctx.steps.get(step)
+    return found_nothing_ms is not None and _now_ms() - found_nothing_ms < IDEMPOTENCY_WINDOW_MS
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _find_note_conversation(ctx: DeliveryContext, contact_id: str) -> str | None:
