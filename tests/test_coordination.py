@@ -7,7 +7,9 @@ import pytest
 import redis
 
 from web.config import RateLimit
-from workers.coordination import Breaker, Deferred, Throttle, reserved_slot, subject_locks
+from workers.coordination import (
+    JITTER_MARGIN_MS, Breaker, Deferred, Throttle, reserved_slot, subject_locks,
+)
 
 
 @pytest.fixture
@@ -73,6 +75,35 @@ def test_throttle_holds_the_rate_over_a_second(r):
         finally:
             reserved_slot.reset(token)
     assert 19 <= granted <= 21
+
+
+def test_a_slot_used_late_never_lets_a_window_hold_more_than_the_limit(r):
+    throttle = Throttle(r, "sprig:acct", RateLimit(2, 1.0))  # one call every 500 ms
+    throttle.acquire()
+    with pytest.raises(Deferred) as first:
+        throttle.acquire()
+    time.sleep(0.9)  # the worker picks its slot (due at 500 ms) up late, at 900 ms
+    token = using(first.value.slot)
+    try:
+        throttle.acquire()
+    finally:
+        reserved_slot.reset(token)
+    with pytest.raises(Deferred) as second:
+        throttle.acquire()  # GCRA's next slot is at 1000 ms: only 100 ms after the late call
+    time.sleep(second.value.wait_s)
+    token = using(second.value.slot)
+    try:
+        with pytest.raises(Deferred) as held:  # two calls in the last second (+ margin): wait
+            throttle.acquire()
+    finally:
+        reserved_slot.reset(token)
+    assert 0.05 < held.value.wait_s <= 0.1 + JITTER_MARGIN_MS / 1000
+    time.sleep(held.value.wait_s)
+    token = using(held.value.slot)
+    try:
+        throttle.acquire()
+    finally:
+        reserved_slot.reset(token)
 
 
 def test_a_vendor_pause_holds_every_worker_and_every_reserved_slot(r):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -27,20 +28,41 @@ from web.config import Config, RateLimit
 log = logging.getLogger("relay.coordination")
 
 # KEYS[1]: the account's next free slot (ms, GCRA's theoretical arrival time);
-# KEYS[2]: a pause until (ms) that a vendor asked for. Returns {wait_ms, slot_ms}.
+# KEYS[2]: a pause until (ms) that a vendor asked for;
+# KEYS[3]: when the calls of the last window were made (a sorted set of ms).
+# ARGV: op, value, limit, window (ms), jitter margin (ms), a unique member for KEYS[3], how late
+# a reserved slot may still be used (ms). Returns {wait_ms, slot_ms}.
 #   reserve(interval): take the next free slot, now or later; each caller gets its own, so
 #                      deferred deliveries wake one per slot instead of all at once.
 #   pause(ms):         nothing starts before now + ms, reserved slots included (a 429).
 #   nudge(ms):         new reservations start no earlier than now + ms (the vendor's pace).
-#   check(slot):       how long a reserved slot must still wait (pause included).
+#   check(slot):       use a reserved slot: how long it must still wait (pause included).
+# GCRA spaces calls evenly, but a slot used a little late followed by one used on time puts
+# two calls closer than the interval. The log of calls made is the hard guarantee: a call
+# goes only if the window before it (plus a margin for network jitter) holds fewer than
+# `limit` calls, so no window of the vendor's, fixed or rolling, sees more.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op, value = ARGV[1], tonumber(ARGV[2])
+local limit, window = tonumber(ARGV[3]), tonumber(ARGV[4]) + tonumber(ARGV[5])
 local pause = tonumber(redis.call('GET', KEYS[2]) or 0)
+local function ready()
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  local made = redis.call('ZCARD', KEYS[3])
+  if made < limit then return now end
+  local oldest = redis.call('ZRANGE', KEYS[3], made - limit, made - limit, 'WITHSCORES')
+  return tonumber(oldest[2]) + window
+end
+local function go()
+  redis.call('ZADD', KEYS[3], now, ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], window + 1000)
+end
 if op == 'reserve' then
   local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now, pause)
+  if slot <= now then slot = ready() end
   redis.call('SET', KEYS[1], slot + value, 'PX', slot + value - now + 60000)
+  if slot <= now then go() end
   return {slot - now, slot}
 elseif op == 'pause' then
   if now + value > pause then
@@ -53,12 +75,21 @@ elseif op == 'nudge' then
   end
   return {value, now + value}
 end
-return {math.max(pause, value) - now, value}
+local due = math.max(pause, value)
+if due > now or now - due > tonumber(ARGV[7]) then
+  return {due - now, due}
+end
+local at = ready()
+if at > now then return {at - now, at} end
+go()
+return {due - now, due}
 """
 # The slot a deferred delivery reserved, set by the engine for the duration of one run.
 reserved_slot: ContextVar[dict | None] = ContextVar("reserved_slot", default=None)
 # A reserved slot used later than this would bunch calls together; it is re-reserved instead.
 LATE_SLOT_MS = 2000
+# Calls reach the vendor a little after Redis granted them, not all equally late.
+JITTER_MARGIN_MS = 100
 
 
 class Deferred(Exception):
@@ -103,11 +134,11 @@ class Throttle:
         slot = reserved_slot.get()
         if slot and slot["account"] == self.account:
             reserved_slot.set(None)
-            wait_ms, _ = self._run("check", slot["at_ms"])
+            wait_ms, due_ms = self._run("check", slot["at_ms"])
             if -LATE_SLOT_MS <= wait_ms <= 0:
                 return
-            if wait_ms > 0:  # woke early, or a vendor pause came in between
-                raise Deferred(wait_ms / 1000, self._reason(), slot)
+            if wait_ms > 0:  # woke early, or a vendor pause or a full window came in between
+                raise Deferred(wait_ms / 1000, self._reason(), {"account": self.account, "at_ms": due_ms})
             # Far too late (the sweep found it): using it now would burst; queue again.
         wait_ms, slot_ms = self._run("reserve", self._interval_ms())
         if wait_ms > 0:
@@ -128,7 +159,11 @@ class Throttle:
             self._run("nudge", int(spread_s * 1000))
 
     def _run(self, op: str, value: int) -> tuple[int, int]:
-        wait_ms, slot_ms = self._script(keys=[self._key, f"{self._key}:pause"], args=[op, value])
+        wait_ms, slot_ms = self._script(
+            keys=[self._key, f"{self._key}:pause", f"{self._key}:calls"],
+            args=[op, value, self.rate.limit, int(self.rate.period_s * 1000), JITTER_MARGIN_MS,
+                  secrets.token_hex(8), LATE_SLOT_MS],
+        )
         return int(wait_ms), int(slot_ms)
 
     def _reason(self) -> str:
