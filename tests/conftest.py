@@ -86,6 +86,11 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def environ(database_url, redis_url, sandbox, tmp_path):
+    return fresh_services(database_url, redis_url, sandbox, tmp_path / "instance")
+
+
+def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) -> dict[str, str]:
+    """Empty Redis and sandbox, and the environment of a Relay that uses them."""
     flush = redis.Redis.from_url(redis_url)
     flush.flushdb()
     flush.close()
@@ -104,7 +109,7 @@ def environ(database_url, redis_url, sandbox, tmp_path):
         # Fast enough not to pace ordinary tests; the throttle tests set their own limits.
         "SPRIG_RATE_LIMIT": "1000/1s",
         "SPRUCE_RATE_LIMIT": "1000/1s",
-        "RELAY_INSTANCE_PATH": str(tmp_path / "instance"),
+        "RELAY_INSTANCE_PATH": str(instance_path),
     }
 
 
