@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
 DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"
+DEFAULT_SPARKLOOP_API_URL = "https://api.sparkloop.app/v2"
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 USER_ID_SOURCES = ("email", "subscriber_id")
 DESTINATIONS = ("sprig", "spruce")
@@ -60,6 +61,11 @@ class Config:
     breaker_cooldown_s: float = 30.0
     sprig_rate_limit: RateLimit = None  # type: ignore[assignment]
     spruce_rate_limit: RateLimit = None  # type: ignore[assignment]
+    sparkloop_api_key: str | None = None
+    sparkloop_api_url: str = DEFAULT_SPARKLOOP_API_URL
+    sparkloop_rate_limit: RateLimit = None  # type: ignore[assignment]
+    retention_s: float = 30 * 86400.0
+    retention_failed_s: float = 90 * 86400.0
 
     @property
     def configured_destinations(self) -> frozenset[str]:
@@ -102,6 +108,14 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         # conservative and let its s-ratelimit-* headers slow Relay further.
         sprig_rate_limit=_rate_limit(env, "SPRIG_RATE_LIMIT", "1000/300s"),
         spruce_rate_limit=_rate_limit(env, "SPRUCE_RATE_LIMIT", "50/60s"),
+        # Only `relay backfill` calls SparkLoop: 60 per rolling minute per key (the older,
+        # lower of the two published figures).
+        sparkloop_api_key=_optional(env, "SPARKLOOP_API_KEY"),
+        sparkloop_api_url=_http_url(env, "SPARKLOOP_API_URL", DEFAULT_SPARKLOOP_API_URL),
+        sparkloop_rate_limit=_rate_limit(env, "SPARKLOOP_RATE_LIMIT", "60/60s"),
+        # `relay events purge` keeps terminal events this long; failed and invalid ones longer.
+        retention_s=_duration(env, "RELAY_RETENTION", "30d"),
+        retention_failed_s=_duration(env, "RELAY_RETENTION_FAILED", "90d"),
     )
 
 

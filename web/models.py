@@ -67,6 +67,8 @@ class Event(Base):
     dedup_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
     payload: Mapped[dict] = mapped_column(JSONType)
     errors: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    # "webhook", or "backfill" for an event `relay backfill` made from SparkLoop's API.
+    source: Mapped[str] = mapped_column(sa.String(20), default="webhook", server_default="webhook")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -107,6 +109,8 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by `relay events replay`: the delivery yields throttle slots to live traffic.
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     event: Mapped[Event] = relationship(back_populates="deliveries")
 
