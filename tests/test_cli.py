@@ -2,25 +2,50 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
-from tests.conftest import load_fixture, post_event
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import deliveries, events, load_fixture, post_event
+from tests.test_delivery import run_pending
 from web.cli import main
+from web.models import Delivery, Event, utcnow
 
 
-def invoke(app, *args):
-    return app.test_cli_runner().invoke(main, list(args), catch_exceptions=False)
+def invoke(app, *args, input=None):
+    return app.test_cli_runner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def listed(app, *filters) -> list[dict]:
+    result = invoke(app, "events", "list", "--json", *filters)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def received_days_ago(app, event_id: int, days: float) -> None:
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Event).where(Event.id == event_id)
+                        .values(received_at=utcnow() - timedelta(days=days)))
+        session.commit()
+
+
+def fail_spruce(sandbox, status=400):
+    sandbox.configure(faults=[{"vendor": "spruce", "status": status, "times": None, "method": "POST",
+                               "path_prefix": "/contacts"}])
+
+
+# --- list and show ------------------------------------------------------------------------
 
 
 def test_events_list_json_has_the_documented_fields(client, app):
     post_event(client, load_fixture("new_referral"))
     post_event(client, {"type": "partner_referral_rejected"})
 
-    result = invoke(app, "events", "list", "--json")
-    assert result.exit_code == 0, result.output
-    listed = json.loads(result.output)
-    assert [e["type"] for e in listed] == ["partner_referral_rejected", "new_referral"]
-    newest_handled = listed[1]
-    assert set(newest_handled) >= {"id", "type", "status", "received_at", "deliveries"}
+    events_listed = listed(app)
+    assert [e["type"] for e in events_listed] == ["partner_referral_rejected", "new_referral"]
+    newest_handled = events_listed[1]
+    assert set(newest_handled) >= {"id", "type", "status", "source", "received_at", "deliveries"}
     assert [
         {k: d[k] for k in ("destination", "status", "attempts", "last_error")}
         for d in newest_handled["deliveries"]
@@ -30,35 +55,85 @@ def test_events_list_json_has_the_documented_fields(client, app):
     ]
 
 
-def test_events_list_filters_by_status(client, app):
+def test_events_list_filters_combine(client, app, sandbox):
     post_event(client, load_fixture("new_referral"))
+    post_event(client, load_fixture("reward_unlocked"))
     post_event(client, {"type": "partner_referral_rejected"})
-    listed = json.loads(invoke(app, "events", "list", "--status", "unhandled", "--json").output)
-    assert [e["status"] for e in listed] == ["unhandled"]
+    fail_spruce(sandbox)
+    run_pending(app)
+    old, recent, unhandled = (e.id for e in events(app))
+    received_days_ago(app, old, 3)
+
+    assert [e["status"] for e in listed(app, "--status", "unhandled")] == ["unhandled"]
+    assert [e["id"] for e in listed(app, "--status", "failed")] == [recent, old]
+    assert [e["id"] for e in listed(app, "--status", "failed", "--since", "2d")] == [recent]
+    assert [e["id"] for e in listed(app, "--until", "1d")] == [old]
+    assert [e["id"] for e in listed(app, "--type", "reward_unlocked")] == [recent]
+    assert [e["id"] for e in listed(app, "--destination", "spruce", "--error", "400")] == [recent, old]
+    assert listed(app, "--destination", "sprig", "--error", "400") == []
+    assert [e["id"] for e in listed(app, "--limit", "1")] == [unhandled]
 
 
-def test_events_show_json_includes_the_payload(client, app):
-    payload = load_fixture("reward_redeemed")
-    post_event(client, payload)
-    event_id = json.loads(invoke(app, "events", "list", "--json").output)[0]["id"]
-
-    shown = json.loads(invoke(app, "events", "show", str(event_id), "--json").output)
-    assert shown["id"] == event_id
-    assert shown["payload"] == payload
-    assert len(shown["deliveries"]) == 2
-
-
-def test_events_show_unknown_id_is_a_usage_error(app):
-    result = app.test_cli_runner().invoke(main, ["events", "show", "999"])
-    assert result.exit_code == 2
-    assert "no event with id 999" in result.output
-
-
-def test_events_list_table_is_readable(client, app):
+def test_events_list_table_shows_statuses_and_errors(client, app, sandbox):
     post_event(client, load_fixture("new_referral"))
+    fail_spruce(sandbox)
+    run_pending(app)
     result = invoke(app, "events", "list")
     assert result.exit_code == 0
-    assert "new_referral" in result.output and "sprig=pending" in result.output
+    assert "new_referral" in result.output and "failed" in result.output
+    assert "spruce: vendor rejected" in result.output or "400" in result.output
+
+
+def test_events_show_masks_personal_data_unless_revealed(client, app):
+    payload = load_fixture("reward_redeemed")
+    post_event(client, payload)
+    event_id = events(app)[0].id
+
+    masked = invoke(app, "events", "show", str(event_id))
+    assert masked.exit_code == 0
+    for secret in ("john.doe@email.com", "John Doe", "Springfield", "Example Street"):
+        assert secret not in masked.output
+    assert "sub_hjdgc74u" in masked.output and "masked" in masked.output
+
+    shown = json.loads(invoke(app, "events", "show", str(event_id), "--json", "--reveal").output)
+    assert shown["payload"] == payload
+    assert [d["destination"] for d in shown["deliveries"]] == ["sprig", "spruce"]
+    assert {"attempts", "last_status_code", "last_error", "created_at", "steps"} <= set(shown["deliveries"][0])
+
+
+def test_events_show_lists_attempts_and_the_vendor_error(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))
+    fail_spruce(sandbox)
+    run_pending(app)
+    result = invoke(app, "events", "show", str(events(app)[0].id))
+    assert "delivery" in result.output and "spruce" in result.output
+    assert "last HTTP status 400" in result.output
+    assert "last error:" in result.output
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["events", "show", "999"], "no event with id 999"),
+    (["events", "list", "--since", "yesterday"], "'yesterday' is neither a date"),
+    (["events", "list", "--since", "1d", "--until", "2d"], "--since must be earlier than --until"),
+    (["events", "list", "--status", "broken"], "'broken' is not one of"),
+    (["events", "replay"], "say which events to replay"),
+    (["events", "replay", "999"], "no event with id 999"),
+    (["events", "replay", "--status", "failed", "--dry-run", "--wait"], "exclude each other"),
+    (["events", "purge"], "give either --older-than AGE or --retention"),
+    (["events", "purge", "--older-than", "30d", "--retention"], "give either --older-than AGE or --retention"),
+    (["events", "purge", "--older-than", "soon"], "not a duration"),
+])
+def test_bad_input_is_one_line_naming_the_problem_and_exit_2(client, app, args, message):
+    post_event(client, load_fixture("new_referral"))
+    before = [(d.id, d.status, d.attempts) for d in deliveries(app)]
+    result = app.test_cli_runner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert [(d.id, d.status, d.attempts) for d in deliveries(app)] == before
 
 
 def test_unmigrated_database_is_one_clear_line_and_exit_1(environ, tmp_path):
@@ -69,3 +144,164 @@ def test_unmigrated_database_is_one_clear_line_and_exit_1(environ, tmp_path):
     assert result.exit_code == 1
     assert "relay db upgrade" in result.output
     assert "Traceback" not in result.output
+
+
+def test_unreachable_database_is_one_clear_line_and_exit_1(environ):
+    from web import create_app
+
+    down = create_app({**environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    result = down.test_cli_runner().invoke(main, ["events", "stats"])
+    assert result.exit_code == 1
+    assert "database is unreachable" in result.output
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+def test_replay_of_failed_deliveries_resumes_them_and_skips_what_succeeded(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))
+    fail_spruce(sandbox)
+    run_pending(app)
+    assert events(app)[0].status == "failed"
+    sandbox.configure(faults=[])
+
+    result = invoke(app, "events", "replay", "--status", "failed", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "replayed 1 deliveries of 1 events" in result.output
+    assert "skipped 1: succeeded (use --force)" in result.output
+    spruce = next(d for d in deliveries(app) if d.destination == "spruce")
+    assert (spruce.status, spruce.attempts, spruce.event_id) == ("pending", 0, events(app)[0].id)
+    assert spruce.replayed_at is not None
+
+    run_pending(app)
+    assert events(app)[0].status == "done"
+    assert len(sandbox.snapshot()["spruce"]["contacts"]) == 1
+    sprig_calls = [r for r in sandbox.snapshot()["requests"] if r["vendor"] == "sprig"]
+    assert len(sprig_calls) == 2  # the Sprig delivery was not sent again
+
+
+def test_replay_dry_run_counts_and_estimates_without_changing_anything(client, app, sandbox):
+    for n in range(3):
+        payload = load_fixture("reward_unlocked")
+        payload["subscriber"]["id"] = f"sub_dry{n}"
+        post_event(client, payload)
+    fail_spruce(sandbox)
+    run_pending(app)
+    before = [(d.id, d.status, d.attempts, d.replayed_at) for d in deliveries(app)]
+
+    result = invoke(app, "events", "replay", "--status", "failed", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would replay 3 deliveries of 3 events" in result.output
+    assert "reward_unlocked" in result.output and "spruce" in result.output
+    assert "up to 15 calls" in result.output  # at most five calls per note
+    assert [(d.id, d.status, d.attempts, d.replayed_at) for d in deliveries(app)] == before
+
+
+def test_replay_asks_before_replaying_many_events(client, app, sandbox):
+    fail_spruce(sandbox)
+    for n in range(11):
+        payload = load_fixture("reward_unlocked")
+        payload["subscriber"]["id"] = f"sub_many{n}"
+        post_event(client, payload)
+    run_pending(app)
+
+    declined = invoke(app, "events", "replay", "--status", "failed", input="n\n")
+    assert declined.exit_code == 1 and "Replay 11 events?" in declined.output
+    assert {d.status for d in deliveries(app) if d.destination == "spruce"} == {"failed"}
+
+
+def test_invalid_event_is_validated_again_on_replay(client, app):
+    payload = load_fixture("reward_unlocked")
+    del payload["reward"]["id"]
+    assert post_event(client, payload).status_code == 400
+    [event] = events(app)
+    assert event.status == "invalid"
+    # The stored payload is fixed (as a schema fix would make it valid).
+    with app.extensions["relay.db"].session() as session:
+        stored = session.get(Event, event.id)
+        stored.payload = load_fixture("reward_unlocked")
+        session.commit()
+
+    result = invoke(app, "events", "replay", str(event.id))
+    assert result.exit_code == 0, result.output
+    assert "replayed 2 deliveries of 1 events" in result.output
+    run_pending(app)
+    assert events(app)[0].status == "done"
+
+
+def test_an_unhandled_event_stays_skipped_while_no_handler_exists(client, app):
+    post_event(client, {"type": "partner_referral_rejected"})
+    result = invoke(app, "events", "replay", "--status", "unhandled")
+    assert "skipped 1: still no handler for its type" in result.output
+    assert events(app)[0].status == "unhandled" and deliveries(app) == []
+
+
+def test_forced_replay_of_a_note_does_not_post_it_twice(client, app, sandbox):
+    post_event(client, load_fixture("reward_redeemed"))
+    run_pending(app)
+    [conversation] = sandbox.snapshot()["spruce"]["conversations"]
+
+    result = invoke(app, "events", "replay", "--force", "--destination", "spruce", str(events(app)[0].id))
+    assert "replayed 1 deliveries of 1 events" in result.output
+    run_pending(app)
+    assert events(app)[0].status == "done"
+    assert len(sandbox.snapshot()["spruce"]["items"][conversation["id"]]) == 1
+
+
+# --- stats and purge ----------------------------------------------------------------------
+
+
+def test_stats_reports_counts_failures_and_vendor_state(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))
+    post_event(client, load_fixture("reward_unlocked"))
+    fail_spruce(sandbox)
+    run_pending(app)
+
+    stats = json.loads(invoke(app, "events", "stats", "--json").output)
+    assert {(row["status"], row["type"]) for row in stats["events"]} == {
+        ("failed", "new_referral"), ("failed", "reward_unlocked")}
+    assert stats["failed_by_destination"] == {"spruce": 2}
+    [top] = stats["top_errors"]
+    assert top["count"] == 2 and "400" in top["error"]
+    assert stats["oldest_pending_s"] is None
+    assert stats["vendors"]["sprig"]["breaker"] == "closed"
+    assert stats["vendors"]["sprig"]["calls_in_window"] >= 0
+
+    text = invoke(app, "events", "stats").output
+    assert "Oldest pending delivery: none" in text and "spruce 2" in text
+
+
+def test_purge_deletes_old_finished_events_and_keeps_failed_longer(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))         # failed, 40 days old
+    post_event(client, load_fixture("reward_unlocked"))      # done, 40 days old
+    recent_payload = load_fixture("reward_unlocked")
+    recent_payload["subscriber"]["id"] = "sub_recent"
+    post_event(client, recent_payload)                       # done, today
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 400, "times": 1, "method": "POST",
+                               "path_prefix": "/contacts"}])
+    run_pending(app)
+    old_failed, old_done, recent = (e.id for e in events(app))
+    assert [e.status for e in events(app)] == ["failed", "done", "done"]
+    for event_id in (old_done, old_failed):
+        received_days_ago(app, event_id, 40)
+
+    dry = invoke(app, "events", "purge", "--older-than", "30d", "--dry-run")
+    assert "1 finished events older than 30d" in dry.output and len(events(app)) == 3
+
+    result = invoke(app, "events", "purge", "--older-than", "30d", "--yes")
+    assert "purged 1" in result.output
+    assert [e.id for e in events(app)] == [old_failed, recent]
+
+    result = invoke(app, "events", "purge", "--older-than", "30d", "--include-failed", "--yes")
+    assert "purged 1" in result.output
+    assert [e.id for e in events(app)] == [recent]
+    with app.extensions["relay.db"].session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 2
+
+
+def test_purge_never_touches_events_still_being_delivered(client, app):
+    post_event(client, load_fixture("reward_unlocked"))
+    received_days_ago(app, events(app)[0].id, 400)
+    result = invoke(app, "events", "purge", "--older-than", "1d", "--include-failed", "--yes")
+    assert "0 finished events" in result.output
+    assert len(events(app)) == 1

@@ -185,7 +185,7 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _seconds(text: str) -> float | None:
+def parse_seconds(text: str) -> float | None:
     text = text.strip().lower()
     unit = _UNITS.get(text[-1:]) if text else None
     number = text[:-1] if unit else text
@@ -198,7 +198,7 @@ def _seconds(text: str) -> float | None:
 
 def _duration(env: dict[str, str], name: str, default: str) -> float:
     raw = _optional(env, name) or default
-    value = _seconds(raw)
+    value = parse_seconds(raw)
     if value is None:
         raise ConfigError(f"{name} must be a duration like 90s, 30m, 24h or 2d (got {raw!r})")
     return value
@@ -207,7 +207,7 @@ def _duration(env: dict[str, str], name: str, default: str) -> float:
 def _rate_limit(env: dict[str, str], name: str, default: str) -> RateLimit:
     raw = _optional(env, name) or default
     count, _, period = raw.partition("/")
-    seconds = _seconds(period) if period else None
+    seconds = parse_seconds(period) if period else None
     if not count.strip().isdigit() or int(count) <= 0 or seconds is None:
         raise ConfigError(f"{name} must look like 1000/300s: calls per period (got {raw!r})")
     return RateLimit(int(count), seconds)

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from celery import Celery, Task
 from flask import Flask
+from kombu import Queue
+
+from workers.queue import LIVE_QUEUE, REPLAY_QUEUE
 
 SWEEP_INTERVAL = timedelta(seconds=30)
 
@@ -31,6 +34,9 @@ def celery_init_app(app: Flask) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         beat_schedule={"relay-sweep": {"task": "relay.sweep", "schedule": SWEEP_INTERVAL}},
+        # Every worker takes from both; replays have their own queue (workers/queue.py).
+        task_queues=[Queue(LIVE_QUEUE), Queue(REPLAY_QUEUE)],
+        task_default_queue=LIVE_QUEUE,
         imports=["workers.tasks"],
     )
     if config.broker_url.startswith("rediss://"):

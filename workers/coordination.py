@@ -37,6 +37,7 @@ log = logging.getLogger("relay.coordination")
 #   pause(ms):         nothing starts before now + ms, reserved slots included (a 429).
 #   nudge(ms):         new reservations start no earlier than now + ms (the vendor's pace).
 #   check(slot):       use a reserved slot: how long it must still wait (pause included).
+#   take(interval):    a slot now or nothing; reserves nothing (replays: live traffic first).
 # GCRA spaces calls evenly, but a slot used a little late followed by one used on time puts
 # two calls closer than the interval. The log of calls made is the hard guarantee: a call
 # goes only if the window before it (plus a margin for network jitter) holds fewer than
@@ -64,6 +65,13 @@ if op == 'reserve' then
   redis.call('SET', KEYS[1], slot + value, 'PX', slot + value - now + 60000)
   if slot <= now then go() end
   return {slot - now, slot}
+elseif op == 'take' then
+  local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now, pause)
+  if slot <= now then slot = ready() end
+  if slot > now then return {slot - now, slot} end
+  redis.call('SET', KEYS[1], now + value, 'PX', value + 60000)
+  go()
+  return {0, now}
 elseif op == 'pause' then
   if now + value > pause then
     redis.call('SET', KEYS[2], now + value, 'PX', value + 1000)
@@ -86,6 +94,8 @@ return {due - now, due}
 """
 # The slot a deferred delivery reserved, set by the engine for the duration of one run.
 reserved_slot: ContextVar[dict | None] = ContextVar("reserved_slot", default=None)
+# Set by the engine while it runs a replayed delivery: it takes only slots live traffic left.
+replaying: ContextVar[bool] = ContextVar("replaying", default=False)
 # A reserved slot used later than this would bunch calls together; it is re-reserved instead.
 LATE_SLOT_MS = 2000
 # Calls reach the vendor a little after Redis granted them, not all equally late.
@@ -131,6 +141,21 @@ class Throttle:
 
     def acquire(self) -> None:
         """Go now, or raise Deferred with a slot reserved for this caller."""
+        if replaying.get():
+            self._acquire_leftover()
+        else:
+            self._acquire_slot()
+
+    def _acquire_leftover(self) -> None:
+        """Replays queue in a lane of their own, paced like the account, so a thousand of them
+        wake one at a time; at its turn a replay goes only if live traffic has not claimed the
+        account's next slot. Live deliveries never wait behind a replay's reservation."""
+        Throttle(self._client, f"{self.account}:replay", self.rate)._acquire_slot()
+        wait_ms, _ = self._run("take", self._interval_ms())
+        if wait_ms > 0:
+            raise Deferred(wait_ms / 1000, f"{self._reason()} (replay: live traffic first)")
+
+    def _acquire_slot(self) -> None:
         slot = reserved_slot.get()
         if slot and slot["account"] == self.account:
             reserved_slot.set(None)
@@ -157,6 +182,19 @@ class Throttle:
         spread_s = window_s / max(remaining, 1) if remaining else window_s
         if spread_s > self.rate.interval_s:
             self._run("nudge", int(spread_s * 1000))
+
+    def snapshot(self) -> dict:
+        """For operators: calls in the current window, the wait for a new slot, any pause."""
+        seconds, micros = self._client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        window_ms = int(self.rate.period_s * 1000)
+        next_slot, paused_until = (int(float(v or 0)) for v in self._client.mget(self._key, f"{self._key}:pause"))
+        return {
+            "limit": f"{self.rate.limit}/{self.rate.period_s:g}s",
+            "calls_in_window": self._client.zcount(f"{self._key}:calls", now_ms - window_ms, "+inf"),
+            "next_slot_in_s": round(max(next_slot - now_ms, 0) / 1000, 1),
+            "paused_for_s": round(max(paused_until - now_ms, 0) / 1000, 1),
+        }
 
     def _run(self, op: str, value: int) -> tuple[int, int]:
         wait_ms, slot_ms = self._script(

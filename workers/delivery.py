@@ -27,8 +27,9 @@ from web.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
 from workers import identity
 from workers.context import DeliveryContext, DeliveryFailed, RetryLater
 from workers.coordination import (
-    THROTTLED_DEFAULT_WAIT_S, Deferred, redis_for, reserved_slot, subject_locks,
+    THROTTLED_DEFAULT_WAIT_S, Deferred, redis_for, replaying, reserved_slot, subject_locks,
 )
+from workers.queue import enqueue_deliveries, queue_for
 from workers.routing import handler_for
 from workers.vendor_errors import VendorError
 
@@ -59,6 +60,7 @@ def run_delivery(delivery_id: int) -> str:
     )
     subjects = [identity.subscriber_key(s) for _, s in affected_subscribers(event.type, data)]
     slot_token = reserved_slot.set(ctx.steps.pop(THROTTLE_SLOT, None))
+    replay_token = replaying.set(delivery.replayed_at is not None)
     try:
         with subject_locks(redis_for(config), delivery.destination, subjects):
             outcome = handler_for(event.type, delivery.destination)(ctx)
@@ -84,6 +86,7 @@ def run_delivery(delivery_id: int) -> str:
         return _reschedule(delivery_id, f"internal error ({type(err).__name__}); see worker logs", None)
     finally:
         reserved_slot.reset(slot_token)
+        replaying.reset(replay_token)
     return _finish(delivery_id, superseded=outcome == DeliveryStatus.SUPERSEDED)
 
 
@@ -120,7 +123,8 @@ def _reschedule(delivery_id: int, reason: str, status_code: int | None,
     config = current_app.config["RELAY"]
     with session_scope() as session:
         delivery = _locked(session, delivery_id)
-        age_s = (utcnow() - delivery.created_at).total_seconds()
+        # A replay starts a new life: its age counts from the replay.
+        age_s = (utcnow() - (delivery.replayed_at or delivery.created_at)).total_seconds()
         if not spend_attempt:
             delivery.attempts -= 1
         gave_up = None
@@ -140,6 +144,7 @@ def _reschedule(delivery_id: int, reason: str, status_code: int | None,
         delivery.next_attempt_at = utcnow() + timedelta(seconds=wait_s)
         delivery.lease_expires_at = None
         delivery.enqueued_at = None
+        queue = queue_for(delivery)
         # Why it is still pending, for the operator. Relay's own deferrals (throttle, breaker,
         # lock) do not hide the vendor error that led to them.
         if spend_attempt or status_code is not None or not delivery.last_error:
@@ -148,9 +153,7 @@ def _reschedule(delivery_id: int, reason: str, status_code: int | None,
     log.info("delivery %s %s in %.1fs: %s", delivery_id,
              "retry" if spend_attempt else "deferred", wait_s, reason)
     if wait_s <= COUNTDOWN_LIMIT_S:
-        from workers.queue import enqueue_deliveries
-
-        enqueue_deliveries([delivery_id], countdown=wait_s)
+        enqueue_deliveries([delivery_id], countdown=wait_s, queue=queue)
     return DeliveryStatus.PENDING
 
 

@@ -12,16 +12,25 @@ from web.models import Delivery, utcnow
 
 log = logging.getLogger("relay.queue")
 
+LIVE_QUEUE = "celery"
+# Replayed deliveries wait in a queue of their own, so a large replay never stands between
+# live deliveries and the workers (workers take from both queues in turn).
+REPLAY_QUEUE = "relay-replay"
 
-def enqueue_deliveries(delivery_ids, countdown: float | None = None) -> int:
-    """Publish deliver(id) for each id; return how many reached the broker."""
+
+def queue_for(delivery: Delivery) -> str:
+    return REPLAY_QUEUE if delivery.replayed_at is not None else LIVE_QUEUE
+
+
+def enqueue_deliveries(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE) -> int:
+    """Publish deliver(id) for each id on `queue`; return how many reached the broker."""
     celery_app = current_app.extensions["celery"]
     published = []
     for delivery_id in delivery_ids:
         try:
             # retry=False: with the broker down, answer the webhook now; the sweep catches up.
             celery_app.send_task(
-                "relay.deliver", args=[delivery_id], countdown=countdown, retry=False
+                "relay.deliver", args=[delivery_id], countdown=countdown, retry=False, queue=queue,
             )
         except Exception as exc:  # any broker failure: kombu raises several unrelated types
             log.warning("broker unavailable, delivery %s left for the sweep (%s)",

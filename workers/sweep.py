@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from web.db import session_scope
 from web.models import Delivery, DeliveryStatus, utcnow
-from workers.queue import enqueue_deliveries
+from workers.queue import REPLAY_QUEUE, enqueue_deliveries
 
 REQUEUE_AFTER = timedelta(minutes=5)
 BATCH = 500
@@ -29,11 +29,14 @@ def sweep(now=None) -> dict[str, int]:
                     enqueued_at=None, last_error="worker lost during the attempt (lease expired)")
         ).rowcount
         session.commit()
-        due = session.scalars(
-            sa.select(Delivery.id)
+        due = session.execute(
+            sa.select(Delivery.id, Delivery.replayed_at.is_not(None))
             .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now,
                    sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - REQUEUE_AFTER))
             .order_by(Delivery.next_attempt_at)
             .limit(BATCH)
         ).all()
-    return {"released": released, "enqueued": enqueue_deliveries(due)}
+    live = [delivery_id for delivery_id, replay in due if not replay]
+    replays = [delivery_id for delivery_id, replay in due if replay]
+    enqueued = enqueue_deliveries(live) + enqueue_deliveries(replays, queue=REPLAY_QUEUE)
+    return {"released": released, "enqueued": enqueued}
