@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from tests.conftest import deliveries, events, load_fixture, post_event
 from tests.test_delivery import run_pending
+from tests.test_pipeline import worker  # noqa: F401 (fixture)
 from web.cli import main
 from web.models import Delivery, Event, utcnow
 
@@ -305,3 +306,37 @@ def test_purge_never_touches_events_still_being_delivered(client, app):
     result = invoke(app, "events", "purge", "--older-than", "1d", "--include-failed", "--yes")
     assert "0 finished events" in result.output
     assert len(events(app)) == 1
+
+
+def test_replay_after_an_outage_brings_every_event_to_done_once(client, app, sandbox, worker):
+    """End to end: deliveries fail at the vendor, the vendor is healed, the operator replays."""
+    fail_spruce(sandbox)
+    for n in range(3):
+        payload = load_fixture("reward_redeemed")
+        payload["subscriber"].update(id=f"sub_outage{n}", email=f"outage{n}@example.com")
+        post_event(client, payload)
+    from tests.test_pipeline import wait_for
+
+    assert wait_for(lambda: {e.status for e in events(app)} == {"failed"}, timeout=30), [
+        (d.destination, d.status, d.last_error) for d in deliveries(app)]
+    sandbox.configure(faults=[])
+
+    result = invoke(app, "events", "replay", "--status", "failed", "--yes", "--wait", "--timeout", "60s")
+    assert result.exit_code == 0, result.output
+    assert "replayed 3 deliveries of 3 events" in result.output
+    assert "finished: succeeded 3" in result.output
+    assert {e.status for e in events(app)} == {"done"}
+    vendor_state = sandbox.snapshot()
+    notes = [item for items in vendor_state["spruce"]["items"].values() for item in items]
+    assert len(vendor_state["spruce"]["contacts"]) == 3 and len(notes) == 3
+
+    again = invoke(app, "events", "replay", "--status", "failed", "--yes", "--wait")
+    assert "nothing to replay" in again.output
+    assert len(sandbox.snapshot()["requests"]) == len(vendor_state["requests"])
+    # Even a forced replay of everything leaves Spruce as it was: no second contact or note.
+    forced = invoke(app, "events", "replay", "--force", "--destination", "spruce", "--type",
+                    "reward_redeemed", "--yes", "--wait", "--timeout", "60s")
+    assert "finished: succeeded 3" in forced.output, forced.output
+    after = sandbox.snapshot()["spruce"]
+    assert len(after["contacts"]) == 3
+    assert sum(len(items) for items in after["items"].values()) == 3

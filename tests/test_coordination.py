@@ -8,7 +8,7 @@ import redis
 
 from web.config import RateLimit
 from workers.coordination import (
-    JITTER_MARGIN_MS, Breaker, Deferred, Throttle, reserved_slot, subject_locks,
+    JITTER_MARGIN_MS, Breaker, Deferred, Throttle, replaying, reserved_slot, subject_locks,
 )
 
 
@@ -104,6 +104,32 @@ def test_a_slot_used_late_never_lets_a_window_hold_more_than_the_limit(r):
         throttle.acquire()
     finally:
         reserved_slot.reset(token)
+
+
+def acquire_as(throttle, slot=None, replay=False):
+    tokens = reserved_slot.set(slot), replaying.set(replay)
+    try:
+        throttle.acquire()
+    finally:
+        reserved_slot.reset(tokens[0])
+        replaying.reset(tokens[1])
+
+
+def test_replays_take_only_the_slots_live_traffic_leaves(r):
+    throttle = Throttle(r, "sprig:acct", RateLimit(10, 1.0))  # one call every 100 ms
+    acquire_as(throttle, replay=True)  # nothing live is waiting: the replay goes
+    with pytest.raises(Deferred) as live:
+        acquire_as(throttle)
+    with pytest.raises(Deferred) as replay:
+        acquire_as(throttle, replay=True)  # queues in the replays' own lane
+    time.sleep(max(live.value.wait_s, replay.value.wait_s))
+    with pytest.raises(Deferred) as yielded:  # its turn, but the live delivery holds the slot
+        acquire_as(throttle, slot=replay.value.slot, replay=True)
+    assert yielded.value.slot is None and "live traffic first" in yielded.value.reason
+    acquire_as(throttle, slot=live.value.slot)
+    with pytest.raises(Deferred) as next_live:
+        acquire_as(throttle)
+    assert next_live.value.wait_s <= 0.1  # the waiting replay reserved nothing ahead of it
 
 
 def test_a_vendor_pause_holds_every_worker_and_every_reserved_slot(r):
