@@ -90,7 +90,8 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
             if d.get(label):
                 out.print(f"    {label.replace('_', ' ')}: {d[label][:19]}")
         if d["last_error"]:
-            out.print(f"    last error: {d['last_error']}", markup=False)
+            label = "last error" if d["status"] != DeliveryStatus.SUCCEEDED else "earlier error (since resolved)"
+            out.print(f"    {label}: {d['last_error']}", markup=False)
         if d["steps"]:
             out.print(f"    finished steps: {', '.join(d['steps'])}", markup=False)
     if detail["validation_errors"]:
