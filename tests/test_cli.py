@@ -340,3 +340,36 @@ def test_replay_after_an_outage_brings_every_event_to_done_once(client, app, san
     after = sandbox.snapshot()["spruce"]
     assert len(after["contacts"]) == 3
     assert sum(len(items) for items in after["items"].values()) == 3
+
+
+def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app, sandbox, monkeypatch):
+    import web.replay
+
+    fail_spruce(sandbox)
+    for n in range(4):
+        payload = load_fixture("reward_unlocked")
+        payload["subscriber"]["id"] = f"sub_ctrl_c{n}"
+        post_event(client, payload)
+    run_pending(app)
+    sandbox.configure(faults=[])
+    monkeypatch.setattr(web.replay, "BATCH", 1)
+    real_enqueue, calls = web.replay.enqueue_deliveries, []
+
+    def interrupted_on_the_second_batch(ids, **kwargs):
+        calls.append(ids)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the batch was committed, before it was enqueued
+        return real_enqueue(ids, **kwargs)
+
+    monkeypatch.setattr(web.replay, "enqueue_deliveries", interrupted_on_the_second_batch)
+    result = app.test_cli_runner().invoke(main, ["events", "replay", "--status", "failed", "--yes"])
+    assert result.exit_code == 130 and "run the same command again" in result.output
+    spruce = [d for d in deliveries(app) if d.destination == "spruce"]
+    assert [d.status for d in spruce] == ["pending", "pending", "failed", "failed"]
+
+    monkeypatch.setattr(web.replay, "enqueue_deliveries", real_enqueue)
+    rerun = invoke(app, "events", "replay", "--status", "failed", "--yes")
+    assert "replayed 2 deliveries of 2 events" in rerun.output
+    run_pending(app)  # the sweep's part: the batch the broker never got
+    assert {e.status for e in events(app)} == {"done"}
+    assert [d.attempts for d in deliveries(app) if d.destination == "spruce"] == [1, 1, 1, 1]
