@@ -1,9 +1,10 @@
-"""A local, stateful imitation of the Sprig and Spruce APIs that Relay's dev mode, tests and
-benchmarks talk to over real HTTP. It keeps state and enforces the documented rules (auth,
-validation, idempotency, rate limits, paging, error bodies); switches add latency, faults and
-read-after-write lag.
+"""A local, stateful imitation of the Sprig and Spruce APIs (and of SparkLoop's API v2, which
+`relay backfill` reads) that Relay's dev mode, tests and benchmarks talk to over real HTTP. It
+keeps state and enforces the documented rules (auth, validation, idempotency, rate limits,
+paging, error bodies); switches add latency, faults and read-after-write lag.
 
-Sprig is served under /sprig, Spruce under /spruce/v1, the switches under /_sandbox."""
+Sprig is served under /sprig, Spruce under /spruce/v1, SparkLoop under /sparkloop/v2, the
+switches under /_sandbox."""
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
-    from sandbox import control, gate, sprig, spruce
+    from sandbox import control, gate, sparkloop, sprig, spruce
 
     app = Flask("sandbox")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -30,8 +31,8 @@ def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     app.url_map.converters["spruce_id"] = spruce.IdConverter
     app.extensions["sandbox"] = SandboxState(settings or SandboxSettings())
-    gate.install(app, [sprig.VENDOR, spruce.VENDOR])
-    for blueprint in (sprig.bp, spruce.bp, control.bp):
+    gate.install(app, [sprig.VENDOR, spruce.VENDOR, sparkloop.VENDOR])
+    for blueprint in (sprig.bp, spruce.bp, sparkloop.bp, control.bp):
         app.register_blueprint(blueprint)
     return app
 
@@ -60,12 +61,23 @@ class RunningSandbox:
         return self.url + "/spruce/v1"
 
     @property
+    def sparkloop_url(self) -> str:
+        return self.url + "/sparkloop/v2"
+
+    @property
     def state(self) -> SandboxState:
         return self.app.extensions["sandbox"]
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Same as POST /_sandbox/config; raises ValueError on an invalid change."""
         return self.state.configure(changes)
+
+    def add_sparkloop_subscribers(self, subscribers: list[dict]) -> list[dict]:
+        """Same as POST /_sandbox/sparkloop/subscribers; raises ValueError, adding none, on an
+        invalid item."""
+        from sandbox.sparkloop import add_subscribers
+
+        return add_subscribers(self.state, subscribers)
 
     def reset(self) -> None:
         """Same as POST /_sandbox/reset."""

@@ -1,6 +1,7 @@
 """python -m sandbox [--host 127.0.0.1] [--port 8025]: serve the vendor sandbox in the foreground.
 
-SANDBOX_SPRIG_API_KEY / SANDBOX_SPRUCE_API_TOKEN override the (non-secret) sandbox credentials."""
+SANDBOX_SPRIG_API_KEY / SANDBOX_SPRUCE_API_TOKEN / SANDBOX_SPARKLOOP_API_KEY override the
+(non-secret) sandbox credentials."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from sandbox import SandboxSettings, create_sandbox_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Serve the Sprig and Spruce sandbox.")
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Serve the Sprig, Spruce and SparkLoop sandbox.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
     args = parser.parse_args(argv)
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = SandboxSettings(
         sprig_api_key=os.environ.get("SANDBOX_SPRIG_API_KEY") or defaults.sprig_api_key,
         spruce_api_token=os.environ.get("SANDBOX_SPRUCE_API_TOKEN") or defaults.spruce_api_token,
+        sparkloop_api_key=os.environ.get("SANDBOX_SPARKLOOP_API_KEY") or defaults.sparkloop_api_key,
     )
     server = make_server(args.host, args.port, create_sandbox_app(settings), threaded=True)
     base = f"http://{args.host}:{server.server_port}"
@@ -27,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     sprig_key = _shown(settings.sprig_api_key, defaults.sprig_api_key, "SANDBOX_SPRIG_API_KEY")
     spruce_token = _shown(settings.spruce_api_token, defaults.spruce_api_token, "SANDBOX_SPRUCE_API_TOKEN")
     print(f"  SPRIG_API_URL={base}/sprig       Authorization: API-Key {sprig_key}")
+    sparkloop_key = _shown(settings.sparkloop_api_key, defaults.sparkloop_api_key, "SANDBOX_SPARKLOOP_API_KEY")
     print(f"  SPRUCE_API_URL={base}/spruce/v1  Authorization: Bearer {spruce_token}")
-    print(f"  control: {base}/_sandbox/state  /_sandbox/stats  /_sandbox/config  /_sandbox/reset", flush=True)
+    print(f"  SPARKLOOP_API_URL={base}/sparkloop/v2  X-Api-Key: {sparkloop_key}")
+    print(f"  control: {base}/_sandbox/state  /_sandbox/stats  /_sandbox/config  /_sandbox/reset"
+          "  /_sandbox/sparkloop/subscribers", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
-"""/_sandbox: inspect what the vendors hold and flip the switches (latency, rate limits, faults,
-visibility delays, idempotency TTL). JSON, no auth, loopback clients only. The same operations
+"""/_sandbox: inspect what the vendors hold, flip the switches (latency, rate limits, faults,
+visibility delays, idempotency TTL) and seed SparkLoop subscribers. JSON, no auth, loopback clients only. The same operations
 are methods of RunningSandbox; both go through SandboxState."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ipaddress
 
 from flask import Blueprint, jsonify, request
 
+from sandbox import sparkloop
 from sandbox.gate import state
 
 bp = Blueprint("sandbox_control", __name__, url_prefix="/_sandbox")
@@ -45,6 +46,17 @@ def configure():
     changes = request.get_json(force=True, silent=True)
     try:
         return jsonify(state().configure(changes))
+    except ValueError as exc:
+        return jsonify(error=str(exc)), 400
+
+
+@bp.post("/sparkloop/subscribers")
+def add_sparkloop_subscribers():
+    """A list of Subscriber Objects, or {"subscribers": [...]}; every field but email optional."""
+    body = request.get_json(force=True, silent=True)
+    items = body.get("subscribers") if isinstance(body, dict) else body
+    try:
+        return jsonify(subscribers=sparkloop.add_subscribers(state(), items)), 201
     except ValueError as exc:
         return jsonify(error=str(exc)), 400
 

@@ -40,10 +40,21 @@ class Rejected(Exception):
 class Vendor:
     name: str
     prefix: str
-    authorization: Callable[[SandboxSettings], str]  # the one accepted Authorization header
+    # The one accepted Authorization header; None when `refuse` checks credentials instead.
+    authorization: Callable[[SandboxSettings], str] | None
     error: Callable[[int, str, str], Response]  # (status, type, message) in the vendor's format
     throttle_headers: Callable[[int], dict[str, str]]  # on a 429: how long to wait
     response_headers: Callable[[str, Window | None], dict[str, str]]  # (request id, window)
+    # For credentials that are not an Authorization header (SparkLoop's X-Api-Key): the answer
+    # to a request without the right one, or None to admit it.
+    refuse: Callable[[SandboxSettings], Response | None] | None = None
+
+    def refusal(self, settings: SandboxSettings) -> Response | None:
+        if self.refuse is not None:
+            return self.refuse(settings)
+        if request.headers.get("Authorization") != self.authorization(settings):
+            return self.error(403, "forbidden", "invalid or disabled credentials")
+        return None
 
     def path(self) -> str:
         """The request path relative to the vendor's base URL."""
@@ -77,8 +88,9 @@ def _admit() -> Response | None:
     latency_s = sandbox.latency_s(vendor.name)
     if latency_s:
         time.sleep(latency_s)
-    if request.headers.get("Authorization") != vendor.authorization(sandbox.settings):
-        return vendor.error(403, "forbidden", "invalid or disabled credentials")
+    refusal = vendor.refusal(sandbox.settings)
+    if refusal is not None:
+        return refusal
     g.window = sandbox.count_request(vendor.name)
     if not g.window.allowed:
         response = vendor.error(429, "rate_limited", "rate limit exceeded")

@@ -29,6 +29,9 @@ class SandboxSettings:
     spruce_rate_limit: int = 100          # requests per window per organization (spruce.md §6)
     spruce_rate_window_s: float = 60
     spruce_daily_limit: int | None = None
+    sparkloop_api_key: str = "sandbox-sparkloop-key"
+    sparkloop_rate_limit: int = 60        # requests per window per API key (sparkloop.md §6.2)
+    sparkloop_rate_window_s: float = 60
     idempotency_ttl_s: float = switches.DAY_S
     request_log_size: int = 10_000
 
@@ -82,6 +85,7 @@ class SandboxState:
             self.contacts: dict[str, dict] = {}
             self.conversations: dict[str, dict] = {}
             self.items: dict[str, list[dict]] = {}
+            self.sparkloop_subscribers: dict[str, dict] = {}  # by uuid, in insertion order
             self._visible_at: dict[str, float] = {}
             self._idempotency: dict[tuple[str, str, str], float] = {}
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
@@ -196,6 +200,15 @@ class SandboxState:
             else:
                 self._idempotency.pop((path, key), None)
 
+    # --- SparkLoop subscribers ------------------------------------------------------------
+
+    def sparkloop_newest_first(self) -> list[dict]:
+        """SparkLoop lists by created_at descending (sparkloop.md §6.3); among equal times, the
+        one added last comes first. `created_at` is stored normalised, so strings sort as times."""
+        with self.lock:
+            latest_added_first = [dict(row) for row in reversed(self.sparkloop_subscribers.values())]
+            return sorted(latest_added_first, key=lambda s: s["created_at"], reverse=True)
+
     # --- request log and read-outs --------------------------------------------------------
 
     def log_request(self, entry: dict) -> None:
@@ -223,5 +236,6 @@ class SandboxState:
                 "spruce": {"contacts": sorted(self.contacts.values(), key=lambda c: c["id"]),
                            "conversations": sorted(self.conversations.values(), key=lambda c: c["id"]),
                            "items": self.items},
+                "sparkloop": {"subscribers": self.sparkloop_newest_first()},
                 "requests": list(self._requests),
             })

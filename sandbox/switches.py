@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-VENDORS = ("sprig", "spruce")
+VENDORS = ("sprig", "spruce", "sparkloop")
 DAY_S = 24 * 3600
 DEFAULT_TIMEOUT_DELAY_S = 5.0
 # Reads that lag behind writes: Sprig processes upserts asynchronously (sprig.md §5.1), Spruce's
@@ -23,6 +23,8 @@ def defaults(settings) -> dict[str, Any]:
             "sprig": {"limit": settings.sprig_rate_limit, "window_s": settings.sprig_rate_window_s},
             "spruce": {"limit": settings.spruce_rate_limit, "window_s": settings.spruce_rate_window_s,
                        "daily_limit": settings.spruce_daily_limit},
+            "sparkloop": {"limit": settings.sparkloop_rate_limit,
+                          "window_s": settings.sparkloop_rate_window_s},
         },
         "faults": [],
         "visibility_delay_ms": {kind: 0 for kind in VISIBILITY_KINDS},

@@ -109,19 +109,27 @@ def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) ->
         # Fast enough not to pace ordinary tests; the throttle tests set their own limits.
         "SPRIG_RATE_LIMIT": "1000/1s",
         "SPRUCE_RATE_LIMIT": "1000/1s",
+        "SPARKLOOP_API_KEY": SandboxSettings().sparkloop_api_key,
+        "SPARKLOOP_API_URL": sandbox.sparkloop_url,
+        "SPARKLOOP_RATE_LIMIT": "1000/1s",
         "RELAY_INSTANCE_PATH": str(instance_path),
     }
 
 
-@pytest.fixture
-def app(environ):
-    app = create_app(environ)
+def make_app(env: dict[str, str]):
+    app = create_app(env)
     app.config["TESTING"] = True
     db = app.extensions["relay.db"]
     if db.url.startswith("sqlite"):
         db.upgrade()
+    return app
+
+
+@pytest.fixture
+def app(environ):
+    app = make_app(environ)
     yield app
-    db.dispose()
+    app.extensions["relay.db"].dispose()
 
 
 @pytest.fixture

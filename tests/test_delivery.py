@@ -5,7 +5,6 @@ import time
 from datetime import timedelta
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from tests.conftest import deliveries, events, load_fixture, post_event

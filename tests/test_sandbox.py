@@ -18,6 +18,7 @@ from sandbox import create_sandbox_app, serve_in_thread
 
 SPRIG_AUTH = {"Authorization": "API-Key sandbox-sprig-key"}
 SPRUCE_AUTH = {"Authorization": "Bearer sandbox-spruce-token"}
+SPARKLOOP_AUTH = {"X-Api-Key": "sandbox-sparkloop-key"}
 TS = 1_700_000_000_000  # Unix milliseconds
 TIMEOUT = 5
 
@@ -38,6 +39,12 @@ def sprig(box):
 @pytest.fixture
 def spruce(box):
     with httpx.Client(base_url=box.spruce_url, headers=SPRUCE_AUTH, timeout=TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture
+def sparkloop(box):
+    with httpx.Client(base_url=box.sparkloop_url, headers=SPARKLOOP_AUTH, timeout=TIMEOUT) as client:
         yield client
 
 
@@ -433,6 +440,134 @@ def test_visibility_delays_imitate_eventual_consistency(spruce, sprig, box):
     assert sprig.get("/v2/users/u1").status_code == 200
 
 
+# --- SparkLoop API v2 ----------------------------------------------------------------------------
+
+
+def seed_sparkloop(box, count: int) -> list[dict]:
+    """`count` subscribers, one a day apart, the first oldest."""
+    return box.add_sparkloop_subscribers([
+        {"email": f"sub{n}@example.com", "created_at": f"2024-05-{n + 1:02d}T08:00:00Z"} for n in range(count)
+    ])
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({}, "API key is missing!"),
+    ({"X-Api-Key": "wrong"}, "User not found!"),
+    ({"Authorization": "Bearer sandbox-sparkloop-key"}, "API key is missing!"),
+])
+def test_sparkloop_rejects_a_missing_or_wrong_api_key_with_401(box, headers, message):
+    for path in ("/subscribers", "/subscribers/sub0@example.com"):
+        response = httpx.get(f"{box.sparkloop_url}{path}", headers=headers, timeout=TIMEOUT)
+        assert (response.status_code, response.json()) == (401, {"error": message})
+
+
+def test_sparkloop_lists_subscribers_newest_first_in_pages_with_meta(sparkloop, box):
+    seeded = seed_sparkloop(box, 5)
+
+    pages = [sparkloop.get("/subscribers", params={"page": n, "per_page": 2}).json() for n in (1, 2, 3, 4)]
+
+    assert [[s["uuid"] for s in page["subscribers"]] for page in pages] == [
+        [seeded[4]["uuid"], seeded[3]["uuid"]], [seeded[2]["uuid"], seeded[1]["uuid"]], [seeded[0]["uuid"]], []]
+    assert pages[1]["meta"] == {"per_page": 2, "page": 2, "total_pages": 3, "total_subscribers": 5}
+    first = pages[0]["subscribers"][0]
+    assert list(first) == ["uuid", "email", "name", "ref_code", "referrer_code", "referred", "referral_status",
+                           "ip_address", "user_agent", "origin", "utm_source", "utm_campaign", "created_at"]
+    assert first["created_at"] == "2024-05-05T08:00:00.000Z" and re.fullmatch(r"sub_[0-9a-f]{10}", first["uuid"])
+    default = sparkloop.get("/subscribers").json()
+    assert default["meta"] == {"per_page": 50, "page": 1, "total_pages": 1, "total_subscribers": 5}
+
+
+def test_sparkloop_equal_creation_times_list_the_latest_added_first(sparkloop, box):
+    same = box.add_sparkloop_subscribers([{"email": f"t{n}@example.com", "created_at": "2024-05-01T08:00:00Z"}
+                                          for n in range(3)])
+    listed = sparkloop.get("/subscribers").json()["subscribers"]
+    assert [s["uuid"] for s in listed] == [s["uuid"] for s in reversed(same)]
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"per_page": 201}, "per_page"), ({"per_page": 0}, "per_page"), ({"per_page": "ten"}, "per_page"),
+    ({"page": 0}, "page"), ({"page": "-1"}, "page"), ({"type": "everyone"}, "type"),
+])
+def test_sparkloop_bad_paging_is_400_with_an_error(sparkloop, params, name):
+    response = sparkloop.get("/subscribers", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(name)
+
+
+def test_sparkloop_filters_referrals_and_advocates(sparkloop, box):
+    advocate, referred, _alone = box.add_sparkloop_subscribers([
+        {"email": "a@example.com", "ref_code": "adv00001"},
+        {"email": "b@example.com", "referrer_code": "adv00001", "referral_status": "pending"},
+        {"email": "c@example.com"},
+    ])
+    assert referred["referred"] is True and advocate["referred"] is False
+
+    def uuids(kind):
+        return [s["uuid"] for s in sparkloop.get("/subscribers", params={"type": kind}).json()["subscribers"]]
+
+    assert uuids("referrals") == [referred["uuid"]]
+    assert uuids("advocates") == [advocate["uuid"]]
+    assert len(uuids("all")) == 3
+
+
+def test_sparkloop_reads_one_subscriber_by_uuid_or_email(sparkloop, box):
+    [subscriber] = box.add_sparkloop_subscribers([{"email": "Ann@Example.com", "uuid": "sub_0123456789"}])
+    assert sparkloop.get("/subscribers/sub_0123456789").json() == {"subscriber": subscriber}
+    assert sparkloop.get("/subscribers/ann%40example.com").json() == {"subscriber": subscriber}
+    missing = sparkloop.get("/subscribers/sub_nobody")
+    assert (missing.status_code, missing.json()) == (404, {"error": "Subscriber not found!"})
+
+
+def test_sparkloop_rate_limit_is_429_without_headers(sparkloop, box):
+    box.configure(rate_limit={"sparkloop": {"limit": 2, "window_s": 60}})
+    assert [sparkloop.get("/subscribers").status_code for _ in range(2)] == [200, 200]
+    throttled = sparkloop.get("/subscribers")
+    assert (throttled.status_code, throttled.json()) == (429, {"error": "rate limit exceeded"})
+    # SparkLoop documents no Retry-After or rate-limit headers (sparkloop.md §6.2).
+    assert not {"retry-after", "ratelimit-reset", "x-ratelimit-remaining"} & set(throttled.headers)
+    assert box.stats()["sparkloop"] == {"200": 2, "429": 1}
+
+
+def test_sparkloop_faults_are_injected_in_its_error_format(sparkloop, box):
+    box.configure(faults=[{"vendor": "sparkloop", "status": 500, "times": 1, "path_prefix": "/subscribers"}])
+    failed = sparkloop.get("/subscribers")
+    assert (failed.status_code, failed.json()) == (500, {"error": "injected fault"})
+    assert sparkloop.get("/subscribers").status_code == 200
+
+
+def test_sparkloop_subscribers_are_seeded_through_the_control_api(control, box):
+    added = control.post("/sparkloop/subscribers", json=[{"email": "a@example.com", "name": "Ann",
+                                                         "created_at": "2024-05-01T10:00:00+02:00"}])
+    assert added.status_code == 201
+    [subscriber] = added.json()["subscribers"]
+    assert subscriber["created_at"] == "2024-05-01T08:00:00.000Z" and subscriber["referral_status"] == "verified"
+    wrapped = control.post("/sparkloop/subscribers", json={"subscribers": [{"email": "b@example.com"}]})
+    assert wrapped.status_code == 201
+
+    state = control.get("/state").json()["sparkloop"]["subscribers"]
+    assert [s["email"] for s in state] == ["b@example.com", "a@example.com"]  # newest first
+    assert control.post("/reset").status_code == 200
+    assert control.get("/state").json()["sparkloop"] == {"subscribers": []}
+
+
+@pytest.mark.parametrize("items, message", [
+    ({"email": "a@example.com"}, "must be a list"),
+    ([{"email": "ok@example.com"}, {"name": "no email"}], "subscribers[1].email"),
+    ([{"email": "a@example.com", "nickname": "x"}], "unknown fields nickname"),
+    ([{"email": "a@example.com", "created_at": "last tuesday"}], "created_at"),
+    ([{"email": "a@example.com", "referral_status": "confirmed"}], "referral_status"),
+    ([{"email": "taken@example.com"}], "already taken"),
+    ([{"email": "new@example.com", "uuid": "sub_taken"}], "already taken"),
+])
+def test_invalid_sparkloop_seeds_are_refused_whole(control, box, items, message):
+    box.add_sparkloop_subscribers([{"email": "Taken@Example.com", "uuid": "sub_taken"}])
+    response = control.post("/sparkloop/subscribers", json={"subscribers": items})
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert [s["uuid"] for s in box.snapshot()["sparkloop"]["subscribers"]] == ["sub_taken"]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        box.add_sparkloop_subscribers(items)
+
+
 # --- rate limits --------------------------------------------------------------------------------
 
 
@@ -562,6 +697,7 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
     assert control.post("/reset").status_code == 200
     assert control.get("/state").json() == {"sprig": {"users": {}},
                                             "spruce": {"contacts": [], "conversations": [], "items": {}},
+                                            "sparkloop": {"subscribers": []},
                                             "requests": []}
     assert control.get("/stats").json() == {}
     config = control.get("/config").json()
@@ -572,7 +708,8 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
 
 @pytest.mark.parametrize("changes, message", [
     ({"bogus": 1}, "unknown settings"),
-    ({"latency_ms": {"sparkloop": 5}}, "unknown keys"),
+    ({"latency_ms": {"mailchimp": 5}}, "unknown keys"),
+    ({"rate_limit": {"sparkloop": {"daily_limit": 5}}}, "unknown keys"),
     ({"rate_limit": {"sprig": {"daily_limit": 5}}}, "unknown keys"),
     ({"rate_limit": {"spruce": {"limit": -1}}}, "limit"),
     ({"faults": [{"vendor": "spruce", "status": 200}]}, "status"),
@@ -599,6 +736,7 @@ def test_serve_in_thread_stops_and_frees_its_port():
     running = serve_in_thread()
     assert running.url.startswith("http://127.0.0.1:")
     assert running.sprig_url == running.url + "/sprig" and running.spruce_url == running.url + "/spruce/v1"
+    assert running.sparkloop_url == running.url + "/sparkloop/v2"
     assert httpx.get(f"{running.url}/_sandbox/stats", timeout=TIMEOUT).status_code == 200
     running.stop()
     assert not running.thread.is_alive()

@@ -6,11 +6,9 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from web import create_app
 from web.cli_support import store_errors
+from web.backfill import backfill_command
 from web.db import get_db
 from web.events_cli import events_group
-
-# Kept for modules that decorate their commands with it.
-_store_errors = store_errors
 
 
 def _cli_app():
@@ -49,3 +47,4 @@ def db_upgrade():
 
 
 main.add_command(events_group)
+main.add_command(backfill_command)

@@ -57,7 +57,8 @@ def _interrupt(*_):
 def _start_sandbox_if_needed(env: dict, sandbox_port: int):
     need_sprig = not env.get("SPRIG_API_KEY")
     need_spruce = not env.get("SPRUCE_API_TOKEN")
-    if not (need_sprig or need_spruce):
+    need_sparkloop = not env.get("SPARKLOOP_API_KEY")
+    if not (need_sprig or need_spruce or need_sparkloop):
         return None
     from sandbox import SandboxSettings, serve_in_thread
 
@@ -67,6 +68,8 @@ def _start_sandbox_if_needed(env: dict, sandbox_port: int):
         env.update(SPRIG_API_URL=sandbox.sprig_url, SPRIG_API_KEY=settings.sprig_api_key)
     if need_spruce:
         env.update(SPRUCE_API_URL=sandbox.spruce_url, SPRUCE_API_TOKEN=settings.spruce_api_token)
+    if need_sparkloop:
+        env.update(SPARKLOOP_API_URL=sandbox.sparkloop_url, SPARKLOOP_API_KEY=settings.sparkloop_api_key)
     return sandbox
 
 
@@ -101,4 +104,12 @@ def _print_banner(port: int, env: dict, sandbox) -> None:
         "Then watch it: relay events list",
         "",
     ]
+    if sandbox is not None and env.get("SPARKLOOP_API_URL") == sandbox.sparkloop_url:
+        lines += [
+            "Backfill from the sandbox's SparkLoop API (seed it: POST "
+            f"{sandbox.url}/_sandbox/sparkloop/subscribers):",
+            f"  SPARKLOOP_API_URL={env['SPARKLOOP_API_URL']} SPARKLOOP_API_KEY={env['SPARKLOOP_API_KEY']} "
+            "relay backfill --since 1d",
+            "",
+        ]
     click.echo("\n".join(lines))

@@ -24,6 +24,8 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     text = text.strip()
     relative = _RELATIVE.match(text.lower())
     if relative:
+        if int(relative[1]) == 0:
+            raise ValueError(f"{text!r}: an age must be greater than zero")
         return (now or utcnow()) - timedelta(**{_UNIT[relative[2]]: int(relative[1])})
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

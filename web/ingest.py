@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from schemas.sparkloop import dedup_key, raw_dedup_key, validate_event
 from web.config import Config
-from web.models import Delivery, Event, EventStatus
+from web.models import Delivery, Event, EventStatus, utcnow
 from workers.routing import ROUTES, planned_destinations
 
 
@@ -21,7 +21,8 @@ class Ingested:
     duplicate: bool = False
 
 
-def ingest(session: Session, payload: dict, raw_body: bytes, config: Config) -> Ingested:
+def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
+           source: str = "webhook") -> Ingested:
     event_type, data, errors = validate_event(payload)
     destinations: tuple[str, ...] = ()
     if errors is not None:
@@ -35,7 +36,11 @@ def ingest(session: Session, payload: dict, raw_body: bytes, config: Config) -> 
 
     event = Event(
         type=event_type or "(missing)", status=status, dedup_key=key, payload=payload, errors=errors,
-        deliveries=[Delivery(destination=d) for d in destinations],
+        source=source,
+        # Events that did not come from a webhook (a backfill) are catch-up work: delivered
+        # like replays, with the throttle slots live traffic leaves.
+        deliveries=[Delivery(destination=d, replayed_at=None if source == "webhook" else utcnow())
+                    for d in destinations],
     )
     session.add(event)
     try:

@@ -109,7 +109,8 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Set by `relay events replay`: the delivery yields throttle slots to live traffic.
+    # Set for catch-up work (`relay events replay`, `relay backfill`): it waits in the replay
+    # queue and takes only the throttle slots live traffic leaves.
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     event: Mapped[Event] = relationship(back_populates="deliveries")

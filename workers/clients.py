@@ -6,6 +6,7 @@ from functools import cache
 
 from web.config import Config, RateLimit
 from workers.coordination import Breaker, Guard, Throttle, account_key, redis_client
+from workers.sparkloop_client import SparkLoopClient
 from workers.sprig_client import SprigClient
 from workers.spruce_client import SpruceClient
 
@@ -18,6 +19,11 @@ def sprig_client(config: Config) -> SprigClient:
 def spruce_client(config: Config) -> SpruceClient:
     return _spruce(config.spruce_api_url, config.spruce_api_token or "", config.vendor_timeout_s,
                    config.redis_url, config.spruce_rate_limit, config.breaker_cooldown_s)
+
+
+def sparkloop_client(config: Config) -> SparkLoopClient:
+    return _sparkloop(config.sparkloop_api_url, config.sparkloop_api_key or "", config.vendor_timeout_s,
+                      config.redis_url, config.sparkloop_rate_limit, config.breaker_cooldown_s)
 
 
 def guard(vendor: str, credential: str, redis_url: str | None, rate: RateLimit,
@@ -36,3 +42,9 @@ def _sprig(base_url, api_key, timeout, redis_url, rate, cooldown_s) -> SprigClie
 def _spruce(base_url, api_token, timeout, redis_url, rate, cooldown_s) -> SpruceClient:
     return SpruceClient(base_url, api_token, timeout=timeout,
                         guard=guard("spruce", api_token, redis_url, rate, cooldown_s))
+
+
+@cache
+def _sparkloop(base_url, api_key, timeout, redis_url, rate, cooldown_s) -> SparkLoopClient:
+    return SparkLoopClient(base_url, api_key, timeout=timeout,
+                           guard=guard("sparkloop", api_key, redis_url, rate, cooldown_s))

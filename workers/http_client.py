@@ -53,7 +53,8 @@ class RateLimit:
 
 class VendorHTTP:
     def __init__(self, vendor: str, base_url: str, authorization: str, timeout: float,
-                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None):
+                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None,
+                 auth_header: str = "Authorization"):
         self.vendor = vendor
         self.guard = guard
         self.timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout))
@@ -62,8 +63,7 @@ class VendorHTTP:
         self._log = logging.getLogger(f"relay.vendor.{vendor}")
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"Authorization": authorization, "User-Agent": USER_AGENT,
-                     "Accept": "application/json"},
+            headers={auth_header: authorization, "User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.timeout,
             transport=transport,
         )

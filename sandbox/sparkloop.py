@@ -1,0 +1,161 @@
+"""SparkLoop's API v2 subscribers (sparkloop.md §6): `X-Api-Key` auth answered 401
+`{"error": …}`, `page`/`per_page` paging (default 50, max 200), newest `created_at` first, a
+`meta` block, 429 without headers (none are documented). Relay reads it for `relay backfill`;
+subscribers are seeded through the control API, because Relay never creates them."""
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from sandbox.gate import Rejected, Vendor, state
+from sandbox.state import SandboxSettings, SandboxState
+
+bp = Blueprint("sparkloop", __name__, url_prefix="/sparkloop/v2")
+
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 50, 200
+LIST_TYPES = ("all", "referrals", "advocates")
+REFERRAL_STATUSES = ("verified", "pending", "rejected")
+# The Subscriber Object (§6.4), with what a seeded subscriber gets when a field is left out.
+DEFAULTS: dict[str, Any] = {
+    "name": None, "referrer_code": None, "referral_status": "verified", "ip_address": None,
+    "user_agent": None, "origin": "signup", "utm_source": None, "utm_campaign": None,
+}
+OPTIONAL_FIELDS = {"country_code", "cpa"}
+# The documented order, kept in answers for readability.
+FIELDS = ("uuid", "email", "name", "ref_code", "referrer_code", "referred", "referral_status",
+          "ip_address", "user_agent", "origin", "country_code", "cpa", "utm_source", "utm_campaign",
+          "created_at")
+
+
+def error(status: int, _error_type: str, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def refuse(settings: SandboxSettings) -> Response | None:
+    key = request.headers.get("X-Api-Key")
+    if not key:
+        return error(401, "unauthorized", "API key is missing!")
+    if key != settings.sparkloop_api_key:
+        # The documented error for a key that matches no account (inferred from §6.1).
+        return error(401, "unauthorized", "User not found!")
+    return None
+
+
+VENDOR = Vendor(
+    name="sparkloop", prefix=bp.url_prefix, authorization=None, refuse=refuse, error=error,
+    throttle_headers=lambda _seconds: {},
+    response_headers=lambda _request_id, _window: {},
+)
+
+
+@bp.get("/subscribers")
+def list_subscribers():
+    page = _int_arg("page", default=1)
+    per_page = _int_arg("per_page", default=DEFAULT_PER_PAGE, maximum=MAX_PER_PAGE)
+    kind = request.args.get("type", "all")
+    if kind not in LIST_TYPES:
+        raise Rejected(400, f"type must be one of {', '.join(LIST_TYPES)}")
+    rows = state().sparkloop_newest_first()
+    if kind == "referrals":
+        rows = [row for row in rows if row["referred"]]
+    elif kind == "advocates":
+        codes = {row["referrer_code"] for row in rows if row["referrer_code"]}
+        rows = [row for row in rows if row["ref_code"] in codes]
+    start = (page - 1) * per_page
+    return jsonify(subscribers=rows[start:start + per_page], meta={
+        "per_page": per_page, "page": page, "total_pages": math.ceil(len(rows) / per_page),
+        "total_subscribers": len(rows),
+    })
+
+
+@bp.get("/subscribers/<path:identifier>")
+def get_subscriber(identifier: str):
+    """By uuid or email address (§6.5)."""
+    wanted = identifier.strip().lower()
+    for row in state().sparkloop_newest_first():
+        if row["uuid"] == identifier or row["email"].lower() == wanted:
+            return jsonify(subscriber=row)
+    raise Rejected(404, "Subscriber not found!")
+
+
+def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    bound = f" and at most {maximum}" if maximum else ""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Rejected(400, f"{name} must be a whole number of at least 1{bound}") from None
+    if value < 1 or (maximum is not None and value > maximum):
+        raise Rejected(400, f"{name} must be a whole number of at least 1{bound}")
+    return value
+
+
+# --- seeding (control API and RunningSandbox) ----------------------------------------------
+
+
+def add_subscribers(sandbox: SandboxState, items: Any) -> list[dict]:
+    """Add Subscriber Objects; every field but `email` may be left out. All or nothing: raises
+    ValueError, adding none, if any item is invalid or its uuid or email is already taken."""
+    if not isinstance(items, list):
+        raise ValueError("subscribers must be a list of objects")
+    with sandbox.lock:
+        taken_ids = set(sandbox.sparkloop_subscribers)
+        taken_emails = {row["email"].lower() for row in sandbox.sparkloop_subscribers.values()}
+        records = []
+        for n, item in enumerate(items):
+            record = _record(item, f"subscribers[{n}]")
+            if record["uuid"] in taken_ids or record["email"].lower() in taken_emails:
+                raise ValueError(f"subscribers[{n}]: uuid or email already taken")
+            taken_ids.add(record["uuid"])
+            taken_emails.add(record["email"].lower())
+            records.append(record)
+        for record in records:
+            sandbox.sparkloop_subscribers[record["uuid"]] = record
+        return [dict(record) for record in records]
+
+
+def _record(item: Any, where: str) -> dict:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where} must be an object")
+    unknown = set(item) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
+    email = item.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        raise ValueError(f"{where}.email must be an email address")
+    uuid = item.get("uuid") or f"sub_{secrets.token_hex(5)}"
+    if not isinstance(uuid, str):
+        raise ValueError(f"{where}.uuid must be a string")
+    status = item.get("referral_status", DEFAULTS["referral_status"])
+    if status not in REFERRAL_STATUSES:
+        raise ValueError(f"{where}.referral_status must be one of {', '.join(REFERRAL_STATUSES)}")
+    record = {"uuid": uuid, "email": email, "ref_code": item.get("ref_code") or secrets.token_hex(4)}
+    record |= {name: item.get(name, default) for name, default in DEFAULTS.items()}
+    record["referred"] = bool(item.get("referred", record["referrer_code"] is not None))
+    record |= {name: item[name] for name in OPTIONAL_FIELDS if name in item}
+    record["created_at"] = _iso_time(item.get("created_at"), f"{where}.created_at")
+    return {name: record[name] for name in FIELDS if name in record}
+
+
+def _iso_time(value: Any, where: str) -> str:
+    """ISO-8601 in UTC with milliseconds, as the API writes it ("2021-03-24T11:55:02.113Z");
+    a time without a zone is UTC; none at all is now."""
+    if value is None:
+        moment = datetime.now(timezone.utc)
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be an ISO-8601 date and time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
