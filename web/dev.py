@@ -25,7 +25,7 @@ def run_dev(port: int, sandbox_port: int) -> None:
 
     env = dict(os.environ)
     env.setdefault("SPARKLOOP_WEBHOOK_TOKEN", DEV_TOKEN)
-    sandbox = _start_sandbox_if_needed(env, sandbox_port)
+    sandbox, sandboxed = _start_sandbox_if_needed(env, sandbox_port)
     app = create_app(env)
     env["RELAY_INSTANCE_PATH"] = app.instance_path
     with app.app_context():
@@ -37,7 +37,7 @@ def run_dev(port: int, sandbox_port: int) -> None:
          "--schedule", str(Path(app.instance_path) / "celerybeat-schedule")],
         env=env,
     )
-    _print_banner(port, env, sandbox)
+    _print_banner(port, env, sandbox, sandboxed)
     # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -55,22 +55,25 @@ def _interrupt(*_):
 
 
 def _start_sandbox_if_needed(env: dict, sandbox_port: int):
-    need_sprig = not env.get("SPRIG_API_KEY")
-    need_spruce = not env.get("SPRUCE_API_TOKEN")
-    need_sparkloop = not env.get("SPARKLOOP_API_KEY")
-    if not (need_sprig or need_spruce or need_sparkloop):
-        return None
+    """Serve every vendor without credentials from the sandbox; return it and the variables
+    that point Relay at it (None, {} when every vendor is real)."""
     from sandbox import SandboxSettings, serve_in_thread
 
     settings = SandboxSettings()
+    wanted = {
+        "SPRIG_API_KEY": ("SPRIG_API_URL", "sprig_url", settings.sprig_api_key),
+        "SPRUCE_API_TOKEN": ("SPRUCE_API_URL", "spruce_url", settings.spruce_api_token),
+        "SPARKLOOP_API_KEY": ("SPARKLOOP_API_URL", "sparkloop_url", settings.sparkloop_api_key),
+    }
+    wanted = {key: how for key, how in wanted.items() if not env.get(key)}
+    if not wanted:
+        return None, {}
     sandbox = serve_in_thread("127.0.0.1", sandbox_port, settings=settings)
-    if need_sprig:
-        env.update(SPRIG_API_URL=sandbox.sprig_url, SPRIG_API_KEY=settings.sprig_api_key)
-    if need_spruce:
-        env.update(SPRUCE_API_URL=sandbox.spruce_url, SPRUCE_API_TOKEN=settings.spruce_api_token)
-    if need_sparkloop:
-        env.update(SPARKLOOP_API_URL=sandbox.sparkloop_url, SPARKLOOP_API_KEY=settings.sparkloop_api_key)
-    return sandbox
+    sandboxed = {}
+    for key, (url_variable, url_attribute, credential) in wanted.items():
+        sandboxed |= {url_variable: getattr(sandbox, url_attribute), key: credential}
+    env.update(sandboxed)
+    return sandbox, sandboxed
 
 
 def _stop(worker: subprocess.Popen) -> None:
@@ -83,7 +86,7 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.wait(timeout=5)
 
 
-def _print_banner(port: int, env: dict, sandbox) -> None:
+def _print_banner(port: int, env: dict, sandbox, sandboxed: dict) -> None:
     url = f"http://127.0.0.1:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
     shown_token = token if token == DEV_TOKEN else "<your SPARKLOOP_WEBHOOK_TOKEN>"
@@ -104,12 +107,21 @@ def _print_banner(port: int, env: dict, sandbox) -> None:
         "Then watch it: relay events list",
         "",
     ]
-    if sandbox is not None and env.get("SPARKLOOP_API_URL") == sandbox.sparkloop_url:
+    if sandbox is not None:
         lines += [
-            "Backfill from the sandbox's SparkLoop API (seed it: POST "
-            f"{sandbox.url}/_sandbox/sparkloop/subscribers):",
-            f"  SPARKLOOP_API_URL={env['SPARKLOOP_API_URL']} SPARKLOOP_API_KEY={env['SPARKLOOP_API_KEY']} "
-            "relay backfill --since 1d",
+            "Other relay commands that talk to vendors (backfill, stats) need the sandbox's",
+            f"settings: . {_write_sandbox_env(env, sandboxed)}",
+            f"  then, after seeding POST {sandbox.url}/_sandbox/sparkloop/subscribers:",
+            "  relay backfill --since 1d",
             "",
         ]
     click.echo("\n".join(lines))
+
+
+def _write_sandbox_env(env: dict, sandboxed: dict) -> Path:
+    """The sandbox's (non-secret) settings as a shell file, for `relay` commands run in another
+    terminal."""
+    path = Path(env["RELAY_INSTANCE_PATH"]) / "dev.env"
+    variables = sandboxed | {"RELAY_INSTANCE_PATH": env["RELAY_INSTANCE_PATH"]}
+    path.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
+    return path
