@@ -21,26 +21,40 @@ class Ingested:
     duplicate: bool = False
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a payload is: its type, status, field errors, natural de-duplication key (None when
+    invalid or unhandled) and the destinations it goes to."""
+    event_type: str
+    status: str
+    errors: dict | None = None
+    key: str | None = None
+    destinations: tuple[str, ...] = ()
+
+
+def plan_event(payload: dict, config: Config) -> Plan:
+    """Validate and route a payload: used on receipt and again when an event is replayed."""
+    event_type, data, errors = validate_event(payload)
+    if errors is not None:
+        return Plan(event_type, EventStatus.INVALID, errors=errors)
+    if data is None or event_type not in ROUTES:
+        return Plan(event_type, EventStatus.UNHANDLED)
+    destinations = planned_destinations(event_type, config)
+    return Plan(event_type, EventStatus.RECEIVED if destinations else EventStatus.DONE,
+                key=dedup_key(event_type, data), destinations=destinations)
+
+
 def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
            source: str = "webhook") -> Ingested:
-    event_type, data, errors = validate_event(payload)
-    destinations: tuple[str, ...] = ()
-    if errors is not None:
-        status, key = EventStatus.INVALID, raw_dedup_key(raw_body)
-    elif data is None or event_type not in ROUTES:
-        status, key = EventStatus.UNHANDLED, raw_dedup_key(raw_body)
-    else:
-        key = dedup_key(event_type, data)
-        destinations = planned_destinations(event_type, config)
-        status = EventStatus.RECEIVED if destinations else EventStatus.DONE
-
+    plan = plan_event(payload, config)
+    status, errors = plan.status, plan.errors
     event = Event(
-        type=event_type or "(missing)", status=status, dedup_key=key, payload=payload, errors=errors,
-        source=source,
+        type=plan.event_type or "(missing)", status=status, payload=payload, errors=errors,
+        dedup_key=plan.key or raw_dedup_key(raw_body), source=source,
         # Events that did not come from a webhook (a backfill) are catch-up work: delivered
         # like replays, with the throttle slots live traffic leaves.
         deliveries=[Delivery(destination=d, replayed_at=None if source == "webhook" else utcnow())
-                    for d in destinations],
+                    for d in plan.destinations],
     )
     session.add(event)
     try:

@@ -23,13 +23,14 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session, selectinload
 
-from schemas.sparkloop import affected_subscribers, dedup_key, validate_event
+from schemas.sparkloop import affected_subscribers, validate_event
 from web.config import Config
 from web.db import session_scope
 from web.event_filters import EventFilter
+from web.ingest import plan_event
 from web.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
 from workers.queue import REPLAY_QUEUE, enqueue_deliveries
-from workers.routing import ROUTES, planned_destinations
+from workers.routing import ROUTES
 
 BATCH = 200
 REPLAYABLE = (DeliveryStatus.FAILED,)
@@ -115,17 +116,16 @@ def _replay_event(session: Session, event: Event, config: Config, force: bool,
 def _plan_again(session: Session, event: Event, config: Config) -> str | None:
     """Validate an invalid or unhandled event again and plan its deliveries; the reason it
     cannot be replayed yet, or None."""
-    event_type, data, errors = validate_event(event.payload)
-    if errors is not None:
+    plan = plan_event(event.payload, config)
+    if plan.status == EventStatus.INVALID:
         return "still invalid"
-    if data is None or event_type not in ROUTES:
+    if plan.status == EventStatus.UNHANDLED:
         return "still no handler for its type"
-    key = dedup_key(event_type, data)
-    other = session.scalar(sa.select(Event.id).where(Event.dedup_key == key, Event.id != event.id))
+    other = session.scalar(sa.select(Event.id).where(Event.dedup_key == plan.key, Event.id != event.id))
     if other is not None:
         return "already received as another event"
-    event.type, event.errors, event.dedup_key = event_type, None, key
-    event.deliveries = [Delivery(destination=d) for d in planned_destinations(event_type, config)]
+    event.type, event.errors, event.dedup_key = plan.event_type, None, plan.key
+    event.deliveries = [Delivery(destination=d) for d in plan.destinations]
     if not event.deliveries:
         event.status = EventStatus.DONE
         return "no configured destination"
