@@ -31,6 +31,14 @@ def received_days_ago(app, event_id: int, days: float) -> None:
         session.commit()
 
 
+def post_unlocks(client, count: int) -> None:
+    """`count` reward_unlocked events, each for another subscriber."""
+    for n in range(count):
+        payload = load_fixture("reward_unlocked")
+        payload["subscriber"]["id"] = f"sub_unlock{n}"
+        assert post_event(client, payload).status_code == 200
+
+
 def fail_spruce(sandbox, status=400):
     sandbox.configure(faults=[{"vendor": "spruce", "status": status, "times": None, "method": "POST",
                                "path_prefix": "/contacts"}])
@@ -182,10 +190,7 @@ def test_replay_of_failed_deliveries_resumes_them_and_skips_what_succeeded(clien
 
 
 def test_replay_dry_run_counts_and_estimates_without_changing_anything(client, app, sandbox):
-    for n in range(3):
-        payload = load_fixture("reward_unlocked")
-        payload["subscriber"]["id"] = f"sub_dry{n}"
-        post_event(client, payload)
+    post_unlocks(client, 3)
     fail_spruce(sandbox)
     run_pending(app)
     before = [(d.id, d.status, d.attempts, d.replayed_at) for d in deliveries(app)]
@@ -200,10 +205,7 @@ def test_replay_dry_run_counts_and_estimates_without_changing_anything(client, a
 
 def test_replay_asks_before_replaying_many_events(client, app, sandbox):
     fail_spruce(sandbox)
-    for n in range(11):
-        payload = load_fixture("reward_unlocked")
-        payload["subscriber"]["id"] = f"sub_many{n}"
-        post_event(client, payload)
+    post_unlocks(client, 11)
     run_pending(app)
 
     declined = invoke(app, "events", "replay", "--status", "failed", input="n\n")
@@ -346,10 +348,7 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
     import web.replay
 
     fail_spruce(sandbox)
-    for n in range(4):
-        payload = load_fixture("reward_unlocked")
-        payload["subscriber"]["id"] = f"sub_ctrl_c{n}"
-        post_event(client, payload)
+    post_unlocks(client, 4)
     run_pending(app)
     sandbox.configure(faults=[])
     monkeypatch.setattr(web.replay, "BATCH", 1)
