@@ -140,7 +140,7 @@ def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(environ, 
     first, second = deliveries(app)
     assert first.last_status_code == 403 and "revoked" not in first.last_error
     assert second.last_error == "circuit open for sprig"
-    assert sprig_client(app.config["RELAY"])._http.guard.breaker.state() == "open"
+    assert sprig_client(app.config["RELAY"]).guard.breaker.state() == "open"
     sprig_calls = [r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
     assert len(sprig_calls) == 1  # the breaker stopped every later call
 

@@ -50,17 +50,9 @@ def collect_stats(since: datetime) -> dict:
 
 
 def vendor_states() -> dict[str, dict]:
-    from workers.clients import guard
+    from workers.clients import destination_clients
 
-    config = current_app.config["RELAY"]
-    credentials = {
-        "sprig": (config.sprig_api_key, config.sprig_rate_limit),
-        "spruce": (config.spruce_api_token, config.spruce_rate_limit),
+    return {
+        vendor: {"breaker": client.guard.breaker.state(), **client.guard.throttle.snapshot()}
+        for vendor, client in destination_clients(current_app.config["RELAY"]).items()
     }
-    states = {}
-    for vendor, (credential, rate) in credentials.items():
-        if not credential:
-            continue
-        vendor_guard = guard(vendor, credential, config.redis_url, rate, config.breaker_cooldown_s)
-        states[vendor] = {"breaker": vendor_guard.breaker.state(), **vendor_guard.throttle.snapshot()}
-    return states

@@ -26,6 +26,12 @@ def sparkloop_client(config: Config) -> SparkLoopClient:
                       config.redis_url, config.sparkloop_rate_limit, config.breaker_cooldown_s)
 
 
+def destination_clients(config: Config) -> dict[str, SprigClient | SpruceClient]:
+    """The client of each destination that has credentials."""
+    makers = {"sprig": sprig_client, "spruce": spruce_client}
+    return {destination: makers[destination](config) for destination in sorted(config.configured_destinations)}
+
+
 def guard(vendor: str, credential: str, redis_url: str | None, rate: RateLimit,
           cooldown_s: float) -> Guard:
     client, account = redis_client(redis_url), account_key(vendor, credential)

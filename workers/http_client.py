@@ -126,6 +126,10 @@ class VendorClient:
     def last_rate_limit(self) -> RateLimit | None:
         return self._http.last_rate_limit
 
+    @property
+    def guard(self) -> Guard | None:
+        return self._http.guard
+
     def close(self) -> None:
         self._http.close()
 
