@@ -30,7 +30,8 @@ from web.event_filters import EventFilter
 from web.ingest import plan_event
 from web.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
 from workers.queue import REPLAY_QUEUE, enqueue_deliveries
-from workers.routing import ROUTES
+from workers import spruce_delivery
+from workers.routing import handler_for
 
 BATCH = 200
 REPLAYABLE = (DeliveryStatus.FAILED,)
@@ -38,8 +39,9 @@ FORCEABLE = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)
 # Steps a forced replay keeps: without it, a note older than Spruce's key window is posted
 # again instead of being looked for first.
 KEPT_ON_FORCE = ("spruce.note.first_attempt_ms",)
-# Upper bounds of vendor calls per delivery, for the dry run's time estimate.
-SPRUCE_CALLS = {"ensure_contact": 2, "post_reward_note": 5}
+# Upper bounds of Spruce calls per delivery, for the dry run's time estimate: search and
+# create the contact; then list and create the note conversation, and post the note.
+SPRUCE_CALLS = {spruce_delivery.ensure_contact: 2, spruce_delivery.post_reward_note: 5}
 
 
 @dataclass
@@ -138,8 +140,7 @@ def _calls_at_most(event: Event, destination: str) -> int:
     if destination == "sprig":
         _, data, _ = validate_event(event.payload)
         return max(len(affected_subscribers(event.type, data)), 1) if data else 1
-    handler = ROUTES.get(event.type, {}).get(destination)
-    return SPRUCE_CALLS.get(getattr(handler, "__name__", ""), 2)
+    return SPRUCE_CALLS.get(handler_for(event.type, destination), 2)
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:

@@ -19,7 +19,7 @@ import logging
 import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
+from functools import cache, cached_property
 
 import redis
 
@@ -150,10 +150,14 @@ class Throttle:
         """Replays queue in a lane of their own, paced like the account, so a thousand of them
         wake one at a time; at its turn a replay goes only if live traffic has not claimed the
         account's next slot. Live deliveries never wait behind a replay's reservation."""
-        Throttle(self._client, f"{self.account}:replay", self.rate)._acquire_slot()
+        self._replay_lane._acquire_slot()
         wait_ms, _ = self._run("take", self._interval_ms())
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, f"{self._reason()} (replay: live traffic first)")
+
+    @cached_property
+    def _replay_lane(self) -> Throttle:
+        return Throttle(self._client, f"{self.account}:replay", self.rate)
 
     def _acquire_slot(self) -> None:
         slot = reserved_slot.get()
