@@ -1,6 +1,6 @@
 """/_sandbox: inspect what the vendors hold, flip the switches (latency, rate limits, faults,
-visibility delays, idempotency TTL) and seed SparkLoop subscribers. JSON, no auth, loopback clients only. The same operations
-are methods of RunningSandbox; both go through SandboxState."""
+visibility delays, idempotency TTL) and seed SparkLoop subscribers. JSON, no auth, loopback
+clients only. The same operations are methods of RunningSandbox; both go through SandboxState."""
 from __future__ import annotations
 
 import ipaddress
