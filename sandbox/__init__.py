@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -16,9 +17,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.state import SandboxSettings, SandboxState
 
-__all__ = ["RunningSandbox", "SandboxSettings", "SandboxState", "create_sandbox_app", "serve_in_thread"]
+__all__ = ["FIXTURES", "RunningSandbox", "SandboxSettings", "SandboxState", "create_sandbox_app", "serve_in_thread"]
 
 STOP_TIMEOUT_S = 10
+# SparkLoop's documented example payloads, which `relay dev` and the tests post.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sparkloop"
 MAX_BODY_BYTES = 1024 * 1024
 
 

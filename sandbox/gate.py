@@ -18,8 +18,9 @@ from sandbox.state import SandboxSettings, SandboxState, Window, new_request_id
 
 log = logging.getLogger("sandbox")
 
-# The `type` a vendor error carries when the caller does not name one. Spruce publishes no list
-# (spruce.md §7): BAD_PARAMETER is documented, internal_error observed, the rest are ours.
+# The `type` a vendor error carries when the caller does not name one. Spruce publishes no list:
+# BAD_PARAMETER is documented (the error example in https://developer.sprucehealth.com/reference/contact),
+# internal_error was observed by a public client, the rest are ours.
 DEFAULT_ERROR_TYPES = {400: "BAD_PARAMETER", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                        405: "method_not_allowed", 413: "payload_too_large", 422: "duplicate_request",
                        429: "rate_limited", 500: "internal_error", 502: "bad_gateway",

@@ -1,4 +1,5 @@
-"""SparkLoop's API v2 subscribers (sparkloop.md §6): `X-Api-Key` auth answered 401
+"""SparkLoop's API v2 subscribers (SparkLoop API: https://docs.sparkloop.app,
+https://docs.sparkloop.app/api-v2/endpoints/subscribers): `X-Api-Key` auth answered 401
 `{"error": …}`, `page`/`per_page` paging (default 50, max 200), newest `created_at` first, a
 `meta` block, 429 without headers (none are documented). Relay reads it for `relay backfill`;
 subscribers are seeded through the control API, because Relay never creates them."""
@@ -19,7 +20,8 @@ bp = Blueprint("sparkloop", __name__, url_prefix="/sparkloop/v2")
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 50, 200
 LIST_TYPES = ("all", "referrals", "advocates")
 REFERRAL_STATUSES = ("verified", "pending", "rejected")
-# The Subscriber Object (§6.4), with what a seeded subscriber gets when a field is left out.
+# The Subscriber Object (https://docs.sparkloop.app/api-v2/objects-schema/subscriber-object), with
+# what a seeded subscriber gets when a field is left out.
 DEFAULTS: dict[str, Any] = {
     "name": None, "referrer_code": None, "referral_status": "verified", "ip_address": None,
     "user_agent": None, "origin": "signup", "utm_source": None, "utm_campaign": None,
@@ -42,7 +44,8 @@ def refuse(settings: SandboxSettings) -> Response | None:
     if not key:
         return error(401, "unauthorized", "API key is missing!")
     if key != settings.sparkloop_api_key:
-        # The documented error for a key that matches no account (inferred from §6.1).
+        # "User not found!" is documented (https://docs.sparkloop.app/api-v2/endpoints/campaigns);
+        # that it answers a key matching no account is inferred.
         return error(401, "unauthorized", "User not found!")
     return None
 
@@ -76,7 +79,7 @@ def list_subscribers():
 
 @bp.get("/subscribers/<path:identifier>")
 def get_subscriber(identifier: str):
-    """By uuid or email address (§6.5)."""
+    """By uuid or email address (https://docs.sparkloop.app/api-v2/endpoints/subscribers)."""
     wanted = identifier.strip().lower()
     for row in state().sparkloop_newest_first():
         if row["uuid"] == identifier or row["email"].lower() == wanted:

@@ -1,5 +1,7 @@
-"""Sprig's /v2/users (sprig.md §5, §6): `API-Key` auth with a body-less 403, upsert answered
-202 with an empty body, read-back as Userv2 with per-event counts, 429 with `ratelimit-reset`."""
+"""Sprig's /v2/users (Sprig API: https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1,
+https://docs.sprig.com/reference/sprig-api/v2/get-v2-users-userid-1): `API-Key` auth with a
+body-less 403, upsert answered 202 with an empty body, read-back as Userv2 with per-event counts,
+429 with `ratelimit-reset`."""
 from __future__ import annotations
 
 import re
@@ -14,7 +16,8 @@ from sandbox.gate import Rejected, Vendor, state
 bp = Blueprint("sprig", __name__, url_prefix="/sprig")
 
 MAX_ATTRIBUTE_VALUES = 100
-MIN_MILLISECONDS = 10**11  # smaller integers look like Unix seconds (sprig.md §11.4)
+# Event timestamps are Unix milliseconds (https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1).
+MIN_MILLISECONDS = 10**11  # smaller integers look like Unix seconds
 UPSERT_FIELDS = {"userId", "emailAddress", "attributes", "events"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -32,7 +35,8 @@ VENDOR = Vendor(
     name="sprig", prefix=bp.url_prefix,
     authorization=lambda settings: f"API-Key {settings.sprig_api_key}",
     error=error,
-    # Sprig documents no throttle headers; its own SDK reads `ratelimit-reset` (sprig.md §9).
+    # Sprig documents no throttle headers (its OpenAPI: https://docs.sprig.com/reference/sprig-api.json);
+    # its own web SDK reads `ratelimit-reset` (seen in the SDK's code, not documented).
     throttle_headers=lambda seconds: {"ratelimit-reset": str(seconds), "Retry-After": str(seconds)},
     response_headers=lambda _request_id, _window: {},
 )
@@ -54,7 +58,8 @@ def upsert_user():
             user["emailAddress"] = body["emailAddress"]
         user["attributes"].update(body.get("attributes") or {})
         for occurrence in body.get("events") or []:
-            # Sprig counts every posted occurrence: a retried request counts again (§5.4).
+            # Every posted occurrence counts, a retried request again: inferred from the per-event
+            # `count` (https://docs.sprig.com/reference/sprig-api/v2/get-v2-users-userid-1).
             name, stamp = occurrence["event"], occurrence["timestamp"]
             event = user["events"].setdefault(
                 name, {"event": name, "count": 0, "createdAt": stamp, "updatedAt": stamp})
@@ -82,8 +87,9 @@ def _validate(body: Any) -> None:
         raise Rejected(400, "body must be a JSON object")
     unknown = set(body) - UPSERT_FIELDS
     if unknown:
-        # Stricter than Sprig may be, on purpose: `email` instead of `emailAddress` (§11.2)
-        # would otherwise be dropped without a trace.
+        # Stricter than Sprig may be, on purpose: `email` instead of `emailAddress` (Sprig API:
+        # https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1) would otherwise be dropped
+        # without a trace.
         raise Rejected(400, f"unknown fields: {', '.join(sorted(unknown))}")
     if not isinstance(body.get("userId"), str) or not body["userId"].strip():
         raise Rejected(400, "userId is required and must be a non-empty string")

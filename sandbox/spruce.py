@@ -1,7 +1,8 @@
-"""Spruce's contacts, note conversations and messages (spruce.md): Bearer auth, camelCase,
-bare vs wrapped responses as documented, pageSize/paginationToken paging, `s-idempotency-key`
-with 422 on a repeat, `s-request-id` and `s-ratelimit-*` on every response, and
-{"statusCode", "type", "message"} errors. Record shapes and input rules: spruce_records."""
+"""Spruce's contacts, note conversations and messages (Spruce API:
+https://developer.sprucehealth.com/docs/overview): Bearer auth, camelCase, bare vs wrapped
+responses as documented, pageSize/paginationToken paging, `s-idempotency-key` with 422 on a
+repeat, `s-request-id` and `s-ratelimit-*` on every response, and {"statusCode", "type",
+"message"} errors. Record shapes and input rules: spruce_records."""
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,8 @@ from sandbox.state import Window
 bp = Blueprint("spruce", __name__, url_prefix="/spruce/v1")
 
 MAX_IDEMPOTENCY_KEY = 255
-# Spruce declares the header on POST/PATCH except SearchContacts (spruce.md §5).
+# Spruce takes the header on POST/PATCH (https://developer.sprucehealth.com/docs/overview) but
+# declares none on SearchContacts (https://developer.sprucehealth.com/reference/searchcontacts).
 IDEMPOTENCY_EXEMPT = {"spruce.search_contacts"}
 
 
@@ -63,7 +65,8 @@ def reserve_idempotency_key():
     if len(key) > MAX_IDEMPOTENCY_KEY:
         return error(400, "BAD_PARAMETER", f"s-idempotency-key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     if not state().reserve_idempotency_key(request.path, key):
-        # The original response is not replayed (spruce.md §5).
+        # A repeat is rejected; the original response is not replayed
+        # (Spruce API: https://developer.sprucehealth.com/docs/overview).
         return error(422, "duplicate_request", "duplicate request")
     g.idempotency_key = key
     return None
@@ -147,7 +150,8 @@ def contact_conversations(contact_id: str):
                         if contact_id in c["associatedContactIds"]
                         and sandbox.visible(c["id"], "spruce_conversations")), key=lambda c: c["id"])
         result = copy.deepcopy(found)
-    return jsonify(conversations=result)  # not paginated (spruce.md §9.6)
+    # Not paginated (Spruce API: https://developer.sprucehealth.com/reference/contactconversations).
+    return jsonify(conversations=result)
 
 
 # --- conversations and notes ------------------------------------------------------------------
@@ -175,7 +179,8 @@ def create_conversation():
 def get_conversation(conversation_id: str):
     with state().lock:
         conversation = copy.deepcopy(_conversation(conversation_id))
-    return jsonify(conversation=conversation)  # wrapped, unlike contacts (spruce.md §3)
+    # Wrapped, unlike contacts (Spruce API: https://developer.sprucehealth.com/reference/conversation).
+    return jsonify(conversation=conversation)
 
 
 @bp.post("/conversations/<spruce_id:conversation_id>/messages")
@@ -184,7 +189,9 @@ def post_message(conversation_id: str):
     with state().lock:
         conversation = _conversation(conversation_id)
         request_id = _post(conversation, records.validate_message(body, conversation["type"]))
-    return jsonify(requestId=request_id)  # 200: accepted, posted asynchronously (spruce.md §8)
+    # 200: accepted, posted asynchronously
+    # (Spruce API: https://developer.sprucehealth.com/reference/postconversationmessage).
+    return jsonify(requestId=request_id)
 
 
 @bp.get("/conversations/<spruce_id:conversation_id>/items")

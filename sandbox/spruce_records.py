@@ -1,6 +1,10 @@
-"""Spruce's records and input rules, without HTTP: contact, conversation and item shapes
-(spruce.md §9.1, §10.1, §10.4), validation of the documented request bodies, structured search,
-and pageSize/paginationToken paging. Everything invalid raises Rejected(400, ...)."""
+"""Spruce's records and input rules, without HTTP: contact, conversation and item shapes,
+validation of the documented request bodies, structured search, and pageSize/paginationToken
+paging. Everything invalid raises Rejected(400, ...).
+
+Shapes (Spruce API): https://developer.sprucehealth.com/reference/contact,
+https://developer.sprucehealth.com/reference/conversation,
+https://developer.sprucehealth.com/reference/conversationitems."""
 from __future__ import annotations
 
 import base64
@@ -225,7 +229,8 @@ def _search_phone(value: str) -> str:
 
 
 def validate_note_conversation(body: Any) -> dict:
-    """The `note` part of a CreateConversation body (spruce.md §10.2)."""
+    """The `note` part of a CreateConversation body
+    (https://developer.sprucehealth.com/reference/createconversation)."""
     if not isinstance(body, dict) or set(body) - {"type", "note", "secure"}:
         raise Rejected(400, "body must be {type, note?, secure?}")
     if body.get("type") == "secure":
@@ -260,7 +265,7 @@ def new_conversation(conversation_id: str, note: dict, api_base: str) -> dict:
 
 
 def validate_message(body: Any, conversation_type: str) -> dict:
-    """A PostConversationMessage body (spruce.md §10.3)."""
+    """A PostConversationMessage body (https://developer.sprucehealth.com/reference/postconversationmessage)."""
     if not isinstance(body, dict) or set(body) - {"body", "internal", "author", "attachments", "stayArchived"}:
         raise Rejected(400, "message must be {body, internal?, author?, attachments?, stayArchived?}")
     elements = body.get("body")
@@ -289,7 +294,8 @@ def new_item(item_id: str, conversation_id: str, message: dict, request_id: str)
         "createdAt": created, "modifiedAt": created, "direction": "none",
         "text": "".join(e["value"] for e in message["body"] if e["type"] == "text"),
         "isInternalNote": bool(message.get("internal")), "requestId": request_id,
-        # The author defaults to the organization (spruce.md §10.3).
+        # The author defaults to the organization
+        # (Spruce API: https://developer.sprucehealth.com/reference/postconversationmessage).
         "author": {"id": author, "displayName": author} if author else {"id": ORG_ID, "displayName": ORG_NAME},
         "attachments": [], "buttons": [], "pages": [],
     }

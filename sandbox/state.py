@@ -24,13 +24,18 @@ _PENDING = math.inf  # an idempotency key whose first request is still running: 
 class SandboxSettings:
     sprig_api_key: str = "sandbox-sprig-key"
     spruce_api_token: str = "sandbox-spruce-token"
-    sprig_rate_limit: int = 1000          # requests per window per API key (sprig.md §8)
+    # Sprig: 1000 per 5 minutes per API key (https://docs.sprig.com/docs/apis).
+    sprig_rate_limit: int = 1000          # requests per window per API key
     sprig_rate_window_s: float = 300
-    spruce_rate_limit: int = 100          # requests per window per organization (spruce.md §6)
+    # Spruce: per organization, no published figure; 100 is only its reference's example value
+    # (https://developer.sprucehealth.com/docs/overview).
+    spruce_rate_limit: int = 100          # requests per window per organization
     spruce_rate_window_s: float = 60
     spruce_daily_limit: int | None = None
     sparkloop_api_key: str = "sandbox-sparkloop-key"
-    sparkloop_rate_limit: int = 60        # requests per window per API key (sparkloop.md §6.2)
+    # SparkLoop: 60 per rolling 60 s per API key; newer versions of the page say 120
+    # (https://docs.sparkloop.app).
+    sparkloop_rate_limit: int = 60        # requests per window per API key
     sparkloop_rate_window_s: float = 60
     idempotency_ttl_s: float = switches.DAY_S
     request_log_size: int = 10_000
@@ -115,7 +120,8 @@ class SandboxState:
 
     def new_id(self, prefix: str) -> str:
         """`<prefix>_<11 base32 chars>`: unique and sortable by creation, as Spruce's entity
-        ids are ("lowest id" = oldest, spruce.md §9.2)."""
+        ids seem to be (inferred; Spruce documents only that structured searches sort by entity
+        id ascending: https://developer.sprucehealth.com/reference/searchcontacts)."""
         with self.lock:
             self._last_id = max(self._last_id + 1, time.time_ns() // 1000)
             value, chars = self._last_id, []
@@ -203,8 +209,9 @@ class SandboxState:
     # --- SparkLoop subscribers ------------------------------------------------------------
 
     def sparkloop_newest_first(self) -> list[dict]:
-        """SparkLoop lists by created_at descending (sparkloop.md §6.3); among equal times, the
-        one added last comes first. `created_at` is stored normalised, so strings sort as times."""
+        """SparkLoop lists by created_at descending
+        (https://docs.sparkloop.app/api-v2/endpoints/subscribers); among equal times, the one added
+        last comes first. `created_at` is stored normalised, so strings sort as times."""
         with self.lock:
             latest_added_first = [dict(row) for row in reversed(self.sparkloop_subscribers.values())]
             return sorted(latest_added_first, key=lambda s: s["created_at"], reverse=True)

@@ -9,8 +9,11 @@ from typing import Any
 VENDORS = ("sprig", "spruce", "sparkloop")
 DAY_S = 24 * 3600
 DEFAULT_TIMEOUT_DELAY_S = 5.0
-# Reads that lag behind writes: Sprig processes upserts asynchronously (sprig.md §5.1), Spruce's
-# search index and conversation/item listings are eventually consistent (spruce.md §4, §9.2).
+# Reads that lag behind writes: Sprig processes upserts asynchronously
+# (https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1); Spruce's conversation and item
+# listings are eventually consistent (https://developer.sprucehealth.com/reference/listconversations,
+# https://developer.sprucehealth.com/reference/conversationitems). A lagging search index is our
+# assumption; Spruce does not document one.
 VISIBILITY_KINDS = ("sprig_users", "spruce_search", "spruce_conversations", "spruce_items")
 FAULT_FIELDS = {"vendor", "status", "times", "method", "path_prefix", "when", "delay_s",
                 "retry_after", "type", "message"}

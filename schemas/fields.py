@@ -9,7 +9,7 @@ from marshmallow import INCLUDE, Schema, fields
 
 
 class OpenSchema(Schema):
-    """SparkLoop adds fields without notice (§4.8), so unknown keys are accepted and kept."""
+    """SparkLoop adds fields without notice, so unknown keys are accepted and kept."""
 
     class Meta:
         unknown = INCLUDE

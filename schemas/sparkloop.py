@@ -1,31 +1,28 @@
-"""Inbound SparkLoop webhooks: one schema per event type, validation, de-duplication keys and
-the subscribers an event is about.
+"""Inbound SparkLoop webhooks: the payload schemas, the subscribers an event is about, and the
+parts of its de-duplication key. `schemas.events` binds them into one spec per event type.
 
-Contract: /work/shared/vendors/sparkloop.md. Required fields follow its §4.8 table; fields the
-docs leave uncertain are optional and nullable; unknown fields are kept (unknown=INCLUDE).
+Contract: https://docs.sparkloop.app/webhooks (the documented example payloads are in
+sandbox/fixtures/sparkloop/). Required fields are those every documented example carries;
+fields the docs leave uncertain are optional and nullable; unknown fields are kept
+(unknown=INCLUDE), because SparkLoop adds fields without notice.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import fields, validate
 
 from schemas.fields import (
     Identifier, LooseEmail, NormalisedEmail, OpenSchema, StrictInteger, TrimmedString,
 )
-
-MISSING_MESSAGE = "Missing data for required field."
-# The events table stores the type in a 100-character column.
-MAX_TYPE_LENGTH = 100
+from schemas.values import clean, clean_email, integer, of_type
 
 
 def _required_id() -> TrimmedString:
     return TrimmedString(required=True, validate=validate.Length(min=1))
 
 
-# --- Documented referral-program events (§4.2–4.5) ---------------------------------------
+# --- Documented referral-program events ----------------------------------------------------
 
 
 class ReferralProgramSubscriberSchema(OpenSchema):
@@ -70,11 +67,11 @@ class RewardUnlockedSchema(EventSchema):
 class RewardRedeemedSchema(RewardUnlockedSchema):
     reward_variant_name = TrimmedString(allow_none=True)
     reward_variant_sku = TrimmedString(allow_none=True)
-    # Keys unknown (§4.5); a postal address, so personal data.
+    # Its keys are not documented; a postal address, so personal data.
     shipping_details = fields.Dict(keys=fields.String(), allow_none=True)
 
 
-# --- Undocumented events (§4.6–4.7): only `type` is required -----------------------------
+# --- Events SparkLoop names without an example: only `type` is required --------------------
 
 
 class LooseContactSchema(OpenSchema):
@@ -114,43 +111,6 @@ class SyncSubscriberSchema(UndocumentedEventSchema):
     pass
 
 
-EVENT_SCHEMAS: dict[str, Schema] = {
-    "new_referral": NewReferralSchema(),
-    "new_partner_pending_referral": PartnerReferralSchema(),
-    "new_partner_referral": PartnerReferralSchema(),
-    "new_offer_lead": OfferLeadSchema(),
-    "reward_unlocked": RewardUnlockedSchema(),
-    "reward_redeemed": RewardRedeemedSchema(),
-    "sync_subscriber": SyncSubscriberSchema(),
-}
-
-PARTNER_EVENTS = frozenset({"new_partner_pending_referral", "new_partner_referral"})
-REWARD_EVENTS = frozenset({"reward_unlocked", "reward_redeemed"})
-
-
-def validate_event(payload: dict) -> tuple[str, dict | None, dict | None]:
-    """(type, data, None) when valid, (type, None, errors) when invalid, (type, None, None) when
-    the type is unknown. Errors name fields and say what is wrong, never what the value was."""
-    if not isinstance(payload, dict):
-        return "", None, {"_schema": ["Invalid input type."]}
-    event_type = payload.get("type")
-    if event_type is None:
-        return "", None, {"type": [MISSING_MESSAGE]}
-    if not isinstance(event_type, str):
-        return "", None, {"type": ["Not a valid string."]}
-    if not event_type.strip():
-        return "", None, {"type": ["Field may not be blank."]}
-    if len(event_type) > MAX_TYPE_LENGTH:
-        return "", None, {"type": [f"Longer than maximum length {MAX_TYPE_LENGTH}."]}
-    schema = EVENT_SCHEMAS.get(event_type)
-    if schema is None:
-        return event_type, None, None
-    try:
-        return event_type, schema.load(payload), None
-    except ValidationError as err:
-        return event_type, None, err.messages
-
-
 # --- The people an event is about ---------------------------------------------------------
 
 
@@ -169,123 +129,116 @@ class Subscriber:
     created_at: int | None = None
 
 
+People = list[tuple[str, Subscriber]]  # (role, subscriber) in delivery order
+
 # Where an undocumented payload may describe its person, most likely first.
 CONTACT_OBJECT_KEYS = ("subscriber", "lead", "referral")
 
 
-def affected_subscribers(event_type: str, data: dict) -> list[tuple[str, Subscriber]]:
-    """(role, Subscriber) for everyone the event is about, in delivery order."""
-    if event_type == "new_referral":
-        return [(role, _subscriber_from(data[role])) for role in ("subscriber", "referrer")]
-    if event_type in REWARD_EVENTS:
-        return [("subscriber", _subscriber_from(data["subscriber"]))]
-    found = _undocumented_contact(data)
+def referral_people(data: dict) -> People:
+    """new_referral: the new subscriber, then the referrer."""
+    return [(role, subscriber_from(data[role])) for role in ("subscriber", "referrer")]
+
+
+def reward_people(data: dict) -> People:
+    return [("subscriber", subscriber_from(data["subscriber"]))]
+
+
+def undocumented_people(data: dict) -> People:
+    found = undocumented_contact(data)
     if found is None:
         return []
     role, contact = found
-    return [(role, _subscriber_from(contact, status=data.get("referral_status")))]
+    return [(role, subscriber_from(contact, status=data.get("referral_status")))]
 
 
-def _undocumented_contact(data: dict) -> tuple[str, dict] | None:
+def undocumented_contact(data: dict) -> tuple[str, dict] | None:
     """The first object that identifies a person, else the top-level email. Only one person:
     in an unknown payload a second object may describe someone else (a partner, say)."""
-    top_level_email = _clean(data.get("email"))
+    top_level_email = clean(data.get("email"))
     for key in CONTACT_OBJECT_KEYS:
         contact = data.get(key)
         if not isinstance(contact, dict):
             continue
         if contact.get("email") is None and top_level_email:
             contact = {**contact, "email": top_level_email}
-        if _clean(contact.get("id")) or _clean(contact.get("email")):
+        if clean(contact.get("id")) or clean(contact.get("email")):
             return key, contact
     if top_level_email:
         return "subscriber", {"email": top_level_email}
     return None
 
 
-def _subscriber_from(contact: dict, status: str | None = None) -> Subscriber:
+def subscriber_from(contact: dict, status: str | None = None) -> Subscriber:
     # Undocumented objects are not type-checked beyond their identity, so keep only values
     # of the expected type.
     return Subscriber(
-        id=_clean(contact.get("id")),
-        email=_clean_email(contact.get("email")),
-        first_name=_clean(_of_type(contact.get("first_name"), str)),
-        name=_clean(_of_type(contact.get("name"), str)),
-        referral_code=_clean(_of_type(contact.get("referral_code"), str)),
-        referral_link=_clean(_of_type(contact.get("referral_link"), str)),
-        referred=_of_type(contact.get("referred"), bool),
-        tot_referrals=_integer(contact.get("tot_referrals")),
-        next_reward=_integer(contact.get("next_reward")),
-        referral_status=_clean(_of_type(contact.get("referral_status") or status, str)),
-        created_at=_integer(contact.get("created_at")),
+        id=clean(contact.get("id")),
+        email=clean_email(contact.get("email")),
+        first_name=clean(of_type(contact.get("first_name"), str)),
+        name=clean(of_type(contact.get("name"), str)),
+        referral_code=clean(of_type(contact.get("referral_code"), str)),
+        referral_link=clean(of_type(contact.get("referral_link"), str)),
+        referred=of_type(contact.get("referred"), bool),
+        tot_referrals=integer(contact.get("tot_referrals")),
+        next_reward=integer(contact.get("next_reward")),
+        referral_status=clean(of_type(contact.get("referral_status") or status, str)),
+        created_at=integer(contact.get("created_at")),
     )
 
 
-# --- De-duplication (§5) ------------------------------------------------------------------
+# --- Identity: the parts of each event's de-duplication key --------------------------------
+# SparkLoop sends no event id. Each function returns the parts of the event's natural key, or
+# None when the payload lacks them (then the whole content is the identity, so only an
+# identical redelivery is a duplicate).
+
+Identity = list[str | None] | None
 
 
-def dedup_key(event_type: str, data: dict) -> str:
-    """A fixed-length key from the event's natural identity; personal data only hashed."""
-    parts = _identity_parts(event_type, data)
-    if parts is None:
-        material = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    else:
-        material = json.dumps([event_type, *parts], ensure_ascii=False)
-    return f"{event_type[:MAX_TYPE_LENGTH]}:{hashlib.sha256(material.encode()).hexdigest()}"
+def referral_identity(data: dict) -> Identity:
+    return [clean(data["subscriber"]["id"]), clean(data["referrer"]["id"])]
 
 
-def raw_dedup_key(body: bytes) -> str:
-    return "raw:" + hashlib.sha256(body).hexdigest()
+def reward_unlocked_identity(data: dict) -> Identity:
+    return _reward_identity(data, [])
 
 
-def _identity_parts(event_type: str, data: dict) -> list[str] | None:
-    """The natural key's parts, or None when the payload lacks them (then the whole content
-    is the identity, so only an identical redelivery is a duplicate)."""
-    if event_type == "new_referral":
-        return [_clean(data["subscriber"]["id"]), _clean(data["referrer"]["id"])]
-    if event_type in REWARD_EVENTS:
-        # The referral count tells repeated unlocks of a recurring reward apart.
-        count = data.get("referrals")
-        if count is None:
-            count = data["subscriber"].get("tot_referrals")
-        parts = [_clean(data["subscriber"]["id"]), _clean(data["reward"]["id"])]
-        if event_type == "reward_redeemed":
-            parts.append(_clean(data.get("reward_variant_sku")) or "")
-        return [*parts, "" if count is None else str(count)]
-    found = _undocumented_contact(data)
-    contact = found[1] if found else {}
-    email = _clean_email(contact.get("email"))
-    if event_type in PARTNER_EVENTS:
-        parts = [_clean((data.get("campaign") or {}).get("id")), email]
-    elif event_type == "new_offer_lead":
-        parts = [_clean(data.get("offer_id")), email]
-    elif event_type == "sync_subscriber":
-        person = _clean(contact.get("id")) or email
-        # The status is part of the key so that a real status change is not dropped.
-        parts = [person, _clean(contact.get("referral_status") or data.get("referral_status"))]
-    else:
-        return None
+def reward_redeemed_identity(data: dict) -> Identity:
+    return _reward_identity(data, [clean(data.get("reward_variant_sku")) or ""])
+
+
+def _reward_identity(data: dict, extra: list[str]) -> Identity:
+    # The referral count tells repeated unlocks of a recurring reward apart.
+    count = data.get("referrals")
+    if count is None:
+        count = data["subscriber"].get("tot_referrals")
+    parts = [clean(data["subscriber"]["id"]), clean(data["reward"]["id"]), *extra]
+    return [*parts, "" if count is None else str(count)]
+
+
+def partner_referral_identity(data: dict) -> Identity:
+    return _complete([clean((data.get("campaign") or {}).get("id")), _person_email(data)])
+
+
+def offer_lead_identity(data: dict) -> Identity:
+    return _complete([clean(data.get("offer_id")), _person_email(data)])
+
+
+def sync_subscriber_identity(data: dict) -> Identity:
+    contact = _person(data)
+    # The status is part of the key so that a real status change is not dropped.
+    return _complete([clean(contact.get("id")) or clean_email(contact.get("email")),
+                      clean(contact.get("referral_status") or data.get("referral_status"))])
+
+
+def _person(data: dict) -> dict:
+    found = undocumented_contact(data)
+    return found[1] if found else {}
+
+
+def _person_email(data: dict) -> str | None:
+    return clean_email(_person(data).get("email"))
+
+
+def _complete(parts: list[str | None]) -> Identity:
     return parts if all(parts) else None
-
-
-# --- Normalisation helpers ----------------------------------------------------------------
-
-
-def _clean(value) -> str | None:
-    if value is None or isinstance(value, bool | dict | list):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _clean_email(value) -> str | None:
-    text = _clean(_of_type(value, str))
-    return text.lower() if text else None
-
-
-def _of_type(value, kind: type):
-    return value if isinstance(value, kind) else None
-
-
-def _integer(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,12 +1,41 @@
-"""Outbound body for Sprig `POST /v2/users` (upsert one user). Contract: sprig.md §5."""
+"""What Sprig receives: `POST /v2/users` upserts one user with attributes and events.
+
+Contract: https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1 (and the OpenAPI
+document Sprig publishes at https://docs.sprig.com/reference/sprig-api.json).
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from marshmallow import Schema, fields, validate
 
-from schemas.sparkloop import REWARD_EVENTS, Subscriber
+from schemas.sparkloop import Subscriber
 
 MAX_ATTRIBUTE_VALUES = 100
+# What becomes Sprig's userId (SPRIG_USER_ID_SOURCE).
 USER_ID_SOURCES = ("email", "subscriber_id")
+
+
+def no_extra_attributes(data: dict, role: str) -> dict:
+    return {}
+
+
+def reward_attributes(data: dict, role: str) -> dict:
+    """Only the subscriber who unlocked or redeemed the reward gets it."""
+    if role != "subscriber":
+        return {}
+    reward = data.get("reward") or {}
+    return {"last_reward": reward.get("id"), "last_reward_name": reward.get("name"),
+            "coupon": data.get("coupon_code")}
+
+
+@dataclass(frozen=True)
+class SprigUser:
+    """Each subscriber the event is about is upserted: the subscriber's referral attributes,
+    `extra_attributes(data, role)` for this event type, and one event `sparkloop_<type>`."""
+
+    extra_attributes: Callable[[dict, str], dict] = field(default=no_extra_attributes)
 
 
 class SprigEventSchema(Schema):
@@ -27,15 +56,17 @@ class SprigUserSchema(Schema):
 
 
 def sprig_user_body(
-    event_type: str, data: dict, subscriber: Subscriber, role: str, received_at_ms: int,
-    user_id_source: str = "email",
+    sends: SprigUser, event_type: str, data: dict, subscriber: Subscriber, role: str,
+    received_at_ms: int, user_id_source: str = "email",
 ) -> dict:
     """The upsert for one subscriber of the event. Raises ValueError (naming fields, never
     values) when the user id is missing or the body would not satisfy Sprig's schema."""
     body = {"userId": _user_id(subscriber, user_id_source)}
     if subscriber.email:
         body["emailAddress"] = subscriber.email
-    body["attributes"] = _attributes(event_type, data, subscriber, role)
+    values = _subscriber_values(data, subscriber) | sends.extra_attributes(data, role)
+    body["attributes"] = {f"sparkloop_{name}": _as_string(value)
+                          for name, value in values.items() if value not in (None, "")}
     body["events"] = [{"event": f"sparkloop_{event_type}", "timestamp": received_at_ms}]
     errors = SprigUserSchema().validate(body)
     if errors:
@@ -55,8 +86,8 @@ def _user_id(subscriber: Subscriber, source: str) -> str:
     raise ValueError(f"unknown user_id_source {source!r}; expected one of {USER_ID_SOURCES}")
 
 
-def _attributes(event_type: str, data: dict, subscriber: Subscriber, role: str) -> dict[str, str]:
-    values = {
+def _subscriber_values(data: dict, subscriber: Subscriber) -> dict:
+    return {
         "subscriber_id": subscriber.id,
         "referral_code": subscriber.referral_code,
         "referral_link": subscriber.referral_link,
@@ -65,18 +96,6 @@ def _attributes(event_type: str, data: dict, subscriber: Subscriber, role: str) 
         "referred": subscriber.referred,
         "referral_status": subscriber.referral_status,
         "campaign_id": data.get("campaign_id") or (data.get("campaign") or {}).get("id"),
-    }
-    # Only the subscriber who unlocked or redeemed the reward gets it.
-    if event_type in REWARD_EVENTS and role == "subscriber":
-        reward = data.get("reward") or {}
-        values |= {
-            "last_reward": reward.get("id"),
-            "last_reward_name": reward.get("name"),
-            "coupon": data.get("coupon_code"),
-        }
-    return {
-        f"sparkloop_{name}": _as_string(value)
-        for name, value in values.items() if value not in (None, "")
     }
 
 

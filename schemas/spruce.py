@@ -1,9 +1,30 @@
-"""Outbound bodies for Spruce: contacts (spruce.md §9) and internal notes (§10)."""
+"""What Spruce receives: a contact for the subscriber, and for some events an internal note
+for staff in a note conversation about that contact.
+
+Contract: https://developer.sprucehealth.com/reference/createcontact,
+https://developer.sprucehealth.com/reference/createconversation and
+https://developer.sprucehealth.com/reference/postconversationmessage.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from schemas.sparkloop import Subscriber
 
 SHIPPING_PREFIX = "shipping_"
+
+
+@dataclass(frozen=True)
+class SpruceContact:
+    """The subscriber's contact is found by email, or created."""
+
+
+@dataclass(frozen=True)
+class SpruceNote:
+    """The contact, its note conversation, and one internal note whose text is `text(data)`."""
+
+    text: Callable[[dict], str]
 
 
 def contact_body(subscriber: Subscriber) -> dict:
@@ -17,7 +38,7 @@ def contact_body(subscriber: Subscriber) -> dict:
     if subscriber.email:
         body["emailAddresses"] = [{"value": subscriber.email}]
     if len(body) == 1:
-        # Spruce requires at least one of the name fields, phone, fax or email (§9.4).
+        # Spruce requires at least one of the name fields, phone, fax or email.
         raise ValueError("subscriber has neither an email nor a name to create a Spruce contact")
     return body
 
@@ -39,32 +60,32 @@ def search_by_email_body(email: str) -> dict:
 
 def note_conversation_body(contact_id: str, member_ids: list[str], title: str = "SparkLoop referrals") -> dict:
     """`POST /conversations` creating an internal note conversation about one contact.
-    Without memberIds only its creator can see it (§10.2), so callers should pass them."""
+    Without memberIds only its creator can see it, so callers should pass them."""
     note: dict = {"title": title, "associatedContactIds": [contact_id]}
     if member_ids:
         note["memberIds"] = list(member_ids)
     return {"type": "note", "note": note}
 
 
-def note_message_body(event_type: str, data: dict) -> dict:
+def note_message_body(text: str) -> dict:
     """`POST /conversations/{id}/messages`: a plain-text internal note for staff.
-    Note conversations require internal: true (§10.3)."""
-    return {"body": [{"type": "text", "value": note_text(event_type, data)}], "internal": True}
+    Note conversations accept only internal messages."""
+    return {"body": [{"type": "text", "value": text}], "internal": True}
 
 
-def note_text(event_type: str, data: dict) -> str:
-    if event_type == "reward_unlocked":
-        return _reward_summary("reward unlocked", data)
-    if event_type == "reward_redeemed":
-        lines = [_reward_summary("reward redeemed", data)]
-        variant = _variant(data)
-        if variant:
-            lines.append(f"Variant: {variant}.")
-        shipping = _shipping_lines(data.get("shipping_details") or {})
-        if shipping:
-            lines += ["", "Shipping details:", *shipping]
-        return "\n".join(lines)
-    return f"SparkLoop: {event_type.replace('_', ' ')}."
+def reward_unlocked_note(data: dict) -> str:
+    return _reward_summary("reward unlocked", data)
+
+
+def reward_redeemed_note(data: dict) -> str:
+    lines = [_reward_summary("reward redeemed", data)]
+    variant = _variant(data)
+    if variant:
+        lines.append(f"Variant: {variant}.")
+    shipping = _shipping_lines(data.get("shipping_details") or {})
+    if shipping:
+        lines += ["", "Shipping details:", *shipping]
+    return "\n".join(lines)
 
 
 def _reward_summary(what: str, data: dict) -> str:

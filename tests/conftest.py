@@ -1,26 +1,41 @@
-"""Test services: a real database (SQLite and PostgreSQL), real Redis, the sandbox over HTTP.
+"""Test services and the helpers every test module shares.
 
+Services: a real database (SQLite and PostgreSQL), real Redis, the sandbox over HTTP.
 PostgreSQL and Redis are found through TEST_DATABASE_URL / TEST_REDIS_URL or on 127.0.0.1.
 Locally a missing service skips its tests; under CI=true it fails them.
+
+Apps: `relay_app(**overrides)` builds the web app on the test services (the `app` fixture is
+the default one); `bare_app` is for tests that reach neither a vendor nor a worker (no Redis, no
+sandbox, one SQLite file).
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
-from pathlib import Path
+import threading
+import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis
 import sqlalchemy as sa
+from celery.contrib.testing.worker import start_worker
+from werkzeug.serving import make_server
 
-from sandbox import SandboxSettings, serve_in_thread
+from relay.db import Database
+from relay.models import Delivery, Event, utcnow
+from sandbox import FIXTURES, SandboxSettings, serve_in_thread
+from schemas.events import EVENTS
 from web import create_app
-from web.db import Database
-from web.models import Delivery, Event
+from workers.engine import run_delivery
 
-FIXTURES = Path(__file__).resolve().parent.parent / "sandbox" / "fixtures" / "sparkloop"
+# SparkLoop's documented examples, one file each (reward_unlocked has two shapes), and the
+# registered event types it publishes no example of (their payloads are not invented here).
+FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
+WITHOUT_EXAMPLE = sorted(set(EVENTS) - {json.loads((FIXTURES / f"{name}.json").read_text())["type"]
+                                        for name in FIXTURE_NAMES})
 TOKEN = "test-token"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -48,6 +63,18 @@ def require_service(name: str, url: str) -> None:
     pytest.skip(message)
 
 
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+# --- services -----------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     running = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
@@ -72,15 +99,19 @@ def postgres_url():
     return PG_URL
 
 
+def empty_postgres(url: str) -> None:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE events, deliveries, subscriber_links RESTART IDENTITY CASCADE"))
+    db.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'relay.sqlite3'}"
     url = request.getfixturevalue("postgres_url")
-    db = Database(url)
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE events, deliveries, subscriber_links RESTART IDENTITY CASCADE"))
-    db.dispose()
+    empty_postgres(url)
     return url
 
 
@@ -116,25 +147,77 @@ def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) ->
     }
 
 
-def make_app(env: dict[str, str]):
+# --- apps ---------------------------------------------------------------------------------
+
+
+def make_app(env: dict[str, str], migrate: bool = True):
+    """The web app on `env`, its store migrated (unless told not to: an unreachable one)."""
     app = create_app(env)
     app.config["TESTING"] = True
-    db = app.extensions["relay.db"]
-    if db.url.startswith("sqlite"):
-        db.upgrade()
+    if migrate:
+        app.extensions["relay.db"].upgrade()
     return app
 
 
 @pytest.fixture
-def app(environ):
-    app = make_app(environ)
-    yield app
-    app.extensions["relay.db"].dispose()
+def relay_app(environ):
+    """Build a web app on the test services, with some variables changed."""
+    made = []
+
+    def build(migrate: bool = True, **overrides: str):
+        made.append(make_app({**environ, **overrides}, migrate))
+        return made[-1]
+
+    yield build
+    for app in made:
+        app.extensions["relay.db"].dispose()
+
+
+@pytest.fixture
+def app(relay_app):
+    return relay_app()
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def bare_app(tmp_path):
+    """For what reaches neither a vendor nor a worker, built like `relay_app`: a SQLite store,
+    the embedded broker, no vendor credentials; no Redis, no sandbox."""
+    made = []
+
+    def build(migrate: bool = True, **overrides: str):
+        env = {"SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "RELAY_INSTANCE_PATH": str(tmp_path / "instance")}
+        made.append(make_app(env | overrides, migrate))
+        return made[-1]
+
+    yield build
+    for app in made:
+        app.extensions["relay.db"].dispose()
+
+
+@pytest.fixture
+def worker(app):
+    celery_app = app.extensions["celery"]
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      shutdown_timeout=10, loglevel="WARNING"):
+        yield celery_app
+
+
+@pytest.fixture
+def server(app):
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    thread.join(timeout=10)
+
+
+# --- helpers ------------------------------------------------------------------------------
 
 
 def post_event(client, payload, token=TOKEN, **kwargs):
@@ -146,12 +229,46 @@ def post_event(client, payload, token=TOKEN, **kwargs):
 
 
 def events(app) -> list[Event]:
-    db = app.extensions["relay.db"]
-    with db.session() as session:
+    with app.extensions["relay.db"].session() as session:
         return list(session.scalars(sa.select(Event).order_by(Event.id)))
 
 
 def deliveries(app) -> list[Delivery]:
-    db = app.extensions["relay.db"]
-    with db.session() as session:
+    with app.extensions["relay.db"].session() as session:
         return list(session.scalars(sa.select(Delivery).order_by(Delivery.id)))
+
+
+def delivery_to(app, destination: str) -> Delivery:
+    return next(d for d in deliveries(app) if d.destination == destination)
+
+
+def deliver(app, delivery_id: int) -> str:
+    """Run one delivery in this process, as a worker's task would."""
+    with app.app_context():
+        return run_delivery(delivery_id, app.config["RELAY"])
+
+
+def sandbox_state(sandbox) -> dict:
+    return httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
+
+
+def make_due(app) -> None:
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(next_attempt_at=utcnow()))
+        session.commit()
+
+
+def run_pending(app, rounds: int = 10, honour_waits: bool = False) -> None:
+    """Run every pending delivery; bounded. Retries are made due at once, unless
+    honour_waits, where the loop sleeps until the next is due (as the sweep would)."""
+    for _ in range(rounds):
+        pending = [d for d in deliveries(app) if d.status == "pending"]
+        if not pending:
+            return
+        if honour_waits:
+            wait = min(d.next_attempt_at for d in pending) - utcnow()
+            time.sleep(min(max(wait.total_seconds(), 0), 5))
+        else:
+            make_due(app)
+        for delivery in pending:
+            deliver(app, delivery.id)

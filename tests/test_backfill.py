@@ -8,26 +8,22 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import deliveries, events, fresh_services, load_fixture, make_app, post_event
-from tests.test_delivery import run_pending, sandbox_state
-from web import backfill as backfill_module
-from web import create_app
-from web.backfill import backfill_command
-from web.models import Event, utcnow
-from workers.sparkloop_client import SparkLoopClient
+from relay.models import Event, utcnow
+from tests.conftest import (
+    deliveries, events, fresh_services, load_fixture, make_app, post_event, run_pending, sandbox_state,
+)
+from web.cli import backfill as backfill_module
+from web.cli.backfill import backfill_command
+from workers.sparkloop.client import SparkLoopClient
 
 API_KEY = "sandbox-sparkloop-key"
-
-
-def relay_app(environ, sandbox, **overrides):
-    return make_app({**environ, **overrides})
 
 
 @pytest.fixture
 def sqlite_app(redis_url, sandbox, tmp_path):
     """For the slow tests, whose subject does not depend on the database."""
     environ = fresh_services(f"sqlite:///{tmp_path / 'relay.sqlite3'}", redis_url, sandbox, tmp_path / "instance")
-    app = relay_app(environ, sandbox)
+    app = make_app(environ)
     yield app
     app.extensions["relay.db"].dispose()
 
@@ -88,7 +84,8 @@ def test_creates_a_sync_subscriber_event_for_each_subscriber_created_since_the_d
         "referral_status": "pending", "origin": "signup",
         "created_at": int(datetime.fromisoformat(recent[0]["created_at"]).timestamp()),
     }}
-    assert [d.destination for d in deliveries(app)] == ["sprig"] * 3
+    # Catch-up work, like a replay, though nobody replayed it.
+    assert [(d.destination, d.lane, d.replayed_at) for d in deliveries(app)] == [("sprig", "catch_up", None)] * 3
     # Newest first: page 2 reached a subscriber older than the date, so page 3 was never read.
     assert len(sparkloop_requests(sandbox)) == 2
     assert "2 pages read, 3 subscribers seen, 3 created, 0 skipped as already received, " \
@@ -260,8 +257,8 @@ def test_a_429_is_honoured_and_the_run_completes(sqlite_app, sandbox):
     assert time.monotonic() - started >= 9.5
 
 
-def test_calls_are_paced_by_the_shared_throttle(environ, sandbox):
-    app = relay_app(environ, sandbox, SPARKLOOP_RATE_LIMIT="2/1s")  # one call every 0.5 s
+def test_calls_are_paced_by_the_shared_throttle(relay_app, sandbox):
+    app = relay_app(SPARKLOOP_RATE_LIMIT="2/1s")  # one call every 0.5 s
     seed(sandbox, 1, 2, 3, 4, 5, 6, 7)
 
     result = backfill(app, "--since", "1d", "--per-page", "2")
@@ -283,12 +280,12 @@ def test_a_persistent_server_error_stops_with_one_line_and_exit_1(app, sandbox, 
     assert result.exit_code == 1
     assert "Error: sparkloop GET /subscribers -> 500: injected fault" in result.output
     assert "Stopped: 0 pages read" in result.output
-    assert len(sparkloop_requests(sandbox)) == backfill_module.ATTEMPTS["transient"]
+    assert len(sparkloop_requests(sandbox)) == backfill_module.MAX_FAILURES
     assert events(app) == []
 
 
-def test_a_rejected_api_key_is_exit_1_naming_the_variable(environ, sandbox):
-    app = relay_app(environ, sandbox, SPARKLOOP_API_KEY="wrong-key")
+def test_a_rejected_api_key_is_exit_1_naming_the_variable(relay_app, sandbox):
+    app = relay_app(SPARKLOOP_API_KEY="wrong-key")
     seed(sandbox, 1)
 
     result = backfill(app, "--since", "1d")
@@ -305,7 +302,7 @@ def test_a_rejected_api_key_is_exit_1_naming_the_variable(environ, sandbox):
 @pytest.mark.parametrize("args, message", [
     (["--since", "yesterday"], "is neither a date"),
     (["--since", "2024-13-01"], "is neither a date"),
-    (["--since", "0d"], "greater than zero"),
+    (["--since", "0d"], "'0d' is neither a date"),
     (["--since", "2999-01-01"], "must be in the past"),
     ([], "Missing option '--since'"),
     (["--since", "1d", "--per-page", "201"], "--per-page"),
@@ -321,8 +318,8 @@ def test_bad_input_is_exit_2_and_changes_nothing(app, sandbox, args, message):
     assert sparkloop_requests(sandbox) == [] and events(app) == []
 
 
-def test_a_missing_api_key_is_exit_2_naming_the_variable(environ, sandbox):
-    app = relay_app(environ, sandbox, SPARKLOOP_API_KEY="")
+def test_a_missing_api_key_is_exit_2_naming_the_variable(relay_app, sandbox):
+    app = relay_app(SPARKLOOP_API_KEY="")
 
     result = backfill(app, "--since", "1d")
 
@@ -333,11 +330,12 @@ def test_a_missing_api_key_is_exit_2_naming_the_variable(environ, sandbox):
 
 
 @pytest.mark.parametrize("store", ["unreachable", "unmigrated"])
-def test_an_unusable_database_is_one_clear_line_and_exit_1(environ, sandbox, tmp_path, store):
+def test_an_unusable_database_is_one_clear_line_and_exit_1(bare_app, sandbox, tmp_path, store):
     url = ("postgresql+psycopg://postgres@127.0.0.1:1/relay" if store == "unreachable"
            else f"sqlite:///{tmp_path / 'empty.sqlite3'}")
-    app = create_app({**environ, "DATABASE_URL": url, "SPARKLOOP_API_KEY": API_KEY,
-                      "SPARKLOOP_API_URL": sandbox.sparkloop_url})
+    sandbox.reset()
+    app = bare_app(migrate=False, DATABASE_URL=url, SPARKLOOP_API_KEY=API_KEY,
+                   SPARKLOOP_API_URL=sandbox.sparkloop_url)
     seed(sandbox, 1)
 
     result = backfill(app, "--since", "1d")

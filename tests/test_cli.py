@@ -7,11 +7,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import deliveries, events, load_fixture, post_event
-from tests.test_delivery import run_pending
-from tests.test_pipeline import worker  # noqa: F401 (fixture)
+import web.cli.replay
+from relay.models import Delivery, Event, utcnow
+from tests.conftest import deliveries, delivery_to, events, load_fixture, post_event, run_pending, wait_for
 from web.cli import main
-from web.models import Delivery, Event, utcnow
 
 
 def invoke(app, *args, input=None):
@@ -87,10 +86,11 @@ def test_events_list_table_shows_statuses_and_errors(client, app, sandbox):
     post_event(client, load_fixture("new_referral"))
     fail_spruce(sandbox)
     run_pending(app)
-    result = invoke(app, "events", "list")
+    result = app.test_cli_runner().invoke(main, ["events", "list"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     assert "new_referral" in result.output and "failed" in result.output
-    assert "spruce: vendor rejected" in result.output or "400" in result.output
+    assert "spruce failed (1 attempt)" in result.output
+    assert "spruce: spruce POST /contacts/search -> 400 BAD_PARAMETER: injected fault" in result.output
 
 
 def test_events_show_masks_personal_data_unless_revealed(client, app):
@@ -107,7 +107,8 @@ def test_events_show_masks_personal_data_unless_revealed(client, app):
     shown = json.loads(invoke(app, "events", "show", str(event_id), "--json", "--reveal").output)
     assert shown["payload"] == payload
     assert [d["destination"] for d in shown["deliveries"]] == ["sprig", "spruce"]
-    assert {"attempts", "last_status_code", "last_error", "created_at", "steps"} <= set(shown["deliveries"][0])
+    assert {"attempts", "deferrals", "lane", "last_status_code", "last_error", "created_at", "progress",
+            "throttle_slot_at"} <= set(shown["deliveries"][0])
 
 
 def test_events_show_lists_attempts_and_the_vendor_error(client, app, sandbox):
@@ -118,6 +119,37 @@ def test_events_show_lists_attempts_and_the_vendor_error(client, app, sandbox):
     assert "delivery" in result.output and "spruce" in result.output
     assert "last HTTP status 400" in result.output
     assert "last error:" in result.output
+
+
+def show(app, event_id: int, *args: str) -> str:
+    return app.test_cli_runner().invoke(main, ["events", "show", str(event_id), *args],
+                                        env={"COLUMNS": "250"}).output
+
+
+def test_events_show_says_what_a_delivery_waits_for(relay_app):
+    app = relay_app(SPRUCE_RATE_LIMIT="1/10s", SPRIG_API_KEY="")  # one Spruce call, then a wait
+    post_event(app.test_client(), load_fixture("reward_unlocked"))
+    event_id = events(app)[0].id
+    run_pending(app, rounds=1)
+
+    shown = show(app, event_id)
+    assert "delivery 1 → spruce: pending, 1 attempt, 1 deferred" in shown
+    assert "throttle slot reserved for: " in shown
+    assert "catch-up work" not in shown and "replayed at" not in shown
+    assert "finished steps" not in shown  # its one call found no contact yet
+    [spruce] = json.loads(show(app, event_id, "--json"))["deliveries"]
+    assert (spruce["status"], spruce["lane"], spruce["attempts"], spruce["deferrals"]) == ("pending", "live", 1, 1)
+    assert spruce["throttle_slot_at"] > spruce["created_at"] and spruce["progress"] == {}
+
+
+def test_events_show_lists_finished_steps_with_the_vendor_ids(client, app):
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+    spruce = delivery_to(app, "spruce")
+    shown = show(app, events(app)[0].id)
+    contact, conversation = spruce.progress["spruce.contact"], spruce.progress["spruce.conversation"]
+    assert f"spruce.contact ({contact}), spruce.conversation ({conversation}), spruce.note (" in shown
+    assert "sprig.attributes.subscriber, sprig.events.subscriber" in shown
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -145,20 +177,16 @@ def test_bad_input_is_one_line_naming_the_problem_and_exit_2(client, app, args, 
     assert [(d.id, d.status, d.attempts) for d in deliveries(app)] == before
 
 
-def test_unmigrated_database_is_one_clear_line_and_exit_1(environ, tmp_path):
-    from web import create_app
-
-    fresh = create_app({**environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
+def test_unmigrated_database_is_one_clear_line_and_exit_1(bare_app, tmp_path):
+    fresh = bare_app(migrate=False, DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     result = fresh.test_cli_runner().invoke(main, ["events", "list"])
     assert result.exit_code == 1
     assert "relay db upgrade" in result.output
     assert "Traceback" not in result.output
 
 
-def test_unreachable_database_is_one_clear_line_and_exit_1(environ):
-    from web import create_app
-
-    down = create_app({**environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+def test_unreachable_database_is_one_clear_line_and_exit_1(bare_app):
+    down = bare_app(migrate=False, DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
     result = down.test_cli_runner().invoke(main, ["events", "stats"])
     assert result.exit_code == 1
     assert "database is unreachable" in result.output
@@ -178,9 +206,9 @@ def test_replay_of_failed_deliveries_resumes_them_and_skips_what_succeeded(clien
     assert result.exit_code == 0, result.output
     assert "replayed 1 deliveries of 1 events" in result.output
     assert "skipped 1: succeeded (use --force)" in result.output
-    spruce = next(d for d in deliveries(app) if d.destination == "spruce")
+    spruce = delivery_to(app, "spruce")
     assert (spruce.status, spruce.attempts, spruce.event_id) == ("pending", 0, events(app)[0].id)
-    assert spruce.replayed_at is not None
+    assert spruce.replayed_at is not None and spruce.lane == "catch_up"
 
     run_pending(app)
     assert events(app)[0].status == "done"
@@ -267,8 +295,11 @@ def test_stats_reports_counts_failures_and_vendor_state(client, app, sandbox):
     [top] = stats["top_errors"]
     assert top["count"] == 2 and "400" in top["error"]
     assert stats["oldest_pending_s"] is None
+    # Each Sprig call went through the shared throttle: two upserts for the new referral's
+    # two people, one for the reward.
     assert stats["vendors"]["sprig"]["breaker"] == "closed"
-    assert stats["vendors"]["sprig"]["calls_in_window"] >= 0
+    assert stats["vendors"]["sprig"]["calls_in_window"] == 3
+    assert stats["vendors"]["spruce"]["limit"] == "1000/1s"
 
     text = invoke(app, "events", "stats").output
     assert "Oldest pending delivery: none" in text and "spruce 2" in text
@@ -317,7 +348,6 @@ def test_replay_after_an_outage_brings_every_event_to_done_once(client, app, san
         payload = load_fixture("reward_redeemed")
         payload["subscriber"].update(id=f"sub_outage{n}", email=f"outage{n}@example.com")
         post_event(client, payload)
-    from tests.test_pipeline import wait_for
 
     assert wait_for(lambda: {e.status for e in events(app)} == {"failed"}, timeout=30), [
         (d.destination, d.status, d.last_error) for d in deliveries(app)]
@@ -345,14 +375,12 @@ def test_replay_after_an_outage_brings_every_event_to_done_once(client, app, san
 
 
 def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app, sandbox, monkeypatch):
-    import web.replay
-
     fail_spruce(sandbox)
     post_unlocks(client, 4)
     run_pending(app)
     sandbox.configure(faults=[])
-    monkeypatch.setattr(web.replay, "BATCH", 1)
-    real_enqueue, calls = web.replay.enqueue_deliveries, []
+    monkeypatch.setattr(web.cli.replay, "BATCH", 1)
+    real_enqueue, calls = web.cli.replay.enqueue_deliveries, []
 
     def interrupted_on_the_second_batch(ids, **kwargs):
         calls.append(ids)
@@ -360,13 +388,13 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
             raise KeyboardInterrupt  # Ctrl-C after the batch was committed, before it was enqueued
         return real_enqueue(ids, **kwargs)
 
-    monkeypatch.setattr(web.replay, "enqueue_deliveries", interrupted_on_the_second_batch)
+    monkeypatch.setattr(web.cli.replay, "enqueue_deliveries", interrupted_on_the_second_batch)
     result = app.test_cli_runner().invoke(main, ["events", "replay", "--status", "failed", "--yes"])
     assert result.exit_code == 130 and "run the same command again" in result.output
     spruce = [d for d in deliveries(app) if d.destination == "spruce"]
     assert [d.status for d in spruce] == ["pending", "pending", "failed", "failed"]
 
-    monkeypatch.setattr(web.replay, "enqueue_deliveries", real_enqueue)
+    monkeypatch.setattr(web.cli.replay, "enqueue_deliveries", real_enqueue)
     rerun = invoke(app, "events", "replay", "--status", "failed", "--yes")
     assert "replayed 2 deliveries of 2 events" in rerun.output
     run_pending(app)  # the sweep's part: the batch the broker never got

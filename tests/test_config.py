@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import ssl
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from relay.app import create_base_app
+from relay.config import ConfigError, load_config
+from relay.durations import parse_duration
 from web import create_app
-from web.config import ConfigError, load_config
+from web.cli.support import parse_when
 
 
 def config(**env):
@@ -57,7 +61,30 @@ def test_bad_values_are_rejected_naming_the_variable(env, named):
 def test_web_app_refuses_to_start_without_a_webhook_token(tmp_path):
     with pytest.raises(ConfigError, match="SPARKLOOP_WEBHOOK_TOKEN"):
         create_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
-    assert create_app({"RELAY_INSTANCE_PATH": str(tmp_path)}, require_webhook_token=False)
+    # The workers and the CLI do not answer webhooks: they start without it.
+    worker_side = create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
+    assert worker_side.config["RELAY"].webhook_tokens == ()
+    assert "celery" in worker_side.extensions and "relay.db" in worker_side.extensions
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("30m", 1800), ("2h", 7200), ("7d", 7 * 86400), ("2w", 14 * 86400), ("1.5h", 5400),
+    ("45", 45),
+])
+def test_one_duration_syntax_for_configuration_and_the_command_line(text, seconds):
+    assert parse_duration(text) == seconds
+    assert config(RELAY_RETRY_MAX_AGE=text).retry_max_age_s == seconds
+    assert config(SPRIG_RATE_LIMIT=f"10/{text}").sprig_rate_limit.period_s == seconds
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert parse_when(text, now=now) == now - timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["0s", "-1h", "soon", "", "1e999", "nan"])
+def test_a_bad_duration_is_refused_everywhere_naming_the_forms(text):
+    with pytest.raises(ValueError, match="90s, 30m, 2h, 7d or 2w"):
+        parse_duration(text)
+    with pytest.raises(ConfigError, match="RELAY_BREAKER_COOLDOWN.*90s, 30m, 2h, 7d or 2w"):
+        config(RELAY_BREAKER_COOLDOWN=text or " x")
 
 
 def test_config_error_message_does_not_echo_secrets():
@@ -69,11 +96,10 @@ def test_config_error_message_does_not_echo_secrets():
 def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     import sentry_sdk
 
-    create_app({"RELAY_INSTANCE_PATH": str(tmp_path)}, require_webhook_token=False)
+    create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
     try:
-        create_app({"RELAY_INSTANCE_PATH": str(tmp_path), "SENTRY_DSN": "http://key@127.0.0.1:9/1"},
-                   require_webhook_token=False)
+        create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path), "SENTRY_DSN": "http://key@127.0.0.1:9/1"})
         client = sentry_sdk.get_client()
         assert client.is_active()
         assert client.options["send_default_pii"] is False

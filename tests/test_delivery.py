@@ -1,42 +1,18 @@
 """Deliveries against the sandbox over HTTP: what lands at Sprig and Spruce, retries, failures."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
-import httpx
 import sqlalchemy as sa
 
-from tests.conftest import deliveries, events, load_fixture, post_event
-from web.models import Delivery, utcnow
-from workers.delivery import run_delivery
-
-
-def sandbox_state(sandbox) -> dict:
-    return httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
-
-
-def make_due(app) -> None:
-    with app.extensions["relay.db"].session() as session:
-        session.execute(sa.update(Delivery).values(next_attempt_at=utcnow()))
-        session.commit()
-
-
-def run_pending(app, rounds: int = 10, honour_waits: bool = False) -> None:
-    """Run every pending delivery; bounded. Retries are made due at once, unless
-    honour_waits, where the loop sleeps until the next is due (as the sweep would)."""
-    with app.app_context():
-        for _ in range(rounds):
-            pending = [d for d in deliveries(app) if d.status == "pending"]
-            if not pending:
-                return
-            if honour_waits:
-                wait = min(d.next_attempt_at for d in pending) - utcnow()
-                time.sleep(min(max(wait.total_seconds(), 0), 5))
-            else:
-                make_due(app)
-            for delivery in pending:
-                run_delivery(delivery.id)
+from relay.models import Delivery, utcnow
+from tests.conftest import (
+    TOKEN, deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
+)
+from workers.classify import MAX_BACKOFF_S, backoff
+from workers.sprig.client import sprig_client
 
 
 def test_new_referral_updates_both_people_in_sprig_and_creates_the_spruce_contact(client, app, sandbox):
@@ -90,9 +66,8 @@ def test_transient_vendor_error_is_retried_and_a_finished_step_is_not_repeated(c
     post_event(client, load_fixture("reward_unlocked"))
     run_pending(app)
 
-    spruce_delivery = next(d for d in deliveries(app) if d.destination == "spruce")
-    assert spruce_delivery.status == "succeeded"
-    assert spruce_delivery.attempts == 3
+    spruce_delivery = delivery_to(app, "spruce")
+    assert (spruce_delivery.status, spruce_delivery.attempts, spruce_delivery.deferrals) == ("succeeded", 3, 0)
     spruce = sandbox_state(sandbox)["spruce"]
     assert len(spruce["contacts"]) == 1 and len(spruce["conversations"]) == 1
     assert _count(sandbox, "POST", "/contacts") == 1
@@ -120,23 +95,20 @@ def test_throttled_delivery_waits_without_spending_attempts(client, app, sandbox
     started = time.monotonic()
     run_pending(app, honour_waits=True)
 
-    sprig = next(d for d in deliveries(app) if d.destination == "sprig")
-    assert sprig.status == "succeeded"
-    assert sprig.attempts == 1
+    sprig = delivery_to(app, "sprig")
+    # Three runs deferred by a 429 each, then the one that succeeded: no retry budget spent.
+    assert (sprig.status, sprig.attempts, sprig.deferrals) == ("succeeded", 4, 3)
     assert time.monotonic() - started >= 3  # three 429s, each asking for a 1 s wait
 
 
-def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(environ, sandbox):
-    from web import create_app
-    from workers.clients import sprig_client
-
-    app = create_app({**environ, "SPRIG_API_KEY": "revoked", "SPRUCE_API_TOKEN": ""})
-    app.extensions["relay.db"].upgrade()
+def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(relay_app, sandbox):
+    app = relay_app(SPRIG_API_KEY="revoked", SPRUCE_API_TOKEN="")
     post_event(app.test_client(), load_fixture("reward_unlocked"))
     post_event(app.test_client(), load_fixture("new_referral"))
     run_pending(app, rounds=3)
 
-    assert [(d.status, d.attempts) for d in deliveries(app)] == [("pending", 0), ("pending", 0)]
+    # Every run was deferred: three attempts each, no retry budget spent.
+    assert [(d.status, d.attempts, d.deferrals) for d in deliveries(app)] == [("pending", 3, 3)] * 2
     first, second = deliveries(app)
     assert first.last_status_code == 403 and "revoked" not in first.last_error
     assert second.last_error == "circuit open for sprig"
@@ -145,18 +117,15 @@ def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(environ, 
     assert len(sprig_calls) == 1  # the breaker stopped every later call
 
 
-def test_transient_errors_give_up_after_the_attempt_limit(environ, sandbox):
-    from web import create_app
-
-    app = create_app({**environ, "RELAY_RETRY_MAX_ATTEMPTS": "3", "SPRUCE_API_TOKEN": ""})
+def test_transient_errors_give_up_after_the_attempt_limit(relay_app, sandbox):
+    app = relay_app(RELAY_RETRY_MAX_ATTEMPTS="3", SPRUCE_API_TOKEN="")
     sandbox.configure(faults=[{"vendor": "sprig", "status": 503, "times": None, "method": "POST",
                                "path_prefix": "/v2/users"}])
-    app.extensions["relay.db"].upgrade()
     post_event(app.test_client(), load_fixture("reward_unlocked"))
     run_pending(app)
     [sprig] = deliveries(app)
-    assert (sprig.status, sprig.attempts) == ("failed", 3)
-    assert sprig.last_error.startswith("gave up after 3 attempts")
+    assert (sprig.status, sprig.attempts, sprig.deferrals) == ("failed", 3, 0)
+    assert sprig.last_error.startswith("gave up after 3 failed attempts")
     assert events(app)[0].status == "failed"
 
 
@@ -168,14 +137,12 @@ def test_deliveries_past_the_maximum_age_fail_instead_of_waiting_forever(client,
         session.execute(sa.update(Delivery).values(created_at=utcnow() - timedelta(hours=25)))
         session.commit()
     run_pending(app, rounds=1)
-    sprig = next(d for d in deliveries(app) if d.destination == "sprig")
+    sprig = delivery_to(app, "sprig")
     assert (sprig.status, sprig.attempts) == ("failed", 1)
     assert sprig.last_error.startswith("gave up after 25.0 h")
 
 
 def test_backoff_grows_is_capped_and_never_fires_almost_at_once():
-    from workers.delivery import MAX_BACKOFF_S, backoff
-
     for attempts, step in [(1, 30), (2, 60), (5, 480), (20, MAX_BACKOFF_S)]:
         waits = [backoff(attempts, 30) for _ in range(200)]
         assert all(step / 2 <= w <= step for w in waits)
@@ -192,10 +159,9 @@ def test_event_without_a_subscriber_fails_visibly(client, app):
 
 def test_a_delivery_runs_once_even_if_its_task_arrives_twice(client, app, sandbox):
     post_event(client, load_fixture("reward_unlocked"))
-    spruce_id = next(d.id for d in deliveries(app) if d.destination == "spruce")
-    with app.app_context():
-        assert run_delivery(spruce_id) == "succeeded"
-        assert run_delivery(spruce_id) == "skipped"
+    spruce_id = delivery_to(app, "spruce").id
+    assert deliver(app, spruce_id) == "succeeded"
+    assert deliver(app, spruce_id) == "skipped"
     [conversation] = sandbox_state(sandbox)["spruce"]["conversations"]
     assert len(sandbox_state(sandbox)["spruce"]["items"][conversation["id"]]) == 1
 
@@ -208,10 +174,6 @@ def _count(sandbox, method: str, path: str) -> int:
 
 
 def test_no_log_line_carries_personal_data_or_secrets(client, app, sandbox, caplog):
-    import logging
-
-    from tests.conftest import TOKEN
-
     caplog.set_level(logging.DEBUG)
     sandbox.configure(faults=[{"vendor": "spruce", "status": 400, "times": 1, "method": "POST",
                                "path_prefix": "/conversations/"}])
@@ -222,8 +184,6 @@ def test_no_log_line_carries_personal_data_or_secrets(client, app, sandbox, capl
     invalid["subscriber"]["email"] = "not-an-email@"
     post_event(client, invalid)
     run_pending(app)
-    from workers.clients import sprig_client
-
     assert sprig_client(app.config["RELAY"]).get_user("john.doe@email.com") is not None
 
     assert {e.status for e in events(app)} == {"done", "failed", "invalid"}

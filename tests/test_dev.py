@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_pipeline import wait_for
-from web.dev import DEV_TOKEN, SAMPLE
+from tests.conftest import wait_for
+from web.cli.dev import DEV_TOKEN, SAMPLE
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",

@@ -20,12 +20,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import deliveries, events, fresh_services, load_fixture, post_event, require_service
-from tests.test_delivery import sandbox_state
-from tests.test_pipeline import wait_for
+from relay.db import Database
+from relay.models import Delivery, DeliveryStatus, utcnow
+from tests.conftest import (
+    deliveries, empty_postgres, events, fresh_services, load_fixture, post_event, require_service,
+    sandbox_state, wait_for,
+)
 from web import create_app
-from web.db import Database
-from web.models import Delivery, DeliveryStatus, utcnow
 from workers.sweep import sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,10 +110,7 @@ def drill(drill_services, sandbox, tmp_path):
     """What the `environ` fixture sets up, on PostgreSQL only (SQLite is not shared by
     processes), plus worker processes that are always stopped."""
     postgres_url, redis_url = drill_services
-    db = Database(postgres_url)
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE events, deliveries, subscriber_links RESTART IDENTITY CASCADE"))
-    db.dispose()
+    empty_postgres(postgres_url)
     log_dir = tmp_path / "workers"
     log_dir.mkdir()
     running = Drill(fresh_services(postgres_url, redis_url, sandbox, tmp_path / "instance"), log_dir)

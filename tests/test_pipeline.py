@@ -2,44 +2,17 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
-from werkzeug.serving import make_server
 
-from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event
+from relay.models import Delivery, utcnow
+from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, wait_for
 from workers.sweep import sweep
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-@pytest.fixture
-def worker(app):
-    celery_app = app.extensions["celery"]
-    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      shutdown_timeout=10, loglevel="WARNING"):
-        yield celery_app
-
-
-@pytest.fixture
-def server(app):
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
 
 
 def test_posted_events_reach_the_sandbox_through_a_real_worker(app, server, worker, sandbox):
@@ -72,18 +45,16 @@ def test_concurrent_duplicates_create_one_event(app, server):
     assert len(deliveries(app)) == 2
 
 
-def test_broker_down_at_accept_then_the_sweep_delivers(environ, sandbox):
-    from web import create_app
-
-    down = create_app({**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    down.extensions["relay.db"].upgrade()
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # about the broker, not the store
+def test_broker_down_at_accept_then_the_sweep_delivers(relay_app, sandbox):
+    down = relay_app(REDIS_URL="redis://127.0.0.1:1/0")
     started = time.monotonic()
     response = post_event(down.test_client(), load_fixture("reward_unlocked"))
     assert response.status_code == 200
     assert time.monotonic() - started < 10
     assert all(d.enqueued_at is None and d.status == "pending" for d in deliveries(down)), [(d.status, d.enqueued_at) for d in deliveries(down)]
 
-    up = create_app(environ)  # the broker is back
+    up = relay_app()  # the broker is back
     with start_worker(up.extensions["celery"], pool="threads", concurrency=2,
                       perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
         with up.app_context():
@@ -95,10 +66,6 @@ def test_broker_down_at_accept_then_the_sweep_delivers(environ, sandbox):
 
 
 def test_sweep_releases_a_delivery_whose_worker_died(app):
-    import sqlalchemy as sa
-
-    from web.models import Delivery, utcnow
-
     post_event(app.test_client(), load_fixture("reward_unlocked"))
     with app.extensions["relay.db"].session() as session:
         session.execute(sa.update(Delivery).values(status="in_flight", lease_expires_at=utcnow()))

@@ -1,4 +1,4 @@
-"""The sandbox keeps the vendors' documented rules (sprig.md, spruce.md), over real HTTP."""
+"""The sandbox keeps the vendors' documented rules (Sprig and Spruce API references), over real HTTP."""
 from __future__ import annotations
 
 import re
@@ -123,7 +123,7 @@ def test_sprig_upsert_is_202_merges_attributes_and_counts_every_event(sprig, box
              "events": [{"event": "signup", "timestamp": TS + 500}]}
     response = sprig.post("/v2/users", json=first)
     assert (response.status_code, response.content) == (202, b"")
-    sprig.post("/v2/users", json=first)  # a retry counts the event again (sprig.md §5.4)
+    sprig.post("/v2/users", json=first)  # a retry counts the event again (Sprig counts each)
     sprig.post("/v2/users", json={"userId": "ann@example.com", "attributes": {"plan": "team"},
                                   "events": [{"event": "signup", "timestamp": TS},
                                              {"event": "login", "timestamp": TS}]})
@@ -523,7 +523,7 @@ def test_sparkloop_rate_limit_is_429_without_headers(sparkloop, box):
     assert [sparkloop.get("/subscribers").status_code for _ in range(2)] == [200, 200]
     throttled = sparkloop.get("/subscribers")
     assert (throttled.status_code, throttled.json()) == (429, {"error": "rate limit exceeded"})
-    # SparkLoop documents no Retry-After or rate-limit headers (sparkloop.md §6.2).
+    # SparkLoop documents no Retry-After or rate-limit headers (https://docs.sparkloop.app).
     assert not {"retry-after", "ratelimit-reset", "x-ratelimit-remaining"} & set(throttled.headers)
     assert box.stats()["sparkloop"] == {"200": 2, "429": 1}
 

@@ -3,26 +3,22 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-from schemas.sparkloop import (
-    EVENT_SCHEMAS, Subscriber, affected_subscribers, dedup_key, raw_dedup_key, validate_event,
+from schemas.events import (
+    DEFAULT_SENDS, DESTINATIONS, EVENTS, affected_subscribers, dedup_key, raw_dedup_key, sends,
+    validate_event,
 )
-from schemas.sprig import SprigUserSchema, sprig_user_body
+from schemas.sparkloop import Subscriber
+from schemas.sprig import SprigUser, SprigUserSchema, sprig_user_body
 from schemas.spruce import (
-    contact_body, note_conversation_body, note_message_body, search_by_email_body,
+    SpruceNote, contact_body, note_conversation_body, note_message_body, search_by_email_body,
 )
+from tests.conftest import FIXTURE_NAMES, WITHOUT_EXAMPLE
+from tests.conftest import load_fixture as fixture
 
-FIXTURES = Path(__file__).resolve().parent.parent / "sandbox" / "fixtures" / "sparkloop"
-FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
-UNDOCUMENTED_EVENTS = ["new_partner_pending_referral", "new_partner_referral", "new_offer_lead", "sync_subscriber"]
 RECEIVED_AT_MS = 1_700_000_000_123
-
-
-def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def valid(payload: dict) -> dict:
@@ -40,11 +36,16 @@ def errors_of(payload: dict) -> dict:
     return errors
 
 
-def test_all_seven_documented_event_types_have_a_schema():
-    assert set(EVENT_SCHEMAS) == {
-        "new_referral", "new_partner_pending_referral", "new_partner_referral", "new_offer_lead",
-        "reward_unlocked", "reward_redeemed", "sync_subscriber",
-    }
+@pytest.mark.parametrize("event_type", sorted(EVENTS))
+def test_every_spec_sends_only_to_known_destinations(event_type):
+    spec = EVENTS[event_type]
+    assert spec.destinations and set(spec.destinations) <= set(DESTINATIONS)
+    for destination in DESTINATIONS:
+        assert sends(event_type, destination) == spec.sends.get(destination, DEFAULT_SENDS[destination])
+
+
+def test_every_example_is_of_a_registered_type():
+    assert {fixture(name)["type"] for name in FIXTURE_NAMES} <= set(EVENTS)
 
 
 # --- Validation ---------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def test_errors_never_contain_the_email_value():
     assert "john.smith" not in json.dumps(errors)
 
 
-@pytest.mark.parametrize("event_type", UNDOCUMENTED_EVENTS)
+@pytest.mark.parametrize("event_type", WITHOUT_EXAMPLE)
 def test_undocumented_events_need_only_their_type_and_keep_extras(event_type):
     payload = {"type": event_type, "partner": {"logo": "https://example.com/l.png"}, "whatever": [1, "two"]}
     data = valid(payload)
@@ -184,7 +185,7 @@ def test_undocumented_events_need_only_their_type_and_keep_extras(event_type):
     assert valid({"type": event_type}) == {"type": event_type}
 
 
-@pytest.mark.parametrize("event_type", UNDOCUMENTED_EVENTS)
+@pytest.mark.parametrize("event_type", WITHOUT_EXAMPLE)
 @pytest.mark.parametrize("key", ["campaign", "subscriber", "lead", "referral"])
 def test_undocumented_events_require_nested_objects_to_be_objects(event_type, key):
     errors = errors_of({"type": event_type, key: "not an object"})
@@ -339,10 +340,12 @@ def test_undocumented_event_without_a_person_affects_nobody():
 
 
 def sprig_bodies(name: str, **kwargs) -> dict[str, dict]:
-    data = valid(fixture(name))
+    payload = fixture(name)
+    data = valid(payload)
     return {
-        role: sprig_user_body(name, data, subscriber, role, RECEIVED_AT_MS, **kwargs)
-        for role, subscriber in affected_subscribers(name, data)
+        role: sprig_user_body(sends(payload["type"], "sprig"), payload["type"], data, subscriber, role,
+                              RECEIVED_AT_MS, **kwargs)
+        for role, subscriber in affected_subscribers(payload["type"], data)
     }
 
 
@@ -390,14 +393,16 @@ def test_sprig_user_id_can_be_the_subscriber_id():
 ])
 def test_sprig_body_names_the_missing_user_id_field(source, subscriber, missing):
     with pytest.raises(ValueError, match=missing):
-        sprig_user_body("sync_subscriber", {}, subscriber, "subscriber", RECEIVED_AT_MS, user_id_source=source)
+        sprig_user_body(SprigUser(), "sync_subscriber", {}, subscriber, "subscriber", RECEIVED_AT_MS,
+                        user_id_source=source)
 
 
 def test_sprig_body_for_a_sync_carries_the_status_and_omits_unknowns():
     data = valid({"type": "sync_subscriber", "subscriber": {"id": "sub_1", "email": "a@b.co",
                                                              "referral_status": "verified"}})
     [(role, subscriber)] = affected_subscribers("sync_subscriber", data)
-    body = sprig_user_body("sync_subscriber", data, subscriber, role, RECEIVED_AT_MS)
+    body = sprig_user_body(sends("sync_subscriber", "sprig"), "sync_subscriber", data, subscriber, role,
+                           RECEIVED_AT_MS)
     assert body["attributes"] == {"sparkloop_subscriber_id": "sub_1", "sparkloop_referral_status": "verified"}
 
 
@@ -450,8 +455,14 @@ def test_search_and_conversation_bodies():
     assert "memberIds" not in note_conversation_body("entity_1", [], title="T")["note"]
 
 
+def note_text(event_type: str, payload: dict) -> str:
+    note = sends(event_type, "spruce")
+    assert isinstance(note, SpruceNote)
+    return note.text(valid(payload))
+
+
 def test_note_for_reward_unlocked():
-    body = note_message_body("reward_unlocked", valid(fixture("reward_unlocked")))
+    body = note_message_body(note_text("reward_unlocked", fixture("reward_unlocked")))
     assert body == {"body": [{"type": "text", "value": (
         "SparkLoop: reward unlocked — 2018 Private Report: State of the Ecommerce (after 4 referrals). "
         "Coupon: 9wusha0."
@@ -461,7 +472,7 @@ def test_note_for_reward_unlocked():
 def test_note_for_reward_redeemed_lists_variant_and_every_shipping_line():
     payload = fixture("reward_redeemed")
     payload["shipping_details"]["delivery_notes"] = "Leave at door"
-    text = note_message_body("reward_redeemed", valid(payload))["body"][0]["value"]
+    text = note_message_body(note_text("reward_redeemed", payload))["body"][0]["value"]
     lines = text.splitlines()
     assert lines[0].startswith("SparkLoop: reward redeemed — 2018 Private Report")
     assert "Variant: T-Shirt XXL (t_shirt_xxl)." in lines

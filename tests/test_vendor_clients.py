@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import socket
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -12,10 +11,11 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from workers.http_client import RateLimit
-from workers.sprig_client import SprigClient
-from workers.spruce_client import SpruceClient
-from workers.vendor_errors import VendorError, classify, retry_after_seconds
+from workers.classify import Action, classify
+from workers.sprig.client import SprigClient
+from workers.spruce.client import SpruceClient
+from workers.vendor_errors import VendorError, classify_status, retry_after_seconds
+from workers.vendor_http import RateLimitHeaders
 
 SPRIG_KEY = "sprig-secret-key-123"
 SPRUCE_TOKEN = "spruce-secret-token-456"
@@ -43,15 +43,20 @@ def spruce(handler, seen=None, **kwargs):
     return SpruceClient("https://spruce.test/v1", SPRUCE_TOKEN, transport=mock(handler, seen), **kwargs)
 
 
+def action(err: VendorError) -> Action:
+    """What the delivery engine's one classifier makes of the error."""
+    return classify(err).action
+
+
 def assert_no_secrets(text):
     for secret in (EMAIL, EMAIL.lower(), SPRIG_KEY, SPRUCE_TOKEN, "API-Key", "Bearer"):
         assert secret not in text
 
 
-# --- classify: the single decision table ---------------------------------------------------
+# --- classify_status: the single decision table --------------------------------------------
 
 @pytest.mark.parametrize("status, headers, kind", [
-    (200, {}, "ok"), (201, {}, "ok"), (202, {}, "ok"),
+    (200, {}, None), (201, {}, None), (202, {}, None),
     (400, {}, "permanent"), (404, {}, "permanent"), (405, {}, "permanent"), (422, {}, "permanent"),
     (401, {}, "auth"), (403, {}, "auth"),
     (408, {}, "transient"), (425, {}, "transient"), (500, {}, "transient"), (502, {}, "transient"),
@@ -60,8 +65,8 @@ def assert_no_secrets(text):
     (503, {"Retry-After": "5"}, "throttled"), (503, {"ratelimit-reset": "5"}, "throttled"),
     (301, {}, "permanent"),
 ])
-def test_classify(status, headers, kind):
-    assert classify(status, headers) == kind
+def test_classify_status(status, headers, kind):
+    assert classify_status(status, headers) == kind
 
 
 def test_retry_after_prefers_retry_after_then_ratelimit_reset():
@@ -74,12 +79,16 @@ def test_retry_after_prefers_retry_after_then_ratelimit_reset():
     assert retry_after_seconds({"Retry-After": "-3"}) == 0.0
 
 
-def test_vendor_error_survives_pickling_and_reports_retryable():
-    err = VendorError("spruce", "throttled", "slow down", status=429, method="POST", path="/contacts",
+@pytest.mark.parametrize("kind, expected, wait_s", [
+    ("throttled", Action.DEFER, 3.0), ("auth", Action.DEFER, 60.0), ("transient", Action.RETRY, None),
+    ("permanent", Action.FAIL, None), ("duplicate", Action.FAIL, None),
+])
+def test_the_classifier_decides_each_kind_of_vendor_error(kind, expected, wait_s):
+    err = VendorError("spruce", kind, "slow down", status=429, method="POST", path="/contacts",
                       retry_after=3.0, request_id="R1")
-    copy = pickle.loads(pickle.dumps(err))
-    assert (copy.kind, copy.status, copy.retry_after, str(copy)) == ("throttled", 429, 3.0, str(err))
-    assert copy.retryable and not VendorError("sprig", "auth", "x").retryable
+    verdict = classify(err)
+    assert (verdict.action, verdict.wait_s, verdict.reason) == (expected, wait_s, str(err))
+    assert str(err) == "spruce POST /contacts -> 429: slow down [req R1]"
     with pytest.raises(ValueError):
         VendorError("sprig", "fatal", "not a kind")
 
@@ -112,7 +121,7 @@ def test_sprig_bad_key_is_auth_with_a_fixed_message():
     with pytest.raises(VendorError) as info:
         client.get_user(EMAIL)
     err = info.value
-    assert (err.vendor, err.kind, err.status, err.retryable) == ("sprig", "auth", 403, False)
+    assert (err.vendor, err.kind, err.status, action(err)) == ("sprig", "auth", 403, Action.DEFER)
     assert err.message == "Sprig rejected the API key (403)"
     assert str(err) == "sprig GET /v2/users/{userId} -> 403: Sprig rejected the API key (403)"
 
@@ -129,8 +138,8 @@ def test_sprig_429_is_throttled_with_ratelimit_reset_recorded():
     client = sprig(lambda r: httpx.Response(429, headers={"ratelimit-reset": "7"}))
     with pytest.raises(VendorError) as info:
         client.upsert_user({"userId": "u1"})
-    assert (info.value.kind, info.value.retry_after, info.value.retryable) == ("throttled", 7.0, True)
-    assert client.last_rate_limit == RateLimit(reset_after=7.0)
+    assert (info.value.kind, info.value.retry_after, action(info.value)) == ("throttled", 7.0, Action.DEFER)
+    assert client.last_rate_limit == RateLimitHeaders(reset_after=7.0)
 
 
 @pytest.mark.parametrize("body", [b"", b"<html>Bad Gateway</html>", b"{not json"])
@@ -199,7 +208,7 @@ def test_spruce_422_is_duplicate_only_when_the_body_says_so(type_, message, kind
     with pytest.raises(VendorError) as info:
         client.post_message("t_1", {"body": [], "internal": True}, idempotency_key="relay-note-1")
     assert info.value.kind == kind
-    assert info.value.retryable is False
+    assert action(info.value) == Action.FAIL
 
 
 def test_spruce_401_and_403_are_auth():
@@ -293,7 +302,7 @@ def test_spruce_records_rate_limit_headers_and_logs_only_templates(caplog):
     with caplog.at_level(logging.DEBUG, logger="relay.vendor.spruce"):
         assert client.list_contact_conversations("entity_1") == [{"id": "t_1"}]
         client.search_contacts_by_email(EMAIL)
-    assert client.last_rate_limit == RateLimit(limit=100, remaining=94, daily_limit=5000, daily_remaining=4000)
+    assert client.last_rate_limit == RateLimitHeaders(limit=100, remaining=94, daily_limit=5000, daily_remaining=4000)
     logged = [r for r in caplog.records if r.name == "relay.vendor.spruce"]
     assert logged and "GET /contacts/{contactId}/conversations -> 200 [req R9]" in logged[0].getMessage()
     assert_no_secrets(caplog.text)
@@ -340,7 +349,7 @@ def test_live_wrong_credentials_are_auth(sandbox, live):
             spruce_client.search_contacts_by_email(EMAIL)
     assert (sprig_info.value.kind, sprig_info.value.status) == ("auth", 403)
     assert sprig_info.value.message == "Sprig rejected the API key (403)"
-    assert (spruce_info.value.kind, spruce_info.value.status, spruce_info.value.retryable) == ("auth", 403, False)
+    assert (spruce_info.value.kind, spruce_info.value.status, action(spruce_info.value)) == ("auth", 403, Action.DEFER)
     assert spruce_info.value.request_id
     for err in (sprig_info.value, spruce_info.value):
         assert_no_secrets(str(err))
@@ -381,7 +390,7 @@ def test_live_spruce_create_contact_then_search_and_get(live):
 
 def test_live_spruce_search_follows_pages(live, monkeypatch):
     _, spruce_client = live
-    monkeypatch.setattr("workers.spruce_client.SEARCH_PAGE_SIZE", 2)
+    monkeypatch.setattr("workers.spruce.client.SEARCH_PAGE_SIZE", 2)
     ids = [new_contact(spruce_client, key=f"relay-contact-{n}")["id"] for n in range(5)]
     new_contact(spruce_client, email="someone.else@example.com", key="relay-contact-other")
     assert [c["id"] for c in spruce_client.search_contacts_by_email(EMAIL)] == ids
@@ -393,7 +402,7 @@ def test_live_spruce_reused_idempotency_key_is_duplicate(sandbox, live):
     with pytest.raises(VendorError) as info:
         new_contact(spruce_client, key="relay-contact-same")
     err = info.value
-    assert (err.kind, err.status, err.retryable) == ("duplicate", 422, False)
+    assert (err.kind, err.status, action(err)) == ("duplicate", 422, Action.FAIL)
     assert err.request_id and f"[req {err.request_id}]" in str(err)
     assert_no_secrets(str(err))
     assert len(sandbox.state.snapshot()["spruce"]["contacts"]) == 1
@@ -426,7 +435,7 @@ def test_live_injected_500_is_transient_and_the_retry_succeeds(sandbox, live):
     ).raise_for_status()
     with pytest.raises(VendorError) as info:
         new_contact(spruce_client, key="relay-contact-retry")
-    assert (info.value.kind, info.value.status, info.value.retryable) == ("transient", 500, True)
+    assert (info.value.kind, info.value.status, action(info.value)) == ("transient", 500, Action.RETRY)
     assert info.value.message == "injected fault"
     assert new_contact(spruce_client, key="relay-contact-retry")["id"].startswith("entity_")
 
@@ -464,7 +473,7 @@ def test_live_429_is_throttled_with_retry_after(sandbox, live):
         with pytest.raises(VendorError) as info:
             call()
         err = info.value
-        assert (err.kind, err.status, err.retryable) == ("throttled", 429, True)
+        assert (err.kind, err.status, action(err)) == ("throttled", 429, Action.DEFER)
         assert 0 < err.retry_after <= window
         assert client.last_rate_limit.reset_after == err.retry_after
     assert spruce_client.last_rate_limit.remaining == 0

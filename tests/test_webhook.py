@@ -5,14 +5,11 @@ import json
 
 import pytest
 
-from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event
-
-DOCUMENTED = ["new_referral", "reward_unlocked", "reward_unlocked__legacy", "reward_redeemed"]
-UNDOCUMENTED = ["new_partner_pending_referral", "new_partner_referral", "new_offer_lead",
-                "sync_subscriber"]
+from schemas.events import EVENTS
+from tests.conftest import FIXTURE_NAMES, TOKEN, WITHOUT_EXAMPLE, deliveries, events, load_fixture, post_event
 
 
-@pytest.mark.parametrize("fixture", DOCUMENTED)
+@pytest.mark.parametrize("fixture", FIXTURE_NAMES)
 def test_documented_payload_is_stored_with_its_deliveries(client, app, fixture):
     payload = load_fixture(fixture)
     response = post_event(client, payload)
@@ -22,17 +19,17 @@ def test_documented_payload_is_stored_with_its_deliveries(client, app, fixture):
     [event] = events(app)
     assert (event.type, event.status) == (payload["type"], "received")
     assert event.payload == payload  # stored as sent, unknown fields included
-    assert [d.destination for d in deliveries(app)] == ["sprig", "spruce"]
+    assert [d.destination for d in deliveries(app)] == list(EVENTS[payload["type"]].destinations)
 
 
-@pytest.mark.parametrize("event_type", UNDOCUMENTED)
-def test_undocumented_event_types_are_accepted_and_kept_raw(client, app, event_type):
+@pytest.mark.parametrize("event_type", WITHOUT_EXAMPLE)
+def test_event_types_without_an_example_are_accepted_and_kept_raw(client, app, event_type):
     payload = {"type": event_type, "campaign": {"id": "partner_campaign_de9c1c7c7bbc"},
                "something_new": {"nested": [1, 2]}}
     assert post_event(client, payload).status_code == 200
     [event] = events(app)
     assert event.type == event_type and event.payload == payload
-    assert "sprig" in [d.destination for d in deliveries(app)]
+    assert [d.destination for d in deliveries(app)] == list(EVENTS[event_type].destinations)
 
 
 def test_unknown_fields_are_tolerated_and_kept(client, app):
@@ -51,29 +48,32 @@ def test_unknown_type_is_stored_unhandled_and_answered_200(client, app):
     assert deliveries(app) == []
 
 
+# --- refused before anything is stored: no vendor, no worker, one store -------------------
+
+
 @pytest.mark.parametrize("token", [None, "", "wrong-token"])
-def test_missing_or_wrong_token_is_401_and_stores_nothing(client, app, token):
-    response = post_event(client, load_fixture("new_referral"), token=token)
+def test_missing_or_wrong_token_is_401_and_stores_nothing(bare_app, token):
+    app = bare_app()
+    response = post_event(app.test_client(), load_fixture("new_referral"), token=token)
     assert response.status_code == 401
     assert "SparkLoop-Token" in response.get_json()["error"]
     assert events(app) == []
 
 
-def test_each_of_two_rotating_tokens_is_accepted(environ):
-    from web import create_app
-
-    app = create_app({**environ, "SPARKLOOP_WEBHOOK_TOKEN": f"old-token, {TOKEN}"})
-    app.extensions["relay.db"].upgrade()
+def test_each_of_two_rotating_tokens_is_accepted(bare_app):
+    app = bare_app(SPARKLOOP_WEBHOOK_TOKEN=f"old-token, {TOKEN}")
     client = app.test_client()
     assert post_event(client, load_fixture("new_referral"), token="old-token").status_code == 200
     assert post_event(client, load_fixture("reward_unlocked"), token=TOKEN).status_code == 200
     assert post_event(client, load_fixture("reward_redeemed"), token="older").status_code == 401
+    assert len(events(app)) == 2
 
 
-def test_oversized_body_is_413(client, app):
+def test_oversized_body_is_413(bare_app):
+    app = bare_app()
     payload = load_fixture("new_referral")
     payload["padding"] = "x" * (256 * 1024)
-    response = post_event(client, payload)
+    response = post_event(app.test_client(), payload)
     assert response.status_code == 413
     assert "limit" in response.get_json()["error"]
     assert events(app) == []
@@ -85,11 +85,27 @@ def test_oversized_body_is_413(client, app):
     (b'["a", "list"]', "JSON object"),
     (b'"a string"', "JSON object"),
 ])
-def test_non_json_or_non_object_body_is_400(client, app, body, message):
-    response = post_event(client, body)
+def test_non_json_or_non_object_body_is_400(bare_app, body, message):
+    app = bare_app()
+    response = post_event(app.test_client(), body)
     assert response.status_code == 400
     assert message in response.get_json()["error"]
     assert events(app) == []
+
+
+def test_database_down_is_503(bare_app):
+    app = bare_app(migrate=False, DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    response = post_event(app.test_client(), load_fixture("new_referral"))
+    assert response.status_code == 503
+    assert "database" in response.get_json()["error"]
+
+
+def test_healthz_answers_without_any_service(bare_app):
+    app = bare_app(migrate=False, DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    assert app.test_client().get("/healthz").get_json() == {"status": "ok"}
+
+
+# --- stored: on both stores ---------------------------------------------------------------
 
 
 def test_schema_invalid_payload_is_stored_invalid_and_answered_400(client, app):
@@ -133,45 +149,26 @@ def test_a_second_unlock_of_a_recurring_reward_is_a_new_event(client, app):
     assert len(events(app)) == 2
 
 
-def test_database_down_is_503(environ):
-    from web import create_app
-
-    app = create_app({**environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
-    response = post_event(app.test_client(), load_fixture("new_referral"))
-    assert response.status_code == 503
-    assert "database" in response.get_json()["error"]
-
-
-def test_vendor_without_credentials_gets_no_delivery(environ):
-    from web import create_app
-
-    app = create_app({**environ, "SPRUCE_API_TOKEN": ""})
-    app.extensions["relay.db"].upgrade()
+def test_vendor_without_credentials_gets_no_delivery(relay_app):
+    app = relay_app(SPRUCE_API_TOKEN="")
     assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
     assert [d.destination for d in deliveries(app)] == ["sprig"]
 
 
-def test_routes_can_be_overridden_by_configuration(environ):
-    from web import create_app
-
-    app = create_app({**environ, "RELAY_ROUTES": '{"reward_unlocked": ["spruce"]}'})
-    app.extensions["relay.db"].upgrade()
+def test_routes_can_be_overridden_by_configuration(relay_app):
+    app = relay_app(RELAY_ROUTES='{"reward_unlocked": ["spruce"]}')
     assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
     assert [d.destination for d in deliveries(app)] == ["spruce"]
 
 
-def test_healthz_and_readyz(client):
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+def test_readyz_checks_the_database_and_the_broker(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}
 
 
-def test_readyz_is_503_naming_the_broker_when_redis_is_down(environ):
-    from web import create_app
-
-    app = create_app({**environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    app.extensions["relay.db"].upgrade()
+def test_readyz_is_503_naming_the_broker_when_redis_is_down(bare_app):
+    app = bare_app(REDIS_URL="redis://127.0.0.1:1/0")
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     body = response.get_json()

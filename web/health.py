@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from web.db import get_db
+from relay.db import get_db
 
 bp = Blueprint("health", __name__)
 

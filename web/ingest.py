@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from schemas.sparkloop import dedup_key, raw_dedup_key, validate_event
-from web.config import Config
-from web.models import Delivery, Event, EventStatus, utcnow
-from workers.routing import ROUTES, planned_destinations
+from relay.config import Config
+from relay.models import Delivery, Event, EventStatus, Lane
+from schemas.events import EVENTS, dedup_key, raw_dedup_key, validate_event
 
 
 @dataclass(frozen=True)
@@ -32,12 +31,18 @@ class Plan:
     destinations: tuple[str, ...] = ()
 
 
+def planned_destinations(event_type: str, config: Config) -> tuple[str, ...]:
+    """The event's destinations (RELAY_ROUTES overrides its spec) that have credentials."""
+    wanted = config.routes_override.get(event_type, EVENTS[event_type].destinations)
+    return tuple(d for d in wanted if d in config.configured_destinations)
+
+
 def plan_event(payload: dict, config: Config) -> Plan:
     """Validate and route a payload: used on receipt and again when an event is replayed."""
     event_type, data, errors = validate_event(payload)
     if errors is not None:
         return Plan(event_type, EventStatus.INVALID, errors=errors)
-    if data is None or event_type not in ROUTES:
+    if data is None:
         return Plan(event_type, EventStatus.UNHANDLED)
     destinations = planned_destinations(event_type, config)
     return Plan(event_type, EventStatus.RECEIVED if destinations else EventStatus.DONE,
@@ -48,13 +53,13 @@ def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
            source: str = "webhook") -> Ingested:
     plan = plan_event(payload, config)
     status, errors = plan.status, plan.errors
+    # Events that did not come from a webhook (a backfill) are catch-up work: delivered like
+    # replays, with the throttle slots live traffic leaves.
+    lane = Lane.LIVE if source == "webhook" else Lane.CATCH_UP
     event = Event(
         type=plan.event_type or "(missing)", status=status, payload=payload, errors=errors,
         dedup_key=plan.key or raw_dedup_key(raw_body), source=source,
-        # Events that did not come from a webhook (a backfill) are catch-up work: delivered
-        # like replays, with the throttle slots live traffic leaves.
-        deliveries=[Delivery(destination=d, replayed_at=None if source == "webhook" else utcnow())
-                    for d in plan.destinations],
+        deliveries=[Delivery(destination=d, lane=lane) for d in plan.destinations],
     )
     session.add(event)
     try:

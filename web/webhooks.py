@@ -9,9 +9,9 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.db import session_scope
+from relay.db import session_scope
+from relay.queue import enqueue_deliveries
 from web.ingest import ingest
-from workers.queue import enqueue_deliveries
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("relay.webhooks")

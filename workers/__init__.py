@@ -1,5 +1,6 @@
-"""Relay's workers. `celery -A workers worker` and `celery -A workers beat` find the Celery app
-here; it is built on first use from web.create_app(), so both processes share one config."""
+"""Relay's delivery engine. `celery -A workers worker` and `celery -A workers beat` find the
+Celery app here; it is built on first use from the base app factory, so every process shares
+one configuration."""
 from __future__ import annotations
 
 from functools import cache
@@ -7,9 +8,9 @@ from functools import cache
 
 @cache
 def _celery_app():
-    from web import create_app
+    from relay.app import create_base_app
 
-    return create_app(require_webhook_token=False).extensions["celery"]
+    return create_base_app().extensions["celery"]
 
 
 def __getattr__(name: str):

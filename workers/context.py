@@ -1,19 +1,39 @@
-"""What a delivery handler gets to work with, and the two outcomes it may raise itself."""
+"""What a destination's delivery code gets to work with (DeliveryContext, Progress), and what
+each destination declares to the engine and the operator commands (Destination)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from web.config import Config
-from workers import clients
-
-
-class DeliveryFailed(Exception):
-    """Permanent: retrying cannot help (e.g. the payload names no subscriber). Message has no PII."""
+from relay.config import Config
+from schemas.events import Sends
+from schemas.sparkloop import People
+from workers.vendor_http import VendorClient
 
 
-class RetryLater(Exception):
-    """Transient condition found by Relay itself (e.g. a created contact not yet searchable)."""
+class Progress:
+    """A delivery's finished steps (with what each produced) and the times later attempts rely
+    on, each saved at once so a retry resumes after the last finished step."""
+
+    def __init__(self, steps: dict, times: dict, save: Callable[[dict, dict], None]):
+        self.steps, self.times, self._save = dict(steps), dict(times), save
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def result(self, step: str):
+        return self.steps.get(step)
+
+    def record(self, step: str, result=True) -> None:
+        self.steps[step] = result
+        self._save(dict(self.steps), dict(self.times))
+
+    def time_of(self, name: str) -> int | None:
+        return self.times.get(name)
+
+    def mark(self, name: str, at_ms: int) -> None:
+        self.times[name] = at_ms
+        self._save(dict(self.steps), dict(self.times))
 
 
 @dataclass
@@ -22,23 +42,24 @@ class DeliveryContext:
     event_id: int
     event_type: str
     data: dict
+    subscribers: People
     received_at_ms: int
     config: Config
-    steps: dict = field(default_factory=dict)
-    save_steps: Callable[[dict], None] = lambda steps: None
+    client: VendorClient  # this destination's client, paced for this run
+    progress: Progress
 
-    def done(self, step: str) -> bool:
-        return step in self.steps
 
-    def record(self, step: str, value=True) -> None:
-        """Persist a finished step at once, so a retry resumes after it."""
-        self.steps[step] = value
-        self.save_steps(dict(self.steps))
-
-    @property
-    def sprig(self):
-        return clients.sprig_client(self.config)
-
-    @property
-    def spruce(self):
-        return clients.spruce_client(self.config)
+@dataclass(frozen=True)
+class Destination:
+    """A vendor Relay delivers to: its package (workers/<name>/) declares one."""
+    name: str
+    # The process's client for the configured account.
+    client: Callable[[Config], VendorClient]
+    # Performs one delivery of an event; returns DeliveryStatus.SUPERSEDED when nothing was
+    # left to send, else None. Raises what workers.classify knows.
+    deliver: Callable[[DeliveryContext, Sends], str | None]
+    # The most vendor calls one delivery can make, from what it sends and how many
+    # subscribers the event affects (the dry run of a replay estimates time with it).
+    most_calls: Callable[[Sends, int], int]
+    # Step times a forced replay keeps (see Progress); everything else is forgotten.
+    kept_on_force: tuple[str, ...] = ()

@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from schemas.sparkloop import Subscriber
-from web.db import session_scope
-from web.models import SubscriberLink
+from relay.db import session_scope
+from relay.models import SubscriberLink
 
 
 def subscriber_key(subscriber: Subscriber) -> str:
@@ -31,7 +31,7 @@ def sprig_versions(subscriber: Subscriber) -> dict[str, list[int]]:
 
 def remember(subscriber: Subscriber, **fields) -> None:
     """Save spruce_contact_id, spruce_note_conversation_id or sprig_attribute_versions.
-    Callers hold the subscriber's lock (workers.coordination.subject_locks)."""
+    Callers hold the subscriber's lock (workers.locks.subject_locks)."""
     key = subscriber_key(subscriber)
     for _ in range(2):  # a concurrent first insert for the same subscriber: update theirs
         with session_scope() as session:

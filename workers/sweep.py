@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from web.db import session_scope
-from web.models import Delivery, DeliveryStatus, utcnow
-from workers.queue import REPLAY_QUEUE, enqueue_deliveries
+from relay.db import session_scope
+from relay.models import Delivery, DeliveryStatus, Lane, utcnow
+from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
 
 REQUEUE_AFTER = timedelta(minutes=5)
 BATCH = 500
@@ -30,13 +30,13 @@ def sweep(now=None) -> dict[str, int]:
         ).rowcount
         session.commit()
         due = session.execute(
-            sa.select(Delivery.id, Delivery.replayed_at.is_not(None))
+            sa.select(Delivery.id, Delivery.lane)
             .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now,
                    sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - REQUEUE_AFTER))
             .order_by(Delivery.next_attempt_at)
             .limit(BATCH)
         ).all()
-    live = [delivery_id for delivery_id, replay in due if not replay]
-    replays = [delivery_id for delivery_id, replay in due if replay]
-    enqueued = enqueue_deliveries(live) + enqueue_deliveries(replays, queue=REPLAY_QUEUE)
+    live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
+    catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
+    enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
     return {"released": released, "enqueued": enqueued}

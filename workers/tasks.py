@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from celery import shared_task
+from flask import current_app
 
-from workers.delivery import run_delivery
+from relay.queue import DELIVER_TASK, SWEEP_TASK
+from workers.engine import run_delivery
 from workers.sweep import sweep
 
 
-@shared_task(name="relay.deliver")
+@shared_task(name=DELIVER_TASK)
 def deliver(delivery_id: int) -> str:
-    return run_delivery(delivery_id)
+    return run_delivery(delivery_id, current_app.config["RELAY"])
 
 
-@shared_task(name="relay.sweep")
+@shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
     return sweep()

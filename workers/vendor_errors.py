@@ -1,11 +1,5 @@
-"""The one error type the vendor clients raise, and the one place that classifies HTTP outcomes.
-
-`kind` tells the delivery engine what to do:
-  transient  retry with backoff (timeouts, connection errors, 5xx, 408, 425)
-  throttled  wait `retry_after` (or a default) without spending an attempt (429, 503 + reset hint)
-  permanent  record and stop (other 4xx, validation errors)
-  auth       the credential is wrong or revoked: alert, never retry in a loop (401, 403)
-  duplicate  Spruce 422 for a reused idempotency key: the first attempt landed, read it back
+"""The one error type the vendor clients raise, and the one place that classifies HTTP statuses
+into an `ErrorKind` (workers.outcomes).
 
 `str(err)` goes into logs and the delivery table, so it carries the method, the path template,
 the status and the vendor's message, and never bodies, query strings, credentials or emails.
@@ -19,9 +13,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-TRANSIENT, THROTTLED, PERMANENT, AUTH, DUPLICATE = "transient", "throttled", "permanent", "auth", "duplicate"
-OK = "ok"
-KINDS = (TRANSIENT, THROTTLED, PERMANENT, AUTH, DUPLICATE)
+from workers.outcomes import ErrorKind
 
 MAX_MESSAGE_CHARS = 200
 _EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+")
@@ -29,19 +21,13 @@ _DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
 
 
 class VendorError(Exception):
-    def __init__(self, vendor: str, kind: str, message: str, *, status: int | None = None,
+    def __init__(self, vendor: str, kind: ErrorKind, message: str, *, status: int | None = None,
                  method: str = "", path: str = "", error_type: str | None = None,
                  retry_after: float | None = None, request_id: str | None = None):
-        if kind not in KINDS:
-            raise ValueError(f"unknown VendorError kind {kind!r}")
         super().__init__(message)
-        self.vendor, self.kind, self.message, self.status = vendor, kind, message, status
+        self.vendor, self.kind, self.message, self.status = vendor, ErrorKind(kind), message, status
         self.method, self.path, self.error_type = method, path, error_type
         self.retry_after, self.request_id = retry_after, request_id
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in (TRANSIENT, THROTTLED)
 
     def __str__(self) -> str:
         outcome = str(self.status) if self.status is not None else "network error"
@@ -55,32 +41,22 @@ class VendorError(Exception):
     def __repr__(self) -> str:
         return f"VendorError({self.kind}: {self})"
 
-    def __reduce__(self):  # the default pickling would lose the keyword-only attributes
-        return (_rebuild, (self.__dict__,))
 
-
-def _rebuild(state: dict) -> VendorError:
-    err = VendorError.__new__(VendorError)
-    Exception.__init__(err, state.get("message", ""))
-    err.__dict__.update(state)
-    return err
-
-
-def classify(status: int, headers: Mapping[str, str] | None = None) -> str:
-    """What an HTTP status means for a retry loop: "ok" for 2xx, else one of KINDS except
-    "duplicate", which needs the Spruce error body (see `error_from_response`)."""
+def classify_status(status: int, headers: Mapping[str, str] | None = None) -> ErrorKind | None:
+    """What an HTTP status means: None for 2xx, else an ErrorKind other than DUPLICATE, which
+    needs the Spruce error body (see `error_from_response`)."""
     headers = headers or {}
     if 200 <= status < 300:
-        return OK
+        return None
     if status == 429:
-        return THROTTLED
+        return ErrorKind.THROTTLED
     if status == 503 and retry_after_seconds(headers) is not None:
-        return THROTTLED
+        return ErrorKind.THROTTLED
     if status in (401, 403):
-        return AUTH
+        return ErrorKind.AUTH
     if status in (408, 409, 425) or status >= 500:
-        return TRANSIENT
-    return PERMANENT  # other 4xx, and 1xx/3xx: a redirect means a misconfigured base URL
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT  # other 4xx, and 1xx/3xx: a redirect means a misconfigured base URL
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -110,9 +86,9 @@ def error_from_response(vendor: str, method: str, path: str, response: httpx.Res
     """The VendorError for a non-2xx response, with the vendor's message from its error body."""
     status, headers = response.status_code, response.headers
     error_type, message = _parse_error_body(response)
-    kind = classify(status, headers)
+    kind = classify_status(status, headers) or ErrorKind.PERMANENT  # (only non-2xx answers get here)
     if vendor == "spruce" and status == 422 and _DUPLICATE.search(f"{error_type or ''} {message or ''}"):
-        kind = DUPLICATE
+        kind = ErrorKind.DUPLICATE
     if not message and status == 403 and vendor == "sprig":
         message = "Sprig rejected the API key (403)"
     elif not message and status in (401, 403):
@@ -130,7 +106,7 @@ def error_from_exception(vendor: str, method: str, path: str, exc: httpx.Request
                          timeout: httpx.Timeout) -> VendorError:
     """A transient VendorError naming the failure class. httpx's own message is not copied:
     it is free text that may quote the URL."""
-    return VendorError(vendor, TRANSIENT, _describe(exc, timeout), method=method, path=path)
+    return VendorError(vendor, ErrorKind.TRANSIENT, _describe(exc, timeout), method=method, path=path)
 
 
 def _describe(exc: httpx.RequestError, timeout: httpx.Timeout) -> str:

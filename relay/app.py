@@ -1,0 +1,39 @@
+"""The base app factory every process builds on: the web intake (`web.create_app`), the
+workers (`celery -A workers`) and the `relay` command."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from relay.config import ConfigError, load_config
+from relay.db import Database
+from relay.observability import configure_logging, init_sentry
+from relay.queue import celery_init_app
+
+
+def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
+    """Read and validate the environment once; attach the store and Celery.
+
+    Only the process that answers webhooks needs the SparkLoop token (require_webhook_token)."""
+    env = dict(os.environ if environ is None else environ)
+    app = Flask("relay", instance_path=_instance_path(env))
+    config = load_config(env, instance_path=app.instance_path)
+    if require_webhook_token and not config.webhook_tokens:
+        raise ConfigError(
+            "SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
+            "(comma-separate two tokens while rotating)"
+        )
+    app.config["RELAY"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["relay.db"] = Database(config.database_url)
+    configure_logging()
+    init_sentry(config)
+    celery_init_app(app)
+    return app
+
+
+def _instance_path(env: dict[str, str]) -> str:
+    # instance/ next to the checkout (editable install), or RELAY_INSTANCE_PATH when set.
+    return env.get("RELAY_INSTANCE_PATH") or str(Path(__file__).resolve().parent.parent / "instance")

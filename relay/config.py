@@ -1,0 +1,224 @@
+"""The one place Relay reads its environment.
+
+`load_config()` reads every variable once, validates it and fails with a message that names the
+bad variable, so a misconfigured deploy stops at start instead of at the first webhook.
+"""
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from relay.durations import EXAMPLES as DURATION_EXAMPLES, parse_duration
+from schemas.events import DESTINATIONS
+from schemas.sprig import USER_ID_SOURCES
+
+DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
+DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"
+DEFAULT_SPARKLOOP_API_URL = "https://api.sparkloop.app/v2"
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+# Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
+_SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class CallRate:
+    """A configured pace: `limit` calls per `period_s` seconds, e.g. SPRIG_RATE_LIMIT=1000/300s."""
+
+    limit: int
+    period_s: float
+
+    @property
+    def interval_s(self) -> float:
+        return self.period_s / self.limit
+
+
+@dataclass(frozen=True)
+class Config:
+    webhook_tokens: tuple[str, ...]
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    redis_ssl_cert_reqs: int
+    sprig_api_key: str | None
+    sprig_api_url: str
+    spruce_api_token: str | None
+    spruce_api_url: str
+    spruce_note_member_ids: tuple[str, ...]
+    sprig_user_id_source: str
+    sentry_dsn: str | None
+    max_body_bytes: int
+    routes_override: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    vendor_timeout_s: float = 10.0
+    retry_base_s: float = 30.0
+    retry_max_attempts: int = 15
+    retry_max_age_s: float = 24 * 3600.0
+    breaker_cooldown_s: float = 30.0
+    sprig_rate_limit: CallRate = None  # type: ignore[assignment]
+    spruce_rate_limit: CallRate = None  # type: ignore[assignment]
+    sparkloop_api_key: str | None = None
+    sparkloop_api_url: str = DEFAULT_SPARKLOOP_API_URL
+    sparkloop_rate_limit: CallRate = None  # type: ignore[assignment]
+    retention_s: float = 30 * 86400.0
+    retention_failed_s: float = 90 * 86400.0
+
+    @property
+    def configured_destinations(self) -> frozenset[str]:
+        """Destinations with credentials: a vendor without a key gets no deliveries planned."""
+        enabled = set()
+        if self.sprig_api_key:
+            enabled.add("sprig")
+        if self.spruce_api_token:
+            enabled.add("spruce")
+        return frozenset(enabled)
+
+
+def load_config(environ: dict[str, str] | None = None, *, instance_path: str | Path) -> Config:
+    env = dict(os.environ if environ is None else environ)
+    instance = Path(instance_path)
+    redis_url = _optional(env, "REDIS_URL")
+    if redis_url is not None:
+        _check_scheme("REDIS_URL", redis_url, ("redis", "rediss"))
+    return Config(
+        webhook_tokens=_token_list(env.get("SPARKLOOP_WEBHOOK_TOKEN", "")),
+        database_url=database_url(env.get("DATABASE_URL"), instance),
+        broker_url=redis_url or "filesystem://",
+        redis_url=redis_url,
+        redis_ssl_cert_reqs=_SSL_CERT_REQS[_choice(env, "REDIS_SSL_CERT_REQS", tuple(_SSL_CERT_REQS))],
+        sprig_api_key=_optional(env, "SPRIG_API_KEY"),
+        sprig_api_url=_http_url(env, "SPRIG_API_URL", DEFAULT_SPRIG_API_URL),
+        spruce_api_token=_optional(env, "SPRUCE_API_TOKEN"),
+        spruce_api_url=_http_url(env, "SPRUCE_API_URL", DEFAULT_SPRUCE_API_URL),
+        spruce_note_member_ids=tuple(_split(env.get("SPRUCE_NOTE_MEMBER_IDS", ""))),
+        sprig_user_id_source=_choice(env, "SPRIG_USER_ID_SOURCE", USER_ID_SOURCES),
+        sentry_dsn=_optional(env, "SENTRY_DSN"),
+        max_body_bytes=_positive_int(env, "RELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        routes_override=_routes(env.get("RELAY_ROUTES")),
+        vendor_timeout_s=float(_positive_int(env, "RELAY_VENDOR_TIMEOUT_S", 10)),
+        retry_base_s=float(_positive_int(env, "RELAY_RETRY_BASE_S", 30)),
+        retry_max_attempts=_positive_int(env, "RELAY_RETRY_MAX_ATTEMPTS", 15),
+        retry_max_age_s=_duration(env, "RELAY_RETRY_MAX_AGE", "24h"),
+        breaker_cooldown_s=_duration(env, "RELAY_BREAKER_COOLDOWN", "30s"),
+        # Sprig publishes 1000 per 5 minutes per key; Spruce publishes no number, so start
+        # conservative and let its s-ratelimit-* headers slow Relay further.
+        sprig_rate_limit=_rate_limit(env, "SPRIG_RATE_LIMIT", "1000/300s"),
+        spruce_rate_limit=_rate_limit(env, "SPRUCE_RATE_LIMIT", "50/60s"),
+        # Only `relay backfill` calls SparkLoop: 60 per rolling minute per key (the older,
+        # lower of the two published figures).
+        sparkloop_api_key=_optional(env, "SPARKLOOP_API_KEY"),
+        sparkloop_api_url=_http_url(env, "SPARKLOOP_API_URL", DEFAULT_SPARKLOOP_API_URL),
+        sparkloop_rate_limit=_rate_limit(env, "SPARKLOOP_RATE_LIMIT", "60/60s"),
+        # `relay events purge` keeps terminal events this long; failed and invalid ones longer.
+        retention_s=_duration(env, "RELAY_RETENTION", "30d"),
+        retention_failed_s=_duration(env, "RELAY_RETENTION_FAILED", "90d"),
+    )
+
+
+def database_url(value: str | None, instance: Path) -> str:
+    """Normalise DATABASE_URL for SQLAlchemy; default to a SQLite file under instance/."""
+    if not value or not value.strip():
+        return f"sqlite:///{instance / 'relay.sqlite3'}"
+    value = value.strip()
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    # Heroku still hands out postgres://, which SQLAlchemy 2 no longer accepts.
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if scheme.startswith("postgresql+") or scheme.startswith("sqlite"):
+        return value
+    raise ConfigError(
+        "DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL "
+        f"(got scheme {scheme or 'none'!r})"
+    )
+
+
+def _token_list(raw: str) -> tuple[str, ...]:
+    return tuple(_split(raw))
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _optional(env: dict[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _check_scheme(name: str, value: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{name} must be a URL starting with {allowed} and naming a host")
+
+
+def _http_url(env: dict[str, str], name: str, default: str) -> str:
+    value = _optional(env, name) or default
+    _check_scheme(name, value, ("http", "https"))
+    return value.rstrip("/")
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _optional(env, name) or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (got {raw!r})") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than zero (got {value})")
+    return value
+
+
+def _duration(env: dict[str, str], name: str, default: str) -> float:
+    raw = _optional(env, name) or default
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration like {DURATION_EXAMPLES} (got {raw!r})") from None
+
+
+def _rate_limit(env: dict[str, str], name: str, default: str) -> CallRate:
+    raw = _optional(env, name) or default
+    count, _, period = raw.partition("/")
+    try:
+        seconds = parse_duration(period)
+    except ValueError:
+        seconds = None
+    if not count.strip().isdigit() or int(count) <= 0 or seconds is None:
+        raise ConfigError(f"{name} must look like 1000/300s: calls per period (got {raw!r})")
+    return CallRate(int(count), seconds)
+
+
+def _routes(raw: str | None) -> dict[str, tuple[str, ...]]:
+    """RELAY_ROUTES: JSON object {event_type: [destination, ...]} merged over the defaults."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"RELAY_ROUTES must be a JSON object: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError("RELAY_ROUTES must be a JSON object of event type -> list of destinations")
+    routes = {}
+    for event_type, destinations in parsed.items():
+        if not isinstance(destinations, list) or any(d not in DESTINATIONS for d in destinations):
+            raise ConfigError(
+                f"RELAY_ROUTES[{event_type!r}] must be a list drawn from {', '.join(DESTINATIONS)}"
+            )
+        routes[event_type] = tuple(destinations)
+    return routes

@@ -1,0 +1,147 @@
+"""The store: received events, their planned deliveries, and the subscriber identity map."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC everywhere; SQLite has no time zones, so store naive UTC there too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EventStatus:
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    INVALID = "invalid"
+    UNHANDLED = "unhandled"
+
+
+class DeliveryStatus:
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SUCCEEDED = "succeeded"
+    # Nothing left to send: newer values already reached the vendor.
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+    TERMINAL = ("succeeded", "superseded", "failed")
+
+
+class Lane(StrEnum):
+    """Live deliveries go first; catch-up work (`relay events replay`, `relay backfill`) waits
+    in the replay queue and takes only the throttle slots live traffic leaves."""
+    LIVE = "live"
+    CATCH_UP = "catch_up"
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(100), index=True)
+    status: Mapped[str] = mapped_column(sa.String(20), index=True)
+    # SparkLoop sends no event id; this natural key (unique) is how redeliveries are recognised.
+    dedup_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    payload: Mapped[dict] = mapped_column(JSONType)
+    errors: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    # "webhook", or "backfill" for an event `relay backfill` made from SparkLoop's API.
+    source: Mapped[str] = mapped_column(sa.String(20), default="webhook", server_default="webhook")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="event", order_by="Delivery.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def received_at_ms(self) -> int:
+        return int(self.received_at.timestamp() * 1000)
+
+
+class Delivery(Base):
+    """One event x destination: its own status, attempts and progress, so destinations never
+    re-run each other's work."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
+        sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("events.id", ondelete="CASCADE"), index=True
+    )
+    destination: Mapped[str] = mapped_column(sa.String(20))
+    status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING)
+    lane: Mapped[str] = mapped_column(sa.String(20), default=Lane.LIVE, server_default=Lane.LIVE.value)
+    # Every run a worker started; `deferrals` of them ended deferred (throttle, breaker, a busy
+    # subscriber) and spend none of the retry budget (RELAY_RETRY_MAX_ATTEMPTS).
+    attempts: Mapped[int] = mapped_column(default=0)
+    deferrals: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(nullable=True)
+    # Finished steps of a multi-step delivery and what each produced (a vendor id, a request
+    # id, or true), so a retry resumes after the last one instead of repeating side effects.
+    progress: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # When (Unix ms) something later attempts rely on happened: a read that found nothing,
+    # the first attempt to post a note.
+    step_times: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # The shared-throttle slot this deferred delivery reserved ({"account", "at_ms"}).
+    throttle_slot: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When an operator last replayed it (`relay events replay`).
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    event: Mapped[Event] = relationship(back_populates="deliveries")
+
+
+class SubscriberLink(Base):
+    """SparkLoop subscriber -> Spruce ids, so a known subscriber costs no search call."""
+
+    __tablename__ = "subscriber_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    spruce_contact_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    spruce_note_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    # Sprig attribute -> [received_at_ms, event_id] of the event whose value Sprig holds, so an
+    # older event delivered late (or replayed) never overwrites a newer value.
+    sprig_attribute_versions: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,42 @@
+"""Logging and Sentry, both kept free of personal data."""
+from __future__ import annotations
+
+import logging
+
+from relay.config import Config
+
+
+def configure_logging() -> None:
+    # httpx logs every request URL at INFO, and a Sprig user URL contains the user's email.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def init_sentry(config: Config) -> None:
+    if not config.sentry_dsn:
+        return
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.flask import FlaskIntegration
+
+    sentry_sdk.init(
+        dsn=config.sentry_dsn,
+        integrations=[FlaskIntegration(), CeleryIntegration()],
+        # Payloads carry names, emails and postal addresses bound for a healthcare platform.
+        send_default_pii=False,
+        max_request_body_size="never",
+        include_local_variables=False,
+    )
+
+
+def report(message: str, level: str = "error", tags: dict[str, str] | None = None,
+           extras: dict | None = None) -> None:
+    """One Sentry event; a no-op without SENTRY_DSN. `message` must carry no personal data."""
+    import sentry_sdk
+
+    with sentry_sdk.new_scope() as scope:
+        for name, value in (tags or {}).items():
+            scope.set_tag(name, value)
+        for name, value in (extras or {}).items():
+            scope.set_extra(name, value)
+        sentry_sdk.capture_message(message, level=level)

@@ -1,0 +1,107 @@
+"""The broker as every process sees it: Celery wired to the Flask app (Flask's own
+`celery_init_app` pattern), the task names and queues, and publishing delivery work by name, so
+the web process enqueues without loading the delivery engine.
+
+The database, not the broker, is the source of truth: a publish that fails is only logged, and
+the periodic sweep enqueues the delivery later.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from celery import Celery, Task
+from flask import Flask, current_app
+from kombu import Queue
+
+from relay.db import session_scope
+from relay.models import Delivery, Lane, utcnow
+
+log = logging.getLogger("relay.queue")
+
+DELIVER_TASK = "relay.deliver"
+SWEEP_TASK = "relay.sweep"
+SWEEP_INTERVAL = timedelta(seconds=30)
+LIVE_QUEUE = "celery"
+# Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
+# stands between live deliveries and the workers (workers take from both queues in turn).
+CATCH_UP_QUEUE = "relay-replay"
+# Where a worker finds the task functions; only worker processes import it.
+TASK_MODULE = "workers.tasks"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    config = app.config["RELAY"]
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.conf.update(
+        broker_url=config.broker_url,
+        broker_transport_options=_transport_options(config.broker_url, app.instance_path),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_ignore_result=True,
+        # A worker killed mid-delivery must not lose the message: ack only after the task ran.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        beat_schedule={"relay-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL}},
+        task_queues=[Queue(LIVE_QUEUE), Queue(CATCH_UP_QUEUE)],
+        task_default_queue=LIVE_QUEUE,
+        imports=[TASK_MODULE],
+    )
+    if config.broker_url.startswith("rediss://"):
+        celery_app.conf.broker_use_ssl = {"ssl_cert_reqs": config.redis_ssl_cert_reqs}
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def _transport_options(broker_url: str, instance_path: str) -> dict:
+    if broker_url.startswith("filesystem://"):
+        # The embedded broker for `relay dev`: queue files under instance/, no server needed.
+        folder = Path(instance_path) / "broker"
+        for name in ("queue", "processed", "control"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+        }
+    return {"socket_connect_timeout": 3, "socket_timeout": 10, "visibility_timeout": 3600}
+
+
+def queue_for(lane: str) -> str:
+    return CATCH_UP_QUEUE if lane == Lane.CATCH_UP else LIVE_QUEUE
+
+
+def enqueue_deliveries(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE) -> int:
+    """Publish deliver(id) for each id on `queue`; return how many reached the broker."""
+    celery_app = current_app.extensions["celery"]
+    published = []
+    for delivery_id in delivery_ids:
+        try:
+            # retry=False: with the broker down, answer the webhook now; the sweep catches up.
+            celery_app.send_task(
+                DELIVER_TASK, args=[delivery_id], countdown=countdown, retry=False, queue=queue,
+            )
+        except Exception as exc:  # any broker failure: kombu raises several unrelated types
+            log.warning("broker unavailable, delivery %s left for the sweep (%s)",
+                        delivery_id, type(exc).__name__)
+            break
+        published.append(delivery_id)
+    if published:
+        with session_scope() as session:
+            session.execute(
+                sa.update(Delivery).where(Delivery.id.in_(published)).values(enqueued_at=utcnow())
+            )
+            session.commit()
+    return len(published)

@@ -1,0 +1,108 @@
+"""The layers, checked from the code itself: every import of every module (those inside
+functions too) goes to its own layer or one below, no modules import each other in a circle,
+and the gunicorn app loads nothing of the delivery engine."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Bottom to top. The sandbox stands apart: it imports nothing of Relay, and only the `relay`
+# command (web.cli, which runs it for `relay dev`) imports it.
+LAYERS = ["schemas", "relay", "workers", "web"]
+PACKAGES = [*LAYERS, "sandbox"]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imports(name: str, top_level_only: bool = False) -> set[str]:
+    """The Relay modules `name` imports (for `from package import module`, the module)."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        found |= {target for target in targets if target.split(".")[0] in PACKAGES and target in MODULES}
+    return found - {name}
+
+
+def layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_imports_a_layer_above_its_own(name):
+    for imported in imports(name):
+        if layer(name) == "sandbox" or layer(imported) == "sandbox":
+            assert layer(name) == "sandbox" and layer(imported) == "sandbox" or name.startswith("web.cli"), \
+                f"{name} imports {imported}: the sandbox stands apart"
+            continue
+        assert LAYERS.index(layer(imported)) <= LAYERS.index(layer(name)), \
+            f"{name} ({layer(name)}) imports {imported}, a layer above"
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    graph = {name: imports(name, top_level_only=True) for name in MODULES}
+    done, path = set(), []
+
+    def visit(name: str) -> None:
+        if name in path:
+            pytest.fail("import cycle: " + " -> ".join(path[path.index(name):] + [name]))
+        if name in done:
+            return
+        path.append(name)
+        for imported in sorted(graph[name]):
+            visit(imported)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def test_the_checks_see_imports_inside_functions_and_package_imports():
+    # The `relay dev` command imports the sandbox inside a function; the intake imports the
+    # foundation's modules by `from package import module` as well as by name.
+    assert "sandbox" in imports("web.cli.dev")
+    assert {"relay.app", "relay.config"} <= imports("web")
+    assert "workers.sprig" in imports("workers.destinations")
+
+
+def test_the_gunicorn_app_loads_no_delivery_engine_module(tmp_path):
+    script = (
+        "import json, sys\n"
+        "from web import create_app\n"
+        f"create_app({{'SPARKLOOP_WEBHOOK_TOKEN': 't', 'RELAY_INSTANCE_PATH': {str(tmp_path)!r}}})\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert "web.webhooks" in loaded and "relay.queue" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("workers", "sandbox")] == []

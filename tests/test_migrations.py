@@ -1,0 +1,89 @@
+"""Migrations carry stored deliveries forward, on both stores: 0004 splits the old `steps` into
+progress, step times and the throttle slot, and gives catch-up work its own lane."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from relay.db import Database
+from tests.conftest import PG_URL, require_service
+
+MIGRATION_DATABASE = "relay_migrations"
+CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_store(request, tmp_path):
+    """A store at revision 0003, as a deploy before this change left it."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    else:
+        require_service("PostgreSQL", PG_URL)
+        server = PG_URL.rsplit("/", 1)[0]
+        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{MIGRATION_DATABASE}"'))
+            conn.execute(sa.text(f'CREATE DATABASE "{MIGRATION_DATABASE}"'))
+        admin.dispose()
+        url = f"{server}/{MIGRATION_DATABASE}"
+    db = Database(url)
+    db.upgrade("0003")
+    yield db
+    db.dispose()
+
+
+def insert(conn, table: str, **values) -> int:
+    columns = ", ".join(values)
+    marks = ", ".join(f":{name}" for name in values)
+    return conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id"), values).scalar()
+
+
+def delivery(conn, event_id: int, destination: str, steps: dict, replayed_at=None, attempts=1) -> int:
+    return insert(conn, "deliveries", event_id=event_id, destination=destination, status="pending",
+                  attempts=attempts, steps=json.dumps(steps), next_attempt_at=CREATED, created_at=CREATED,
+                  updated_at=CREATED, replayed_at=replayed_at)
+
+
+def event(conn, key: str, source: str) -> int:
+    return insert(conn, "events", type="reward_unlocked", status="processing", dedup_key=key,
+                  payload="{}", received_at=CREATED, updated_at=CREATED, source=source)
+
+
+def test_0004_gives_each_part_of_a_delivery_its_place(old_store):
+    slot = {"account": "spruce:abc", "at_ms": 1764064800000}
+    with old_store.engine.begin() as conn:
+        webhook, backfilled = event(conn, "k1", "webhook"), event(conn, "k2", "backfill")
+        spruce = delivery(conn, webhook, "spruce", {
+            "spruce.contact": "c_1", "spruce.contact.search_empty_ms": 1764064000000,
+            "spruce.note.first_attempt_ms": 1764064100000, "throttle.slot": slot}, attempts=3)
+        replayed = delivery(conn, webhook, "sprig", {"sprig.attributes.subscriber": True},
+                            replayed_at=CREATED + timedelta(days=1))
+        caught_up = delivery(conn, backfilled, "sprig", {}, replayed_at=CREATED)
+
+    old_store.upgrade()
+
+    with old_store.engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(sa.text(
+            "SELECT id, progress, step_times, throttle_slot, lane, replayed_at, attempts, deferrals FROM deliveries"))}
+    as_dict = (lambda value: json.loads(value) if isinstance(value, str) else value)
+    assert as_dict(rows[spruce].progress) == {"spruce.contact": "c_1"}
+    assert as_dict(rows[spruce].step_times) == {"spruce.contact.search_empty": 1764064000000,
+                                               "spruce.note.first_attempt": 1764064100000}
+    assert as_dict(rows[spruce].throttle_slot) == slot
+    assert (rows[spruce].lane, rows[spruce].attempts, rows[spruce].deferrals) == ("live", 3, 0)
+    assert as_dict(rows[replayed].progress) == {"sprig.attributes.subscriber": True}
+    assert (rows[replayed].lane, rows[replayed].replayed_at is not None) == ("catch_up", True)
+    # A backfilled delivery is catch-up work, but nobody replayed it.
+    assert (rows[caught_up].lane, rows[caught_up].replayed_at) == ("catch_up", None)
+    assert as_dict(rows[caught_up].step_times) == {} and rows[caught_up].throttle_slot is None
+
+
+def test_0004_can_be_downgraded(old_store):
+    old_store.upgrade()
+    old_store.downgrade("0003")
+    with old_store.engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("deliveries")}
+    assert "steps" in columns and not {"progress", "step_times", "throttle_slot", "lane", "deferrals"} & columns

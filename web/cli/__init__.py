@@ -1,0 +1,47 @@
+"""The `relay` command: a Flask CLI group bound to the base app factory. It sits on top of
+everything: operator commands may use the store, the queue and each destination's package."""
+from __future__ import annotations
+
+import click
+from flask.cli import FlaskGroup, with_appcontext
+
+from relay.app import create_base_app
+from relay.db import get_db
+from web.cli.backfill import backfill_command
+from web.cli.events import events_group
+from web.cli.support import store_errors
+
+
+@click.group(cls=FlaskGroup, create_app=create_base_app, add_default_commands=False,
+             help="Relay: SparkLoop webhooks delivered to Sprig and Spruce.")
+def main():
+    pass
+
+
+@main.command("dev", with_appcontext=False)
+@click.option("--port", default=5000, show_default=True, help="Port for the web app.")
+@click.option("--sandbox-port", default=8025, show_default=True,
+              help="Port for the vendor sandbox (used for vendors without credentials).")
+def dev_command(port: int, sandbox_port: int):
+    """Run Relay locally: web app, worker with the sweep, and the vendor sandbox."""
+    from web.cli.dev import run_dev
+
+    run_dev(port=port, sandbox_port=sandbox_port)
+
+
+@main.group("db")
+def db_group():
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+@store_errors
+def db_upgrade():
+    """Apply pending migrations (run on every release)."""
+    get_db().upgrade()
+    click.echo("database is up to date")
+
+
+main.add_command(events_group)
+main.add_command(backfill_command)

@@ -1,0 +1,355 @@
+"""`relay backfill --since DATE`: recreate from SparkLoop's API what an outage kept from Relay.
+
+SparkLoop retries a failed webhook only for a few minutes (3 times over 5 minutes, says its older
+webhooks page, https://support.sparkloop.app/product/features/webhooks), so a longer outage
+loses events for good on its side. Its API v2 lists subscribers newest `created_at` first and
+has no "updated at" (https://docs.sparkloop.app/api-v2/endpoints/subscribers,
+https://docs.sparkloop.app/api-v2/objects-schema/subscriber-object), so "changed since" can only
+mean *created* since:
+a status that moved later (pending → verified) on an older subscriber is invisible to it.
+Each subscriber created since DATE becomes a `sync_subscriber` event (source "backfill") that
+Relay delivers like a webhook, unless Relay already holds an event naming that subscriber
+received at or after their creation (the webhook that did arrive, or an earlier backfill) and
+no newer referral status was lost.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from relay.db import session_scope
+from relay.models import Event, Lane, utcnow
+from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
+from schemas.events import dedup_key, validate_event
+from schemas.sparkloop import CONTACT_OBJECT_KEYS
+from schemas.values import of_type
+from web.cli.support import When, store_errors
+from web.ingest import ingest
+from workers.classify import Action, backoff, classify
+from workers.outcomes import Deferred, ErrorKind
+from workers.sparkloop.client import MAX_PER_PAGE, SparkLoopClient, SubscriberPage, sparkloop_client
+from workers.throttle import Pacing
+from workers.vendor_errors import VendorError
+
+log = logging.getLogger("relay.backfill")
+
+# SparkLoop's clock stamps created_at, Relay's stamps received_at: an event received a little
+# "before" the subscriber was created is still about them.
+CLOCK_SKEW = timedelta(minutes=2)
+# Where stored payloads name a person: the documented events' subscriber and referrer, and the
+# objects schemas.sparkloop looks in for undocumented ones; also a top-level email.
+PERSON_KEYS = tuple(dict.fromkeys(("subscriber", "referrer", *CONTACT_OBJECT_KEYS)))
+# The shared throttle hands out a slot within one window; longer waits (an open breaker) are
+# reported rather than slept through.
+MAX_DEFERRED_WAIT_S = 120.0
+MAX_DEFERRALS = 200
+MAX_THROTTLED = 6  # 429s from SparkLoop for one page
+# Transient failures of one page before giving up: 4 stays under the breaker's 5 in a row. A
+# CLI waits for its operator, so its backoff starts shorter than the workers' RELAY_RETRY_BASE_S.
+MAX_FAILURES = 4
+BACKOFF_BASE_S = 5.0
+
+
+class BackfillFailed(Exception):
+    """One line for the operator; carries no personal data."""
+
+
+# --- input ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A subscriber from the API, with what the backfill needs parsed out."""
+    uuid: str
+    email: str  # lower-cased, for matching
+    created_at: datetime
+    row: dict
+
+    @classmethod
+    def parse(cls, row: dict) -> Listed | None:
+        uuid, email, created = row.get("uuid"), row.get("email"), row.get("created_at")
+        if not (isinstance(uuid, str) and uuid.strip() and isinstance(email, str) and email.strip()):
+            return None
+        try:
+            created_at = datetime.fromisoformat(created)
+        except (TypeError, ValueError):
+            return None
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=timezone.utc)
+        return cls(uuid.strip(), email.strip().lower(), created_at, row)
+
+
+def sync_subscriber_payload(listed: Listed) -> dict:
+    """The API's Subscriber Object in the webhook's field names (`uuid` is `id`, `ref_code` is
+    `referral_code`, `created_at` Unix seconds instead of ISO-8601), as a `sync_subscriber`
+    event: what SyncSubscriberSchema, its dedup key and the Sprig upsert read. IP address and
+    user agent stay behind: nothing downstream needs them."""
+    row = listed.row
+    subscriber = {
+        "id": listed.uuid,
+        "email": row["email"].strip(),
+        "name": of_type(row.get("name"), str),
+        "referral_code": of_type(row.get("ref_code"), str),
+        "referrer_code": of_type(row.get("referrer_code"), str),
+        "referred": of_type(row.get("referred"), bool),
+        "referral_status": of_type(row.get("referral_status"), str),
+        "origin": of_type(row.get("origin"), str),
+        "created_at": int(listed.created_at.timestamp()),  # webhooks carry Unix seconds
+    }
+    return {"type": "sync_subscriber",
+            "subscriber": {key: value for key, value in subscriber.items() if value is not None}}
+
+
+# --- what Relay already holds ---------------------------------------------------------------
+
+
+def already_received(session: Session, listed: list[Listed]) -> set[str]:
+    """The uuids of those Relay already knows about: it holds an event naming their id or email,
+    received at or after their creation, and the newest such event that states a referral
+    status states the one SparkLoop lists now (else a status change was lost: not skipped).
+
+    One query per page, bounded by received_at (indexed); the JSON paths work on PostgreSQL's
+    JSONB and SQLite's JSON alike."""
+    if not listed:
+        return set()
+    ids, emails = {s.uuid for s in listed}, {s.email for s in listed}
+    id_paths = [Event.payload[(key, "id")].as_string() for key in PERSON_KEYS]
+    email_paths = [sa.func.lower(Event.payload[(key, "email")].as_string()) for key in PERSON_KEYS]
+    email_paths.append(sa.func.lower(Event.payload["email"].as_string()))
+    # Where schemas.sparkloop reads an undocumented payload's status; documented events have none.
+    status = sa.func.coalesce(*(Event.payload[(key, "referral_status")].as_string()
+                                for key in CONTACT_OBJECT_KEYS), Event.payload["referral_status"].as_string())
+    query = sa.select(Event.received_at, status, *id_paths, *email_paths).where(
+        Event.received_at >= min(s.created_at for s in listed) - CLOCK_SKEW,
+        sa.or_(*(path.in_(ids) for path in id_paths), *(path.in_(emails) for path in email_paths)),
+    )
+    mentions: dict[str, list[tuple[datetime, str | None]]] = {}
+    for received_at, stated, *names in session.execute(query):
+        for name in {name for name in names if name in ids or name in emails}:
+            mentions.setdefault(name, []).append((received_at, stated))
+    return {s.uuid for s in listed if _known(s, mentions.get(s.uuid, []) + mentions.get(s.email, []))}
+
+
+def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
+    since_creation = [m for m in mentions if m[0] >= listed.created_at - CLOCK_SKEW]
+    stated = sorted((m for m in since_creation if m[1]), key=lambda m: m[0])
+    if not stated:
+        return bool(since_creation)
+    current = of_type(listed.row.get("referral_status"), str) or ""
+    return stated[-1][1].strip().lower() == current.strip().lower()
+
+
+# --- reading the API --------------------------------------------------------------------------
+
+
+def fetch_page(client: SparkLoopClient, page: int, per_page: int, say: Callable[[str], None],
+               sleep: Callable[[float], None] = time.sleep) -> SubscriberPage:
+    """One page. What a failure means is the delivery engine's classifier's call; this is a
+    CLI, so it waits in place instead of re-enqueueing, and every wait is bounded."""
+    pacing, deferrals, throttled, failures = Pacing(lane=Lane.LIVE), 0, 0, 0
+    while True:
+        try:
+            return client.paced(pacing).list_subscribers(page, per_page)
+        except (VendorError, Deferred) as exc:
+            verdict = classify(exc)
+            if verdict.action == Action.FAIL or verdict.kind == ErrorKind.AUTH:
+                hint = " (check SPARKLOOP_API_KEY)" if verdict.kind == ErrorKind.AUTH else ""
+                raise BackfillFailed(f"{verdict.reason}{hint}") from None
+            if verdict.action == Action.DEFER:
+                if verdict.kind == ErrorKind.THROTTLED:  # SparkLoop itself said wait (a 429)
+                    throttled += 1
+                    say(f"page {page}: {verdict.reason}; retrying in {verdict.wait_s:.0f} s")
+                else:  # Relay's shared throttle, or an open breaker
+                    deferrals += 1
+                if (verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS
+                        or throttled > MAX_THROTTLED):
+                    raise BackfillFailed(f"SparkLoop calls are on hold ({verdict.reason}); "
+                                         f"try again in {math.ceil(verdict.wait_s)} s") from None
+                # The slot reserved for this caller (if any): the next call uses it when due.
+                pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
+                sleep(verdict.wait_s)
+                continue
+            failures += 1
+            if failures >= MAX_FAILURES:
+                raise BackfillFailed(verdict.reason) from None
+            wait_s = backoff(failures, BACKOFF_BASE_S)
+            say(f"page {page}: {verdict.reason}; retrying in {wait_s:.0f} s")
+            pacing = Pacing(lane=Lane.LIVE)
+            sleep(wait_s)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    pages: int = 0
+    seen: int = 0
+    created: int = 0
+    already_received: int = 0
+    duplicates: int = 0
+    unusable: int = 0
+    page_limit_hit: bool = False
+
+    def add(self, other: Tally) -> None:
+        for name in ("pages", "seen", "created", "already_received", "duplicates", "unusable"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def summary(self, dry_run: bool) -> str:
+        created = f"{self.created} would be created" if dry_run else f"{self.created} created"
+        text = (f"{self.pages} pages read, {self.seen} subscribers seen, {created}, "
+                f"{self.already_received} skipped as already received, "
+                f"{self.duplicates} skipped as duplicates")
+        if self.unusable:
+            text += f", {self.unusable} skipped as unusable (no uuid, email or created_at)"
+        return text
+
+
+def run_backfill(since: datetime, per_page: int, max_pages: int | None, dry_run: bool,
+                 say: Callable[[str], None], total: Tally) -> None:
+    client = sparkloop_client(current_app.config["RELAY"])
+    seen: set[str] = set()
+    page = 1
+    while True:
+        result = fetch_page(client, page, per_page, say)
+        parsed = [Listed.parse(row) for row in result.subscribers]
+        listed = [s for s in parsed if s is not None]
+        # Rows created during the walk push older ones onto the next page: skip repeats.
+        fresh = [s for s in listed if s.created_at >= since and s.uuid not in seen]
+        seen.update(s.uuid for s in fresh)
+        counts = take_page(fresh, dry_run, say)
+        counts.pages, counts.unusable = 1, counts.unusable + len(parsed) - len(listed)
+        total.add(counts)
+        of_total = f"/{result.total_pages}" if result.total_pages is not None else ""
+        say(f"page {page}{of_total}: {len(result.subscribers)} listed, {counts.seen} new since the date: "
+            f"{counts.created} events {'to create' if dry_run else 'created'}, "
+            f"{counts.already_received} already received, {counts.duplicates} duplicates")
+
+        oldest = min((s.created_at for s in listed), default=None)
+        if (not result.subscribers or (oldest is not None and oldest < since)
+                or (result.total_pages is not None and page >= result.total_pages)
+                or (result.total_pages is None and len(result.subscribers) < per_page)):
+            return
+        if max_pages is not None and total.pages >= max_pages:
+            total.page_limit_hit = True
+            return
+        page += 1
+
+
+def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) -> Tally:
+    """Create the events of one page (or, dry, say which); return its counts."""
+    counts = Tally(seen=len(fresh))
+    config = current_app.config["RELAY"]
+    delivery_ids: list[int] = []
+    with session_scope() as session:
+        received = already_received(session, fresh)
+        counts.already_received = len(received)
+        todo = []
+        for listed in fresh:
+            if listed.uuid in received:
+                continue
+            payload = sync_subscriber_payload(listed)
+            _, data, errors = validate_event(payload)
+            if errors is not None:
+                counts.unusable += 1
+            else:
+                todo.append((listed, payload, dedup_key("sync_subscriber", data)))
+        if dry_run:
+            stored = set(session.scalars(
+                sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo]))))
+        for listed, payload, key in todo:
+            if dry_run:
+                if key in stored:
+                    counts.duplicates += 1
+                    continue
+                counts.created += 1
+                status = payload["subscriber"].get("referral_status", "-")
+                say(f"  would create sync_subscriber for {listed.uuid} "
+                    f"(created {listed.created_at:%Y-%m-%d %H:%M} UTC, {status})")
+                continue
+            outcome = ingest(session, payload, json.dumps(payload).encode(), config, source="backfill")
+            if outcome.duplicate:
+                counts.duplicates += 1
+            else:
+                counts.created += 1
+                delivery_ids.extend(outcome.delivery_ids)
+    if delivery_ids:
+        # Catch-up work, like a replay: it must not hold up live webhooks (the sweep enqueues
+        # whatever the broker missed).
+        enqueue_deliveries(delivery_ids, queue=CATCH_UP_QUEUE)
+    return counts
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@click.command("backfill")
+@click.option("--since", "since", type=When(), required=True, metavar="WHEN",
+              help="Backfill subscribers created at or after WHEN: a date (2024-05-01, UTC), a date "
+                   "and time (2024-05-01T08:00+02:00; UTC if no zone given) or an age (90m, 12h, 7d).")
+@click.option("--dry-run", is_flag=True,
+              help="Read SparkLoop and print what would be created; change nothing.")
+@click.option("--per-page", default=MAX_PER_PAGE, show_default=True, metavar="N",
+              type=click.IntRange(1, MAX_PER_PAGE),
+              help="Subscribers per API page (SparkLoop allows at most 200).")
+@click.option("--max-pages", type=click.IntRange(min=1), metavar="N",
+              help="Stop after this many pages even if older subscribers may still be in range.")
+@with_appcontext
+@store_errors
+def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: int | None):
+    """Recreate the events an outage lost, from SparkLoop's subscriber list (API v2).
+
+    SparkLoop's API has no "updated at", only created_at, so this takes the subscribers
+    CREATED since --since (newest first, stopping at the first older one) and makes a
+    sync_subscriber event for each, delivered like a webhook (to Sprig by default). A status
+    change on an older subscriber cannot be found this way.
+
+    A subscriber is skipped when Relay already holds an event naming their id or email
+    received at or after their creation (2 minutes of clock skew allowed), such as the
+    webhook that did arrive or an earlier backfill, unless the newest referral status Relay
+    holds for them differs from SparkLoop's (then a status change was lost). The event's
+    de-duplication key catches the rest, so running it twice creates nothing new.
+
+    Needs SPARKLOOP_API_KEY. Calls share SPARKLOOP_RATE_LIMIT with every Relay process and
+    back off on 429s. Output names subscribers by SparkLoop id only, never by email or name.
+    """
+    if since >= utcnow():
+        raise click.BadParameter("must be in the past", param_hint="--since")
+    config = current_app.config["RELAY"]
+    if not config.sparkloop_api_key:
+        click.echo("Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's "
+                   "Settings → Integrations page", err=True)
+        raise SystemExit(2)
+    with session_scope() as session:  # an unreachable or unmigrated store fails before any API call
+        session.execute(sa.select(Event.source).limit(1))
+
+    mode = " (dry run: nothing will be changed)" if dry_run else ""
+    click.echo(f"Backfilling SparkLoop subscribers created since {since:%Y-%m-%d %H:%M:%S} UTC{mode}")
+    tally = Tally()
+    try:
+        run_backfill(since, per_page, max_pages, dry_run, click.echo, tally)
+    except BackfillFailed as failed:
+        click.echo(f"Stopped: {tally.summary(dry_run)}", err=True)
+        click.echo(f"Error: {failed}", err=True)
+        raise SystemExit(1) from None
+    except (OperationalError, ProgrammingError, KeyboardInterrupt):
+        # What was created stays (and is skipped next time): say how far it got.
+        click.echo(f"Stopped: {tally.summary(dry_run)}", err=True)
+        raise
+    click.echo(f"Done: {tally.summary(dry_run)}")
+    if tally.page_limit_hit:
+        click.echo(f"Stopped at --max-pages {max_pages}: older subscribers since the date may remain; "
+                   "run again with a higher limit (what was created is skipped next time)")
+    log.info("backfill %s: %s", "dry run" if dry_run else "finished", tally.summary(dry_run))

@@ -1,0 +1,97 @@
+"""What every `relay` command shares: store errors as one line, durations and moments as
+option types, rich output."""
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timedelta, timezone
+
+import click
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
+
+from relay.durations import EXAMPLES, parse_duration
+from relay.models import utcnow
+
+STATUS_STYLES = {
+    "done": "green", "succeeded": "green", "superseded": "green",
+    "failed": "bold red", "invalid": "magenta", "unhandled": "dim",
+    "pending": "yellow", "in_flight": "cyan", "received": "yellow", "processing": "cyan",
+}
+
+
+def store_errors(command):
+    """An unreachable or unmigrated database is one clear line and exit code 1, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (OperationalError, InterfaceError, ProgrammingError) as exc:
+            click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
+                       "check DATABASE_URL and run `relay db upgrade`", err=True)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
+class Duration(click.ParamType):
+    """90s, 30m, 2h, 7d, 2w."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """An age (`2h`, `7d`: that long ago), a date (`2026-11-20`: midnight UTC) or an ISO
+    date-time (UTC unless it names an offset)."""
+    text = text.strip()
+    try:
+        return (now or utcnow()) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a date (2026-11-20), a date-time "
+                         f"(2026-11-20T14:00) nor an age like {EXAMPLES}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+class When(click.ParamType):
+    name = "when"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_when(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLES.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{round(seconds / 3600, 1):g}h"
+    return f"{round(seconds / 86400, 1):g}d"

@@ -1,0 +1,63 @@
+"""The circuit breaker, per vendor account, kept in Redis so every process sees it: after
+`threshold` transient failures in a row, or one rejected credential, stop calling for a
+cool-down; then let one probe through; its success closes it."""
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from relay.observability import report
+from workers.outcomes import Deferred
+
+log = logging.getLogger("relay.breaker")
+
+
+class Breaker:
+    def __init__(self, client: redis.Redis, account: str, threshold: int = 5,
+                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0):
+        self._client, self.account = client, account
+        self.threshold, self.cooldown_s, self.auth_cooldown_s = threshold, cooldown_s, auth_cooldown_s
+        base = f"relay:breaker:{account}"
+        self._failures, self._open, self._probe = f"{base}:failures", f"{base}:open", f"{base}:probe"
+        # Outlives the cool-down and marks the half-open phase.
+        self._was_open = f"{self._open}:was"
+
+    def check(self) -> None:
+        open_ms = self._client.pttl(self._open)
+        if open_ms > 0:
+            raise Deferred(open_ms / 1000, f"circuit open for {self._vendor()}")
+        if self._client.exists(self._was_open) and not self._client.set(
+                self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
+            raise Deferred(2.0, f"circuit half-open for {self._vendor()}: a probe is running")
+
+    def success(self) -> None:
+        self._client.delete(self._failures, self._probe)
+        if self._client.delete(self._was_open):
+            log.warning("circuit closed for %s: calls resume", self._vendor())
+
+    def failure(self, auth: bool = False) -> None:
+        self._client.delete(self._probe)
+        if auth:
+            self._trip(self.auth_cooldown_s, "credential rejected (401/403)")
+            return
+        failures = self._client.incr(self._failures)
+        self._client.expire(self._failures, 600)
+        if failures >= self.threshold:
+            self._trip(self.cooldown_s, f"{failures} transient failures in a row")
+
+    def state(self) -> str:
+        if self._client.pttl(self._open) > 0:
+            return "open"
+        return "half-open" if self._client.exists(self._was_open) else "closed"
+
+    def _trip(self, cooldown_s: float, why: str) -> None:
+        self._client.set(self._open, 1, px=int(cooldown_s * 1000))
+        if self._client.set(self._was_open, 1, nx=True, ex=86400):  # only its creator logs
+            log.warning("circuit opened for %s for %.0fs: %s", self._vendor(), cooldown_s, why)
+            report(f"Relay stopped calling {self._vendor()}: {why}", level="warning",
+                   tags={"vendor": self._vendor()})
+        self._client.delete(self._failures)
+
+    def _vendor(self) -> str:
+        return self.account.split(":")[0]

@@ -1,0 +1,68 @@
+"""The one classifier: what an exception raised by a delivery (or a backfill page) means.
+
+- deferred (the shared throttle, an open breaker, a 429, a busy subscriber, a rejected
+  credential while the breaker cools down): again at the exact time, no attempt spent;
+- retry (timeouts, connection errors, 5xx, 408/409/425, Relay's own RetryLater, an unexpected
+  error): again after a capped exponential backoff, until the attempt limit or the maximum age;
+- fail (other 4xx, a payload that cannot be delivered): at once, with the vendor's message.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workers.guard import THROTTLED_DEFAULT_WAIT_S
+from workers.outcomes import Deferred, DeliveryFailed, ErrorKind, RetryLater
+from workers.throttle import Slot
+from workers.vendor_errors import VendorError
+
+log = logging.getLogger("relay.delivery")
+
+MAX_BACKOFF_S = 3600
+AUTH_RECHECK_S = 60.0
+
+
+class Action(StrEnum):
+    DEFER = "deferred"
+    RETRY = "retry"
+    FAIL = "failed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str  # for the operator: never a payload value
+    kind: ErrorKind | None = None
+    status_code: int | None = None
+    wait_s: float | None = None  # None: the backoff decides
+    slot: Slot | None = None  # the throttle slot reserved for the next try
+
+
+def classify(exc: Exception) -> Verdict:
+    if isinstance(exc, Deferred):
+        return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
+    if isinstance(exc, VendorError):
+        reason = str(exc)
+        if exc.kind == ErrorKind.THROTTLED:
+            return Verdict(Action.DEFER, reason, exc.kind, exc.status, exc.retry_after or THROTTLED_DEFAULT_WAIT_S)
+        if exc.kind == ErrorKind.AUTH:  # the breaker is open for this account: wait for it
+            return Verdict(Action.DEFER, reason, exc.kind, exc.status, AUTH_RECHECK_S)
+        if exc.kind == ErrorKind.TRANSIENT:
+            return Verdict(Action.RETRY, reason, exc.kind, exc.status)
+        return Verdict(Action.FAIL, reason, exc.kind, exc.status)
+    if isinstance(exc, DeliveryFailed):
+        return Verdict(Action.FAIL, str(exc))
+    if isinstance(exc, RetryLater):
+        return Verdict(Action.RETRY, str(exc))
+    # A bug or an unexpected library error: retry, then fail visibly. Only the class name:
+    # messages of arbitrary exceptions may quote payload values.
+    log.error("delivery raised %s", type(exc).__name__)
+    return Verdict(Action.RETRY, f"internal error ({type(exc).__name__}); see worker logs")
+
+
+def backoff(failures: int, base_s: float) -> float:
+    """Capped exponential backoff with "equal jitter": at least half the step, never ~0."""
+    step = min(base_s * 2 ** max(failures - 1, 0), MAX_BACKOFF_S)
+    return step / 2 + random.uniform(0, step / 2)

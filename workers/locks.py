@@ -1,0 +1,33 @@
+"""Per-subscriber locks in Redis: deliveries for one subscriber and vendor run one at a time
+(two events for one new subscriber must not create two Spruce contacts). A lease frees the lock
+of a dead worker."""
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+
+import redis
+
+from workers.outcomes import Deferred
+
+LOCK_LEASE_S = 120
+
+
+@contextmanager
+def subject_locks(client: redis.Redis, destination: str, subject_keys: list[str]):
+    held = []
+    try:
+        for key in sorted(set(subject_keys)):
+            digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+            lock = client.lock(f"relay:lock:{destination}:{digest}", timeout=LOCK_LEASE_S,
+                               blocking=False)
+            if not lock.acquire():
+                raise Deferred(1.0, "another delivery for this subscriber is running")
+            held.append(lock)
+        yield
+    finally:
+        for lock in held:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # the lease ran out first; nothing of ours to release

@@ -1,0 +1,38 @@
+"""Sprig's user API: upsert a user, read one back.
+https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1,
+https://docs.sprig.com/reference/sprig-api/v2/get-v2-users-userid-1"""
+from __future__ import annotations
+
+import httpx
+
+from workers.guard import Guard
+from workers.vendor_http import VendorClient, VendorHTTP, shared_client
+
+USERS = "/v2/users"
+USER = "/v2/users/{userId}"
+
+
+class SprigClient(VendorClient):
+    vendor = "sprig"
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None, guard: Guard | None = None):
+        # /v2/users* is documented with the API-Key scheme (https://docs.sprig.com/docs/apis);
+        # purge and /v1 would use Bearer.
+        self._http = VendorHTTP(self.vendor, base_url, f"API-Key {api_key}", timeout, transport, api_key,
+                                guard)
+
+    def upsert_user(self, body: dict) -> None:
+        """POST /v2/users. Sprig answers 202 and processes it later, so a read can still 404."""
+        self._request("POST", USERS, json=body)
+
+    def get_user(self, user_id: str) -> dict | None:
+        """GET /v2/users/{userId}: the visitor, or None when Sprig does not know it (yet)."""
+        response = self._request("GET", USER, path_params={"userId": user_id}, ok_statuses=(404,))
+        if response.status_code == 404:
+            return None
+        return self._http.json("GET", USER, response)
+
+
+def sprig_client(config) -> SprigClient:
+    return shared_client(SprigClient, config, config.sprig_api_url, config.sprig_api_key, config.sprig_rate_limit)

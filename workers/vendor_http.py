@@ -1,0 +1,168 @@
+"""The HTTP layer every vendor client shares: one pooled httpx.Client per account, timeouts,
+the User-Agent, the guard (breaker and shared throttle) around each call, rate-limit headers,
+and turning every failure into a VendorError.
+
+Paths are passed as templates plus parameters, so logs and errors only ever see the template
+(`/v2/users/{userId}`), never the email it was filled with."""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from workers.guard import Guard, guard_for
+from workers.outcomes import ErrorKind
+from workers.throttle import Pacing
+from workers.vendor_errors import VendorError, error_from_exception, error_from_response, retry_after_seconds
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _user_agent() -> str:
+    try:
+        return f"relay/{metadata.version('relay')}"
+    except metadata.PackageNotFoundError:
+        return "relay/unknown"
+
+
+USER_AGENT = _user_agent()
+
+
+@dataclass(frozen=True)
+class RateLimitHeaders:
+    """What the latest response said about the vendor's limits; None where it sent nothing."""
+    limit: int | None = None
+    remaining: int | None = None
+    reset_after: float | None = None
+    daily_limit: int | None = None
+    daily_remaining: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: httpx.Headers) -> RateLimitHeaders:
+        return cls(
+            limit=_int(headers.get("s-ratelimit-limit") or headers.get("ratelimit-limit")),
+            remaining=_int(headers.get("s-ratelimit-remaining") or headers.get("ratelimit-remaining")),
+            reset_after=retry_after_seconds(headers),
+            daily_limit=_int(headers.get("s-ratelimit-daily-limit")),
+            daily_remaining=_int(headers.get("s-ratelimit-daily-remaining")),
+        )
+
+
+class VendorHTTP:
+    def __init__(self, vendor: str, base_url: str, authorization: str, timeout: float,
+                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None,
+                 auth_header: str = "Authorization"):
+        self.vendor = vendor
+        self.guard = guard
+        self.timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout))
+        self.last_rate_limit: RateLimitHeaders | None = None
+        self._secrets = (secret, authorization)
+        self._log = logging.getLogger(f"relay.vendor.{vendor}")
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={auth_header: authorization, "User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=self.timeout,
+            transport=transport,
+        )
+
+    def request(self, method: str, path: str, *, pacing: Pacing, path_params: dict[str, str] | None = None,
+                params: dict[str, Any] | None = None, json: Any = None,
+                headers: dict[str, str] | None = None, ok_statuses: tuple[int, ...] = ()) -> httpx.Response:
+        """Send one request; return the response if it is 2xx or in `ok_statuses`, else raise
+        VendorError. `path` is a template filled from `path_params`, each fully URL-encoded."""
+        url = path.format(**{k: quote(str(v), safe="") for k, v in (path_params or {}).items()})
+        if self.guard:
+            self.guard.before(pacing)
+        try:
+            response = self._client.request(method, url, params=params, json=json, headers=headers)
+        except httpx.RequestError as exc:
+            err = error_from_exception(self.vendor, method, path, exc, self.timeout)
+            self._log.debug("%s %s failed: %s", method, path, err.message)
+            if self.guard:
+                self.guard.after(err.kind)
+            raise err from None
+        rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
+        self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
+                        response.headers.get("s-request-id", "-"))
+        ok = response.is_success or response.status_code in ok_statuses
+        err = None if ok else error_from_response(self.vendor, method, path, response, self._secrets)
+        if self.guard:
+            self.guard.after(err.kind if err else None, rate.remaining, rate.daily_remaining,
+                             err.retry_after if err else None)
+        if err:
+            raise err
+        return response
+
+    def json(self, method: str, path: str, response: httpx.Response) -> Any:
+        """The JSON body of a success response. A 2xx that is not JSON (a proxy's HTML page)
+        is transient: retrying is safe because writes carry idempotency keys or are upserts."""
+        try:
+            return response.json()
+        except ValueError:
+            raise VendorError(self.vendor, ErrorKind.TRANSIENT, "success response is not JSON",
+                              status=response.status_code, method=method, path=path,
+                              request_id=response.headers.get("s-request-id")) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class VendorClient:
+    """What every vendor client shares around its VendorHTTP. A client is made once per
+    process and account (connections are reused); `paced()` gives a view of it for one
+    delivery run, whose calls use that run's throttle lane and reserved slot."""
+
+    vendor: str
+    _http: VendorHTTP
+    _pacing: Pacing | None = None
+
+    def paced(self, pacing: Pacing):
+        view = copy.copy(self)
+        view._pacing = pacing
+        return view
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return self._http.request(method, path, pacing=self._pacing or Pacing(), **kwargs)
+
+    @property
+    def last_rate_limit(self) -> RateLimitHeaders | None:
+        return self._http.last_rate_limit
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._http.guard
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def shared_client(cls: type[VendorClient], config, base_url: str, credential: str | None, rate) -> VendorClient:
+    """The process's one client of `cls` for this account, guarded by the account's shared
+    throttle and breaker."""
+    return _shared(cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url,
+                   config.breaker_cooldown_s)
+
+
+@cache
+def _shared(cls, base_url, credential, rate, timeout, redis_url, cooldown_s) -> VendorClient:
+    return cls(base_url, credential, timeout=timeout,
+               guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s))
