@@ -2,7 +2,9 @@
 
 Services: a real database (SQLite and PostgreSQL), real Redis, the sandbox over HTTP.
 PostgreSQL and Redis are found through TEST_DATABASE_URL / TEST_REDIS_URL or on 127.0.0.1.
-Locally a missing service skips its tests; under CI=true it fails them.
+Locally a missing service skips its tests; under CI=true it fails them. The suite runs in
+parallel processes (pytest-xdist, a test file per process); each has a database, a Redis db
+and a sandbox of its own, so no process truncates or flushes what another one uses.
 
 Apps: `relay_app(**overrides)` builds the web app on the test services (the `app` fixture is
 the default one); `bare_app` is for tests that reach neither a vendor nor a worker (no Redis, no
@@ -37,8 +39,21 @@ FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
 WITHOUT_EXAMPLE = sorted(set(EVENTS) - {json.loads((FIXTURES / f"{name}.json").read_text())["type"]
                                         for name in FIXTURE_NAMES})
 TOKEN = "test-token"
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+# Redis dbs by process, clear of the drills' 11 and the benchmarks' 14.
+REDIS_DBS = (15, 13, 12, 10, 9, 8)
+
+
+def _for_this_process(url: str, suffix: str) -> str:
+    return url if WORKER == 0 else f"{url}{suffix}"
+
+
+PG_URL = _for_this_process(
+    os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"), f"_gw{WORKER}")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+if WORKER:
+    REDIS_URL = f"{REDIS_URL.rsplit('/', 1)[0]}/{REDIS_DBS[WORKER]}"
 
 
 def load_fixture(name: str) -> dict:
@@ -88,9 +103,20 @@ def redis_url():
     return REDIS_URL
 
 
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database `url` names, unless it exists."""
+    server, name = url.rsplit("/", 1)
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     require_service("PostgreSQL", PG_URL)
+    ensure_database(PG_URL)
     db = Database(PG_URL)
     with db.engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))

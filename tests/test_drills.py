@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from relay.db import Database
 from relay.models import Delivery, DeliveryStatus, utcnow
 from tests.conftest import (
-    deliveries, empty_postgres, events, fresh_services, load_fixture, post_event, require_service,
+    deliveries, empty_postgres, ensure_database, events, fresh_services, load_fixture, post_event, require_service,
     sandbox_state, wait_for,
 )
 from web import create_app
@@ -91,12 +91,7 @@ def drill_services():
     Redis 15, and its in-process workers would take the drills' tasks from the shared queue."""
     require_service("PostgreSQL", DRILL_DATABASE_URL)
     require_service("Redis", DRILL_REDIS_URL)
-    server, name = DRILL_DATABASE_URL.rsplit("/", 1)
-    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    ensure_database(DRILL_DATABASE_URL)
     db = Database(DRILL_DATABASE_URL)
     with db.engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
