@@ -113,16 +113,21 @@ def ensure_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    require_service("PostgreSQL", PG_URL)
-    ensure_database(PG_URL)
-    db = Database(PG_URL)
+def migrated_from_scratch(url: str) -> str:
+    """The PostgreSQL database `url` names, created if missing, emptied and migrated."""
+    ensure_database(url)
+    db = Database(url)
     with db.engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     db.upgrade()
     db.dispose()
-    return PG_URL
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    require_service("PostgreSQL", PG_URL)
+    return migrated_from_scratch(PG_URL)
 
 
 def empty_postgres(url: str) -> None:
@@ -185,18 +190,23 @@ def make_app(env: dict[str, str], migrate: bool = True):
     return app
 
 
-@pytest.fixture
-def relay_app(environ):
-    """Build a web app on the test services, with some variables changed."""
+def _apps(base_env: dict[str, str]):
+    """A builder of apps on `base_env` with some variables changed; they are disposed after."""
     made = []
 
     def build(migrate: bool = True, **overrides: str):
-        made.append(make_app({**environ, **overrides}, migrate))
+        made.append(make_app({**base_env, **overrides}, migrate))
         return made[-1]
 
     yield build
     for app in made:
         app.extensions["relay.db"].dispose()
+
+
+@pytest.fixture
+def relay_app(environ):
+    """Build a web app on the test services, with some variables changed."""
+    yield from _apps(environ)
 
 
 @pytest.fixture
@@ -213,16 +223,7 @@ def client(app):
 def bare_app(tmp_path):
     """For what reaches neither a vendor nor a worker, built like `relay_app`: a SQLite store,
     the embedded broker, no vendor credentials; no Redis, no sandbox."""
-    made = []
-
-    def build(migrate: bool = True, **overrides: str):
-        env = {"SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "RELAY_INSTANCE_PATH": str(tmp_path / "instance")}
-        made.append(make_app(env | overrides, migrate))
-        return made[-1]
-
-    yield build
-    for app in made:
-        app.extensions["relay.db"].dispose()
+    yield from _apps({"SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "RELAY_INSTANCE_PATH": str(tmp_path / "instance")})
 
 
 @pytest.fixture

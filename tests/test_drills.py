@@ -20,11 +20,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from relay.db import Database
 from relay.models import Delivery, DeliveryStatus, utcnow
 from tests.conftest import (
-    deliveries, empty_postgres, ensure_database, events, fresh_services, load_fixture, post_event, require_service,
-    sandbox_state, wait_for,
+    deliveries, empty_postgres, events, fresh_services, load_fixture, migrated_from_scratch, post_event,
+    require_service, sandbox_state, wait_for,
 )
 from web import create_app
 from workers.sweep import sweep
@@ -91,13 +90,7 @@ def drill_services():
     Redis 15, and its in-process workers would take the drills' tasks from the shared queue."""
     require_service("PostgreSQL", DRILL_DATABASE_URL)
     require_service("Redis", DRILL_REDIS_URL)
-    ensure_database(DRILL_DATABASE_URL)
-    db = Database(DRILL_DATABASE_URL)
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    db.upgrade()
-    db.dispose()
-    return DRILL_DATABASE_URL, DRILL_REDIS_URL
+    return migrated_from_scratch(DRILL_DATABASE_URL), DRILL_REDIS_URL
 
 
 @pytest.fixture

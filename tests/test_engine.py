@@ -71,13 +71,19 @@ def note_text(app, event_type: str) -> str:
     return sends(event_type, "spruce").text(data)
 
 
-def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app, sandbox):
+def note_post_failed_once(client, app, sandbox, fixture: str) -> tuple[int, str]:
+    """A Spruce delivery whose note post met a 500: its contact and note conversation exist.
+    Returns the delivery's id and the conversation's."""
     sandbox.configure(faults=[{"vendor": "spruce", "status": 500, "times": 1, "method": "POST",
                                "path_prefix": "/conversations/t_"}])
-    post_event(client, load_fixture("reward_unlocked"))
+    post_event(client, load_fixture(fixture))
     spruce_id = delivery_to(app, "spruce").id
     assert deliver(app, spruce_id) == "pending"
-    conversation_id = delivery_to(app, "spruce").progress[CONVERSATION]
+    return spruce_id, delivery_to(app, "spruce").progress[CONVERSATION]
+
+
+def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app, sandbox):
+    spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_unlocked")
     # The earlier attempt's post landed after all (its answer was lost): same key, same note.
     spruce_client(app.config["RELAY"]).post_message(
         conversation_id, note_message_body(note_text(app, "reward_unlocked")),
@@ -139,12 +145,7 @@ def test_two_events_for_one_new_subscriber_create_one_contact(app, client, sandb
 
 
 def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client, app, sandbox):
-    sandbox.configure(faults=[{"vendor": "spruce", "status": 500, "times": 1, "method": "POST",
-                               "path_prefix": "/conversations/t_"}])
-    post_event(client, load_fixture("reward_redeemed"))
-    spruce_id = delivery_to(app, "spruce").id
-    assert deliver(app, spruce_id) == "pending"
-    conversation_id = delivery_to(app, "spruce").progress[CONVERSATION]
+    spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_redeemed")
     # A day later, the note is in the conversation (posted by an attempt whose answer was lost)
     # and Spruce no longer remembers the key.
     spruce_client(app.config["RELAY"]).post_message(

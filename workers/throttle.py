@@ -131,8 +131,8 @@ class Throttle:
     def __init__(self, client: redis.Redis, account: str, rate: CallRate):
         self._client, self.account, self.rate = client, account, rate
         self._key = f"relay:throttle:{account}"
-        self._scripts = {name: client.register_script(source) for name, source in (
-            ("reserve", _RESERVE), ("take", _TAKE), ("use", _USE), ("pause", _PAUSE), ("nudge", _NUDGE))}
+        self._reserve, self._take, self._use, self._pause, self._nudge = (
+            client.register_script(source) for source in (_RESERVE, _TAKE, _USE, _PAUSE, _NUDGE))
 
     def acquire(self, pacing: Pacing) -> None:
         """Go now, or raise Deferred with a slot reserved for this caller."""
@@ -146,7 +146,7 @@ class Throttle:
         replays wake one at a time; at its turn one goes only if live traffic has not claimed
         the account's next slot. Live deliveries never wait behind a replay's reservation."""
         self._catch_up_lane._acquire_slot(pacing.take_reserved(self._catch_up_lane.account))
-        wait_ms, _ = self._run("take", self._interval_ms())
+        wait_ms, _ = self._run(self._take, self._interval_ms())
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, f"{self._reason()} (replay: live traffic first)")
 
@@ -156,19 +156,19 @@ class Throttle:
 
     def _acquire_slot(self, reserved: Slot | None) -> None:
         if reserved is not None:
-            wait_ms, due_ms = self._run("use", reserved.at_ms)
+            wait_ms, due_ms = self._run(self._use, reserved.at_ms)
             if -LATE_SLOT_MS <= wait_ms <= 0:
                 return
             if wait_ms > 0:  # woke early, or a vendor pause or a full window came in between
                 raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, due_ms))
             # Far too late (the sweep found it): using it now would burst; queue again.
-        wait_ms, slot_ms = self._run("reserve", self._interval_ms())
+        wait_ms, slot_ms = self._run(self._reserve, self._interval_ms())
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, slot_ms))
 
     def push(self, wait_s: float) -> None:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
-        self._run("pause", int(wait_s * 1000))
+        self._run(self._pause, int(wait_s * 1000))
 
     def observe(self, remaining: int | None, window_s: float = 60.0) -> None:
         """Spruce reports calls remaining in its 60 s window, shared with anything else using
@@ -178,7 +178,7 @@ class Throttle:
             return
         spread_s = window_s / max(remaining, 1) if remaining else window_s
         if spread_s > self.rate.interval_s:
-            self._run("nudge", int(spread_s * 1000))
+            self._run(self._nudge, int(spread_s * 1000))
 
     def snapshot(self) -> dict:
         """For operators: calls in the current window, the wait for a new slot, any pause."""
@@ -193,8 +193,8 @@ class Throttle:
             "paused_for_s": round(max(paused_until - now_ms, 0) / 1000, 1),
         }
 
-    def _run(self, script: str, value: int) -> tuple[int, int]:
-        wait_ms, slot_ms = self._scripts[script](
+    def _run(self, script, value: int) -> tuple[int, int]:
+        wait_ms, slot_ms = script(
             keys=[self._key, f"{self._key}:pause", f"{self._key}:calls"],
             args=[self.rate.limit, int(self.rate.period_s * 1000) + JITTER_MARGIN_MS,
                   secrets.token_hex(8), value, LATE_SLOT_MS],
