@@ -10,6 +10,7 @@ import redis
 from relay.config import CallRate
 from relay.models import Lane
 from workers.breaker import Breaker
+from workers.guard import Guard
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
 from workers.throttle import JITTER_MARGIN_MS, Pacing, Slot, Throttle
@@ -156,6 +157,32 @@ def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog)
     messages = [r.getMessage() for r in caplog.records if r.name == "relay.breaker"]
     assert len([m for m in messages if "circuit opened" in m]) == 1
     assert len([m for m in messages if "circuit closed" in m]) == 1
+
+
+def test_a_probe_the_throttle_defers_is_not_stranded(r):
+    breaker = Breaker(r, "sprig:acct", threshold=1, cooldown_s=0.2)
+    throttle = Throttle(r, "sprig:acct", CallRate(1, 0.5))  # one call every 500 ms
+    guard = Guard(throttle, breaker)
+    breaker.failure()
+    time.sleep(0.25)
+    assert breaker.state() == "half-open"
+    acquire(throttle)  # the slot goes to someone else
+    with pytest.raises(Deferred) as deferred:
+        guard.before(Pacing())  # takes the probe, then waits for a throttle slot
+    assert "throttled" in deferred.value.reason
+    wait_s, slot = deferred.value.wait_s, deferred.value.slot
+    for _ in range(3):  # the same caller probes at its slot (the window's margin may add a wait)
+        time.sleep(wait_s)
+        try:
+            guard.before(Pacing(reserved=slot))
+            break
+        except Deferred as again:
+            assert "probe is running" not in again.reason
+            wait_s, slot = again.wait_s, again.slot
+    else:
+        pytest.fail("no throttle slot in three tries")
+    guard.after(None)
+    assert breaker.state() == "closed"  # no cool-down waited out
 
 
 def test_a_rejected_credential_opens_the_breaker_at_once(r):

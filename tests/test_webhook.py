@@ -93,6 +93,33 @@ def test_non_json_or_non_object_body_is_400(bare_app, body, message):
     assert events(app) == []
 
 
+@pytest.mark.parametrize("body, where, reason", [
+    (b'{"type": "new_referral", "subscriber": {"name": "Jane\\u0000Doe"}}', {"subscriber": {"name": None}}, "NUL"),
+    (b'{"type": "new_referral", "referrer": {"name": "\\ud800 Doe"}}', {"referrer": {"name": None}}, "surrogate"),
+    (b'{"type": "x", "a\\u0000b": 1}', {"(a key)": None}, "NUL"),
+    (b'{"type": "reward_unlocked", "referrals": NaN}', {"referrals": None}, "finite"),
+    (b'{"type": "reward_unlocked", "referrals": Infinity}', {"referrals": None}, "finite"),
+    (b'{"type": "reward_unlocked", "list": [1, -Infinity]}', {"list": {"1": None}}, "finite"),
+    (b'{"type": "reward_unlocked", "referrals": 1e999}', {"referrals": None}, "finite"),
+    (b'{"type": "x", "deep": ' + b"[" * 40 + b"]" * 40 + b"}", None, "Nested deeper than 32"),
+    (b"[" * 50_000 + b"]" * 50_000, {"_body": None}, "Nested deeper than 32"),
+])
+def test_json_the_store_cannot_keep_is_400_naming_where(bare_app, body, where, reason):
+    app = bare_app()
+    response = post_event(app.test_client(), body)
+    assert response.status_code == 400
+    answer = response.get_json()
+    assert "cannot be stored" in answer["error"] or "nested too deeply" in answer["error"]
+    assert reason in json.dumps(answer["fields"])
+    if where is not None:
+        assert _shape(answer["fields"]) == where
+    assert events(app) == []
+
+
+def _shape(fields: dict) -> dict:
+    return {key: _shape(value) if isinstance(value, dict) else None for key, value in fields.items()}
+
+
 def test_database_down_is_503(bare_app):
     app = bare_app(migrate=False, DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
     response = post_event(app.test_client(), load_fixture("new_referral"))
@@ -122,6 +149,18 @@ def test_schema_invalid_payload_is_stored_invalid_and_answered_400(client, app):
     assert event.status == "invalid" and event.errors == body["fields"]
     assert event.id == body["event_id"]
     assert deliveries(app) == []
+
+
+def test_an_invalid_payload_posted_again_gets_the_same_400(client, app):
+    payload = load_fixture("reward_unlocked")
+    del payload["reward"]["id"]
+    first = post_event(client, payload)
+    again = post_event(client, payload)
+    assert (first.status_code, again.status_code) == (400, 400)
+    assert again.get_json() == first.get_json()
+    assert len(events(app)) == 1
+    assert post_event(client, load_fixture("reward_unlocked")).status_code == 200
+    assert post_event(client, load_fixture("reward_unlocked")).status_code == 200  # a valid duplicate
 
 
 def test_missing_type_is_invalid(client, app):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,7 +68,8 @@ def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
     except IntegrityError:
         # The unique dedup key: SparkLoop retried, or two copies raced; the first one won.
         session.rollback()
-        return Ingested(event_id=None, status=status, errors=errors, duplicate=True)
+        stored = session.scalar(sa.select(Event.id).where(Event.dedup_key == event.dedup_key))
+        return Ingested(event_id=stored, status=status, errors=errors, duplicate=True)
     return Ingested(
         event_id=event.id, status=status, errors=errors,
         delivery_ids=tuple(d.id for d in event.deliveries),

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay import storable
 from relay.db import session_scope
 from relay.queue import enqueue_deliveries
 from web.ingest import ingest
@@ -26,11 +26,12 @@ def receive_sparkloop():
 
     raw_body = request.get_data(cache=False)
     try:
-        payload = json.loads(raw_body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "request body is not valid JSON")
+        payload = storable.loads(raw_body)
+    except storable.NotStorable as refused:
+        return jsonify(error=refused.message, fields=refused.fields), 400
     if not isinstance(payload, dict):
-        return _error(400, "request body must be a JSON object")
+        return jsonify(error="request body must be a JSON object",
+                       fields={"_body": ["Not a JSON object."]}), 400
 
     try:
         with session_scope() as session:
@@ -39,13 +40,14 @@ def receive_sparkloop():
         log.error("database unavailable, webhook refused with 503 (%s)", type(exc).__name__)
         return _error(503, "database unavailable, please retry")
 
+    if result.errors is not None:  # the same answer for the same invalid payload, every time
+        log.info("event %s %s as invalid", result.event_id, "was stored" if result.duplicate else "stored")
+        return jsonify(error="payload failed validation", event_id=result.event_id,
+                       fields=result.errors), 400
     if result.duplicate:
         log.info("duplicate webhook ignored")
         return "", 200
     log.info("event %s stored as %s", result.event_id, result.status)
-    if result.errors is not None:
-        return jsonify(error="payload failed validation", event_id=result.event_id,
-                       fields=result.errors), 400
     enqueue_deliveries(result.delivery_ids)
     return "", 200
 

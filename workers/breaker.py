@@ -23,13 +23,21 @@ class Breaker:
         # Outlives the cool-down and marks the half-open phase.
         self._was_open = f"{self._open}:was"
 
-    def check(self) -> None:
+    def check(self) -> bool:
+        """Raise Deferred while open, or while another caller's probe runs; True when this
+        caller holds the half-open probe (its call's outcome decides)."""
         open_ms = self._client.pttl(self._open)
         if open_ms > 0:
             raise Deferred(open_ms / 1000, f"circuit open for {self._vendor()}")
-        if self._client.exists(self._was_open) and not self._client.set(
-                self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
+        if not self._client.exists(self._was_open):
+            return False
+        if not self._client.set(self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
             raise Deferred(2.0, f"circuit half-open for {self._vendor()}: a probe is running")
+        return True
+
+    def release_probe(self) -> None:
+        """The probe's call did not go out (the throttle deferred it): let the next caller probe."""
+        self._client.delete(self._probe)
 
     def success(self) -> None:
         self._client.delete(self._failures, self._probe)

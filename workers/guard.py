@@ -13,7 +13,7 @@ import redis
 
 from relay.config import CallRate
 from workers.breaker import Breaker
-from workers.outcomes import ErrorKind
+from workers.outcomes import Deferred, ErrorKind
 from workers.throttle import Pacing, Throttle
 
 THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
@@ -26,8 +26,13 @@ class Guard:
 
     def before(self, pacing: Pacing) -> None:
         """May raise Deferred: the breaker is open, or no throttle slot is free yet."""
-        self.breaker.check()
-        self.throttle.acquire(pacing)
+        probing = self.breaker.check()
+        try:
+            self.throttle.acquire(pacing)
+        except Deferred:
+            if probing:  # no call, no outcome: a probe left standing would block everyone
+                self.breaker.release_probe()
+            raise
 
     def after(self, kind: ErrorKind | None, remaining: int | None = None,
               daily_remaining: int | None = None, retry_after: float | None = None) -> None:

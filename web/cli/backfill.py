@@ -29,6 +29,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from relay import storable
 from relay.db import session_scope
 from relay.models import Event, Lane, utcnow
 from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
@@ -213,7 +214,7 @@ class Tally:
                 f"{self.already_received} skipped as already received, "
                 f"{self.duplicates} skipped as duplicates")
         if self.unusable:
-            text += f", {self.unusable} skipped as unusable (no uuid, email or created_at)"
+            text += f", {self.unusable} skipped as unusable (no uuid, email or created_at, or text the store cannot keep)"
         return text
 
 
@@ -262,7 +263,7 @@ def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) ->
                 continue
             payload = sync_subscriber_payload(listed)
             _, data, errors = validate_event(payload)
-            if errors is not None:
+            if errors is not None or storable.first_problem(payload):
                 counts.unusable += 1
             else:
                 todo.append((listed, payload, dedup_key("sync_subscriber", data)))

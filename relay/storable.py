@@ -1,0 +1,91 @@
+"""What the store can keep: JSON that PostgreSQL's jsonb and SQLite both accept as it was sent.
+
+Python's json module accepts more than that: NaN and Infinity, numbers that overflow to
+infinity, strings holding NUL (jsonb refuses \\u0000) or unpaired surrogates (not encodable as
+UTF-8), and nesting deep enough to exhaust the recursion limit of whatever walks the value
+later. None of these is in any SparkLoop payload, and none has a faithful storable form, so
+they are refused with the path of the first offending value; nothing else is changed.
+
+Hand-written: a walk over the decoded value, iterative so that depth itself cannot crash it.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+MAX_DEPTH = 32  # SparkLoop's payloads nest 3 levels
+
+
+class NotStorable(ValueError):
+    """`fields` says where, in the shape of marshmallow's errors; no value is quoted."""
+
+    def __init__(self, message: str, fields: dict):
+        super().__init__(message)
+        self.message, self.fields = message, fields
+
+
+class _NonFinite:
+    """What json.loads makes of NaN, Infinity and -Infinity here, so that the walk can say where."""
+
+
+def loads(raw: bytes) -> object:
+    """Decode a request body; NotStorable when it is not JSON the store can keep."""
+    try:
+        value = json.loads(raw, parse_constant=lambda _: _NonFinite(), parse_float=float)
+    except RecursionError:
+        raise NotStorable("request body is nested too deeply",
+                          {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}) from None
+    except json.JSONDecodeError as exc:  # its message names a position, never the content
+        raise NotStorable("request body is not valid JSON",
+                          {"_body": [f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."]}) from None
+    except (ValueError, UnicodeDecodeError):  # not UTF-8, or an integer of more than 4300 digits
+        raise NotStorable("request body is not valid JSON",
+                          {"_body": ["Not valid JSON: not UTF-8 text, or a number too long to read."]}) from None
+    problem = first_problem(value)
+    if problem:
+        path, reason = problem
+        raise NotStorable(f"request body cannot be stored: {reason}", _at(path, reason))
+    return value
+
+
+def first_problem(value) -> tuple[list[str], str] | None:
+    """(path, reason) of the first value the store cannot keep, or None."""
+    stack = [(value, [], 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return path, f"Nested deeper than {MAX_DEPTH} levels."
+        if isinstance(item, dict):
+            for key, child in item.items():
+                reason = _text_problem(key)
+                if reason:  # a key that cannot be stored cannot name its own place either
+                    return [*path, "(a key)"], f"Key {reason}"
+                stack.append((child, [*path, key], depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, [*path, str(index)], depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            reason = _text_problem(item)
+            if reason:
+                return path, f"Text {reason}"
+        elif isinstance(item, _NonFinite) or (isinstance(item, float) and not math.isfinite(item)):
+            return path, "Not a finite number (NaN, Infinity or out of range)."
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000)."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (an unpaired surrogate such as \\ud800)."
+    return None
+
+
+def _at(path: list[str], reason: str) -> dict:
+    if not path:
+        return {"_body": [reason]}
+    fields: dict = {path[-1]: [reason]}
+    for key in reversed(path[:-1]):
+        fields = {key: fields}
+    return fields
