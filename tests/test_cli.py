@@ -231,6 +231,27 @@ def test_replay_dry_run_counts_and_estimates_without_changing_anything(client, a
     assert [(d.id, d.status, d.attempts, d.replayed_at) for d in deliveries(app)] == before
 
 
+def test_a_dry_run_takes_no_row_lock_and_writes_nothing(client, app, sandbox):
+    post_unlocks(client, 2)
+    post_event(client, {"type": "partner_referral_rejected"})  # unhandled: planned again, read-only
+    fail_spruce(sandbox)
+    run_pending(app)
+    statements = []
+    engine = app.extensions["relay.db"].engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.upper())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = invoke(app, "events", "replay", "--status", "failed", "--status", "unhandled", "--force", "--dry-run")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert "would replay 4 deliveries of 2 events" in result.output, result.output
+    assert statements and all(s.lstrip().startswith("SELECT") for s in statements), statements
+    assert not any("FOR UPDATE" in s for s in statements)
+
+
 def test_replay_asks_before_replaying_many_events(client, app, sandbox):
     fail_spruce(sandbox)
     post_unlocks(client, 11)

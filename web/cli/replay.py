@@ -34,7 +34,7 @@ from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
 from schemas.events import EVENTS, sends, validate_event
 from web.cli.filters import EventFilter, filter_options
 from web.cli.support import Duration, console, human_duration, store_errors
-from web.ingest import plan_event
+from web.ingest import Plan, plan_event
 from workers.destinations import DESTINATIONS
 
 BATCH = 200
@@ -59,19 +59,20 @@ def matching_event_ids(filters: EventFilter) -> list[int]:
 
 def replay(event_ids: list[int], *, force: bool, dry_run: bool, destination: str | None = None,
            on_batch: Callable[[int], None] | None = None) -> ReplayResult:
+    """Replay the events (or, dry, count what a replay would do: no row lock, no write)."""
     config: Config = current_app.config["RELAY"]
     result = ReplayResult()
     for batch in _batches(event_ids):
         with session_scope() as session:
-            events = session.scalars(sa.select(Event).where(Event.id.in_(batch))
-                                     .options(selectinload(Event.deliveries))
-                                     .order_by(Event.id).with_for_update()).all()
+            query = (sa.select(Event).where(Event.id.in_(batch)).options(selectinload(Event.deliveries))
+                     .order_by(Event.id))
             batch_ids = []
-            for event in events:
-                batch_ids += _replay_event(session, event, config, force, destination, result)
-            if dry_run:
-                session.rollback()
-            else:
+            for event in session.scalars(query if dry_run else query.with_for_update()).all():
+                decision = _decide(session, event, config, force, destination)
+                _count(event, decision, result)
+                if not dry_run:
+                    batch_ids += _apply(session, event, decision)
+            if not dry_run:
                 session.commit()
         if not dry_run and batch_ids:
             enqueue_deliveries(batch_ids, queue=CATCH_UP_QUEUE)
@@ -81,22 +82,79 @@ def replay(event_ids: list[int], *, force: bool, dry_run: bool, destination: str
     return result
 
 
-def _replay_event(session: Session, event: Event, config: Config, force: bool,
-                  destination: str | None, result: ReplayResult) -> list[int]:
+@dataclass
+class Decision:
+    """What replaying one event means: the deliveries sent again, or, for an invalid or
+    unhandled event that passes now, its new plan; and why the rest is skipped."""
+    again: list[Delivery] = field(default_factory=list)
+    plan: Plan | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def destinations(self) -> list[str]:
+        return list(self.plan.destinations) if self.plan else [d.destination for d in self.again]
+
+
+def _decide(session: Session, event: Event, config: Config, force: bool, destination: str | None) -> Decision:
+    """Reads only."""
     if event.status in (EventStatus.INVALID, EventStatus.UNHANDLED):
-        reason = _plan_again(session, event, config)
+        # Planned anew, to every destination: the event was never delivered.
+        plan = plan_event(event.payload, config)
+        reason = _not_yet(session, event, plan)
         if reason:
-            result.skipped[reason] += 1
-            return []
-    now = utcnow()
-    replayed = []
+            return Decision(skipped=[reason])
+        return Decision(plan=plan, skipped=[] if plan.destinations else ["no configured destination"])
+    decision = Decision()
     for delivery in event.deliveries:
         if destination and delivery.destination != destination:
             continue
-        skipped = _skip_reason(delivery, force)
-        if skipped:
-            result.skipped[skipped] += 1
-            continue
+        reason = _skip_reason(delivery, force)
+        if reason:
+            decision.skipped.append(reason)
+        else:
+            decision.again.append(delivery)
+    return decision
+
+
+def _not_yet(session: Session, event: Event, plan: Plan) -> str | None:
+    """Why an invalid or unhandled event still cannot be delivered, or None."""
+    if plan.status == EventStatus.INVALID:
+        return "still invalid"
+    if plan.status == EventStatus.UNHANDLED:
+        return "still no handler for its type"
+    if session.scalar(sa.select(Event.id).where(Event.dedup_key == plan.key, Event.id != event.id)):
+        return "already received as another event"
+    return None
+
+
+def _skip_reason(delivery: Delivery, force: bool) -> str | None:
+    if delivery.status in FORCEABLE:
+        return None if force else f"{delivery.status} (use --force)"
+    return None if delivery.status == DeliveryStatus.FAILED else f"already {delivery.status}"
+
+
+def _count(event: Event, decision: Decision, result: ReplayResult) -> None:
+    for reason in decision.skipped:
+        result.skipped[reason] += 1
+    event_type = decision.plan.event_type if decision.plan else event.type
+    for destination in decision.destinations():
+        result.deliveries[(event_type, destination)] += 1
+        result.vendor_calls[destination] += _calls_at_most(event_type, event.payload, destination)
+    if decision.destinations():
+        result.events += 1
+
+
+def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
+    if decision.plan:
+        event.type, event.errors, event.dedup_key = decision.plan.event_type, None, decision.plan.key
+        event.deliveries = [Delivery(destination=d) for d in decision.plan.destinations]
+        if not event.deliveries:  # valid now, but nowhere to go: finished
+            event.status = EventStatus.DONE
+            return []
+        again = event.deliveries
+    else:
+        again = decision.again
+    now = utcnow()
+    for delivery in again:
         if delivery.status in FORCEABLE:
             kept = DESTINATIONS[delivery.destination].kept_on_force
             delivery.progress = {}
@@ -105,47 +163,16 @@ def _replay_event(session: Session, event: Event, config: Config, force: bool,
         delivery.next_attempt_at, delivery.replayed_at, delivery.lane = now, now, Lane.CATCH_UP
         delivery.enqueued_at = delivery.finished_at = delivery.lease_expires_at = None
         delivery.throttle_slot = None
-        replayed.append(delivery)
-        result.deliveries[(event.type, delivery.destination)] += 1
-        result.vendor_calls[delivery.destination] += _calls_at_most(event, delivery.destination)
-    if replayed:
+    if again:
         event.status = EventStatus.PROCESSING
-        result.events += 1
     session.flush()
-    return [d.id for d in replayed]
+    return [d.id for d in again]
 
 
-def _skip_reason(delivery: Delivery, force: bool) -> str | None:
-    if delivery.id is None:  # just planned by _plan_again: not in the store yet
-        return None
-    if delivery.status in FORCEABLE:
-        return None if force else f"{delivery.status} (use --force)"
-    return None if delivery.status == DeliveryStatus.FAILED else f"already {delivery.status}"
-
-
-def _plan_again(session: Session, event: Event, config: Config) -> str | None:
-    """Validate an invalid or unhandled event again and plan its deliveries (new, so not yet
-    in the store); the reason it cannot be replayed yet, or None."""
-    plan = plan_event(event.payload, config)
-    if plan.status == EventStatus.INVALID:
-        return "still invalid"
-    if plan.status == EventStatus.UNHANDLED:
-        return "still no handler for its type"
-    other = session.scalar(sa.select(Event.id).where(Event.dedup_key == plan.key, Event.id != event.id))
-    if other is not None:
-        return "already received as another event"
-    event.type, event.errors, event.dedup_key = plan.event_type, None, plan.key
-    event.deliveries = [Delivery(destination=d) for d in plan.destinations]
-    if not event.deliveries:
-        event.status = EventStatus.DONE
-        return "no configured destination"
-    return None
-
-
-def _calls_at_most(event: Event, destination: str) -> int:
-    _, data, _ = validate_event(event.payload)
-    subscribers = len(EVENTS[event.type].subscribers(data)) if data is not None else 0
-    return DESTINATIONS[destination].most_calls(sends(event.type, destination), subscribers)
+def _calls_at_most(event_type: str, payload: dict, destination: str) -> int:
+    _, data, _ = validate_event(payload)
+    subscribers = len(EVENTS[event_type].subscribers(data)) if data is not None else 0
+    return DESTINATIONS[destination].most_calls(sends(event_type, destination), subscribers)
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
