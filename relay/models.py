@@ -111,6 +111,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     deferrals: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # For an unexpected error: where it was raised (`file:line in function`, innermost last).
+    last_error_trace: Mapped[list | None] = mapped_column(JSONType, nullable=True)
     last_status_code: Mapped[int | None] = mapped_column(nullable=True)
     # Finished steps of a multi-step delivery and what each produced (a vendor id, a request
     # id, or true), so a retry resumes after the last one instead of repeating side effects.

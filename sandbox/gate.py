@@ -26,6 +26,7 @@ DEFAULT_ERROR_TYPES = {400: "BAD_PARAMETER", 401: "unauthorized", 403: "forbidde
                        429: "rate_limited", 500: "internal_error", 502: "bad_gateway",
                        503: "service_unavailable", 504: "timeout"}
 INJECTED = "injected fault"
+ECHOED_CHARS = 2000
 
 
 class Rejected(Exception):
@@ -129,8 +130,10 @@ def _fault_response(vendor: Vendor, fault: dict, handled: Response | None = None
         status = 504
     else:
         status = fault["status"]
-    response = vendor.error(status, fault["type"] or DEFAULT_ERROR_TYPES.get(status, "error"),
-                            fault["message"] or INJECTED)
+    message = fault["message"] or INJECTED
+    if fault["echo"]:  # as validators do: quote what was sent
+        message += f": {request.get_data(as_text=True)[:ECHOED_CHARS]}"
+    response = vendor.error(status, fault["type"] or DEFAULT_ERROR_TYPES.get(status, "error"), message)
     if status == 429:
         response.headers.update(vendor.throttle_headers(1 if fault["retry_after"] is None else fault["retry_after"]))
     elif fault["retry_after"] is not None:

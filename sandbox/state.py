@@ -177,7 +177,7 @@ class SandboxState:
         with self.lock:
             for fault in self._config["faults"]:
                 if (fault["vendor"] == vendor and fault["method"] in (None, method)
-                        and path.startswith(fault["path_prefix"])):
+                        and path.startswith(fault["path_prefix"]) and fault["path"] in (None, path)):
                     if fault["times"] is not None:
                         fault["times"] -= 1
                         if fault["times"] == 0:

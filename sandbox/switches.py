@@ -15,8 +15,8 @@ DEFAULT_TIMEOUT_DELAY_S = 5.0
 # https://developer.sprucehealth.com/reference/conversationitems). A lagging search index is our
 # assumption; Spruce does not document one.
 VISIBILITY_KINDS = ("sprig_users", "spruce_search", "spruce_conversations", "spruce_items")
-FAULT_FIELDS = {"vendor", "status", "times", "method", "path_prefix", "when", "delay_s",
-                "retry_after", "type", "message"}
+FAULT_FIELDS = {"vendor", "status", "times", "method", "path_prefix", "path", "when", "delay_s",
+                "retry_after", "type", "message", "echo"}
 
 
 def defaults(settings) -> dict[str, Any]:
@@ -100,6 +100,9 @@ def _fault(raw: Any, n: int) -> dict[str, Any]:
     path_prefix = raw.get("path_prefix") or ""
     if not isinstance(path_prefix, str):
         raise ValueError(f"{where}.path_prefix must be a string")
+    path = raw.get("path")
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"{where}.path must be a string or null")
     when = raw.get("when", "before")
     if when not in ("before", "after"):
         raise ValueError(f'{where}.when must be "before" or "after"')
@@ -109,11 +112,14 @@ def _fault(raw: Any, n: int) -> dict[str, Any]:
     for text_field in ("type", "message"):
         if raw.get(text_field) is not None and not isinstance(raw[text_field], str):
             raise ValueError(f"{where}.{text_field} must be a string")
+    if not isinstance(raw.get("echo", False), bool):
+        raise ValueError(f"{where}.echo must be true or false")
     return {
         "vendor": raw["vendor"], "status": status, "times": times,
-        "method": method.upper() if method else None, "path_prefix": path_prefix, "when": when,
+        "method": method.upper() if method else None, "path_prefix": path_prefix, "path": path, "when": when,
         "delay_s": _number(raw.get("delay_s", DEFAULT_TIMEOUT_DELAY_S), f"{where}.delay_s", minimum=0),
         "retry_after": retry_after, "type": raw.get("type"), "message": raw.get("message"),
+        "echo": raw.get("echo", False),
     }
 
 

@@ -12,6 +12,7 @@ sandbox, one SQLite file).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -22,12 +23,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+import sentry_sdk
 import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
+from sentry_sdk.transport import Transport
 from werkzeug.serving import make_server
 
 from relay.db import Database
 from relay.models import Delivery, Event, utcnow
+from relay.observability import init_sentry
 from sandbox import FIXTURES, SandboxSettings, serve_in_thread
 from schemas.events import EVENTS
 from web import create_app
@@ -224,6 +228,26 @@ def bare_app(tmp_path):
     """For what reaches neither a vendor nor a worker, built like `relay_app`: a SQLite store,
     the embedded broker, no vendor credentials; no Redis, no sandbox."""
     yield from _apps({"SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "RELAY_INSTANCE_PATH": str(tmp_path / "instance")})
+
+
+class SentryCapture(Transport):
+    """What Sentry would be sent, as text."""
+
+    def __init__(self):
+        super().__init__()
+        self.sent: list[str] = []
+
+    def capture_envelope(self, envelope):
+        self.sent.append(envelope.serialize().decode("utf-8", "replace"))
+
+
+@pytest.fixture
+def sentry(app):
+    """Sentry as the app would start it with a DSN, sending into a SentryCapture."""
+    capture = SentryCapture()
+    init_sentry(dataclasses.replace(app.config["RELAY"], sentry_dsn="http://key@127.0.0.1:9/1"), transport=capture)
+    yield capture
+    sentry_sdk.init()  # back to a disabled client for the other tests
 
 
 @pytest.fixture

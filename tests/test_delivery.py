@@ -11,6 +11,7 @@ from relay.models import Delivery, utcnow
 from tests.conftest import (
     TOKEN, deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
 )
+from web.cli import main
 from workers.classify import MAX_BACKOFF_S, backoff
 from workers.sprig.client import sprig_client
 
@@ -195,3 +196,28 @@ def test_no_log_line_carries_personal_data_or_secrets(client, app, sandbox, capl
                    "1 Example Street", TOKEN, "wrong-token", "sandbox-sprig-key",
                    "sandbox-spruce-token"):
         assert secret not in logged
+
+
+def _raises_with_personal_data(subscriber):
+    raise KeyError(subscriber.email)  # a message quoting the payload
+
+
+def test_an_unexpected_error_is_recorded_by_class_and_frames_without_its_message(
+        client, app, sandbox, sentry, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("workers.spruce.delivery.contact_body", _raises_with_personal_data)
+    post_event(client, load_fixture("reward_unlocked"))
+    assert deliver(app, delivery_to(app, "spruce").id) == "pending"  # retried: it may be transient
+
+    spruce = delivery_to(app, "spruce")
+    assert spruce.last_error.startswith("internal error (KeyError) at tests/test_delivery.py:")
+    assert spruce.last_error.endswith(" in _raises_with_personal_data")
+    assert any(f.startswith("workers/spruce/delivery.py:") and f.endswith(" in _find_or_create_contact")
+               for f in spruce.last_error_trace)
+    assert spruce.last_error_trace[0].startswith("workers/engine.py:")
+    shown = app.test_cli_runner().invoke(main, ["events", "show", str(spruce.event_id)]).output
+    assert "at workers/spruce/delivery.py:" in shown and "in _find_or_create_contact" in shown
+    [report] = [sent for sent in sentry.sent if '"exception"' in sent]
+    assert "_find_or_create_contact" in report  # the traceback, for Sentry to group
+    for text in (shown, report, spruce.last_error, "\n".join(r.getMessage() for r in caplog.records)):
+        assert "john.doe@email.com" not in text

@@ -437,7 +437,7 @@ def test_visibility_delays_imitate_eventual_consistency(spruce, sprig, box):
     assert spruce.get(f"/contacts/{contact['id']}").status_code == 200  # reads by id are immediate
     assert wait_until(lambda: len(spruce.get(items_url).json()["conversationItems"]) == 1)
     assert len(spruce.post("/contacts/search", json=search).json()["contacts"]) == 1
-    assert sprig.get("/v2/users/u1").status_code == 200
+    assert wait_until(lambda: sprig.get("/v2/users/u1").status_code == 200)  # posted a moment later
 
 
 # --- SparkLoop API v2 ----------------------------------------------------------------------------

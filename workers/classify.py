@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
+import traceback
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from workers.guard import THROTTLED_DEFAULT_WAIT_S
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind, RetryLater
@@ -22,6 +25,10 @@ log = logging.getLogger("relay.delivery")
 
 MAX_BACKOFF_S = 3600
 AUTH_RECHECK_S = 60.0
+MAX_FRAMES = 12
+# Frames are named from here: `workers/engine.py`, or `httpx/_client.py` for a library.
+_ROOTS = sorted({str(Path(__file__).resolve().parents[1]), *(p for p in sys.path if p.startswith("/"))},
+                key=len, reverse=True)
 
 
 class Action(StrEnum):
@@ -38,6 +45,7 @@ class Verdict:
     status_code: int | None = None
     wait_s: float | None = None  # None: the backoff decides
     slot: Slot | None = None  # the throttle slot reserved for the next try
+    trace: tuple[str, ...] = ()  # an unexpected error's frames, innermost last: where, never what
 
 
 def classify(exc: Exception) -> Verdict:
@@ -56,10 +64,25 @@ def classify(exc: Exception) -> Verdict:
         return Verdict(Action.FAIL, str(exc))
     if isinstance(exc, RetryLater):
         return Verdict(Action.RETRY, str(exc))
-    # A bug or an unexpected library error: retry, then fail visibly. Only the class name:
-    # messages of arbitrary exceptions may quote payload values.
-    log.error("delivery raised %s", type(exc).__name__)
-    return Verdict(Action.RETRY, f"internal error ({type(exc).__name__}); see worker logs")
+    # A bug or an unexpected library error: retry, then fail visibly. The class and the frames
+    # say what went wrong where; the message may quote payload values, so it is left out.
+    trace = frames(exc)
+    where = f" at {trace[-1]}" if trace else ""
+    log.error("delivery raised %s%s", type(exc).__name__, where)
+    return Verdict(Action.RETRY, f"internal error ({type(exc).__name__}){where}", trace=trace)
+
+
+def frames(exc: BaseException) -> tuple[str, ...]:
+    """`file:line in function` for the innermost frames of the exception's traceback."""
+    return tuple(f"{_short(frame.filename)}:{frame.lineno} in {frame.name}"
+                 for frame in traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:])
+
+
+def _short(filename: str) -> str:
+    for root in _ROOTS:
+        if root and filename.startswith(root + "/"):
+            return filename[len(root) + 1:]
+    return Path(filename).name
 
 
 def backoff(failures: int, base_s: float) -> float:

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
-from relay.observability import report
+from relay.observability import report, report_exception
 from relay.queue import enqueue_deliveries, queue_for
 from schemas.events import EVENTS, sends, validate_event
+from schemas.personal import personal_strings
 from workers import identity
 from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
@@ -47,7 +48,7 @@ def run_delivery(delivery_id: int, config: Config) -> str:
     ctx = DeliveryContext(
         delivery_id=delivery.id, event_id=event.id, event_type=event.type, data=data,
         subscribers=EVENTS[event.type].subscribers(data), received_at_ms=event.received_at_ms,
-        config=config, client=destination.client(config).paced(pacing),
+        config=config, client=destination.client(config).for_run(pacing, personal_strings(event.payload)),
         progress=Progress(delivery.progress or {}, delivery.step_times or {},
                           save=lambda steps, times: _save_progress(delivery_id, steps, times)),
     )
@@ -56,7 +57,10 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         with subject_locks(redis_client(config.redis_url), delivery.destination, subjects):
             outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
-        return _apply(delivery_id, classify(exc), config)
+        verdict = classify(exc)
+        if verdict.trace:
+            report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
+        return _apply(delivery_id, verdict, config)
     return _finish(delivery_id, superseded=outcome == DeliveryStatus.SUPERSEDED)
 
 
@@ -90,7 +94,7 @@ def _save_progress(delivery_id: int, steps: dict, times: dict) -> None:
 
 def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
     if verdict.action == Action.FAIL:
-        return _finish(delivery_id, failed=verdict.reason, status_code=verdict.status_code)
+        return _finish(delivery_id, failed=verdict.reason, status_code=verdict.status_code, trace=verdict.trace)
     deferred = verdict.action == Action.DEFER
     with session_scope() as session:
         delivery = _locked(session, delivery_id)
@@ -106,7 +110,8 @@ def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
             gave_up = f"gave up after {age_s / 3600:.1f} h"
         if gave_up:
             session.commit()
-            return _finish(delivery_id, failed=f"{gave_up}: {verdict.reason}", status_code=verdict.status_code)
+            return _finish(delivery_id, failed=f"{gave_up}: {verdict.reason}", status_code=verdict.status_code,
+                           trace=verdict.trace)
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
@@ -118,6 +123,7 @@ def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
         # lock) do not hide the vendor error that led to them.
         if not deferred or verdict.status_code is not None or not delivery.last_error:
             delivery.last_error, delivery.last_status_code = verdict.reason, verdict.status_code
+            delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
     log.info("delivery %s %s in %.1fs: %s", delivery_id, verdict.action, wait_s, verdict.reason)
     if wait_s <= COUNTDOWN_LIMIT_S:
@@ -126,7 +132,7 @@ def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
 
 
 def _finish(delivery_id: int, failed: str | None = None, status_code: int | None = None,
-            superseded: bool = False) -> str:
+            superseded: bool = False, trace: tuple[str, ...] = ()) -> str:
     status = (DeliveryStatus.FAILED if failed else
               DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
     now = utcnow()
@@ -136,6 +142,7 @@ def _finish(delivery_id: int, failed: str | None = None, status_code: int | None
         delivery.throttle_slot = None
         if failed:
             delivery.last_error, delivery.last_status_code = failed, status_code
+            delivery.last_error_trace = list(trace) or None
         session.flush()
         _roll_up(delivery.event)
         destination = delivery.destination

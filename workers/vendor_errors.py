@@ -17,6 +17,10 @@ from workers.outcomes import ErrorKind
 
 MAX_MESSAGE_CHARS = 200
 _EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+")
+# Seven or more digits, maybe with separators: a phone number, or a number that might be one.
+_PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
+# Shorter known values ("US", "2") would redact ordinary words; they identify no one.
+MIN_KNOWN_CHARS = 3
 _DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
 
 
@@ -82,9 +86,10 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def error_from_response(vendor: str, method: str, path: str, response: httpx.Response,
-                        secrets: tuple[str, ...] = ()) -> VendorError:
+                        redact: Redactor | None = None) -> VendorError:
     """The VendorError for a non-2xx response, with the vendor's message from its error body."""
     status, headers = response.status_code, response.headers
+    redact = redact or Redactor()
     error_type, message = _parse_error_body(response)
     kind = classify_status(status, headers) or ErrorKind.PERMANENT  # (only non-2xx answers get here)
     if vendor == "spruce" and status == 422 and _DUPLICATE.search(f"{error_type or ''} {message or ''}"):
@@ -96,8 +101,8 @@ def error_from_response(vendor: str, method: str, path: str, response: httpx.Res
     elif not message:
         message = response.reason_phrase or f"HTTP {status}"
     return VendorError(
-        vendor, kind, _safe(message, secrets), status=status, method=method, path=path,
-        error_type=_safe(error_type, secrets) if error_type else None,
+        vendor, kind, redact(message), status=status, method=method, path=path,
+        error_type=redact(error_type) if error_type else None,
         retry_after=retry_after_seconds(headers), request_id=headers.get("s-request-id"),
     )
 
@@ -151,13 +156,34 @@ def _parse_error_body(response: httpx.Response) -> tuple[str | None, str | None]
     return (str(error_type) if error_type else None), (str(message) if message else None)
 
 
-def _safe(text: str, secrets: tuple[str, ...]) -> str:
-    """One short line with no credential and no email address: vendors echo input in errors."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    text = _EMAIL.sub("<email>", " ".join(text.split()))
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+class Redactor:
+    """Makes vendor text safe to log, store and report. Validators quote what they were sent,
+    so every value Relay knows it sent (the request body's strings, the payload's personal
+    values, the credentials) is removed wherever it appears, in any case; emails and phone
+    numbers are removed by their shape, for what Relay cannot know. The vendor's error type,
+    field names, status and request id stay: they are what an operator needs."""
+
+    def __init__(self, known=()):
+        values = sorted({v.strip() for v in known if isinstance(v, str) and len(v.strip()) >= MIN_KNOWN_CHARS},
+                        key=len, reverse=True)
+        self._known = re.compile("|".join(f"(?<!\\w){re.escape(v)}(?!\\w)" for v in values),
+                                 re.IGNORECASE) if values else None
+
+    def __call__(self, text: str) -> str:
+        text = " ".join(text.split())
+        if self._known:
+            text = self._known.sub("<redacted>", text)
+        text = _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+        return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def strings_in(value) -> set[str]:
+    """Every string value in a request body (its keys are the vendor's field names)."""
+    if isinstance(value, dict):
+        return set().union(*(strings_in(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(strings_in(item) for item in value))
+    return {value} if isinstance(value, str) else set()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

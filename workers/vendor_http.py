@@ -19,7 +19,9 @@ import httpx
 from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
-from workers.vendor_errors import VendorError, error_from_exception, error_from_response, retry_after_seconds
+from workers.vendor_errors import (
+    Redactor, VendorError, error_from_exception, error_from_response, retry_after_seconds, strings_in,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -71,11 +73,14 @@ class VendorHTTP:
             transport=transport,
         )
 
-    def request(self, method: str, path: str, *, pacing: Pacing, path_params: dict[str, str] | None = None,
+    def request(self, method: str, path: str, *, pacing: Pacing, personal: frozenset[str] = frozenset(),
+                path_params: dict[str, str] | None = None,
                 params: dict[str, Any] | None = None, json: Any = None,
                 headers: dict[str, str] | None = None, ok_statuses: tuple[int, ...] = ()) -> httpx.Response:
         """Send one request; return the response if it is 2xx or in `ok_statuses`, else raise
-        VendorError. `path` is a template filled from `path_params`, each fully URL-encoded."""
+        VendorError. `path` is a template filled from `path_params`, each fully URL-encoded;
+        `personal` are values the vendor's error text must not carry (what the body holds is
+        removed too)."""
         url = path.format(**{k: quote(str(v), safe="") for k, v in (path_params or {}).items()})
         if self.guard:
             self.guard.before(pacing)
@@ -91,7 +96,8 @@ class VendorHTTP:
         self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
                         response.headers.get("s-request-id", "-"))
         ok = response.is_success or response.status_code in ok_statuses
-        err = None if ok else error_from_response(self.vendor, method, path, response, self._secrets)
+        err = None if ok else error_from_response(
+            self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json))))
         if self.guard:
             self.guard.after(err.kind if err else None, rate.remaining, rate.daily_remaining,
                              err.retry_after if err else None)
@@ -122,20 +128,23 @@ def _int(value: str | None) -> int | None:
 
 class VendorClient:
     """What every vendor client shares around its VendorHTTP. A client is made once per
-    process and account (connections are reused); `paced()` gives a view of it for one
+    process and account (connections are reused); `for_run` gives a view of it for one
     delivery run, whose calls use that run's throttle lane and reserved slot."""
 
     vendor: str
     _http: VendorHTTP
     _pacing: Pacing | None = None
+    _personal: frozenset[str] = frozenset()
 
-    def paced(self, pacing: Pacing):
+    def for_run(self, pacing: Pacing, personal=()):
+        """This client for one run: its calls use `pacing`, and no error text they produce
+        carries any of `personal` (the payload's personal values)."""
         view = copy.copy(self)
-        view._pacing = pacing
+        view._pacing, view._personal = pacing, frozenset(personal)
         return view
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return self._http.request(method, path, pacing=self._pacing or Pacing(), **kwargs)
+        return self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
 
     @property
     def last_rate_limit(self) -> RateLimitHeaders | None:

@@ -162,7 +162,7 @@ def fetch_page(client: SparkLoopClient, page: int, per_page: int, say: Callable[
     pacing, deferrals, throttled, failures = Pacing(lane=Lane.LIVE), 0, 0, 0
     while True:
         try:
-            return client.paced(pacing).list_subscribers(page, per_page)
+            return client.for_run(pacing).list_subscribers(page, per_page)
         except (VendorError, Deferred) as exc:
             verdict = classify(exc)
             if verdict.action == Action.FAIL or verdict.kind == ErrorKind.AUTH:

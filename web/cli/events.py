@@ -93,6 +93,8 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
         if d["last_error"]:
             label = "last error" if d["status"] != DeliveryStatus.SUCCEEDED else "earlier error (since resolved)"
             out.print(f"    {label}: {d['last_error']}", markup=False)
+            for frame in reversed(d["last_error_trace"] or []):
+                out.print(f"      at {frame}", markup=False)
         if d["progress"]:
             done = ", ".join(step if result is True else f"{step} ({result})"
                              for step, result in sorted(d["progress"].items()))
@@ -214,6 +216,7 @@ def event_summary(event: Event, full: bool = False) -> dict:
             slot = d.throttle_slot if d.status == DeliveryStatus.PENDING else None
             summary_delivery |= {
                 "created_at": when(d.created_at), "progress": dict(d.progress or {}),
+                "last_error_trace": d.last_error_trace,
                 "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, timezone.utc)) if slot else None,
             }
     return summary

@@ -1,15 +1,9 @@
-"""Masking personal data in stored payloads before an operator's terminal shows them.
-
-An allow-list, not a deny-list: SparkLoop adds fields without notice, and an unknown field is
-more likely to be personal than not. Only identifiers, counts, flags and dates pass through.
-"""
+"""Masking personal data in stored payloads before an operator's terminal shows them: every
+value not under an allow-listed key (schemas.personal) is masked."""
 from __future__ import annotations
 
-SHOWN_KEYS = frozenset({
-    "type", "id", "uuid", "campaign_id", "offer_id", "referral_code", "ref_code", "referrer_code",
-    "referred", "referral_status", "tot_referrals", "next_reward", "referrals", "recurring",
-    "created_at", "origin", "coupon_code", "reward_variant_name", "reward_variant_sku", "status",
-})
+from schemas.personal import NOT_PERSONAL_KEYS
+
 MASK = "***"
 
 
@@ -18,7 +12,7 @@ def mask_personal_data(value, key: str | None = None):
         return {k: mask_personal_data(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_personal_data(item, key) for item in value]
-    if value is None or isinstance(value, bool) or key in SHOWN_KEYS:
+    if value is None or isinstance(value, bool) or key in NOT_PERSONAL_KEYS:
         return value
     if isinstance(value, str) and "@" in value:
         local, _, domain = value.partition("@")
