@@ -213,3 +213,13 @@ def test_readyz_is_503_naming_the_broker_when_redis_is_down(bare_app):
     body = response.get_json()
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["broker"].startswith("unreachable")
+
+
+def test_the_openapi_document_describes_the_endpoint_from_the_registry(bare_app):
+    from openapi_spec_validator import validate
+
+    document = bare_app().test_client().get("/openapi.json").get_json()
+    validate(document)
+    body = document["paths"]["/webhooks/sparkloop"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["discriminator"]["mapping"]) == set(EVENTS)
+    assert set(document["paths"]["/webhooks/sparkloop"]["post"]["responses"]) == {"200", "400", "401", "413", "503"}

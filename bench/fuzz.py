@@ -1,0 +1,125 @@
+"""The webhook under hostile input, at scale: the test suite's property-based cases (random
+JSON trees, mutated documented examples, random headers; tests/payloads.py), ten thousand or
+more per store, through the real endpoint on SQLite and on PostgreSQL, then the accepted events
+delivered to the sandbox; then schemathesis against the endpoint's own /openapi.json over
+real HTTP.
+
+    python bench/fuzz.py [--cases 10000] [--schemathesis-examples 500]
+
+Prints the tally of answers by status and of event states, per store; exits 1 on any 5xx, any
+400 without field errors, any accepted event not stored or not finished, or any schemathesis
+failure. Needs the machine's PostgreSQL (it recreates the database `relay_bench_fuzz`) and
+Redis (it flushes db 14).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
+from tests.conftest import events, fresh_services, make_app, migrated_from_scratch, run_pending  # noqa: E402
+from tests.payloads import bodies, headers  # noqa: E402
+from tests.test_fuzz import TERMINAL, check_answer  # noqa: E402
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_fuzz"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=10_000, help="property-based cases per store")
+    parser.add_argument("--schemathesis-examples", type=int, default=500,
+                        help="schemathesis examples per operation (0: skip it)")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per case otherwise
+    workdir = Path(tempfile.mkdtemp(prefix="relay-fuzz-"))
+    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
+    failures = 0
+    try:
+        for store, url in (("sqlite", f"sqlite:///{workdir / 'fuzz.sqlite3'}"), ("postgresql", migrated_from_scratch(PG_URL))):
+            env = fresh_services(url, REDIS_URL, sandbox, workdir / store) | {"RELAY_RETRY_MAX_ATTEMPTS": "2"}
+            failures += fuzz(store, make_app(env), args.cases)
+        if args.schemathesis_examples:
+            env = fresh_services(f"sqlite:///{workdir / 'st.sqlite3'}", REDIS_URL, sandbox, workdir / "st")
+            failures += run_schemathesis(make_app(env), env["SPARKLOOP_WEBHOOK_TOKEN"], args.schemathesis_examples)
+    finally:
+        sandbox.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("result:", "ok" if not failures else f"{failures} failing run(s)")
+    return 1 if failures else 0
+
+
+def fuzz(store: str, app, cases: int) -> int:
+    client, tally, problems = app.test_client(), Counter(), []
+    started = time.monotonic()
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(body=bodies, header_set=headers)
+    def post(body, header_set):
+        raw = body.encode("utf-8", "surrogatepass")
+        response = client.post("/webhooks/sparkloop", data=raw, headers=header_set)
+        try:
+            tally[check_answer(app, raw, response)] += 1
+        except AssertionError as failed:
+            tally[str(response.status_code)] += 1
+            problems.append(str(failed)[:300])
+
+    post()
+    posted_s = time.monotonic() - started
+    run_pending(app, rounds=4)
+    states = Counter(e.status for e in events(app))
+    unfinished = {s: n for s, n in states.items() if s not in TERMINAL}
+    print(f"{store}: {sum(tally.values())} cases in {posted_s:.0f} s; answers "
+          + ", ".join(f"{status} {n}" for status, n in sorted(tally.items()))
+          + "; events " + ", ".join(f"{s} {n}" for s, n in sorted(states.items())))
+    for problem in problems[:10]:
+        print("  problem:", problem)
+    if unfinished:
+        print("  not finished:", unfinished)
+    app.extensions["relay.db"].dispose()
+    return int(bool(problems or unfinished or any(int(s) >= 500 for s in tally)))
+
+
+def run_schemathesis(app, token: str, examples: int) -> int:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/openapi.json"
+    schemathesis = str(Path(sys.executable).with_name("schemathesis"))
+    if not Path(schemathesis).exists():
+        print("schemathesis: not installed (python -m pip install -e '.[bench]')")
+        return 1
+    try:
+        result = subprocess.run(
+            [schemathesis, "run", url, "--header", f"SparkLoop-Token: {token}",
+             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+             "--max-examples", str(examples), "--phases", "examples,coverage,fuzzing", "--no-color"],
+            capture_output=True, text=True, timeout=1800, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    summary = [line for line in result.stdout.splitlines() if line.strip()][-12:]
+    print("schemathesis:", f"exit {result.returncode}")
+    for line in summary:
+        print("  " + line)
+    return int(result.returncode != 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
