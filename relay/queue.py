@@ -23,7 +23,7 @@ log = logging.getLogger("relay.queue")
 
 DELIVER_TASK = "relay.deliver"
 SWEEP_TASK = "relay.sweep"
-SWEEP_INTERVAL = timedelta(seconds=30)
+SWEEP_INTERVAL = timedelta(seconds=10)
 LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
@@ -76,7 +76,9 @@ def _transport_options(broker_url: str, instance_path: str) -> dict:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
         }
-    return {"socket_connect_timeout": 3, "socket_timeout": 10, "visibility_timeout": 3600}
+    # max_retries: a publish tries to connect once, not for broker_connection_timeout (3 s) twice
+    # over: with Redis down a webhook is answered at once, and the sweep enqueues it later.
+    return {"socket_connect_timeout": 3, "socket_timeout": 10, "visibility_timeout": 3600, "max_retries": 1}
 
 
 def queue_for(lane: str) -> str:

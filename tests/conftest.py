@@ -36,6 +36,7 @@ from sandbox import FIXTURES, SandboxSettings, serve_in_thread
 from schemas.events import EVENTS
 from web import create_app
 from workers.engine import run_delivery
+from workers.sweep import sweep
 
 # SparkLoop's documented examples, one file each (reward_unlocked has two shapes), and the
 # registered event types it publishes no example of (their payloads are not invented here).
@@ -297,6 +298,12 @@ def deliver(app, delivery_id: int) -> str:
     """Run one delivery in this process, as a worker's task would."""
     with app.app_context():
         return run_delivery(delivery_id, app.config["RELAY"])
+
+
+def run_sweep(app, now=None) -> dict[str, int]:
+    """One sweep, as beat would run it."""
+    with app.app_context():
+        return sweep(app.config["RELAY"], now=now)
 
 
 def sandbox_state(sandbox) -> dict:

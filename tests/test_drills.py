@@ -23,10 +23,9 @@ import sqlalchemy as sa
 from relay.models import Delivery, DeliveryStatus, utcnow
 from tests.conftest import (
     deliveries, empty_postgres, events, fresh_services, load_fixture, migrated_from_scratch, post_event,
-    require_service, sandbox_state, wait_for,
+    require_service, run_sweep, sandbox_state, wait_for,
 )
 from web import create_app
-from workers.sweep import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 # Not the suite's `test` database and Redis 15: see `drill_services`.
@@ -211,13 +210,11 @@ def test_a_worker_killed_mid_delivery_loses_and_duplicates_nothing(drill, sandbo
     # The dead worker's message stays unacknowledged in Redis for the broker's visibility
     # timeout (an hour): only the sweep brings the delivery back, once its lease ran out.
     let_five_minutes_pass(app, drill.env["REDIS_URL"])
-    with app.app_context():
-        assert sweep()["released"] == len(victims)
+    assert run_sweep(app)["released"] == len(victims)
     drill.start_worker("successor")
 
     def swept_and_done() -> bool:
-        with app.app_context():
-            sweep()  # beat is not running: the test is the sweep's clock
+        run_sweep(app)  # beat is not running: the test is the sweep's clock
         return all_events_done(app)
 
     assert wait_for(swept_and_done, timeout=45, interval=1.0), drill.worker_logs()

@@ -3,20 +3,23 @@ and recovery when Redis loses its messages."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import redis
+import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 
 from relay.models import Delivery, utcnow
 from schemas.events import sends, validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
-    deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state, wait_for,
+    deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, run_sweep, sandbox_state,
+    wait_for,
 )
 from workers.spruce.client import spruce_client
 from workers.spruce.delivery import CONVERSATION, NOTE, NOTE_FIRST_ATTEMPT
-from workers.sweep import sweep
+from workers.sweep import OVERDUE
 
 
 def unlock(referrals: int) -> dict:
@@ -101,8 +104,8 @@ def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app
 def test_a_vendor_outage_opens_the_breaker_then_everything_completes(relay_app, sandbox, caplog):
     caplog.set_level(logging.INFO)
     app = relay_app(RELAY_BREAKER_COOLDOWN="1s", SPRUCE_API_TOKEN="")
-    sandbox.configure(faults=[{"vendor": "sprig", "status": 502, "times": 6, "method": "POST",
-                               "path_prefix": "/v2/users"}])
+    # Sprig is down for reads and writes alike.
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 502, "times": 6, "path_prefix": "/v2/users"}])
     for referrals in (1, 2, 3, 4):
         post_event(app.test_client(), unlock(referrals))
     run_pending(app, rounds=40, honour_waits=True)
@@ -117,20 +120,28 @@ def test_a_vendor_outage_opens_the_breaker_then_everything_completes(relay_app, 
 
 
 def test_after_a_redis_flush_the_sweep_recovers_every_pending_delivery(app, client, redis_url, sandbox):
+    run_sweep(app)  # the sweep's marker is in Redis
     for referrals in (1, 2, 3):
         post_event(client, unlock(referrals))
     assert all(d.enqueued_at is not None for d in deliveries(app))
-    redis.Redis.from_url(redis_url).flushdb()  # the queued messages are gone
+    assert run_sweep(app)["enqueued"] == 0  # enqueued moments ago, and Redis still knows them
+    redis.Redis.from_url(redis_url).flushdb()  # the queued messages are gone, the marker too
 
     with start_worker(app.extensions["celery"], pool="threads", concurrency=2,
                       perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
-        with app.app_context():
-            assert sweep()["enqueued"] == 0  # enqueued moments ago: not presumed lost yet
-            assert sweep(now=utcnow() + timedelta(minutes=6))["enqueued"] == 6
+        assert run_sweep(app) == {"released": 0, "enqueued": 6, "broker_forgot": 1}  # at once
         assert wait_for(lambda: [e.status for e in events(app)] == ["done"] * 3)
     assert len(sandbox_state(sandbox)["spruce"]["items"]) == 1
     [conversation] = sandbox_state(sandbox)["spruce"]["conversations"]
     assert len(sandbox_state(sandbox)["spruce"]["items"][conversation["id"]]) == 3
+
+
+def test_a_due_delivery_whose_message_was_lost_is_enqueued_again(app, client):
+    run_sweep(app)
+    post_event(client, unlock(1))
+    assert run_sweep(app)["enqueued"] == 0  # its message is in the queue, presumably
+    later = utcnow() + OVERDUE + timedelta(seconds=1)
+    assert run_sweep(app, now=later)["enqueued"] == 2  # due, not taken for too long: lost
 
 
 def test_two_events_for_one_new_subscriber_create_one_contact(app, client, sandbox):
@@ -174,3 +185,82 @@ def test_a_paced_multi_step_delivery_moves_forward_with_every_call_it_spends(rel
              if r["vendor"] == "spruce"]
     assert sorted(calls) == [("GET", "conversations"), ("POST", "contacts"), ("POST", "conversations"),
                              ("POST", "messages"), ("POST", "search")]
+
+
+def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url, monkeypatch):
+    from workers import lease
+    from workers.engine import _claim
+    from workers.locks import subject_locks
+
+    monkeypatch.setattr(lease, "RENEW_EVERY_S", 0.1)
+    post_event(client, unlock(1))
+    r = redis.Redis.from_url(redis_url)
+    with app.app_context():
+        claim, _, _ = _claim(sprig_delivery_ids(app)[0])
+        first = deliveries(app)[0].lease_expires_at
+        with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
+            r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out
+            with lease.kept_alive(claim, locks, app.extensions["relay.db"]):
+                time.sleep(0.6)  # longer than that: only a renewal keeps it
+            assert r.pttl(locks[0].name) > 10_000
+    assert deliveries(app)[0].lease_expires_at > first
+
+
+def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
+    from workers.engine import _claim, _finish
+
+    post_event(client, unlock(1))
+    delivery_id = sprig_delivery_ids(app)[0]
+    with app.app_context():
+        stale, _, _ = _claim(delivery_id)
+        with app.extensions["relay.db"].session() as session:  # its worker froze past the lease
+            session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
+                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            session.commit()
+    assert run_sweep(app)["released"] == 1
+    with app.app_context():
+        current, _, _ = _claim(delivery_id)
+        assert _finish(stale) == "skipped"  # the stale run comes back: its outcome is dropped
+        assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
+        assert _finish(current) == "succeeded"
+
+
+def test_a_sprig_event_whose_answer_was_lost_is_not_counted_twice(client, app, sandbox):
+    # Sprig processes the upsert, then the answer is lost (a 500 in its place).
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 500, "times": 1, "method": "POST",
+                               "path_prefix": "/v2/users", "when": "after"}])
+    post_event(client, unlock(3))
+    sprig_id = sprig_delivery_ids(app)[0]
+    assert deliver(app, sprig_id) == "pending"
+    run_pending(app)
+
+    sprig = delivery_to(app, "sprig")
+    assert sprig.status == "succeeded" and sprig.progress["sprig.events.subscriber"] == "found-in-sprig"
+    [event] = sandbox_state(sandbox)["sprig"]["users"]["john.doe@email.com"]["events"]
+    assert event["count"] == 1
+
+
+def test_a_sprig_event_refused_with_a_429_is_sent_again_without_a_read(client, app, sandbox):
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 429, "times": 1, "method": "POST",
+                               "path_prefix": "/v2/users", "retry_after": 0}])
+    post_event(client, unlock(3))
+    run_pending(app)
+    assert delivery_to(app, "sprig").status == "succeeded"
+    methods = [r["method"] for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
+    assert methods == ["POST", "POST"]  # no read-back: a 429 means nothing landed
+    [event] = sandbox_state(sandbox)["sprig"]["users"]["john.doe@email.com"]["events"]
+    assert event["count"] == 1
+
+
+def test_a_sprig_delivery_the_throttle_held_back_sends_without_reading_back(relay_app, sandbox):
+    app = relay_app(SPRIG_RATE_LIMIT="2/1s", SPRUCE_API_TOKEN="")  # one call every 500 ms
+    client = app.test_client()
+    for n in range(3):
+        payload = unlock(1)
+        payload["subscriber"].update(id=f"sub_paced{n}", email=f"paced{n}@example.com")
+        post_event(client, payload)
+    run_pending(app, rounds=8, honour_waits=True)
+    assert {d.status for d in deliveries(app)} == {"succeeded"}
+    assert sum(d.deferrals for d in deliveries(app)) >= 2  # the throttle held some back
+    methods = [r["method"] for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
+    assert methods == ["POST"] * 3

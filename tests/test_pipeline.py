@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 
 from relay.models import Delivery, utcnow
-from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, wait_for
-from workers.sweep import sweep
+from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, run_sweep, wait_for
 
 
 def test_posted_events_reach_the_sandbox_through_a_real_worker(app, server, worker, sandbox):
@@ -57,9 +56,8 @@ def test_broker_down_at_accept_then_the_sweep_delivers(relay_app, sandbox):
     up = relay_app()  # the broker is back
     with start_worker(up.extensions["celery"], pool="threads", concurrency=2,
                       perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
-        with up.app_context():
-            swept = sweep()
-            assert swept["enqueued"] == 2, (swept, [(d.status, d.enqueued_at, d.last_error) for d in deliveries(up)])
+        swept = run_sweep(up)
+        assert swept["enqueued"] == 2, (swept, [(d.status, d.enqueued_at, d.last_error) for d in deliveries(up)])
         assert wait_for(lambda: events(up)[0].status == "done")
     state = httpx.get(f"{sandbox.url}/_sandbox/state", timeout=5).json()
     assert "john.doe@email.com" in state["sprig"]["users"]
@@ -70,7 +68,5 @@ def test_sweep_releases_a_delivery_whose_worker_died(app):
     with app.extensions["relay.db"].session() as session:
         session.execute(sa.update(Delivery).values(status="in_flight", lease_expires_at=utcnow()))
         session.commit()
-    with app.app_context():
-        result = sweep()
-    assert result == {"released": 2, "enqueued": 2}
+    assert run_sweep(app) == {"released": 2, "enqueued": 2, "broker_forgot": 1}
     assert all(d.status == "pending" and d.enqueued_at is not None for d in deliveries(app))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import redis
+
 from workers.guard import THROTTLED_DEFAULT_WAIT_S
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind, RetryLater
 from workers.throttle import Slot
@@ -54,7 +56,8 @@ def classify(exc: Exception) -> Verdict:
     if isinstance(exc, VendorError):
         reason = str(exc)
         if exc.kind == ErrorKind.THROTTLED:
-            return Verdict(Action.DEFER, reason, exc.kind, exc.status, exc.retry_after or THROTTLED_DEFAULT_WAIT_S)
+            wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
+            return Verdict(Action.DEFER, reason, exc.kind, exc.status, wait_s)
         if exc.kind == ErrorKind.AUTH:  # the breaker is open for this account: wait for it
             return Verdict(Action.DEFER, reason, exc.kind, exc.status, AUTH_RECHECK_S)
         if exc.kind == ErrorKind.TRANSIENT:
@@ -64,6 +67,8 @@ def classify(exc: Exception) -> Verdict:
         return Verdict(Action.FAIL, str(exc))
     if isinstance(exc, RetryLater):
         return Verdict(Action.RETRY, str(exc))
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # Relay's own Redis is away
+        return Verdict(Action.RETRY, f"Redis unreachable ({type(exc).__name__})")
     # A bug or an unexpected library error: retry, then fail visibly. The class and the frames
     # say what went wrong where; the message may quote payload values, so it is left out.
     trace = frames(exc)

@@ -35,6 +35,10 @@ class Progress:
         self.times[name] = at_ms
         self._save(dict(self.steps), dict(self.times))
 
+    def forget(self, name: str) -> None:
+        if self.times.pop(name, None) is not None:
+            self._save(dict(self.steps), dict(self.times))
+
 
 @dataclass
 class DeliveryContext:

@@ -13,7 +13,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from relay.config import Config
-from relay.db import session_scope
+from relay.db import get_db, session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.observability import report, report_exception
 from relay.queue import enqueue_deliveries, queue_for
@@ -24,12 +24,12 @@ from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
 from workers.destinations import DESTINATIONS
 from workers.guard import redis_client
+from workers.lease import LEASE, Claim, kept_alive
 from workers.locks import subject_locks
 from workers.throttle import Pacing, Slot
 
 log = logging.getLogger("relay.delivery")
 
-LEASE = timedelta(minutes=5)
 COUNTDOWN_LIMIT_S = 300
 
 
@@ -38,10 +38,10 @@ def run_delivery(delivery_id: int, config: Config) -> str:
     claimed = _claim(delivery_id)
     if claimed is None:
         return "skipped"
-    delivery, event = claimed
+    claim, delivery, event = claimed
     _, data, errors = validate_event(event.payload)
     if errors is not None or data is None:
-        return _finish(delivery_id, failed="stored payload no longer validates; replay after a fix")
+        return _finish(claim, failed="stored payload no longer validates; replay after a fix")
 
     destination = DESTINATIONS[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
@@ -54,17 +54,18 @@ def run_delivery(delivery_id: int, config: Config) -> str:
     )
     subjects = [identity.subscriber_key(s) for _, s in ctx.subscribers]
     try:
-        with subject_locks(redis_client(config.redis_url), delivery.destination, subjects):
+        with subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks, \
+                kept_alive(claim, locks, get_db()):
             outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
-        return _apply(delivery_id, verdict, config)
-    return _finish(delivery_id, superseded=outcome == DeliveryStatus.SUPERSEDED)
+        return _apply(claim, verdict, config)
+    return _finish(claim, superseded=outcome == DeliveryStatus.SUPERSEDED)
 
 
-def _claim(delivery_id: int) -> tuple[Delivery, Event] | None:
+def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
     now = utcnow()
     with session_scope() as session:
         claimed = session.execute(
@@ -82,7 +83,7 @@ def _claim(delivery_id: int) -> tuple[Delivery, Event] | None:
         if event.status == EventStatus.RECEIVED:
             event.status = EventStatus.PROCESSING
         session.commit()
-        return delivery, event
+        return Claim(delivery_id, delivery.attempts), delivery, event
 
 
 def _save_progress(delivery_id: int, steps: dict, times: dict) -> None:
@@ -92,12 +93,14 @@ def _save_progress(delivery_id: int, steps: dict, times: dict) -> None:
         session.commit()
 
 
-def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
+def _apply(claim: Claim, verdict: Verdict, config: Config) -> str:
     if verdict.action == Action.FAIL:
-        return _finish(delivery_id, failed=verdict.reason, status_code=verdict.status_code, trace=verdict.trace)
+        return _finish(claim, failed=verdict.reason, status_code=verdict.status_code, trace=verdict.trace)
     deferred = verdict.action == Action.DEFER
     with session_scope() as session:
-        delivery = _locked(session, delivery_id)
+        delivery = _locked(session, claim)
+        if delivery is None:
+            return _lost(claim)
         if deferred:
             delivery.deferrals += 1
         # A replay starts a new life: its age counts from the replay.
@@ -110,7 +113,7 @@ def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
             gave_up = f"gave up after {age_s / 3600:.1f} h"
         if gave_up:
             session.commit()
-            return _finish(delivery_id, failed=f"{gave_up}: {verdict.reason}", status_code=verdict.status_code,
+            return _finish(claim, failed=f"{gave_up}: {verdict.reason}", status_code=verdict.status_code,
                            trace=verdict.trace)
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
@@ -125,19 +128,21 @@ def _apply(delivery_id: int, verdict: Verdict, config: Config) -> str:
             delivery.last_error, delivery.last_status_code = verdict.reason, verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
-    log.info("delivery %s %s in %.1fs: %s", delivery_id, verdict.action, wait_s, verdict.reason)
+    log.info("delivery %s %s in %.1fs: %s", claim.delivery_id, verdict.action, wait_s, verdict.reason)
     if wait_s <= COUNTDOWN_LIMIT_S:
-        enqueue_deliveries([delivery_id], countdown=wait_s, queue=queue)
+        enqueue_deliveries([claim.delivery_id], countdown=wait_s, queue=queue)
     return DeliveryStatus.PENDING
 
 
-def _finish(delivery_id: int, failed: str | None = None, status_code: int | None = None,
+def _finish(claim: Claim, failed: str | None = None, status_code: int | None = None,
             superseded: bool = False, trace: tuple[str, ...] = ()) -> str:
     status = (DeliveryStatus.FAILED if failed else
               DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
     now = utcnow()
     with session_scope() as session:
-        delivery = _locked(session, delivery_id)
+        delivery = _locked(session, claim)
+        if delivery is None:
+            return _lost(claim)
         delivery.status, delivery.finished_at, delivery.lease_expires_at = status, now, None
         delivery.throttle_slot = None
         if failed:
@@ -148,20 +153,27 @@ def _finish(delivery_id: int, failed: str | None = None, status_code: int | None
         destination = delivery.destination
         session.commit()
     if failed:
-        log.warning("delivery %s failed: %s", delivery_id, failed)
+        log.warning("delivery %s failed: %s", claim.delivery_id, failed)
         # Once per delivery, when it reaches the dead-letter state. The error text is Relay's
         # or the vendor's message, which never carries payload values.
         report(f"delivery to {destination} failed: {failed}", tags={"destination": destination},
-               extras={"delivery_id": delivery_id})
+               extras={"delivery_id": claim.delivery_id})
     return status
 
 
-def _locked(session, delivery_id: int) -> Delivery:
-    """The delivery, with its event row locked: two deliveries of one event finishing at once
-    must not both miss the other's result when rolling the event status up."""
-    event_id = session.scalar(sa.select(Delivery.event_id).where(Delivery.id == delivery_id))
+def _lost(claim: Claim) -> str:
+    # Another run holds the delivery now (this one's lease ran out): its outcome is the one.
+    log.warning("delivery %s: its lease was taken over; this run's outcome is dropped", claim.delivery_id)
+    return "skipped"
+
+
+def _locked(session, claim: Claim) -> Delivery | None:
+    """The delivery if this run still holds it, with its event row locked: two deliveries of
+    one event finishing at once must not both miss the other's result when rolling up."""
+    event_id = session.scalar(sa.select(Delivery.event_id).where(Delivery.id == claim.delivery_id))
     session.scalar(sa.select(Event).where(Event.id == event_id).with_for_update())
-    return session.get(Delivery, delivery_id)
+    delivery = session.get(Delivery, claim.delivery_id, populate_existing=True)
+    return delivery if claim.holds(delivery) else None
 
 
 def _roll_up(event: Event) -> None:

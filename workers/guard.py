@@ -42,7 +42,7 @@ class Guard:
         elif kind == ErrorKind.AUTH:
             self.breaker.failure(auth=True)
         elif kind == ErrorKind.THROTTLED:
-            self.throttle.push(retry_after or THROTTLED_DEFAULT_WAIT_S)
+            self.throttle.push(THROTTLED_DEFAULT_WAIT_S if retry_after is None else retry_after)
         else:  # success, permanent, duplicate: the vendor is up and answering
             self.breaker.success()
         self.throttle.observe(remaining)

@@ -1,26 +1,40 @@
-"""The periodic sweep (run by beat): recover work the broker does not hold.
+"""The periodic sweep (run by beat every 10 s): recover work the broker does not hold.
 
-- deliveries whose lease expired (their worker died mid-call) go back to pending;
-- pending deliveries that are due and not recently enqueued (broker down at accept time, a
-  long retry wait, a flushed Redis) are enqueued again.
+- deliveries whose lease expired (their worker died, or lost the store, mid-run) go back to
+  pending, at once;
+- pending deliveries due for more than OVERDUE and not enqueued within it are presumed lost
+  (a broker down at accept time, a worker killed with messages it had reserved, a long retry
+  wait) and enqueued again;
+- when Redis has lost its data (restarted empty: the marker the sweep keeps there is gone), no
+  message can be trusted, so every pending delivery is enqueued again as soon as it is due.
 A duplicate message is harmless: only one worker can claim a pending delivery.
 """
 from __future__ import annotations
 
+import logging
+import secrets
 from datetime import timedelta
 
+import redis
 import sqlalchemy as sa
 
+from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Lane, utcnow
 from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
+from workers.guard import redis_client
 
-REQUEUE_AFTER = timedelta(minutes=5)
+log = logging.getLogger("relay.sweep")
+
+OVERDUE = timedelta(seconds=20)
 BATCH = 500
+# Present while Redis keeps its data; a restart without persistence (or a flush) removes it.
+BROKER_MARKER = "relay:broker:alive"
 
 
-def sweep(now=None) -> dict[str, int]:
+def sweep(config: Config, now=None) -> dict[str, int]:
     now = now or utcnow()
+    forgotten = _broker_forgot(config)
     with session_scope() as session:
         released = session.execute(
             sa.update(Delivery)
@@ -28,15 +42,32 @@ def sweep(now=None) -> dict[str, int]:
             .values(status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now,
                     enqueued_at=None, last_error="worker lost during the attempt (lease expired)")
         ).rowcount
+        if forgotten:
+            session.execute(sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING)
+                            .values(enqueued_at=None))
         session.commit()
         due = session.execute(
             sa.select(Delivery.id, Delivery.lane)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now,
-                   sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - REQUEUE_AFTER))
+            .where(Delivery.status == DeliveryStatus.PENDING,
+                   sa.or_(Delivery.enqueued_at.is_(None),
+                          sa.and_(Delivery.next_attempt_at <= now - OVERDUE, Delivery.enqueued_at <= now - OVERDUE)),
+                   Delivery.next_attempt_at <= now)
             .order_by(Delivery.next_attempt_at)
             .limit(BATCH)
         ).all()
     live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
     catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
     enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
-    return {"released": released, "enqueued": enqueued}
+    return {"released": released, "enqueued": enqueued, "broker_forgot": int(forgotten)}
+
+
+def _broker_forgot(config: Config) -> bool:
+    """True once after Redis lost its data (and on the very first sweep, which costs nothing)."""
+    try:
+        forgot = bool(redis_client(config.redis_url).set(BROKER_MARKER, secrets.token_hex(8), nx=True))
+    except redis.RedisError as exc:  # the broker is away: nothing to enqueue into either
+        log.warning("sweep: broker unreachable (%s)", type(exc).__name__)
+        return False
+    if forgot:
+        log.warning("sweep: the broker holds none of Relay's marker: every pending delivery is enqueued again")
+    return forgot

@@ -16,4 +16,4 @@ def deliver(delivery_id: int) -> str:
 
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
-    return sweep()
+    return sweep(current_app.config["RELAY"])

@@ -10,6 +10,7 @@ from relay.db import get_db
 from web.cli.backfill import backfill_command
 from web.cli.events import events_group
 from web.cli.support import store_errors
+from web.cli.worker import worker_command
 
 
 @click.group(cls=FlaskGroup, create_app=create_base_app, add_default_commands=False,
@@ -45,3 +46,4 @@ def db_upgrade():
 
 main.add_command(events_group)
 main.add_command(backfill_command)
+main.add_command(worker_command)

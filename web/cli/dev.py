@@ -33,8 +33,8 @@ def run_dev(port: int, sandbox_port: int) -> None:
     with app.app_context():
         app.extensions["relay.db"].upgrade()
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--beat",
+    worker = subprocess.Popen(  # supervised, as the Procfile's worker: started again if it dies
+        [sys.executable, "-m", "web.cli", "worker", "--beat",
          "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
          "--schedule", str(Path(app.instance_path) / "celerybeat-schedule")],
         env=env,

@@ -1,0 +1,57 @@
+"""`relay worker` keeps its Celery worker running: a child that dies is started again at once,
+SIGTERM reaches the child, and a child that cannot even start is given up on (so that the
+platform shows the crash)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import wait_for
+
+CHILD = textwrap.dedent("""
+    import signal, sys, time
+    log = sys.argv[1]
+    starts = len(open(log).readlines()) if __import__("os").path.exists(log) else 0
+    open(log, "a").write("started\\n")
+    def stop(*_):
+        open(log, "a").write("terminated\\n")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    if starts < 2:
+        time.sleep(0.3)
+        sys.exit(3)  # died by itself, like a consumer that lost Redis
+    time.sleep(60)
+""")
+SUPERVISOR = textwrap.dedent("""
+    import sys
+    from web.cli import worker
+    worker.QUICK_DEATH_S = 0.1  # the child's 0.3 s count as having started
+    worker.RESTART_DELAYS_S = (0.1,)
+    sys.exit(worker.supervise([sys.executable, sys.argv[1], sys.argv[2]]))
+""")
+
+
+def test_a_worker_that_dies_is_started_again_and_sigterm_reaches_it(tmp_path):
+    child, log = tmp_path / "child.py", tmp_path / "starts.log"
+    child.write_text(CHILD)
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(child), str(log)])
+    try:
+        assert wait_for(lambda: log.exists() and log.read_text().count("started") == 3, timeout=20)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=20) == 0  # the child's own exit code, after its warm stop
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(timeout=10)
+    assert log.read_text().splitlines() == ["started", "started", "started", "terminated"]
+
+
+def test_a_worker_that_cannot_start_is_given_up_on(tmp_path):
+    from web.cli import worker
+
+    starts = tmp_path / "starts"
+    command = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x'); raise SystemExit(4)"]
+    assert worker.supervise(command, sleep=lambda _: None) == 4
+    assert starts.read_text() == "x" * worker.GIVE_UP_AFTER
