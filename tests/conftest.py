@@ -183,6 +183,29 @@ def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) ->
     }
 
 
+@pytest.fixture
+def drill_for(sandbox, tmp_path):
+    """`drill_for(database, redis_url)`: a drill (tests.drills.Drill) on a PostgreSQL database
+    and a Redis of its own, so that no other test process truncates, flushes or takes its work;
+    its processes are always stopped."""
+    from tests.drills import Drill
+
+    made = []
+
+    def build(database: str, redis_url: str) -> Drill:
+        url = f"{PG_URL.rsplit('/', 1)[0]}/{database}"
+        require_service("PostgreSQL", url)
+        migrated_from_scratch(url)
+        log_dir = tmp_path / "processes"
+        log_dir.mkdir(exist_ok=True)
+        made.append(Drill(fresh_services(url, redis_url, sandbox, tmp_path / "instance"), log_dir))
+        return made[-1]
+
+    yield build
+    for drill in made:
+        drill.stop()
+
+
 # --- apps ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,15 @@
+"""Workers die during a stream of webhooks (their process killed, or their whole machine gone):
+every event is done within 60 s of the last death, nothing is done twice, and `relay worker`
+has each killed worker running again. bench/drills.py runs it at full size."""
+from __future__ import annotations
+
+from tests.drills import HEAL_WITHIN_S, killed_workers
+
+
+def test_workers_killed_during_a_stream_lose_and_duplicate_nothing(drill_for, sandbox, redis_url):
+    drill = drill_for("relay_drill_workers", redis_url.rsplit("/", 1)[0] + "/7")
+    healed = killed_workers(drill, sandbox, subscribers=60, kill_every_s=3, kills=5)
+    assert healed.healed_s is not None and healed.healed_s <= HEAL_WITHIN_S, (healed, drill.logs())
+    assert healed.answers == {200: 60}
+    assert healed.duplicates == [], healed
+    assert healed.dead == [], (healed, drill.logs())
