@@ -218,6 +218,12 @@ def reward_event(event_type: str, n: int) -> dict:
     return payload
 
 
+def post_all(app, payloads: list[dict]) -> None:
+    client = app.test_client()
+    for payload in payloads:
+        assert post_event(client, payload).status_code == 200
+
+
 @dataclass
 class Stream:
     """Webhooks posted from a thread at a steady rate; a 503 (the store down) is posted again
