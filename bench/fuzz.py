@@ -2,7 +2,9 @@
 JSON trees, mutated documented examples, random headers; tests/payloads.py), ten thousand or
 more per store, through the real endpoint on SQLite and on PostgreSQL, then the accepted events
 delivered to the sandbox; then schemathesis against the endpoint's own /openapi.json over
-real HTTP.
+real HTTP; and, where the vendors' OpenAPI documents are at hand (../shared/vendors/openapi/),
+schemathesis against the sandbox's Sprig and Spruce with them: its answers must be the ones
+the vendors document.
 
     python bench/fuzz.py [--cases 10000] [--schemathesis-examples 500]
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def main() -> int:
         if args.schemathesis_examples:
             env = fresh_services(f"sqlite:///{workdir / 'st.sqlite3'}", REDIS_URL, sandbox, workdir / "st")
             failures += run_schemathesis(make_app(env), env["SPARKLOOP_WEBHOOK_TOKEN"], args.schemathesis_examples)
+            failures += run_schemathesis_on_sandbox(sandbox, args.schemathesis_examples)
     finally:
         sandbox.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -100,23 +102,48 @@ def run_schemathesis(app, token: str, examples: int) -> int:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.server_port}/openapi.json"
-    schemathesis = str(Path(sys.executable).with_name("schemathesis"))
-    if not Path(schemathesis).exists():
-        print("schemathesis: not installed (python -m pip install -e '.[bench]')")
-        return 1
     try:
-        result = subprocess.run(
-            [schemathesis, "run", url, "--header", f"SparkLoop-Token: {token}",
-             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-             "--max-examples", str(examples), "--phases", "examples,coverage,fuzzing", "--no-color"],
-            capture_output=True, text=True, timeout=1800, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+        return schemathesis("relay", [f"http://127.0.0.1:{server.server_port}/openapi.json",
+                                      "--header", f"SparkLoop-Token: {token}",
+                                      "--checks", "not_a_server_error,status_code_conformance,"
+                                      "content_type_conformance,response_schema_conformance"], examples)
     finally:
         server.shutdown()
         thread.join(timeout=10)
-    summary = [line for line in result.stdout.splitlines() if line.strip()][-12:]
-    print("schemathesis:", f"exit {result.returncode}")
-    for line in summary:
+
+
+# The operations the sandbox imitates; the rest of each document is not Relay's concern.
+SANDBOXED = {"sprig": ("/sprig", "API-Key sandbox-sprig-key", r"^/v2/users(/\{userId\})?$"),
+             "spruce": ("/spruce/v1", "Bearer sandbox-spruce-token",
+                        r"^/(contacts|contacts/search|contacts/\{contactId\}|contacts/\{contactId\}/conversations"
+                        r"|conversations|conversations/\{conversationId\}|conversations/\{conversationId\}/messages"
+                        r"|conversations/\{conversationId\}/items)$")}
+
+
+def run_schemathesis_on_sandbox(sandbox, examples: int) -> int:
+    documents = ROOT.parent / "shared" / "vendors" / "openapi"
+    if not documents.is_dir():
+        print("schemathesis on the sandbox: skipped (the vendors' OpenAPI documents are not here)")
+        return 0
+    sandbox.reset()
+    sandbox.configure(rate_limit={"sprig": {"limit": 1_000_000}, "spruce": {"limit": 1_000_000}})
+    failed = 0
+    for vendor, (prefix, authorization, paths) in SANDBOXED.items():
+        failed += schemathesis(f"the sandbox's {vendor}", [
+            str(documents / f"{vendor}.json"), "--url", sandbox.url + prefix, "--header", f"Authorization: {authorization}",
+            "--include-path-regex", paths, "--checks", "not_a_server_error,response_schema_conformance"], examples)
+    return failed
+
+
+def schemathesis(name: str, arguments: list[str], examples: int) -> int:
+    command = str(Path(sys.executable).with_name("schemathesis"))
+    if not Path(command).exists():
+        print(f"schemathesis ({name}): not installed (python -m pip install -e '.[bench]')")
+        return 1
+    result = subprocess.run([command, "run", *arguments, "--max-examples", str(examples), "--no-color"],
+                            capture_output=True, text=True, timeout=1800)
+    print(f"schemathesis ({name}): exit {result.returncode}")
+    for line in [line for line in result.stdout.splitlines() if line.strip()][-10:]:
         print("  " + line)
     return int(result.returncode != 0)
 

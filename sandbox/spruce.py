@@ -216,7 +216,7 @@ def _post(conversation: dict, message: dict) -> str:
     """Add a message as a conversation item; the caller holds the lock."""
     sandbox = state()
     request_id = sandbox.new_id("asyncRequest")
-    item = records.new_item(sandbox.new_id("ti"), conversation["id"], message, request_id)
+    item = records.new_item(sandbox.new_id("ti"), conversation["id"], message, request_id, _api_base())
     sandbox.items[conversation["id"]].append(item)
     sandbox.hide_for_a_while(item["id"], "spruce_items")
     conversation["lastMessageAt"] = item["createdAt"]

@@ -79,6 +79,8 @@ def new_contact(contact_id: str, api_base: str) -> dict:
         "emailAddresses": [], "phoneNumbers": [], "faxNumbers": [], "tags": [],
         "customContactFields": [], "organizationContactFields": [], "integrationLinks": [],
         "internalMemberIds": [], "hasAccount": False, "hasPendingInvite": False,
+        # Required by Spruce's OpenAPI document, which describes no such property: kept empty.
+        "customFields": [],
     }
 
 
@@ -286,11 +288,13 @@ def validate_message(body: Any, conversation_type: str) -> dict:
     return body
 
 
-def new_item(item_id: str, conversation_id: str, message: dict, request_id: str) -> dict:
+def new_item(item_id: str, conversation_id: str, message: dict, request_id: str, api_base: str) -> dict:
     created = now_iso()
     author = message.get("author")
     return {
         "id": item_id, "object": "conversationItem", "conversationId": conversation_id,
+        "apiURL": f"{api_base}/conversationItems/{item_id}",
+        "appURL": f"{APP_URL}/thread/{conversation_id}/message/{item_id}", "canDelete": True,
         "createdAt": created, "modifiedAt": created, "direction": "none",
         "text": "".join(e["value"] for e in message["body"] if e["type"] == "text"),
         "isInternalNote": bool(message.get("internal")), "requestId": request_id,

@@ -40,11 +40,13 @@ def openapi_document() -> dict:
     spec.components.security_scheme("SparkLoopToken", {"type": "apiKey", "in": "header", "name": "SparkLoop-Token"})
     spec.components.schema("Error", schema=ErrorSchema)
     spec.components.schema("FieldErrors", schema=FieldErrorsSchema)
-    names = {}
+    names, registered = {}, {}
     for event_type, spec_entry in sorted(EVENTS.items()):
-        name = "".join(part.capitalize() for part in event_type.split("_"))
-        spec.components.schema(name, schema=spec_entry.schema)
-        names[event_type] = f"#/components/schemas/{name}"
+        schema_class = type(spec_entry.schema)
+        if schema_class not in registered:  # two types may share one schema
+            registered[schema_class] = schema_class.__name__.removesuffix("Schema")
+            spec.components.schema(registered[schema_class], schema=spec_entry.schema)
+        names[event_type] = f"#/components/schemas/{registered[schema_class]}"
     spec.path(path="/webhooks/sparkloop", operations={"post": {
         "summary": "Receive one SparkLoop webhook",
         "description": ("Stored, then answered at once; delivery follows. An unknown `type` is stored "
