@@ -14,6 +14,7 @@ from relay.models import Event
 from schemas.events import raw_dedup_key
 from tests.conftest import events, run_pending
 from tests.payloads import bodies, headers
+from web.cli import main
 from web.ingest import plan_event
 
 CASES = int(os.environ.get("RELAY_FUZZ_CASES", "150"))
@@ -63,3 +64,13 @@ def test_no_input_answers_5xx_and_what_is_accepted_is_delivered(relay_app, sandb
     statuses = Counter(e.status for e in events(app))
     assert set(statuses) <= TERMINAL, statuses
     assert tally["200"] and tally["400"] and tally["401"], tally  # the cases reach every answer
+
+    # What was accepted can be shown, and replayed.
+    runner = app.test_cli_runner()
+    for event in events(app):
+        for args in (["events", "show", str(event.id)], ["events", "show", str(event.id), "--json", "--reveal"]):
+            shown = runner.invoke(main, args)
+            assert shown.exit_code == 0, (args, shown.output[-500:])
+    replayed = runner.invoke(main, ["events", "replay", "--status", "failed", "--status", "invalid",
+                                    "--status", "unhandled", "--force", "--yes"])
+    assert replayed.exit_code == 0, replayed.output[-500:]

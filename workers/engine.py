@@ -50,7 +50,7 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         subscribers=EVENTS[event.type].subscribers(data), received_at_ms=event.received_at_ms,
         config=config, client=destination.client(config).for_run(pacing, personal_strings(event.payload)),
         progress=Progress(delivery.progress or {}, delivery.step_times or {},
-                          save=lambda steps, times: _save_progress(delivery_id, steps, times)),
+                          save=lambda steps, times: _save_progress(claim, steps, times)),
     )
     subjects = [identity.subscriber_key(s) for _, s in ctx.subscribers]
     try:
@@ -86,10 +86,10 @@ def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
         return Claim(delivery_id, delivery.attempts), delivery, event
 
 
-def _save_progress(delivery_id: int, steps: dict, times: dict) -> None:
+def _save_progress(claim: Claim, steps: dict, times: dict) -> None:
+    # Fenced like every write of a run: a run whose lease was taken over records nothing.
     with session_scope() as session:
-        session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
-                        .values(progress=steps, step_times=times))
+        session.execute(sa.update(Delivery).where(claim.where()).values(progress=steps, step_times=times))
         session.commit()
 
 
