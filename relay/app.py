@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from relay.config import ConfigError, load_config
+from relay.config import DEV_WEBHOOK_TOKEN, ConfigError, load_config
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
@@ -16,7 +16,8 @@ from relay.queue import celery_init_app
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
     """Read and validate the environment once; attach the store and Celery.
 
-    Only the process that answers webhooks needs the SparkLoop token (require_webhook_token)."""
+    Only the process that answers webhooks needs the SparkLoop token (require_webhook_token);
+    with a store other than SQLite it must not be `relay dev`'s."""
     env = dict(os.environ if environ is None else environ)
     app = Flask("relay", instance_path=_instance_path(env))
     config = load_config(env, instance_path=app.instance_path)
@@ -25,10 +26,13 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
             "SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
             "(comma-separate two tokens while rotating)"
         )
+    if require_webhook_token and not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
+        raise ConfigError(f"SPARKLOOP_WEBHOOK_TOKEN is {DEV_WEBHOOK_TOKEN!r}, `relay dev`'s: set the token "
+                          "from SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)")
     app.config["RELAY"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["relay.db"] = Database(config.database_url)
-    configure_logging()
+    app.extensions["relay.db"] = Database(config.database_url, config.payload_keys)
+    configure_logging(config.log_format)
     init_sentry(config)
     celery_init_app(app)
     return app

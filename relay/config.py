@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,11 @@ DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
 DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"
 DEFAULT_SPARKLOOP_API_URL = "https://api.sparkloop.app/v2"
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+# `relay dev`'s webhook token: refused by a web process whose store is not SQLite.
+DEV_WEBHOOK_TOKEN = "relay-dev-token"
+LOG_FORMATS = ("json", "text")
+# Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
+RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
 _SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
@@ -68,6 +74,17 @@ class Config:
     sparkloop_rate_limit: CallRate = None  # type: ignore[assignment]
     retention_s: float = 30 * 86400.0
     retention_failed_s: float = 90 * 86400.0
+    log_format: str = "text"
+    metrics_token: str | None = None
+    sentry_environment: str = "production"
+    sentry_release: str | None = None
+    sentry_traces_sample_rate: float = 0.0
+    proxy_hops: int = 1
+    payload_keys: tuple[str, ...] = ()
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
 
     @property
     def configured_destinations(self) -> frozenset[str]:
@@ -118,7 +135,25 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         # `relay events purge` keeps terminal events this long; failed and invalid ones longer.
         retention_s=_duration(env, "RELAY_RETENTION", "30d"),
         retention_failed_s=_duration(env, "RELAY_RETENTION_FAILED", "90d"),
+        log_format=log_format(env),
+        metrics_token=_optional(env, "METRICS_TOKEN"),
+        sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or "production",
+        sentry_release=_optional(env, "SENTRY_RELEASE") or next(
+            (env[name].strip() for name in RELEASE_VARIABLES if env.get(name, "").strip()), None),
+        sentry_traces_sample_rate=_fraction(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0),
+        proxy_hops=_whole(env, "RELAY_PROXY_HOPS", 1),
+        payload_keys=_payload_keys(env.get("RELAY_PAYLOAD_KEYS", "")),
     )
+
+
+def log_format(env: dict[str, str]) -> str:
+    """LOG_FORMAT, else json when stderr is not a terminal (a PaaS, a container), text when it is."""
+    value = _optional(env, "LOG_FORMAT")
+    if value is None:
+        return "text" if sys.stderr.isatty() else "json"
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)} (got {value!r})")
+    return value
 
 
 def database_url(value: str | None, instance: Path) -> str:
@@ -182,6 +217,43 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be greater than zero (got {value})")
     return value
+
+
+def _whole(env: dict[str, str], name: str, default: int) -> int:
+    """A whole number, zero allowed."""
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, 0 or more (got {raw!r})")
+    return int(raw)
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number from 0 to 1 (got {raw!r})")
+    return value
+
+
+def _payload_keys(raw: str) -> tuple[str, ...]:
+    """RELAY_PAYLOAD_KEYS: Fernet keys, the first encrypting, all decrypting."""
+    from cryptography.fernet import Fernet
+
+    keys = tuple(_split(raw))
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError(f"RELAY_PAYLOAD_KEYS: key {position} is not a Fernet key (32 url-safe "
+                              "base64-encoded bytes; make one with `relay keys new`)") from None
+    return keys
 
 
 def _duration(env: dict[str, str], name: str, default: str) -> float:

@@ -14,8 +14,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, payload_keys: tuple[str, ...] = ()):
         self.url = url
+        self.payload_keys = payload_keys
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

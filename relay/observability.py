@@ -1,15 +1,137 @@
-"""Logging and Sentry, both kept free of personal data."""
+"""Logs and Sentry, both kept free of personal data.
+
+Logs: one handler on the root logger for every process (web, worker, beat, the CLI), JSON
+lines (python-json-logger) or text, as LOG_FORMAT says; Celery is told not to set up logging of
+its own, and gunicorn.conf.py takes `gunicorn_logconfig()`. A line's fields beyond the message
+(`event_id`, `delivery_id`, `destination`, `outcome`, …) come from `extra=`: identifiers and
+measurements, never a payload value.
+
+Sentry: the current `data_collection` API with nothing personal collected, sentry-sdk's
+EventScrubber, and a `before_send`/`before_breadcrumb` scrubber on top that removes emails,
+phone numbers and the values of personal or secret keys wherever they appear. sentry-sdk ignores
+its `event_scrubber` option once `data_collection` is given, so `before_send` runs the
+EventScrubber itself before Relay's own pass.
+"""
 from __future__ import annotations
 
 import logging
+import re
 
-from relay.config import Config
+from relay.config import Config, log_format
+
+__all__ = ["configure_logging", "gunicorn_logconfig", "init_sentry", "log_format", "report", "report_exception",
+           "scrub"]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = "{asctime}{levelname}{name}{message}"
+JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 
-def configure_logging() -> None:
+def _formatter(style: str) -> logging.Formatter:
+    if style == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(JSON_FIELDS, style="{", rename_fields=JSON_RENAMES)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(style: str) -> None:
+    """Every line of this process to stderr, in `style` (LOG_FORMAT: json or text)."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, "relay", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.relay = True
+        root.addHandler(handler)
+    handler.setFormatter(_formatter(style))
+    if root.level == logging.WARNING:  # Python's default: nothing set it yet
+        root.setLevel(logging.INFO)
     # httpx logs every request URL at INFO, and a Sprig user URL contains the user's email.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def gunicorn_logconfig(style: str) -> dict:
+    """gunicorn's own loggers (its errors and the access log), in the same format."""
+    formatter = ({"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "style": "{",
+                  "rename_fields": JSON_RENAMES} if style == "json" else {"format": TEXT_FORMAT})
+    handler = {"class": "logging.StreamHandler", "formatter": "relay", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"relay": formatter},
+        "handlers": {"console": handler},
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {name: {"level": "INFO", "handlers": ["console"], "propagate": False}
+                    for name in ("gunicorn.error", "gunicorn.access")},
+    }
+
+
+# --- Sentry -----------------------------------------------------------------------------------
+
+FILTERED = "[Filtered]"
+# Keys whose values are personal or secret in anything Sentry could be sent (payload fields,
+# vendor bodies, headers, URL parameters).
+PERSONAL_KEYS = frozenset({
+    "email", "emailaddress", "emailaddresses", "email_address", "name", "first_name", "last_name",
+    "given_name", "givenname", "family_name", "familyname", "displayname", "middlename", "phone",
+    "phone_number", "phonenumbers", "address", "shipping_details", "subscriber", "referrer", "lead",
+    "referral", "payload", "value", "text", "body", "data", "userid", "user_id",
+    "token", "api_key", "apikey", "x-api-key", "sparkloop-token", "authorization", "secret",
+    "password", "dsn", "key", "keys", "cookie", "set-cookie",
+})
+_EMAIL = re.compile(r"[^\s@<>\"'(),;:/?=&\[\]]+(?:@|%40)[^\s@<>\"'(),;:/?=&\[\]]+", re.IGNORECASE)
+_PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
+
+
+def scrub(value, key: str | None = None):
+    """`value` with personal data removed: the values of personal or secret keys, and emails
+    and phone numbers (also URL-encoded) in any text."""
+    if key is not None and key.lower().replace(" ", "_") in PERSONAL_KEYS:
+        return FILTERED if value not in (None, "", [], {}) else value
+    if isinstance(value, dict):
+        return {k: scrub(v, k if isinstance(k, str) else None) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(item) for item in value]
+    return _scrub_text(value)
+
+
+def _scrub_text(value):
+    """Emails and phone numbers out of every string, keys left as they are."""
+    if isinstance(value, dict):
+        return {k: _scrub_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_text(item) for item in value]
+    if isinstance(value, str):
+        return _PHONE.sub("<phone>", _EMAIL.sub("<email>", value))
+    return value
+
+
+# Where an event can hold what the app saw; the rest (SDK, runtime, frames) is Sentry's own.
+_SCRUBBED_BY_KEY = ("request", "extra", "breadcrumbs", "tags")
+
+
+def _event_scrubber():
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
+
+    return EventScrubber(denylist=[*DEFAULT_DENYLIST, *PERSONAL_KEYS], pii_denylist=DEFAULT_PII_DENYLIST,
+                         recursive=True)
+
+
+def _before_send(event, _hint, event_scrubber=None):
+    (event_scrubber or _event_scrubber()).scrub_event(event)
+    event.pop("user", None)
+    request = event.get("request")
+    if isinstance(request, dict):
+        for part in ("data", "cookies", "query_string"):
+            request.pop(part, None)
+    for section in _SCRUBBED_BY_KEY:
+        if section in event:
+            event[section] = scrub(event[section])
+    return _scrub_text(event)
+
+
+def _before_breadcrumb(crumb, _hint):
+    return scrub(crumb)
 
 
 def init_sentry(config: Config, transport=None) -> None:
@@ -21,19 +143,27 @@ def init_sentry(config: Config, transport=None) -> None:
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.flask import FlaskIntegration
 
+    event_scrubber = _event_scrubber()
     sentry_sdk.init(
         dsn=config.sentry_dsn,
         transport=transport,
-        integrations=[FlaskIntegration(), CeleryIntegration()],
+        environment=config.sentry_environment,
+        release=config.sentry_release,
+        traces_sample_rate=config.sentry_traces_sample_rate,
+        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False)],
         # Payloads carry names, emails and postal addresses bound for a healthcare platform.
-        send_default_pii=False,
+        data_collection={
+            "user_info": False, "http_bodies": [], "database_query_data": False, "queues": False,
+            "stack_frame_variables": False,
+        },
+        before_send=lambda event, hint: _before_send(event, hint, event_scrubber),
+        before_breadcrumb=_before_breadcrumb,
         max_request_body_size="never",
-        include_local_variables=False,
     )
 
 
 def report(message: str, level: str = "error", tags: dict[str, str] | None = None,
-           extras: dict | None = None) -> None:
+           extras: dict | None = None, fingerprint: list[str] | None = None) -> None:
     """One Sentry event; a no-op without SENTRY_DSN. `message` must carry no personal data."""
     import sentry_sdk
 
@@ -42,6 +172,8 @@ def report(message: str, level: str = "error", tags: dict[str, str] | None = Non
             scope.set_tag(name, value)
         for name, value in (extras or {}).items():
             scope.set_extra(name, value)
+        if fingerprint:
+            scope.fingerprint = fingerprint
         sentry_sdk.capture_message(message, level=level)
 
 

@@ -13,17 +13,20 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from celery import Celery, Task
+from celery.signals import setup_logging
 from flask import Flask, current_app
 from kombu import Queue
 
 from relay.db import session_scope
 from relay.models import Delivery, Lane, utcnow
+from relay.observability import configure_logging
 
 log = logging.getLogger("relay.queue")
 
 DELIVER_TASK = "relay.deliver"
 SWEEP_TASK = "relay.sweep"
 SWEEP_INTERVAL = timedelta(seconds=10)
+SOFT_SHUTDOWN_S = 20
 LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
@@ -56,9 +59,19 @@ def celery_init_app(app: Flask) -> Celery:
         task_queues=[Queue(LIVE_QUEUE), Queue(CATCH_UP_QUEUE)],
         task_default_queue=LIVE_QUEUE,
         imports=[TASK_MODULE],
+        # SIGTERM (a deploy; Heroku sends SIGKILL 30 s later): tasks under way get 20 s to
+        # finish; then they are stopped, and their deliveries handed back at once (workers.engine).
+        worker_soft_shutdown_timeout=SOFT_SHUTDOWN_S,
+        # celery-redbeat (beat -S redbeat.RedBeatScheduler): a lock in Redis keeps a second beat idle.
+        redbeat_redis_url=config.redis_url,
+        redbeat_lock_timeout=int(SWEEP_INTERVAL.total_seconds() * 5),
     )
     if config.broker_url.startswith("rediss://"):
         celery_app.conf.broker_use_ssl = {"ssl_cert_reqs": config.redis_ssl_cert_reqs}
+    # Celery's own lines go through Relay's handler, in LOG_FORMAT, instead of its own setup.
+    celery_app.conf.worker_hijack_root_logger = False
+    setup_logging.connect(lambda **_: configure_logging(config.log_format), weak=False,
+                          dispatch_uid="relay-logging")
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

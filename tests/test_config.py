@@ -99,11 +99,15 @@ def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
     try:
-        create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path), "SENTRY_DSN": "http://key@127.0.0.1:9/1"})
+        create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path), "SENTRY_DSN": "http://key@127.0.0.1:9/1",
+                         "SOURCE_VERSION": "a1b2c3", "SENTRY_ENVIRONMENT": "staging"})
         client = sentry_sdk.get_client()
         assert client.is_active()
-        assert client.options["send_default_pii"] is False
-        assert client.options["max_request_body_size"] == "never"
+        options = client.options
+        assert options["data_collection"]["user_info"] is False and options["data_collection"]["http_bodies"] == []
+        assert options["send_default_pii"] is None  # the deprecated option is left alone
+        assert (options["release"], options["environment"], options["traces_sample_rate"]) == ("a1b2c3", "staging", 0.0)
+        assert options["max_request_body_size"] == "never"
         assert {"flask", "celery"} <= set(client.integrations)
     finally:
         sentry_sdk.init()  # back to a disabled client for the other tests

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import wait_for
-from web.cli.dev import DEV_TOKEN, SAMPLE
+from relay.config import DEV_WEBHOOK_TOKEN
+from web.cli.dev import SAMPLE
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",
@@ -46,7 +47,7 @@ def test_relay_dev_delivers_the_example_to_the_sandbox(tmp_path):
         def posted() -> bool:
             try:
                 return httpx.post(url, content=SAMPLE.read_bytes(), timeout=5, headers={
-                    "SparkLoop-Token": DEV_TOKEN, "Content-Type": "application/json"}).status_code == 200
+                    "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code == 200
             except httpx.HTTPError:
                 return False
 

@@ -13,10 +13,11 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     """The webhook intake and health checks; needs SPARKLOOP_WEBHOOK_TOKEN."""
     app = create_base_app(environ, require_webhook_token=True)
     from web.health import bp as health_bp
+    from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
     from web.webhooks import bp as webhooks_bp
 
-    for blueprint in (health_bp, webhooks_bp, openapi_bp):
+    for blueprint in (health_bp, webhooks_bp, openapi_bp, metrics_bp):
         app.register_blueprint(blueprint)
     return app
 

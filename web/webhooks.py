@@ -1,8 +1,11 @@
-"""POST /webhooks/sparkloop: check the token, parse, store, answer 200, then enqueue."""
+"""POST /webhooks/sparkloop: check the token, parse, store, answer 200, then enqueue. Every
+answer is counted (relay_webhooks_total{type,outcome}) and logged once, with the event's id,
+type and outcome and the time it took: never a payload value."""
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -10,7 +13,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import storable
 from relay.db import session_scope
+from relay.metrics import metrics_for
+from relay.models import EventStatus
 from relay.queue import enqueue_deliveries
+from schemas.events import EVENTS
 from web.ingest import ingest
 
 bp = Blueprint("webhooks", __name__)
@@ -19,43 +25,53 @@ log = logging.getLogger("relay.webhooks")
 
 @bp.post("/webhooks/sparkloop")
 def receive_sparkloop():
+    started = time.monotonic()
     config = current_app.config["RELAY"]
     if not _token_matches(request.headers.get("SparkLoop-Token", ""), config.webhook_tokens):
-        log.warning("webhook rejected: missing or wrong SparkLoop-Token")
-        return _error(401, "missing or invalid SparkLoop-Token header")
+        return _answer(started, "unauthorized", None, None, 401, error="missing or invalid SparkLoop-Token header")
 
     raw_body = request.get_data(cache=False)
     try:
         payload = storable.loads(raw_body)
     except storable.NotStorable as refused:
-        return jsonify(error=refused.message, fields=refused.fields), 400
+        return _answer(started, "bad_request", None, None, 400, error=refused.message, fields=refused.fields)
     if not isinstance(payload, dict):
-        return jsonify(error="request body must be a JSON object",
-                       fields={"_body": ["Not a JSON object."]}), 400
+        return _answer(started, "bad_request", None, None, 400, error="request body must be a JSON object",
+                       fields={"_body": ["Not a JSON object."]})
 
     try:
         with session_scope() as session:
             result = ingest(session, payload, raw_body, config)
     except (OperationalError, InterfaceError) as exc:
-        log.error("database unavailable, webhook refused with 503 (%s)", type(exc).__name__)
-        return _error(503, "database unavailable, please retry")
+        log.error("database unavailable (%s)", type(exc).__name__)
+        return _answer(started, "unavailable", payload, None, 503, error="database unavailable, please retry")
 
     if result.errors is not None:  # the same answer for the same invalid payload, every time
-        log.info("event %s %s as invalid", result.event_id, "was stored" if result.duplicate else "stored")
-        return jsonify(error="payload failed validation", event_id=result.event_id,
-                       fields=result.errors), 400
+        return _answer(started, "invalid", payload, result.event_id, 400, error="payload failed validation",
+                       event_id=result.event_id, fields=result.errors)
     if result.duplicate:
-        log.info("duplicate webhook ignored")
-        return "", 200
-    log.info("event %s stored as %s", result.event_id, result.status)
+        return _answer(started, "duplicate", payload, result.event_id, 200)
     enqueue_deliveries(result.delivery_ids)
-    return "", 200
+    outcome = "unhandled" if result.status == EventStatus.UNHANDLED else "accepted"
+    return _answer(started, outcome, payload, result.event_id, 200)
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)
 def body_too_large(_exc):
     limit = current_app.config["RELAY"].max_body_bytes
-    return _error(413, f"request body exceeds the {limit} byte limit")
+    return _answer(time.monotonic(), "too_large", None, None, 413, error=f"request body exceeds the {limit} byte limit")
+
+
+def _answer(started: float, outcome: str, payload: dict | None, stored_id: int | None, status: int, **body):
+    event_type = payload.get("type") if isinstance(payload, dict) else None
+    # Bounded: no label a sender makes up.
+    type_label = event_type if isinstance(event_type, str) and event_type in EVENTS else "unknown"
+    metrics_for(current_app.config["RELAY"].redis_url).count("relay_webhooks_total", type=type_label, outcome=outcome)
+    level = logging.WARNING if status == 401 else logging.INFO
+    log.log(level, "webhook %s: %s", outcome, status, extra={
+        "event_id": stored_id, "event_type": type_label, "outcome": outcome, "http_status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+    return (jsonify(**body), status) if body else ("", status)
 
 
 def _token_matches(given: str, tokens: tuple[str, ...]) -> bool:
@@ -63,7 +79,3 @@ def _token_matches(given: str, tokens: tuple[str, ...]) -> bool:
     # Compare against every token (no early exit) so timing reveals neither token nor position.
     matches = [hmac.compare_digest(given_bytes, token.encode()) for token in tokens]
     return bool(given) and any(matches)
-
-
-def _error(status: int, message: str):
-    return jsonify(error=message), status

@@ -7,6 +7,7 @@ import logging
 
 import redis
 
+from relay.metrics import Metrics
 from relay.observability import report
 from workers.outcomes import Deferred
 
@@ -15,8 +16,8 @@ log = logging.getLogger("relay.breaker")
 
 class Breaker:
     def __init__(self, client: redis.Redis, account: str, threshold: int = 5,
-                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0):
-        self._client, self.account = client, account
+                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0, metrics: Metrics | None = None):
+        self._client, self.account, self._metrics = client, account, metrics
         self.threshold, self.cooldown_s, self.auth_cooldown_s = threshold, cooldown_s, auth_cooldown_s
         base = f"relay:breaker:{account}"
         self._failures, self._open, self._probe = f"{base}:failures", f"{base}:open", f"{base}:probe"
@@ -28,11 +29,11 @@ class Breaker:
         caller holds the half-open probe (its call's outcome decides)."""
         open_ms = self._client.pttl(self._open)
         if open_ms > 0:
-            raise Deferred(open_ms / 1000, f"circuit open for {self._vendor()}")
+            raise Deferred(open_ms / 1000, f"circuit open for {self.vendor}")
         if not self._client.exists(self._was_open):
             return False
         if not self._client.set(self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
-            raise Deferred(2.0, f"circuit half-open for {self._vendor()}: a probe is running")
+            raise Deferred(2.0, f"circuit half-open for {self.vendor}: a probe is running")
         return True
 
     def release_probe(self) -> None:
@@ -42,7 +43,8 @@ class Breaker:
     def success(self) -> None:
         self._client.delete(self._failures, self._probe)
         if self._client.delete(self._was_open):
-            log.warning("circuit closed for %s: calls resume", self._vendor())
+            log.warning("circuit closed for %s: calls resume", self.vendor, extra={"vendor": self.vendor})
+            self._gauge(0)
 
     def failure(self, auth: bool = False) -> None:
         self._client.delete(self._probe)
@@ -62,10 +64,16 @@ class Breaker:
     def _trip(self, cooldown_s: float, why: str) -> None:
         self._client.set(self._open, 1, px=int(cooldown_s * 1000))
         if self._client.set(self._was_open, 1, nx=True, ex=86400):  # only its creator logs
-            log.warning("circuit opened for %s for %.0fs: %s", self._vendor(), cooldown_s, why)
-            report(f"Relay stopped calling {self._vendor()}: {why}", level="warning",
-                   tags={"vendor": self._vendor()})
+            log.warning("circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why, extra={"vendor": self.vendor})
+            report(f"Relay stopped calling {self.vendor}: {why}", level="warning", tags={"vendor": self.vendor},
+                   fingerprint=["breaker-opened", self.vendor])
+            self._gauge(1)
         self._client.delete(self._failures)
 
-    def _vendor(self) -> str:
+    @property
+    def vendor(self) -> str:
         return self.account.split(":")[0]
+
+    def _gauge(self, value: int) -> None:
+        if self._metrics is not None:
+            self._metrics.set("relay_breaker_open", value, vendor=self.vendor)

@@ -47,6 +47,7 @@ class Verdict:
     status_code: int | None = None
     wait_s: float | None = None  # None: the backoff decides
     slot: Slot | None = None  # the throttle slot reserved for the next try
+    request_id: str | None = None  # the vendor's, when it answered
     trace: tuple[str, ...] = ()  # an unexpected error's frames, innermost last: where, never what
 
 
@@ -54,15 +55,15 @@ def classify(exc: Exception) -> Verdict:
     if isinstance(exc, Deferred):
         return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
     if isinstance(exc, VendorError):
-        reason = str(exc)
+        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id}
         if exc.kind == ErrorKind.THROTTLED:
             wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
-            return Verdict(Action.DEFER, reason, exc.kind, exc.status, wait_s)
+            return Verdict(Action.DEFER, wait_s=wait_s, **answer)
         if exc.kind == ErrorKind.AUTH:  # the breaker is open for this account: wait for it
-            return Verdict(Action.DEFER, reason, exc.kind, exc.status, AUTH_RECHECK_S)
+            return Verdict(Action.DEFER, wait_s=AUTH_RECHECK_S, **answer)
         if exc.kind == ErrorKind.TRANSIENT:
-            return Verdict(Action.RETRY, reason, exc.kind, exc.status)
-        return Verdict(Action.FAIL, reason, exc.kind, exc.status)
+            return Verdict(Action.RETRY, **answer)
+        return Verdict(Action.FAIL, **answer)
     if isinstance(exc, DeliveryFailed):
         return Verdict(Action.FAIL, str(exc))
     if isinstance(exc, RetryLater):

@@ -8,23 +8,26 @@ visibility timeout again and again.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from relay.config import Config
 from relay.db import get_db, session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
+from relay.metrics import metrics_for
 from relay.observability import report, report_exception
 from relay.queue import enqueue_deliveries, queue_for
+from relay.shared_redis import redis_client
 from schemas.events import EVENTS, sends, validate_event
 from schemas.personal import personal_strings
 from workers import identity
 from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
 from workers.destinations import DESTINATIONS
-from workers.guard import redis_client
-from workers.lease import LEASE, Claim, kept_alive
+from workers.lease import LEASE, Claim, handed_back_if_stopped, kept_alive
 from workers.locks import subject_locks
 from workers.throttle import Pacing, Slot
 
@@ -33,36 +36,51 @@ log = logging.getLogger("relay.delivery")
 COUNTDOWN_LIMIT_S = 300
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a delivery, for the outcome's log line and metrics."""
+    claim: Claim
+    event_id: int
+    event_type: str
+    destination: str
+    received_at: datetime
+    started: float = field(default_factory=time.monotonic)
+
+
 def run_delivery(delivery_id: int, config: Config) -> str:
-    """Perform delivery `delivery_id` if it is due and pending; return its resulting status."""
+    """Perform delivery `delivery_id` if it is due and pending; return the run's outcome:
+    succeeded, superseded, failed, retried, deferred, or skipped (not due, or not ours)."""
     claimed = _claim(delivery_id)
     if claimed is None:
         return "skipped"
     claim, delivery, event = claimed
+    run = Run(claim, event.id, event.type, delivery.destination, event.received_at)
     _, data, errors = validate_event(event.payload)
     if errors is not None or data is None:
-        return _finish(claim, failed="stored payload no longer validates; replay after a fix")
+        return _finish(run, config, failed=Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix"))
 
     destination = DESTINATIONS[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
+    client = destination.client(config).for_run(pacing, personal_strings(event.payload))
     ctx = DeliveryContext(
         delivery_id=delivery.id, event_id=event.id, event_type=event.type, data=data,
         subscribers=EVENTS[event.type].subscribers(data), received_at_ms=event.received_at_ms,
-        config=config, client=destination.client(config).for_run(pacing, personal_strings(event.payload)),
+        config=config, client=client,
         progress=Progress(delivery.progress or {}, delivery.step_times or {},
                           save=lambda steps, times: _save_progress(claim, steps, times)),
     )
     subjects = [identity.subscriber_key(s) for _, s in ctx.subscribers]
     try:
-        with subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks, \
+        with handed_back_if_stopped(claim, get_db()), \
+                subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks, \
                 kept_alive(claim, locks, get_db()):
             outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
-        return _apply(claim, verdict, config)
-    return _finish(claim, superseded=outcome == DeliveryStatus.SUPERSEDED)
+        return _apply(run, verdict, config)
+    return _finish(run, config, superseded=outcome == DeliveryStatus.SUPERSEDED, request_id=client.last_request_id)
 
 
 def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
@@ -93,14 +111,14 @@ def _save_progress(claim: Claim, steps: dict, times: dict) -> None:
         session.commit()
 
 
-def _apply(claim: Claim, verdict: Verdict, config: Config) -> str:
+def _apply(run: Run, verdict: Verdict, config: Config) -> str:
     if verdict.action == Action.FAIL:
-        return _finish(claim, failed=verdict.reason, status_code=verdict.status_code, trace=verdict.trace)
+        return _finish(run, config, failed=verdict)
     deferred = verdict.action == Action.DEFER
     with session_scope() as session:
-        delivery = _locked(session, claim)
+        delivery = _locked(session, run.claim)
         if delivery is None:
-            return _lost(claim)
+            return _lost(run)
         if deferred:
             delivery.deferrals += 1
         # A replay starts a new life: its age counts from the replay.
@@ -113,8 +131,7 @@ def _apply(claim: Claim, verdict: Verdict, config: Config) -> str:
             gave_up = f"gave up after {age_s / 3600:.1f} h"
         if gave_up:
             session.commit()
-            return _finish(claim, failed=f"{gave_up}: {verdict.reason}", status_code=verdict.status_code,
-                           trace=verdict.trace)
+            return _finish(run, config, failed=replace(verdict, reason=f"{gave_up}: {verdict.reason}"))
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
@@ -128,42 +145,65 @@ def _apply(claim: Claim, verdict: Verdict, config: Config) -> str:
             delivery.last_error, delivery.last_status_code = verdict.reason, verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
-    log.info("delivery %s %s in %.1fs: %s", claim.delivery_id, verdict.action, wait_s, verdict.reason)
+    outcome = "deferred" if deferred else "retried"
+    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason}", verdict)
     if wait_s <= COUNTDOWN_LIMIT_S:
-        enqueue_deliveries([claim.delivery_id], countdown=wait_s, queue=queue)
-    return DeliveryStatus.PENDING
+        enqueue_deliveries([run.claim.delivery_id], countdown=wait_s, queue=queue)
+    return outcome
 
 
-def _finish(claim: Claim, failed: str | None = None, status_code: int | None = None,
-            superseded: bool = False, trace: tuple[str, ...] = ()) -> str:
+def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded: bool = False,
+            request_id: str | None = None) -> str:
     status = (DeliveryStatus.FAILED if failed else
               DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
-    now = utcnow()
     with session_scope() as session:
-        delivery = _locked(session, claim)
+        delivery = _locked(session, run.claim)
         if delivery is None:
-            return _lost(claim)
-        delivery.status, delivery.finished_at, delivery.lease_expires_at = status, now, None
+            return _lost(run)
+        delivery.status, delivery.finished_at, delivery.lease_expires_at = status, utcnow(), None
         delivery.throttle_slot = None
         if failed:
-            delivery.last_error, delivery.last_status_code = failed, status_code
-            delivery.last_error_trace = list(trace) or None
+            delivery.last_error, delivery.last_status_code = failed.reason, failed.status_code
+            delivery.last_error_trace = list(failed.trace) or None
         session.flush()
         _roll_up(delivery.event)
-        destination = delivery.destination
+        attempts = delivery.attempts
         session.commit()
+    _record(run, config, status, failed.reason if failed else "", failed, request_id, finished=True)
     if failed:
-        log.warning("delivery %s failed: %s", claim.delivery_id, failed)
-        # Once per delivery, when it reaches the dead-letter state. The error text is Relay's
-        # or the vendor's message, which never carries payload values.
-        report(f"delivery to {destination} failed: {failed}", tags={"destination": destination},
-               extras={"delivery_id": claim.delivery_id})
+        kind = failed.kind or ("internal" if failed.trace else "relay")
+        # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
+        # The reason is Relay's or the vendor's scrubbed message: no payload value.
+        report(f"delivery to {run.destination} failed: {failed.reason}",
+               tags={"destination": run.destination, "event_type": run.event_type, "error_kind": kind,
+                     "attempts": str(attempts)},
+               extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},
+               fingerprint=["delivery-failed", run.destination, kind, str(failed.status_code or "")])
     return status
 
 
-def _lost(claim: Claim) -> str:
+def _record(run: Run, config: Config, outcome: str, detail: str, verdict: Verdict | None = None,
+            request_id: str | None = None, finished: bool = False) -> None:
+    """The run's one log line and its metrics."""
+    metrics = metrics_for(config.redis_url)
+    metrics.count("relay_deliveries_total", destination=run.destination, outcome=outcome)
+    if finished:
+        metrics.observe("relay_delivery_latency_seconds", (utcnow() - run.received_at).total_seconds(),
+                        destination=run.destination)
+    level = logging.WARNING if outcome == DeliveryStatus.FAILED else logging.INFO
+    log.log(level, "delivery %s %s%s", run.claim.delivery_id, outcome, f" {detail}" if detail else "", extra={
+        "event_id": run.event_id, "delivery_id": run.claim.delivery_id, "destination": run.destination,
+        "event_type": run.event_type, "attempt": run.claim.attempt, "outcome": outcome,
+        "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
+        "vendor_status": verdict.status_code if verdict else None,
+        "vendor_request_id": (verdict.request_id if verdict else None) or request_id,
+    })
+
+
+def _lost(run: Run) -> str:
     # Another run holds the delivery now (this one's lease ran out): its outcome is the one.
-    log.warning("delivery %s: its lease was taken over; this run's outcome is dropped", claim.delivery_id)
+    log.warning("delivery %s: its lease was taken over; this run's outcome is dropped", run.claim.delivery_id,
+                extra={"delivery_id": run.claim.delivery_id, "outcome": "skipped"})
     return "skipped"
 
 

@@ -1,17 +1,12 @@
 """What wraps every vendor call: the account's breaker and throttle before it, their
-bookkeeping after it. Both live in Redis, shared by every process.
-
-Without REDIS_URL (`relay dev`), the same code runs on an in-process fakeredis: correct for the
-single worker process dev mode starts, not for several machines.
-"""
+bookkeeping after it. Both live in Redis, shared by every process (relay.shared_redis)."""
 from __future__ import annotations
 
 import hashlib
-from functools import cache
-
-import redis
 
 from relay.config import CallRate
+from relay.metrics import Metrics, metrics_for
+from relay.shared_redis import redis_client
 from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
 from workers.throttle import Pacing, Throttle
@@ -21,8 +16,8 @@ DAILY_EXHAUSTED_WAIT_S = 3600.0  # Spruce publishes no reset time for its daily 
 
 
 class Guard:
-    def __init__(self, throttle: Throttle, breaker: Breaker):
-        self.throttle, self.breaker = throttle, breaker
+    def __init__(self, throttle: Throttle, breaker: Breaker, metrics: Metrics | None = None):
+        self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
 
     def before(self, pacing: Pacing) -> None:
         """May raise Deferred: the breaker is open, or no throttle slot is free yet."""
@@ -32,6 +27,8 @@ class Guard:
         except Deferred:
             if probing:  # no call, no outcome: a probe left standing would block everyone
                 self.breaker.release_probe()
+            if self.metrics is not None:
+                self.metrics.count("relay_throttle_deferrals_total", vendor=self.breaker.vendor)
             raise
 
     def after(self, kind: ErrorKind | None, remaining: int | None = None,
@@ -52,17 +49,9 @@ class Guard:
 
 def guard_for(vendor: str, credential: str, redis_url: str | None, rate: CallRate,
               cooldown_s: float) -> Guard:
-    client, account = redis_client(redis_url), account_key(vendor, credential)
-    return Guard(Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s))
-
-
-@cache
-def redis_client(url: str | None) -> redis.Redis:
-    if url is None:
-        import fakeredis
-
-        return fakeredis.FakeRedis()
-    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    client, account, metrics = redis_client(redis_url), account_key(vendor, credential), metrics_for(redis_url)
+    return Guard(Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics),
+                 metrics)
 
 
 def account_key(vendor: str, credential: str) -> str:

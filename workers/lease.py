@@ -76,3 +76,47 @@ def kept_alive(claim: Claim, locks: list[redis.lock.Lock], db: Database):
     finally:
         stop.set()
         keeper.join(timeout=RENEW_EVERY_S * 2)
+
+
+# The claims this process is running, and the store each is in: what a stopping worker hands back.
+RUNNING: dict[Claim, Database] = {}
+
+
+def hand_back(claim: Claim, db: Database) -> None:
+    """Put a delivery this run will not finish back to pending at once, as a deferral (no
+    retry budget spent), for the sweep to enqueue: no one waits for its lease."""
+    with db.session() as session:
+        session.execute(sa.update(Delivery).where(claim.where()).values(
+            status=DeliveryStatus.PENDING, lease_expires_at=None, enqueued_at=None, next_attempt_at=utcnow(),
+            deferrals=Delivery.deferrals + 1))
+        session.commit()
+
+
+@contextmanager
+def handed_back_if_stopped(claim: Claim, db: Database):
+    """While the block runs, the claim is RUNNING; if the worker stops it (a warm shutdown that
+    ran out of time: SystemExit or Celery's own terminate exception), it is handed back."""
+    RUNNING[claim] = db
+    try:
+        yield
+    except BaseException as stop:
+        if not isinstance(stop, Exception):
+            hand_back_quietly(claim, db)
+        raise
+    finally:
+        RUNNING.pop(claim, None)
+
+
+def hand_back_all() -> None:
+    """For the worker's shutdown: hand back whatever is still running."""
+    for claim, db in list(RUNNING.items()):
+        hand_back_quietly(claim, db)
+
+
+def hand_back_quietly(claim: Claim, db: Database) -> None:
+    try:
+        hand_back(claim, db)
+        log.info("delivery %s handed back: the worker is stopping", claim.delivery_id,
+                 extra={"delivery_id": claim.delivery_id, "outcome": "handed_back"})
+    except Exception as exc:  # the lease will bring it back instead
+        log.warning("delivery %s not handed back (%s)", claim.delivery_id, type(exc).__name__)

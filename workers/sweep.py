@@ -22,7 +22,7 @@ from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Lane, utcnow
 from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
-from workers.guard import redis_client
+from relay.shared_redis import redis_client
 
 log = logging.getLogger("relay.sweep")
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown, worker_shutdown
 from flask import current_app
 
 from relay.queue import DELIVER_TASK, SWEEP_TASK
 from workers.engine import run_delivery
+from workers.lease import hand_back_all
 from workers.sweep import sweep
 
 
@@ -17,3 +19,10 @@ def deliver(delivery_id: int) -> str:
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
     return sweep(current_app.config["RELAY"])
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _hand_back_running(**_):
+    """A stopping worker (a deploy's SIGTERM) hands back what it did not finish."""
+    hand_back_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -62,6 +63,7 @@ class VendorHTTP:
                  auth_header: str = "Authorization"):
         self.vendor = vendor
         self.guard = guard
+        self.metrics = guard.metrics if guard else None
         self.timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout))
         self.last_rate_limit: RateLimitHeaders | None = None
         self._secrets = (secret, authorization)
@@ -84,14 +86,17 @@ class VendorHTTP:
         url = path.format(**{k: quote(str(v), safe="") for k, v in (path_params or {}).items()})
         if self.guard:
             self.guard.before(pacing)
+        started = time.monotonic()
         try:
             response = self._client.request(method, url, params=params, json=json, headers=headers)
         except httpx.RequestError as exc:
+            self._measure(started, "error")
             err = error_from_exception(self.vendor, method, path, exc, self.timeout)
             self._log.debug("%s %s failed: %s", method, path, err.message)
             if self.guard:
                 self.guard.after(err.kind)
             raise err from None
+        self._measure(started, str(response.status_code))
         rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
         self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
                         response.headers.get("s-request-id", "-"))
@@ -104,6 +109,11 @@ class VendorHTTP:
         if err:
             raise err
         return response
+
+    def _measure(self, started: float, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count("relay_vendor_requests_total", vendor=self.vendor, status=status)
+            self.metrics.observe("relay_vendor_request_duration_seconds", time.monotonic() - started, vendor=self.vendor)
 
     def json(self, method: str, path: str, response: httpx.Response) -> Any:
         """The JSON body of a success response. A 2xx that is not JSON (a proxy's HTML page)
@@ -143,8 +153,12 @@ class VendorClient:
         view._pacing, view._personal = pacing, frozenset(personal)
         return view
 
+    last_request_id: str | None = None  # of this view's latest answer
+
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
+        response = self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
+        self.last_request_id = response.headers.get("s-request-id")
+        return response
 
     @property
     def last_rate_limit(self) -> RateLimitHeaders | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
+from relay.config import DEV_WEBHOOK_TOKEN
 from sandbox import FIXTURES
 
-DEV_TOKEN = "relay-dev-token"
 SAMPLE = FIXTURES / "new_referral.json"
 
 
@@ -26,7 +26,8 @@ def run_dev(port: int, sandbox_port: int) -> None:
     from web import create_app
 
     env = dict(os.environ)
-    env.setdefault("SPARKLOOP_WEBHOOK_TOKEN", DEV_TOKEN)
+    env.setdefault("SPARKLOOP_WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN)
+    env.setdefault("LOG_FORMAT", "text")  # a terminal's reader, whatever stderr is
     sandbox, sandboxed = _start_sandbox_if_needed(env, sandbox_port)
     app = create_app(env)
     env["RELAY_INSTANCE_PATH"] = app.instance_path
@@ -91,7 +92,7 @@ def _stop(worker: subprocess.Popen) -> None:
 def _print_banner(port: int, env: dict, sandbox, sandboxed: dict) -> None:
     url = f"http://127.0.0.1:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
-    shown_token = token if token == DEV_TOKEN else "<your SPARKLOOP_WEBHOOK_TOKEN>"
+    shown_token = token if token == DEV_WEBHOOK_TOKEN else "<your SPARKLOOP_WEBHOOK_TOKEN>"
     lines = [
         "",
         f"Relay is running at {url}  (webhook: {url}/webhooks/sparkloop)",

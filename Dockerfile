@@ -1,0 +1,25 @@
+# One image for every Relay process. The default command is the web intake; the others run
+# the same image with another command (see the Procfile and docker-compose.yml):
+#   release: relay db upgrade
+#   worker:  relay worker --loglevel INFO --concurrency 4
+#   beat:    celery -A workers beat --loglevel INFO -S redbeat.RedBeatScheduler
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RELAY_INSTANCE_PATH=/app/instance
+
+WORKDIR /app
+
+# Every dependency is a wheel (psycopg[binary] included): no compiler needed. No test extras.
+COPY . .
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 relay \
+    && mkdir -p /app/instance \
+    && chown relay /app/instance
+
+USER relay
+
+EXPOSE 8000
+CMD ["gunicorn", "web:create_app()", "-c", "gunicorn.conf.py"]

@@ -1,0 +1,116 @@
+"""Relay's metrics, kept in Redis, so that one scrape of the web's GET /metrics shows what every
+process on every machine counted.
+
+Hand-written storage, prometheus-client's formatting: prometheus-client's multiprocess mode
+shares files between the processes of one machine, but on a PaaS the workers are other
+machines that cannot be scraped. So every process adds to counters and histogram buckets in
+Redis hashes (one pipeline per event), and sets the gauges it owns; the web's collector reads
+them at scrape time. Redis losing its data resets the counters, which Prometheus reads as a
+counter reset. Writing a metric never fails the work it measures.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from bisect import bisect_left
+from functools import cache
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from relay.shared_redis import redis_client
+
+log = logging.getLogger("relay.metrics")
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LATENCY = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+COUNTERS = {
+    "relay_webhooks_total": ("Webhooks answered, by event type and outcome.", ("type", "outcome")),
+    "relay_deliveries_total": ("Delivery runs by destination and outcome (succeeded, superseded, "
+                               "failed, retried, deferred).", ("destination", "outcome")),
+    "relay_vendor_requests_total": ("Vendor HTTP requests by vendor and answer status (error: no answer).",
+                                    ("vendor", "status")),
+    "relay_throttle_deferrals_total": ("Vendor calls the shared throttle held back, by vendor.", ("vendor",)),
+}
+HISTOGRAMS = {
+    "relay_vendor_request_duration_seconds": ("Vendor HTTP request time, by vendor.", ("vendor",), SECONDS),
+    "relay_delivery_latency_seconds": ("From the webhook's receipt to the delivery's end, by destination.",
+                                       ("destination",), LATENCY),
+}
+GAUGES = {
+    "relay_breaker_open": ("1 while the vendor's circuit breaker is open or half-open.", ("vendor",)),
+}
+_KEY = "relay:metrics:"
+
+
+class Metrics:
+    def __init__(self, client: redis.Redis):
+        self._client = client
+
+    def count(self, name: str, by: int = 1, **labels: str) -> None:
+        self._write(lambda pipe: pipe.hincrby(_KEY + name, _field(COUNTERS[name][1], labels), by))
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        _, names, buckets = HISTOGRAMS[name]
+        values = [str(labels[n]) for n in names]
+        bucket = bisect_left(buckets, value)
+        le = str(buckets[bucket]) if bucket < len(buckets) else "+Inf"
+
+        def write(pipe):
+            pipe.hincrby(_KEY + name, json.dumps([*values, le]), 1)
+            pipe.hincrbyfloat(_KEY + name, json.dumps([*values, "+sum"]), value)
+
+        self._write(write)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._write(lambda pipe: pipe.hset(_KEY + name, _field(GAUGES[name][1], labels), value))
+
+    def _write(self, commands) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            commands(pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("metric not recorded (%s)", type(exc).__name__)
+
+    def families(self):
+        """Everything stored, as prometheus-client metric families."""
+        for name, (documentation, labels) in COUNTERS.items():
+            family = CounterMetricFamily(name.removesuffix("_total"), documentation, labels=labels)
+            for values, count in self._read(name):
+                family.add_metric(values, float(count))
+            yield family
+        for name, (documentation, labels) in GAUGES.items():
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            for values, value in self._read(name):
+                family.add_metric(values, float(value))
+            yield family
+        for name, (documentation, labels, buckets) in HISTOGRAMS.items():
+            yield _histogram(name, documentation, labels, buckets, self._read(name))
+
+    def _read(self, name: str) -> list[tuple[list[str], bytes]]:
+        return [(json.loads(field), value) for field, value in self._client.hgetall(_KEY + name).items()]
+
+
+def _field(names: tuple[str, ...], labels: dict) -> str:
+    return json.dumps([str(labels[n]) for n in names])
+
+
+def _histogram(name, documentation, labels, buckets, stored) -> HistogramMetricFamily:
+    series: dict[tuple, dict] = {}
+    for key, value in stored:
+        *values, part = key
+        series.setdefault(tuple(values), {})[part] = float(value)
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for values, parts in sorted(series.items()):
+        cumulative, rows = 0.0, []
+        for bound in [*map(str, buckets), "+Inf"]:
+            cumulative += parts.get(bound, 0.0)
+            rows.append((bound, cumulative))
+        family.add_metric(list(values), rows, sum_value=parts.get("+sum", 0.0))
+    return family
+
+
+@cache
+def metrics_for(redis_url: str | None) -> Metrics:
+    return Metrics(redis_client(redis_url))

@@ -1,0 +1,17 @@
+"""The Redis every process shares (REDIS_URL): the broker, and the throttle, breaker, locks and
+metrics kept beside it. Without REDIS_URL (`relay dev`), an in-process fakeredis: correct for
+the one process that uses it, not across processes."""
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+
+
+@cache
+def redis_client(url: str | None) -> redis.Redis:
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeRedis()
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)

@@ -1,0 +1,76 @@
+"""GET /metrics: one scrape target for the whole deployment, its counters agreeing with the
+store, behind METRICS_TOKEN."""
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import FIXTURE_NAMES, deliveries, events, load_fixture, post_event, run_pending
+
+TOKEN = "metrics-token-123"
+
+
+def scrape(client, token: str | None = TOKEN) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.data
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))), 0.0)
+
+
+def test_the_counters_match_what_the_store_holds(relay_app, sandbox):
+    app = relay_app(METRICS_TOKEN=TOKEN)
+    client = app.test_client()
+    sandbox.configure(faults=[{"vendor": "spruce", "status": 400, "times": 1, "method": "POST",
+                               "path": "/contacts"}])  # one delivery fails
+    for name in FIXTURE_NAMES:
+        post_event(client, load_fixture(name))
+    post_event(client, {"type": "no_such_type"})
+    post_event(client, load_fixture("new_referral"), token="wrong")
+    run_pending(app)
+    samples = scrape(client)
+
+    stored = [d for d in deliveries(app)]
+    for outcome in ("succeeded", "failed"):
+        for destination in ("sprig", "spruce"):
+            expected = sum(1 for d in stored if d.status == outcome and d.destination == destination)
+            assert value(samples, "relay_deliveries_total", destination=destination, outcome=outcome) == expected
+    assert sum(1 for d in stored if d.status == "failed") == 1
+    received = len([e for e in events(app) if e.status != "unhandled"])
+    accepted = sum(value(samples, "relay_webhooks_total", type=t, outcome="accepted")
+                   for t in ("new_referral", "reward_unlocked", "reward_redeemed"))
+    duplicates = value(samples, "relay_webhooks_total", type="reward_unlocked", outcome="duplicate")
+    assert (accepted, duplicates) == (received, 1)  # the legacy reward_unlocked is the same event
+    assert value(samples, "relay_webhooks_total", type="unknown", outcome="unhandled") == 1
+    assert value(samples, "relay_webhooks_total", type="unknown", outcome="unauthorized") == 1
+    calls = sum(v for (name, labels), v in samples.items() if name == "relay_vendor_requests_total")
+    assert calls == len([r for r in sandbox.snapshot()["requests"] if r["vendor"] in ("sprig", "spruce")])
+    assert value(samples, "relay_vendor_requests_total", vendor="spruce", status="400") == 1
+    finished = sum(1 for d in stored if d.finished_at)
+    assert sum(value(samples, "relay_delivery_latency_seconds_count", destination=d) for d in ("sprig", "spruce")) == finished
+    assert value(samples, "relay_pending_deliveries") == 0 and value(samples, "relay_oldest_pending_seconds") == 0
+
+
+def test_the_backlog_and_the_breaker_are_gauges(relay_app, sandbox):
+    app = relay_app(SPRIG_API_KEY="revoked", SPRUCE_API_TOKEN="")
+    client = app.test_client()
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app, rounds=1)  # the key is refused: the breaker opens, the delivery waits
+    samples = scrape(client, token=None)  # no METRICS_TOKEN: open
+    assert value(samples, "relay_breaker_open", vendor="sprig") == 1
+    assert value(samples, "relay_pending_deliveries") == 1
+    assert value(samples, "relay_oldest_pending_seconds") > 0
+    assert value(samples, "relay_deliveries_total", destination="sprig", outcome="deferred") == 1
+
+
+def test_a_scrape_without_the_token_is_401_and_with_another_403(bare_app):
+    client = bare_app(METRICS_TOKEN=TOKEN).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
