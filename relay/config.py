@@ -143,12 +143,14 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         sentry_traces_sample_rate=_fraction(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0),
         proxy_hops=_whole(env, "RELAY_PROXY_HOPS", 1),
         payload_keys=_payload_keys(env.get("RELAY_PAYLOAD_KEYS", "")),
+        lookup_key=_lookup_key(env),
     )
 
 
-def log_format(env: dict[str, str]) -> str:
-    """LOG_FORMAT, else json when stderr is not a terminal (a PaaS, a container), text when it is."""
-    value = _optional(env, "LOG_FORMAT")
+def log_format(env: dict[str, str] | None = None) -> str:
+    """LOG_FORMAT (of `env`, else of this process), else json when stderr is not a terminal (a
+    PaaS, a container), text when it is."""
+    value = _optional(os.environ if env is None else env, "LOG_FORMAT")
     if value is None:
         return "text" if sys.stderr.isatty() else "json"
     if value not in LOG_FORMATS:

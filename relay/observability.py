@@ -14,13 +14,17 @@ EventScrubber itself before Relay's own pass.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import sys
+import time
 
 from relay.config import Config, log_format
 
-__all__ = ["configure_logging", "gunicorn_logconfig", "init_sentry", "log_format", "report", "report_exception",
-           "scrub"]
+__all__ = ["SWEEP_MONITOR", "check_in", "configure_logging", "gunicorn_logconfig", "init_sentry", "log_format",
+           "report", "report_exception", "say_as_json", "scrub"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}"
@@ -44,11 +48,23 @@ def configure_logging(style: str) -> None:
         handler.relay = True
         root.addHandler(handler)
     handler.setFormatter(_formatter(style))
+    logging.captureWarnings(True)  # Python's warnings are lines of this process too
     if root.level == logging.WARNING:  # Python's default: nothing set it yet
         root.setLevel(logging.INFO)
     # httpx logs every request URL at INFO, and a Sprig user URL contains the user's email.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def say_as_json(message: str, stream=sys.__stderr__) -> None:
+    """For celery.apps.worker.safe_say, which prints the worker's shutdown messages from its
+    signal handlers with os.write: the same, as one JSON line (no logging lock is taken)."""
+    line = json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "level": "WARNING",
+                       "logger": "celery.apps.worker", "message": message.strip()})
+    try:
+        os.write(stream.fileno(), f"{line}\n".encode())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def gunicorn_logconfig(style: str) -> dict:
@@ -120,6 +136,10 @@ def _event_scrubber():
 def _before_send(event, _hint, event_scrubber=None):
     (event_scrubber or _event_scrubber()).scrub_event(event)
     event.pop("user", None)
+    logentry = event.get("logentry")
+    if isinstance(logentry, dict):  # the template stays, its arguments go (see _before_breadcrumb)
+        logentry.pop("params", None)
+        logentry.pop("formatted", None)
     request = event.get("request")
     if isinstance(request, dict):
         for part in ("data", "cookies", "query_string"):
@@ -130,7 +150,13 @@ def _before_send(event, _hint, event_scrubber=None):
     return _scrub_text(event)
 
 
-def _before_breadcrumb(crumb, _hint):
+def _before_breadcrumb(crumb, hint):
+    # A log line's breadcrumb keeps its template, not its arguments: a name in free text is
+    # recognisable by no pattern, and a library's log line may quote one.
+    record = (hint or {}).get("log_record")
+    if record is not None and record.args:
+        crumb["message"] = str(record.msg)
+        crumb.pop("data", None)
     return scrub(crumb)
 
 
@@ -142,6 +168,7 @@ def init_sentry(config: Config, transport=None) -> None:
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.flask import FlaskIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
 
     event_scrubber = _event_scrubber()
     sentry_sdk.init(
@@ -150,7 +177,10 @@ def init_sentry(config: Config, transport=None) -> None:
         environment=config.sentry_environment,
         release=config.sentry_release,
         traces_sample_rate=config.sentry_traces_sample_rate,
-        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False)],
+        # Log lines are breadcrumbs, not events: Sentry's events are Relay's own reports (one per
+        # failed delivery, per breaker opening) and unhandled errors, each once.
+        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False),
+                      LoggingIntegration(level=logging.INFO, event_level=None)],
         # Payloads carry names, emails and postal addresses bound for a healthcare platform.
         data_collection={
             "user_info": False, "http_bodies": [], "database_query_data": False, "queues": False,
@@ -175,6 +205,29 @@ def report(message: str, level: str = "error", tags: dict[str, str] | None = Non
         if fingerprint:
             scope.fingerprint = fingerprint
         sentry_sdk.capture_message(message, level=level)
+
+
+# Sentry Crons: the sweep runs every 10 s; it checks in at most once a minute (check-ins are
+# rate limited), and Sentry alerts when two minutes pass without one (a second beat takes over a
+# dead one's lock within 50 s). Sentry creates the monitor from this config on the first check-in.
+SWEEP_MONITOR = "relay-sweep"
+SWEEP_MONITOR_CONFIG = {
+    "schedule": {"type": "interval", "value": 1, "unit": "minute"},
+    "checkin_margin": 2,
+    "max_runtime": 1,
+    "failure_issue_threshold": 1,
+    "recovery_threshold": 1,
+}
+
+
+def check_in(ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR,
+             monitor_config: dict = SWEEP_MONITOR_CONFIG) -> None:
+    """One check-in for a cron monitor; a no-op without SENTRY_DSN."""
+    from sentry_sdk.crons import capture_checkin
+    from sentry_sdk.crons.consts import MonitorStatus
+
+    capture_checkin(monitor_slug=monitor, status=MonitorStatus.OK if ok else MonitorStatus.ERROR,
+                    duration=duration_s, monitor_config=monitor_config)
 
 
 def report_exception(exc: BaseException, tags: dict[str, str] | None = None) -> None:

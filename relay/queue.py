@@ -19,7 +19,7 @@ from kombu import Queue
 
 from relay.db import session_scope
 from relay.models import Delivery, Lane, utcnow
-from relay.observability import configure_logging
+from relay.observability import configure_logging, say_as_json
 
 log = logging.getLogger("relay.queue")
 
@@ -63,18 +63,29 @@ def celery_init_app(app: Flask) -> Celery:
         # finish; then they are stopped, and their deliveries handed back at once (workers.engine).
         worker_soft_shutdown_timeout=SOFT_SHUTDOWN_S,
         # celery-redbeat (beat -S redbeat.RedBeatScheduler): a lock in Redis keeps a second beat idle.
+        # It is extended at every tick, hence a tick at least every sweep interval.
         redbeat_redis_url=config.redis_url,
+        redbeat_redis_options={},
         redbeat_lock_timeout=int(SWEEP_INTERVAL.total_seconds() * 5),
+        beat_max_loop_interval=SWEEP_INTERVAL.total_seconds(),
     )
     if config.broker_url.startswith("rediss://"):
         celery_app.conf.broker_use_ssl = {"ssl_cert_reqs": config.redis_ssl_cert_reqs}
+        celery_app.conf.redbeat_redis_use_ssl = {"ssl_cert_reqs": config.redis_ssl_cert_reqs}
     # Celery's own lines go through Relay's handler, in LOG_FORMAT, instead of its own setup.
     celery_app.conf.worker_hijack_root_logger = False
-    setup_logging.connect(lambda **_: configure_logging(config.log_format), weak=False,
-                          dispatch_uid="relay-logging")
+    setup_logging.connect(lambda **_: _worker_logging(config.log_format), weak=False, dispatch_uid="relay-logging")
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def _worker_logging(style: str) -> None:
+    configure_logging(style)
+    if style == "json":  # the shutdown messages Celery prints itself, as log lines too
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = say_as_json
 
 
 def _transport_options(broker_url: str, instance_path: str) -> dict:

@@ -20,13 +20,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import httpx
 
 from relay.models import DeliveryStatus
-from tests.conftest import deliveries, events, load_fixture, post_event, sandbox_state, wait_for
+from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, sandbox_state, wait_for
 from web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 HEAL_WITHIN_S = 60.0
+PROCFILE = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip())
 TERMINAL = {"done", "failed", "invalid", "unhandled"}
 
 
@@ -60,19 +64,31 @@ class Drill:
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str, supervised: bool = False, as_procfile: bool = False) -> subprocess.Popen:
+    def start_worker(self, name: str, supervised: bool = False, as_procfile: bool = False,
+                     loglevel: str = "WARNING") -> subprocess.Popen:
         """A one-process worker (solo pool: a task runs in the main process, so a SIGKILL lands
         mid-delivery), or `as_procfile`: Celery's defaults, two pool processes. `supervised`:
         under `relay worker`, as the Procfile runs it."""
-        options = ["--loglevel", "WARNING", "-n", f"{name}@%h"]
+        options = ["--loglevel", loglevel, "-n", f"{name}@%h"]
         options += ["--concurrency", "2"] if as_procfile else [
             "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         runner = ["-m", "web.cli", "worker"] if supervised else ["-m", "celery", "-A", "workers", "worker"]
         return self.start(name, [sys.executable, *runner, *options])
 
-    def start_beat(self) -> subprocess.Popen:
-        return self.start("beat", [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel",
-                                   "WARNING", "--schedule", str(self.log_dir / "beat-schedule")])
+    def start_beat(self, name: str = "beat", as_procfile: bool = False) -> subprocess.Popen:
+        """Beat with a file schedule, or `as_procfile`: as the Procfile's line runs it."""
+        if as_procfile:
+            command = PROCFILE["beat"].split()
+            return self.start(name, [sys.executable, "-m", *command])
+        return self.start(name, [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", "WARNING",
+                                 "--schedule", str(self.log_dir / f"{name}-schedule")])
+
+    def start_web(self, name: str, port: int) -> subprocess.Popen:
+        """gunicorn as the Procfile runs it (gunicorn.conf.py), bound to loopback only."""
+        process = self.start(name, [sys.executable, "-m", "gunicorn", "web:create_app()", "-c", "gunicorn.conf.py",
+                                    "--bind", f"127.0.0.1:{port}"])
+        assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30), self.logs()
+        return process
 
     @staticmethod
     def worker_of(supervisor: subprocess.Popen) -> int | None:
@@ -205,6 +221,13 @@ class TcpProxy:
         self.outage(0)
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 # --- traffic and verdicts -------------------------------------------------------------------
 
 
@@ -224,29 +247,51 @@ def post_all(app, payloads: list[dict]) -> None:
         assert post_event(client, payload).status_code == 200
 
 
+def through_app(app) -> Callable[[dict], int | None]:
+    """Post to the web app in this process (Flask's test client)."""
+    client = app.test_client()
+    return lambda payload: post_event(client, payload).status_code
+
+
+def over_http(url: Callable[[], str]) -> Callable[[dict], int | None]:
+    """Post over HTTP to whichever web `url()` names now (the router's choice); None when the
+    connection fails."""
+    http = httpx.Client(timeout=10)
+
+    def post(payload: dict) -> int | None:
+        try:
+            return http.post(f"{url()}/webhooks/sparkloop", json=payload, headers={"SparkLoop-Token": TOKEN}).status_code
+        except httpx.TransportError:
+            return None
+
+    return post
+
+
 @dataclass
 class Stream:
-    """Webhooks posted from a thread at a steady rate; a 503 (the store down) is posted again
-    after a second, as SparkLoop retries."""
-    app: object
+    """Webhooks posted from a thread at a steady rate; a failed post (a 5xx: the store down; no
+    answer: the web restarting) is posted again after half a second, as SparkLoop retries."""
+    post: Callable[[dict], int | None]
     payloads: list[dict]
     per_second: float
-    answers: list[int] = field(default_factory=list)
+    answers: list[int] = field(default_factory=list)  # every answer, retried ones too
+    retried: int = 0
 
     def __post_init__(self):
-        self.thread = threading.Thread(target=self._post, daemon=True, name="webhooks")
+        self.thread = threading.Thread(target=self._post_all, daemon=True, name="webhooks")
         self.thread.start()
 
-    def _post(self) -> None:
-        client = self.app.test_client()
+    def _post_all(self) -> None:
         for payload in self.payloads:
             started = time.monotonic()
-            for _ in range(120):  # SparkLoop's retries, bounded
-                status = post_event(client, payload).status_code
-                self.answers.append(status)
-                if status != 503:
-                    break
-                time.sleep(1.0)
+            for _ in range(240):  # SparkLoop's retries, bounded
+                status = self.post(payload)
+                if status is not None:
+                    self.answers.append(status)
+                    if status < 500:
+                        break
+                self.retried += 1
+                time.sleep(0.5)
             time.sleep(max(0.0, 1 / self.per_second - (time.monotonic() - started)))
 
     def wait(self, timeout: float) -> None:
@@ -321,7 +366,7 @@ def killed_workers(drill: Drill, sandbox, subscribers: int, kill_every_s: float,
     app = drill.app()
     workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True) for n in range(3)}
     beat = drill.start_beat()
-    stream = Stream(app, [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
+    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
     for kill in range(kills):
         time.sleep(kill_every_s)
         name = chance.choice(sorted(workers))
@@ -343,7 +388,7 @@ def redis_restarted_empty(drill: Drill, sandbox, redis_server: RedisServer, subs
     app = drill.app(REDIS_URL=redis_server.url, SPRIG_RATE_LIMIT="8/1s", SPRUCE_RATE_LIMIT="40/1s")
     workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True, as_procfile=True) for n in range(2)}
     beat = drill.start_beat()
-    stream = Stream(app, [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
+    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
     time.sleep(after_s)
     redis_server.crash()
     time.sleep(down_s)
@@ -359,7 +404,7 @@ def postgres_restarted(drill: Drill, sandbox, proxy: TcpProxy, subscribers: int,
     app = drill.app(DATABASE_URL=proxy.url_for(drill.env["DATABASE_URL"]))
     workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True) for n in range(2)}
     beat = drill.start_beat()
-    stream = Stream(app, [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
+    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
     time.sleep(after_s)
     proxy.outage(down_s)
     time.sleep(down_s)

@@ -17,8 +17,11 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     from web.openapi import bp as openapi_bp
     from web.webhooks import bp as webhooks_bp
 
+    from web.security import secure
+
     for blueprint in (health_bp, webhooks_bp, openapi_bp, metrics_bp):
         app.register_blueprint(blueprint)
+    secure(app, app.config["RELAY"].proxy_hops)
     return app
 
 

@@ -80,7 +80,8 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
         return _apply(run, verdict, config)
-    return _finish(run, config, superseded=outcome == DeliveryStatus.SUPERSEDED, request_id=client.last_request_id)
+    return _finish(run, config, superseded=outcome == DeliveryStatus.SUPERSEDED,
+                   answer=(client.last_status, client.last_request_id))
 
 
 def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
@@ -153,7 +154,8 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
 
 
 def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded: bool = False,
-            request_id: str | None = None) -> str:
+            answer: tuple[int | None, str | None] = (None, None)) -> str:
+    """`answer`: the status and request id of the vendor's last answer, for the log line."""
     status = (DeliveryStatus.FAILED if failed else
               DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
     with session_scope() as session:
@@ -169,7 +171,7 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
         _roll_up(delivery.event)
         attempts = delivery.attempts
         session.commit()
-    _record(run, config, status, failed.reason if failed else "", failed, request_id, finished=True)
+    _record(run, config, status, failed.reason if failed else "", failed, answer, finished=True)
     if failed:
         kind = failed.kind or ("internal" if failed.trace else "relay")
         # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
@@ -183,7 +185,7 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
 
 
 def _record(run: Run, config: Config, outcome: str, detail: str, verdict: Verdict | None = None,
-            request_id: str | None = None, finished: bool = False) -> None:
+            answer: tuple[int | None, str | None] = (None, None), finished: bool = False) -> None:
     """The run's one log line and its metrics."""
     metrics = metrics_for(config.redis_url)
     metrics.count("relay_deliveries_total", destination=run.destination, outcome=outcome)
@@ -195,8 +197,8 @@ def _record(run: Run, config: Config, outcome: str, detail: str, verdict: Verdic
         "event_id": run.event_id, "delivery_id": run.claim.delivery_id, "destination": run.destination,
         "event_type": run.event_type, "attempt": run.claim.attempt, "outcome": outcome,
         "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
-        "vendor_status": verdict.status_code if verdict else None,
-        "vendor_request_id": (verdict.request_id if verdict else None) or request_id,
+        "vendor_status": (verdict.status_code if verdict else None) or answer[0],
+        "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
     })
 
 

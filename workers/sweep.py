@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from datetime import timedelta
 
 import redis
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Lane, utcnow
+from relay.observability import check_in
 from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
 from relay.shared_redis import redis_client
 
@@ -30,6 +32,23 @@ OVERDUE = timedelta(seconds=20)
 BATCH = 500
 # Present while Redis keeps its data; a restart without persistence (or a flush) removes it.
 BROKER_MARKER = "relay:broker:alive"
+# Set by the sweep that checked in with Sentry; its expiry spaces the check-ins.
+CHECKED_IN = "relay:sweep:checked_in"
+CHECK_IN_EVERY_S = 55
+
+
+def sweep_and_check_in(config: Config) -> dict[str, int]:
+    """The sweep as beat runs it: a Sentry cron check-in (at most once a minute, whichever
+    process sweeps) says it ran, so a stopped beat pages someone."""
+    started = time.monotonic()
+    try:
+        result = sweep(config)
+    except Exception:
+        check_in(ok=False, duration_s=time.monotonic() - started)
+        raise
+    if _check_in_due(config):
+        check_in(ok=True, duration_s=time.monotonic() - started)
+    return result
 
 
 def sweep(config: Config, now=None) -> dict[str, int]:
@@ -59,6 +78,13 @@ def sweep(config: Config, now=None) -> dict[str, int]:
     catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
     enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
     return {"released": released, "enqueued": enqueued, "broker_forgot": int(forgotten)}
+
+
+def _check_in_due(config: Config) -> bool:
+    try:
+        return bool(redis_client(config.redis_url).set(CHECKED_IN, "1", nx=True, ex=CHECK_IN_EVERY_S))
+    except redis.RedisError:
+        return True  # better one check-in too many than a page for a beat that runs
 
 
 def _broker_forgot(config: Config) -> bool:

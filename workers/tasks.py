@@ -8,7 +8,7 @@ from flask import current_app
 from relay.queue import DELIVER_TASK, SWEEP_TASK
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
-from workers.sweep import sweep
+from workers.sweep import sweep_and_check_in
 
 
 @shared_task(name=DELIVER_TASK)
@@ -18,7 +18,7 @@ def deliver(delivery_id: int) -> str:
 
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
-    return sweep(current_app.config["RELAY"])
+    return sweep_and_check_in(current_app.config["RELAY"])
 
 
 @worker_shutdown.connect

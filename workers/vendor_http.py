@@ -153,11 +153,13 @@ class VendorClient:
         view._pacing, view._personal = pacing, frozenset(personal)
         return view
 
-    last_request_id: str | None = None  # of this view's latest answer
+    # This view's latest answer: its status and the vendor's request id.
+    last_status: int | None = None
+    last_request_id: str | None = None
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         response = self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
-        self.last_request_id = response.headers.get("s-request-id")
+        self.last_status, self.last_request_id = response.status_code, response.headers.get("s-request-id")
         return response
 
     @property

@@ -21,6 +21,9 @@ import time
 
 import click
 
+from relay.config import log_format
+from relay.observability import configure_logging
+
 log = logging.getLogger("relay.worker")
 
 RESTART_DELAYS_S = (1, 2, 4, 8, 15, 30)
@@ -57,7 +60,8 @@ def supervise(command: list[str], sleep=time.sleep) -> int:
                 return code or 1
             delay = RESTART_DELAYS_S[min(quick_deaths, len(RESTART_DELAYS_S) - 1)]
             log.warning("worker exited with code %s after %.0f s; starting it again in %s s", code, ran_s, delay)
-            click.echo(f"relay worker: the worker exited with code {code}; starting it again in {delay} s", err=True)
+            log.warning("the worker exited with code %s; starting it again in %s s", code, delay,
+                        extra={"exit_code": code})
             sleep(delay)
             if stopping:
                 return code
@@ -72,4 +76,7 @@ def worker_command(celery_options: tuple[str, ...]):
     """Run a Celery worker (CELERY_OPTIONS go to `celery worker`, e.g. --concurrency 4) and
     start it again at once whenever it dies. Gives up, with the worker's exit code, after 5
     deaths in a row each within 10 s of starting."""
-    raise SystemExit(supervise([sys.executable, "-m", "celery", "-A", "workers", "worker", *celery_options]))
+    style = log_format()
+    configure_logging(style)
+    quiet = ["--quiet"] if style == "json" else []  # Celery's banner is no log line
+    raise SystemExit(supervise([sys.executable, "-m", "celery", "-A", "workers", *quiet, "worker", *celery_options]))

@@ -1,0 +1,56 @@
+"""What every response of the web process shares: the client's address and scheme as the PaaS
+router saw them (werkzeug's ProxyFix, RELAY_PROXY_HOPS routers trusted), security headers, and
+errors answered as one JSON line that names the problem, never a stack trace.
+
+Relay serves JSON to machines and no page a browser should render, so the headers forbid
+everything: no framing, no scripts, no sniffing, no referrer."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from relay.observability import report_exception
+
+log = logging.getLogger("relay.web")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def secure(app: Flask, proxy_hops: int) -> None:
+    if proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops, x_host=proxy_hops,
+                                x_port=proxy_hops)
+    app.after_request(_headers)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
+
+
+def _http_error(exc: HTTPException):
+    return jsonify(error=exc.description or exc.name), exc.code or 500
+
+
+def _unexpected_error(exc: Exception):
+    # The class only: a message can quote the payload. Sentry gets the frames (no message, no
+    # locals); Flask would not report an exception that a handler answered.
+    log.error("unexpected %s while answering %s %s", type(exc).__name__, request.method, request.path)
+    report_exception(exc, tags={"path": request.path})
+    return jsonify(error="internal error; the request was not processed, please retry"), 500
