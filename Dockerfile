@@ -2,7 +2,7 @@
 # the same image with another command (see the Procfile and docker-compose.yml):
 #   release: relay db upgrade
 #   worker:  relay worker --loglevel INFO --concurrency 4
-#   beat:    celery -A workers beat --loglevel INFO -S redbeat.RedBeatScheduler
+#   beat:    celery -A workers --quiet beat --loglevel INFO -S redbeat.RedBeatScheduler
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

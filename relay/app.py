@@ -31,7 +31,7 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
                           "from SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)")
     app.config["RELAY"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["relay.db"] = Database(config.database_url, config.payload_keys)
+    app.extensions["relay.db"] = Database(config.database_url, config.payload_keys, config.lookup_key)
     configure_logging(config.log_format)
     init_sentry(config)
     celery_init_app(app)

@@ -24,6 +24,7 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 # `relay dev`'s webhook token: refused by a web process whose store is not SQLite.
 DEV_WEBHOOK_TOKEN = "relay-dev-token"
 LOG_FORMATS = ("json", "text")
+MIN_LOOKUP_KEY_LENGTH = 32
 # Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
@@ -80,7 +81,9 @@ class Config:
     sentry_release: str | None = None
     sentry_traces_sample_rate: float = 0.0
     proxy_hops: int = 1
+    shutdown_grace_s: float = 20.0
     payload_keys: tuple[str, ...] = ()
+    lookup_key: str | None = None
 
     @property
     def uses_sqlite(self) -> bool:
@@ -142,6 +145,7 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
             (env[name].strip() for name in RELEASE_VARIABLES if env.get(name, "").strip()), None),
         sentry_traces_sample_rate=_fraction(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0),
         proxy_hops=_whole(env, "RELAY_PROXY_HOPS", 1),
+        shutdown_grace_s=_duration(env, "RELAY_SHUTDOWN_GRACE", "20s"),
         payload_keys=_payload_keys(env.get("RELAY_PAYLOAD_KEYS", "")),
         lookup_key=_lookup_key(env),
     )
@@ -256,6 +260,15 @@ def _payload_keys(raw: str) -> tuple[str, ...]:
             raise ConfigError(f"RELAY_PAYLOAD_KEYS: key {position} is not a Fernet key (32 url-safe "
                               "base64-encoded bytes; make one with `relay keys new`)") from None
     return keys
+
+
+def _lookup_key(env: dict[str, str]) -> str | None:
+    """RELAY_LOOKUP_KEY: the secret the stored subscriber digests are keyed with (relay.subjects)."""
+    value = _optional(env, "RELAY_LOOKUP_KEY")
+    if value is not None and len(value) < MIN_LOOKUP_KEY_LENGTH:
+        raise ConfigError(f"RELAY_LOOKUP_KEY must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random "
+                          "text (make one with `relay keys new`)")
+    return value
 
 
 def _duration(env: dict[str, str], name: str, default: str) -> float:

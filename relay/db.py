@@ -1,4 +1,10 @@
-"""Engine and sessions for the store, plus schema migrations (Alembic)."""
+"""Engine and sessions for the store, plus schema migrations (Alembic).
+
+A Database seals stored payloads with its RELAY_PAYLOAD_KEYS (relay.sealing: registered for its
+engine, so every session and statement on it seals and opens transparently). Migration 0006
+digests subscriber names with RELAY_LOOKUP_KEY (relay.subjects): the lookup key given here, else
+that of the Flask app this Database belongs to (`relay db upgrade` and `relay dev` run in one).
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -7,17 +13,22 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from flask import current_app
+from flask import current_app, has_app_context
 from sqlalchemy.orm import sessionmaker
+
+from relay import sealing
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, payload_keys: tuple[str, ...] = ()):
+    def __init__(self, url: str, payload_keys: tuple[str, ...] = (), lookup_key: str | None = None):
         self.url = url
         self.payload_keys = payload_keys
+        self.sealer = sealing.Sealer(payload_keys)
+        self._lookup_key = lookup_key
         self.engine = make_engine(url)
+        sealing.attach(self.engine, self.sealer)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -35,10 +46,17 @@ class Database:
     def downgrade(self, revision: str) -> None:
         command.downgrade(self._alembic(), revision)
 
+    @property
+    def lookup_key(self) -> str | None:
+        if self._lookup_key is None and has_app_context() and current_app.extensions.get("relay.db") is self:
+            return current_app.config["RELAY"].lookup_key
+        return self._lookup_key
+
     def _alembic(self) -> AlembicConfig:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["engine"] = self.engine
+        config.attributes["lookup_key"] = self.lookup_key
         return config
 
     def dispose(self) -> None:

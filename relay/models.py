@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from relay.sealing import SealedJSON
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -73,8 +75,9 @@ class Event(Base):
     status: Mapped[str] = mapped_column(sa.String(20), index=True)
     # SparkLoop sends no event id; this natural key (unique) is how redeliveries are recognised.
     dedup_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
-    payload: Mapped[dict] = mapped_column(JSONType)
-    errors: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    # Both personal: sealed at rest when RELAY_PAYLOAD_KEYS is set (relay.sealing).
+    payload: Mapped[dict] = mapped_column(SealedJSON)
+    errors: Mapped[dict | None] = mapped_column(SealedJSON, nullable=True)
     # "webhook", or "backfill" for an event `relay backfill` made from SparkLoop's API.
     source: Mapped[str] = mapped_column(sa.String(20), default="webhook", server_default="webhook")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -83,10 +86,23 @@ class Event(Base):
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="event", order_by="Delivery.id", cascade="all, delete-orphan"
     )
+    subjects: Mapped[list[EventSubject]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
     @property
     def received_at_ms(self) -> int:
         return int(self.received_at.timestamp() * 1000)
+
+
+class EventSubject(Base):
+    """A subscriber id or email an event names, as a keyed digest (relay.subjects), so lookups
+    work on sealed payloads and use an index; with the referral status the event states."""
+
+    __tablename__ = "event_subjects"
+
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(10), primary_key=True)  # "id" or "email"
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+    referral_status: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
 
 
 class Delivery(Base):

@@ -26,7 +26,6 @@ log = logging.getLogger("relay.queue")
 DELIVER_TASK = "relay.deliver"
 SWEEP_TASK = "relay.sweep"
 SWEEP_INTERVAL = timedelta(seconds=10)
-SOFT_SHUTDOWN_S = 20
 LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
@@ -61,7 +60,7 @@ def celery_init_app(app: Flask) -> Celery:
         imports=[TASK_MODULE],
         # SIGTERM (a deploy; Heroku sends SIGKILL 30 s later): tasks under way get 20 s to
         # finish; then they are stopped, and their deliveries handed back at once (workers.engine).
-        worker_soft_shutdown_timeout=SOFT_SHUTDOWN_S,
+        worker_soft_shutdown_timeout=config.shutdown_grace_s,
         # celery-redbeat (beat -S redbeat.RedBeatScheduler): a lock in Redis keeps a second beat idle.
         # It is extended at every tick, hence a tick at least every sweep interval.
         redbeat_redis_url=config.redis_url,

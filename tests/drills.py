@@ -335,12 +335,16 @@ def duplicate_effects(sandbox, subscribers: int) -> list[str]:
 
 @dataclass
 class Healed:
-    """What a drill measured: how long after the fault's end every event was done."""
+    """What a drill measured: how long after the fault's end every event was done; `retried`:
+    webhooks posted again (no answer, or a 5xx); `lease_waits`: deliveries that waited for a
+    dead worker's lease to run out instead of being handed back."""
     events: int
     healed_s: float | None
     answers: dict[int, int]
     duplicates: list[str]
     dead: list[str]
+    retried: int = 0
+    lease_waits: int = 0
 
 
 def verdict(drill: Drill, app, sandbox, stream: Stream, fault_ended: float, subscribers: int,
@@ -349,8 +353,10 @@ def verdict(drill: Drill, app, sandbox, stream: Stream, fault_ended: float, subs
     healed_s = time.monotonic() - fault_ended if done else None
     stream.wait(timeout=30)
     answers = {status: stream.answers.count(status) for status in sorted(set(stream.answers))}
+    lease_waits = sum("lease expired" in (d.last_error or "") for d in deliveries(app))
     return Healed(len(events(app)), healed_s, answers, duplicate_effects(sandbox, subscribers),
-                  [name for name, process in watched.items() if process.poll() is not None])
+                  [name for name, process in watched.items() if process.poll() is not None],
+                  stream.retried, lease_waits)
 
 
 # --- the scenarios --------------------------------------------------------------------------
@@ -409,3 +415,35 @@ def postgres_restarted(drill: Drill, sandbox, proxy: TcpProxy, subscribers: int,
     proxy.outage(down_s)
     time.sleep(down_s)
     return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**workers, "beat": beat})
+
+
+def rolling_restart(drill: Drill, sandbox, subscribers: int, restarts: int, every_s: float) -> Healed:
+    """A deploy, `restarts` times, under webhooks at 10/s: a new web (gunicorn as the Procfile
+    runs it) starts, the router sends to it, the old one gets SIGTERM and finishes what it is
+    answering; then a new worker starts and an old one gets SIGTERM, finishing or handing back
+    its deliveries. Spruce answers slowly, so the SIGTERMs land mid-delivery."""
+    sandbox.configure(latency_ms={"spruce": 150})
+    app = drill.app(WEB_CONCURRENCY="2")
+    port = free_port()
+    webs = [drill.start_web("web0", port)]
+    router = [f"http://127.0.0.1:{port}"]
+    workers = [drill.start_worker(f"worker{n}", supervised=True, as_procfile=True) for n in range(2)]
+    beat = drill.start_beat()
+    stream = Stream(over_http(lambda: router[0]), [reward_event("reward_redeemed", n) for n in range(subscribers)],
+                    per_second=10)
+    for restart in range(1, restarts + 1):
+        time.sleep(every_s)
+        port = free_port()
+        webs.append(drill.start_web(f"web{restart}", port))
+        router[0] = f"http://127.0.0.1:{port}"
+        _stop_gracefully(webs.pop(0))
+        workers.append(drill.start_worker(f"worker{restart + 1}", supervised=True, as_procfile=True))
+        _stop_gracefully(workers.pop(0))
+    watched = {"web": webs[0], "beat": beat, **{f"worker{n}": w for n, w in enumerate(workers)}}
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched)
+
+
+def _stop_gracefully(process: subprocess.Popen, within_s: float = 30.0) -> None:
+    """SIGTERM, as a platform stops a dyno; it must be gone before the SIGKILL would come."""
+    process.terminate()
+    process.wait(timeout=within_s)

@@ -1,8 +1,10 @@
 """Configuration: read once, validated, with errors that name the variable."""
 from __future__ import annotations
 
+import json
 import ssl
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,21 @@ def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
         assert {"flask", "celery"} <= set(client.integrations)
     finally:
         sentry_sdk.init()  # back to a disabled client for the other tests
+
+
+def test_every_variable_is_documented_in_env_example_and_the_readme():
+    import re
+
+    from relay.config import RELEASE_VARIABLES
+
+    root = Path(__file__).resolve().parent.parent
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', (root / "relay" / "config.py").read_text()))
+    read -= set(RELEASE_VARIABLES)  # the platform's, named in SENTRY_RELEASE's entry
+    example = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.MULTILINE))
+    table = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (root / "README.md").read_text(), re.MULTILINE))
+    assert read - example == set(), "read by relay/config.py, missing from .env.example"
+    assert read - table == set(), "read by relay/config.py, missing from the README's configuration table"
+    assert example - table == set(), "in .env.example, missing from the README's configuration table"
+    heroku = set(json.loads((root / "app.json").read_text())["env"])
+    add_ons = {"DATABASE_URL", "REDIS_URL"}  # Heroku's PostgreSQL and Redis add-ons set them
+    assert read - add_ons - heroku == set(), "read by relay/config.py, missing from app.json"

@@ -1,14 +1,18 @@
 """Migrations carry stored deliveries forward, on both stores: 0004 splits the old `steps` into
-progress, step times and the throttle slot, and gives catch-up work its own lane."""
+progress, step times and the throttle slot, and gives catch-up work its own lane; 0006 stores
+the subscriber digests of the events already received."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from relay.db import Database
+from relay.subjects import email_digest
 from tests.conftest import PG_URL, require_service
 
 MIGRATION_DATABASE = "relay_migrations"
@@ -87,3 +91,56 @@ def test_0004_can_be_downgraded(old_store):
     with old_store.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("deliveries")}
     assert "steps" in columns and not {"progress", "step_times", "throttle_slot", "lane", "deferrals"} & columns
+
+
+def test_0006_stores_the_digests_of_existing_events(old_store):
+    old_store.upgrade("0005")
+    payloads = {
+        "referral": {"type": "new_referral", "subscriber": {"id": "sub_1", "email": " Ann@Example.com"},
+                     "referrer": {"id": "sub_2", "email": "bob@example.com"}},
+        "sync": {"type": "sync_subscriber", "lead": {"email": "lead@example.com", "referral_status": "verified"}},
+        "nobody": {"type": "unknown"},
+        "sealed": {"sealed": "gAAAAAB-a-token", "key": "123456789abc"},  # skipped: no key opens it
+    }
+    with old_store.engine.begin() as conn:
+        ids = {name: insert(conn, "events", type="x", status="done", dedup_key=name, payload=json.dumps(payload),
+                            received_at=CREATED, updated_at=CREATED, source="webhook")
+               for name, payload in payloads.items()}
+
+    old_store.upgrade()
+
+    with old_store.engine.connect() as conn:
+        rows = {(row.event_id, row.kind, row.digest, row.referral_status) for row in conn.execute(
+            sa.text("SELECT event_id, kind, digest, referral_status FROM event_subjects"))}
+    sha = (lambda text: hashlib.sha256(text.encode()).hexdigest())
+    assert rows == {
+        (ids["referral"], "id", sha("sub_1"), None), (ids["referral"], "email", sha("ann@example.com"), None),
+        (ids["referral"], "id", sha("sub_2"), None), (ids["referral"], "email", sha("bob@example.com"), None),
+        (ids["sync"], "email", sha("lead@example.com"), "verified"),
+    }
+
+
+def test_0006_can_be_downgraded(old_store):
+    old_store.upgrade()
+    old_store.downgrade("0005")
+    with old_store.engine.connect() as conn:
+        assert "event_subjects" not in sa.inspect(conn).get_table_names()
+    old_store.upgrade()
+
+
+def test_0006_opens_sealed_payloads_and_keys_digests_as_its_database_says(old_store):
+    key = Fernet.generate_key().decode()
+    lookup_key = "a-lookup-key-of-more-than-32-characters"
+    old_store.upgrade("0005")
+    keyed = Database(old_store.url, (key,), lookup_key=lookup_key)
+    sealed = keyed.sealer.seal({"type": "sync_subscriber", "subscriber": {"email": "ann@example.com"}})
+    with old_store.engine.begin() as conn:
+        event_id = insert(conn, "events", type="x", status="done", dedup_key="k", payload=json.dumps(sealed),
+                          received_at=CREATED, updated_at=CREATED, source="webhook")
+
+    keyed.upgrade()
+    keyed.dispose()
+
+    with old_store.engine.connect() as conn:
+        [row] = conn.execute(sa.text("SELECT event_id, kind, digest FROM event_subjects")).all()
+    assert tuple(row) == (event_id, "email", email_digest("ann@example.com", lookup_key))

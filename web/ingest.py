@@ -8,7 +8,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from relay.config import Config
-from relay.models import Delivery, Event, EventStatus, Lane
+from relay.models import Delivery, Event, EventStatus, EventSubject, Lane
+from relay.subjects import subject_rows
 from schemas.events import EVENTS, dedup_key, raw_dedup_key, validate_event
 
 
@@ -61,6 +62,8 @@ def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
         type=plan.event_type or "(missing)", status=status, payload=payload, errors=errors,
         dedup_key=plan.key or raw_dedup_key(raw_body), source=source,
         deliveries=[Delivery(destination=d, lane=lane) for d in plan.destinations],
+        # Whom it names, as digests: what lookups use instead of looking into the payload.
+        subjects=[EventSubject(**row) for row in subject_rows(payload, config.lookup_key)],
     )
     session.add(event)
     try:

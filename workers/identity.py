@@ -1,27 +1,45 @@
-"""The local identity map: SparkLoop subscriber -> Spruce contact and note conversation."""
+"""The local identity map: SparkLoop subscriber -> Spruce contact and note conversation.
+
+A subscriber is keyed by their SparkLoop id, or, without one, by the digest of their email
+that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made before the lookup
+key was set carry the plain SHA-256 digest: they are still found, and take the keyed digest the
+next time they are saved.
+"""
 from __future__ import annotations
 
-import hashlib
-
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from schemas.sparkloop import Subscriber
 from relay.db import session_scope
 from relay.models import SubscriberLink
+from relay.subjects import email_digest
 
 
 def subscriber_key(subscriber: Subscriber) -> str:
     if subscriber.id:
         return f"id:{subscriber.id}"
-    return "email:" + hashlib.sha256((subscriber.email or "").encode()).hexdigest()
+    return "email:" + email_digest(subscriber.email or "", current_app.config["RELAY"].lookup_key)
+
+
+def _keys(subscriber: Subscriber) -> list[str]:
+    """Its key, then the key it had before RELAY_LOOKUP_KEY was set (if that differs)."""
+    key = subscriber_key(subscriber)
+    if subscriber.id or not current_app.config["RELAY"].lookup_key:
+        return [key]
+    return [key, "email:" + email_digest(subscriber.email or "", None)]
+
+
+def _find(session, keys: list[str]) -> SubscriberLink | None:
+    links = {link.subscriber_key: link for link in session.scalars(
+        sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys)))}
+    return next((links[key] for key in keys if key in links), None)
 
 
 def lookup(subscriber: Subscriber) -> SubscriberLink | None:
     with session_scope() as session:
-        return session.scalar(
-            sa.select(SubscriberLink).where(SubscriberLink.subscriber_key == subscriber_key(subscriber))
-        )
+        return _find(session, _keys(subscriber))
 
 
 def sprig_versions(subscriber: Subscriber) -> dict[str, list[int]]:
@@ -32,13 +50,14 @@ def sprig_versions(subscriber: Subscriber) -> dict[str, list[int]]:
 def remember(subscriber: Subscriber, **fields) -> None:
     """Save spruce_contact_id, spruce_note_conversation_id or sprig_attribute_versions.
     Callers hold the subscriber's lock (workers.locks.subject_locks)."""
-    key = subscriber_key(subscriber)
+    keys = _keys(subscriber)
     for _ in range(2):  # a concurrent first insert for the same subscriber: update theirs
         with session_scope() as session:
-            link = session.scalar(sa.select(SubscriberLink).where(SubscriberLink.subscriber_key == key))
+            link = _find(session, keys)
             if link is None:
-                link = SubscriberLink(subscriber_key=key)
+                link = SubscriberLink(subscriber_key=keys[0])
                 session.add(link)
+            link.subscriber_key = keys[0]
             for name, value in fields.items():
                 setattr(link, name, value)
             try:

@@ -9,6 +9,7 @@ from relay.app import create_base_app
 from relay.db import get_db
 from web.cli.backfill import backfill_command
 from web.cli.events import events_group
+from web.cli.keys import keys_group
 from web.cli.support import store_errors
 from web.cli.worker import worker_command
 
@@ -45,5 +46,6 @@ def db_upgrade():
 
 
 main.add_command(events_group)
+main.add_command(keys_group)
 main.add_command(backfill_command)
 main.add_command(worker_command)

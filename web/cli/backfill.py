@@ -29,12 +29,12 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from relay import storable
+from relay import storable, subjects
 from relay.db import session_scope
-from relay.models import Event, Lane, utcnow
+from relay.models import Event, EventSubject, Lane, utcnow
 from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
+from relay.sealing import SealedDataError
 from schemas.events import dedup_key, validate_event
-from schemas.sparkloop import CONTACT_OBJECT_KEYS
 from schemas.values import of_type
 from web.cli.support import When, store_errors
 from web.ingest import ingest
@@ -49,9 +49,6 @@ log = logging.getLogger("relay.backfill")
 # SparkLoop's clock stamps created_at, Relay's stamps received_at: an event received a little
 # "before" the subscriber was created is still about them.
 CLOCK_SKEW = timedelta(minutes=2)
-# Where stored payloads name a person: the documented events' subscriber and referrer, and the
-# objects schemas.sparkloop looks in for undocumented ones; also a top-level email.
-PERSON_KEYS = tuple(dict.fromkeys(("subscriber", "referrer", *CONTACT_OBJECT_KEYS)))
 # The shared throttle hands out a slot within one window; longer waits (an open breaker) are
 # reported rather than slept through.
 MAX_DEFERRED_WAIT_S = 120.0
@@ -121,26 +118,36 @@ def already_received(session: Session, listed: list[Listed]) -> set[str]:
     received at or after their creation, and the newest such event that states a referral
     status states the one SparkLoop lists now (else a status change was lost: not skipped).
 
-    One query per page, bounded by received_at (indexed); the JSON paths work on PostgreSQL's
-    JSONB and SQLite's JSON alike."""
+    One query per page on the digests stored beside each event (relay.subjects: indexed, and
+    working on sealed payloads), bounded by received_at (indexed). Events in the window that
+    have no digests yet (stored by a process older than them) get theirs first."""
     if not listed:
         return set()
-    ids, emails = {s.uuid for s in listed}, {s.email for s in listed}
-    id_paths = [Event.payload[(key, "id")].as_string() for key in PERSON_KEYS]
-    email_paths = [sa.func.lower(Event.payload[(key, "email")].as_string()) for key in PERSON_KEYS]
-    email_paths.append(sa.func.lower(Event.payload["email"].as_string()))
-    # Where schemas.sparkloop reads an undocumented payload's status; documented events have none.
-    status = sa.func.coalesce(*(Event.payload[(key, "referral_status")].as_string()
-                                for key in CONTACT_OBJECT_KEYS), Event.payload["referral_status"].as_string())
-    query = sa.select(Event.received_at, status, *id_paths, *email_paths).where(
-        Event.received_at >= min(s.created_at for s in listed) - CLOCK_SKEW,
-        sa.or_(*(path.in_(ids) for path in id_paths), *(path.in_(emails) for path in email_paths)),
-    )
+    lookup_key = current_app.config["RELAY"].lookup_key
+    since = min(s.created_at for s in listed) - CLOCK_SKEW
+    fill_missing_subjects(session, since, lookup_key)
+    names = {**{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
+             **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed}}
+    wanted = [sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
+              for kind in (subjects.ID, subjects.EMAIL)]
+    query = (sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
+             .join(Event, Event.id == EventSubject.event_id)
+             .where(Event.received_at >= since, sa.or_(*wanted)))
     mentions: dict[str, list[tuple[datetime, str | None]]] = {}
-    for received_at, stated, *names in session.execute(query):
-        for name in {name for name in names if name in ids or name in emails}:
-            mentions.setdefault(name, []).append((received_at, stated))
+    for received_at, stated, kind, digest in session.execute(query):
+        mentions.setdefault(names[(kind, digest)], []).append((received_at, stated))
     return {s.uuid for s in listed if _known(s, mentions.get(s.uuid, []) + mentions.get(s.email, []))}
+
+
+def fill_missing_subjects(session: Session, since: datetime, lookup_key: str | None) -> None:
+    """Store the digests of events received since `since` that have none: written by a web
+    process from before event_subjects (a rolling deploy), or sealed when migration 0006 ran.
+    Flushed into the page's transaction: a dry run commits nothing."""
+    has_subjects = sa.exists().where(EventSubject.event_id == Event.id)
+    missing = sa.select(Event.id, Event.payload).where(Event.received_at >= since, ~has_subjects)
+    for event_id, payload in session.execute(missing).all():
+        session.add_all(EventSubject(event_id=event_id, **row) for row in subjects.subject_rows(payload, lookup_key))
+    session.flush()
 
 
 def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
@@ -341,7 +348,7 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
     tally = Tally()
     try:
         run_backfill(since, per_page, max_pages, dry_run, click.echo, tally)
-    except BackfillFailed as failed:
+    except (BackfillFailed, SealedDataError) as failed:
         click.echo(f"Stopped: {tally.summary(dry_run)}", err=True)
         click.echo(f"Error: {failed}", err=True)
         raise SystemExit(1) from None

@@ -10,6 +10,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from relay.durations import EXAMPLES, parse_duration
 from relay.models import utcnow
+from relay.sealing import SealedDataError
 
 STATUS_STYLES = {
     "done": "green", "succeeded": "green", "superseded": "green",
@@ -28,6 +29,9 @@ def store_errors(command):
         except (OperationalError, InterfaceError, ProgrammingError) as exc:
             click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
                        "check DATABASE_URL and run `relay db upgrade`", err=True)
+            raise SystemExit(1) from None
+        except SealedDataError as exc:  # its message names the key id, never data
+            click.echo(f"Error: {exc}", err=True)
             raise SystemExit(1) from None
 
     return wrapper

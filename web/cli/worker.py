@@ -14,6 +14,7 @@ platform shows the crash) when the child cannot even stay up.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -31,9 +32,9 @@ QUICK_DEATH_S = 10.0  # a child that dies sooner did not really start
 GIVE_UP_AFTER = 5  # quick deaths in a row: a configuration error, not a hiccup
 
 
-def supervise(command: list[str], sleep=time.sleep) -> int:
-    """Run `command` until asked to stop; start it again whenever it exits by itself. Returns
-    the exit code to leave with."""
+def supervise(command: list[str], sleep=time.sleep, env: dict[str, str] | None = None) -> int:
+    """Run `command` (in `env`) until asked to stop; start it again whenever it exits by itself.
+    Returns the exit code to leave with."""
     child: subprocess.Popen | None = None
     stopping = False
 
@@ -48,7 +49,7 @@ def supervise(command: list[str], sleep=time.sleep) -> int:
     try:
         while True:
             started = time.monotonic()
-            child = subprocess.Popen(command)
+            child = subprocess.Popen(command, env=env)
             code = child.wait()
             if stopping:
                 return code
@@ -59,8 +60,7 @@ def supervise(command: list[str], sleep=time.sleep) -> int:
                           "giving up", quick_deaths, QUICK_DEATH_S, code)
                 return code or 1
             delay = RESTART_DELAYS_S[min(quick_deaths, len(RESTART_DELAYS_S) - 1)]
-            log.warning("worker exited with code %s after %.0f s; starting it again in %s s", code, ran_s, delay)
-            log.warning("the worker exited with code %s; starting it again in %s s", code, delay,
+            log.warning("worker exited with code %s after %.0f s; starting it again in %s s", code, ran_s, delay,
                         extra={"exit_code": code})
             sleep(delay)
             if stopping:
@@ -79,4 +79,9 @@ def worker_command(celery_options: tuple[str, ...]):
     style = log_format()
     configure_logging(style)
     quiet = ["--quiet"] if style == "json" else []  # Celery's banner is no log line
-    raise SystemExit(supervise([sys.executable, "-m", "celery", "-A", "workers", *quiet, "worker", *celery_options]))
+    # SIGTERM (a deploy) is Celery's cold shutdown, which begins with the soft one: tasks under
+    # way get RELAY_SHUTDOWN_GRACE to finish, the rest are handed back. Celery's own SIGTERM, a
+    # warm shutdown, would wait for them until the platform's SIGKILL.
+    env = {**os.environ, "REMAP_SIGTERM": "SIGQUIT"}
+    raise SystemExit(supervise([sys.executable, "-m", "celery", "-A", "workers", *quiet, "worker", *celery_options],
+                               env=env))
