@@ -75,10 +75,11 @@ def test_the_shared_limiter_holds_across_worker_processes(drill, sandbox):
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
     # The limiter grants one slot every window_s/limit, so the achieved rate can only exceed
     # limit/window_s by the jitter of the sandbox's timestamps (a few ms over a ~9 s run): 5%
-    # is generous. Below it, the run loses time to worker start-up, slots used late and the
-    # margin the limiter keeps per window; 80% is well under what a shared limiter reaches
-    # (~97%). Per-process limiters would triple the rate and fail both bounds.
-    assert 0.8 * limit / window_s <= rate <= 1.05 * limit / window_s, (rate, gaps)
+    # is generous; per-process limiters would triple the rate. Below it, the run loses time to
+    # worker start-up, slots used late and the limiter's margin, and on a loaded CI machine to
+    # processes waiting for a core (one run here had a 4.6 s gap): half the limit still tells a
+    # working limiter from one that serialises windows. How close it gets is bench/'s figure.
+    assert 0.5 * limit / window_s <= rate <= 1.05 * limit / window_s, (rate, gaps)
     # The vendor may count in rolling windows: none may hold more than the limit. Exactly
     # window_s, no allowance: jitter between calls exactly one window apart is what a rolling
     # window would refuse too, so the limiter must leave the margin itself.
