@@ -7,6 +7,8 @@ that of the Flask app this Database belongs to (`relay db upgrade` and `relay de
 """
 from __future__ import annotations
 
+import os
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class Database:
         self.engine = make_engine(url)
         sealing.attach(self.engine, self.sealer)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        _forget_connections_after_fork(self.engine)
 
     @contextmanager
     def session(self):
@@ -61,6 +64,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _forget_connections_after_fork(engine: sa.Engine) -> None:
+    """A forked child (a Celery pool process, started again after a crash while the main
+    process's dispatcher holds connections) must not use its parent's sockets: SQLAlchemy's
+    recipe, dispose(close=False), gives it a new pool and leaves the parent's connections alone."""
+    ref = weakref.ref(engine)
+
+    def in_child() -> None:
+        if (child_engine := ref()) is not None:
+            child_engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -113,6 +113,9 @@ class Delivery(Base):
     __table_args__ = (
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # What the dispatcher looks for (workers.dispatch): a few rows among millions.
+        sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+                 sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

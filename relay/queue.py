@@ -1,9 +1,10 @@
 """The broker as every process sees it: Celery wired to the Flask app (Flask's own
-`celery_init_app` pattern), the task names and queues, and publishing delivery work by name, so
-the web process enqueues without loading the delivery engine.
+`celery_init_app` pattern), the task names and queues, and publishing delivery work by name.
 
-The database, not the broker, is the source of truth: a publish that fails is only logged, and
-the periodic sweep enqueues the delivery later.
+The database, not the broker, is the source of truth. The web only stores: a new delivery is
+pending with no `enqueued_at`, and the workers' dispatcher (workers.dispatch, a step of every
+worker) publishes it within a fraction of a second. A publish that fails is only logged; the
+periodic sweep enqueues the delivery later.
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
 CATCH_UP_QUEUE = "relay-replay"
-# Where a worker finds the task functions; only worker processes import it.
+# Where a worker finds the task functions, and the step that publishes new deliveries; only
+# worker processes load them.
 TASK_MODULE = "workers.tasks"
+DISPATCH_STEP = "workers.dispatch:Dispatcher"
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -74,6 +77,8 @@ def celery_init_app(app: Flask) -> Celery:
     # Celery's own lines go through Relay's handler, in LOG_FORMAT, instead of its own setup.
     celery_app.conf.worker_hijack_root_logger = False
     setup_logging.connect(lambda **_: _worker_logging(config.log_format), weak=False, dispatch_uid="relay-logging")
+    celery_app.steps["worker"].add(DISPATCH_STEP)
+    celery_app.flask_app = app
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
@@ -108,25 +113,35 @@ def queue_for(lane: str) -> str:
     return CATCH_UP_QUEUE if lane == Lane.CATCH_UP else LIVE_QUEUE
 
 
-def enqueue_deliveries(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE) -> int:
-    """Publish deliver(id) for each id on `queue`; return how many reached the broker."""
+def publish(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
+    """Publish deliver(id) for each id on `queue`, in order, until the broker fails; return
+    the ids that reached it. Touches no database. `connection`: a broker connection of the
+    caller's own (a thread's: kombu's Redis connections are not to be shared between threads)."""
     celery_app = current_app.extensions["celery"]
     published = []
     for delivery_id in delivery_ids:
         try:
-            # retry=False: with the broker down, answer the webhook now; the sweep catches up.
-            celery_app.send_task(
-                DELIVER_TASK, args=[delivery_id], countdown=countdown, retry=False, queue=queue,
-            )
+            # retry=False: with the broker down, give up now; the sweep catches up.
+            celery_app.send_task(DELIVER_TASK, args=[delivery_id], countdown=countdown, retry=False, queue=queue,
+                                 connection=connection)
         except Exception as exc:  # any broker failure: kombu raises several unrelated types
-            log.warning("broker unavailable, delivery %s left for the sweep (%s)",
-                        delivery_id, type(exc).__name__)
+            log.warning("broker unavailable, delivery %s left for the sweep (%s)", delivery_id, type(exc).__name__)
             break
         published.append(delivery_id)
+    return published
+
+
+def mark_enqueued(session, delivery_ids) -> None:
+    if delivery_ids:
+        session.execute(sa.update(Delivery).where(Delivery.id.in_(delivery_ids)).values(enqueued_at=utcnow()))
+
+
+def enqueue_deliveries(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE) -> int:
+    """Publish deliver(id) for each id on `queue` and record when; return how many reached the
+    broker."""
+    published = publish(delivery_ids, countdown, queue)
     if published:
         with session_scope() as session:
-            session.execute(
-                sa.update(Delivery).where(Delivery.id.in_(published)).values(enqueued_at=utcnow())
-            )
+            mark_enqueued(session, published)
             session.commit()
     return len(published)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -35,6 +36,7 @@ from relay.observability import init_sentry
 from sandbox import FIXTURES, SandboxSettings, serve_in_thread
 from schemas.events import EVENTS
 from web import create_app
+from workers.dispatch import dispatch
 from workers.engine import run_delivery
 from workers.sweep import sweep
 
@@ -81,6 +83,14 @@ def require_service(name: str, url: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message + " (CI=true: a missing service is a failure)")
     pytest.skip(message)
+
+
+def leaked(value: str, text: str) -> bool:
+    """Whether `value` appears in `text`. A number (a ZIP code) counts only on its own: inside a
+    longer run of digits it is a timestamp's microseconds or an id, not the address."""
+    if value.isdigit():
+        return re.search(rf"(?<!\d){value}(?!\d)", text) is not None
+    return value in text
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
@@ -321,6 +331,12 @@ def deliver(app, delivery_id: int) -> str:
     """Run one delivery in this process, as a worker's task would."""
     with app.app_context():
         return run_delivery(delivery_id, app.config["RELAY"])
+
+
+def dispatch_stored(app) -> int:
+    """Publish the deliveries the web stored, as a worker's dispatcher does."""
+    with app.app_context():
+        return dispatch(app.extensions["relay.db"])
 
 
 def run_sweep(app, now=None) -> dict[str, int]:

@@ -14,8 +14,8 @@ from relay.models import Delivery, utcnow
 from schemas.events import sends, validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
-    deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, run_sweep, sandbox_state,
-    wait_for,
+    deliver, deliveries, delivery_to, dispatch_stored, events, load_fixture, post_event, run_pending, run_sweep,
+    sandbox_state, wait_for,
 )
 from workers.spruce.client import spruce_client
 from workers.spruce.delivery import CONVERSATION, NOTE, NOTE_FIRST_ATTEMPT
@@ -123,6 +123,7 @@ def test_after_a_redis_flush_the_sweep_recovers_every_pending_delivery(app, clie
     run_sweep(app)  # the sweep's marker is in Redis
     for referrals in (1, 2, 3):
         post_event(client, unlock(referrals))
+    assert dispatch_stored(app) == 6
     assert all(d.enqueued_at is not None for d in deliveries(app))
     assert run_sweep(app)["enqueued"] == 0  # enqueued moments ago, and Redis still knows them
     redis.Redis.from_url(redis_url).flushdb()  # the queued messages are gone, the marker too
@@ -139,6 +140,7 @@ def test_after_a_redis_flush_the_sweep_recovers_every_pending_delivery(app, clie
 def test_a_due_delivery_whose_message_was_lost_is_enqueued_again(app, client):
     run_sweep(app)
     post_event(client, unlock(1))
+    dispatch_stored(app)
     assert run_sweep(app)["enqueued"] == 0  # its message is in the queue, presumably
     later = utcnow() + OVERDUE + timedelta(seconds=1)
     assert run_sweep(app, now=later)["enqueued"] == 2  # due, not taken for too long: lost

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from relay.config import Config
@@ -17,7 +17,6 @@ from schemas.events import EVENTS, dedup_key, raw_dedup_key, validate_event
 class Ingested:
     event_id: int | None
     status: str
-    delivery_ids: tuple[int, ...] = ()
     errors: dict | None = None
     duplicate: bool = False
 
@@ -55,25 +54,36 @@ def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
            source: str = "webhook") -> Ingested:
     plan = plan_event(payload, config)
     status, errors = plan.status, plan.errors
+    dedup = plan.key or raw_dedup_key(raw_body)
     # Events that did not come from a webhook (a backfill) are catch-up work: delivered like
     # replays, with the throttle slots live traffic leaves.
     lane = Lane.LIVE if source == "webhook" else Lane.CATCH_UP
-    event = Event(
-        type=plan.event_type or "(missing)", status=status, payload=payload, errors=errors,
-        dedup_key=plan.key or raw_dedup_key(raw_body), source=source,
-        deliveries=[Delivery(destination=d, lane=lane) for d in plan.destinations],
+    event_id = _store(
+        session,
+        dict(type=plan.event_type or "(missing)", status=status, payload=payload, errors=errors, dedup_key=dedup,
+             source=source),
+        [dict(destination=d, lane=lane) for d in plan.destinations],
         # Whom it names, as digests: what lookups use instead of looking into the payload.
-        subjects=[EventSubject(**row) for row in subject_rows(payload, config.lookup_key)],
+        subject_rows(payload, config.lookup_key),
     )
-    session.add(event)
-    try:
-        session.commit()
-    except IntegrityError:
-        # The unique dedup key: SparkLoop retried, or two copies raced; the first one won.
-        session.rollback()
-        stored = session.scalar(sa.select(Event.id).where(Event.dedup_key == event.dedup_key))
+    if event_id is None:  # the unique dedup key: SparkLoop retried, or two copies raced; the first one won
+        stored = session.scalar(sa.select(Event.id).where(Event.dedup_key == dedup))
         return Ingested(event_id=stored, status=status, errors=errors, duplicate=True)
-    return Ingested(
-        event_id=event.id, status=status, errors=errors,
-        delivery_ids=tuple(d.id for d in event.deliveries),
-    )
+    return Ingested(event_id=event_id, status=status, errors=errors)
+
+
+def _store(session: Session, event: dict, deliveries: list[dict], subjects: list[dict]) -> int | None:
+    """The event, its deliveries and its subjects in one transaction, in three statements
+    (Core, not the unit of work: a third of the time); None when its dedup key is taken."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    event_id = session.scalar(insert(Event).values(**event).on_conflict_do_nothing(index_elements=["dedup_key"])
+                              .returning(Event.id))
+    if event_id is None:
+        session.rollback()
+        return None
+    for model, rows in ((Delivery, deliveries), (EventSubject, subjects)):
+        if rows:
+            session.execute(sa.insert(model), [{"event_id": event_id, **row} for row in rows])
+    session.commit()
+    return event_id

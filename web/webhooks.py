@@ -1,4 +1,5 @@
-"""POST /webhooks/sparkloop: check the token, parse, store, answer 200, then enqueue. Every
+"""POST /webhooks/sparkloop: check the token, parse, store, answer 200 (the workers publish what
+was stored: workers.dispatch). Every
 answer is counted (relay_webhooks_total{type,outcome}) and logged once, with the event's id,
 type and outcome and the time it took: never a payload value."""
 from __future__ import annotations
@@ -15,7 +16,6 @@ from relay import storable
 from relay.db import session_scope
 from relay.metrics import metrics_for
 from relay.models import EventStatus
-from relay.queue import enqueue_deliveries
 from schemas.events import EVENTS
 from web.ingest import ingest
 
@@ -51,7 +51,7 @@ def receive_sparkloop():
                        event_id=result.event_id, fields=result.errors)
     if result.duplicate:
         return _answer(started, "duplicate", payload, result.event_id, 200)
-    enqueue_deliveries(result.delivery_ids)
+    # Stored is all: the workers' dispatcher (workers.dispatch) publishes the deliveries.
     outcome = "unhandled" if result.status == EventStatus.UNHANDLED else "accepted"
     return _answer(started, outcome, payload, result.event_id, 200)
 

@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 from relay import storable, subjects
 from relay.db import session_scope
 from relay.models import Event, EventSubject, Lane, utcnow
-from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
 from relay.sealing import SealedDataError
 from schemas.events import dedup_key, validate_event
 from schemas.values import of_type
@@ -260,7 +259,6 @@ def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) ->
     """Create the events of one page (or, dry, say which); return its counts."""
     counts = Tally(seen=len(fresh))
     config = current_app.config["RELAY"]
-    delivery_ids: list[int] = []
     with session_scope() as session:
         received = already_received(session, fresh)
         counts.already_received = len(received)
@@ -292,11 +290,8 @@ def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) ->
                 counts.duplicates += 1
             else:
                 counts.created += 1
-                delivery_ids.extend(outcome.delivery_ids)
-    if delivery_ids:
-        # Catch-up work, like a replay: it must not hold up live webhooks (the sweep enqueues
-        # whatever the broker missed).
-        enqueue_deliveries(delivery_ids, queue=CATCH_UP_QUEUE)
+    # The workers' dispatcher publishes the deliveries, on the catch-up queue (their lane), so
+    # they never hold up live webhooks.
     return counts
 
 

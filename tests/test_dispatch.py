@@ -1,0 +1,60 @@
+"""The web only stores; each worker's dispatcher publishes what was stored, once, on its lane's
+queue, and several dispatchers never take the same rows."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from relay.models import Delivery, Lane
+from tests.conftest import deliveries, dispatch_stored, events, load_fixture, post_event, wait_for
+
+
+def test_the_web_stores_and_the_dispatcher_publishes_each_delivery_once(app, client, monkeypatch):
+    sent = []
+    monkeypatch.setattr(app.extensions["celery"], "send_task", lambda name, args, queue, **_: sent.append((args[0], queue)))
+    assert post_event(client, load_fixture("new_referral")).status_code == 200
+    assert [d.enqueued_at for d in deliveries(app)] == [None, None]  # stored, not yet published
+    assert dispatch_stored(app) == 2
+    assert sorted(sent) == [(d.id, "celery") for d in deliveries(app)]
+    assert all(d.enqueued_at is not None for d in deliveries(app))
+    assert dispatch_stored(app) == 0  # published once
+
+
+def test_catch_up_work_goes_to_its_own_queue(app, client, monkeypatch):
+    sent = []
+    monkeypatch.setattr(app.extensions["celery"], "send_task", lambda name, args, queue, **_: sent.append(queue))
+    post_event(client, load_fixture("new_referral"))
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(lane=Lane.CATCH_UP))
+        session.commit()
+    assert dispatch_stored(app) == 2 and sent == ["relay-replay", "relay-replay"]
+
+
+def test_a_row_another_dispatcher_holds_is_skipped_on_postgresql(app, client, database_url):
+    if database_url.startswith("sqlite"):
+        pytest.skip("one writer at a time: a second dispatcher waits for the first instead")
+    post_event(client, load_fixture("new_referral"))
+    db = app.extensions["relay.db"]
+    with db.session() as holder:
+        holder.execute(sa.select(Delivery.id).where(Delivery.destination == "sprig").with_for_update())
+        assert dispatch_stored(app) == 1  # the other one, without waiting for the lock
+    assert dispatch_stored(app) == 1
+
+
+def test_a_worker_delivers_what_the_web_stored_with_nothing_else_running(client, app, worker):
+    post_event(client, load_fixture("new_referral"))
+    assert wait_for(lambda: [e.status for e in events(app)] == ["done"], timeout=20)
+
+
+def test_what_the_broker_refuses_stays_for_the_next_round(app, client, monkeypatch):
+    post_event(client, load_fixture("new_referral"))
+    celery_app = app.extensions["celery"]
+
+    def broker_down(*_args, **_kwargs):
+        raise ConnectionError("broker away")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    assert dispatch_stored(app) == 0
+    assert [d.enqueued_at for d in deliveries(app)] == [None, None]
+    monkeypatch.setattr(celery_app, "send_task", lambda *_args, **_kwargs: None)
+    assert dispatch_stored(app) == 2

@@ -1,0 +1,104 @@
+"""The dispatcher: publishes the deliveries the web stored. A step of every Celery worker.
+
+The web only stores (one transaction per webhook) and answers; a new delivery is pending with
+no `enqueued_at`. Each worker's main process runs this step's thread, which claims such rows
+every DISPATCH_EVERY_S while there is work (backing off to IDLE_S when there is none), records
+that they are enqueued and publishes deliver(id) for them on their lane's queue. Several workers take different rows (PostgreSQL's FOR UPDATE SKIP LOCKED);
+a second publish of one delivery would be harmless anyway: only one run can claim it.
+
+Why not publish from the web, after its commit: two Celery messages and the second transaction
+that recorded them took half of a webhook's time (bench/ingest). Deliveries handed back by a
+stopping worker, and those whose lease the sweep released, come back through here too, at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import sqlalchemy as sa
+from celery import bootsteps
+
+from relay.db import Database, get_db
+from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.queue import mark_enqueued, publish, queue_for
+
+log = logging.getLogger("relay.dispatch")
+
+DISPATCH_EVERY_S = 0.05
+IDLE_S = 0.25
+AFTER_ERROR_S = 1.0
+BATCH = 200
+
+
+def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
+    """Publish up to `batch` stored deliveries nobody enqueued; return how many were.
+
+    The rows are marked first, in a transaction of their own, so no lock is held while
+    publishing (a delivery's claim would wait for it); those the broker then refuses are
+    unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue)."""
+    now = utcnow()
+    with db.session() as session:
+        rows = session.execute(
+            sa.select(Delivery.id, Delivery.lane)
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_(None),
+                   Delivery.next_attempt_at <= now)
+            .order_by(Delivery.id).limit(batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+        mark_enqueued(session, [delivery_id for delivery_id, _ in rows])
+        session.commit()
+    refused = []
+    for queue in sorted({queue_for(lane) for _, lane in rows}):
+        ids = [delivery_id for delivery_id, lane in rows if queue_for(lane) == queue]
+        published = publish(ids, queue=queue, connection=connection)
+        refused += ids[len(published):]
+    if refused:
+        with db.session() as session:
+            session.execute(sa.update(Delivery).where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
+                            .values(enqueued_at=None))
+            session.commit()
+    return len(rows) - len(refused)
+
+
+class Dispatcher(bootsteps.StartStopStep):
+    """The worker's step: StartStopStep starts its `DispatchThread` with the worker and stops it
+    on every way out (warm or cold shutdown). It starts after the pool, so the first pool
+    processes fork before the thread exists."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def create(self, worker):
+        return DispatchThread(worker.app.flask_app)
+
+
+class DispatchThread:
+    """Runs `dispatch` in a thread of the worker's main process."""
+
+    def __init__(self, flask_app):
+        self._flask_app = flask_app
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="relay-dispatch")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        # A broker connection of this thread's own: kombu's Redis connections are not safe to
+        # share with the consumer's thread (seen here: publishes stalled for socket_timeout).
+        flask_app = self._flask_app
+        with flask_app.app_context(), flask_app.extensions["celery"].connection_for_write() as connection:
+            db, wait = get_db(), DISPATCH_EVERY_S
+            while not self._stopping.wait(wait):
+                try:
+                    found = dispatch(db, connection=connection)
+                except Exception as exc:  # the store or the broker away: the next round retries
+                    log.warning("dispatch failed (%s)", type(exc).__name__)
+                    wait = AFTER_ERROR_S
+                    continue
+                wait = DISPATCH_EVERY_S if found else min(wait * 2, IDLE_S)
