@@ -258,7 +258,7 @@ def test_a_429_is_honoured_and_the_run_completes(sqlite_app, sandbox):
 
 
 def test_calls_are_paced_by_the_shared_throttle(relay_app, sandbox):
-    app = relay_app(SPARKLOOP_RATE_LIMIT="2/1s")  # one call every 0.5 s
+    app = relay_app(SPARKLOOP_RATE_LIMIT="2/1s")
     seed(sandbox, 1, 2, 3, 4, 5, 6, 7)
 
     result = backfill(app, "--since", "1d", "--per-page", "2")
@@ -266,7 +266,8 @@ def test_calls_are_paced_by_the_shared_throttle(relay_app, sandbox):
     assert result.exit_code == 0, result.output
     stamps = [r["at"] for r in sparkloop_requests(sandbox)]
     assert len(stamps) == 4
-    assert min(b - a for a, b in zip(stamps, stamps[1:])) >= 0.4
+    assert max(sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps) <= 2  # no second holds 3
+    assert stamps[-1] - stamps[0] >= 1.0
     assert len(backfilled(app)) == 7
 
 

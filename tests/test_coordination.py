@@ -25,26 +25,36 @@ def r(redis_url):
     client.close()
 
 
-def acquire(throttle, slot=None, lane=Lane.LIVE):
+def acquire(throttle, slot=None, lane=Lane.LIVE) -> int:
     """One call, as the run of a delivery that reserved `slot` on its previous run."""
-    throttle.acquire(Pacing(lane=lane, reserved=slot))
+    return throttle.acquire(Pacing(lane=lane, reserved=slot))
 
 
-def test_each_deferred_caller_gets_its_own_slot_and_may_use_it_when_due(r):
-    throttle = Throttle(r, "sprig:acct", CallRate(5, 1.0))  # one call every 200 ms
-    acquire(throttle)
-    waits, slots = [], []
-    for _ in range(2):
-        with pytest.raises(Deferred) as deferred:
-            acquire(throttle)
-        waits.append(deferred.value.wait_s)
-        slots.append(deferred.value.slot)
-    assert 0.15 < waits[0] <= 0.2 and 0.35 < waits[1] <= 0.4  # distinct slots, no stampede
-    time.sleep(waits[0])
-    acquire(throttle, slots[0])  # its reserved slot: no new reservation
-    with pytest.raises(Deferred) as early:  # the second slot is not due yet
-        acquire(throttle, slots[1])
-    assert early.value.slot == slots[1]
+def deferred_call(throttle, slot=None, lane=Lane.LIVE) -> Deferred:
+    with pytest.raises(Deferred) as deferred:
+        acquire(throttle, slot, lane)
+    return deferred.value
+
+
+def most_within(grants_ms: list[int], span_ms: int) -> int:
+    grants = sorted(grants_ms)
+    return max((sum(1 for t in grants if start <= t < start + span_ms) for start in grants), default=0)
+
+
+def test_calls_within_the_window_go_at_once_and_each_waiter_gets_its_own_slot(r):
+    throttle = Throttle(r, "sprig:acct", CallRate(5, 1.0))  # 5 a second: one every 200 ms when queued
+    for _ in range(5):
+        acquire(throttle)  # a burst the window holds: nobody waits
+    first, second = deferred_call(throttle), deferred_call(throttle)
+    margin_s = 1.0 + JITTER_MARGIN_MS / 1000
+    assert margin_s - 0.05 < first.wait_s <= margin_s  # when the window frees
+    assert 0.15 < second.wait_s - first.wait_s <= 0.2  # distinct slots, no stampede
+    time.sleep(first.wait_s)
+    acquire(throttle, first.slot)  # its reserved slot: no new reservation
+    early = deferred_call(throttle, second.slot)  # the second slot is not due yet
+    assert early.slot.at_ms == second.slot.at_ms
+    newcomer = deferred_call(throttle)  # queues behind the waiter, though the window has room later
+    assert newcomer.slot.at_ms > second.slot.at_ms
 
 
 def test_a_reserved_slot_is_used_by_the_first_call_for_its_account_only():
@@ -56,85 +66,95 @@ def test_a_reserved_slot_is_used_by_the_first_call_for_its_account_only():
 
 
 def test_throttle_is_shared_by_every_client_of_the_account(r):
-    first = Throttle(r, "sprig:acct", CallRate(5, 1.0))
-    second = Throttle(redis.Redis(connection_pool=r.connection_pool), "sprig:acct", CallRate(5, 1.0))
-    other_account = Throttle(r, "sprig:other", CallRate(5, 1.0))
+    first = Throttle(r, "sprig:acct", CallRate(1, 1.0))
+    second = Throttle(redis.Redis(connection_pool=r.connection_pool), "sprig:acct", CallRate(1, 1.0))
+    other_account = Throttle(r, "sprig:other", CallRate(1, 1.0))
     acquire(first)
-    with pytest.raises(Deferred):
-        acquire(second)
+    deferred_call(second)
     acquire(other_account)
 
 
-def test_throttle_holds_the_rate_over_a_second(r):
-    throttle = Throttle(r, "sprig:acct", CallRate(20, 1.0))
-    granted, deadline, slot = 0, time.monotonic() + 1.0, None
-    while time.monotonic() < deadline:
-        try:
-            acquire(throttle, slot)
-            granted, slot = granted + 1, None
-        except Deferred as deferred:
-            slot = deferred.slot
-            time.sleep(min(deferred.wait_s, max(deadline - time.monotonic(), 0)))
-    assert 19 <= granted <= 21
+def test_no_window_holds_more_than_the_limit_however_late_slots_are_used(r):
+    throttle = Throttle(r, "sprig:acct", CallRate(4, 0.5))
+    grants, slots, deadline = [], [None] * 6, time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # six callers, each using its slot up to 150 ms late
+        for n, slot in enumerate(slots):
+            try:
+                grants.append(acquire(throttle, slot))
+                slots[n] = None
+            except Deferred as deferred:
+                slots[n] = deferred.slot
+        time.sleep(0.01 + 0.14 * (len(grants) % 3 == 0))
+    assert most_within(grants, 500) <= 4
+    assert len(grants) >= 4 * 4 - 2  # and the windows are used: about 4 per 0.5 s
 
 
-def test_a_slot_used_late_never_lets_a_window_hold_more_than_the_limit(r):
-    throttle = Throttle(r, "sprig:acct", CallRate(2, 1.0))  # one call every 500 ms
-    acquire(throttle)
-    with pytest.raises(Deferred) as first:
-        acquire(throttle)
-    time.sleep(0.9)  # the worker picks its slot (due at 500 ms) up late, at 900 ms
-    acquire(throttle, first.value.slot)
-    with pytest.raises(Deferred) as second:
-        acquire(throttle)  # GCRA's next slot is at 1000 ms: only 100 ms after the late call
-    time.sleep(second.value.wait_s)
-    with pytest.raises(Deferred) as held:  # two calls in the last second (+ margin): wait
-        acquire(throttle, second.value.slot)
-    assert 0.05 < held.value.wait_s <= 0.1 + JITTER_MARGIN_MS / 1000
-    time.sleep(held.value.wait_s)
-    acquire(throttle, held.value.slot)
-
-
-def test_replays_take_only_the_slots_live_traffic_leaves(r):
-    throttle = Throttle(r, "sprig:acct", CallRate(10, 1.0))  # one call every 100 ms
+def test_replays_take_only_what_live_traffic_leaves(r):
+    throttle = Throttle(r, "sprig:acct", CallRate(2, 1.0))  # replays: one every 500 ms
     acquire(throttle, lane=Lane.CATCH_UP)  # nothing live is waiting: the replay goes
-    with pytest.raises(Deferred) as live:
-        acquire(throttle)
-    with pytest.raises(Deferred) as replay:
-        acquire(throttle, lane=Lane.CATCH_UP)  # queues in the replays' own lane
-    time.sleep(max(live.value.wait_s, replay.value.wait_s))
-    with pytest.raises(Deferred) as yielded:  # its turn, but the live delivery holds the slot
-        acquire(throttle, replay.value.slot, lane=Lane.CATCH_UP)
-    assert yielded.value.slot is None and "live traffic first" in yielded.value.reason
-    acquire(throttle, live.value.slot)
-    with pytest.raises(Deferred) as next_live:
-        acquire(throttle)
-    assert next_live.value.wait_s <= 0.1  # the waiting replay reserved nothing ahead of it
+    acquire(throttle)  # live traffic goes at once while the window has room
+    live = deferred_call(throttle)  # the window is full: live queues
+    replay = deferred_call(throttle, lane=Lane.CATCH_UP)  # at its lane's pace
+    assert replay.wait_s <= 0.5
+    time.sleep(replay.wait_s)
+    yielded = deferred_call(throttle, replay.slot, lane=Lane.CATCH_UP)  # its turn, but live waits
+    assert yielded.slot is None and "live traffic first" in yielded.reason
+    time.sleep(live.wait_s)
+    acquire(throttle, live.slot)
 
 
 def test_a_vendor_pause_holds_every_worker_and_every_reserved_slot(r):
-    throttle = Throttle(r, "spruce:acct", CallRate(10, 1.0))
+    throttle = Throttle(r, "spruce:acct", CallRate(1, 1.0))
     acquire(throttle)
-    with pytest.raises(Deferred) as reserved:
-        acquire(throttle)
+    reserved = deferred_call(throttle)
     throttle.push(2.0)
-    with pytest.raises(Deferred) as deferred:
-        acquire(throttle)
-    assert 1.9 < deferred.value.wait_s <= 2.0
-    with pytest.raises(Deferred) as held:
-        acquire(throttle, reserved.value.slot)
-    assert held.value.wait_s > 1.9
+    assert 1.9 < deferred_call(throttle).wait_s <= 2.0 + 1.0 + JITTER_MARGIN_MS / 1000  # behind the waiter
+    assert deferred_call(throttle, reserved.slot).wait_s > 1.9
 
 
-def test_low_remaining_from_the_vendor_slows_the_pace(r):
-    throttle = Throttle(r, "spruce:acct", CallRate(50, 60.0))  # our pace: one per 1.2 s
-    throttle.observe(remaining=90)  # 90 left: spreading them is faster than our pace
-    acquire(throttle)
-    r.flushdb()
-    throttle.observe(remaining=5)  # 5 left: spread them over a window
-    with pytest.raises(Deferred) as deferred:
-        acquire(throttle)
-    assert 11 < deferred.value.wait_s <= 12
+def test_what_the_vendor_says_remains_binds_every_worker_until_its_window_passes(r):
+    # The guess is ten times too high; the vendor's window is 1 s here (Spruce's is 60 s).
+    throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0), vendor_window_s=1.0)
+    granted = acquire(throttle)
+    throttle.observe(granted, limit=30, remaining=2)  # the answer to that call: 2 left
+    acquire(throttle)  # one more: with the call it answered, 2 spent since the reading
+    held = deferred_call(throttle)
+    assert 0.9 < held.wait_s <= 1.0  # until the vendor's window has surely passed
+    throttle.observe(granted - 5, remaining=20)  # an older reading, answered late: ignored
+    assert deferred_call(throttle).wait_s > 0.9
+    time.sleep(held.wait_s + 0.02)
+    probe = acquire(throttle, held.slot)  # the window has passed: the waiter goes
+    throttle.observe(probe, limit=30, remaining=29)
+    # A fresh reading with room: a newcomer waits only for the queue (the second waiter, then
+    # one interval), not for the vendor.
+    assert deferred_call(throttle).wait_s <= 0.4
+
+
+def test_the_vendors_own_limit_binds_when_the_guess_is_higher(r):
+    throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0))
+    throttle.observe(acquire(throttle), limit=3)
+    acquire(throttle), acquire(throttle)
+    assert deferred_call(throttle).wait_s > 59  # 3 calls in its window: the fourth waits
+
+
+def test_a_guess_lower_than_the_vendor_allows_is_used_in_full(r):
+    throttle = Throttle(r, "spruce:acct", CallRate(5, 1.0))
+    for _ in range(5):
+        throttle.observe(acquire(throttle), limit=100, remaining=90)
+    assert deferred_call(throttle).wait_s <= 1.0 + JITTER_MARGIN_MS / 1000  # our own window, nothing more
+
+
+def test_a_short_wait_is_slept_through_and_a_long_one_defers(r):
+    naps = []
+    throttle = Throttle(r, "sprig:acct", CallRate(1, 0.3))
+    guard = Guard(throttle, Breaker(r, "sprig:acct"), sleep=lambda s: (naps.append(s), time.sleep(s)))
+    guard.before(Pacing())
+    guard.before(Pacing())  # the window frees in 0.4 s: the caller naps, keeping its place
+    assert len(naps) == 1 and 0.3 < naps[0] <= 0.4
+    throttle.push(5.0)
+    with pytest.raises(Deferred):
+        guard.before(Pacing())
+    assert len(naps) == 1
 
 
 def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog):
@@ -162,7 +182,7 @@ def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog)
 def test_a_probe_the_throttle_defers_is_not_stranded(r):
     breaker = Breaker(r, "sprig:acct", threshold=1, cooldown_s=0.2)
     throttle = Throttle(r, "sprig:acct", CallRate(1, 0.5))  # one call every 500 ms
-    guard = Guard(throttle, breaker)
+    guard = Guard(throttle, breaker, nap_within_s=0)
     breaker.failure()
     time.sleep(0.25)
     assert breaker.state() == "half-open"

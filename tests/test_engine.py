@@ -260,7 +260,8 @@ def test_a_sprig_event_refused_with_a_429_is_sent_again_without_a_read(client, a
 
 
 def test_a_sprig_delivery_the_throttle_held_back_sends_without_reading_back(relay_app, sandbox):
-    app = relay_app(SPRIG_RATE_LIMIT="2/1s", SPRUCE_API_TOKEN="")  # one call every 500 ms
+    # Two calls go at once; the third waits for the window (3 s: longer than a worker naps).
+    app = relay_app(SPRIG_RATE_LIMIT="2/3s", SPRUCE_API_TOKEN="")
     client = app.test_client()
     for n in range(3):
         payload = unlock(1)

@@ -25,7 +25,7 @@ from relay.queue import mark_enqueued, publish, queue_for
 log = logging.getLogger("relay.dispatch")
 
 DISPATCH_EVERY_S = 0.05
-IDLE_S = 0.25
+IDLE_S = 0.1
 AFTER_ERROR_S = 1.0
 BATCH = 200
 

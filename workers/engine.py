@@ -1,9 +1,10 @@
 """Running one delivery: claim it, take the subscriber's lock, let its destination deliver, and
 record the outcome that `workers.classify` decides.
 
-Retry times live in the database (next_attempt_at). Short waits also ride on a broker
-countdown; long ones wait for the sweep, because Redis redelivers a task delayed past its
-visibility timeout again and again.
+Retry times live in the database (next_attempt_at): a delivery that waits is pending with no
+`enqueued_at`, and the workers' dispatcher (workers.dispatch) publishes it once it is due. No
+broker countdowns: a delayed message would wait behind the queue's backlog and hold a worker's
+prefetch, and Redis redelivers one delayed past its visibility timeout again and again.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from relay.db import get_db, session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.metrics import metrics_for
 from relay.observability import report, report_exception
-from relay.queue import enqueue_deliveries, queue_for
 from relay.shared_redis import redis_client
 from schemas.events import EVENTS, sends, validate_event
 from schemas.personal import personal_strings
@@ -32,8 +32,6 @@ from workers.locks import subject_locks
 from workers.throttle import Pacing, Slot
 
 log = logging.getLogger("relay.delivery")
-
-COUNTDOWN_LIMIT_S = 300
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,6 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
         delivery.next_attempt_at = utcnow() + timedelta(seconds=wait_s)
         delivery.lease_expires_at = None
         delivery.enqueued_at = None
-        queue = queue_for(delivery.lane)
         # Why it is still pending, for the operator. Relay's own deferrals (throttle, breaker,
         # lock) do not hide the vendor error that led to them.
         if not deferred or verdict.status_code is not None or not delivery.last_error:
@@ -148,8 +145,6 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
         session.commit()
     outcome = "deferred" if deferred else "retried"
     _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason}", verdict)
-    if wait_s <= COUNTDOWN_LIMIT_S:
-        enqueue_deliveries([run.claim.delivery_id], countdown=wait_s, queue=queue)
     return outcome
 
 

@@ -3,6 +3,7 @@ bookkeeping after it. Both live in Redis, shared by every process (relay.shared_
 from __future__ import annotations
 
 import hashlib
+import time
 
 from relay.config import CallRate
 from relay.metrics import Metrics, metrics_for
@@ -11,19 +12,26 @@ from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
 from workers.throttle import Pacing, Throttle
 
+# A wait for a throttle slot this short is slept through in the task: a deferral (a database
+# write, then the dispatcher's publish) costs more, and the delivery might lose its place.
+NAP_WITHIN_S = 2.0
+MAX_NAPS = 4
 THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
 DAILY_EXHAUSTED_WAIT_S = 3600.0  # Spruce publishes no reset time for its daily budget: probe hourly
 
 
 class Guard:
-    def __init__(self, throttle: Throttle, breaker: Breaker, metrics: Metrics | None = None):
+    def __init__(self, throttle: Throttle, breaker: Breaker, metrics: Metrics | None = None,
+                 nap_within_s: float = NAP_WITHIN_S, sleep=time.sleep):
         self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
+        self._nap_within_s, self._sleep = nap_within_s, sleep
 
-    def before(self, pacing: Pacing) -> None:
-        """May raise Deferred: the breaker is open, or no throttle slot is free yet."""
+    def before(self, pacing: Pacing) -> int:
+        """Return the throttle's grant time (ms) once the call may go; a short wait for a slot
+        is slept through. May raise Deferred: the breaker is open, or the wait is long."""
         probing = self.breaker.check()
         try:
-            self.throttle.acquire(pacing)
+            return self._acquire(pacing)
         except Deferred:
             if probing:  # no call, no outcome: a probe left standing would block everyone
                 self.breaker.release_probe()
@@ -31,9 +39,22 @@ class Guard:
                 self.metrics.count("relay_throttle_deferrals_total", vendor=self.breaker.vendor)
             raise
 
+    def _acquire(self, pacing: Pacing) -> int:
+        for nap in range(MAX_NAPS + 1):
+            try:
+                return self.throttle.acquire(pacing)
+            except Deferred as deferred:
+                if nap == MAX_NAPS or deferred.wait_s > self._nap_within_s:
+                    raise
+                pacing.reserved = deferred.slot or pacing.reserved
+                self._sleep(deferred.wait_s)
+        raise AssertionError("unreachable")
+
     def after(self, kind: ErrorKind | None, remaining: int | None = None,
-              daily_remaining: int | None = None, retry_after: float | None = None) -> None:
-        """`kind` None: the call succeeded. The counts are the vendor's rate-limit headers."""
+              daily_remaining: int | None = None, retry_after: float | None = None,
+              granted_ms: int | None = None, limit: int | None = None) -> None:
+        """`kind` None: the call succeeded. The counts are the vendor's rate-limit headers on
+        the answer to the call the throttle granted at `granted_ms`."""
         if kind == ErrorKind.TRANSIENT:
             self.breaker.failure()
         elif kind == ErrorKind.AUTH:
@@ -42,7 +63,8 @@ class Guard:
             self.throttle.push(THROTTLED_DEFAULT_WAIT_S if retry_after is None else retry_after)
         else:  # success, permanent, duplicate: the vendor is up and answering
             self.breaker.success()
-        self.throttle.observe(remaining)
+        if granted_ms is not None:
+            self.throttle.observe(granted_ms, limit, remaining)
         if daily_remaining == 0:
             self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
 

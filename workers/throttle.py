@@ -1,18 +1,23 @@
 """The shared throttle: one limiter per vendor account in Redis, checked right before each
 vendor call by every process.
 
-Why hand-written Lua rather than `limits`: a deferred delivery must be re-enqueued with the
-exact wait until its slot, and the vendor's own headers (429 Retry-After, Spruce's
-s-ratelimit-remaining) must be able to push every worker's next slot later. GCRA keeps one
-number per account (the theoretical arrival time), answers "allowed, or wait N ms" atomically,
-and takes both adjustments in small scripts; it also spreads calls evenly, which the vendors'
-fixed or rolling windows (unknown which) both accept. Time is Redis's own clock, so processes
-on different machines agree.
+Why hand-written Lua rather than `limits`: a call must be able to reserve its place in a queue
+and learn the exact wait until it, the vendor's own headers (429 Retry-After, Spruce's
+s-ratelimit-limit and -remaining) must bind every worker at once, and all of it must be one
+atomic step on Redis's own clock, so processes on different machines agree.
 
-GCRA spaces calls evenly, but a slot used a little late followed by one used on time puts two
-calls closer than the interval. A log of the calls made is the hard guarantee: a call goes only
-if the window before it (plus a margin for network jitter) holds fewer than `limit` calls, so
-no window of the vendor's, fixed or rolling, sees more.
+A log of the calls made (a sorted set of grant times) is the hard guarantee: a call goes only if
+the window before it (plus a margin for network jitter) holds fewer than the configured limit,
+and, once the vendor has spoken, fewer than its `s-ratelimit-limit` in its 60 s window and no
+more than its `s-ratelimit-remaining` said was left (counting our calls since the reading, and
+those in flight when it was taken). So no window of the vendor's, fixed or rolling, sees more.
+
+Within those bounds live calls go at once, in bursts: a webhook's delivery never waits for an
+even pace the vendor does not ask for. Only when the window is full do callers queue: each
+reserves its own slot (the queue's tail, one interval apart, from when the window frees), so
+deferred deliveries wake one per slot instead of all at once, and a newcomer queues behind them.
+Catch-up work (replays, backfills) is paced evenly in a lane of its own and takes only what no
+live caller is waiting for.
 """
 from __future__ import annotations
 
@@ -26,74 +31,100 @@ from relay.config import CallRate
 from relay.models import Lane
 from workers.outcomes import Deferred
 
-# A reserved slot used later than this would bunch calls together; it is re-reserved instead.
-LATE_SLOT_MS = 2000
 # Calls reach the vendor a little after Redis granted them, not all equally late.
 JITTER_MARGIN_MS = 100
+# A vendor's reading counts the calls it had seen: ours granted this long before the call it
+# answered may still have been on the way, so they count against what it said remains.
+IN_FLIGHT_MS = 2000
+# Spruce's s-ratelimit-* window.
+VENDOR_WINDOW_S = 60.0
 
-# Every script: KEYS[1] the account's next free slot (ms, GCRA's theoretical arrival time),
-# KEYS[2] a pause until (ms) that the vendor asked for, KEYS[3] when the calls of the last
-# window were made (a sorted set of ms). ARGV[1] limit, ARGV[2] window + margin (ms), ARGV[3]
-# a unique member for KEYS[3], ARGV[4] the script's own value. Each returns {wait_ms, slot_ms}.
+# KEYS: [1] the queue's tail (ms: the next waiter's slot), [2] a pause until (ms) the vendor
+# asked for, [3] the calls made (a sorted set of grant times, ms), [4] the vendor's latest
+# reading (a hash: at, limit, remaining).
+# ARGV: [1] limit, [2] window + margin (ms), [3] a unique member for KEYS[3], [4] the script's
+# own value, [5] the interval (ms), [6] the vendor's window (ms). Each returns {wait_ms, slot_ms}.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window, value = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local interval, vendor_window = tonumber(ARGV[5]), tonumber(ARGV[6])
 local pause = tonumber(redis.call('GET', KEYS[2]) or 0)
+local keep = math.max(window, vendor_window + IN_FLIGHT + 1000)
+local function freed_at(span, allowed)
+  -- when the calls of the last `span` ms drop below `allowed`
+  local made = redis.call('ZCOUNT', KEYS[3], now - span, '+inf')
+  if made < allowed then return now end
+  local oldest = redis.call('ZREVRANGE', KEYS[3], allowed - 1, allowed - 1, 'WITHSCORES')
+  return tonumber(oldest[2]) + span
+end
 local function ready()
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  local made = redis.call('ZCARD', KEYS[3])
-  if made < limit then return now end
-  local oldest = redis.call('ZRANGE', KEYS[3], made - limit, made - limit, 'WITHSCORES')
-  return tonumber(oldest[2]) + window
+  -- the earliest time a call may go, by our log and the vendor's reading, never before a pause
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - keep)
+  local at = math.max(now, pause, freed_at(window, limit))
+  local seen = redis.call('HMGET', KEYS[4], 'at', 'limit', 'remaining')
+  if seen[1] then
+    local seen_at = tonumber(seen[1])
+    if seen[2] then at = math.max(at, freed_at(vendor_window + 1000, math.max(tonumber(seen[2]), 1))) end
+    if seen[3] and now < seen_at + vendor_window then
+      local spent = redis.call('ZCOUNT', KEYS[3], seen_at - IN_FLIGHT, '+inf')
+      if spent >= tonumber(seen[3]) then at = math.max(at, seen_at + vendor_window) end
+    end
+  end
+  return at
 end
 local function go()
   redis.call('ZADD', KEYS[3], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], window + 1000)
+  redis.call('PEXPIRE', KEYS[3], keep + 1000)
 end
-local function next_slot()
-  local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now, pause)
-  if slot <= now then slot = ready() end
+local function queue_at(at)
+  -- a place in the queue: after the last waiter and when the window allows
+  local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), at)
+  redis.call('SET', KEYS[1], slot + interval, 'PX', slot + interval - now + 60000)
   return slot
 end
-"""
-# value = the interval. Take the next free slot, now or later; each caller gets its own, so
-# deferred deliveries wake one per slot instead of all at once.
+""".replace("IN_FLIGHT", str(IN_FLIGHT_MS))
+# Go now if no one waits and the window allows; else take the next place in the queue.
 _RESERVE = _PRELUDE + """
-local slot = next_slot()
-redis.call('SET', KEYS[1], slot + value, 'PX', slot + value - now + 60000)
-if slot <= now then go() end
+local at = ready()
+if at <= now and tonumber(redis.call('GET', KEYS[1]) or 0) <= now then
+  go()
+  return {0, now}
+end
+local slot = queue_at(at)
 return {slot - now, slot}
 """
-# value = the interval. A slot now or nothing, reserving nothing (catch-up work: live first).
-_TAKE = _PRELUDE + """
-local slot = next_slot()
-if slot > now then return {slot - now, slot} end
-redis.call('SET', KEYS[1], now + value, 'PX', value + 60000)
+# value = a reserved slot (ms). Go once it is due and the window allows; else the wait left.
+_USE = _PRELUDE + """
+local at = math.max(ready(), value)
+if at > now then return {at - now, at} end
 go()
 return {0, now}
 """
-# value = a reserved slot (ms). How long it must still wait (a pause included); a slot more
-# than ARGV[5] ms late is refused (it would burst) and returned as it was.
-_USE = _PRELUDE + """
-local due = math.max(pause, value)
-if due > now or now - due > tonumber(ARGV[5]) then return {due - now, due} end
-local at = ready()
+# Catch-up work, at its lane's turn: go only when no live caller waits and the window allows;
+# reserves nothing in the live queue.
+_TAKE = _PRELUDE + """
+local at = math.max(ready(), tonumber(redis.call('GET', KEYS[1]) or 0))
 if at > now then return {at - now, at} end
 go()
-return {due - now, due}
+return {0, now}
 """
 # value = ms. Nothing starts before now + value, reserved slots included (a 429).
 _PAUSE = _PRELUDE + """
 if now + value > pause then redis.call('SET', KEYS[2], now + value, 'PX', value + 1000) end
 return {value, now + value}
 """
-# value = ms. New reservations start no earlier than now + value (the vendor's pace).
-_NUDGE = _PRELUDE + """
-if now + value > tonumber(redis.call('GET', KEYS[1]) or 0) then
-  redis.call('SET', KEYS[1], now + value, 'PX', value + 60000)
-end
-return {value, now + value}
+# value = the grant time (ms) of the call whose answer carried the reading; ARGV[7] its
+# s-ratelimit-limit, ARGV[8] its -remaining (-1: not sent). The latest call's reading wins.
+_OBSERVE = _PRELUDE + """
+local seen_at = tonumber(redis.call('HGET', KEYS[4], 'at') or -1)
+if value < seen_at then return {0, seen_at} end
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'at', value)
+if tonumber(ARGV[7]) >= 0 then redis.call('HSET', KEYS[4], 'limit', ARGV[7]) end
+if tonumber(ARGV[8]) >= 0 then redis.call('HSET', KEYS[4], 'remaining', ARGV[8]) end
+redis.call('PEXPIRE', KEYS[4], vendor_window * 2)
+return {0, value}
 """
 
 
@@ -128,76 +159,77 @@ class Pacing:
 class Throttle:
     """The shared limiter for one vendor account."""
 
-    def __init__(self, client: redis.Redis, account: str, rate: CallRate):
-        self._client, self.account, self.rate = client, account, rate
+    def __init__(self, client: redis.Redis, account: str, rate: CallRate, vendor_window_s: float = VENDOR_WINDOW_S,
+                 margin_ms: int = JITTER_MARGIN_MS):
+        self._client, self.account, self.rate, self._margin_ms = client, account, rate, margin_ms
+        self._vendor_window_ms = int(vendor_window_s * 1000)
         self._key = f"relay:throttle:{account}"
-        self._reserve, self._take, self._use, self._pause, self._nudge = (
-            client.register_script(source) for source in (_RESERVE, _TAKE, _USE, _PAUSE, _NUDGE))
+        self._reserve, self._use, self._take, self._pause, self._observe = (
+            client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _OBSERVE))
 
-    def acquire(self, pacing: Pacing) -> None:
-        """Go now, or raise Deferred with a slot reserved for this caller."""
+    def acquire(self, pacing: Pacing) -> int:
+        """Go now (return the grant time, ms on Redis's clock), or raise Deferred with the wait
+        and, for a live caller, the slot reserved for it."""
         if pacing.lane == Lane.CATCH_UP:
-            self._acquire_leftover(pacing)
+            return self._acquire_leftover(pacing)
+        reserved = pacing.take_reserved(self.account)
+        if reserved is not None:
+            wait_ms, at_ms = self._run(self._use, reserved.at_ms)
         else:
-            self._acquire_slot(pacing.take_reserved(self.account))
+            wait_ms, at_ms = self._run(self._reserve, 0)
+        if wait_ms > 0:
+            raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, at_ms))
+        return at_ms
 
-    def _acquire_leftover(self, pacing: Pacing) -> None:
-        """Catch-up work queues in a lane of its own, paced like the account, so a thousand
-        replays wake one at a time; at its turn one goes only if live traffic has not claimed
-        the account's next slot. Live deliveries never wait behind a replay's reservation."""
-        self._catch_up_lane._acquire_slot(pacing.take_reserved(self._catch_up_lane.account))
-        wait_ms, _ = self._run(self._take, self._interval_ms())
+    def _acquire_leftover(self, pacing: Pacing) -> int:
+        """Catch-up work waits for its lane's turn (one reserved slot each, so a thousand
+        replays wake one at a time), then goes only if no live caller is waiting."""
+        self._catch_up_lane.acquire(Pacing(reserved=pacing.take_reserved(self._catch_up_lane.account)))
+        wait_ms, at_ms = self._run(self._take, 0)
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, f"{self._reason()} (replay: live traffic first)")
+        return at_ms
 
     @cached_property
     def _catch_up_lane(self) -> Throttle:
-        return Throttle(self._client, f"{self.account}:replay", self.rate)
-
-    def _acquire_slot(self, reserved: Slot | None) -> None:
-        if reserved is not None:
-            wait_ms, due_ms = self._run(self._use, reserved.at_ms)
-            if -LATE_SLOT_MS <= wait_ms <= 0:
-                return
-            if wait_ms > 0:  # woke early, or a vendor pause or a full window came in between
-                raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, due_ms))
-            # Far too late (the sweep found it): using it now would burst; queue again.
-        wait_ms, slot_ms = self._run(self._reserve, self._interval_ms())
-        if wait_ms > 0:
-            raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, slot_ms))
+        # Its own queue and log, at the account's even pace: one call per interval, no bursts
+        # (and no jitter margin: the account's own log is the guarantee).
+        return Throttle(self._client, f"{self.account}:replay", CallRate(1, self.rate.interval_s),
+                        self._vendor_window_ms / 1000, margin_ms=0)
 
     def push(self, wait_s: float) -> None:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
         self._run(self._pause, int(wait_s * 1000))
 
-    def observe(self, remaining: int | None, window_s: float = 60.0) -> None:
-        """Spruce reports calls remaining in its 60 s window, shared with anything else using
-        the organization. When that is fewer than our own pace would spend before the window
-        could reset, spread what remains over a whole window."""
-        if remaining is None:
+    def observe(self, granted_ms: int, limit: int | None = None, remaining: int | None = None) -> None:
+        """What the vendor's answer to the call granted at `granted_ms` said of its window
+        (Spruce's s-ratelimit-limit and -remaining, which count every integration of the
+        organization): from now on no process spends more than that."""
+        if limit is None and remaining is None:
             return
-        spread_s = window_s / max(remaining, 1) if remaining else window_s
-        if spread_s > self.rate.interval_s:
-            self._run(self._nudge, int(spread_s * 1000))
+        self._run(self._observe, granted_ms, -1 if limit is None else limit, -1 if remaining is None else remaining)
 
     def snapshot(self) -> dict:
-        """For operators: calls in the current window, the wait for a new slot, any pause."""
+        """For operators: calls in the current window, the wait for a new slot, any pause, and
+        what the vendor last said remains."""
         seconds, micros = self._client.time()
         now_ms = seconds * 1000 + micros // 1000
         window_ms = int(self.rate.period_s * 1000)
-        next_slot, paused_until = (int(float(v or 0)) for v in self._client.mget(self._key, f"{self._key}:pause"))
+        tail, paused_until = (int(float(v or 0)) for v in self._client.mget(self._key, f"{self._key}:pause"))
+        seen = self._client.hget(f"{self._key}:vendor", "remaining")
         return {
             "limit": f"{self.rate.limit}/{self.rate.period_s:g}s",
             "calls_in_window": self._client.zcount(f"{self._key}:calls", now_ms - window_ms, "+inf"),
-            "next_slot_in_s": round(max(next_slot - now_ms, 0) / 1000, 1),
+            "next_slot_in_s": round(max(tail - now_ms, 0) / 1000, 1),
             "paused_for_s": round(max(paused_until - now_ms, 0) / 1000, 1),
+            "vendor_remaining": None if seen is None else int(seen),
         }
 
-    def _run(self, script, value: int) -> tuple[int, int]:
+    def _run(self, script, value: int, *extra: int) -> tuple[int, int]:
         wait_ms, slot_ms = script(
-            keys=[self._key, f"{self._key}:pause", f"{self._key}:calls"],
-            args=[self.rate.limit, int(self.rate.period_s * 1000) + JITTER_MARGIN_MS,
-                  secrets.token_hex(8), value, LATE_SLOT_MS],
+            keys=[self._key, f"{self._key}:pause", f"{self._key}:calls", f"{self._key}:vendor"],
+            args=[self.rate.limit, int(self.rate.period_s * 1000) + self._margin_ms, secrets.token_hex(8), value,
+                  self._interval_ms(), self._vendor_window_ms, *extra],
         )
         return int(wait_ms), int(slot_ms)
 
