@@ -13,7 +13,7 @@ import httpx
 from celery import Celery
 
 app = Celery("bench_baseline", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14"))
-app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,
+app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,  # as Relay's
                 task_default_queue="bench-baseline")
 
 
@@ -26,3 +26,16 @@ def upsert_sprig_user(self, body: dict) -> int:
         raise self.retry(countdown=float(response.headers.get("Retry-After", 1)))
     response.raise_for_status()
     return response.status_code
+
+
+@app.task(name="bench.noop")
+def noop() -> None:
+    """The reference for bench/worker_cost.py: no work but counting itself done (one INCR), so
+    the benchmark knows when the queue is through."""
+    _counter().incr("bench:noop")
+
+
+def _counter():
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14"))

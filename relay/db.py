@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import weakref
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,6 +34,16 @@ class Database:
         sealing.attach(self.engine, self.sealer)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         _forget_connections_after_fork(self.engine)
+
+    @cached_property
+    def intake_engine(self) -> sa.Engine:
+        """The web intake's own pool: autocommit (a webhook is one statement, durable when it
+        returns) and no pre-ping round trip per checkout; the intake retries once on a
+        connection a PostgreSQL restart broke (web.webhooks)."""
+        engine = make_engine(self.url, pre_ping=False, isolation_level="AUTOCOMMIT")
+        sealing.attach(engine, self.sealer)
+        _forget_connections_after_fork(engine)
+        return engine
 
     @contextmanager
     def session(self):
@@ -64,6 +75,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if "intake_engine" in self.__dict__:
+            self.intake_engine.dispose()
 
 
 def _forget_connections_after_fork(engine: sa.Engine) -> None:
@@ -79,17 +92,19 @@ def _forget_connections_after_fork(engine: sa.Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = None) -> sa.Engine:
     # hide_parameters: SQL errors would otherwise quote bound values, i.e. emails and addresses.
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True,
+                                  **({"isolation_level": isolation_level} if isolation_level else {}))
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True,
+        url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, hide_parameters=True,
+        **({"isolation_level": isolation_level} if isolation_level else {}),
         connect_args={"connect_timeout": 5},
     )
 

@@ -31,6 +31,7 @@ from sentry_sdk.transport import Transport
 from werkzeug.serving import make_server
 
 from relay.db import Database
+from relay.metrics import metrics_for
 from relay.models import Delivery, Event, utcnow
 from relay.observability import init_sentry
 from sandbox import FIXTURES, SandboxSettings, serve_in_thread
@@ -168,6 +169,7 @@ def environ(database_url, redis_url, sandbox, tmp_path):
 
 def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) -> dict[str, str]:
     """Empty Redis and sandbox, and the environment of a Relay that uses them."""
+    metrics_for(redis_url).flush()  # what an earlier test counted in this process, then gone
     flush = redis.Redis.from_url(redis_url)
     flush.flushdb()
     flush.close()

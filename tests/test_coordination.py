@@ -130,6 +130,19 @@ def test_what_the_vendor_says_remains_binds_every_worker_until_its_window_passes
     assert deferred_call(throttle).wait_s <= 0.4
 
 
+def test_a_window_that_turned_over_is_known_to_end_a_window_after_its_first_call(r):
+    throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0), vendor_window_s=1.0)
+    first = acquire(throttle)
+    throttle.observe(first, limit=4, remaining=3)  # the first call of the vendor's window
+    time.sleep(2.5)  # longer than a call can be in flight (IN_FLIGHT_MS)
+    last = acquire(throttle)
+    throttle.observe(last, limit=4, remaining=0)
+    held = deferred_call(throttle)
+    # A fixed window ends 1 s after its start, at the latest 1 s after the first call seen in
+    # it, plus the time a call can spend in flight (2 s); not 1 s after the last reading.
+    assert 0.3 < held.wait_s <= 0.5
+
+
 def test_the_vendors_own_limit_binds_when_the_guess_is_higher(r):
     throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0))
     throttle.observe(acquire(throttle), limit=3)

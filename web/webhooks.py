@@ -9,15 +9,15 @@ import logging
 import time
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import storable
-from relay.db import session_scope
+from relay.db import get_db
 from relay.metrics import metrics_for
 from relay.models import EventStatus
 from schemas.events import EVENTS
-from web.ingest import ingest
+from web.ingest import ingest_webhook
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("relay.webhooks")
@@ -40,8 +40,7 @@ def receive_sparkloop():
                        fields={"_body": ["Not a JSON object."]})
 
     try:
-        with session_scope() as session:
-            result = ingest(session, payload, raw_body, config)
+        result = _ingest(payload, raw_body, config)
     except (OperationalError, InterfaceError) as exc:
         log.error("database unavailable (%s)", type(exc).__name__)
         return _answer(started, "unavailable", payload, None, 503, error="database unavailable, please retry")
@@ -54,6 +53,18 @@ def receive_sparkloop():
     # Stored is all: the workers' dispatcher (workers.dispatch) publishes the deliveries.
     outcome = "unhandled" if result.status == EventStatus.UNHANDLED else "accepted"
     return _answer(started, outcome, payload, result.event_id, 200)
+
+
+def _ingest(payload: dict, raw_body: bytes, config):
+    """The intake's pool skips the pre-ping round trip: a connection a PostgreSQL restart broke
+    fails its first statement, which SQLAlchemy reports as invalidated (and refreshes the pool),
+    so that one is tried once more on a new connection before answering 503."""
+    try:
+        return ingest_webhook(get_db(), payload, raw_body, config)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return ingest_webhook(get_db(), payload, raw_body, config)
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)

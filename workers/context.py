@@ -24,8 +24,10 @@ class Progress:
     def result(self, step: str):
         return self.steps.get(step)
 
-    def record(self, step: str, result=True) -> None:
+    def record(self, step: str, result=True, *more_steps: str) -> None:
+        """`step` (and `more_steps`, finished by the same call) is done: saved at once."""
         self.steps[step] = result
+        self.steps.update(dict.fromkeys(more_steps, True))
         self._save(dict(self.steps), dict(self.times))
 
     def time_of(self, name: str) -> int | None:

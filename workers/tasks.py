@@ -5,6 +5,7 @@ from celery import shared_task
 from celery.signals import worker_process_shutdown, worker_shutdown
 from flask import current_app
 
+from relay.metrics import flush_all
 from relay.queue import DELIVER_TASK, SWEEP_TASK
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
@@ -24,5 +25,7 @@ def sweep_task() -> dict[str, int]:
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def _hand_back_running(**_):
-    """A stopping worker (a deploy's SIGTERM) hands back what it did not finish."""
+    """A stopping worker (a deploy's SIGTERM) hands back what it did not finish, and adds what
+    it counted to the shared metrics (a pool process ends without atexit)."""
     hand_back_all()
+    flush_all()

@@ -62,13 +62,16 @@ local function ready()
   -- the earliest time a call may go, by our log and the vendor's reading, never before a pause
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - keep)
   local at = math.max(now, pause, freed_at(window, limit))
-  local seen = redis.call('HMGET', KEYS[4], 'at', 'limit', 'remaining')
+  local seen = redis.call('HMGET', KEYS[4], 'at', 'limit', 'remaining', 'window_at')
   if seen[1] then
     local seen_at = tonumber(seen[1])
+    -- a fixed window ends within a window of its first call seen (which may have been granted
+    -- up to IN_FLIGHT before it started); a rolling one holds no more than `limit` of ours
+    local turns_over = math.min(seen_at, tonumber(seen[4] or seen_at) + IN_FLIGHT) + vendor_window
     if seen[2] then at = math.max(at, freed_at(vendor_window + 1000, math.max(tonumber(seen[2]), 1))) end
-    if seen[3] and now < seen_at + vendor_window then
+    if seen[3] and now < turns_over then
       local spent = redis.call('ZCOUNT', KEYS[3], seen_at - IN_FLIGHT, '+inf')
-      if spent >= tonumber(seen[3]) then at = math.max(at, seen_at + vendor_window) end
+      if spent >= tonumber(seen[3]) then at = math.max(at, turns_over) end
     end
   end
   return at
@@ -116,14 +119,20 @@ return {value, now + value}
 """
 # value = the grant time (ms) of the call whose answer carried the reading; ARGV[7] its
 # s-ratelimit-limit, ARGV[8] its -remaining (-1: not sent). The latest call's reading wins.
+# `window_at`: the first call seen in the vendor's current window (its count went up since the
+# reading before: the window turned over), so a fixed window is known to end within a window of it.
 _OBSERVE = _PRELUDE + """
-local seen_at = tonumber(redis.call('HGET', KEYS[4], 'at') or -1)
+local seen = redis.call('HMGET', KEYS[4], 'at', 'remaining', 'window_at')
+local seen_at = tonumber(seen[1] or -1)
 if value < seen_at then return {0, seen_at} end
+local remaining = tonumber(ARGV[8])
+local window_at = tonumber(seen[3] or value)
+if remaining >= 0 and (seen[2] == false or remaining > tonumber(seen[2])) then window_at = value end
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], 'at', value)
+redis.call('HSET', KEYS[4], 'at', value, 'window_at', window_at)
 if tonumber(ARGV[7]) >= 0 then redis.call('HSET', KEYS[4], 'limit', ARGV[7]) end
-if tonumber(ARGV[8]) >= 0 then redis.call('HSET', KEYS[4], 'remaining', ARGV[8]) end
-redis.call('PEXPIRE', KEYS[4], vendor_window * 2)
+if remaining >= 0 then redis.call('HSET', KEYS[4], 'remaining', remaining) end
+redis.call('PEXPIRE', KEYS[4], vendor_window * 2 + 10000)
 return {0, value}
 """
 
@@ -159,10 +168,10 @@ class Pacing:
 class Throttle:
     """The shared limiter for one vendor account."""
 
-    def __init__(self, client: redis.Redis, account: str, rate: CallRate, vendor_window_s: float = VENDOR_WINDOW_S,
+    def __init__(self, client: redis.Redis, account: str, rate: CallRate, vendor_window_s: float | None = None,
                  margin_ms: int = JITTER_MARGIN_MS):
         self._client, self.account, self.rate, self._margin_ms = client, account, rate, margin_ms
-        self._vendor_window_ms = int(vendor_window_s * 1000)
+        self._vendor_window_ms = int((VENDOR_WINDOW_S if vendor_window_s is None else vendor_window_s) * 1000)
         self._key = f"relay:throttle:{account}"
         self._reserve, self._use, self._take, self._pause, self._observe = (
             client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _OBSERVE))

@@ -66,9 +66,8 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
             raise
         if body["attributes"]:
             identity.remember(subscriber, sprig_attribute_versions=applied | dict.fromkeys(body["attributes"], version))
-        progress.record(attributes_step)
-        if "events" in body:
-            progress.record(events_step)
+        # One save for both: the one call did both.
+        progress.record(attributes_step, True, *([events_step] if "events" in body else []))
     return DeliveryStatus.SUPERSEDED if nothing_to_send == len(ctx.subscribers) else None
 
 

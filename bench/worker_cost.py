@@ -1,0 +1,162 @@
+"""Worker cost: CPU per Sprig delivery beside a no-op Celery task, same worker settings.
+
+    python bench/worker_cost.py [--deliveries 500] [--profile out.html]
+
+Both workers run as `celery worker --pool solo --concurrency 1` (one process: its CPU is the
+whole cost) against the machine's Redis. Relay's worker gets `--deliveries` reward_unlocked
+events (one Sprig call each, Spruce off) stored while it idles, and the CPU its process spent
+(user + system, from /proc) from then until every event is done is divided by the count; the
+baseline worker runs as many no-op tasks (bench/celery_baseline.py's `noop`), measured the same
+way. The sandbox runs as a process of its own, so its CPU is not counted. With --profile, the
+same deliveries run once more in this process under pyinstrument (sandbox still apart) and the
+profile is written as HTML, with the top lines printed.
+
+Needs PostgreSQL (it recreates relay_bench_worker_cost) and Redis (it flushes db 14).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.throttle import Processes, _answers, flush_redis, free_port, wait_until  # noqa: E402
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "relay_bench_worker_cost"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+SOLO = ["--pool", "solo", "--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=500)
+    parser.add_argument("--profile", type=Path, help="also profile the deliveries in process (HTML)")
+    args = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="relay-bench-worker-cost-"))
+    with Processes(logs) as processes:
+        sandbox = start_sandbox(processes)
+        env = relay_env(sandbox)
+        relay_ms = relay_cpu_ms(processes, env, args.deliveries)
+        noop_ms = noop_cpu_ms(processes, args.deliveries)
+        print(f"CPU per task, {args.deliveries} each, solo pool: Relay's Sprig delivery {relay_ms:.2f} ms, "
+              f"no-op task {noop_ms:.2f} ms, ratio {relay_ms / noop_ms:.1f}")
+        if args.profile:
+            profile(env, args.deliveries, args.profile)
+    return 0
+
+
+def start_sandbox(processes: Processes) -> str:
+    port = free_port()
+    processes.start("sandbox", [sys.executable, "-m", "sandbox", "--port", str(port)], dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{url}/_sandbox/config"), 30, "the sandbox did not start")
+    return url
+
+
+def relay_env(sandbox: str) -> dict[str, str]:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    env = {"DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}", "REDIS_URL": REDIS_URL,
+           "SPARKLOOP_WEBHOOK_TOKEN": "bench-token", "SPRIG_API_URL": f"{sandbox}/sprig",
+           "SPRIG_API_KEY": "sandbox-sprig-key", "SPRUCE_API_TOKEN": "", "SPRIG_RATE_LIMIT": "100000/1s",
+           "LOG_FORMAT": "json"}
+    from relay.db import Database
+
+    Database(env["DATABASE_URL"]).upgrade()
+    return env
+
+
+def store_events(env: dict[str, str], count: int, first: int = 0) -> None:
+    from web import create_app
+
+    client = create_app(env).test_client()
+    template = json.loads((ROOT / "sandbox" / "fixtures" / "sparkloop" / "reward_unlocked.json").read_text())
+    for n in range(first, first + count):
+        payload = json.loads(json.dumps(template))
+        payload["subscriber"].update(id=f"sub_cost_{n}", email=f"cost-{n}@example.com")
+        assert client.post("/webhooks/sparkloop", json=payload, headers={"SparkLoop-Token": "bench-token"}).status_code == 200
+
+
+def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int) -> float:
+    flush_redis()
+    worker = processes.start("relay-worker", [sys.executable, "-m", "celery", "-A", "workers", "worker", *SOLO],
+                             {**os.environ, **env})
+    time.sleep(5)  # started and idle: its start-up is not the deliveries' cost
+    before = cpu_seconds(worker.pid)
+    store_events(env, count)
+    wait_until(lambda: unfinished(env) == 0, 600, "Relay did not deliver every event")
+    spent = cpu_seconds(worker.pid) - before
+    processes.stop(worker)
+    return spent * 1000 / count
+
+
+def noop_cpu_ms(processes: Processes, count: int) -> float:
+    flush_redis()
+    env = {**os.environ, "BENCH_BROKER_URL": REDIS_URL, "PYTHONPATH": str(ROOT), "BENCH_SPRIG_URL": "",
+           "BENCH_SPRIG_KEY": "", "BENCH_TASK_RATE_LIMIT": ""}
+    worker = processes.start("noop-worker", [sys.executable, "-m", "celery", "-A", "bench.celery_baseline", "worker",
+                                             *SOLO], env)
+    time.sleep(5)
+    before = cpu_seconds(worker.pid)
+    os.environ.update({k: env[k] for k in ("BENCH_BROKER_URL", "BENCH_SPRIG_URL", "BENCH_SPRIG_KEY")})
+    import redis
+
+    from bench.celery_baseline import noop
+
+    for _ in range(count):
+        noop.delay()
+    counter = redis.Redis.from_url(REDIS_URL)
+    wait_until(lambda: int(counter.get("bench:noop") or 0) >= count, 120, "the no-op worker did not finish")
+    spent = cpu_seconds(worker.pid) - before
+    processes.stop(worker)
+    return spent * 1000 / count
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process (solo pool: the worker is this one process)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def unfinished(env: dict[str, str]) -> int:
+    with psycopg.connect(env["DATABASE_URL"].replace("+psycopg", "")) as conn:
+        return conn.execute("SELECT count(*) FROM events WHERE status NOT IN ('done', 'failed')").fetchone()[0]
+
+
+def profile(env: dict[str, str], count: int, out: Path) -> None:
+    import sqlalchemy as sa
+    from pyinstrument import Profiler
+
+    from relay.models import Delivery
+    from web import create_app
+    from workers.engine import run_delivery
+
+    store_events(env, count, first=10**6)
+    app = create_app(env)
+    with app.app_context():
+        with app.extensions["relay.db"].session() as session:
+            ids = session.scalars(sa.select(Delivery.id).where(Delivery.status == "pending").order_by(Delivery.id)).all()
+        config = app.config["RELAY"]
+        profiler = Profiler(interval=0.0005)
+        started = time.process_time()
+        with profiler:
+            for delivery_id in ids:
+                run_delivery(delivery_id, config)
+        spent = time.process_time() - started
+    out.write_text(profiler.output_html())
+    print(f"in process under the profiler: {spent * 1000 / len(ids):.2f} ms CPU per delivery; profile: {out}")
+    print(profiler.output_text(unicode=False, color=False, show_all=False)[:6000])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
