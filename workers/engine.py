@@ -115,7 +115,7 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
         return _finish(run, config, failed=verdict)
     deferred = verdict.action == Action.DEFER
     with session_scope() as session:
-        delivery = _locked(session, run.claim)
+        delivery = _locked(session, run)
         if delivery is None:
             return _lost(run)
         if deferred:
@@ -154,7 +154,7 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
     status = (DeliveryStatus.FAILED if failed else
               DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
     with session_scope() as session:
-        delivery = _locked(session, run.claim)
+        delivery = _locked(session, run)
         if delivery is None:
             return _lost(run)
         delivery.status, delivery.finished_at, delivery.lease_expires_at = status, utcnow(), None
@@ -204,11 +204,11 @@ def _lost(run: Run) -> str:
     return "skipped"
 
 
-def _locked(session, claim: Claim) -> Delivery | None:
+def _locked(session, run: Run) -> Delivery | None:
     """The delivery if this run still holds it, with its event row locked: two deliveries of
     one event finishing at once must not both miss the other's result when rolling up."""
-    event_id = session.scalar(sa.select(Delivery.event_id).where(Delivery.id == claim.delivery_id))
-    session.scalar(sa.select(Event).where(Event.id == event_id).with_for_update())
+    claim = run.claim
+    session.scalar(sa.select(Event).where(Event.id == run.event_id).with_for_update())
     delivery = session.get(Delivery, claim.delivery_id, populate_existing=True)
     return delivery if claim.holds(delivery) else None
 
