@@ -13,7 +13,7 @@ from workers.breaker import Breaker
 from workers.guard import Guard
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
-from workers.throttle import JITTER_MARGIN_MS, Pacing, Slot, Throttle
+from workers.throttle import JITTER_MARGIN_MS, Grant, Pacing, Slot, Throttle
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def r(redis_url):
     client.close()
 
 
-def acquire(throttle, slot=None, lane=Lane.LIVE) -> int:
+def acquire(throttle, slot=None, lane=Lane.LIVE) -> Grant:
     """One call, as the run of a delivery that reserved `slot` on its previous run."""
     return throttle.acquire(Pacing(lane=lane, reserved=slot))
 
@@ -80,7 +80,7 @@ def test_no_window_holds_more_than_the_limit_however_late_slots_are_used(r):
     while time.monotonic() < deadline:  # six callers, each using its slot up to 150 ms late
         for n, slot in enumerate(slots):
             try:
-                grants.append(acquire(throttle, slot))
+                grants.append(acquire(throttle, slot).at_ms)
                 slots[n] = None
             except Deferred as deferred:
                 slots[n] = deferred.slot
@@ -116,15 +116,15 @@ def test_what_the_vendor_says_remains_binds_every_worker_until_its_window_passes
     # The guess is ten times too high; the vendor's window is 1 s here (Spruce's is 60 s).
     throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0), vendor_window_s=1.0)
     granted = acquire(throttle)
-    throttle.observe(granted, limit=30, remaining=2)  # the answer to that call: 2 left
+    throttle.finished(granted, limit=30, remaining=2)  # the answer to that call: 2 left
     acquire(throttle)  # one more: with the call it answered, 2 spent since the reading
     held = deferred_call(throttle)
     assert 0.9 < held.wait_s <= 1.0  # until the vendor's window has surely passed
-    throttle.observe(granted - 5, remaining=20)  # an older reading, answered late: ignored
+    throttle.finished(Grant(granted.at_ms - 5, 'older'), remaining=20)  # an older reading, answered late: ignored
     assert deferred_call(throttle).wait_s > 0.9
     time.sleep(held.wait_s + 0.02)
     probe = acquire(throttle, held.slot)  # the window has passed: the waiter goes
-    throttle.observe(probe, limit=30, remaining=29)
+    throttle.finished(probe, limit=30, remaining=29)
     # A fresh reading with room: a newcomer waits only for the queue (the second waiter, then
     # one interval), not for the vendor.
     assert deferred_call(throttle).wait_s <= 0.4
@@ -133,10 +133,10 @@ def test_what_the_vendor_says_remains_binds_every_worker_until_its_window_passes
 def test_a_window_that_turned_over_is_known_to_end_a_window_after_its_first_call(r):
     throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0), vendor_window_s=1.0)
     first = acquire(throttle)
-    throttle.observe(first, limit=4, remaining=3)  # the first call of the vendor's window
+    throttle.finished(first, limit=4, remaining=3)  # the first call of the vendor's window
     time.sleep(2.5)  # longer than a call can be in flight (IN_FLIGHT_MS)
     last = acquire(throttle)
-    throttle.observe(last, limit=4, remaining=0)
+    throttle.finished(last, limit=4, remaining=0)
     held = deferred_call(throttle)
     # A fixed window ends 1 s after its start, at the latest 1 s after the first call seen in
     # it, plus the time a call can spend in flight (2 s); not 1 s after the last reading.
@@ -145,7 +145,7 @@ def test_a_window_that_turned_over_is_known_to_end_a_window_after_its_first_call
 
 def test_the_vendors_own_limit_binds_when_the_guess_is_higher(r):
     throttle = Throttle(r, "spruce:acct", CallRate(300, 60.0))
-    throttle.observe(acquire(throttle), limit=3)
+    throttle.finished(acquire(throttle), limit=3)
     acquire(throttle), acquire(throttle)
     assert deferred_call(throttle).wait_s > 59  # 3 calls in its window: the fourth waits
 
@@ -153,8 +153,16 @@ def test_the_vendors_own_limit_binds_when_the_guess_is_higher(r):
 def test_a_guess_lower_than_the_vendor_allows_is_used_in_full(r):
     throttle = Throttle(r, "spruce:acct", CallRate(5, 1.0))
     for _ in range(5):
-        throttle.observe(acquire(throttle), limit=100, remaining=90)
+        throttle.finished(acquire(throttle), limit=100, remaining=90)
     assert deferred_call(throttle).wait_s <= 1.0 + JITTER_MARGIN_MS / 1000  # our own window, nothing more
+
+
+def test_a_call_counts_in_the_window_until_it_ended(r):
+    throttle = Throttle(r, "sprig:acct", CallRate(1, 1.0), margin_ms=0)
+    slow = acquire(throttle)
+    time.sleep(0.6)  # the vendor took 0.6 s to answer: it may have counted the call at its end
+    throttle.finished(slow)
+    assert 1.5 < deferred_call(throttle).wait_s + 0.6 <= 1.65  # a window after the end, not the grant
 
 
 def test_a_short_wait_is_slept_through_and_a_long_one_defers(r):

@@ -10,7 +10,7 @@ from relay.metrics import Metrics, metrics_for
 from relay.shared_redis import redis_client
 from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
-from workers.throttle import Pacing, Throttle
+from workers.throttle import Grant, Pacing, Throttle
 
 # A wait for a throttle slot this short is slept through in the task: a deferral (a database
 # write, then the dispatcher's publish) costs more, and the delivery might lose its place.
@@ -26,9 +26,9 @@ class Guard:
         self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
         self._nap_within_s, self._sleep = nap_within_s, sleep
 
-    def before(self, pacing: Pacing) -> int:
-        """Return the throttle's grant time (ms) once the call may go; a short wait for a slot
-        is slept through. May raise Deferred: the breaker is open, or the wait is long."""
+    def before(self, pacing: Pacing) -> Grant:
+        """Return the throttle's Grant once the call may go; a short wait for a slot is slept
+        through. May raise Deferred: the breaker is open, or the wait is long."""
         probing = self.breaker.check()
         try:
             return self._acquire(pacing)
@@ -39,7 +39,7 @@ class Guard:
                 self.metrics.count("relay_throttle_deferrals_total", vendor=self.breaker.vendor)
             raise
 
-    def _acquire(self, pacing: Pacing) -> int:
+    def _acquire(self, pacing: Pacing) -> Grant:
         for nap in range(MAX_NAPS + 1):
             try:
                 return self.throttle.acquire(pacing)
@@ -52,9 +52,9 @@ class Guard:
 
     def after(self, kind: ErrorKind | None, remaining: int | None = None,
               daily_remaining: int | None = None, retry_after: float | None = None,
-              granted_ms: int | None = None, limit: int | None = None) -> None:
+              grant: Grant | None = None, limit: int | None = None) -> None:
         """`kind` None: the call succeeded. The counts are the vendor's rate-limit headers on
-        the answer to the call the throttle granted at `granted_ms`."""
+        the answer to the call the throttle let through with `grant`."""
         if kind == ErrorKind.TRANSIENT:
             self.breaker.failure()
         elif kind == ErrorKind.AUTH:
@@ -63,8 +63,8 @@ class Guard:
             self.throttle.push(THROTTLED_DEFAULT_WAIT_S if retry_after is None else retry_after)
         else:  # success, permanent, duplicate: the vendor is up and answering
             self.breaker.success()
-        if granted_ms is not None:
-            self.throttle.observe(granted_ms, limit, remaining)
+        if grant is not None:
+            self.throttle.finished(grant, limit, remaining)
         if daily_remaining == 0:
             self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
 

@@ -6,11 +6,13 @@ and learn the exact wait until it, the vendor's own headers (429 Retry-After, Sp
 s-ratelimit-limit and -remaining) must bind every worker at once, and all of it must be one
 atomic step on Redis's own clock, so processes on different machines agree.
 
-A log of the calls made (a sorted set of grant times) is the hard guarantee: a call goes only if
-the window before it (plus a margin for network jitter) holds fewer than the configured limit,
+A log of the calls made is the hard guarantee: a call goes only if the window before it (plus a
+margin for clock and network jitter) holds fewer than the configured limit,
 and, once the vendor has spoken, fewer than its `s-ratelimit-limit` in its 60 s window and no
 more than its `s-ratelimit-remaining` said was left (counting our calls since the reading, and
-those in flight when it was taken). So no window of the vendor's, fixed or rolling, sees more.
+those in flight when it was taken). A call is logged at its grant time and moved to the time it
+ended once it has: the vendor saw it arrive between the two, so no window of the vendor's, fixed
+or rolling, can hold more calls than the log counts in it.
 
 Within those bounds live calls go at once, in bursts: a webhook's delivery never waits for an
 even pace the vendor does not ask for. Only when the window is full do callers queue: each
@@ -117,11 +119,16 @@ _PAUSE = _PRELUDE + """
 if now + value > pause then redis.call('SET', KEYS[2], now + value, 'PX', value + 1000) end
 return {value, now + value}
 """
-# value = the grant time (ms) of the call whose answer carried the reading; ARGV[7] its
-# s-ratelimit-limit, ARGV[8] its -remaining (-1: not sent). The latest call's reading wins.
-# `window_at`: the first call seen in the vendor's current window (its count went up since the
-# reading before: the window turned over), so a fixed window is known to end within a window of it.
-_OBSERVE = _PRELUDE + """
+# A call finished (answered, or failed on the way): its entry in the log moves from its grant
+# time to now, when the vendor has surely counted it, so the log never places a call earlier
+# than the vendor saw it arrive. value = its grant time (ms); ARGV[3] its member; ARGV[7] the
+# answer's s-ratelimit-limit, ARGV[8] its -remaining (-1: not sent). The latest call's reading
+# wins. `window_at`: the first call seen in the vendor's current window (its count went up
+# since the reading before: the window turned over), so a fixed window is known to end within
+# a window of it.
+_FINISHED = _PRELUDE + """
+redis.call('ZADD', KEYS[3], 'XX', now, ARGV[3])
+if tonumber(ARGV[7]) < 0 and tonumber(ARGV[8]) < 0 then return {0, value} end
 local seen = redis.call('HMGET', KEYS[4], 'at', 'remaining', 'window_at')
 local seen_at = tonumber(seen[1] or -1)
 if value < seen_at then return {0, seen_at} end
@@ -135,6 +142,13 @@ if remaining >= 0 then redis.call('HSET', KEYS[4], 'remaining', remaining) end
 redis.call('PEXPIRE', KEYS[4], vendor_window * 2 + 10000)
 return {0, value}
 """
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A call the throttle let through: when (ms, Redis's clock) and its entry in the log."""
+    at_ms: int
+    member: str
 
 
 @dataclass(frozen=True)
@@ -173,31 +187,32 @@ class Throttle:
         self._client, self.account, self.rate, self._margin_ms = client, account, rate, margin_ms
         self._vendor_window_ms = int((VENDOR_WINDOW_S if vendor_window_s is None else vendor_window_s) * 1000)
         self._key = f"relay:throttle:{account}"
-        self._reserve, self._use, self._take, self._pause, self._observe = (
-            client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _OBSERVE))
+        self._reserve, self._use, self._take, self._pause, self._finished = (
+            client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _FINISHED))
 
-    def acquire(self, pacing: Pacing) -> int:
-        """Go now (return the grant time, ms on Redis's clock), or raise Deferred with the wait
-        and, for a live caller, the slot reserved for it."""
+    def acquire(self, pacing: Pacing) -> Grant:
+        """Go now (the Grant to pass to `finished`), or raise Deferred with the wait and, for a
+        live caller, the slot reserved for it."""
         if pacing.lane == Lane.CATCH_UP:
             return self._acquire_leftover(pacing)
-        reserved = pacing.take_reserved(self.account)
+        reserved, member = pacing.take_reserved(self.account), secrets.token_hex(8)
         if reserved is not None:
-            wait_ms, at_ms = self._run(self._use, reserved.at_ms)
+            wait_ms, at_ms = self._run(self._use, reserved.at_ms, member=member)
         else:
-            wait_ms, at_ms = self._run(self._reserve, 0)
+            wait_ms, at_ms = self._run(self._reserve, 0, member=member)
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, self._reason(), Slot(self.account, at_ms))
-        return at_ms
+        return Grant(at_ms, member)
 
-    def _acquire_leftover(self, pacing: Pacing) -> int:
+    def _acquire_leftover(self, pacing: Pacing) -> Grant:
         """Catch-up work waits for its lane's turn (one reserved slot each, so a thousand
         replays wake one at a time), then goes only if no live caller is waiting."""
         self._catch_up_lane.acquire(Pacing(reserved=pacing.take_reserved(self._catch_up_lane.account)))
-        wait_ms, at_ms = self._run(self._take, 0)
+        member = secrets.token_hex(8)
+        wait_ms, at_ms = self._run(self._take, 0, member=member)
         if wait_ms > 0:
             raise Deferred(wait_ms / 1000, f"{self._reason()} (replay: live traffic first)")
-        return at_ms
+        return Grant(at_ms, member)
 
     @cached_property
     def _catch_up_lane(self) -> Throttle:
@@ -210,13 +225,12 @@ class Throttle:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
         self._run(self._pause, int(wait_s * 1000))
 
-    def observe(self, granted_ms: int, limit: int | None = None, remaining: int | None = None) -> None:
-        """What the vendor's answer to the call granted at `granted_ms` said of its window
-        (Spruce's s-ratelimit-limit and -remaining, which count every integration of the
-        organization): from now on no process spends more than that."""
-        if limit is None and remaining is None:
-            return
-        self._run(self._observe, granted_ms, -1 if limit is None else limit, -1 if remaining is None else remaining)
+    def finished(self, grant: Grant, limit: int | None = None, remaining: int | None = None) -> None:
+        """The call `grant` let through has ended, and what the vendor's answer said of its
+        window (Spruce's s-ratelimit-limit and -remaining, which count every integration of
+        the organization): from now on no process spends more than that."""
+        self._run(self._finished, grant.at_ms, -1 if limit is None else limit, -1 if remaining is None else remaining,
+                  member=grant.member)
 
     def snapshot(self) -> dict:
         """For operators: calls in the current window, the wait for a new slot, any pause, and
@@ -234,10 +248,10 @@ class Throttle:
             "vendor_remaining": None if seen is None else int(seen),
         }
 
-    def _run(self, script, value: int, *extra: int) -> tuple[int, int]:
+    def _run(self, script, value: int, *extra: int, member: str = "") -> tuple[int, int]:
         wait_ms, slot_ms = script(
             keys=[self._key, f"{self._key}:pause", f"{self._key}:calls", f"{self._key}:vendor"],
-            args=[self.rate.limit, int(self.rate.period_s * 1000) + self._margin_ms, secrets.token_hex(8), value,
+            args=[self.rate.limit, int(self.rate.period_s * 1000) + self._margin_ms, member, value,
                   self._interval_ms(), self._vendor_window_ms, *extra],
         )
         return int(wait_ms), int(slot_ms)

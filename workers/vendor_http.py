@@ -84,7 +84,7 @@ class VendorHTTP:
         `personal` are values the vendor's error text must not carry (what the body holds is
         removed too)."""
         url = path.format(**{k: quote(str(v), safe="") for k, v in (path_params or {}).items()})
-        granted_ms = self.guard.before(pacing) if self.guard else None
+        grant = self.guard.before(pacing) if self.guard else None
         started = time.monotonic()
         try:
             response = self._client.request(method, url, params=params, json=json, headers=headers)
@@ -93,7 +93,7 @@ class VendorHTTP:
             err = error_from_exception(self.vendor, method, path, exc, self.timeout)
             self._log.debug("%s %s failed: %s", method, path, err.message)
             if self.guard:
-                self.guard.after(err.kind)
+                self.guard.after(err.kind, grant=grant)
             raise err from None
         self._measure(started, str(response.status_code))
         rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
@@ -104,7 +104,7 @@ class VendorHTTP:
             self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json))))
         if self.guard:
             self.guard.after(err.kind if err else None, rate.remaining, rate.daily_remaining,
-                             err.retry_after if err else None, granted_ms=granted_ms, limit=rate.limit)
+                             err.retry_after if err else None, grant=grant, limit=rate.limit)
         if err:
             raise err
         return response
