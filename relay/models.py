@@ -69,10 +69,21 @@ class Lane(StrEnum):
 
 class Event(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        # A status's events in id order, read from the index alone: `relay events list --status`
+        # (newest first) and the ids a replay matches (oldest first).
+        sa.Index("ix_events_status_id", "status", "id"),
+        # Windows of time (--since, --until, backfill's): the counts of `relay events stats` and
+        # of a purge read this index alone.
+        sa.Index("ix_events_received_status_type", "received_at", "status", "type"),
+        # `relay events list --until`: newest first among older events, skipping the newer ones
+        # in the index instead of reading each from the table.
+        sa.Index("ix_events_id_received", "id", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     type: Mapped[str] = mapped_column(sa.String(100), index=True)
-    status: Mapped[str] = mapped_column(sa.String(20), index=True)
+    status: Mapped[str] = mapped_column(sa.String(20))
     # SparkLoop sends no event id; this natural key (unique) is how redeliveries are recognised.
     dedup_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
     # Both personal: sealed at rest when RELAY_PAYLOAD_KEYS is set (relay.sealing).
@@ -80,7 +91,7 @@ class Event(Base):
     errors: Mapped[dict | None] = mapped_column(SealedJSON, nullable=True)
     # "webhook", or "backfill" for an event `relay backfill` made from SparkLoop's API.
     source: Mapped[str] = mapped_column(sa.String(20), default="webhook", server_default="webhook")
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     deliveries: Mapped[list[Delivery]] = relationship(
@@ -116,6 +127,14 @@ class Delivery(Base):
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
         sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
                  sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
+        # `relay events stats`: the deliveries that failed in its window, a few among millions.
+        sa.Index("ix_deliveries_failed_finished", "finished_at", postgresql_where=sa.text("status = 'failed'"),
+                 sqlite_where=sa.text("status = 'failed'")),
+        # `--error TEXT` (ILIKE '%TEXT%') among the deliveries that have an error: trigrams
+        # (PostgreSQL's pg_trgm) instead of reading every delivery. SQLite has no equivalent.
+        sa.Index("ix_deliveries_last_error_trgm", "last_error", postgresql_using="gin",
+                 postgresql_ops={"last_error": "gin_trgm_ops"},
+                 postgresql_where=sa.text("last_error IS NOT NULL")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

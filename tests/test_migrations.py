@@ -1,6 +1,7 @@
 """Migrations carry stored deliveries forward, on both stores: 0004 splits the old `steps` into
 progress, step times and the throttle slot, and gives catch-up work its own lane; 0006 stores
-the subscriber digests of the events already received."""
+the subscriber digests of the events already received; 0008 builds the indexes the models
+declare (bench/million's), and each of them can be downgraded."""
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from relay.db import Database
+from relay.models import Base
 from relay.subjects import email_digest
 from tests.conftest import PG_URL, require_service
 
-MIGRATION_DATABASE = "relay_migrations"
+# One per test process, as the suite's databases are (test_gw1: relay_migrations_gw1).
+MIGRATION_DATABASE = "relay_migrations" + PG_URL.rsplit("/", 1)[1].removeprefix("test")
 CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
 
@@ -144,3 +147,28 @@ def test_0006_opens_sealed_payloads_and_keys_digests_as_its_database_says(old_st
     with old_store.engine.connect() as conn:
         [row] = conn.execute(sa.text("SELECT event_id, kind, digest FROM event_subjects")).all()
     assert tuple(row) == (event_id, "email", email_digest("ann@example.com", lookup_key))
+
+
+def stored_indexes(db: Database, table: str) -> set[str]:
+    with db.engine.connect() as conn:
+        return {index["name"] for index in sa.inspect(conn).get_indexes(table)
+                if not index.get("duplicates_constraint")}
+
+
+def test_0008_gives_the_store_the_indexes_the_models_declare(old_store):
+    old_store.upgrade()
+    postgresql_only = {"ix_deliveries_last_error_trgm"}  # pg_trgm
+    for table in ("events", "deliveries"):
+        declared = {index.name for index in Base.metadata.tables[table].indexes}
+        if old_store.engine.dialect.name != "postgresql":
+            declared -= postgresql_only
+        assert stored_indexes(old_store, table) == declared
+
+
+def test_0008_can_be_downgraded(old_store):
+    old_store.upgrade()
+    old_store.downgrade("0007")
+    assert stored_indexes(old_store, "events") == {"ix_events_received_at", "ix_events_status", "ix_events_type"}
+    assert stored_indexes(old_store, "deliveries") == {"ix_deliveries_due", "ix_deliveries_event_id",
+                                                       "ix_deliveries_unpublished"}
+    old_store.upgrade()

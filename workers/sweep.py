@@ -55,29 +55,40 @@ def sweep(config: Config, now=None) -> dict[str, int]:
     now = now or utcnow()
     forgotten = _broker_forgot(config)
     with session_scope() as session:
-        released = session.execute(
-            sa.update(Delivery)
+        released = session.execute(release_expired_leases(now)).rowcount
+        if forgotten:
+            session.execute(forget_enqueued())
+        session.commit()
+        due = session.execute(due_deliveries(now)).all()
+    live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
+    catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
+    enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
+    return {"released": released, "enqueued": enqueued, "broker_forgot": int(forgotten)}
+
+
+def release_expired_leases(now) -> sa.Update:
+    """In-flight deliveries whose lease expired go back to pending, due at once."""
+    return (sa.update(Delivery)
             .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
             .values(status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now,
-                    enqueued_at=None, last_error="worker lost during the attempt (lease expired)")
-        ).rowcount
-        if forgotten:
-            session.execute(sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING)
-                            .values(enqueued_at=None))
-        session.commit()
-        due = session.execute(
-            sa.select(Delivery.id, Delivery.lane)
+                    enqueued_at=None, last_error="worker lost during the attempt (lease expired)"))
+
+
+def forget_enqueued() -> sa.Update:
+    """After the broker lost its data: no pending delivery counts as enqueued any more."""
+    return sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING).values(enqueued_at=None)
+
+
+def due_deliveries(now) -> sa.Select:
+    """(id, lane) of up to BATCH pending deliveries that are due and not enqueued, or enqueued
+    more than OVERDUE ago while due as long: the ones the sweep enqueues, longest due first."""
+    return (sa.select(Delivery.id, Delivery.lane)
             .where(Delivery.status == DeliveryStatus.PENDING,
                    sa.or_(Delivery.enqueued_at.is_(None),
                           sa.and_(Delivery.next_attempt_at <= now - OVERDUE, Delivery.enqueued_at <= now - OVERDUE)),
                    Delivery.next_attempt_at <= now)
             .order_by(Delivery.next_attempt_at)
-            .limit(BATCH)
-        ).all()
-    live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
-    catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
-    enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
-    return {"released": released, "enqueued": enqueued, "broker_forgot": int(forgotten)}
+            .limit(BATCH))
 
 
 def _check_in_due(config: Config) -> bool:

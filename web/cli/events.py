@@ -8,7 +8,7 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
@@ -39,9 +39,8 @@ events_group.add_command(replay_command)
 @store_errors
 def events_list(filters: EventFilter, limit: int, as_json: bool):
     """List events, newest first, with their deliveries and last errors."""
-    query = filters.apply(sa.select(Event)).options(selectinload(Event.deliveries))
     with session_scope() as session:
-        events = [event_summary(e) for e in session.scalars(query.order_by(Event.id.desc()).limit(limit))]
+        events = [event_summary(e) for e in session.scalars(list_query(filters, limit))]
     if as_json:
         click.echo(json.dumps(events, indent=2))
         return
@@ -58,6 +57,17 @@ def events_list(filters: EventFilter, limit: int, as_json: bool):
     console().print(table)
     if not events:
         click.echo("no event matches")
+
+
+def list_query(filters: EventFilter, limit: int) -> sa.Select:
+    """What `relay events list` loads: the newest `limit` matching events, with their deliveries.
+
+    The ids are chosen first, then only those events are read: choosing ids can use an index
+    alone (ix_events_id_received skips the newer events for --until) where choosing whole rows
+    read each newer event from the table (0.4 s for --until 30d among a million events)."""
+    newest = filters.apply(sa.select(Event.id)).order_by(Event.id.desc()).limit(limit)
+    return (sa.select(Event).where(Event.id.in_(newest)).options(selectinload(Event.deliveries))
+            .order_by(Event.id.desc()))
 
 
 @events_group.command("show")
@@ -108,13 +118,13 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
 
 @events_group.command("stats")
 @click.option("--since", type=When(), default="24h", show_default=True, metavar="WHEN",
-              help="The window for failures and top errors: an age like 24h or an ISO date.")
+              help="The window for the counts, failures and top errors: an age like 24h or an ISO date.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_appcontext
 @store_errors
 def events_stats(since, as_json: bool):
-    """Counts per status and type, the oldest pending delivery, recent failures and top
-    errors, and each vendor's throttle and circuit breaker."""
+    """Counts per status and type of the events received in the window, the oldest pending
+    delivery, recent failures and top errors, and each vendor's throttle and circuit breaker."""
     from web.cli.stats import collect_stats
 
     stats = collect_stats(since)
@@ -122,7 +132,7 @@ def events_stats(since, as_json: bool):
         click.echo(json.dumps(stats, indent=2, default=str))
         return
     out = console()
-    out.print("Events by status and type:")
+    out.print(f"Events received since {stats['since'][:19]} UTC, by status and type:")
     for row in stats["events"]:
         out.print(f"  {styled(row['status']):<30} {row['type']:<32} {row['count']:>8}")
     oldest = stats["oldest_pending_s"]
@@ -158,14 +168,10 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
         raise click.UsageError("give either --older-than AGE or --retention")
     age = config.retention_s if retention else older_than
     failed_age = age if include_failed else max(age, config.retention_failed_s)
-    now = utcnow()
-    condition = sa.or_(
-        sa.and_(Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
-                Event.received_at < now - timedelta(seconds=age)),
-        sa.and_(Event.status.in_(KEPT_LONGER), Event.received_at < now - timedelta(seconds=failed_age)),
-    )
+    conditions = purge_conditions(utcnow(), age, failed_age)
+    condition = sa.or_(*conditions)
     with session_scope() as session:
-        count = session.scalar(sa.select(sa.func.count()).select_from(Event).where(condition))
+        count = purge_count(session, conditions)
     scope = (f"finished events older than {human_duration(age)}"
              + ("" if failed_age == age else f" (failed and invalid: older than {human_duration(failed_age)})"))
     if dry_run or not count:
@@ -176,13 +182,41 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
     purged = 0
     while True:
         with session_scope() as session:
-            batch = session.scalars(sa.select(Event.id).where(condition).limit(PURGE_BATCH)).all()
+            batch = purge_batch(session, condition)
             if not batch:
                 break
-            session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(batch)))
-            purged += session.execute(sa.delete(Event).where(Event.id.in_(batch))).rowcount
+            purged += delete_events(session, batch)
             session.commit()
     click.echo(f"purged {purged} {scope}")
+
+
+def purge_conditions(now: datetime, age: float, failed_age: float) -> list[sa.ColumnElement[bool]]:
+    """The finished events `relay events purge` deletes, in two parts that no event meets both
+    of (their statuses differ): received more than `age` seconds before `now`, and failed and
+    invalid ones more than `failed_age`."""
+    return [
+        sa.and_(Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
+                Event.received_at < now - timedelta(seconds=age)),
+        sa.and_(Event.status.in_(KEPT_LONGER), Event.received_at < now - timedelta(seconds=failed_age)),
+    ]
+
+
+def purge_count(session: Session, conditions: list[sa.ColumnElement[bool]]) -> int:
+    """How many events meet any of the (disjoint) conditions: one count each, added up, so each
+    reads a range of ix_events_received_status_type alone (an OR of them reads every entry)."""
+    counts = [sa.select(sa.func.count()).select_from(Event).where(c).scalar_subquery() for c in conditions]
+    return sum(session.execute(sa.select(*counts)).one())
+
+
+def purge_batch(session: Session, condition: sa.ColumnElement[bool]) -> list[int]:
+    """The ids of the next PURGE_BATCH events to purge."""
+    return list(session.scalars(sa.select(Event.id).where(condition).limit(PURGE_BATCH)))
+
+
+def delete_events(session: Session, event_ids: list[int]) -> int:
+    """Delete these events and their deliveries (their subjects go by ON DELETE CASCADE)."""
+    session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(event_ids)))
+    return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
 
 
 _LABELS = {"throttle_slot_at": "throttle slot reserved for"}

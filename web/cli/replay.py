@@ -54,7 +54,12 @@ class ReplayResult:
 
 def matching_event_ids(filters: EventFilter) -> list[int]:
     with session_scope() as session:
-        return list(session.scalars(filters.apply(sa.select(Event.id)).order_by(Event.id)))
+        return list(session.scalars(matching_query(filters)))
+
+
+def matching_query(filters: EventFilter) -> sa.Select:
+    """The ids of the events a replay with these filters acts on, oldest first."""
+    return filters.apply(sa.select(Event.id)).order_by(Event.id)
 
 
 def replay(event_ids: list[int], *, force: bool, dry_run: bool, destination: str | None = None,

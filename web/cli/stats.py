@@ -1,4 +1,5 @@
-"""What `relay events stats` reports: the store's counts and each vendor's throttle and breaker."""
+"""What `relay events stats` reports: the store's counts over a window of time, and each vendor's
+throttle and breaker."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import Session
 
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
@@ -19,26 +21,37 @@ _REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
 
 
 def collect_stats(since: datetime) -> dict:
-    now = utcnow()
     with session_scope() as session:
-        events = session.execute(
-            sa.select(Event.status, Event.type, sa.func.count())
-            .group_by(Event.status, Event.type).order_by(Event.status, Event.type)
-        ).all()
-        oldest_pending = session.scalar(
-            sa.select(sa.func.min(Delivery.created_at))
-            .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT])))
-        recent_failures = (Delivery.status == DeliveryStatus.FAILED, Delivery.finished_at >= since)
-        failed = session.execute(
-            sa.select(Delivery.destination, sa.func.count()).where(*recent_failures)
-            .group_by(Delivery.destination).order_by(Delivery.destination)
-        ).all()
-        errors = Counter(
-            (destination, _REQUEST_ID.sub("", error or "").strip())
-            for destination, error in session.execute(
-                sa.select(Delivery.destination, Delivery.last_error).where(*recent_failures)
-                .limit(ERRORS_SCANNED))
-        )
+        stats = store_stats(session, since)
+    return stats | {"vendors": vendor_states()}
+
+
+def store_stats(session: Session, since: datetime) -> dict:
+    """What the store says: the events received since `since` per status and type, the oldest
+    pending delivery, and the deliveries failed since `since` with their most common errors.
+
+    The counts cover the window, not the whole store: counting all of a million events took
+    0.8 s on the 2-core development machine (0.3 s from an index; bench/million), a day's take
+    milliseconds."""
+    now = utcnow()
+    events = session.execute(
+        sa.select(Event.status, Event.type, sa.func.count()).where(Event.received_at >= since)
+        .group_by(Event.status, Event.type).order_by(Event.status, Event.type)
+    ).all()
+    oldest_pending = session.scalar(
+        sa.select(sa.func.min(Delivery.created_at))
+        .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT])))
+    recent_failures = (Delivery.status == DeliveryStatus.FAILED, Delivery.finished_at >= since)
+    failed = session.execute(
+        sa.select(Delivery.destination, sa.func.count()).where(*recent_failures)
+        .group_by(Delivery.destination).order_by(Delivery.destination)
+    ).all()
+    errors = Counter(
+        (destination, _REQUEST_ID.sub("", error or "").strip())
+        for destination, error in session.execute(
+            sa.select(Delivery.destination, Delivery.last_error).where(*recent_failures)
+            .limit(ERRORS_SCANNED))
+    )
     return {
         "since": since.isoformat(),
         "events": [{"status": s, "type": t, "count": n} for s, t, n in events],
@@ -46,7 +59,6 @@ def collect_stats(since: datetime) -> dict:
         "failed_by_destination": dict(failed),
         "top_errors": [{"destination": d, "error": e, "count": n}
                        for (d, e), n in errors.most_common(TOP_ERRORS)],
-        "vendors": vendor_states(),
     }
 
 
