@@ -3,8 +3,11 @@
 - deliveries whose lease expired (their worker died, or lost the store, mid-run) go back to
   pending, at once;
 - pending deliveries due for more than OVERDUE and not enqueued within it are presumed lost
-  (a broker down at accept time, a worker killed with messages it had reserved, a long retry
-  wait) and enqueued again;
+  (a dispatcher that died between marking and publishing, a worker killed with messages it had
+  reserved) and enqueued again; the dispatcher (workers.dispatch) publishes everything else. A
+  delivery enqueued long ago is presumed lost only while the queues are short (at most
+  BACKLOG messages): in a backlog it is only waiting its turn, and sending it again would add
+  a duplicate message per sweep to the backlog, each a claim that finds nothing to do;
 - when Redis has lost its data (restarted empty: the marker the sweep keeps there is gone), no
   message can be trusted, so every pending delivery is enqueued again as soon as it is due.
 A duplicate message is harmless: only one worker can claim a pending delivery.
@@ -23,13 +26,14 @@ from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Lane, utcnow
 from relay.observability import check_in
-from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
+from relay.queue import CATCH_UP_QUEUE, LIVE_QUEUE, enqueue_deliveries
 from relay.shared_redis import redis_client
 
 log = logging.getLogger("relay.sweep")
 
 OVERDUE = timedelta(seconds=20)
 BATCH = 500
+BACKLOG = 100
 # Present while Redis keeps its data; a restart without persistence (or a flush) removes it.
 BROKER_MARKER = "relay:broker:alive"
 # Set by the sweep that checked in with Sentry; its expiry spaces the check-ins.
@@ -59,7 +63,7 @@ def sweep(config: Config, now=None) -> dict[str, int]:
         if forgotten:
             session.execute(forget_enqueued())
         session.commit()
-        due = session.execute(due_deliveries(now)).all()
+        due = session.execute(due_deliveries(now, backlogged=_backlogged(config))).all()
     live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
     catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
     enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
@@ -79,16 +83,25 @@ def forget_enqueued() -> sa.Update:
     return sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING).values(enqueued_at=None)
 
 
-def due_deliveries(now) -> sa.Select:
-    """(id, lane) of up to BATCH pending deliveries that are due and not enqueued, or enqueued
-    more than OVERDUE ago while due as long: the ones the sweep enqueues, longest due first."""
+def due_deliveries(now, backlogged: bool = False) -> sa.Select:
+    """(id, lane) of up to BATCH pending deliveries that are due and not enqueued, or (unless
+    the queues are `backlogged`) enqueued more than OVERDUE ago while due as long: the ones the
+    sweep enqueues, longest due first."""
+    lost = Delivery.enqueued_at.is_(None)
+    if not backlogged:
+        lost = sa.or_(lost, sa.and_(Delivery.next_attempt_at <= now - OVERDUE, Delivery.enqueued_at <= now - OVERDUE))
     return (sa.select(Delivery.id, Delivery.lane)
-            .where(Delivery.status == DeliveryStatus.PENDING,
-                   sa.or_(Delivery.enqueued_at.is_(None),
-                          sa.and_(Delivery.next_attempt_at <= now - OVERDUE, Delivery.enqueued_at <= now - OVERDUE)),
-                   Delivery.next_attempt_at <= now)
+            .where(Delivery.status == DeliveryStatus.PENDING, lost, Delivery.next_attempt_at <= now)
             .order_by(Delivery.next_attempt_at)
             .limit(BATCH))
+
+
+def _backlogged(config: Config) -> bool:
+    try:
+        client = redis_client(config.redis_url)
+        return client.llen(LIVE_QUEUE) + client.llen(CATCH_UP_QUEUE) > BACKLOG
+    except redis.RedisError:
+        return True  # nothing can be enqueued now anyway
 
 
 def _check_in_due(config: Config) -> bool:
