@@ -1,7 +1,10 @@
 """Fault drills with real processes: supervised workers (`relay worker`), beat, a stream of
-webhooks, and the faults of Relay's own infrastructure: workers killed, Redis restarted empty,
-PostgreSQL restarted. Each scenario returns what it measured; the suite runs them small
-(tests/test_drill_*.py) and bench/drills.py at the size of the incidents they stand for.
+webhooks, and the faults of Relay's own infrastructure (workers killed, Redis restarted empty,
+PostgreSQL restarted, a rolling deploy) and of its vendors (one down for a while, 429 storms with
+Retry-After, one slower than the client timeout), and SparkLoop sending every webhook three
+times. Each scenario returns what it measured, with one tally (`Tally`: accepted, done, failed,
+lost, duplicate effects at the vendors, 429s); the suite runs them small (tests/test_drill_*.py)
+and bench/drills/ at the size of the incidents they stand for.
 
 The web side is the Flask test client in this process, posting from a thread; the workers and
 beat are processes of their own, so whatever they must agree on goes through PostgreSQL and
@@ -18,13 +21,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import httpx
+import sqlalchemy as sa
 
-from relay.models import DeliveryStatus
+from relay.models import DeliveryStatus, Event, EventStatus
+from schemas.events import dedup_key, validate_event
 from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, sandbox_state, wait_for
 from web import create_app
 
@@ -269,30 +275,73 @@ def over_http(url: Callable[[], str]) -> Callable[[dict], int | None]:
 
 @dataclass
 class Stream:
-    """Webhooks posted from a thread at a steady rate; a failed post (a 5xx: the store down; no
-    answer: the web restarting) is posted again after half a second, as SparkLoop retries."""
+    """Webhooks posted from a thread, `per_second` distinct ones a second; a failed post (a 5xx:
+    the store down; no answer: the web restarting) is posted again after half a second, as
+    SparkLoop retries. With `copies` > 1 SparkLoop sends every webhook that many times: every
+    `at_once`-th one with all its copies at the same moment (each from a thread of its own), the
+    others once now and again `later_s` seconds later each (by then the first copy's deliveries
+    may be under way, or done)."""
     post: Callable[[dict], int | None]
     payloads: list[dict]
     per_second: float
+    copies: int = 1
+    at_once: int = 2
+    later_s: tuple[float, ...] = (1.0, 5.0)
     answers: list[int] = field(default_factory=list)  # every answer, retried ones too
+    accepted: list[dict] = field(default_factory=list)  # a webhook for every 200 it got
     retried: int = 0
 
     def __post_init__(self):
+        assert len(self.later_s) >= self.copies - 1, "a delay for every copy posted later"
+        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._post_all, daemon=True, name="webhooks")
         self.thread.start()
 
     def _post_all(self) -> None:
-        for payload in self.payloads:
+        later: list[tuple[float, int, dict]] = []  # (when, order, payload): copies posted later
+        for n, payload in enumerate(self.payloads):
             started = time.monotonic()
-            for _ in range(240):  # SparkLoop's retries, bounded
-                status = self.post(payload)
+            later = self._post_due(later, started)
+            if self.copies > 1 and n % self.at_once == 0:
+                self._post_at_once(payload)
+            else:
+                self._post_one(payload)
+                later += [(started + delay, n, payload) for delay in self.later_s[:self.copies - 1]]
+            time.sleep(max(0.0, 1 / self.per_second - (time.monotonic() - started)))
+        while later:
+            time.sleep(max(0.0, min(later)[0] - time.monotonic()))
+            later = self._post_due(later, time.monotonic())
+
+    def _post_due(self, later: list[tuple[float, int, dict]], now: float) -> list[tuple[float, int, dict]]:
+        for _, _, payload in sorted(entry for entry in later if entry[0] <= now):
+            self._post_one(payload)
+        return [entry for entry in later if entry[0] > now]
+
+    def _post_at_once(self, payload: dict) -> None:
+        start = threading.Barrier(self.copies)
+
+        def post() -> None:
+            start.wait(timeout=10)
+            self._post_one(payload)
+
+        threads = [threading.Thread(target=post, daemon=True) for _ in range(self.copies)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=150)
+
+    def _post_one(self, payload: dict) -> None:
+        for _ in range(240):  # SparkLoop's retries, bounded
+            status = self.post(payload)
+            with self._lock:
                 if status is not None:
                     self.answers.append(status)
+                    if status == 200:
+                        self.accepted.append(payload)
                     if status < 500:
-                        break
+                        return
                 self.retried += 1
-                time.sleep(0.5)
-            time.sleep(max(0.0, 1 / self.per_second - (time.monotonic() - started)))
+            time.sleep(0.5)
 
     def wait(self, timeout: float) -> None:
         self.thread.join(timeout=timeout)
@@ -304,6 +353,15 @@ def all_events_done(app) -> bool:
         return all(e.status == "done" for e in events(app))
     except Exception:  # the store itself may be the fault
         return False
+
+
+def unsettled(app) -> int | None:
+    """How many stored events are not in a terminal state yet; None while the store is away."""
+    try:
+        with app.extensions["relay.db"].session() as session:
+            return session.scalar(sa.select(sa.func.count()).select_from(Event).where(Event.status.not_in(TERMINAL)))
+    except Exception:  # the store itself may be the fault
+        return None
 
 
 def in_flight(app) -> list[int]:
@@ -333,11 +391,84 @@ def duplicate_effects(sandbox, subscribers: int) -> list[str]:
     return problems
 
 
+# --- the tally every drill ends with --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """`accepted`: distinct webhooks answered 200; of those, `done` and `failed` (their event's
+    terminal state) and `lost`: neither (never stored, or not finished when the drill ended);
+    `duplicates`: effects a vendor holds more often than once (`excess_effects`); `throttled`:
+    vendor answers with status 429 (the sandbox's request counts: unlike its request log, they
+    are not cut at 10,000 entries)."""
+    accepted: int
+    done: int
+    failed: int
+    lost: int
+    duplicates: int
+    throttled: int
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0
+
+    def line(self, name: str) -> str:
+        return (f"drill {name}: accepted {self.accepted}, done {self.done}, failed {self.failed}, "
+                f"lost {self.lost}, duplicates {self.duplicates}, 429s {self.throttled}")
+
+
+def webhook_key(payload: dict) -> str:
+    """The key Relay stores the webhook's event under (its natural identity)."""
+    event_type, data, errors = validate_event(payload)
+    assert data is not None, f"the drills post valid events of handled types ({event_type}: {errors})"
+    return dedup_key(event_type, data)
+
+
+def tally(app, sandbox, accepted: list[dict]) -> Tally:
+    """The drill's figures, from the store, the sandbox's state and its request counts."""
+    keys = {webhook_key(payload) for payload in accepted}
+    with app.extensions["relay.db"].session() as session:
+        stored = dict(session.execute(sa.select(Event.dedup_key, Event.status)).all())
+    states = Counter(stored.get(key) for key in keys)
+    done, failed = states[EventStatus.DONE], states[EventStatus.FAILED]
+    throttled = sum(counts.get("429", 0) for counts in sandbox.stats().values())
+    return Tally(len(keys), done, failed, len(keys) - done - failed, excess_effects(sandbox.snapshot()), throttled)
+
+
+def vendor_effects(state: dict) -> dict[str, Counter]:
+    """What the vendors hold, counted by subscriber (their email): Spruce contacts, note
+    conversations and the internal notes in them; Sprig event occurrences by user and name."""
+    spruce = state["spruce"]
+    email_of = {c["id"]: c["emailAddresses"][0]["value"] if c["emailAddresses"] else c["id"]
+                for c in spruce["contacts"]}
+    effects = {kind: Counter() for kind in ("contacts", "conversations", "notes", "sprig events")}
+    effects["contacts"].update(email_of.values())
+    for conversation in spruce["conversations"]:
+        whose = ",".join(sorted(email_of.get(i, i) for i in conversation["associatedContactIds"]))
+        effects["conversations"][whose] += 1
+        effects["notes"][whose] += sum(1 for item in spruce["items"].get(conversation["id"], [])
+                                       if item["isInternalNote"])
+    for user_id, user in state["sprig"]["users"].items():
+        for event in user["events"]:
+            effects["sprig events"][(user_id, event["event"])] += event["count"]
+    return effects
+
+
+def excess_effects(state: dict) -> int:
+    """Effects held more often than once: the drills send one event per subscriber, so each
+    subscriber has one contact, one note conversation holding one note, and one occurrence of
+    its Sprig event."""
+    return sum(n - 1 for counts in vendor_effects(state).values() for n in counts.values() if n > 1)
+
+
 @dataclass
 class Healed:
     """What a drill measured: how long after the fault's end every event was done; `retried`:
     webhooks posted again (no answer, or a 5xx); `lease_waits`: deliveries that waited for a
-    dead worker's lease to run out instead of being handed back."""
+    dead worker's lease to run out instead of being handed back; `failed_attempts`: runs that
+    ended in an error (not deferred: a timeout, a 5xx, a killed worker); `deferrals`: runs that
+    waited (the throttle, a 429, the breaker, a busy subscriber); `vendor_answers`: the
+    sandbox's answers by vendor and status; `tally`: the drill's figures."""
     events: int
     healed_s: float | None
     answers: dict[int, int]
@@ -345,83 +476,211 @@ class Healed:
     dead: list[str]
     retried: int = 0
     lease_waits: int = 0
+    tally: Tally | None = None
+    failed_attempts: int = 0
+    deferrals: int = 0
+    vendor_answers: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def verdict(drill: Drill, app, sandbox, stream: Stream, fault_ended: float, subscribers: int,
-            watched: dict[str, subprocess.Popen]) -> Healed:
-    done = wait_for(lambda: all_events_done(app), timeout=HEAL_WITHIN_S, interval=0.5)
-    healed_s = time.monotonic() - fault_ended if done else None
-    stream.wait(timeout=30)
+            watched: dict[str, subprocess.Popen], within_s: float = HEAL_WITHIN_S) -> Healed:
+    """Waits for the stream to end and every event to settle, at most `within_s` after the
+    fault's end (the stream at least 30 s), then measures."""
+    deadline = fault_ended + within_s
+    stream.wait(timeout=max(30.0, deadline - time.monotonic()))
+    settled = wait_for(lambda: unsettled(app) == 0, timeout=max(0.0, deadline - time.monotonic()), interval=0.5)
+    settled_s = time.monotonic() - fault_ended
+    figures = tally(app, sandbox, stream.accepted)
+    stored = len(events(app))
+    healed_s = settled_s if settled and figures.done == figures.accepted == stored else None
     answers = {status: stream.answers.count(status) for status in sorted(set(stream.answers))}
-    lease_waits = sum("lease expired" in (d.last_error or "") for d in deliveries(app))
-    return Healed(len(events(app)), healed_s, answers, duplicate_effects(sandbox, subscribers),
+    runs = deliveries(app)
+    lease_waits = sum("lease expired" in (d.last_error or "") for d in runs)
+    finished = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)  # the last run did not fail
+    failed_attempts = sum(d.attempts - d.deferrals - (d.status in finished) for d in runs)
+    return Healed(stored, healed_s, answers, duplicate_effects(sandbox, subscribers),
                   [name for name, process in watched.items() if process.poll() is not None],
-                  stream.retried, lease_waits)
+                  stream.retried, lease_waits, figures, failed_attempts, sum(d.deferrals for d in runs),
+                  sandbox.stats())
 
 
 # --- the scenarios --------------------------------------------------------------------------
 
 
-def killed_workers(drill: Drill, sandbox, subscribers: int, kill_every_s: float, kills: int,
-                   seed: int = 7) -> Healed:
-    """Three supervised workers; every few seconds one of them dies: its Celery process is
+def _redeemed(subscribers: int) -> list[dict]:
+    return [reward_event("reward_redeemed", n) for n in range(subscribers)]
+
+
+def _delivering(drill: Drill, workers: int = 2) -> dict[str, subprocess.Popen]:
+    """`workers` supervised workers as the Procfile runs them, and beat."""
+    started = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True, as_procfile=True)
+               for n in range(workers)}
+    return {**started, "beat": drill.start_beat()}
+
+
+def _first_done(drill: Drill, app, timeout: float = 60.0) -> None:
+    """Until the workers have finished an event: a fault timed from the stream's start would
+    otherwise hit workers still starting, on a loaded machine."""
+    def one_done() -> bool:
+        with app.extensions["relay.db"].session() as session:
+            return session.scalar(sa.select(Event.id).where(Event.status == EventStatus.DONE).limit(1)) is not None
+
+    assert wait_for(one_done, timeout=timeout, interval=0.2), drill.logs()
+
+
+def killed_workers(drill: Drill, sandbox, subscribers: int, kill_every_s: float, kills: int | None,
+                   seed: int = 7, per_second: float = 10, latency_ms: int = 100, workers: int = 3,
+                   kill_after_s: float = 60.0, within_s: float = HEAL_WITHIN_S) -> Healed:
+    """`workers` supervised workers; every few seconds one of them dies: its Celery process is
     killed (OOM; `relay worker` starts it again), or the whole machine goes (a new one is
-    started). Spruce answers slowly, so kills land mid-call."""
+    started). Spruce answers slowly, so kills land mid-call. `kills`: how many; None: for as
+    long as the run lasts (webhooks keep coming, or an event is unfinished), at most
+    `kill_after_s` after the last webhook."""
     chance = random.Random(seed)
-    sandbox.configure(latency_ms={"spruce": 100})
+    sandbox.configure(latency_ms={"spruce": latency_ms})
     app = drill.app()
-    workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True) for n in range(3)}
+    running = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True) for n in range(workers)}
     beat = drill.start_beat()
-    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
-    for kill in range(kills):
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
+    kill, posted = 0, None
+    while kill < (kills if kills is not None else float("inf")):
+        if kills is None and not stream.thread.is_alive():
+            posted = posted or time.monotonic()
+            if unsettled(app) == 0 or time.monotonic() - posted > kill_after_s:
+                break
         time.sleep(kill_every_s)
-        name = chance.choice(sorted(workers))
-        child = Drill.worker_of(workers[name])
+        name = chance.choice(sorted(running))
+        child = Drill.worker_of(running[name])
         if kill % 2 == 0 and child:
             os.kill(child, signal.SIGKILL)  # the worker process only: its supervisor restarts it
         else:
-            drill.kill(workers.pop(name))  # the machine: gone with everything on it
-            workers[f"worker{len(drill.processes)}"] = drill.start_worker(f"worker{len(drill.processes)}",
+            drill.kill(running.pop(name))  # the machine: gone with everything on it
+            running[f"worker{len(drill.processes)}"] = drill.start_worker(f"worker{len(drill.processes)}",
                                                                          supervised=True)
-    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**workers, "beat": beat})
+        kill += 1
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**running, "beat": beat}, within_s)
 
 
 def redis_restarted_empty(drill: Drill, sandbox, redis_server: RedisServer, subscribers: int,
-                          down_s: float, after_s: float = 4.0) -> Healed:
-    """Webhooks at 10/s; Redis dies after `after_s` and comes back `down_s` later with nothing.
-    The vendors' limits are low enough that deliveries wait for throttle slots: workers hold
-    messages with a countdown, as in production, when Redis goes."""
+                          down_s: float, after_s: float = 4.0, per_second: float = 10,
+                          within_s: float = HEAL_WITHIN_S) -> Healed:
+    """Webhooks at `per_second`; Redis dies after `after_s` and comes back `down_s` later with
+    nothing. The vendors' limits are low enough that deliveries wait for throttle slots: workers
+    hold messages with a countdown, as in production, when Redis goes."""
     app = drill.app(REDIS_URL=redis_server.url, SPRIG_RATE_LIMIT="8/1s", SPRUCE_RATE_LIMIT="40/1s")
-    workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True, as_procfile=True) for n in range(2)}
-    beat = drill.start_beat()
-    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
+    watched = _delivering(drill)
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
     time.sleep(after_s)
     redis_server.crash()
     time.sleep(down_s)
     redis_server.start()
-    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**workers, "beat": beat})
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
 
 
 def postgres_restarted(drill: Drill, sandbox, proxy: TcpProxy, subscribers: int, down_s: float,
-                       after_s: float = 4.0) -> Healed:
-    """Webhooks at 10/s; PostgreSQL goes away after `after_s` for `down_s` (its connections
-    cut, new ones refused), for the web, the workers and beat alike."""
+                       after_s: float = 4.0, per_second: float = 10, within_s: float = HEAL_WITHIN_S) -> Healed:
+    """Webhooks at `per_second`; PostgreSQL goes away after `after_s` for `down_s` (its
+    connections cut, new ones refused), for the web, the workers and beat alike."""
     sandbox.configure(latency_ms={"spruce": 50})
     app = drill.app(DATABASE_URL=proxy.url_for(drill.env["DATABASE_URL"]))
     workers = {f"worker{n}": drill.start_worker(f"worker{n}", supervised=True) for n in range(2)}
     beat = drill.start_beat()
-    stream = Stream(through_app(app), [reward_event("reward_redeemed", n) for n in range(subscribers)], per_second=10)
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
     time.sleep(after_s)
     proxy.outage(down_s)
     time.sleep(down_s)
-    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**workers, "beat": beat})
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, {**workers, "beat": beat}, within_s)
 
 
-def rolling_restart(drill: Drill, sandbox, subscribers: int, restarts: int, every_s: float) -> Healed:
-    """A deploy, `restarts` times, under webhooks at 10/s: a new web (gunicorn as the Procfile
-    runs it) starts, the router sends to it, the old one gets SIGTERM and finishes what it is
-    answering; then a new worker starts and an old one gets SIGTERM, finishing or handing back
-    its deliveries. Spruce answers slowly, so the SIGTERMs land mid-delivery."""
+def vendor_down(drill: Drill, sandbox, subscribers: int, down_s: float, after_s: float = 3.0,
+                vendor: str = "spruce", per_second: float = 10, workers: int = 2,
+                within_s: float = HEAL_WITHIN_S, **env: str) -> Healed:
+    """Webhooks at `per_second`; `after_s` after the first event is done, the vendor answers
+    every request 503 without Retry-After (down, not throttling) for `down_s`. Its deliveries
+    are retried with backoff and its breaker opens; the other vendor's go on. `env`: Relay's
+    settings changed."""
+    app = drill.app(**env)
+    watched = _delivering(drill, workers)
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
+    _first_done(drill, app)
+    time.sleep(after_s)
+    sandbox.configure(faults=[{"vendor": vendor, "status": 503, "times": None, "message": "down for maintenance"}])
+    time.sleep(down_s)
+    sandbox.configure(faults=[])
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
+
+
+def rate_limit_storm(drill: Drill, sandbox, subscribers: int, storms: int, storm_s: float, every_s: float,
+                     retry_after_s: int = 2, per_second: float = 10, workers: int = 2,
+                     within_s: float = HEAL_WITHIN_S, **env: str) -> Healed:
+    """Webhooks at `per_second`; once the first event is done, every `every_s`, for `storm_s`,
+    both vendors answer every request 429 with `Retry-After: retry_after_s`, whatever Relay's
+    own pace. A 429 defers the delivery (no attempt spent) and pushes every worker's next slot
+    for the vendor."""
+    app = drill.app(**env)
+    watched = _delivering(drill, workers)
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
+    _first_done(drill, app)
+    for _ in range(storms):
+        time.sleep(every_s - storm_s)
+        sandbox.configure(faults=[{"vendor": vendor, "status": 429, "times": None, "retry_after": retry_after_s}
+                                  for vendor in ("sprig", "spruce")])
+        time.sleep(storm_s)
+        sandbox.configure(faults=[])
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
+
+
+def slow_vendor(drill: Drill, sandbox, subscribers: int, slow_s: float, after_s: float = 3.0,
+                timeout_s: int = 1, latency_ms: int | None = None, vendors: tuple[str, ...] = ("sprig", "spruce"),
+                per_second: float = 10, workers: int = 2, flap_s: float | None = None,
+                within_s: float = HEAL_WITHIN_S, **env: str) -> Healed:
+    """Webhooks at `per_second`; `after_s` after the first event is done, for `slow_s`,
+    `vendors` take `latency_ms` (default half again Relay's `timeout_s`) before handling each
+    request: Relay's client gives up first, and the request lands at the vendor afterwards,
+    unanswered. The retries must find what landed (Spruce's idempotency keys, Sprig's
+    read-back) instead of doing it again. `flap_s`: slow and fast by turns, that long each
+    (so the breaker need not open, and retries meet a fast vendor while a slow request of
+    theirs is still on its way)."""
+    latency_ms = latency_ms if latency_ms is not None else int(timeout_s * 1500)
+    app = drill.app(RELAY_VENDOR_TIMEOUT_S=str(timeout_s), **env)
+    watched = _delivering(drill, workers)
+    stream = Stream(through_app(app), _redeemed(subscribers), per_second=per_second)
+    _first_done(drill, app)
+    time.sleep(after_s)
+    ends = time.monotonic() + slow_s
+    while time.monotonic() < ends:
+        sandbox.configure(latency_ms={vendor: latency_ms for vendor in vendors})
+        time.sleep(max(0.0, min(flap_s or slow_s, ends - time.monotonic())))
+        sandbox.configure(latency_ms={vendor: 0 for vendor in vendors})
+        time.sleep(max(0.0, min(flap_s or 0.0, ends - time.monotonic())))
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
+
+
+def duplicate_storm(drill: Drill, sandbox, subscribers: int, copies: int = 3, at_once: int = 2,
+                    per_second: float = 10, web_concurrency: int = 2, workers: int = 2,
+                    within_s: float = HEAL_WITHIN_S) -> Healed:
+    """SparkLoop sends every webhook `copies` times, over HTTP to gunicorn (`web_concurrency`
+    processes): every `at_once`-th webhook with all its copies at the same moment (the web
+    processes race on its key), the others once and again 1 s and 5 s later (while its
+    deliveries run, or after they are done). Each copy is answered 200; one event is stored and
+    delivered once. The "fault" ends with the last copy posted."""
+    sandbox.configure(latency_ms={"spruce": 20})
+    app = drill.app(WEB_CONCURRENCY=str(web_concurrency))
+    port = free_port()
+    web = drill.start_web("web", port)
+    watched = {"web": web, **_delivering(drill, workers)}
+    stream = Stream(over_http(lambda: f"http://127.0.0.1:{port}"), _redeemed(subscribers), per_second=per_second,
+                    copies=copies, at_once=at_once)
+    stream.wait(timeout=within_s + subscribers / per_second + 10)
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
+
+
+def rolling_restart(drill: Drill, sandbox, subscribers: int, restarts: int, every_s: float,
+                    per_second: float = 10, within_s: float = HEAL_WITHIN_S) -> Healed:
+    """A deploy, `restarts` times, under webhooks at `per_second`: a new web (gunicorn as the
+    Procfile runs it) starts, the router sends to it, the old one gets SIGTERM and finishes what
+    it is answering; then a new worker starts and an old one gets SIGTERM, finishing or handing
+    back its deliveries. Spruce answers slowly, so the SIGTERMs land mid-delivery."""
     sandbox.configure(latency_ms={"spruce": 150})
     app = drill.app(WEB_CONCURRENCY="2")
     port = free_port()
@@ -429,8 +688,7 @@ def rolling_restart(drill: Drill, sandbox, subscribers: int, restarts: int, ever
     router = [f"http://127.0.0.1:{port}"]
     workers = [drill.start_worker(f"worker{n}", supervised=True, as_procfile=True) for n in range(2)]
     beat = drill.start_beat()
-    stream = Stream(over_http(lambda: router[0]), [reward_event("reward_redeemed", n) for n in range(subscribers)],
-                    per_second=10)
+    stream = Stream(over_http(lambda: router[0]), _redeemed(subscribers), per_second=per_second)
     for restart in range(1, restarts + 1):
         time.sleep(every_s)
         port = free_port()
@@ -440,7 +698,7 @@ def rolling_restart(drill: Drill, sandbox, subscribers: int, restarts: int, ever
         workers.append(drill.start_worker(f"worker{restart + 1}", supervised=True, as_procfile=True))
         _stop_gracefully(workers.pop(0))
     watched = {"web": webs[0], "beat": beat, **{f"worker{n}": w for n, w in enumerate(workers)}}
-    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched)
+    return verdict(drill, app, sandbox, stream, time.monotonic(), subscribers, watched, within_s)
 
 
 def _stop_gracefully(process: subprocess.Popen, within_s: float = 30.0) -> None:

@@ -1,6 +1,6 @@
 """PostgreSQL restarts during a stream of webhooks: the web answers 503 while it is away,
 SparkLoop's retries get 200 afterwards, every event is done within 60 s of its return and
-nothing is done twice. bench/drills.py runs it at full size."""
+nothing is done twice. bench/drills/postgres_restarted.py runs it at full size."""
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,6 @@
 """Redis restarts with its data gone during a stream of webhooks: every event is done within
 60 s of its return, nothing is done twice, and every worker and beat is still running.
-bench/drills.py runs it at full size."""
+bench/drills/redis_flushed.py runs it at full size."""
 from __future__ import annotations
 
 import os

@@ -1,6 +1,6 @@
 """A deploy under load: web and workers restarted one after the other, as a PaaS does, while
 webhooks keep coming. Nothing is lost or done twice, no webhook goes unanswered, and no
-delivery waits for a stopped worker's lease. bench/drills.py runs it at full size."""
+delivery waits for a stopped worker's lease. bench/drills/restart.py runs it at full size."""
 from __future__ import annotations
 
 import time

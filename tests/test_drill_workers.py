@@ -1,6 +1,6 @@
 """Workers die during a stream of webhooks (their process killed, or their whole machine gone):
 every event is done within 60 s of the last death, nothing is done twice, and `relay worker`
-has each killed worker running again. bench/drills.py runs it at full size."""
+has each killed worker running again. bench/drills/workers_killed.py runs it at full size."""
 from __future__ import annotations
 
 from tests.drills import HEAL_WITHIN_S, killed_workers

@@ -1,0 +1,35 @@
+"""Duplicate storms: SparkLoop sends every webhook three times, over HTTP to gunicorn as the
+Procfile runs it: every other webhook with its three copies at the same moment (the web
+processes race on its key), the others once and again 1 s and 5 s later (while its deliveries
+run, or after they are done). Every copy is answered 200; each event is stored once and
+delivered once. Two supervised workers (Procfile settings) and beat."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.drills import harness  # noqa: E402
+from tests.drills import duplicate_storm  # noqa: E402
+
+NAME = "duplicate_storm"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.options(NAME, __doc__)
+    parser.add_argument("--events", type=int, default=1000, help="distinct reward_redeemed webhooks")
+    parser.add_argument("--copies", type=int, default=3, help="times each is sent (at most 3)")
+    parser.add_argument("--per-second", type=float, default=10, help="distinct webhooks a second")
+    parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn processes")
+    parser.add_argument("--within", type=float, default=120, help="seconds after the last copy to finish")
+
+    def scenario(drill, sandbox, redis_server, args):
+        return duplicate_storm(drill, sandbox, subscribers=args.events, copies=args.copies,
+                               per_second=args.per_second, web_concurrency=args.web_concurrency, within_s=args.within)
+
+    return harness.run(NAME, parser, scenario, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

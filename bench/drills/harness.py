@@ -1,0 +1,78 @@
+"""What every drill script shares: its options, its services and the line it ends with.
+
+Each drill gets the sandbox (in this process), a PostgreSQL database of its own
+(`relay_bench_drill_<name>`, recreated) and a redis-server of its own on a free loopback port,
+keeping nothing on disk: the machine's Redis is never touched. The scenarios themselves are in
+tests/drills.py, which the suite runs small (tests/test_drill_*.py).
+
+A drill prints a line of details, then its summary line, and exits 1 when anything accepted was
+lost or anything was done twice at a vendor (its process logs are then kept; their folder is
+printed on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sandbox import RunningSandbox, SandboxSettings, serve_in_thread  # noqa: E402
+from tests.conftest import PG_URL, fresh_services, migrated_from_scratch  # noqa: E402
+from tests.drills import Drill, Healed, RedisServer  # noqa: E402
+
+SERVER = PG_URL.rsplit("/", 1)[0]
+PG_PORT = int(PG_URL.rsplit(":", 1)[1].split("/")[0])
+# A scenario: (the drill, the sandbox, the drill's redis-server, the parsed options) -> what it measured.
+Scenario = Callable[[Drill, RunningSandbox, RedisServer, argparse.Namespace], Healed]
+
+
+def options(name: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"bench/drills/{name}.py", description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all is well")
+    return parser
+
+
+def run(name: str, parser: argparse.ArgumentParser, scenario: Scenario, argv: list[str] | None = None) -> int:
+    args = parser.parse_args(argv)
+    for quiet in ("werkzeug", "relay"):  # the sandbox's request lines, the web's line per webhook
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{name}-"))
+    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
+    redis_server = RedisServer(workdir)
+    redis_server.start()
+    database = migrated_from_scratch(f"{SERVER}/relay_bench_drill_{name}")
+    drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
+    started = time.monotonic()
+    try:
+        healed = scenario(drill, sandbox, redis_server, args)
+    finally:
+        drill.stop()
+        redis_server.stop()
+        sandbox.stop()
+    print(details(name, healed, time.monotonic() - started), flush=True)
+    print(healed.tally.line(name), flush=True)
+    if healed.tally.ok and not args.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"logs: {workdir}", file=sys.stderr)
+    return 0 if healed.tally.ok else 1
+
+
+def details(name: str, healed: Healed, took_s: float) -> str:
+    heal = (f"all done {healed.healed_s:.1f} s after the fault ended" if healed.healed_s is not None
+            else "NOT all done when the drill ended")
+    return (f"{name}: {healed.events} events stored, {heal}; webhook answers {healed.answers}, "
+            f"posted again {healed.retried}; delivery runs that failed {healed.failed_attempts}, that waited "
+            f"{healed.deferrals}; deliveries that waited for a lease {healed.lease_waits}; vendor answers "
+            f"{healed.vendor_answers}; vendor records not one per subscriber: {healed.duplicates or 'none'}; "
+            f"dead processes {healed.dead or 'none'}; "
+            f"took {took_s:.0f} s")

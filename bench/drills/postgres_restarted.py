@@ -1,0 +1,40 @@
+"""PostgreSQL restarted in the middle of a run: a loopback proxy in front of the machine's
+PostgreSQL cuts every connection of the web, the workers and beat and refuses new ones for a
+while, as a restart does. The web answers 503 while the store is away, the sender posts again
+(every half second, as SparkLoop retries), and nothing accepted is lost."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.drills import harness  # noqa: E402
+from tests.drills import TcpProxy, postgres_restarted  # noqa: E402
+
+NAME = "postgres_restarted"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.options(NAME, __doc__)
+    parser.add_argument("--events", type=int, default=300, help="reward_redeemed webhooks, one subscriber each")
+    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser.add_argument("--after", type=float, help="seconds into the stream PostgreSQL goes (default: half-way)")
+    parser.add_argument("--down", type=float, default=15, help="seconds PostgreSQL stays away")
+    parser.add_argument("--within", type=float, default=120, help="seconds after it is back to finish")
+
+    def scenario(drill, sandbox, redis_server, args):
+        after = args.after if args.after is not None else args.events / args.per_second / 2
+        proxy = TcpProxy(harness.PG_PORT)
+        try:
+            return postgres_restarted(drill, sandbox, proxy, subscribers=args.events, down_s=args.down,
+                                      after_s=after, per_second=args.per_second, within_s=args.within)
+        finally:
+            drill.stop()  # before the proxy: the processes' connections go through it
+            proxy.stop()
+
+    return harness.run(NAME, parser, scenario, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Rolling restarts under load (a deploy, several times): a new gunicorn web (gunicorn.conf.py)
+takes the traffic and the old one gets SIGTERM, finishing what it is answering; a new
+`relay worker` starts and an old one gets SIGTERM, finishing its deliveries within
+RELAY_SHUTDOWN_GRACE or handing them back (Spruce answers in 150 ms, so the SIGTERMs land
+mid-delivery). No webhook goes unanswered and no delivery waits for a lease."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.drills import harness  # noqa: E402
+from tests.drills import rolling_restart  # noqa: E402
+
+NAME = "restart"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.options(NAME, __doc__)
+    parser.add_argument("--events", type=int, default=300, help="reward_redeemed webhooks, one subscriber each")
+    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser.add_argument("--restarts", type=int, default=6)
+    parser.add_argument("--every", type=float, default=4, help="seconds between restarts")
+    parser.add_argument("--within", type=float, default=120, help="seconds after the last restart to finish")
+
+    def scenario(drill, sandbox, redis_server, args):
+        return rolling_restart(drill, sandbox, subscribers=args.events, restarts=args.restarts, every_s=args.every,
+                               per_second=args.per_second, within_s=args.within)
+
+    return harness.run(NAME, parser, scenario, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

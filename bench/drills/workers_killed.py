@@ -1,0 +1,42 @@
+"""Workers SIGKILLed every few seconds during a run of several thousand events: three supervised
+workers (`relay worker`, solo pool, so a kill lands mid-delivery); each kill takes one of them,
+alternately its Celery process only (`relay worker` starts it again) or its whole machine (a new
+worker is started). The kills go on for as long as the run lasts: while webhooks keep coming,
+then until every event is finished or `--kill-after` has passed. The 2-core development machine
+delivers about 6 events a second under the kills, so the default 3000 take about 8 minutes
+(more when the machine is busy); `--events` makes it shorter."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.drills import harness  # noqa: E402
+from tests.drills import killed_workers  # noqa: E402
+
+NAME = "workers_killed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.options(NAME, __doc__)
+    parser.add_argument("--events", type=int, default=3000, help="reward_redeemed webhooks, one subscriber each")
+    parser.add_argument("--per-second", type=float, default=8, help="webhooks a second")
+    parser.add_argument("--kill-every", type=float, default=3, help="seconds between kills")
+    parser.add_argument("--kills", type=int, help="how many (default: for as long as the run lasts)")
+    parser.add_argument("--workers", type=int, default=4, help="supervised solo workers")
+    parser.add_argument("--latency-ms", type=int, default=20, help="Spruce's answer time")
+    parser.add_argument("--kill-after", type=float, default=60,
+                        help="seconds after the last webhook the kills stop at the latest")
+    parser.add_argument("--within", type=float, default=300, help="seconds after the last kill to finish")
+
+    def scenario(drill, sandbox, redis_server, args):
+        return killed_workers(drill, sandbox, subscribers=args.events, kill_every_s=args.kill_every, kills=args.kills,
+                              per_second=args.per_second, latency_ms=args.latency_ms, workers=args.workers,
+                              kill_after_s=args.kill_after, within_s=args.within)
+
+    return harness.run(NAME, parser, scenario, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
