@@ -118,7 +118,7 @@ def drain(processes: Processes, sandbox, args) -> int:
           f"{allowed:g}/s: {rate / allowed:.3f} of the limit, 429s {count_429(sandbox)}, "
           f"{args.concurrency} worker processes")
     if args.plot:
-        plot(times, allowed, args.plot)
+        plot(times, allowed, window_s, args.plot)
     return 0
 
 
@@ -228,7 +228,7 @@ def count_429(sandbox) -> int:
     return sum(1 for r in sandbox.state.snapshot()["requests"] if r["status"] == 429)
 
 
-def plot(times: list[float], allowed: float, path: Path) -> None:
+def plot(times: list[float], allowed: float, window_s: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,7 +240,10 @@ def plot(times: list[float], allowed: float, path: Path) -> None:
     for t in times:
         per_second[int(t - start)] += 1
     figure, axes = plt.subplots(figsize=(8, 3.2), dpi=110)
-    axes.plot(range(seconds), per_second, linewidth=1, label="Sprig calls per second")
+    axes.plot(range(seconds), per_second, linewidth=0.6, alpha=0.6, label="Sprig calls per second")
+    span = max(int(window_s), 1)  # the vendor's window: what its limit is counted over
+    rolling = [sum(per_second[max(0, i - span + 1):i + 1]) / span for i in range(seconds)]
+    axes.plot(range(seconds), rolling, linewidth=1.5, label=f"mean over the last {span} s")
     axes.axhline(allowed, color="red", linestyle="--", linewidth=1, label=f"limit ({allowed:g}/s)")
     axes.set_xlabel("seconds since the first call")
     axes.set_ylabel("calls per second")

@@ -21,7 +21,8 @@ says whether the maximum is under 200 ms. RESULTS.md gets the table, the machine
 average before and after: the machine may be shared), the database's settings and indexes,
 and for every statement of every case its SQL and its plan (EXPLAIN (ANALYZE, BUFFERS), in a
 transaction rolled back afterwards). --compare adds the figures of an earlier RESULTS.md (by
-case name) to the table.
+case name) to the table. BENCHMARKS.md's section "A million events" is RESULTS.md as one run
+wrote it (the file itself is not kept in git: each run rewrites it).
 """
 from __future__ import annotations
 
