@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from celery.contrib.testing.worker import start_worker
 
 from tests.conftest import events, load_fixture, post_event, sandbox_state, wait_for
 from workers import throttle
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # about the vendor, not the store
 def test_a_limit_guessed_ten_times_too_high_meets_no_429(relay_app, sandbox, monkeypatch):
     monkeypatch.setattr(throttle, "VENDOR_WINDOW_S", 3.0)
     sandbox.configure(rate_limit={"spruce": {"limit": 6, "window_s": 3}})
