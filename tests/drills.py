@@ -422,6 +422,14 @@ class Tally:
                 f"lost {self.lost}, duplicates {self.duplicates}, 429s {self.throttled}")
 
 
+def assert_all_done(healed, accepted: int) -> None:
+    """A drill's verdict: every accepted webhook done, none lost or failed, nothing twice."""
+    tally = healed.tally
+    assert (tally.lost, tally.duplicates) == (0, 0), healed
+    assert (tally.accepted, tally.done, tally.failed) == (accepted, accepted, 0), healed
+    assert healed.events == accepted and healed.healed_s is not None, healed
+
+
 def webhook_key(payload: dict) -> str:
     """The key Relay stores the webhook's event under (its natural identity)."""
     event_type, data, errors = validate_event(payload)
