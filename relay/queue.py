@@ -113,7 +113,7 @@ def queue_for(lane: str) -> str:
     return CATCH_UP_QUEUE if lane == Lane.CATCH_UP else LIVE_QUEUE
 
 
-def publish(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
+def publish(delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
     """Publish deliver(id) for each id on `queue`, in order, until the broker fails; return
     the ids that reached it. Touches no database. `connection`: a broker connection of the
     caller's own (a thread's: kombu's Redis connections are not to be shared between threads)."""
@@ -122,7 +122,7 @@ def publish(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEU
     for delivery_id in delivery_ids:
         try:
             # retry=False: with the broker down, give up now; the sweep catches up.
-            celery_app.send_task(DELIVER_TASK, args=[delivery_id], countdown=countdown, retry=False, queue=queue,
+            celery_app.send_task(DELIVER_TASK, args=[delivery_id], retry=False, queue=queue,
                                  connection=connection)
         except Exception as exc:  # any broker failure: kombu raises several unrelated types
             log.warning("broker unavailable, delivery %s left for the sweep (%s)", delivery_id, type(exc).__name__)
@@ -136,10 +136,10 @@ def mark_enqueued(session, delivery_ids) -> None:
         session.execute(sa.update(Delivery).where(Delivery.id.in_(delivery_ids)).values(enqueued_at=utcnow()))
 
 
-def enqueue_deliveries(delivery_ids, countdown: float | None = None, queue: str = LIVE_QUEUE) -> int:
+def enqueue_deliveries(delivery_ids, queue: str = LIVE_QUEUE) -> int:
     """Publish deliver(id) for each id on `queue` and record when; return how many reached the
     broker."""
-    published = publish(delivery_ids, countdown, queue)
+    published = publish(delivery_ids, queue)
     if published:
         with session_scope() as session:
             mark_enqueued(session, published)

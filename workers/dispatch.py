@@ -1,14 +1,16 @@
 """The dispatcher: publishes the deliveries the web stored. A step of every Celery worker.
 
-The web only stores (one transaction per webhook) and answers; a new delivery is pending with
-no `enqueued_at`. Each worker's main process runs this step's thread, which claims such rows
-every DISPATCH_EVERY_S while there is work (backing off to IDLE_S when there is none), records
-that they are enqueued and publishes deliver(id) for them on their lane's queue. Several workers take different rows (PostgreSQL's FOR UPDATE SKIP LOCKED);
-a second publish of one delivery would be harmless anyway: only one run can claim it.
+The web only stores (one statement per webhook) and answers; a new delivery is pending with no
+`enqueued_at`. Each worker's main process runs this step's thread, which claims such rows that
+are due every DISPATCH_EVERY_S while there is work (backing off to IDLE_S when there is none),
+records that they are enqueued and publishes deliver(id) for them on their lane's queue.
+Several workers take different rows (PostgreSQL's FOR UPDATE SKIP LOCKED); a second publish of
+one delivery would be harmless anyway: only one run can claim it.
 
 Why not publish from the web, after its commit: two Celery messages and the second transaction
-that recorded them took half of a webhook's time (bench/ingest). Deliveries handed back by a
-stopping worker, and those whose lease the sweep released, come back through here too, at once.
+that recorded them took half of a webhook's time (bench/ingest). Deliveries that wait (a
+deferral, a retry's backoff) come back through here when due, as do those handed back by a
+stopping worker and those whose lease the sweep released.
 """
 from __future__ import annotations
 
