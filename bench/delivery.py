@@ -74,7 +74,7 @@ def latency(processes: Processes, sandbox, args) -> int:
     relay = Relay(processes, sandbox, SPRIG_RATE_LIMIT="1000/10s", SPRUCE_RATE_LIMIT="6000/60s")
     relay.start_worker(args.concurrency)
     time.sleep(5)  # the worker's pool up before the first webhook, as in production
-    answered = post_steadily(relay.url, new_referrals(int(args.rate * args.seconds)), args.rate)
+    answered = post_steadily(relay.url, for_new_people("new_referral", int(args.rate * args.seconds)), args.rate)
     wait_until(lambda: relay.unfinished() == 0, 120, "not every event was done")
     finished = relay.sprig_finished()
     waits = sorted(finished[sub] - at for sub, at in answered.items())
@@ -89,7 +89,7 @@ def latency(processes: Processes, sandbox, args) -> int:
 def spruce_headers(processes: Processes, sandbox, args) -> int:
     sandbox.configure(rate_limit={"spruce": {"limit": 30, "window_s": 60}})
     relay = Relay(processes, sandbox, SPRUCE_RATE_LIMIT="300/60s")
-    post_steadily(relay.url, new_referrals(24), rate=50)
+    post_steadily(relay.url, for_new_people("new_referral", 24), rate=50)
     started = time.monotonic()
     relay.start_worker(2)
     wait_until(lambda: relay.unfinished() == 0, 600, "not every event was done")
@@ -107,7 +107,7 @@ def drain(processes: Processes, sandbox, args) -> int:
     limit, window_s = int(limit), float(window)
     sandbox.configure(rate_limit={"sprig": {"limit": limit, "window_s": window_s}})
     relay = Relay(processes, sandbox, SPRIG_RATE_LIMIT=args.limit, SPRUCE_API_TOKEN="")
-    post_steadily(relay.url, reward_unlocks(args.events), rate=None)
+    post_steadily(relay.url, for_new_people("reward_unlocked", args.events), rate=None)
     print(f"{args.events} deliveries queued", flush=True)
     relay.start_worker(args.concurrency)
     wait_until(lambda: relay.unfinished() == 0, args.events / (limit / window_s) * 2 + 120,
@@ -176,23 +176,16 @@ class Relay:
 
 # --- webhooks -------------------------------------------------------------------------------
 
-def new_referrals(count: int) -> list[dict]:
-    template = json.loads((FIXTURES / "new_referral.json").read_text())
+def for_new_people(fixture: str, count: int, first: int = 0) -> list[dict]:
+    """`count` copies of a documented payload, each for a subscriber (and, where the event names
+    one, a referrer) of its own, numbered from `first`: every copy another event."""
+    template = json.loads((FIXTURES / f"{fixture}.json").read_text())
     payloads = []
-    for n in range(count):
+    for n in range(first, first + count):
         payload = json.loads(json.dumps(template))
         payload["subscriber"].update(id=f"sub_bench_{n}", email=f"bench-{n}@example.com")
-        payload["referrer"].update(id=f"sub_referrer_{n}", email=f"referrer-{n}@example.com")
-        payloads.append(payload)
-    return payloads
-
-
-def reward_unlocks(count: int) -> list[dict]:
-    template = json.loads((FIXTURES / "reward_unlocked.json").read_text())
-    payloads = []
-    for n in range(count):
-        payload = json.loads(json.dumps(template))
-        payload["subscriber"].update(id=f"sub_bench_{n}", email=f"bench-{n}@example.com")
+        if "referrer" in payload:
+            payload["referrer"].update(id=f"sub_referrer_{n}", email=f"referrer-{n}@example.com")
         payloads.append(payload)
     return payloads
 

@@ -16,7 +16,6 @@ Needs PostgreSQL (it recreates relay_bench_worker_cost) and Redis (it flushes db
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.delivery import for_new_people  # noqa: E402
 from bench.throttle import Processes, _answers, flush_redis, free_port, wait_until  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -80,10 +80,7 @@ def store_events(env: dict[str, str], count: int, first: int = 0) -> None:
     from web import create_app
 
     client = create_app(env).test_client()
-    template = json.loads((ROOT / "sandbox" / "fixtures" / "sparkloop" / "reward_unlocked.json").read_text())
-    for n in range(first, first + count):
-        payload = json.loads(json.dumps(template))
-        payload["subscriber"].update(id=f"sub_cost_{n}", email=f"cost-{n}@example.com")
+    for payload in for_new_people("reward_unlocked", count, first):
         assert client.post("/webhooks/sparkloop", json=payload, headers={"SparkLoop-Token": "bench-token"}).status_code == 200
 
 

@@ -94,17 +94,16 @@ def _forget_connections_after_fork(engine: sa.Engine) -> None:
 
 def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = None) -> sa.Engine:
     # hide_parameters: SQL errors would otherwise quote bound values, i.e. emails and addresses.
+    isolation = {"isolation_level": isolation_level} if isolation_level else {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True,
-                                  **({"isolation_level": isolation_level} if isolation_level else {}))
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **isolation)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(
-        url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, hide_parameters=True,
-        **({"isolation_level": isolation_level} if isolation_level else {}),
+        url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, hide_parameters=True, **isolation,
         connect_args={"connect_timeout": 5},
     )
 

@@ -82,7 +82,7 @@ def ingest_webhook(db: Database, payload: dict, raw_body: bytes, config: Config)
 class _Rows:
     plan: Plan
     event: dict
-    deliveries: list[dict]
+    lane: Lane  # of every delivery: one per planned destination
     subjects: list[dict]
 
     def ingested(self, event_id: int) -> Ingested:
@@ -102,7 +102,7 @@ def _rows(payload: dict, raw_body: bytes, config: Config, source: str) -> _Rows:
         plan,
         dict(type=plan.event_type or "(missing)", status=plan.status, payload=payload, errors=plan.errors,
              dedup_key=plan.key or raw_dedup_key(raw_body), source=source),
-        [dict(destination=d, lane=lane) for d in plan.destinations],
+        lane,
         # Whom it names, as digests: what lookups use instead of looking into the payload.
         subject_rows(payload, config.lookup_key),
     )
@@ -122,7 +122,8 @@ def _store(session: Session, stored: _Rows) -> int | None:
     if event_id is None:
         session.rollback()
         return None
-    for model, rows in ((Delivery, stored.deliveries), (EventSubject, stored.subjects)):
+    deliveries = [{"destination": d, "lane": stored.lane} for d in stored.plan.destinations]
+    for model, rows in ((Delivery, deliveries), (EventSubject, stored.subjects)):
         if rows:
             session.execute(sa.insert(model), [{"event_id": event_id, **row} for row in rows])
     session.commit()
@@ -160,8 +161,7 @@ def _one_statement_parameters(stored: _Rows, dialect) -> dict:
         "type": event["type"], "status": event["status"], "dedup_key": event["dedup_key"],
         "payload": json.dumps(sealed.seal(event["payload"])), "errors": json.dumps(sealed.seal(event["errors"])),
         "source": event["source"], "now": utcnow(),
-        "lane": stored.deliveries[0]["lane"] if stored.deliveries else Lane.LIVE.value,
-        "destinations": [d["destination"] for d in stored.deliveries],
+        "lane": stored.lane.value, "destinations": list(stored.plan.destinations),
         "kinds": [s["kind"] for s in stored.subjects], "digests": [s["digest"] for s in stored.subjects],
         "statuses": [s["referral_status"] for s in stored.subjects],
     }

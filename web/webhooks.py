@@ -1,7 +1,6 @@
 """POST /webhooks/sparkloop: check the token, parse, store, answer 200 (the workers publish what
-was stored: workers.dispatch). Every
-answer is counted (relay_webhooks_total{type,outcome}) and logged once, with the event's id,
-type and outcome and the time it took: never a payload value."""
+was stored: workers.dispatch). Every answer is counted (relay_webhooks_total{type,outcome}) and
+logged once, with the event's id, type and outcome and the time it took: never a payload value."""
 from __future__ import annotations
 
 import hmac

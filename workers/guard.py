@@ -40,15 +40,15 @@ class Guard:
             raise
 
     def _acquire(self, pacing: Pacing) -> Grant:
-        for nap in range(MAX_NAPS + 1):
+        for _ in range(MAX_NAPS):
             try:
                 return self.throttle.acquire(pacing)
             except Deferred as deferred:
-                if nap == MAX_NAPS or deferred.wait_s > self._nap_within_s:
+                if deferred.wait_s > self._nap_within_s:
                     raise
                 pacing.reserved = deferred.slot or pacing.reserved
                 self._sleep(deferred.wait_s)
-        raise AssertionError("unreachable")
+        return self.throttle.acquire(pacing)  # after the last nap: go, or defer
 
     def after(self, kind: ErrorKind | None, remaining: int | None = None,
               daily_remaining: int | None = None, retry_after: float | None = None,

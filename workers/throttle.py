@@ -42,8 +42,8 @@ IN_FLIGHT_MS = 2000
 VENDOR_WINDOW_S = 60.0
 
 # KEYS: [1] the queue's tail (ms: the next waiter's slot), [2] a pause until (ms) the vendor
-# asked for, [3] the calls made (a sorted set of grant times, ms), [4] the vendor's latest
-# reading (a hash: at, limit, remaining).
+# asked for, [3] the calls made (a sorted set: grant times, ms, moved to end times once the
+# calls ended), [4] the vendor's latest reading (a hash: at, limit, remaining, window_at).
 # ARGV: [1] limit, [2] window + margin (ms), [3] a unique member for KEYS[3], [4] the script's
 # own value, [5] the interval (ms), [6] the vendor's window (ms). Each returns {wait_ms, slot_ms}.
 _PRELUDE = """
@@ -78,13 +78,16 @@ local function ready()
   end
   return at
 end
+local function tail()
+  return tonumber(redis.call('GET', KEYS[1]) or 0)
+end
 local function go()
   redis.call('ZADD', KEYS[3], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[3], keep + 1000)
 end
 local function queue_at(at)
   -- a place in the queue: after the last waiter and when the window allows
-  local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), at)
+  local slot = math.max(tail(), at)
   redis.call('SET', KEYS[1], slot + interval, 'PX', slot + interval - now + 60000)
   return slot
 end
@@ -92,7 +95,7 @@ end
 # Go now if no one waits and the window allows; else take the next place in the queue.
 _RESERVE = _PRELUDE + """
 local at = ready()
-if at <= now and tonumber(redis.call('GET', KEYS[1]) or 0) <= now then
+if at <= now and tail() <= now then
   go()
   return {0, now}
 end
@@ -109,7 +112,7 @@ return {0, now}
 # Catch-up work, at its lane's turn: go only when no live caller waits and the window allows;
 # reserves nothing in the live queue.
 _TAKE = _PRELUDE + """
-local at = math.max(ready(), tonumber(redis.call('GET', KEYS[1]) or 0))
+local at = math.max(ready(), tail())
 if at > now then return {at - now, at} end
 go()
 return {0, now}
