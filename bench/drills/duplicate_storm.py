@@ -17,12 +17,9 @@ NAME = "duplicate_storm"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=1000, help="distinct reward_redeemed webhooks")
+    parser = harness.options(NAME, __doc__, events=1000, events_are="distinct reward_redeemed webhooks", until="the last copy")
     parser.add_argument("--copies", type=int, default=3, help="times each is sent (at most 3)")
-    parser.add_argument("--per-second", type=float, default=10, help="distinct webhooks a second")
     parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn processes")
-    parser.add_argument("--within", type=float, default=120, help="seconds after the last copy to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return duplicate_storm(drill, sandbox, subscribers=args.events, copies=args.copies,

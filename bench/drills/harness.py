@@ -34,11 +34,23 @@ PG_PORT = int(PG_URL.rsplit(":", 1)[1].split("/")[0])
 Scenario = Callable[[Drill, RunningSandbox, RedisServer, argparse.Namespace], Healed]
 
 
-def options(name: str, description: str) -> argparse.ArgumentParser:
+def options(name: str, description: str, *, events: int, per_second: float = 10, within: float = 120,
+            events_are: str = "reward_redeemed webhooks, one subscriber each",
+            until: str = "the fault is over") -> argparse.ArgumentParser:
+    """The options every drill has (the stream's size and pace, how long it may take to heal),
+    with its own defaults; each drill adds those of its fault."""
     parser = argparse.ArgumentParser(prog=f"bench/drills/{name}.py", description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all is well")
+    parser.add_argument("--events", type=int, default=events, help=events_are)
+    parser.add_argument("--per-second", type=float, default=per_second, help="webhooks a second")
+    parser.add_argument("--within", type=float, default=within, help=f"seconds after {until} to finish")
     return parser
+
+
+def half_way(args) -> float:
+    """--after's default: the fault comes half-way through the stream."""
+    return args.after if args.after is not None else args.events / args.per_second / 2
 
 
 def run(name: str, parser: argparse.ArgumentParser, scenario: Scenario, argv: list[str] | None = None) -> int:

@@ -16,15 +16,12 @@ NAME = "postgres_restarted"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=300, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=300, until="it is back")
     parser.add_argument("--after", type=float, help="seconds into the stream PostgreSQL goes (default: half-way)")
     parser.add_argument("--down", type=float, default=15, help="seconds PostgreSQL stays away")
-    parser.add_argument("--within", type=float, default=120, help="seconds after it is back to finish")
 
     def scenario(drill, sandbox, redis_server, args):
-        after = args.after if args.after is not None else args.events / args.per_second / 2
+        after = harness.half_way(args)
         proxy = TcpProxy(harness.PG_PORT)
         try:
             return postgres_restarted(drill, sandbox, proxy, subscribers=args.events, down_s=args.down,

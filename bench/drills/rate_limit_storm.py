@@ -16,14 +16,11 @@ NAME = "rate_limit_storm"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=600, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=600, until="the last storm")
     parser.add_argument("--storms", type=int, default=6)
     parser.add_argument("--storm", type=float, default=4, help="seconds each storm lasts")
     parser.add_argument("--every", type=float, default=10, help="seconds from one storm to the next")
     parser.add_argument("--retry-after", type=int, default=2, help="the 429s' Retry-After, seconds")
-    parser.add_argument("--within", type=float, default=120, help="seconds after the last storm to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return rate_limit_storm(drill, sandbox, subscribers=args.events, storms=args.storms, storm_s=args.storm,

@@ -17,12 +17,9 @@ NAME = "restart"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=300, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=300, until="the last restart")
     parser.add_argument("--restarts", type=int, default=6)
     parser.add_argument("--every", type=float, default=4, help="seconds between restarts")
-    parser.add_argument("--within", type=float, default=120, help="seconds after the last restart to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return rolling_restart(drill, sandbox, subscribers=args.events, restarts=args.restarts, every_s=args.every,

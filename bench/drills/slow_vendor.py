@@ -17,16 +17,13 @@ NAME = "slow_vendor"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=400, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=400, until="they are fast again")
     parser.add_argument("--vendors", default="sprig,spruce", help="which vendors are slow")
     parser.add_argument("--timeout", type=int, default=1, help="RELAY_VENDOR_TIMEOUT_S, seconds")
     parser.add_argument("--latency-ms", type=int, help="the slow vendors' answer time (default: 1.5 x the timeout)")
     parser.add_argument("--after", type=float, default=5, help="seconds after the first event is done")
     parser.add_argument("--slow", type=float, default=30, help="seconds the vendors are slow")
     parser.add_argument("--flap", type=float, help="slow and fast by turns, this many seconds each (default: slow throughout)")
-    parser.add_argument("--within", type=float, default=120, help="seconds after they are fast again to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return slow_vendor(drill, sandbox, subscribers=args.events, slow_s=args.slow, after_s=args.after,

@@ -16,13 +16,10 @@ NAME = "vendor_down"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=900, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=10, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=900, within=180, until="it is back")
     parser.add_argument("--vendor", choices=("spruce", "sprig"), default="spruce", help="the vendor that goes down")
     parser.add_argument("--after", type=float, default=10, help="seconds after the first event is done")
     parser.add_argument("--down", type=float, default=60, help="seconds the vendor is down")
-    parser.add_argument("--within", type=float, default=180, help="seconds after it is back to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return vendor_down(drill, sandbox, subscribers=args.events, down_s=args.down, after_s=args.after,

@@ -19,16 +19,13 @@ NAME = "workers_killed"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__)
-    parser.add_argument("--events", type=int, default=3000, help="reward_redeemed webhooks, one subscriber each")
-    parser.add_argument("--per-second", type=float, default=8, help="webhooks a second")
+    parser = harness.options(NAME, __doc__, events=3000, per_second=8, within=300, until="the last kill")
     parser.add_argument("--kill-every", type=float, default=3, help="seconds between kills")
     parser.add_argument("--kills", type=int, help="how many (default: for as long as the run lasts)")
     parser.add_argument("--workers", type=int, default=4, help="supervised solo workers")
     parser.add_argument("--latency-ms", type=int, default=20, help="Spruce's answer time")
     parser.add_argument("--kill-after", type=float, default=60,
                         help="seconds after the last webhook the kills stop at the latest")
-    parser.add_argument("--within", type=float, default=300, help="seconds after the last kill to finish")
 
     def scenario(drill, sandbox, redis_server, args):
         return killed_workers(drill, sandbox, subscribers=args.events, kill_every_s=args.kill_every, kills=args.kills,
