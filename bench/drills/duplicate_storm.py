@@ -17,7 +17,8 @@ NAME = "duplicate_storm"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.options(NAME, __doc__, events=1000, events_are="distinct reward_redeemed webhooks", until="the last copy")
+    parser = harness.options(NAME, __doc__, events=1000, events_are="distinct reward_redeemed webhooks",
+                             until="the last copy")
     parser.add_argument("--copies", type=int, default=3, help="times each is sent (at most 3)")
     parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn processes")
 
