@@ -49,8 +49,9 @@ WITHOUT_EXAMPLE = sorted(set(EVENTS) - {json.loads((FIXTURES / f"{name}.json").r
 TOKEN = "test-token"
 # gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-# Redis dbs by process, clear of the drills' 11 and the benchmarks' 14.
-REDIS_DBS = (15, 13, 12, 10, 9, 8)
+# Redis dbs by process (gw6 is for a single file run beside a full suite), clear of the
+# drills' 0, 1, 2, 4, 5, 6, 7, 11 and the benchmarks' 14.
+REDIS_DBS = (15, 13, 12, 10, 9, 8, 3)
 
 
 def _for_this_process(url: str, suffix: str) -> str:
