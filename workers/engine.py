@@ -85,18 +85,18 @@ def run_delivery(delivery_id: int, config: Config) -> str:
 def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
     now = utcnow()
     with session_scope() as session:
-        claimed = session.execute(
+        delivery = session.scalars(
             sa.update(Delivery)
             .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING,
                    Delivery.next_attempt_at <= now + timedelta(seconds=1))
             .values(status=DeliveryStatus.IN_FLIGHT, attempts=Delivery.attempts + 1,
                     lease_expires_at=now + LEASE, updated_at=now)
-        ).rowcount
-        if not claimed:
+            .returning(Delivery)
+        ).one_or_none()
+        if delivery is None:
             session.rollback()
             return None
-        delivery = session.get(Delivery, delivery_id)
-        event = delivery.event
+        event = session.get(Event, delivery.event_id)
         if event.status == EventStatus.RECEIVED:
             event.status = EventStatus.PROCESSING
         session.commit()
@@ -163,7 +163,7 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
             delivery.last_error, delivery.last_status_code = failed.reason, failed.status_code
             delivery.last_error_trace = list(failed.trace) or None
         session.flush()
-        _roll_up(delivery.event)
+        _roll_up(session, run.event_id)
         attempts = delivery.attempts
         session.commit()
     _record(run, config, status, failed.reason if failed else "", failed, answer, finished=True)
@@ -205,15 +205,24 @@ def _lost(run: Run) -> str:
 
 
 def _locked(session, run: Run) -> Delivery | None:
-    """The delivery if this run still holds it, with its event row locked: two deliveries of
-    one event finishing at once must not both miss the other's result when rolling up."""
+    """The delivery if this run still holds it, with its event row locked (one statement): two
+    deliveries of one event finishing at once must not both miss the other's result when
+    rolling up."""
     claim = run.claim
-    session.scalar(sa.select(Event).where(Event.id == run.event_id).with_for_update())
-    delivery = session.get(Delivery, claim.delivery_id, populate_existing=True)
-    return delivery if claim.holds(delivery) else None
+    delivery = session.scalars(
+        sa.select(Delivery).join(Event, Event.id == Delivery.event_id)
+        .where(Delivery.id == claim.delivery_id).with_for_update(of=Event)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    return delivery if delivery is not None and claim.holds(delivery) else None
 
 
-def _roll_up(event: Event) -> None:
-    statuses = {d.status for d in event.deliveries}
-    if statuses <= set(DeliveryStatus.TERMINAL):
-        event.status = EventStatus.FAILED if DeliveryStatus.FAILED in statuses else EventStatus.DONE
+def _roll_up(session, event_id: int) -> None:
+    """The event is done, or failed, once every delivery of it has ended."""
+    others = sa.select(Delivery.id).where(Delivery.event_id == event_id)
+    session.execute(
+        sa.update(Event)
+        .where(Event.id == event_id, ~others.where(Delivery.status.not_in(DeliveryStatus.TERMINAL)).exists())
+        .values(status=sa.case((others.where(Delivery.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED),
+                               else_=EventStatus.DONE))
+    )

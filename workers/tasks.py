@@ -1,16 +1,23 @@
 """Celery tasks: thin wrappers that pass ids to plain functions."""
 from __future__ import annotations
 
+import logging
+import threading
+
+from celery import current_app as current_celery_app
 from celery import shared_task
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from flask import current_app
 
 from relay.metrics import flush_all
 from relay.queue import DELIVER_TASK, SWEEP_TASK
+from relay.shared_redis import redis_client
+from workers.destinations import configured
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
 from workers.sweep import sweep_and_check_in
 
+log = logging.getLogger("relay.worker")
 
 @shared_task(name=DELIVER_TASK)
 def deliver(delivery_id: int) -> str:
@@ -20,6 +27,31 @@ def deliver(delivery_id: int) -> str:
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
     return sweep_and_check_in(current_app.config["RELAY"])
+
+
+@worker_init.connect
+def _build_clients(sender, **_):
+    """Before the pool forks: the vendor clients (no connection yet; building one loads the TLS
+    roots), so that no pool process pays for them on its first delivery."""
+    config = sender.app.flask_app.config["RELAY"]
+    for destination in configured(config).values():
+        destination.client(config)
+
+
+@worker_process_init.connect
+def _connect(**_):
+    """In each new pool process, in the background: the store's and Redis's first connections
+    (a pool process forgets its parent's), so the first delivery does not open them."""
+    flask_app = current_celery_app.flask_app
+
+    def connect() -> None:
+        try:
+            flask_app.extensions["relay.db"].ping()
+            redis_client(flask_app.config["RELAY"].redis_url).ping()
+        except Exception as exc:  # away now: the first delivery connects (or is retried)
+            log.info("pool process not warmed up (%s)", type(exc).__name__)
+
+    threading.Thread(target=connect, name="relay-connect", daemon=True).start()
 
 
 @worker_shutdown.connect
