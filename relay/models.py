@@ -116,6 +116,10 @@ class EventSubject(Base):
     referral_status: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
 
 
+# Deliveries that are out: claimed, published and not yet claimed, or holding a throttle slot.
+OUTSTANDING = sa.text("status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))")
+
+
 class Delivery(Base):
     """One event x destination: its own status, attempts and progress, so destinations never
     re-run each other's work."""
@@ -125,6 +129,9 @@ class Delivery(Base):
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
+        # How many deliveries of each destination and lane are out (workers.dispatch).
+        sa.Index("ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING,
+                 sqlite_where=OUTSTANDING),
         sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
                  sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
         # `relay events stats`: the deliveries that failed in its window, a few among millions.

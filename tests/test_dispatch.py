@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from relay.models import Delivery, Lane
+import workers.dispatch
+from relay.models import Delivery, Lane, utcnow
 from tests.conftest import deliveries, dispatch_stored, events, load_fixture, post_event, wait_for
 
 
@@ -58,3 +59,30 @@ def test_what_the_broker_refuses_stays_for_the_next_round(app, client, monkeypat
     assert [d.enqueued_at for d in deliveries(app)] == [None, None]
     monkeypatch.setattr(celery_app, "send_task", lambda *_args, **_kwargs: None)
     assert dispatch_stored(app) == 2
+
+
+def test_a_backlog_stays_in_the_store_and_no_destination_waits_behind_another(app, client, monkeypatch):
+    sent = []
+    monkeypatch.setattr(app.extensions["celery"], "send_task", lambda name, args, queue, **_: sent.append(args[0]))
+    monkeypatch.setattr(workers.dispatch, "AHEAD", 2)
+    for referrals in range(1, 5):
+        payload = load_fixture("reward_unlocked")
+        payload["referrals"] = payload["subscriber"]["tot_referrals"] = referrals
+        post_event(client, payload)
+    by_destination = {name: [d.id for d in deliveries(app) if d.destination == name] for name in ("sprig", "spruce")}
+    assert len(by_destination["sprig"]) == len(by_destination["spruce"]) == 4
+
+    assert dispatch_stored(app) == 4  # two of each destination: the rest stays stored
+    assert sorted(sent) == sorted(by_destination["sprig"][:2] + by_destination["spruce"][:2])
+    assert dispatch_stored(app) == 0
+
+    first_sprig, second_sprig = by_destination["sprig"][:2]
+    with app.extensions["relay.db"].session() as session:
+        # One finished; one deferred to a throttle slot that is due: it is out, and goes first.
+        session.execute(sa.update(Delivery).where(Delivery.id == first_sprig).values(status="succeeded"))
+        session.execute(sa.update(Delivery).where(Delivery.id == second_sprig).values(
+            enqueued_at=None, throttle_slot={"at_ms": 1, "member": "m"}, next_attempt_at=utcnow()))
+        session.commit()
+    sent.clear()
+    assert dispatch_stored(app) == 2
+    assert sorted(sent) == sorted([second_sprig, by_destination["sprig"][2]])

@@ -125,12 +125,13 @@ def test_after_a_redis_flush_the_sweep_recovers_every_pending_delivery(app, clie
         post_event(client, unlock(referrals))
     assert dispatch_stored(app) == 6
     assert all(d.enqueued_at is not None for d in deliveries(app))
-    assert run_sweep(app)["enqueued"] == 0  # enqueued moments ago, and Redis still knows them
+    assert run_sweep(app)["handed_back"] == 0  # enqueued moments ago, and Redis still knows them
     redis.Redis.from_url(redis_url).flushdb()  # the queued messages are gone, the marker too
 
     with start_worker(app.extensions["celery"], pool="threads", concurrency=2,
                       perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"):
-        assert run_sweep(app) == {"released": 0, "enqueued": 6, "broker_forgot": 1}  # at once
+        # At once, to the worker's dispatcher.
+        assert run_sweep(app) == {"released": 0, "handed_back": 6, "broker_forgot": 1}
         assert wait_for(lambda: [e.status for e in events(app)] == ["done"] * 3)
     assert len(sandbox_state(sandbox)["spruce"]["items"]) == 1
     [conversation] = sandbox_state(sandbox)["spruce"]["conversations"]
@@ -141,9 +142,10 @@ def test_a_due_delivery_whose_message_was_lost_is_enqueued_again(app, client):
     run_sweep(app)
     post_event(client, unlock(1))
     dispatch_stored(app)
-    assert run_sweep(app)["enqueued"] == 0  # its message is in the queue, presumably
+    assert run_sweep(app)["handed_back"] == 0  # its message is in the queue, presumably
     later = utcnow() + OVERDUE + timedelta(seconds=1)
-    assert run_sweep(app, now=later)["enqueued"] == 2  # due, not taken for too long: lost
+    assert run_sweep(app, now=later)["handed_back"] == 2  # due, not taken for too long: lost
+    assert dispatch_stored(app) == 2
 
 
 def test_two_events_for_one_new_subscriber_create_one_contact(app, client, sandbox):

@@ -14,7 +14,7 @@ from celery.contrib.testing.worker import start_worker
 
 from relay.models import Delivery, utcnow
 from workers.sweep import BACKLOG
-from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, run_sweep, wait_for
+from tests.conftest import TOKEN, deliveries, dispatch_stored, events, load_fixture, post_event, run_sweep, wait_for
 
 
 def test_posted_events_reach_the_sandbox_through_a_real_worker(app, server, worker, sandbox):
@@ -72,14 +72,16 @@ def test_a_delivery_waiting_in_a_backlog_is_not_sent_again(app, redis_url):
         session.execute(sa.update(Delivery).values(enqueued_at=long_ago, next_attempt_at=long_ago))
         session.commit()
     broker = redis.Redis.from_url(redis_url)
-    run_sweep(app)  # the first sweep of an empty Redis publishes every pending delivery
+    run_sweep(app)  # the first sweep of an empty Redis hands every pending delivery back
     with app.extensions["relay.db"].session() as session:
         session.execute(sa.update(Delivery).values(enqueued_at=long_ago))
         session.commit()
     broker.rpush("celery", *[b"{}"] * (BACKLOG + 1))  # a backlog: it is only waiting its turn
-    assert run_sweep(app)["enqueued"] == 0
+    assert run_sweep(app)["handed_back"] == 0
     broker.delete("celery")  # short queues: long enqueued and not run means lost
-    assert run_sweep(app)["enqueued"] == 2
+    assert run_sweep(app)["handed_back"] == 2
+    assert all(d.enqueued_at is None for d in deliveries(app))  # the dispatcher's to publish again
+    assert dispatch_stored(app) == 2
 
 
 def test_sweep_releases_a_delivery_whose_worker_died(app):
@@ -87,5 +89,6 @@ def test_sweep_releases_a_delivery_whose_worker_died(app):
     with app.extensions["relay.db"].session() as session:
         session.execute(sa.update(Delivery).values(status="in_flight", lease_expires_at=utcnow()))
         session.commit()
-    assert run_sweep(app) == {"released": 2, "enqueued": 2, "broker_forgot": 1}
-    assert all(d.status == "pending" and d.enqueued_at is not None for d in deliveries(app))
+    assert run_sweep(app) == {"released": 2, "handed_back": 0, "broker_forgot": 1}
+    assert all(d.status == "pending" and d.enqueued_at is None for d in deliveries(app))
+    assert dispatch_stored(app) == 2

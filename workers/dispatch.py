@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from celery import bootsteps
 
 from relay.db import Database, get_db
-from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.models import OUTSTANDING, Delivery, DeliveryStatus, utcnow
 from relay.queue import mark_enqueued, publish, queue_for
 
 log = logging.getLogger("relay.dispatch")
@@ -30,6 +30,11 @@ DISPATCH_EVERY_S = 0.05
 IDLE_S = 0.1
 AFTER_ERROR_S = 1.0
 BATCH = 200
+# The most deliveries of one destination and lane out at once: published and not finished, or
+# holding a throttle slot. A backlog stays in the store, not in the broker: published beyond
+# what the vendor's window takes, each delivery would only be claimed to be deferred (a claim,
+# a deferral and a slot reserved minutes ahead, for every delivery of the backlog at once).
+AHEAD = 200
 
 
 def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
@@ -37,21 +42,37 @@ def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
 
     The rows are marked first, in a transaction of their own, so no lock is held while
     publishing (a delivery's claim would wait for it); those the broker then refuses are
-    unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue)."""
+    unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue).
+    A delivery holding a throttle slot always goes (it is counted already); others only while
+    their destination and lane have fewer than AHEAD out."""
     now = utcnow()
     with db.session() as session:
+        room = {(destination, lane): AHEAD - count for destination, lane, count in session.execute(
+            sa.select(Delivery.destination, Delivery.lane, sa.func.count()).where(OUTSTANDING)
+            .group_by(Delivery.destination, Delivery.lane))}
+        full = [key for key, left in room.items() if left <= 0]
         rows = session.execute(
-            sa.select(Delivery.id, Delivery.lane)
+            sa.select(Delivery.id, Delivery.lane, Delivery.destination, Delivery.throttle_slot.is_(None))
             .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_(None),
-                   Delivery.next_attempt_at <= now)
+                   Delivery.next_attempt_at <= now,
+                   sa.or_(Delivery.throttle_slot.is_not(None),
+                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full) if full else sa.true()))
             .order_by(Delivery.id).limit(batch)
             .with_for_update(skip_locked=True)
         ).all()
-        mark_enqueued(session, [delivery_id for delivery_id, _ in rows])
+        chosen = []
+        for delivery_id, lane, destination, fresh in rows:
+            if fresh:
+                left = room.get((destination, lane), AHEAD)
+                if left <= 0:
+                    continue
+                room[(destination, lane)] = left - 1
+            chosen.append((delivery_id, lane))
+        mark_enqueued(session, [delivery_id for delivery_id, _ in chosen])
         session.commit()
     refused = []
-    for queue in sorted({queue_for(lane) for _, lane in rows}):
-        ids = [delivery_id for delivery_id, lane in rows if queue_for(lane) == queue]
+    for queue in sorted({queue_for(lane) for _, lane in chosen}):
+        ids = [delivery_id for delivery_id, lane in chosen if queue_for(lane) == queue]
         published = publish(ids, queue=queue, connection=connection)
         refused += ids[len(published):]
     if refused:
@@ -59,7 +80,7 @@ def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
             session.execute(sa.update(Delivery).where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
                             .values(enqueued_at=None))
             session.commit()
-    return len(rows) - len(refused)
+    return len(chosen) - len(refused)
 
 
 class Dispatcher(bootsteps.StartStopStep):

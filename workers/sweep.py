@@ -1,15 +1,17 @@
 """The periodic sweep (run by beat every 10 s): recover work the broker does not hold.
 
+The sweep publishes nothing itself: it hands deliveries back to the dispatcher
+(workers.dispatch) by clearing `enqueued_at`, so every publish goes through the dispatcher's
+limit of deliveries out per destination.
 - deliveries whose lease expired (their worker died, or lost the store, mid-run) go back to
   pending, at once;
-- pending deliveries due for more than OVERDUE and not enqueued within it are presumed lost
-  (a dispatcher that died between marking and publishing, a worker killed with messages it had
-  reserved) and enqueued again; the dispatcher (workers.dispatch) publishes everything else. A
-  delivery enqueued long ago is presumed lost only while the queues are short (at most
-  BACKLOG messages): in a backlog it is only waiting its turn, and sending it again would add
-  a duplicate message per sweep to the backlog, each a claim that finds nothing to do;
+- pending deliveries due for more than OVERDUE and enqueued as long ago are presumed lost (a
+  dispatcher that died between marking and publishing, a worker killed with messages it had
+  reserved) and handed back. Only while the queues are short (at most BACKLOG messages): in a
+  backlog such a delivery is only waiting its turn, and sending it again would add a duplicate
+  message per sweep, each a claim that finds nothing to do;
 - when Redis has lost its data (restarted empty: the marker the sweep keeps there is gone), no
-  message can be trusted, so every pending delivery is enqueued again as soon as it is due.
+  message can be trusted, so every pending delivery that counted as enqueued is handed back.
 A duplicate message is harmless: only one worker can claim a pending delivery.
 """
 from __future__ import annotations
@@ -24,21 +26,22 @@ import sqlalchemy as sa
 
 from relay.config import Config
 from relay.db import session_scope
-from relay.models import Delivery, DeliveryStatus, Lane, utcnow
+from relay.models import Delivery, DeliveryStatus, utcnow
 from relay.observability import check_in
-from relay.queue import CATCH_UP_QUEUE, LIVE_QUEUE, enqueue_deliveries
+from relay.queue import CATCH_UP_QUEUE, LIVE_QUEUE
 from relay.shared_redis import redis_client
 
 log = logging.getLogger("relay.sweep")
 
 OVERDUE = timedelta(seconds=20)
-BATCH = 500
 BACKLOG = 100
 # Present while Redis keeps its data; a restart without persistence (or a flush) removes it.
 BROKER_MARKER = "relay:broker:alive"
 # Set by the sweep that checked in with Sentry; its expiry spaces the check-ins.
 CHECKED_IN = "relay:sweep:checked_in"
 CHECK_IN_EVERY_S = 55
+# When a sweep beat scheduled last finished (epoch seconds): `relay doctor`'s sign that beat is alive.
+LAST_SWEPT = "relay:sweep:last_finished"
 
 
 def sweep_and_check_in(config: Config) -> dict[str, int]:
@@ -52,7 +55,15 @@ def sweep_and_check_in(config: Config) -> dict[str, int]:
         raise
     if _check_in_due(config):
         check_in(ok=True, duration_s=time.monotonic() - started)
+    _record_finished(config)
     return result
+
+
+def _record_finished(config: Config) -> None:
+    try:
+        redis_client(config.redis_url).set(LAST_SWEPT, f"{time.time():.3f}")
+    except redis.RedisError:
+        pass  # the sweep's own work is done; doctor will say the mark is stale
 
 
 def sweep(config: Config, now=None) -> dict[str, int]:
@@ -60,14 +71,11 @@ def sweep(config: Config, now=None) -> dict[str, int]:
     forgotten = _broker_forgot(config)
     with session_scope() as session:
         released = session.execute(release_expired_leases(now)).rowcount
-        if forgotten:
-            session.execute(forget_enqueued())
+        handed_back = session.execute(forget_enqueued()).rowcount if forgotten else 0
+        if not _backlogged(config):
+            handed_back += session.execute(forget_overdue(now)).rowcount
         session.commit()
-        due = session.execute(due_deliveries(now, backlogged=_backlogged(config))).all()
-    live = [delivery_id for delivery_id, lane in due if lane != Lane.CATCH_UP]
-    catch_up = [delivery_id for delivery_id, lane in due if lane == Lane.CATCH_UP]
-    enqueued = enqueue_deliveries(live) + enqueue_deliveries(catch_up, queue=CATCH_UP_QUEUE)
-    return {"released": released, "enqueued": enqueued, "broker_forgot": int(forgotten)}
+    return {"released": released, "handed_back": handed_back, "broker_forgot": int(forgotten)}
 
 
 def release_expired_leases(now) -> sa.Update:
@@ -80,20 +88,17 @@ def release_expired_leases(now) -> sa.Update:
 
 def forget_enqueued() -> sa.Update:
     """After the broker lost its data: no pending delivery counts as enqueued any more."""
-    return sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING).values(enqueued_at=None)
+    return (sa.update(Delivery)
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_not(None))
+            .values(enqueued_at=None))
 
 
-def due_deliveries(now, backlogged: bool = False) -> sa.Select:
-    """(id, lane) of up to BATCH pending deliveries that are due and not enqueued, or (unless
-    the queues are `backlogged`) enqueued more than OVERDUE ago while due as long: the ones the
-    sweep enqueues, longest due first."""
-    lost = Delivery.enqueued_at.is_(None)
-    if not backlogged:
-        lost = sa.or_(lost, sa.and_(Delivery.next_attempt_at <= now - OVERDUE, Delivery.enqueued_at <= now - OVERDUE))
-    return (sa.select(Delivery.id, Delivery.lane)
-            .where(Delivery.status == DeliveryStatus.PENDING, lost, Delivery.next_attempt_at <= now)
-            .order_by(Delivery.next_attempt_at)
-            .limit(BATCH))
+def forget_overdue(now) -> sa.Update:
+    """Pending deliveries enqueued more than OVERDUE ago and due as long: presumed lost."""
+    return (sa.update(Delivery)
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at <= now - OVERDUE,
+                   Delivery.next_attempt_at <= now - OVERDUE)
+            .values(enqueued_at=None))
 
 
 def _backlogged(config: Config) -> bool:
@@ -119,5 +124,5 @@ def _broker_forgot(config: Config) -> bool:
         log.warning("sweep: broker unreachable (%s)", type(exc).__name__)
         return False
     if forgot:
-        log.warning("sweep: the broker holds none of Relay's marker: every pending delivery is enqueued again")
+        log.warning("sweep: the broker holds none of Relay's marker: every pending delivery is published again")
     return forgot

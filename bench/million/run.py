@@ -8,7 +8,7 @@ session on the bench database: `relay events list` with each filter (web.cli.eve
 web.cli.filters.EventFilter.apply, and the selectinload of the deliveries), replay's matching
 query (web.cli.replay.matching_query), `relay events stats` (web.cli.stats.store_stats), a
 purge's count and batch (web.cli.events.purge_*, delete_events), the sweep's statements
-(workers.sweep.release_expired_leases, forget_enqueued, due_deliveries) and the dispatcher's
+(workers.sweep.release_expired_leases, forget_enqueued, forget_overdue) and the dispatcher's
 select (captured from workers.dispatch.dispatch itself: its first statement, then aborted). Writes
 are rolled back (a purge batch still meets other rows from run to run: PostgreSQL's synchronized
 sequential scans start where the previous one stopped). Then the whole commands `relay events list`,
@@ -57,7 +57,7 @@ from web.cli.replay import matching_query  # noqa: E402
 from web.cli.stats import store_stats  # noqa: E402
 from web.cli.support import parse_when  # noqa: E402
 from workers import dispatch as dispatch_module  # noqa: E402
-from workers.sweep import due_deliveries, forget_enqueued, release_expired_leases  # noqa: E402
+from workers.sweep import forget_enqueued, forget_overdue, release_expired_leases  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_million"
 LIMIT_MS = 200
@@ -84,16 +84,18 @@ class Capture:
 
 
 class Aborted(Exception):
-    """Raised by `first_statement_of` once it has what it wanted."""
+    """Raised by `statements_until_a_lock` once it has what it wanted."""
 
 
-def first_statement_of(engine: sa.Engine, function: Callable[[], object]) -> tuple[str, dict]:
-    """The first statement `function` sends through `engine`; it is stopped before it runs."""
+def statements_until_a_lock(engine: sa.Engine, function: Callable[[], object]) -> list[tuple[str, dict]]:
+    """The statements `function` sends through `engine` up to its first FOR UPDATE, which is
+    stopped before it runs."""
     seen = []
 
     def stop(conn, cursor, statement, parameters, context, executemany):
         seen.append((statement, parameters))
-        raise Aborted
+        if "FOR UPDATE" in statement:
+            raise Aborted
 
     sa.event.listen(engine, "before_cursor_execute", stop)
     try:
@@ -102,7 +104,7 @@ def first_statement_of(engine: sa.Engine, function: Callable[[], object]) -> tup
         pass
     finally:
         sa.event.remove(engine, "before_cursor_execute", stop)
-    return seen[0]
+    return seen
 
 
 def cases(db: Database) -> list[Case]:
@@ -123,9 +125,11 @@ def cases(db: Database) -> list[Case]:
             return delete_events(session, batch) if batch else 0
         return run
 
-    # The dispatcher's select, exactly as workers.dispatch sends it (its module is not ours to
-    # split): FOR UPDATE SKIP LOCKED, so it runs in a transaction rolled back like the writes.
-    dispatch_sql, dispatch_params = first_statement_of(db.engine, lambda: dispatch_module.dispatch(db))
+    # The dispatcher's statements, exactly as workers.dispatch sends them (its module is not
+    # ours to split): its count of deliveries out, then its select, FOR UPDATE SKIP LOCKED, so
+    # that one runs in a transaction rolled back like the writes.
+    (count_sql, count_params), (dispatch_sql, dispatch_params) = statements_until_a_lock(
+        db.engine, lambda: dispatch_module.dispatch(db))
     assert "FOR UPDATE SKIP LOCKED" in dispatch_sql, dispatch_sql
 
     return [
@@ -163,7 +167,9 @@ def cases(db: Database) -> list[Case]:
         Case("events purge --older-than 100d: last batch (none left)", purging(100, 100)),
         Case("sweep: release expired leases", lambda session: session.execute(release_expired_leases(now)).rowcount),
         Case("sweep: broker forgot (all pending unmarked)", lambda session: session.execute(forget_enqueued()).rowcount),
-        Case("sweep: due deliveries", lambda session: session.execute(due_deliveries(now)).all()),
+        Case("sweep: overdue deliveries handed back", lambda session: session.execute(forget_overdue(now)).rowcount),
+        Case("dispatch: deliveries out per destination and lane",
+             lambda session: session.connection().exec_driver_sql(count_sql, count_params).all()),
         Case("dispatch: unpublished deliveries (FOR UPDATE SKIP LOCKED)",
              lambda session: session.connection().exec_driver_sql(dispatch_sql, dispatch_params).all()),
     ]
