@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from schemas.note_template import note_text
 from schemas.sparkloop import Subscriber
 from schemas.spruce import (
     SpruceContact, SpruceNote, contact_body, note_conversation_body, note_message_body,
@@ -32,7 +33,8 @@ def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
     if isinstance(sends, SpruceNote):
         known = link.spruce_note_conversation_id if link and link.spruce_contact_id == contact_id else None
         conversation_id = _note_conversation(ctx, subscriber, contact_id, known)
-        _post_note(ctx, conversation_id, sends.text(ctx.data))
+        text = note_text(sends.text, ctx.event_type, ctx.data, ctx.config.spruce_note_template)
+        _post_note(ctx, conversation_id, text)
 
 
 def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
