@@ -129,11 +129,11 @@ class Delivery(Base):
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
+        sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+                 sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
         # How many deliveries of each destination and lane are out (workers.dispatch).
         sa.Index("ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING,
                  sqlite_where=OUTSTANDING),
-        sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
-                 sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
         # `relay events stats`: the deliveries that failed in its window, a few among millions.
         sa.Index("ix_deliveries_failed_finished", "finished_at", postgresql_where=sa.text("status = 'failed'"),
                  sqlite_where=sa.text("status = 'failed'")),

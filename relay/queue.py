@@ -3,8 +3,9 @@
 
 The database, not the broker, is the source of truth. The web only stores: a new delivery is
 pending with no `enqueued_at`, and the workers' dispatcher (workers.dispatch, a step of every
-worker) publishes it within a fraction of a second. A publish that fails is only logged; the
-periodic sweep enqueues the delivery later.
+worker) publishes it within a fraction of a second. A publish that fails is only logged and
+unmarked; the dispatcher's next round tries again, and the periodic sweep hands back what a
+lost message left behind.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from celery.signals import setup_logging
 from flask import Flask, current_app
 from kombu import Queue
 
-from relay.db import session_scope
 from relay.models import Delivery, Lane, utcnow
 from relay.observability import configure_logging, say_as_json
 
@@ -105,7 +105,7 @@ def _transport_options(broker_url: str, instance_path: str) -> dict:
             "control_folder": str(folder / "control"),
         }
     # max_retries: a publish tries to connect once, not for broker_connection_timeout (3 s) twice
-    # over: with Redis down a webhook is answered at once, and the sweep enqueues it later.
+    # over: a dispatcher round with Redis down ends at once, and the next one publishes.
     return {"socket_connect_timeout": 3, "socket_timeout": 10, "visibility_timeout": 3600, "max_retries": 1}
 
 
@@ -134,14 +134,3 @@ def publish(delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]
 def mark_enqueued(session, delivery_ids) -> None:
     if delivery_ids:
         session.execute(sa.update(Delivery).where(Delivery.id.in_(delivery_ids)).values(enqueued_at=utcnow()))
-
-
-def enqueue_deliveries(delivery_ids, queue: str = LIVE_QUEUE) -> int:
-    """Publish deliver(id) for each id on `queue` and record when; return how many reached the
-    broker."""
-    published = publish(delivery_ids, queue)
-    if published:
-        with session_scope() as session:
-            mark_enqueued(session, published)
-            session.commit()
-    return len(published)

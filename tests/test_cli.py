@@ -401,23 +401,23 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
     run_pending(app)
     sandbox.configure(faults=[])
     monkeypatch.setattr(web.cli.replay, "BATCH", 1)
-    real_enqueue, calls = web.cli.replay.enqueue_deliveries, []
+    real_batches = web.cli.replay._batches
 
-    def interrupted_on_the_second_batch(ids, **kwargs):
-        calls.append(ids)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C after the batch was committed, before it was enqueued
-        return real_enqueue(ids, **kwargs)
+    def interrupted_after_two_batches(ids):
+        for n, batch in enumerate(real_batches(ids)):
+            if n == 2:
+                raise KeyboardInterrupt  # Ctrl-C once two batches were committed
+            yield batch
 
-    monkeypatch.setattr(web.cli.replay, "enqueue_deliveries", interrupted_on_the_second_batch)
+    monkeypatch.setattr(web.cli.replay, "_batches", interrupted_after_two_batches)
     result = app.test_cli_runner().invoke(main, ["events", "replay", "--status", "failed", "--yes"])
     assert result.exit_code == 130 and "run the same command again" in result.output
     spruce = [d for d in deliveries(app) if d.destination == "spruce"]
     assert [d.status for d in spruce] == ["pending", "pending", "failed", "failed"]
 
-    monkeypatch.setattr(web.cli.replay, "enqueue_deliveries", real_enqueue)
+    monkeypatch.setattr(web.cli.replay, "_batches", real_batches)
     rerun = invoke(app, "events", "replay", "--status", "failed", "--yes")
     assert "replayed 2 deliveries of 2 events" in rerun.output
-    run_pending(app)  # the sweep's part: the batch the broker never got
+    run_pending(app)
     assert {e.status for e in events(app)} == {"done"}
     assert [d.attempts for d in deliveries(app) if d.destination == "spruce"] == [1, 1, 1, 1]

@@ -10,9 +10,10 @@ What a replay does per event:
   of the first note attempt, so Spruce never gets a second note). Pending and in-flight
   deliveries are on their way already and left alone.
 
-Each batch is committed and then enqueued on the catch-up queue; an interruption leaves every
-delivery either untouched or pending (the sweep enqueues what the broker missed), and the same
-command run again continues without repeating what was replayed.
+Each batch is committed, and the workers' dispatcher publishes its deliveries on the catch-up
+queue as the vendors' limits let them through (workers.dispatch); an interruption leaves every
+delivery either untouched or pending, and the same command run again continues without
+repeating what was replayed.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from sqlalchemy.orm import Session, selectinload
 from relay.config import Config
 from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
-from relay.queue import CATCH_UP_QUEUE, enqueue_deliveries
 from schemas.events import EVENTS, sends, validate_event
 from web.cli.filters import EventFilter, filter_options
 from web.cli.support import Duration, console, human_duration, store_errors
@@ -79,9 +79,7 @@ def replay(event_ids: list[int], *, force: bool, dry_run: bool, destination: str
                     batch_ids += _apply(session, event, decision)
             if not dry_run:
                 session.commit()
-        if not dry_run and batch_ids:
-            enqueue_deliveries(batch_ids, queue=CATCH_UP_QUEUE)
-            result.delivery_ids += batch_ids
+        result.delivery_ids += batch_ids
         if on_batch:
             on_batch(len(batch))
     return result
@@ -227,11 +225,11 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
 
     try:
         with Progress(console=console(), transient=True) as progress:
-            task = progress.add_task("enqueueing", total=len(event_ids))
+            task = progress.add_task("replaying", total=len(event_ids))
             result = replay(event_ids, force=force, dry_run=False, destination=filters.destination,
                             on_batch=lambda n: progress.advance(task, n))
     except KeyboardInterrupt:
-        click.echo("interrupted: what was enqueued stays enqueued; run the same command again to "
+        click.echo("interrupted: what was replayed stays replayed; run the same command again to "
                    "continue (nothing is replayed twice)", err=True)
         raise SystemExit(130) from None
     click.echo(f"replayed {len(result.delivery_ids)} deliveries of {result.events} events")
