@@ -3,21 +3,29 @@
 Web app (in this process), one Celery worker with the sweep embedded (a child process), and the
 vendor sandbox (a thread) for every vendor that has no credentials in the environment. With no
 REDIS_URL/DATABASE_URL set, the broker is a folder and the store a SQLite file under instance/.
+
+The terminal shows one line per webhook and per delivery outcome (web.cli.live); every log line
+goes to instance/dev.log (this process: web app, sandbox) and instance/dev-worker.log (the
+worker, beat and Celery, as JSON lines). Ctrl-C stops them all.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from relay.config import DEV_WEBHOOK_TOKEN
 from sandbox import FIXTURES
+from web.cli.live import LiveLines, pump
 
 SAMPLE = FIXTURES / "new_referral.json"
+WEB_LOG, WORKER_LOG = "dev.log", "dev-worker.log"
 
 
 def run_dev(port: int, sandbox_port: int) -> None:
@@ -31,6 +39,7 @@ def run_dev(port: int, sandbox_port: int) -> None:
     sandbox, sandboxed = _start_sandbox_if_needed(env, sandbox_port)
     app = create_app(env)
     env["RELAY_INSTANCE_PATH"] = app.instance_path
+    live = _log_to_files(Path(app.instance_path))
     with app.app_context():
         app.extensions["relay.db"].upgrade()
 
@@ -38,23 +47,50 @@ def run_dev(port: int, sandbox_port: int) -> None:
         [sys.executable, "-m", "web.cli", "worker", "--beat",
          "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
          "--schedule", str(Path(app.instance_path) / "celerybeat-schedule")],
-        env=env,
+        # JSON, so that its delivery records can be read back for the terminal's lines.
+        env=env | {"LOG_FORMAT": "json"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace",
     )
+    pump(worker.stdout, open(Path(app.instance_path) / WORKER_LOG, "a", encoding="utf-8"), live)
     _print_banner(port, env, sandbox, sandboxed)
-    # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does.
+    # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does; and Ctrl-C
+    # does even when started where SIGINT was ignored (a shell's background job).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C reaches the worker (Celery's cold shutdown) and does not cut this short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop(worker)
         if sandbox is not None:
             sandbox.stop()
+        click.echo("relay dev stopped: web app, worker and sandbox")
 
 
 def _interrupt(*_):
     raise KeyboardInterrupt
+
+
+def _log_to_files(instance: Path) -> logging.Handler:
+    """This process's log lines to instance/dev.log instead of the terminal, which gets the
+    live lines; returns their handler, for the worker's records too."""
+    instance.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, "relay", False):  # relay.observability's: stderr
+            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
+    lock = threading.Lock()  # web threads and the worker's reader write lines
+
+    def write(line: str) -> None:
+        with lock:
+            click.echo(line)
+
+    live = LiveLines(write)
+    root.addHandler(live)
+    return live
 
 
 def _start_sandbox_if_needed(env: dict, sandbox_port: int):
@@ -107,7 +143,9 @@ def _print_banner(port: int, env: dict, sandbox, sandboxed: dict) -> None:
         "Post a documented SparkLoop payload:",
         f"  curl -sS -X POST {url}/webhooks/sparkloop -H 'SparkLoop-Token: {shown_token}' "
         f"-H 'Content-Type: application/json' --data @{SAMPLE} -w '%{{http_code}}\\n'",
-        "Then watch it: relay events list",
+        "Then watch it: relay events list --follow  (in another terminal)",
+        f"Log files: instance/{WEB_LOG} (web, sandbox), instance/{WORKER_LOG} (worker, Celery)."
+        "  Ctrl-C stops everything.",
         "",
     ]
     if sandbox is not None:

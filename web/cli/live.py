@@ -1,0 +1,112 @@
+"""`relay dev`'s terminal: one readable line per webhook and per delivery outcome, made from the
+log records Relay writes anyway (relay.webhooks, relay.delivery), in this process or read back
+from the worker's JSON log lines. Those records carry identifiers and outcomes only, never a
+payload value, so neither do these lines:
+
+    14:02:11  webhook  new_referral  event 12  accepted
+    14:02:12  sprig  event 12  delivered (202)
+    14:02:12  spruce  event 12  will retry (503) in 30.0 s: Spruce answered 503 …
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+OUTCOME_WORDS = {"succeeded": "delivered", "retried": "will retry", "deferred": "deferred",
+                 "failed": "failed", "superseded": "superseded (newer values were already sent)"}
+# The JSON formatter's asctime (relay.observability).
+JSON_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
+
+
+def live_line(record: logging.LogRecord) -> str | None:
+    """The terminal's line for this record: webhooks and delivery outcomes, Relay's other
+    warnings and anyone's errors in brief; None for the rest (they stay in the log files)."""
+    at = time.strftime("%H:%M:%S", time.localtime(record.created))
+    fields = record.__dict__
+    if record.name == "relay.webhooks" and fields.get("outcome"):
+        event = f"event {fields['event_id']}" if fields.get("event_id") else "no event"
+        status = fields.get("http_status")
+        shown_status = f" ({status})" if status not in (None, 200) else ""
+        return f"{at}  webhook  {fields.get('event_type') or 'unknown'}  {event}  {fields['outcome']}{shown_status}"
+    if record.name == "relay.delivery" and fields.get("destination") and fields.get("event_id"):
+        return f"{at}  {fields['destination']}  event {fields['event_id']}  {_outcome(record)}"
+    if record.levelno >= logging.ERROR or (record.levelno >= logging.WARNING and _relays(record.name)):
+        message, _, more = record.getMessage().strip().partition("\n")
+        return f"{at}  {record.levelname.lower()}  {record.name}: {message}{' …' if more else ''}"
+    return None
+
+
+def _relays(logger_name: str) -> bool:
+    # Celery's and kombu's warnings (running as root, shutting down) stay in the log file.
+    return logger_name == "relay" or logger_name.startswith("relay.")
+
+
+def _outcome(record: logging.LogRecord) -> str:
+    outcome, status = record.__dict__["outcome"], record.__dict__.get("vendor_status")
+    text = OUTCOME_WORDS.get(outcome, outcome) + (f" ({status})" if status else "")
+    # The engine's message is "delivery <id> <outcome>[ <detail>]": the detail is the reason
+    # (Relay's, or the vendor's through the Redactor) and, for a retry, when.
+    detail = record.getMessage().removeprefix(f"delivery {record.__dict__.get('delivery_id')} {outcome}").strip()
+    if not detail:
+        return text
+    return f"{text} {detail}" if detail.startswith("in ") else f"{text}: {detail}"
+
+
+class LiveLines(logging.Handler):
+    """Writes live_line() of each record it handles with `write` (one line each)."""
+
+    def __init__(self, write: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self.write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = live_line(record)
+            if line is not None:
+                self.write(line)
+        except Exception:
+            self.handleError(record)
+
+
+def record_from_json(line: str) -> logging.LogRecord | None:
+    """A record back from a JSON log line (relay.observability's format: time, level, logger,
+    message and the extra fields); None for what is not one (Celery's own prints)."""
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or not isinstance(fields.get("logger"), str):
+        return None
+    level = logging.getLevelName(str(fields.get("level", "INFO")))
+    try:
+        created = datetime.strptime(str(fields.get("time")), JSON_TIME_FORMAT).timestamp()
+    except ValueError:
+        created = time.time()
+    # A traceback stays in the log file: the terminal's line is the message.
+    extra = {k: v for k, v in fields.items()
+             if k not in ("logger", "level", "message", "time", "exc_info", "stack_info")}
+    return logging.makeLogRecord(extra | {
+        "name": fields["logger"], "msg": str(fields.get("message", "")), "args": None,
+        "levelno": level if isinstance(level, int) else logging.INFO, "levelname": fields.get("level", "INFO"),
+        "created": created})
+
+
+def pump(lines, log_file, handler: logging.Handler) -> threading.Thread:
+    """Copy a child's output lines into `log_file`, and give its log records to `handler`, in a
+    thread that ends with the output."""
+    def run():
+        with log_file:
+            for line in lines:
+                log_file.write(line)
+                log_file.flush()
+                record = record_from_json(line)
+                if record is not None:
+                    handler.handle(record)
+
+    thread = threading.Thread(target=run, name="relay-dev-worker-output", daemon=True)
+    thread.start()
+    return thread
