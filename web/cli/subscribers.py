@@ -1,0 +1,129 @@
+"""`relay subscribers …`: requests about one subscriber's data. `forget` is an erasure request
+(workers.erasure says what goes and what stays); it names the person by a keyed digest only.
+
+Without --yes it asks for confirmation on a terminal, and refuses (exit 2, nothing changed)
+when there is none to ask on: a script must say --yes."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from relay.db import session_scope
+from workers import erasure
+from workers.outcomes import Deferred
+from workers.vendor_errors import VendorError
+from web.cli.support import store_errors
+
+log = logging.getLogger("relay.erasure")
+
+SPRUCE_STAYS = ("Spruce: the contact stays: it is the practice's clinical record, which Relay does not "
+                "delete (ask the practice if it must go)")
+
+
+@click.group("subscribers")
+def subscribers_group():
+    """Requests about one subscriber's data (erasure)."""
+
+
+def _person(ctx, param, value) -> erasure.Person:
+    try:
+        return erasure.Person.given(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@subscribers_group.command("forget")
+@click.argument("subscriber", metavar="EMAIL|SUBSCRIBER_ID", callback=_person)
+@click.option("--purge-sprig", is_flag=True,
+              help="Also ask Sprig to purge the visitor (POST /v2/purge/visitors); Sprig deletes it "
+                   "after its delay, 10 days by default.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; change nothing, ask nothing of Sprig.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
+@with_appcontext
+@store_errors
+def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: bool, yes: bool):
+    """An erasure request: delete this person's events, deliveries and identity links from
+    Relay's store, and anonymize them where someone else's event names them (as its referrer);
+    everyone else's data stays. Running it again is harmless. Spruce's contact stays."""
+    config = current_app.config["RELAY"]
+    ref = erasure.reference(subscriber, config)
+    if purge_sprig and not config.sprig_api_key:
+        raise click.UsageError("--purge-sprig needs SPRIG_API_KEY: Sprig is not configured")
+    with session_scope() as session:
+        found = erasure.plan(session, subscriber, config.lookup_key)
+    if dry_run:
+        _report(ref, found, purge_sprig, config, done=False)
+        click.echo("dry run: nothing changed")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: pass --yes to confirm the erasure")
+        click.confirm(f"Erase {ref} ({_summary(found)})?", abort=True)
+    try:
+        with erasure.locked(found.person, config) as locks:
+            with session_scope() as session:
+                found = erasure.plan(session, found.person, config.lookup_key)
+                request_ids = _purge_sprig(found.person, config) if purge_sprig else None
+                for lock in locks:  # the Sprig call may have taken part of their lease
+                    lock.reacquire()
+                erasure.erase(session, found, config.lookup_key)
+                session.commit()
+    except erasure.Busy as exc:
+        click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
+        raise SystemExit(1) from None
+    except (VendorError, Deferred) as exc:
+        reason = str(exc) if isinstance(exc, VendorError) else f"{exc.reason} (try in {exc.wait_s:.0f} s)"
+        click.echo(f"Error: Sprig did not take the purge: {reason}; nothing changed in Relay's store, "
+                   "run the same command again (or without --purge-sprig)", err=True)
+        raise SystemExit(1) from None
+    log.info("erasure request %s done: %s", ref, _summary(found),
+             extra={"erasure": ref, **found.counts(), "sprig_purge_requests": len(request_ids or [])})
+    _report(ref, found, purge_sprig, config, done=True, request_ids=request_ids)
+
+
+def _purge_sprig(person: erasure.Person, config) -> list[str]:
+    from workers.sprig.client import sprig_client
+
+    user_ids, emails = erasure.sprig_ids(person, config)
+    if not user_ids and not emails:
+        return []
+    return sprig_client(config).purge_visitors(user_ids=user_ids, emails=emails)
+
+
+def _summary(found: erasure.Plan) -> str:
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in found.counts().items())
+
+
+def _report(ref: str, found: erasure.Plan, purge_sprig: bool, config, done: bool,
+            request_ids: list[str] | None = None) -> None:
+    verb = (lambda past, future: past) if done else (lambda past, future: future)
+    counts = found.counts()
+    click.echo(f"Erasure request {ref}:")
+    if found.empty:
+        click.echo("  Relay's store holds nothing of them")
+    unsent = counts["unsent_deliveries_deleted"]
+    click.echo(f"  their events {verb('deleted', 'to delete')}: {counts['events_deleted']}, with "
+               f"{counts['deliveries_deleted']} deliveries"
+               + (f" ({unsent} not sent yet: {verb('never will be', 'would never be')})" if unsent else ""))
+    click.echo(f"  someone else's events naming them (e.g. as referrer) {verb('anonymized', 'to anonymize')}: "
+               f"{counts['events_anonymized']}; their unfinished deliveries {verb('ended', 'to end')} unsent: "
+               f"{counts['deliveries_halted']}")
+    click.echo(f"  identity links (Spruce ids, Sprig attribute versions) {verb('deleted', 'to delete')}: "
+               f"{counts['identity_links_deleted']}")
+    if purge_sprig:
+        user_ids, emails = erasure.sprig_ids(found.person, config)
+        if not user_ids and not emails:
+            click.echo("  Sprig: no userId or email of theirs is known: nothing to purge")
+        elif done:
+            click.echo(f"  Sprig: purge requested ({len(request_ids or [])} request, Sprig request id "
+                       f"{', '.join(request_ids or []) or '-'}); Sprig deletes the visitor after its delay, "
+                       "10 days by default")
+        else:
+            click.echo(f"  Sprig: would ask to purge {len(user_ids)} userId(s) and {len(emails)} email(s)")
+    else:
+        click.echo("  Sprig: not asked (--purge-sprig asks Sprig to purge the visitor)")
+    click.echo(f"  {SPRUCE_STAYS}")
