@@ -35,10 +35,16 @@ events_group.add_command(replay_command)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000),
               help="At most this many events, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
+@click.option("--follow", is_flag=True,
+              help="Then keep printing new events and delivery outcomes, one line each (times in UTC), "
+                   "until Ctrl-C. Takes --type and --destination; --since limits only the list.")
+# Bounded for tests: stop after this many polls of the store.
+@click.option("--polls", type=click.IntRange(1, 1000), hidden=True)
 @with_appcontext
 @store_errors
-def events_list(filters: EventFilter, limit: int, as_json: bool):
+def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool, polls: int | None):
     """List events, newest first, with their deliveries and last errors."""
+    follower = _follower(filters, as_json) if follow else None
     with session_scope() as session:
         events = [event_summary(e) for e in session.scalars(list_query(filters, limit))]
     if as_json:
@@ -57,6 +63,30 @@ def events_list(filters: EventFilter, limit: int, as_json: bool):
     console().print(table)
     if not events:
         click.echo("no event matches")
+    if follower is not None:
+        _follow(follower, polls)
+
+
+def _follower(filters: EventFilter, as_json: bool):
+    """What --follow watches, looked at before the list is read (so nothing falls between)."""
+    from web.cli.follow import Follower
+
+    refused = [option for option, given in (("--json", as_json), ("--status", filters.statuses),
+                                            ("--until", filters.until), ("--error", filters.error)) if given]
+    if refused:
+        raise click.UsageError(f"--follow cannot be combined with {refused[0]}: it follows every new event "
+                               "and outcome of the --type and --destination given")
+    return Follower(session_scope, EventFilter(types=filters.types, destination=filters.destination))
+
+
+def _follow(follower, polls: int | None) -> None:
+    from web.cli.follow import follow, stop_after
+
+    click.echo("following new events and delivery outcomes (times in UTC; Ctrl-C stops)")
+    try:
+        follow(follower, click.echo, stop_after(polls))
+    except KeyboardInterrupt:
+        click.echo("stopped following")
 
 
 def list_query(filters: EventFilter, limit: int) -> sa.Select:
