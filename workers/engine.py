@@ -72,6 +72,8 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         with handed_back_if_stopped(claim, get_db()), \
                 subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks, \
                 kept_alive(claim, locks, get_db()):
+            if not _still_held(claim):  # erased (relay subscribers forget) while it waited for the locks
+                return _lost(run)
             outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
@@ -101,6 +103,11 @@ def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
             event.status = EventStatus.PROCESSING
         session.commit()
         return Claim(delivery_id, delivery.attempts), delivery, event
+
+
+def _still_held(claim: Claim) -> bool:
+    with session_scope() as session:
+        return session.scalar(sa.select(Delivery.id).where(claim.where())) is not None
 
 
 def _save_progress(claim: Claim, steps: dict, times: dict) -> None:
@@ -198,8 +205,9 @@ def _record(run: Run, config: Config, outcome: str, detail: str, verdict: Verdic
 
 
 def _lost(run: Run) -> str:
-    # Another run holds the delivery now (this one's lease ran out): its outcome is the one.
-    log.warning("delivery %s: its lease was taken over; this run's outcome is dropped", run.claim.delivery_id,
+    # Another run holds the delivery now (this one's lease ran out), or an erasure ended it.
+    log.warning("delivery %s: no longer this run's (its lease was taken over, or it was erased); "
+                "this run's outcome is dropped", run.claim.delivery_id,
                 extra={"delivery_id": run.claim.delivery_id, "outcome": "skipped"})
     return "skipped"
 
