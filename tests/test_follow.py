@@ -119,14 +119,14 @@ def test_the_command_lists_then_follows_until_told_to_stop(app, sandbox):
     run_pending(app)
 
     def later():
-        time.sleep(1.0)  # after the command's first look at the store
+        time.sleep(1.5)  # well after the command's first look at the store
         assert post_event(client, load_fixture("new_referral")).status_code == 200
         run_pending(app)
 
     worker = threading.Thread(target=later)
     worker.start()
     try:
-        result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "4"],
+        result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "5"],
                                               env={"COLUMNS": "200"})
     finally:
         worker.join(timeout=30)

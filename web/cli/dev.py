@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -82,13 +81,7 @@ def _log_to_files(instance: Path) -> logging.Handler:
     for handler in root.handlers:
         if getattr(handler, "relay", False):  # relay.observability's: stderr
             handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
-    lock = threading.Lock()  # web threads and the worker's reader write lines
-
-    def write(line: str) -> None:
-        with lock:
-            click.echo(line)
-
-    live = LiveLines(write)
+    live = LiveLines(click.echo)  # a handler's lock: web threads and the worker's reader take turns
     root.addHandler(live)
     return live
 
@@ -144,8 +137,8 @@ def _print_banner(port: int, env: dict, sandbox, sandboxed: dict) -> None:
         f"  curl -sS -X POST {url}/webhooks/sparkloop -H 'SparkLoop-Token: {shown_token}' "
         f"-H 'Content-Type: application/json' --data @{SAMPLE} -w '%{{http_code}}\\n'",
         "Then watch it: relay events list --follow  (in another terminal)",
-        f"Log files: instance/{WEB_LOG} (web, sandbox), instance/{WORKER_LOG} (worker, Celery)."
-        "  Ctrl-C stops everything.",
+        f"Logs: {Path(env['RELAY_INSTANCE_PATH']) / WEB_LOG} (web, sandbox), {WORKER_LOG} beside it"
+        " (worker, Celery).  Ctrl-C stops everything.",
         "",
     ]
     if sandbox is not None:
