@@ -1,10 +1,13 @@
-"""SparkLoop's API v2 subscribers (SparkLoop API: https://docs.sparkloop.app,
-https://docs.sparkloop.app/api-v2/endpoints/subscribers): `X-Api-Key` auth answered 401
+"""SparkLoop's API v2 subscribers and webhooks (SparkLoop API: https://docs.sparkloop.app,
+https://docs.sparkloop.app/api-v2/endpoints/subscribers,
+https://docs.sparkloop.app/api-v2/endpoints/webhooks): `X-Api-Key` auth answered 401
 `{"error": …}`, `page`/`per_page` paging (default 50, max 200), newest `created_at` first, a
-`meta` block, 429 without headers (none are documented). Relay reads it for `relay backfill`;
-subscribers are seeded through the control API, because Relay never creates them."""
+`meta` block, 429 without headers (none are documented). Relay reads subscribers for `relay
+backfill` (seeded through the control API, because Relay never creates them) and manages its
+webhook with `relay sparkloop webhooks`."""
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 from datetime import datetime, timezone
@@ -85,6 +88,87 @@ def get_subscriber(identifier: str):
         if row["uuid"] == identifier or row["email"].lower() == wanted:
             return jsonify(subscriber=row)
     raise Rejected(404, "Subscriber not found!")
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+# The four events the API can switch; the other three are chosen in the dashboard only
+# (https://docs.sparkloop.app/api-v2/endpoints/webhooks).
+WEBHOOK_EVENTS = ("new_referral", "reward_unlocked", "new_partner_referral", "reward_redeemed")
+
+
+@bp.post("/webhooks")
+def create_webhook():
+    body = _webhook_body()
+    if "url" not in body:
+        raise Rejected(400, "Url can't be blank")
+    sandbox = state()
+    with sandbox.lock:
+        webhook = {"uuid": f"webhook_{secrets.token_hex(5)}", "url": body["url"],
+                   "events": {name: body.get(name) for name in WEBHOOK_EVENTS}}
+        sandbox.sparkloop_webhooks[webhook["uuid"]] = webhook
+        return jsonify(webhook=copy.deepcopy(webhook)), 201
+
+
+@bp.get("/webhooks")
+def list_webhooks():
+    """Newest first, as documented."""
+    sandbox = state()
+    with sandbox.lock:
+        return jsonify(webhooks=copy.deepcopy(list(reversed(sandbox.sparkloop_webhooks.values()))))
+
+
+@bp.get("/webhooks/<identifier>")
+def get_webhook(identifier: str):
+    with state().lock:
+        return jsonify(webhook=copy.deepcopy(_webhook(identifier)))
+
+
+@bp.put("/webhooks/<identifier>")
+def update_webhook(identifier: str):
+    body = _webhook_body()
+    with state().lock:
+        webhook = _webhook(identifier)
+        webhook["url"] = body.get("url", webhook["url"])
+        webhook["events"].update({name: body[name] for name in WEBHOOK_EVENTS if name in body})
+        return jsonify(webhook=copy.deepcopy(webhook))
+
+
+@bp.delete("/webhooks/<identifier>")
+def delete_webhook(identifier: str):
+    # SparkLoop documents no answer body for a delete; the removed webhook is inferred.
+    sandbox = state()
+    with sandbox.lock:
+        webhook = _webhook(identifier)
+        del sandbox.sparkloop_webhooks[webhook["uuid"]]
+        return jsonify(webhook=copy.deepcopy(webhook))
+
+
+def _webhook(identifier: str) -> dict:
+    """Call with the state's lock held."""
+    webhook = state().sparkloop_webhooks.get(identifier)
+    if webhook is None:
+        raise Rejected(404, f"Webhook {identifier} not found!")  # worded as campaigns' 404 (inferred)
+    return webhook
+
+
+def _webhook_body() -> dict:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise Rejected(400, "the body must be a JSON object")
+    unknown = set(body) - {"url", *WEBHOOK_EVENTS}
+    if unknown:
+        raise Rejected(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    if "url" in body:
+        if not isinstance(body["url"], str) or not body["url"].strip():
+            raise Rejected(400, "Url can't be blank")
+        if not body["url"].startswith("https://"):
+            raise Rejected(400, "Url must start with https://")  # documented wording
+    for name in WEBHOOK_EVENTS:
+        # Two flags are typed "String" in the docs, probably a slip: the sandbox wants booleans.
+        if name in body and not isinstance(body[name], bool):
+            raise Rejected(400, f"{name} must be true or false")
+    return body
 
 
 def _int_arg(name: str, default: int, maximum: int | None = None) -> int:

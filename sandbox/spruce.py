@@ -209,6 +209,40 @@ def conversation_items(conversation_id: str):
     return jsonify(result)
 
 
+# --- organization -----------------------------------------------------------------------------
+
+ORGANIZATION = {"id": records.ORG_ID, "name": records.ORG_NAME, "type": "organization", "object": "organization"}
+# The sandbox organization's teammates and team; the suspended teammate stays a member, as at
+# Spruce (the teammate schema: https://developer.sprucehealth.com/reference/organizationmembers).
+MEMBERS = (
+    {"id": "entity_0SANDB0XDOC001", "type": "teammate", "displayName": "Dana Reyes, MD",
+     "email": "dana@sandbox-clinic.example", "isAdmin": True, "isSuspended": False, "object": "teammate"},
+    {"id": "entity_0SANDB0XNRS002", "type": "teammate", "displayName": "Sam Okafor, RN",
+     "email": "sam@sandbox-clinic.example", "isAdmin": False, "isSuspended": False, "object": "teammate"},
+    {"id": "entity_0SANDB0XOLD003", "type": "teammate", "displayName": "Lee Marsh",
+     "isAdmin": False, "isSuspended": True, "object": "teammate"},
+    {"id": "entity_0SANDB0XTEAM04", "type": "team", "name": "Referrals Team", "object": "team"},
+    ORGANIZATION,
+)
+MIN_MEMBERS_PAGE = 2  # OrganizationMembers' pageSize is 2-500
+
+
+@bp.get("/organization")
+def organization():
+    """Wrapped, unlike a member (https://developer.sprucehealth.com/reference/organization)."""
+    return jsonify(organization=ORGANIZATION)
+
+
+@bp.get("/organization/members")
+def organization_members():
+    """Every teammate and team, and the organization itself
+    (https://developer.sprucehealth.com/reference/organizationmembers)."""
+    size = request.args.get("pageSize")
+    if size is not None and size.isdigit() and int(size) < MIN_MEMBERS_PAGE:
+        raise Rejected(400, f"pageSize must be between {MIN_MEMBERS_PAGE} and 500")
+    return jsonify(copy.deepcopy(records.page(list(MEMBERS), request.args, "members", max_size=500)))
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

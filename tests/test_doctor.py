@@ -1,0 +1,263 @@
+"""`relay doctor`, through Flask's CLI runner against the real database (SQLite and PostgreSQL),
+real Redis and the sandbox's vendors over HTTP."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+import redis
+from flask.cli import ScriptInfo
+
+from sandbox import SandboxSettings
+from sandbox.spruce import MEMBERS
+from relay.app import create_base_app
+from tests.conftest import TOKEN
+from web import create_app
+from web.cli import main
+from workers.sweep import LAST_SWEPT, sweep_and_check_in
+
+PUBLIC_URL = "https://relay.example.com"
+SETTINGS = SandboxSettings()
+SECRETS = (SETTINGS.sprig_api_key, SETTINGS.spruce_api_token, SETTINGS.sparkloop_api_key, TOKEN)
+TEAMMATE, TEAM = MEMBERS[0]["id"], MEMBERS[3]["id"]
+SUSPENDED = next(m["id"] for m in MEMBERS if m.get("isSuspended"))
+# For tests whose subject is not the store (or that bring their own).
+ONE_STORE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+CHECKS = ["configuration", "database", "broker", "Sprig key", "Spruce token", "Spruce note members",
+          "SparkLoop key", "SparkLoop webhook", "sweep (beat)"]
+
+
+def doctor(app, *args: str, obj: ScriptInfo | None = None):
+    """`relay doctor` on `app`, or on what `obj` builds (the app the command loads itself)."""
+    loads = {"obj": obj} if obj is not None else {}
+    result = app.test_cli_runner().invoke(main, ["doctor", *args], env={"COLUMNS": "250"}, **loads)
+    assert "Traceback" not in result.output, result.output
+    assert not any(secret in result.output for secret in SECRETS), "a credential in the output"
+    return result
+
+
+def report(app, **kwargs) -> tuple[int, dict[str, dict]]:
+    result = doctor(app, "--json", **kwargs)
+    body = json.loads(result.output)
+    assert [c["name"] for c in body["checks"]] == CHECKS
+    assert body["ok"] is (result.exit_code == 0)
+    return result.exit_code, {c["name"]: c for c in body["checks"]}
+
+
+def statuses(checks: dict[str, dict]) -> dict[str, str]:
+    return {name: check["status"] for name, check in checks.items()}
+
+
+def swept(app) -> None:
+    """One sweep as beat runs it."""
+    with app.app_context():
+        sweep_and_check_in(app.config["RELAY"])
+
+
+def register(app) -> None:
+    result = app.test_cli_runner().invoke(main, ["sparkloop", "webhooks", "register"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def healthy(relay_app):
+    """A deploy where every check passes (Relay's webhook registered, a sweep just done), then
+    the app of that deploy with some variables changed."""
+    def build(**overrides: str):
+        good = {"RELAY_PUBLIC_URL": PUBLIC_URL, "SPRUCE_NOTE_MEMBER_IDS": f"{TEAMMATE},{TEAM}"}
+        app = relay_app(**good)
+        register(app)
+        swept(app)
+        return relay_app(**{**good, **overrides}) if overrides else app
+
+    return build
+
+
+def test_doctor_has_help(bare_app):
+    result = doctor(bare_app(), "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output and "--json" in result.output
+
+
+def test_everything_passes_on_a_healthy_deploy(healthy):
+    code, checks = report(healthy())
+
+    assert code == 0
+    assert statuses(checks) == dict.fromkeys(CHECKS, "ok")
+    assert "migrations current" in checks["database"]["detail"]
+    assert "new_offer_lead" in checks["SparkLoop webhook"]["detail"]  # checked in the dashboard only
+
+
+def test_the_table_has_one_line_per_check_with_a_mark(healthy, sandbox):
+    app = healthy(SPRIG_API_KEY="wrong-sprig-key")
+
+    result = doctor(app)
+
+    assert result.exit_code == 1
+    lines = {name: next(line for line in result.output.splitlines() if f" {name} " in line) for name in CHECKS}
+    assert "✘" in lines["Sprig key"] and "other Sprig environment" in lines["Sprig key"]
+    assert all("✔" in line for name, line in lines.items() if name != "Sprig key")
+    assert "wrong-sprig-key" not in result.output
+
+
+def test_vendors_without_credentials_are_not_configured_not_failures(bare_app):
+    code, checks = report(bare_app())
+
+    assert code == 0
+    assert statuses(checks) == {
+        "configuration": "ok", "database": "ok", "broker": "ok",
+        "Sprig key": "not_configured", "Spruce token": "not_configured", "Spruce note members": "not_configured",
+        "SparkLoop key": "not_configured", "SparkLoop webhook": "not_configured",
+        "sweep (beat)": "skipped",  # no REDIS_URL: the mark lives inside the worker process
+    }
+    assert "not configured" in doctor(bare_app()).output
+
+
+@ONE_STORE
+def test_sparkloop_is_not_configured_without_relay_public_url(healthy, sandbox):
+    code, checks = report(healthy(RELAY_PUBLIC_URL=""))
+
+    assert code == 0
+    assert checks["SparkLoop webhook"]["status"] == "not_configured"
+    assert "RELAY_PUBLIC_URL" in checks["SparkLoop webhook"]["detail"]
+
+
+def test_wrong_credentials_fail_with_what_to_do(healthy):
+    app = healthy(SPRIG_API_KEY="wrong-sprig-key", SPRUCE_API_TOKEN="wrong-spruce-token",
+                  SPARKLOOP_API_KEY="wrong-sparkloop-key")
+
+    code, checks = report(app)
+
+    assert code == 1
+    assert checks["Sprig key"]["status"] == "failed" and "403" in checks["Sprig key"]["detail"]
+    assert "other Sprig environment" in checks["Sprig key"]["fix"]
+    assert checks["Spruce token"]["status"] == "failed" and "SPRUCE_API_TOKEN" in checks["Spruce token"]["detail"]
+    assert checks["Spruce note members"]["status"] == "skipped"
+    assert checks["SparkLoop key"]["status"] == "failed" and "401" in checks["SparkLoop key"]["detail"]
+    assert checks["SparkLoop webhook"]["status"] == "skipped"
+    text = json.dumps(checks)
+    assert not any(wrong in text for wrong in ("wrong-sprig-key", "wrong-spruce-token", "wrong-sparkloop-key"))
+
+
+@pytest.mark.parametrize("members, named", [
+    ("entity_0NOTAMEMBER1", "entity_0NOTAMEMBER1"),
+    (f"{TEAMMATE},{SUSPENDED}", SUSPENDED),
+])
+def test_note_members_must_be_active_members_of_the_organization(healthy, members, named):
+    code, checks = report(healthy(SPRUCE_NOTE_MEMBER_IDS=members))
+
+    assert code == 1
+    assert checks["Spruce token"]["status"] == "ok"
+    assert checks["Spruce note members"]["status"] == "failed"
+    assert named in checks["Spruce note members"]["detail"]
+    assert TEAMMATE not in checks["Spruce note members"]["detail"]
+
+
+def test_the_webhook_must_be_registered_with_relays_events(relay_app, sandbox):
+    app = relay_app(RELAY_PUBLIC_URL=PUBLIC_URL)
+    swept(app)
+    code, checks = report(app)
+    assert code == 1
+    assert checks["SparkLoop key"]["status"] == "ok"
+    assert checks["SparkLoop webhook"]["status"] == "failed"
+    assert "relay sparkloop webhooks register" in checks["SparkLoop webhook"]["fix"]
+
+    httpx.post(f"{sandbox.sparkloop_url}/webhooks", headers={"X-Api-Key": SETTINGS.sparkloop_api_key},
+               json={"url": f"{PUBLIC_URL}/webhooks/sparkloop", "new_referral": True}, timeout=5)
+    code, checks = report(app)
+    assert code == 1
+    assert "reward_unlocked, new_partner_referral, reward_redeemed" in checks["SparkLoop webhook"]["detail"]
+
+    register(app)
+    assert report(app)[0] == 0
+
+
+@ONE_STORE
+def test_a_stale_or_missing_sweep_means_beat_is_not_running(healthy, redis_url):
+    app = healthy()
+    client = redis.Redis.from_url(redis_url)
+    client.set(LAST_SWEPT, str(time.time() - 600))
+    code, checks = report(app)
+    assert code == 1
+    assert checks["sweep (beat)"]["status"] == "failed" and "10m ago" in checks["sweep (beat)"]["detail"]
+    assert "beat" in checks["sweep (beat)"]["fix"]
+
+    client.delete(LAST_SWEPT)
+    client.close()
+    code, checks = report(app)
+    assert code == 1 and "no sweep has finished" in checks["sweep (beat)"]["detail"]
+
+
+@ONE_STORE
+@pytest.mark.parametrize("variable, value", [
+    ("RELAY_VENDOR_TIMEOUT_S", "soon"),
+    ("RELAY_PUBLIC_URL", "relay.example.com"),
+    ("RELAY_PUBLIC_URL", "https://admin:hunter22@relay.example.com"),
+    ("RELAY_PUBLIC_URL", "https://relay.example.com/?via=proxy"),
+])
+def test_an_invalid_configuration_fails_first_naming_the_variable(environ, bare_app, variable, value):
+    broken = ScriptInfo(create_app=lambda: create_app({**environ, variable: value}))
+
+    code, checks = report(bare_app(), obj=broken)
+
+    assert code == 1
+    assert checks["configuration"]["status"] == "failed"
+    assert variable in checks["configuration"]["detail"]
+    assert "hunter22" not in checks["configuration"]["detail"]
+    assert {c["status"] for name, c in checks.items() if name != "configuration"} == {"skipped"}
+
+
+@ONE_STORE
+def test_the_configuration_fails_without_the_token_the_web_process_needs(environ, bare_app):
+    """The `relay` command builds the base app, which needs no token; the web process does."""
+    info = ScriptInfo(create_app=lambda: create_base_app({**environ, "SPARKLOOP_WEBHOOK_TOKEN": ""}))
+
+    code, checks = report(bare_app(), obj=info)
+
+    assert code == 1
+    assert checks["configuration"]["status"] == "failed"
+    assert "SPARKLOOP_WEBHOOK_TOKEN" in checks["configuration"]["detail"]
+    assert checks["broker"]["status"] == "ok"  # the other checks still run
+
+
+@ONE_STORE
+def test_pending_migrations_say_run_db_upgrade(relay_app, tmp_path):
+    app = relay_app(migrate=False, DATABASE_URL=f"sqlite:///{tmp_path / 'behind.sqlite3'}")
+    app.extensions["relay.db"].upgrade("0007")
+
+    code, checks = report(app)
+
+    assert code == 1
+    assert checks["database"]["status"] == "failed"
+    assert "at 0007" in checks["database"]["detail"] and checks["database"]["fix"] == "run `relay db upgrade`"
+    assert checks["broker"]["status"] == "ok"
+
+
+@ONE_STORE
+def test_an_unreachable_database_or_broker_fails_its_own_check(relay_app):
+    app = relay_app(migrate=False, DATABASE_URL="postgresql://doctor:pw-in-url@127.0.0.1:9/relay",
+                    REDIS_URL="redis://:pw-in-url@127.0.0.1:9/0")
+
+    code, checks = report(app)
+
+    assert code == 1
+    assert checks["database"]["status"] == "failed" and "unreachable" in checks["database"]["detail"]
+    assert checks["broker"]["status"] == "failed" and "REDIS_URL" in checks["broker"]["fix"]
+    assert checks["sweep (beat)"]["status"] == "failed" and "Redis unreachable" in checks["sweep (beat)"]["detail"]
+    assert checks["Sprig key"]["status"] == "ok"  # the vendors are checked all the same
+    assert "pw-in-url" not in json.dumps(checks)
+
+
+@ONE_STORE
+def test_a_slow_vendor_is_cut_short(healthy, sandbox):
+    app = healthy()
+    sandbox.configure(latency_ms={"sprig": 8000})
+    started = time.monotonic()
+
+    code, checks = report(app)
+
+    assert time.monotonic() - started < 8
+    assert code == 1
+    assert checks["Sprig key"]["status"] == "failed" and "timeout" in checks["Sprig key"]["detail"]
+    assert checks["Spruce token"]["status"] == "ok"

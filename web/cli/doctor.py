@@ -1,0 +1,284 @@
+"""`relay doctor`: is this deploy able to work? One line per check, in the order a broken deploy
+is best diagnosed, each failure with what to do. Exit 0 when nothing failed, 1 otherwise; a
+vendor without credentials is "not configured", which is no failure.
+
+Vendor checks are one harmless read each, with a short timeout, straight to the vendor: they
+neither wait behind the shared throttle nor move the breaker (a wrong key tried by hand must not
+put the workers' calls on hold). No line carries a credential, a URL's password or a person.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import click
+import redis
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import Flask
+from flask.cli import ScriptInfo
+
+from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError
+from relay.db import MIGRATIONS
+from relay.queue import SWEEP_INTERVAL
+from relay.shared_redis import redis_client
+from web.cli.support import console, human_duration
+from workers.outcomes import ErrorKind
+from workers.sparkloop.client import SparkLoopClient
+from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS, find, relay_webhook_url
+from workers.sprig.client import SprigClient
+from workers.spruce.organization import SpruceOrganizationClient
+from workers.sweep import LAST_SWEPT
+from workers.vendor_errors import VendorError
+
+VENDOR_TIMEOUT_S = 5.0
+BROKER_TIMEOUT_S = 3.0
+# Beat schedules a sweep every SWEEP_INTERVAL; a few missed in a row is no hiccup.
+SWEEP_STALE_S = 6 * SWEEP_INTERVAL.total_seconds()
+# A user id no one has: Sprig answers 404 to an accepted key, 403 to any other.
+SPRIG_PROBE_USER = "relay-doctor-probe"
+
+OK, FAILED, NOT_CONFIGURED, SKIPPED = "ok", "failed", "not_configured", "skipped"
+MARKS = {OK: "[green]✔[/]", FAILED: "[bold red]✘[/]", NOT_CONFIGURED: "[dim]–[/]", SKIPPED: "[dim]–[/]"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, OK, detail)
+
+
+def failed(name: str, detail: str, fix: str) -> Check:
+    return Check(name, FAILED, detail, fix)
+
+
+# --- configuration, store, broker, beat -------------------------------------------------------
+
+
+def check_configuration(info: ScriptInfo) -> tuple[Check, Flask | None]:
+    """The app, built as every process builds it (relay.config validates each variable), and
+    what the web process requires on top."""
+    name = "configuration"
+    try:
+        app = info.load_app()
+    except ConfigError as exc:  # its message names the variable and quotes no secret
+        return failed(name, str(exc), "fix that variable; every process refuses to start until then"), None
+    config: Config = app.config["RELAY"]
+    # The rules relay.app applies to the web process (require_webhook_token).
+    if not config.webhook_tokens:
+        return failed(name, "SPARKLOOP_WEBHOOK_TOKEN is not set: the web process refuses to start",
+                      "copy the token from SparkLoop's webhook settings"), app
+    if not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
+        return failed(name, "SPARKLOOP_WEBHOOK_TOKEN is `relay dev`'s: the web process refuses it",
+                      "set the token from SparkLoop's webhook settings"), app
+    return passed(name, "every variable is valid"), app
+
+
+def check_database(app: Flask) -> Check:
+    name = "database"
+    db = app.extensions["relay.db"]
+    chatty = logging.getLogger("alembic.runtime.migration")  # "Context impl …" at INFO: noise here
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
+    try:
+        with db.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except Exception as exc:  # any driver error: its class says what, its text may quote the URL
+        return failed(name, f"unreachable ({type(exc).__name__})", "check DATABASE_URL and that the database is up")
+    finally:
+        chatty.setLevel(level)
+    script = ScriptDirectory(str(MIGRATIONS))
+    heads = set(script.get_heads())
+    if current == heads:
+        return passed(name, f"reachable, migrations current ({', '.join(sorted(heads))})")
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current - known:
+        return failed(name, f"at revision {', '.join(sorted(current))}, which this release does not know",
+                      "deploy the release that made it, or restore a database of this release")
+    at = ", ".join(sorted(current)) or "no revision (empty)"
+    return failed(name, f"migrations pending: at {at}, latest {', '.join(sorted(heads))}", "run `relay db upgrade`")
+
+
+def check_broker(app: Flask) -> Check:
+    name = "broker"
+    config: Config = app.config["RELAY"]
+    try:
+        with app.extensions["celery"].connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+    except Exception as exc:  # kombu raises several unrelated types; the class says which
+        return failed(name, f"unreachable ({type(exc).__name__})", "check REDIS_URL and that Redis is up")
+    if config.redis_url is None:
+        return passed(name, "the embedded folder broker (no REDIS_URL: one machine only, as `relay dev`)")
+    return passed(name, "Redis (REDIS_URL) answers")
+
+
+def check_sweep(config: Config, now: float | None = None) -> Check:
+    name = "sweep (beat)"
+    if config.redis_url is None:
+        return Check(name, SKIPPED, "no REDIS_URL: the sweep's mark stays inside the worker process")
+    try:
+        raw = redis_client(config.redis_url).get(LAST_SWEPT)
+    except redis.RedisError as exc:
+        return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
+    fix = "start beat (the Procfile's `beat` process) and at least one worker: beat schedules, a worker sweeps"
+    if raw is None:
+        return failed(name, "no sweep has finished since Redis was last emptied", fix)
+    age = max((now or time.time()) - float(raw), 0.0)
+    if age > SWEEP_STALE_S:
+        return failed(name, f"last sweep finished {human_duration(age)} ago (beat runs one every "
+                            f"{SWEEP_INTERVAL.total_seconds():g} s)", fix)
+    return passed(name, f"last sweep finished {human_duration(age)} ago")
+
+
+# --- vendors --------------------------------------------------------------------------------
+
+
+def check_sprig(config: Config) -> Check:
+    name = "Sprig key"
+    if not config.sprig_api_key:
+        return Check(name, NOT_CONFIGURED, "SPRIG_API_KEY is not set: nothing is delivered to Sprig")
+    with SprigClient(config.sprig_api_url, config.sprig_api_key, timeout=VENDOR_TIMEOUT_S) as client:
+        try:
+            client.get_user(SPRIG_PROBE_USER)
+        except VendorError as err:
+            if err.kind == ErrorKind.AUTH:
+                return failed(name, f"Sprig refused SPRIG_API_KEY ({err.status})",
+                              "a wrong key, or the key of the other Sprig environment (production vs "
+                              "development): copy the key of the environment Relay writes to from Sprig's "
+                              "Integrations → Data Import API")
+            return failed(name, str(err), "check SPRIG_API_URL and Sprig's status; then run doctor again")
+    return passed(name, "accepted (a read of a user)")
+
+
+def check_spruce(config: Config) -> list[Check]:
+    token, members = "Spruce token", "Spruce note members"
+    if not config.spruce_api_token:
+        return [Check(token, NOT_CONFIGURED, "SPRUCE_API_TOKEN is not set: nothing is delivered to Spruce"),
+                Check(members, NOT_CONFIGURED, "no Spruce token")]
+    with SpruceOrganizationClient(config.spruce_api_url, config.spruce_api_token, timeout=VENDOR_TIMEOUT_S) as client:
+        try:
+            organization = client.organization()
+        except VendorError as err:
+            return [_spruce_failure(token, err), Check(members, SKIPPED, "the token was not accepted")]
+        first = passed(token, f"accepted (organization {organization.get('id', '?')})")
+        wanted = config.spruce_note_member_ids
+        if not wanted:
+            return [first, passed(members, "SPRUCE_NOTE_MEMBER_IDS is not set: each note is visible to its "
+                                           "creator only")]
+        try:
+            listed = {m.get("id"): m for m in client.members() if isinstance(m, dict)}
+        except VendorError as err:
+            return [first, _spruce_failure(members, err)]
+    strangers = [m for m in wanted if m not in listed]
+    suspended = [m for m in wanted if listed.get(m, {}).get("isSuspended") is True]
+    if strangers:
+        return [first, failed(members, f"not members of the organization: {', '.join(strangers)}",
+                              "fix SPRUCE_NOTE_MEMBER_IDS: teammate or team ids (entity_…) from GET "
+                              "/organization/members")]
+    if suspended:
+        return [first, failed(members, f"suspended teammates, who get no new messages: {', '.join(suspended)}",
+                              "remove them from SPRUCE_NOTE_MEMBER_IDS, or unsuspend them in Spruce")]
+    return [first, passed(members, f"all {len(wanted)} are members of the organization")]
+
+
+def _spruce_failure(name: str, err: VendorError) -> Check:
+    if err.kind == ErrorKind.AUTH:
+        return failed(name, f"Spruce refused SPRUCE_API_TOKEN ({err.status})",
+                      "generate credentials under Spruce's Settings → API Access; the token is "
+                      "base64(access_id:secret_key)")
+    return failed(name, str(err), "check SPRUCE_API_URL and Spruce's status; then run doctor again")
+
+
+def check_sparkloop(config: Config) -> list[Check]:
+    key, hook = "SparkLoop key", "SparkLoop webhook"
+    unset = [name for name, value in (("SPARKLOOP_API_KEY", config.sparkloop_api_key),
+                                      ("RELAY_PUBLIC_URL", config.public_url)) if not value]
+    if unset:
+        why = f"{' and '.join(unset)} not set"
+        return [Check(key, NOT_CONFIGURED, why), Check(hook, NOT_CONFIGURED, why)]
+    with SparkLoopClient(config.sparkloop_api_url, config.sparkloop_api_key, timeout=VENDOR_TIMEOUT_S) as client:
+        try:
+            webhooks = client.list_webhooks()
+        except VendorError as err:
+            if err.kind == ErrorKind.AUTH:
+                first = failed(key, f"SparkLoop refused SPARKLOOP_API_KEY ({err.status})",
+                               "copy the API key from SparkLoop's Settings → Integrations page")
+            else:
+                first = failed(key, str(err), "check SPARKLOOP_API_URL and SparkLoop's status; then run doctor again")
+            return [first, Check(hook, SKIPPED, "the webhooks could not be listed")]
+    first = passed(key, "accepted (a list of webhooks)")
+    url = relay_webhook_url(config.public_url)
+    webhook = find(webhooks, url)
+    if webhook is None:
+        return [first, failed(hook, f"none registered for {url}", "run `relay sparkloop webhooks register`")]
+    if webhook.missing_api_events:
+        return [first, failed(hook, f"{webhook.uuid} does not send {', '.join(webhook.missing_api_events)}",
+                              "run `relay sparkloop webhooks register` (it switches them on)")]
+    return [first, passed(hook, f"{webhook.uuid} sends {', '.join(API_EVENTS)}; check "
+                                f"{', '.join(DASHBOARD_ONLY_EVENTS)} in SparkLoop's dashboard (the API cannot)")]
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def run_checks(info: ScriptInfo) -> list[Check]:
+    configuration, app = check_configuration(info)
+    if app is None:
+        rest = ("database", "broker", "Sprig key", "Spruce token", "Spruce note members", "SparkLoop key",
+                "SparkLoop webhook", "sweep (beat)")
+        return [configuration, *(Check(name, SKIPPED, "the configuration is not valid") for name in rest)]
+    config: Config = app.config["RELAY"]
+    steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_database(app), lambda: check_broker(app), lambda: check_sprig(config),
+        lambda: check_spruce(config), lambda: check_sparkloop(config), lambda: check_sweep(config),
+    ]
+    checks = [configuration]
+    with app.app_context():
+        for step in steps:
+            result = step()
+            checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON for scripts.")
+@click.pass_context
+def doctor_command(ctx: click.Context, as_json: bool):
+    """Check that this deploy can work, one line per check.
+
+    In order: the configuration (the validation every process runs), the database (reachable,
+    migrations current), the broker, the Sprig key, the Spruce token and SPRUCE_NOTE_MEMBER_IDS,
+    the SparkLoop key and Relay's webhook (when SPARKLOOP_API_KEY and RELAY_PUBLIC_URL are set),
+    and whether the sweep ran recently (beat is alive). Each vendor check is one harmless read
+    with a 5 s timeout. A vendor without credentials is "not configured", not a failure.
+
+    Exit code 0 when no check failed, 1 otherwise. No token or key is printed.
+    """
+    checks = run_checks(ctx.ensure_object(ScriptInfo))
+    healthy = all(check.status != FAILED for check in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": healthy, "checks": [asdict(check) for check in checks]}, indent=2))
+    else:
+        _print_table(checks)
+    ctx.exit(0 if healthy else 1)
+
+
+def _print_table(checks: list[Check]) -> None:
+    from rich.markup import escape
+    from rich.table import Column, Table
+
+    table = Table("", Column("check", no_wrap=True), Column("result", overflow="fold"),
+                  Column("what to do", overflow="fold"))
+    for check in checks:
+        detail = f"not configured: {check.detail}" if check.status == NOT_CONFIGURED else check.detail
+        table.add_row(MARKS[check.status], check.name, escape(detail), escape(check.fix or ""))
+    console().print(table)
