@@ -16,6 +16,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The default note is made of these: the placeholders read the payload just as it does.
 from schemas.spruce import _referral_count, _reward_summary, _shipping_lines, _variant
 
 # What each placeholder holds: the one table of them (the README shows it). Absent values are
@@ -67,7 +68,7 @@ class NoteTemplate:
         try:
             fields = list(string.Formatter().parse(text))
         except ValueError as exc:  # "Single '}' encountered in format string", …
-            raise TemplateError(f"{exc} (write {{{{ and }}}} for literal braces)") from None
+            raise TemplateError(f"has unbalanced braces ({exc}); write {{{{ and }}}} for literal braces") from None
         parts = []
         for literal, name, spec, conversion in fields:
             if name is not None:
@@ -101,8 +102,8 @@ def _check_placeholder(name: str, spec: str, conversion: str | None) -> None:
     if name not in PLACEHOLDERS:
         raise TemplateError(f"has an unknown placeholder {shown}; use one of {', '.join(PLACEHOLDERS)}")
     if conversion or spec:
-        raise TemplateError(f"placeholder {shown}: only plain names like {{{name}}} are allowed "
-                            "(no conversions or format specs)")
+        raise TemplateError(f"has a placeholder {shown} with a conversion or format spec; only plain "
+                            f"names like {{{name}}} are allowed")
 
 
 def _in_words(event_type: str) -> str:

@@ -182,3 +182,11 @@ def test_staff_read_the_templated_note_and_sprig_gets_the_chosen_attributes(rela
     user = state["sprig"]["users"]["john.doe@email.com"]
     assert user["attributes"] == {"relay_coupon": "9wusha0", "relay_last_reward": "reward_cdebf4f013"}
     assert [e["event"] for e in user["events"]] == ["sparkloop_reward_redeemed"]
+
+
+def test_a_bad_template_stops_the_web_app_at_start(tmp_path):
+    from web import create_app
+
+    with pytest.raises(ConfigError, match=r"^RELAY_SPRUCE_NOTE_TEMPLATE has an unknown placeholder \{oops\}"):
+        create_app({"SPARKLOOP_WEBHOOK_TOKEN": "t", "RELAY_INSTANCE_PATH": str(tmp_path),
+                    "RELAY_SPRUCE_NOTE_TEMPLATE": "Reward {reward}, {oops}"})
