@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from relay.durations import EXAMPLES as DURATION_EXAMPLES, parse_duration
 from schemas.events import DESTINATIONS
-from schemas.sprig import USER_ID_SOURCES
+from schemas.note_template import NoteTemplate, TemplateError
+from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
 
 DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
 DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"
@@ -25,6 +26,9 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEV_WEBHOOK_TOKEN = "relay-dev-token"
 LOG_FORMATS = ("json", "text")
 MIN_LOOKUP_KEY_LENGTH = 32
+# SPRIG_ATTRIBUTE_PREFIX: a namespace for Relay's attributes among the product's own.
+ATTRIBUTE_PREFIX_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+MAX_ATTRIBUTE_PREFIX_LENGTH = 64
 # Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
@@ -84,6 +88,12 @@ class Config:
     shutdown_grace_s: float = 20.0
     payload_keys: tuple[str, ...] = ()
     lookup_key: str | None = None
+    # None: each event's own note text (schemas.spruce), as before templates.
+    spruce_note_template: NoteTemplate | None = None
+    # None: every attribute (schemas.sprig.ATTRIBUTES).
+    sprig_attributes: frozenset[str] | None = None
+    sprig_attribute_prefix: str = DEFAULT_ATTRIBUTE_PREFIX
+    public_url: str | None = None
 
     @property
     def uses_sqlite(self) -> bool:
@@ -148,6 +158,10 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         shutdown_grace_s=_duration(env, "RELAY_SHUTDOWN_GRACE", "20s"),
         payload_keys=_payload_keys(env.get("RELAY_PAYLOAD_KEYS", "")),
         lookup_key=_lookup_key(env),
+        spruce_note_template=_note_template(env, instance),
+        sprig_attributes=_sprig_attributes(env),
+        sprig_attribute_prefix=_sprig_attribute_prefix(env),
+        public_url=_public_url(env),
     )
 
 
@@ -268,6 +282,67 @@ def _lookup_key(env: dict[str, str]) -> str | None:
     if value is not None and len(value) < MIN_LOOKUP_KEY_LENGTH:
         raise ConfigError(f"RELAY_LOOKUP_KEY must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random "
                           "text (make one with `relay keys new`)")
+    return value
+
+
+def _public_url(env: dict[str, str]) -> str | None:
+    """RELAY_PUBLIC_URL: where SparkLoop reaches this Relay (`relay doctor`, `relay sparkloop
+    webhooks register` append /webhooks/sparkloop, and print it: so no credentials either)."""
+    value = _optional(env, "RELAY_PUBLIC_URL")
+    if value is None:
+        return None
+    _check_scheme("RELAY_PUBLIC_URL", value, ("http", "https"))
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError("RELAY_PUBLIC_URL must be a base URL without credentials, query or fragment, "
+                          "e.g. https://relay.example.com")
+    return value.rstrip("/")
+
+
+def _note_template(env: dict[str, str], instance: Path) -> NoteTemplate | None:
+    """RELAY_SPRUCE_NOTE_TEMPLATE, or the file RELAY_SPRUCE_NOTE_TEMPLATE_FILE names (a relative
+    path is relative to the instance folder, RELAY_INSTANCE_PATH: every process of a deploy
+    shares it, not a working directory); None when neither is set."""
+    inline = _optional(env, "RELAY_SPRUCE_NOTE_TEMPLATE")
+    file_name = _optional(env, "RELAY_SPRUCE_NOTE_TEMPLATE_FILE")
+    if inline and file_name:
+        raise ConfigError("RELAY_SPRUCE_NOTE_TEMPLATE and RELAY_SPRUCE_NOTE_TEMPLATE_FILE are both set: keep one")
+    if file_name:
+        name, path = "RELAY_SPRUCE_NOTE_TEMPLATE_FILE", instance / Path(file_name).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8").rstrip("\r\n")  # the file's last line break
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"{name}: cannot read {path} ({reason})") from None
+    elif inline:
+        name, text = "RELAY_SPRUCE_NOTE_TEMPLATE", inline
+    else:
+        return None
+    try:
+        return NoteTemplate.parse(text)
+    except TemplateError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
+def _sprig_attributes(env: dict[str, str]) -> frozenset[str] | None:
+    """SPRIG_ATTRIBUTES: the comma-separated attributes (names without the prefix) Sprig gets."""
+    names = _split(env.get("SPRIG_ATTRIBUTES", ""))
+    if not names:
+        return None
+    unknown = [name for name in names if name not in SPRIG_ATTRIBUTE_NAMES]
+    if unknown:
+        raise ConfigError(f"SPRIG_ATTRIBUTES has an unknown attribute {unknown[0]!r}; "
+                          f"choose from {', '.join(SPRIG_ATTRIBUTE_NAMES)}")
+    return frozenset(names)
+
+
+def _sprig_attribute_prefix(env: dict[str, str]) -> str:
+    value = _optional(env, "SPRIG_ATTRIBUTE_PREFIX")
+    if value is None:
+        return DEFAULT_ATTRIBUTE_PREFIX
+    if len(value) > MAX_ATTRIBUTE_PREFIX_LENGTH or not set(value) <= ATTRIBUTE_PREFIX_CHARACTERS:
+        raise ConfigError(f"SPRIG_ATTRIBUTE_PREFIX must be 1 to {MAX_ATTRIBUTE_PREFIX_LENGTH} letters, "
+                          f"digits, _, . or - (got {value!r})")
     return value
 
 

@@ -87,10 +87,12 @@ class SandboxState:
         """Forget every record, key, window, counter and switch."""
         with self.lock:
             self.sprig_users: dict[str, dict] = {}
+            self.sprig_purges: list[dict] = []  # POST /v2/purge/visitors jobs, oldest first
             self.contacts: dict[str, dict] = {}
             self.conversations: dict[str, dict] = {}
             self.items: dict[str, list[dict]] = {}
             self.sparkloop_subscribers: dict[str, dict] = {}  # by uuid, in insertion order
+            self.sparkloop_webhooks: dict[str, dict] = {}  # by uuid, in creation order
             self._visible_at: dict[str, float] = {}
             self._idempotency: dict[tuple[str, str, str], float] = {}
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
@@ -239,7 +241,8 @@ class SandboxState:
                     user_id: {"id": user["id"], "createdAt": user["createdAt"],
                               "emailAddress": user.get("emailAddress"), "attributes": user["attributes"],
                               "events": list(user["events"].values())}
-                    for user_id, user in self.sprig_users.items()}},
+                    for user_id, user in self.sprig_users.items()},
+                    "purges": self.sprig_purges},
                 "spruce": {"contacts": sorted(self.contacts.values(), key=lambda c: c["id"]),
                            "conversations": sorted(self.conversations.values(), key=lambda c: c["id"]),
                            "items": self.items},

@@ -421,3 +421,14 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
     run_pending(app)
     assert {e.status for e in events(app)} == {"done"}
     assert [d.attempts for d in deliveries(app) if d.destination == "spruce"] == [1, 1, 1, 1]
+
+
+def test_a_bad_variable_is_one_line_and_exit_code_2_for_every_command(tmp_path):
+    from click.testing import CliRunner
+
+    env = {"RELAY_INSTANCE_PATH": str(tmp_path), "SPRIG_RATE_LIMIT": "fast"}
+    for command in (["events", "list"], ["db", "upgrade"], ["subscribers", "forget", "a@example.com", "--yes"]):
+        result = CliRunner().invoke(main, command, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output.startswith("Error: SPRIG_RATE_LIMIT") and result.output.count("\n") == 1, result.output
+    assert not list(tmp_path.iterdir())  # nothing made, not even the SQLite store

@@ -695,7 +695,7 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
     assert control.get("/stats").json() == {"sprig": {"202": 1}, "spruce": {"200": 1, "201": 3}}
 
     assert control.post("/reset").status_code == 200
-    assert control.get("/state").json() == {"sprig": {"users": {}},
+    assert control.get("/state").json() == {"sprig": {"users": {}, "purges": []},
                                             "spruce": {"contacts": [], "conversations": [], "items": {}},
                                             "sparkloop": {"subscribers": []},
                                             "requests": []}

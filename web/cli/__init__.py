@@ -6,15 +6,34 @@ import click
 from flask.cli import FlaskGroup, with_appcontext
 
 from relay.app import create_base_app
+from relay.config import ConfigError
 from relay.db import get_db
 from web.cli.backfill import backfill_command
+from web.cli.doctor import doctor_command
 from web.cli.events import events_group
 from web.cli.keys import keys_group
+from web.cli.sparkloop import sparkloop_group
+from web.cli.subscribers import subscribers_group
 from web.cli.support import store_errors
 from web.cli.worker import worker_command
 
 
-@click.group(cls=FlaskGroup, create_app=create_base_app, add_default_commands=False,
+class BadConfiguration(click.ClickException):
+    exit_code = 2
+
+
+class RelayGroup(FlaskGroup):
+    """A configuration error (its message names the variable) is one line and exit code 2
+    for every command, as for any other bad input; `relay doctor` reports it as a check."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise BadConfiguration(str(exc)) from None
+
+
+@click.group(cls=RelayGroup, create_app=create_base_app, add_default_commands=False,
              help="Relay: SparkLoop webhooks delivered to Sprig and Spruce.")
 def main():
     pass
@@ -49,3 +68,6 @@ main.add_command(events_group)
 main.add_command(keys_group)
 main.add_command(backfill_command)
 main.add_command(worker_command)
+main.add_command(subscribers_group)
+main.add_command(sparkloop_group)
+main.add_command(doctor_command)

@@ -38,7 +38,9 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
             continue
         try:
             body = sprig_user_body(sends, ctx.event_type, ctx.data, subscriber, role, ctx.received_at_ms,
-                                   user_id_source=ctx.config.sprig_user_id_source)
+                                   user_id_source=ctx.config.sprig_user_id_source,
+                                   attributes=ctx.config.sprig_attributes,
+                                   attribute_prefix=ctx.config.sprig_attribute_prefix)
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None
         applied = identity.sprig_versions(subscriber)
