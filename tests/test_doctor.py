@@ -14,8 +14,10 @@ from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
 from relay.app import create_base_app
 from tests.conftest import TOKEN
+from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
 from web import create_app
 from web.cli import main
+from workers.spruce.organization import MEMBERS_PAGE_SIZE
 from workers.sweep import LAST_SWEPT, sweep_and_check_in
 
 PUBLIC_URL = "https://relay.example.com"
@@ -174,6 +176,22 @@ def test_the_webhook_must_be_registered_with_relays_events(relay_app, sandbox):
 
 
 @ONE_STORE
+def test_a_public_url_sparkloop_cannot_send_to_says_so_rather_than_register(healthy):
+    app = healthy(RELAY_PUBLIC_URL="http://relay.example.com")
+
+    code, checks = report(app)
+
+    assert code == 1
+    assert checks["SparkLoop key"]["status"] == "ok"
+    webhook = checks["SparkLoop webhook"]
+    assert webhook["status"] == "failed" and "RELAY_PUBLIC_URL is not https://" in webhook["detail"]
+    assert "RELAY_PUBLIC_URL" in webhook["fix"] and "register" not in webhook["fix"]
+    # What the fix would have sent the operator to: refused, exit 2.
+    refused = app.test_cli_runner().invoke(main, ["sparkloop", "webhooks", "register"])
+    assert refused.exit_code == 2 and "RELAY_PUBLIC_URL is not https://" in refused.output
+
+
+@ONE_STORE
 def test_a_stale_or_missing_sweep_means_beat_is_not_running(healthy, redis_url):
     app = healthy()
     client = redis.Redis.from_url(redis_url)
@@ -261,3 +279,35 @@ def test_a_slow_vendor_is_cut_short(healthy, sandbox):
     assert code == 1
     assert checks["Sprig key"]["status"] == "failed" and "timeout" in checks["Sprig key"]["detail"]
     assert checks["Spruce token"]["status"] == "ok"
+
+
+@pytest.mark.skipif(not DOCUMENTS.is_dir(), reason="the vendors' OpenAPI documents are not here")
+def test_the_sandbox_answers_the_organization_reads_as_spruces_document_says(sandbox):
+    """The reads the doctor makes, as SpruceOrganizationClient sends them (one page of 500),
+    and page by page at the smallest size, against Spruce's OpenAPI (Organization,
+    OrganizationMembers); a page of 1 is below the documented 2 and refused."""
+    def get(path: str, **params) -> Exchange:
+        response = httpx.get(f"{sandbox.spruce_url}{path}", params=params, timeout=5,
+                             headers={"Authorization": f"Bearer {SETTINGS.spruce_api_token}"})
+        return Exchange("GET", str(response.request.url), dict(response.request.headers), b"",
+                        response.status_code, dict(response.headers), response.content)
+
+    exchanges = [get("/organization"), get("/organization/members", pageSize=MEMBERS_PAGE_SIZE)]
+    token = None
+    for _ in range(len(MEMBERS)):  # bounded: a page holds at least one member
+        exchanges.append(get("/organization/members", pageSize=2, **({"paginationToken": token} if token else {})))
+        page = json.loads(exchanges[-1].response_body)
+        if not page["hasMore"]:
+            break
+        token = page["paginationToken"]
+    refused = get("/organization/members", pageSize=1)
+
+    def ids(exchange: Exchange) -> list[str]:
+        return [m["id"] for m in json.loads(exchange.response_body)["members"]]
+
+    assert [i for e in exchanges[2:] for i in ids(e)] == ids(exchanges[1]) == [m["id"] for m in MEMBERS]
+    assert problems(exchanges) == []
+    # The document too says 2 at least (it flags the request); the 400 is in Spruce's error shape.
+    assert refused.status == 400
+    [flagged] = problems([refused])
+    assert flagged.startswith("spruce request GET /spruce/v1/organization/members -> 400: ")

@@ -28,7 +28,7 @@ from relay.shared_redis import redis_client
 from web.cli.support import console, human_duration
 from workers.outcomes import ErrorKind
 from workers.sparkloop.client import SparkLoopClient
-from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS, find, relay_webhook_url
+from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS, find, https_problem, relay_webhook_url
 from workers.sprig.client import SprigClient
 from workers.spruce.organization import SpruceOrganizationClient
 from workers.sweep import LAST_SWEPT
@@ -216,6 +216,10 @@ def check_sparkloop(config: Config) -> list[Check]:
                 first = failed(key, str(err), "check SPARKLOOP_API_URL and SparkLoop's status; then run doctor again")
             return [first, Check(hook, SKIPPED, "the webhooks could not be listed")]
     first = passed(key, "accepted (a list of webhooks)")
+    # SparkLoop sends only to https (register refuses anything else): "register it" would not help.
+    if problem := https_problem(config.public_url):
+        return [first, failed(hook, f"RELAY_PUBLIC_URL is not https:// ({problem})",
+                              "set RELAY_PUBLIC_URL to the https:// base URL SparkLoop reaches")]
     url = relay_webhook_url(config.public_url)
     webhook = find(webhooks, url)
     if webhook is None:
