@@ -42,42 +42,6 @@ def relay_events(env: dict) -> list[dict]:
     return json.loads(listed.stdout) if listed.returncode == 0 else []
 
 
-def test_relay_dev_delivers_the_example_to_the_sandbox(tmp_path):
-    port, sandbox_port = free_port(), free_port()
-    instance = tmp_path / "instance"
-    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE}
-    env["RELAY_INSTANCE_PATH"] = str(instance)
-    log = open(tmp_path / "dev.log", "wb")
-    dev = subprocess.Popen([RELAY, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)],
-                           env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/webhooks/sparkloop"
-
-        def posted() -> bool:
-            try:
-                return httpx.post(url, content=SAMPLE.read_bytes(), timeout=5, headers={
-                    "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_for(posted, timeout=60, interval=0.5), (tmp_path / "dev.log").read_text()
-        assert wait_for(lambda: [e["status"] for e in relay_events(env)] == ["done"], timeout=60,
-                        interval=1.0), (tmp_path / "dev.log").read_text()
-        state = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/state", timeout=5).json()
-        assert "john.doe@email.com" in state["sprig"]["users"]
-        assert len(state["spruce"]["contacts"]) == 1
-        settings = (instance / "dev.env").read_text()
-        assert f"export SPARKLOOP_API_URL=http://127.0.0.1:{sandbox_port}/sparkloop/v2" in settings
-    finally:
-        dev.send_signal(signal.SIGTERM)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait(timeout=10)
-        log.close()
-
-
 # --- watching it live ------------------------------------------------------------------------
 
 LIVE_LINE = re.compile(r"^\d\d:\d\d:\d\d  ")
@@ -141,7 +105,7 @@ def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
     assert record_from_json("[2026-12-01 14:02:11,000: WARNING/MainProcess] celery banner") is None
 
 
-def test_relay_dev_shows_live_lines_logs_celery_to_a_file_and_stops_on_ctrl_c(tmp_path):
+def test_relay_dev_delivers_the_example_shows_live_lines_logs_to_files_and_stops_on_ctrl_c(tmp_path):
     port, sandbox_port = free_port(), free_port()
     instance = tmp_path / "instance"
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE}
@@ -165,6 +129,12 @@ def test_relay_dev_shows_live_lines_logs_celery_to_a_file_and_stops_on_ctrl_c(tm
             assert wait_for(lambda: {"sprig  event 1  delivered (202)", "spruce  event 1  delivered (201)"}
                             <= {line[10:] for line in terminal.read_text().splitlines()},
                             timeout=60, interval=0.5), terminal.read_text()
+            assert [e["status"] for e in relay_events(env)] == ["done"]
+            state = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/state", timeout=5).json()
+            assert "john.doe@email.com" in state["sprig"]["users"]
+            assert len(state["spruce"]["contacts"]) == 1
+            settings = (instance / "dev.env").read_text()
+            assert f"export SPARKLOOP_API_URL=http://127.0.0.1:{sandbox_port}/sparkloop/v2" in settings
             os.killpg(dev.pid, signal.SIGINT)
             assert dev.wait(timeout=40) == 0
             assert wait_for(lambda: not _group_alive(dev.pid), timeout=20, interval=0.2)

@@ -8,6 +8,9 @@ import time
 import httpx
 import pytest
 
+import workers.classify
+import workers.guard
+
 from sandbox import SandboxSettings
 from tests.conftest import fresh_services, make_app, sandbox_state
 from web.cli import main
@@ -173,8 +176,11 @@ def test_list_says_when_there_is_none(build):
     assert result.exit_code == 0 and "SparkLoop holds no webhook" in result.output
 
 
-def test_list_waits_out_a_429(build, sandbox):
-    """SparkLoop's 429 says not how long (no header is documented): Relay waits 10 s."""
+def test_list_waits_out_a_429(build, sandbox, monkeypatch):
+    """SparkLoop's 429 says not how long (no header is documented): Relay waits its default
+    (10 s; 1 s here)."""
+    monkeypatch.setattr(workers.guard, "THROTTLED_DEFAULT_WAIT_S", 1.0)
+    monkeypatch.setattr(workers.classify, "THROTTLED_DEFAULT_WAIT_S", 1.0)
     sandbox.configure(faults=[{"vendor": "sparkloop", "status": 429, "times": 1,
                                "method": "GET", "path_prefix": "/webhooks"}])
     create(sandbox, RELAY_HOOK, new_referral=True)
