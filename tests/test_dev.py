@@ -152,6 +152,7 @@ def test_relay_dev_delivers_the_example_shows_live_lines_logs_to_files_and_stops
     assert "celery" not in live.lower() and "POST /webhooks" not in live
     worker_log = (instance / "dev-worker.log").read_text()
     assert "celery@" in worker_log and '"logger": "relay.delivery"' in worker_log
+    assert "[queues]" in worker_log  # Celery's banner, kept out of the terminal
     assert "POST /webhooks/sparkloop" in (instance / "dev.log").read_text()
     assert "john.doe@email.com" not in shown
 

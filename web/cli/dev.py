@@ -6,7 +6,7 @@ REDIS_URL/DATABASE_URL set, the broker is a folder and the store a SQLite file u
 
 The terminal shows one line per webhook and per delivery outcome (web.cli.live); every log line
 goes to instance/dev.log (this process: web app, sandbox) and instance/dev-worker.log (the
-worker, beat and Celery, as JSON lines). Ctrl-C stops them all.
+worker, beat and Celery: its banner, then JSON lines). Ctrl-C stops them all.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def run_dev(port: int, sandbox_port: int) -> None:
         app.extensions["relay.db"].upgrade()
 
     worker = subprocess.Popen(  # supervised, as the Procfile's worker: started again if it dies
-        [sys.executable, "-m", "web.cli", "worker", "--beat",
+        [sys.executable, "-m", "web.cli", "worker", "--banner", "--beat",
          "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
          "--schedule", str(Path(app.instance_path) / "celerybeat-schedule")],
         # JSON, so that its delivery records can be read back for the terminal's lines.
