@@ -44,12 +44,11 @@ def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
     publishing (a delivery's claim would wait for it); those the broker then refuses are
     unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue).
     A delivery holding a throttle slot always goes (it is counted already); others only while
-    their destination and lane have fewer than AHEAD out."""
+    their destination and lane have fewer than AHEAD out (a soft bound: the dispatchers of
+    several workers may fill the same room in one round)."""
     now = utcnow()
     with db.session() as session:
-        room = {(destination, lane): AHEAD - count for destination, lane, count in session.execute(
-            sa.select(Delivery.destination, Delivery.lane, sa.func.count()).where(OUTSTANDING)
-            .group_by(Delivery.destination, Delivery.lane))}
+        room = _room(session)
         full = [key for key, left in room.items() if left <= 0]
         rows = session.execute(
             sa.select(Delivery.id, Delivery.lane, Delivery.destination, Delivery.throttle_slot.is_(None))
@@ -81,6 +80,13 @@ def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
                             .values(enqueued_at=None))
             session.commit()
     return len(chosen) - len(refused)
+
+
+def _room(session) -> dict[tuple[str, str], int]:
+    """How many more deliveries each (destination, lane) that has any out may have out."""
+    out = session.execute(sa.select(Delivery.destination, Delivery.lane, sa.func.count())
+                          .where(OUTSTANDING).group_by(Delivery.destination, Delivery.lane))
+    return {(destination, lane): AHEAD - count for destination, lane, count in out}
 
 
 class Dispatcher(bootsteps.StartStopStep):
