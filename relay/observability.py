@@ -166,6 +166,7 @@ def init_sentry(config: Config, transport=None) -> None:
     if not config.sentry_dsn:
         return
     import sentry_sdk
+    from sentry_sdk.integrations.atexit import AtexitIntegration
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.flask import FlaskIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -180,7 +181,8 @@ def init_sentry(config: Config, transport=None) -> None:
         # Log lines are breadcrumbs, not events: Sentry's events are Relay's own reports (one per
         # failed delivery, per breaker opening) and unhandled errors, each once.
         integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False),
-                      LoggingIntegration(level=logging.INFO, event_level=None)],
+                      LoggingIntegration(level=logging.INFO, event_level=None),
+                      AtexitIntegration(callback=_pending_at_exit)],
         # Payloads carry names, emails and postal addresses bound for a healthcare platform.
         data_collection={
             "user_info": False, "http_bodies": [], "database_query_data": False, "queues": False,
@@ -190,6 +192,12 @@ def init_sentry(config: Config, transport=None) -> None:
         before_breadcrumb=_before_breadcrumb,
         max_request_body_size="never",
     )
+
+
+def _pending_at_exit(pending: int, timeout: float) -> None:
+    """Sentry's own notice at exit is three lines of plain text on stderr; this is one log line."""
+    logging.getLogger("relay.sentry").info("sending %d pending Sentry events before exiting (up to %.0f s)",
+                                           pending, timeout)
 
 
 def report(message: str, level: str = "error", tags: dict[str, str] | None = None,

@@ -73,3 +73,30 @@ def test_the_sweep_checks_in_once_a_minute_and_reports_its_failure(app, sentry, 
         sweep_module.sweep_and_check_in(app.config["RELAY"])
     statuses = [item["status"] for item in envelopes(sentry) if item.get("type") == "check_in"]
     assert statuses == ["ok", "error"]
+
+
+def test_events_still_pending_at_exit_are_announced_in_one_log_line(tmp_path):
+    """Sentry's own notice is three plain-text lines on stderr, which would break a JSON log."""
+    import socket
+    import subprocess
+    import sys
+
+    silent = socket.socket()  # accepts, never answers: the event stays pending until exit
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    child = f"""
+import sentry_sdk
+from relay.config import load_config
+from relay.observability import configure_logging, init_sentry
+configure_logging("json")
+init_sentry(load_config({{"SENTRY_DSN": "http://key@127.0.0.1:{silent.getsockname()[1]}/1"}}, instance_path={str(tmp_path)!r}))
+sentry_sdk.capture_message("a report")
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    finally:
+        silent.close()
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 0 and lines, done.stderr
+    parsed = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    assert any("pending Sentry events" in line["message"] for line in parsed), parsed
