@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import timedelta
 
+import pytest
 import redis
 import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
@@ -101,6 +102,7 @@ def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app
     assert statuses == [500, 200, 422]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # about the breaker, not the store
 def test_a_vendor_outage_opens_the_breaker_then_everything_completes(relay_app, sandbox, caplog):
     caplog.set_level(logging.INFO)
     app = relay_app(RELAY_BREAKER_COOLDOWN="1s", SPRUCE_API_TOKEN="")
@@ -261,6 +263,7 @@ def test_a_sprig_event_refused_with_a_429_is_sent_again_without_a_read(client, a
     assert event["count"] == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # about the throttle, not the store
 def test_a_sprig_delivery_the_throttle_held_back_sends_without_reading_back(relay_app, sandbox):
     # Two calls go at once; the third waits for the window (6 s: longer than a worker naps,
     # however slowly a loaded machine runs the first two).

@@ -17,7 +17,7 @@ from tests.payloads import bodies, headers
 from web.cli import main
 from web.ingest import plan_event
 
-CASES = int(os.environ.get("RELAY_FUZZ_CASES", "150"))
+CASES = int(os.environ.get("RELAY_FUZZ_CASES", "80"))
 TERMINAL = {"done", "failed", "invalid", "unhandled"}
 
 

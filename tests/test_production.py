@@ -30,7 +30,10 @@ PERSONAL = sorted(value.strip() for name in FIXTURE_NAMES for value in personal_
 def sentry_ingest():
     ingest = SentryIngest()
     yield ingest
-    sentry_sdk.init()  # this process's app started Sentry too: back to a disabled client
+    # This process's app started Sentry too: its client sends what it holds while the ingest
+    # still answers (not retried into a closed port after the test), then a disabled one.
+    sentry_sdk.get_client().close(timeout=2)
+    sentry_sdk.init()
     ingest.stop()
 
 
