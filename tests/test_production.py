@@ -95,14 +95,22 @@ def test_a_production_run_is_logged_measured_and_reported_without_personal_data(
     outcomes = Counter(d["status"] for e in events for d in e["deliveries"])
     assert outcomes["failed"] == 1 and outcomes["succeeded"] >= 4, outcomes
 
-    # /metrics: the web's counters and the workers', as `relay events list` tells them.
+    # /metrics: the web's counters and the workers', as `relay events list` tells them. Each
+    # process adds what it counted to Redis once a second: the scrape waits for the workers'
+    # last (the web's were flushed while the deliveries ran).
+    by_delivery = Counter((d["destination"], d["status"]) for e in events for d in e["deliveries"])
+
+    def all_finishes_counted(metrics: dict) -> bool:
+        finished = sum(v for (name, _), v in metrics.items() if name == "relay_delivery_latency_seconds_count")
+        return finished == sum(by_delivery.values())
+
+    assert wait_for(lambda: all_finishes_counted(scrape(web)), timeout=10, interval=0.5), scrape(web)
     metrics = scrape(web)
     webhooks = Counter(("unhandled" if e["status"] == "unhandled" else "accepted", e["type"]) for e in events)
     for (outcome, event_type), count in webhooks.items():
         labels = (("outcome", outcome), ("type", event_type))
         assert metrics[("relay_webhooks_total", labels)] == count, (labels, metrics)
     assert metrics[("relay_webhooks_total", (("outcome", "unauthorized"), ("type", "unknown")))] == 1
-    by_delivery = Counter((d["destination"], d["status"]) for e in events for d in e["deliveries"])
     for (destination, status), count in by_delivery.items():
         labels = (("destination", destination), ("outcome", status))
         assert metrics[("relay_deliveries_total", labels)] == count, (labels, metrics)
