@@ -63,7 +63,7 @@ def test_new_events_then_each_outcome_as_it_happens(app, sandbox):
     assert re.search(r"\(attempt 1, HTTP 503\): .*down for maintenance", retry), retry
     assert lines[3] == "spruce  event 1  delivered (2 attempts)"
     assert len(lines) == 4
-    assert not [value for value in personal_strings(payload) if leaked(value, "\n".join(lines))]
+    assert not [value for value in personal_strings(payload) if leaked(value, "\n".join(lines))], lines
 
 
 def test_outcomes_of_older_events_and_replays_are_shown_too(app, sandbox):
