@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from relay.config import DEV_WEBHOOK_TOKEN, ConfigError, load_config
+from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
@@ -21,14 +21,8 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
     env = dict(os.environ if environ is None else environ)
     app = Flask("relay", instance_path=_instance_path(env))
     config = load_config(env, instance_path=app.instance_path)
-    if require_webhook_token and not config.webhook_tokens:
-        raise ConfigError(
-            "SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
-            "(comma-separate two tokens while rotating)"
-        )
-    if require_webhook_token and not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
-        raise ConfigError(f"SPARKLOOP_WEBHOOK_TOKEN is {DEV_WEBHOOK_TOKEN!r}, `relay dev`'s: set the token "
-                          "from SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)")
+    if require_webhook_token and (problem := webhook_token_problem(config)):
+        raise ConfigError(problem)
     app.config["RELAY"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["relay.db"] = Database(config.database_url, config.payload_keys, config.lookup_key)
@@ -36,6 +30,18 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
     init_sentry(config)
     celery_init_app(app)
     return app
+
+
+def webhook_token_problem(config: Config) -> str | None:
+    """Why the process that answers webhooks refuses this configuration's SparkLoop token, or
+    None (`relay doctor` reports the same)."""
+    if not config.webhook_tokens:
+        return ("SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
+                "(comma-separate two tokens while rotating)")
+    if not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
+        return (f"SPARKLOOP_WEBHOOK_TOKEN is {DEV_WEBHOOK_TOKEN!r}, `relay dev`'s: set the token from "
+                "SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)")
+    return None
 
 
 def _instance_path(env: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 # The default note is made of these: the placeholders read the payload just as it does.
-from schemas.spruce import _referral_count, _reward_summary, _shipping_lines, _variant
+from schemas.spruce import referral_count, reward_summary, shipping_lines, variant_text
 
 # What each placeholder holds: the one table of them (the README shows it). Absent values are
 # empty text.
@@ -39,15 +39,15 @@ PLACEHOLDERS: dict[str, str] = {
 
 # How each value comes from the event's type and payload ({default} is the event's own text).
 _VALUES: dict[str, Callable[[str, dict], str]] = {
-    "summary": lambda event_type, data: _reward_summary(_in_words(event_type), data),
+    "summary": lambda event_type, data: reward_summary(_in_words(event_type), data),
     "event": lambda event_type, data: _in_words(event_type),
     "event_type": lambda event_type, data: event_type,
     "reward": lambda event_type, data: _text(_reward(data).get("name") or _reward(data).get("id")) or "unnamed reward",
     "reward_id": lambda event_type, data: _text(_reward(data).get("id")),
-    "referrals": lambda event_type, data: _text(_referral_count(data)),
+    "referrals": lambda event_type, data: _text(referral_count(data)),
     "coupon": lambda event_type, data: _text(data.get("coupon_code")),
-    "variant": lambda event_type, data: _text(_variant(data)),
-    "shipping": lambda event_type, data: "\n".join(_shipping_lines(data.get("shipping_details") or {})),
+    "variant": lambda event_type, data: _text(variant_text(data)),
+    "shipping": lambda event_type, data: "\n".join(shipping_lines(data.get("shipping_details") or {})),
     "subscriber_name": lambda event_type, data: _subscriber_name(data.get("subscriber") or {}),
     "subscriber_id": lambda event_type, data: _text((data.get("subscriber") or {}).get("id")),
     "campaign_id": lambda event_type, data: _text(data.get("campaign_id")),

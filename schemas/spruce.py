@@ -74,24 +74,24 @@ def note_message_body(text: str) -> dict:
 
 
 def reward_unlocked_note(data: dict) -> str:
-    return _reward_summary("reward unlocked", data)
+    return reward_summary("reward unlocked", data)
 
 
 def reward_redeemed_note(data: dict) -> str:
-    lines = [_reward_summary("reward redeemed", data)]
-    variant = _variant(data)
+    lines = [reward_summary("reward redeemed", data)]
+    variant = variant_text(data)
     if variant:
         lines.append(f"Variant: {variant}.")
-    shipping = _shipping_lines(data.get("shipping_details") or {})
+    shipping = shipping_lines(data.get("shipping_details") or {})
     if shipping:
         lines += ["", "Shipping details:", *shipping]
     return "\n".join(lines)
 
 
-def _reward_summary(what: str, data: dict) -> str:
+def reward_summary(what: str, data: dict) -> str:
     reward = data.get("reward") or {}
     text = f"SparkLoop: {what} — {reward.get('name') or reward.get('id') or 'unnamed reward'}"
-    count = _referral_count(data)
+    count = referral_count(data)
     if count is not None:
         text += f" (after {count} referral{'' if count == 1 else 's'})"
     text += "."
@@ -100,28 +100,28 @@ def _reward_summary(what: str, data: dict) -> str:
     return text
 
 
-def _referral_count(data: dict) -> int | None:
+def referral_count(data: dict) -> int | None:
     for count in (data.get("referrals"), (data.get("subscriber") or {}).get("tot_referrals")):
         if count is not None:
             return count
     return None
 
 
-def _variant(data: dict) -> str | None:
+def variant_text(data: dict) -> str | None:
     name, sku = data.get("reward_variant_name"), data.get("reward_variant_sku")
     if name and sku:
         return f"{name} ({sku})"
     return name or sku
 
 
-def _shipping_lines(details: dict, parent_key: str = "") -> list[str]:
+def shipping_lines(details: dict, parent_key: str = "") -> list[str]:
     """"Key: value" lines for the open shipping_details dict, whatever its keys turn out to be."""
     lines = []
     for key, value in details.items():
         key_path = f"{parent_key}_{key}" if parent_key else str(key)
         label = _humanise(key_path)
         if isinstance(value, dict):
-            lines += _shipping_lines(value, key_path)
+            lines += shipping_lines(value, key_path)
         elif isinstance(value, list):
             lines.append(f"{label}: {', '.join(str(item) for item in value)}")
         elif value is not None and str(value).strip():

@@ -60,6 +60,7 @@ from relay.subjects import EMAIL, ID, PERSON_KEYS, digest, email_digest, id_dige
 from schemas.personal import personal_strings
 from schemas.sparkloop import CONTACT_OBJECT_KEYS, undocumented_contact
 from schemas.values import clean, clean_email
+from workers import identity
 from workers.destinations import DESTINATIONS
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
@@ -107,9 +108,9 @@ class Person:
     def subject_keys(self, lookup_key: str | None) -> list[str]:
         """Their keys as the engine locks them and the identity map stores them
         (workers.identity.subscriber_key), with the unkeyed email digest of older links."""
-        keys = {f"id:{value}" for value in self.ids}
+        keys = {identity.id_key(value) for value in self.ids}
         for email in self.emails:
-            keys |= {"email:" + email_digest(email, lookup_key), "email:" + email_digest(email, None)}
+            keys |= {identity.email_key(email, lookup_key), identity.email_key(email, None)}
         return sorted(keys)
 
 

@@ -17,10 +17,18 @@ from relay.models import SubscriberLink
 from relay.subjects import email_digest
 
 
+def id_key(subscriber_id: str) -> str:
+    return f"id:{subscriber_id}"
+
+
+def email_key(email: str, lookup_key: str | None) -> str:
+    return "email:" + email_digest(email, lookup_key)
+
+
 def subscriber_key(subscriber: Subscriber) -> str:
     if subscriber.id:
-        return f"id:{subscriber.id}"
-    return "email:" + email_digest(subscriber.email or "", current_app.config["RELAY"].lookup_key)
+        return id_key(subscriber.id)
+    return email_key(subscriber.email or "", current_app.config["RELAY"].lookup_key)
 
 
 def _keys(subscriber: Subscriber) -> list[str]:
@@ -28,7 +36,7 @@ def _keys(subscriber: Subscriber) -> list[str]:
     key = subscriber_key(subscriber)
     if subscriber.id or not current_app.config["RELAY"].lookup_key:
         return [key]
-    return [key, "email:" + email_digest(subscriber.email or "", None)]
+    return [key, email_key(subscriber.email or "", None)]
 
 
 def _find(session, keys: list[str]) -> SubscriberLink | None:

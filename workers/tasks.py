@@ -19,6 +19,7 @@ from workers.sweep import sweep_and_check_in
 
 log = logging.getLogger("relay.worker")
 
+
 @shared_task(name=DELIVER_TASK)
 def deliver(delivery_id: int) -> str:
     return run_delivery(delivery_id, current_app.config["RELAY"])

@@ -21,7 +21,8 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.cli import ScriptInfo
 
-from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError
+from relay.app import webhook_token_problem
+from relay.config import Config, ConfigError
 from relay.db import MIGRATIONS
 from relay.queue import SWEEP_INTERVAL
 from relay.shared_redis import redis_client
@@ -72,14 +73,10 @@ def check_configuration(info: ScriptInfo) -> tuple[Check, Flask | None]:
         app = info.load_app()
     except ConfigError as exc:  # its message names the variable and quotes no secret
         return failed(name, str(exc), "fix that variable; every process refuses to start until then"), None
-    config: Config = app.config["RELAY"]
-    # The rules relay.app applies to the web process (require_webhook_token).
-    if not config.webhook_tokens:
-        return failed(name, "SPARKLOOP_WEBHOOK_TOKEN is not set: the web process refuses to start",
-                      "copy the token from SparkLoop's webhook settings"), app
-    if not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
-        return failed(name, "SPARKLOOP_WEBHOOK_TOKEN is `relay dev`'s: the web process refuses it",
-                      "set the token from SparkLoop's webhook settings"), app
+    problem = webhook_token_problem(app.config["RELAY"])
+    if problem:
+        return failed(name, f"the web process refuses to start: {problem}",
+                      "set SPARKLOOP_WEBHOOK_TOKEN to the token in SparkLoop's webhook settings"), app
     return passed(name, "every variable is valid"), app
 
 

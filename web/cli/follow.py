@@ -32,7 +32,7 @@ LOOKBACK_IDS = 50
 EVENTS_PER_POLL = 1000
 # Outstanding deliveries watched at most (the newest): a backlog beyond it shows the newest.
 WATCH_LIMIT = 10_000
-OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+UNFINISHED = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
 # Failures are looked for since the last poll and this much before: a worker's clock, and a
 # commit that lands after the poll that should have seen it.
 FAILURE_OVERLAP_S = 5.0
@@ -119,7 +119,7 @@ class Follower:
 
     def _outstanding(self, session) -> dict[int, Seen]:
         query = self._narrowed(sa.select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.deferrals)
-                               .where(Delivery.status.in_(OUTSTANDING)))
+                               .where(Delivery.status.in_(UNFINISHED)))
         rows = session.execute(query.order_by(Delivery.id.desc()).limit(WATCH_LIMIT))
         return {row.id: Seen(row.status, row.attempts, row.deferrals) for row in rows}
 

@@ -42,8 +42,7 @@ class SparkLoopClient(VendorClient):
         body = self._http.json("GET", SUBSCRIBERS, response)
         rows = body.get("subscribers") if isinstance(body, dict) else None
         if not isinstance(rows, list):
-            raise VendorError("sparkloop", ErrorKind.PERMANENT, "answer has no subscribers list",
-                              status=response.status_code, method="GET", path=SUBSCRIBERS)
+            raise self._unexpected("GET", SUBSCRIBERS, response, "answer has no subscribers list")
         # The documented answer nests the counts in `meta`; a secondary source has them at the top.
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else body
         return SubscriberPage(
