@@ -12,7 +12,6 @@ import difflib
 import json
 import secrets
 import string
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +21,6 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from relay.config import DEV_WEBHOOK_TOKEN
-from sandbox import FIXTURES
 from schemas.events import EVENTS
 
 WEBHOOK_PATH = "/webhooks/sparkloop"
@@ -49,14 +47,21 @@ class Refused(click.ClickException):
     exit_code = 1
 
 
+def examples() -> Path:
+    # Imported here, as `relay dev` does: no other relay command loads the sandbox.
+    from sandbox import FIXTURES
+
+    return FIXTURES
+
+
 def example_names() -> list[str]:
-    return sorted(path.stem for path in FIXTURES.glob("*.json"))
+    return sorted(path.stem for path in examples().glob("*.json"))
 
 
 def fresh_example(name: str) -> dict:
     """The example `name` (an event type, or an example's file name such as
     reward_unlocked__legacy) as a new subscriber's event."""
-    payload = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    payload = json.loads((examples() / f"{name}.json").read_text(encoding="utf-8"))
     tag = secrets.token_hex(4)
     for key in PEOPLE:
         if isinstance(payload.get(key), dict):
@@ -80,8 +85,6 @@ def _freshen_person(person: dict, tag: str) -> None:
         person["referral_code"] = secrets.token_hex(len(code))[:len(code)]
         if isinstance(person.get("referral_link"), str):
             person["referral_link"] = person["referral_link"].replace(code, person["referral_code"])
-    if isinstance(person.get("created_at"), int):
-        person["created_at"] = int(time.time())
 
 
 def _fresh_id(example: str) -> str:
