@@ -41,11 +41,12 @@ from workers.dispatch import dispatch
 from workers.engine import run_delivery
 from workers.sweep import sweep
 
-# SparkLoop's documented examples, one file each (reward_unlocked has two shapes), and the
-# registered event types it publishes no example of (their payloads are not invented here).
+# An example of every event type, one file each (reward_unlocked has two shapes; the folder's
+# README says which SparkLoop documents and which are built from its documented fields), and
+# the types SparkLoop publishes no complete example of: their schemas require only `type`.
 FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
-WITHOUT_EXAMPLE = sorted(set(EVENTS) - {json.loads((FIXTURES / f"{name}.json").read_text())["type"]
-                                        for name in FIXTURE_NAMES})
+WITHOUT_EXAMPLE = sorted(name for name, spec in EVENTS.items()
+                         if [key for key, field in spec.schema.fields.items() if field.required] == ["type"])
 TOKEN = "test-token"
 # gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))

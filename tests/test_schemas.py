@@ -44,17 +44,19 @@ def test_every_spec_sends_only_to_known_destinations(event_type):
         assert sends(event_type, destination) == spec.sends.get(destination, DEFAULT_SENDS[destination])
 
 
-def test_every_example_is_of_a_registered_type():
-    assert {fixture(name)["type"] for name in FIXTURE_NAMES} <= set(EVENTS)
+def test_every_registered_type_has_an_example_and_every_example_a_registered_type():
+    assert {fixture(name)["type"] for name in FIXTURE_NAMES} == set(EVENTS)
 
 
 # --- Validation ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_every_fixture_validates(name):
-    data = valid(fixture(name))
-    assert data["subscriber"]["id"] == "sub_hjdgc74u"
+def test_every_fixture_validates_and_names_the_people_it_is_about(name):
+    payload = fixture(name)
+    people = affected_subscribers(payload["type"], valid(payload))
+    assert people and all(person.email and person.email.endswith(("@email.com", "@example.com"))
+                          for _, person in people)
 
 
 def test_fixtures_include_the_legacy_reward_unlocked_without_referrals_and_coupon():
@@ -248,11 +250,19 @@ def test_a_second_unlock_of_a_recurring_reward_has_a_different_key():
 
 
 def test_legacy_unlock_falls_back_to_the_subscriber_total_for_the_count():
-    legacy = fixture("reward_unlocked__legacy")
-    later = fixture("reward_unlocked__legacy")
+    current = fixture("reward_unlocked")
+    legacy = fixture("reward_unlocked__legacy") | {"subscriber": current["subscriber"]}
+    later = copy.deepcopy(legacy)
     later["subscriber"]["tot_referrals"] = 8
-    assert key_of(legacy) == key_of(fixture("reward_unlocked"))
+    assert key_of(legacy) == key_of(current)  # the same unlock, told in the older shape
     assert key_of(legacy) != key_of(later)
+
+
+def test_the_legacy_example_is_an_event_of_its_own():
+    legacy, current = fixture("reward_unlocked__legacy"), fixture("reward_unlocked")
+    assert legacy["subscriber"]["id"] != current["subscriber"]["id"]
+    assert legacy["subscriber"]["email"] != current["subscriber"]["email"]
+    assert key_of(legacy) != key_of(current)
 
 
 def test_new_referral_key_depends_on_both_subscriber_and_referrer():

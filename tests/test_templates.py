@@ -43,7 +43,20 @@ ATTRIBUTES_BEFORE_TEMPLATES = {
     },
     "reward_redeemed": {"subscriber": _REWARD_SUBSCRIBER | {"sparkloop_coupon": "9wusha0"}},
     "reward_unlocked": {"subscriber": _REWARD_SUBSCRIBER | {"sparkloop_coupon": "9wusha0"}},
-    "reward_unlocked__legacy": {"subscriber": _REWARD_SUBSCRIBER},
+    "reward_unlocked__legacy": {"subscriber": _REWARD_SUBSCRIBER | {
+        "sparkloop_subscriber_id": "sub_r7k2m9qe", "sparkloop_referral_code": "c41e7a2b",
+        "sparkloop_referral_link": "https://mywebsite.com?rh_ref=c41e7a2b"}},
+    # The fixtures built from SparkLoop's documented fields (issue 16), computed from the code
+    # then: these types' attributes had not been pinned before.
+    "new_partner_pending_referral": {"subscriber": {
+        "sparkloop_campaign_id": "partner_campaign_de9c1c7c7bbc", "sparkloop_referral_status": "pending"}},
+    "new_partner_referral": {"subscriber": {
+        "sparkloop_campaign_id": "partner_campaign_de9c1c7c7bbc", "sparkloop_referral_status": "verified"}},
+    "new_offer_lead": {"lead": {"sparkloop_referral_status": "confirmed"}},
+    "sync_subscriber": {"subscriber": {
+        "sparkloop_subscriber_id": "sub_p4x8n2wd", "sparkloop_referral_code": "7d3f0b96",
+        "sparkloop_referral_link": "https://mywebsite.com?rh_ref=7d3f0b96", "sparkloop_total_referrals": "0",
+        "sparkloop_next_reward": "2", "sparkloop_referred": "true", "sparkloop_referral_status": "verified"}},
 }
 # The README's example, and the note staff see for the documented reward_redeemed example.
 EXAMPLE_TEMPLATE = ("{event} for {subscriber_name}: {reward}\nReferrals: {referrals}\nCoupon: {coupon}\n"

@@ -22,6 +22,12 @@ def test_documented_payload_is_stored_with_its_deliveries(client, app, fixture):
     assert [d.destination for d in deliveries(app)] == list(EVENTS[payload["type"]].destinations)
 
 
+def test_both_shapes_of_reward_unlocked_are_two_events(client, app):
+    for name in ("reward_unlocked", "reward_unlocked__legacy"):
+        assert post_event(client, load_fixture(name)).status_code == 200
+    assert [(e.type, e.status) for e in events(app)] == [("reward_unlocked", "received")] * 2
+
+
 @pytest.mark.parametrize("event_type", WITHOUT_EXAMPLE)
 def test_event_types_without_an_example_are_accepted_and_kept_raw(client, app, event_type):
     payload = {"type": event_type, "campaign": {"id": "partner_campaign_de9c1c7c7bbc"},

@@ -71,3 +71,5 @@ main.add_command(worker_command)
 main.add_command(subscribers_group)
 main.add_command(sparkloop_group)
 main.add_command(doctor_command)
+from web.cli.send import send_command  # noqa: E402
+main.add_command(send_command)
