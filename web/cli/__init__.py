@@ -12,6 +12,7 @@ from web.cli.backfill import backfill_command
 from web.cli.doctor import doctor_command
 from web.cli.events import events_group
 from web.cli.keys import keys_group
+from web.cli.send import send_command
 from web.cli.sparkloop import sparkloop_group
 from web.cli.subscribers import subscribers_group
 from web.cli.support import store_errors
@@ -71,5 +72,4 @@ main.add_command(worker_command)
 main.add_command(subscribers_group)
 main.add_command(sparkloop_group)
 main.add_command(doctor_command)
-from web.cli.send import send_command  # noqa: E402
 main.add_command(send_command)
