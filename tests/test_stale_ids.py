@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import SubscriberLink
+from tests import test_vendor_contracts as contracts
 from tests.conftest import (
     deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
 )
@@ -17,6 +18,7 @@ from web.cli import main
 from workers import identity
 from workers.spruce.delivery import CONTACT, CONVERSATION
 
+recorded = contracts.recorded  # the fixture: every exchange over httpx's real transport
 SPRUCE_AUTH = {"Authorization": "Bearer sandbox-spruce-token"}
 EMAIL, NAME, SUBSCRIBER_ID = "john.doe@email.com", "John Doe", "sub_hjdgc74u"
 
@@ -208,3 +210,24 @@ def test_a_second_404_for_what_replaced_the_stale_id_fails_saying_what_was_stale
     assert f"delivery {failed.id}:" in warning and "did not finish" in warning
     [conversation] = spruce(sandbox)["conversations"]
     assert len(spruce(sandbox)["items"][conversation["id"]]) == 1  # the first reward's only
+
+
+# --- what the sandbox answers, against Spruce's published document ----------------------------
+
+
+@pytest.mark.skipif(not contracts.DOCUMENTS.is_dir(), reason="the vendors' OpenAPI documents are not here")
+def test_the_deletion_and_the_404s_follow_spruces_document(app, client, sandbox, recorded):
+    assert post_event(client, reward(4)).status_code == 200
+    run_pending(app)
+    delete_contact(sandbox, the_link(app).spruce_contact_id)
+    assert post_event(client, reward(5)).status_code == 200
+    run_pending(app)
+
+    assert [e.status for e in events(app)] == ["done", "done"]
+    assert any(x.method == "DELETE" and x.status == 200 for x in recorded)
+    assert 404 in [x.status for x in recorded if x.method == "GET" and x.url.endswith("/conversations")]
+    # PostConversationMessage declares no 404 (Spruce documents none for a deleted
+    # conversation): the sandbox answers one in Spruce's error format, as for a contact.
+    [problem] = contracts.problems(recorded)
+    assert problem.startswith("spruce response POST /spruce/v1/conversations/")
+    assert problem.endswith("/messages -> 404: an answer the document does not list")
