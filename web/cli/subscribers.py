@@ -23,6 +23,7 @@ from workers.vendor_errors import VendorError
 from web.cli.support import store_errors
 
 log = logging.getLogger("relay.erasure")
+links_log = logging.getLogger("relay.identity")
 
 SPRUCE_STAYS = ("Spruce: the contact stays: it is the practice's clinical record, which Relay does not "
                 "delete (ask the practice if it must go)")
@@ -137,9 +138,10 @@ def _report(ref: str, found: erasure.Plan, purge_sprig: bool, config, done: bool
 @click.argument("subscriber", metavar="EMAIL|SUBSCRIBER_ID", callback=_person)
 @click.option("--destination", "destinations", multiple=True, type=click.Choice(sorted(identity.LINKED)),
               help="Only this destination's links (repeatable; default: all). spruce: the contact and "
-                   "note conversation ids (the next note searches by email first, then creates); sprig: "
-                   "the attribute versions (the next delivery sends every attribute it carries, even "
-                   "when a newer event set it).")
+                   "note conversation ids (the next note looks them up first, by email and among the "
+                   "contact's conversations, then creates what it did not find); sprig: the attribute "
+                   "versions (the next delivery sends every attribute its event carries, even one a newer "
+                   "event set: for a Sprig user that lost its attributes).")
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; change nothing.")
 @with_appcontext
 @store_errors
@@ -173,8 +175,8 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         click.echo(f"Error: Redis is unreachable ({type(exc).__name__}), so the person's delivery locks "
                    "cannot be taken; nothing changed: check REDIS_URL", err=True)
         raise SystemExit(1) from None
-    log.info("links of %s dropped: %s", ref, ", ".join(dropped) or "none held",
-             extra={"subscriber_ref": ref, "destinations": chosen, "links_dropped": len(dropped)})
+    links_log.info("links of %s dropped: %s", ref, ", ".join(dropped) or "none held",
+                   extra={"subscriber_ref": ref, "destinations": chosen, "links_dropped": len(dropped)})
     _report_links(ref, dropped, chosen, done=True)
 
 
