@@ -141,6 +141,17 @@ def update_contact(contact_id: str):
     return jsonify(updated)
 
 
+@bp.delete("/contacts/<spruce_id:contact_id>")
+def delete_contact(contact_id: str):
+    """200 without a body (https://developer.sprucehealth.com/reference/deletecontact). Its
+    conversations go with it: the reference does not say, and it is the harder case for Relay."""
+    sandbox = state()
+    with sandbox.lock:
+        _contact(contact_id)
+        records.delete_contact(sandbox.contacts, sandbox.conversations, sandbox.items, contact_id)
+    return Response(status=200)
+
+
 @bp.get("/contacts/<spruce_id:contact_id>/conversations")
 def contact_conversations(contact_id: str):
     sandbox = state()

@@ -159,6 +159,38 @@ def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
+def delete_contact(contacts: dict, conversations: dict, items: dict, contact_id: str) -> None:
+    """Delete a contact and the conversations associated with it, as deleting a contact in
+    Spruce does; the caller holds the lock and knows the contact exists."""
+    del contacts[contact_id]
+    for conversation_id in [c["id"] for c in conversations.values() if contact_id in c["associatedContactIds"]]:
+        delete_conversation(conversations, items, conversation_id)
+
+
+def delete_conversation(conversations: dict, items: dict, conversation_id: str) -> None:
+    """Staff deleting a conversation in the app (the API has no such call): it and its items go."""
+    del conversations[conversation_id]
+    items.pop(conversation_id, None)
+
+
+def merge_contact(contacts: dict, conversations: dict, merged_id: str, into_id: str) -> dict:
+    """Staff merging a duplicate contact into another in the app (the API has no such call):
+    `merged_id` is gone, its emails and numbers and its conversations now belong to `into_id`.
+    Returns the contact merged into; the caller holds the lock."""
+    if merged_id == into_id:
+        raise Rejected(400, "a contact cannot be merged into itself")
+    merged, into = contacts.pop(merged_id), contacts[into_id]
+    for name in ENTRY_LISTS:
+        have = {entry["value"] for entry in into[name]}
+        into[name] += [entry for entry in merged[name] if entry["value"] not in have]
+    for conversation in conversations.values():
+        ids = conversation["associatedContactIds"]
+        if merged_id in ids:
+            conversation["associatedContactIds"] = list(dict.fromkeys(
+                into_id if contact_id == merged_id else contact_id for contact_id in ids))
+    return into
+
+
 # --- search -----------------------------------------------------------------------------------
 
 

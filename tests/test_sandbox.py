@@ -370,6 +370,64 @@ def test_spruce_note_conversation_is_created_wrapped_and_listed_for_its_contact(
     assert spruce.get("/conversations/t_0000000000").status_code == 404
 
 
+def test_spruce_deleting_a_contact_deletes_its_conversations_and_answers_404_after(spruce, box):
+    contact, other = create_contact(spruce), create_contact(spruce, givenName="Bob")
+    mine = create_note(spruce, contact["id"])["conversation"]["id"]
+    theirs = create_note(spruce, other["id"])["conversation"]["id"]
+    assert post_note(spruce, mine, "before").status_code == 200
+
+    deleted = spruce.delete(f"/contacts/{contact['id']}")
+
+    assert (deleted.status_code, deleted.content) == (200, b"")  # DeleteContact: 200, no body
+    assert deleted.headers["s-request-id"]
+    gone = spruce.get(f"/contacts/{contact['id']}")
+    assert gone.status_code == 404
+    assert gone.json() == {"statusCode": 404, "type": "not_found", "message": "contact not found"}
+    assert spruce.get(f"/contacts/{contact['id']}/conversations").status_code == 404
+    assert post_note(spruce, mine, "after").json()["message"] == "conversation not found"
+    assert spruce.delete(f"/contacts/{contact['id']}").status_code == 404
+    spruce_state = box.snapshot()["spruce"]
+    assert [c["id"] for c in spruce_state["conversations"]] == [theirs]
+    assert list(spruce_state["items"]) == [theirs]
+
+
+def test_sandbox_control_deletes_a_conversation_as_staff_would_in_the_app(spruce, control):
+    contact = create_contact(spruce)
+    conversation = create_note(spruce, contact["id"])["conversation"]["id"]
+
+    assert control.delete(f"/spruce/conversations/{conversation}").json() == {"deleted": conversation}
+
+    assert spruce.get(f"/conversations/{conversation}").status_code == 404
+    assert post_note(spruce, conversation, "after").status_code == 404
+    assert spruce.get(f"/contacts/{contact['id']}/conversations").json() == {"conversations": []}
+    assert spruce.get(f"/contacts/{contact['id']}").status_code == 200  # the contact stays
+    again = control.delete(f"/spruce/conversations/{conversation}")
+    assert (again.status_code, again.json()) == (404, {"error": "conversation not found"})
+
+
+def test_sandbox_control_merges_a_contact_into_another_with_its_emails_and_conversations(spruce, control):
+    duplicate = create_contact(spruce)
+    kept = create_contact(spruce, givenName="Ann", emailAddresses=[{"value": "ann@work.example"}])
+    conversation = create_note(spruce, duplicate["id"])["conversation"]["id"]
+
+    merged = control.post(f"/spruce/contacts/{duplicate['id']}/merge", json={"into": kept["id"]})
+
+    assert merged.status_code == 200, merged.text
+    assert [e["value"] for e in merged.json()["contact"]["emailAddresses"]] == [
+        "ann@work.example", "ann@example.com"]
+    assert spruce.get(f"/contacts/{duplicate['id']}").status_code == 404
+    found = spruce.post("/contacts/search", json={"structured": {"emailAddressFilter": [
+        {"match": "any", "values": ["ann@example.com"]}]}}).json()["contacts"]
+    assert [c["id"] for c in found] == [kept["id"]]
+    assert spruce.get(f"/conversations/{conversation}").json()["conversation"]["associatedContactIds"] == [
+        kept["id"]]
+    assert [c["id"] for c in spruce.get(f"/contacts/{kept['id']}/conversations").json()["conversations"]] == [
+        conversation]
+    for body, status in [({"into": kept["id"]}, 404), ({}, 400), ({"into": duplicate["id"]}, 404)]:
+        assert control.post(f"/spruce/contacts/{duplicate['id']}/merge", json=body).status_code == status
+    assert control.post(f"/spruce/contacts/{kept['id']}/merge", json={"into": kept["id"]}).status_code == 400
+
+
 @pytest.mark.parametrize("body, message", [
     ({"type": "secure", "secure": {}}, "not supported by the sandbox"),
     ({"type": "email"}, "type"),

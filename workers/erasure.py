@@ -143,8 +143,8 @@ class Plan:
                 "deliveries_halted": self.halted, "identity_links_deleted": len(self.links)}
 
 
-def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
-    """What the erasure would change; reads only."""
+def identify(session: Session, person: Person, lookup_key: str | None) -> tuple[Person, dict[int, Event]]:
+    """The person with every id and email their events tell, and those events; reads only."""
     seen: dict[int, Event] = {}
     for _ in range(MAX_ROUNDS):
         new = [event_id for event_id in _naming(session, person, lookup_key) if event_id not in seen]
@@ -153,6 +153,12 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
         for event in _load(session, new):
             seen[event.id] = event
             person = _widened(person, event.payload)
+    return person, seen
+
+
+def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
+    """What the erasure would change; reads only."""
+    person, seen = identify(session, person, lookup_key)
     result = Plan(person)
     for event in sorted(seen.values(), key=lambda e: e.id):
         if _theirs(person, event.payload):

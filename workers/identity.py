@@ -1,4 +1,5 @@
-"""The local identity map: SparkLoop subscriber -> Spruce contact and note conversation.
+"""The local identity map: SparkLoop subscriber -> Spruce contact and note conversation, and the
+versions of the Sprig attributes Sprig holds for them.
 
 A subscriber is keyed by their SparkLoop id, or, without one, by the digest of their email
 that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made before the lookup
@@ -10,11 +11,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from schemas.sparkloop import Subscriber
 from relay.db import session_scope
 from relay.models import SubscriberLink
 from relay.subjects import email_digest
+
+# What a link holds for each destination, and how output names it (never its value).
+LINKED = {
+    "spruce": {"spruce_contact_id": "Spruce contact id",
+               "spruce_note_conversation_id": "Spruce note conversation id"},
+    "sprig": {"sprig_attribute_versions": "Sprig attribute versions"},
+}
 
 
 def id_key(subscriber_id: str) -> str:
@@ -74,3 +83,28 @@ def remember(subscriber: Subscriber, **fields) -> None:
             except IntegrityError:
                 session.rollback()
     raise RuntimeError("could not save the subscriber link after a concurrent insert")
+
+
+def held(session: Session, keys: list[str], destinations: list[str]) -> list[str]:
+    """What the links under `keys` hold for `destinations`, named as LINKED names them, one
+    entry per stored value (a person may have links under several keys)."""
+    return [name for link in _links(session, keys) for destination in destinations
+            for field, name in LINKED[destination].items() if getattr(link, field)]
+
+
+def unlink(session: Session, keys: list[str], destinations: list[str]) -> list[str]:
+    """Drop what `held` names, in the session's transaction (the caller commits); a link left
+    holding nothing goes. The next delivery finds or creates again what was dropped."""
+    dropped = held(session, keys, destinations)
+    for link in _links(session, keys):
+        for destination in destinations:
+            for field in LINKED[destination]:
+                setattr(link, field, None)
+        if not any(getattr(link, field) for fields in LINKED.values() for field in fields):
+            session.delete(link)
+    return dropped
+
+
+def _links(session: Session, keys: list[str]) -> list[SubscriberLink]:
+    return list(session.scalars(sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys))
+                                .order_by(SubscriberLink.id)))

@@ -1,5 +1,7 @@
 """`relay subscribers …`: requests about one subscriber's data. `forget` is an erasure request
-(workers.erasure says what goes and what stays); it names the person by a keyed digest only.
+(workers.erasure says what goes and what stays); `unlink` drops the vendor ids and versions
+Relay keeps for them (workers.identity), so that the next delivery finds or creates them again.
+Both name the person by a keyed digest only.
 
 Without --yes it asks for confirmation on a terminal, and refuses (exit 2, nothing changed)
 when there is none to ask on: a script must say --yes."""
@@ -9,16 +11,19 @@ import logging
 import sys
 
 import click
+import redis
 from flask import current_app
 from flask.cli import with_appcontext
 
 from relay.db import session_scope
-from workers import erasure
+from schemas.events import DESTINATIONS
+from workers import erasure, identity
 from workers.outcomes import Deferred
 from workers.vendor_errors import VendorError
 from web.cli.support import store_errors
 
 log = logging.getLogger("relay.erasure")
+links_log = logging.getLogger("relay.identity")
 
 SPRUCE_STAYS = ("Spruce: the contact stays: it is the practice's clinical record, which Relay does not "
                 "delete (ask the practice if it must go)")
@@ -26,7 +31,7 @@ SPRUCE_STAYS = ("Spruce: the contact stays: it is the practice's clinical record
 
 @click.group("subscribers")
 def subscribers_group():
-    """Requests about one subscriber's data (erasure)."""
+    """Requests about one subscriber's data (erasure, stored links)."""
 
 
 def _person(ctx, param, value) -> erasure.Person:
@@ -127,3 +132,65 @@ def _report(ref: str, found: erasure.Plan, purge_sprig: bool, config, done: bool
     else:
         click.echo("  Sprig: not asked (--purge-sprig asks Sprig to purge the visitor)")
     click.echo(f"  {SPRUCE_STAYS}")
+
+
+@subscribers_group.command("unlink")
+@click.argument("subscriber", metavar="EMAIL|SUBSCRIBER_ID", callback=_person)
+@click.option("--destination", "destinations", multiple=True, type=click.Choice(sorted(identity.LINKED)),
+              help="Only this destination's links (repeatable; default: all). spruce: the contact and "
+                   "note conversation ids (the next note looks them up first, by email and among the "
+                   "contact's conversations, then creates what it did not find); sprig: the attribute "
+                   "versions (the next delivery sends every attribute its event carries, even one a newer "
+                   "event set: for a Sprig user that lost its attributes).")
+@click.option("--dry-run", is_flag=True, help="Say what would be dropped; change nothing.")
+@with_appcontext
+@store_errors
+def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...], dry_run: bool):
+    """Drop what Relay remembers of this person at the vendors: Spruce ids (say, of a contact
+    staff merged into another), Sprig attribute versions. Their events stay. Relay forgets a
+    Spruce id by itself when Spruce answers 404 for it."""
+    config = current_app.config["RELAY"]
+    ref = erasure.reference(subscriber, config)
+    chosen = [name for name in DESTINATIONS if name in (destinations or identity.LINKED)]
+    with session_scope() as session:
+        person, events = erasure.identify(session, subscriber, config.lookup_key)
+        keys = person.subject_keys(config.lookup_key)
+        if not events and not identity.held(session, keys, sorted(identity.LINKED)):
+            click.echo(f"Error: Relay's store knows no subscriber {ref}: no event names them and no "
+                       "link is kept for them (check the email or id)", err=True)
+            raise SystemExit(1)
+        if dry_run:
+            _report_links(ref, identity.held(session, keys, chosen), chosen, done=False)
+            click.echo("dry run: nothing changed")
+            return
+    try:
+        with erasure.locked(person, config):  # a delivery for them finishes before, or starts after
+            with session_scope() as session:
+                dropped = identity.unlink(session, keys, chosen)
+                session.commit()
+    except erasure.Busy as exc:
+        click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
+        raise SystemExit(1) from None
+    except redis.RedisError as exc:
+        click.echo(f"Error: Redis is unreachable ({type(exc).__name__}), so the person's delivery locks "
+                   "cannot be taken; nothing changed: check REDIS_URL", err=True)
+        raise SystemExit(1) from None
+    links_log.info("links of %s dropped: %s", ref, ", ".join(dropped) or "none held",
+                   extra={"subscriber_ref": ref, "destinations": chosen, "links_dropped": len(dropped)})
+    _report_links(ref, dropped, chosen, done=True)
+
+
+def _report_links(ref: str, found: list[str], destinations: list[str], done: bool) -> None:
+    click.echo(f"Links of {ref} ({', '.join(destinations)}):")
+    if not found:
+        click.echo("  none kept: nothing to drop")
+        return
+    counts = {name: found.count(name) for name in dict.fromkeys(found)}
+    listed = ", ".join(name + (f" ({n} links)" if n > 1 else "") for name, n in counts.items())
+    click.echo(f"  {'dropped' if done else 'would drop'}: {listed}")
+    if any(name.startswith("Spruce") for name in found):
+        click.echo(f"  the next Spruce delivery for them {'looks' if done else 'would look'} the "
+                   "contact up by email (and creates it only if none is found), then its note conversation")
+    if any(name.startswith("Sprig") for name in found):
+        click.echo(f"  the next Sprig delivery for them {'sends' if done else 'would send'} every "
+                   "attribute it carries")

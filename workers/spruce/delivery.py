@@ -1,9 +1,15 @@
 """Spruce: find or create the subscriber's contact; for a note, post an internal note for staff
 into a note conversation associated with the contact. Every POST carries an idempotency key
-derived from the delivery or the subject, and a 422 "duplicate" means an earlier attempt landed."""
+derived from the delivery or the subject, and a 422 "duplicate" means an earlier attempt landed.
+
+A stored id Spruce answers 404 for (staff deleted or merged the contact, or deleted the
+conversation; a deleted contact takes its conversations with it) is replaced within the same
+run, once per kind: found first, created only when none is found, under a key of its own
+(Spruce keeps a key 24 h, and the one that made the deleted record would get a 422)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 from schemas.note_template import note_text
@@ -24,17 +30,74 @@ CONTACT, CONVERSATION, NOTE = "spruce.contact", "spruce.conversation", "spruce.n
 CONTACT_SEARCH_EMPTY = "spruce.contact.search_empty"
 CONVERSATION_LIST_EMPTY = "spruce.conversation.list_empty"
 NOTE_FIRST_ATTEMPT = "spruce.note.first_attempt"
+# The ids Spruce answered 404 for (Progress.steps): never used again by this delivery, and part
+# of the key that makes their replacement, so that every attempt at it sends the same key.
+STALE = {CONTACT: "spruce.contact.stale", CONVERSATION: "spruce.conversation.stale"}
+KIND = {CONTACT: "contact", CONVERSATION: "note conversation"}
+
+log = logging.getLogger("relay.spruce")
 
 
 def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
     subscriber = _subject(ctx)
-    link = identity.lookup(subscriber)
-    contact_id = _contact(ctx, subscriber, link)
-    if isinstance(sends, SpruceNote):
-        known = link.spruce_note_conversation_id if link and link.spruce_contact_id == contact_id else None
-        conversation_id = _note_conversation(ctx, subscriber, contact_id, known)
-        text = note_text(sends.text, ctx.event_type, ctx.data, ctx.config.spruce_note_template)
-        _post_note(ctx, conversation_id, text)
+    stale = _Stale(ctx)
+    try:
+        while True:  # bounded: each kind of id is replaced at most once per run (_Stale.forget)
+            contact_id = _contact(ctx, subscriber)
+            if not isinstance(sends, SpruceNote):
+                break
+            try:
+                conversation_id = _note_conversation(ctx, subscriber, contact_id)
+            except VendorError as err:
+                stale.forget(CONTACT, contact_id, err)
+                continue
+            text = note_text(sends.text, ctx.event_type, ctx.data, ctx.config.spruce_note_template)
+            try:
+                _post_note(ctx, conversation_id, text)
+                break
+            except VendorError as err:
+                stale.forget(CONVERSATION, conversation_id, err)
+        stale.replaced_all = True
+    finally:
+        stale.report()
+
+
+class _Stale:
+    """The stored ids Spruce answered 404 for in this run."""
+
+    def __init__(self, ctx: DeliveryContext):
+        self.ctx, self.kinds, self.replaced_all = ctx, [], False
+
+    def forget(self, kind: str, stored_id: str, err: VendorError) -> None:
+        """Re-raises `err` unless it is a 404; else `stored_id` (a `kind`) is never used again
+        by this delivery, so that the caller finds or creates it again."""
+        if err.status != 404:
+            raise err
+        if kind in self.kinds:
+            raise DeliveryFailed(
+                f"the Spruce {KIND[kind]} found or created in place of a stored one Spruce no longer has "
+                f"is not found either: {err}") from None
+        self.kinds.append(kind)
+        progress = self.ctx.progress
+        if kind == CONTACT:
+            # Its conversations went with it; and the search must run again, not be skipped.
+            if progress.result(CONVERSATION):
+                progress.record(STALE[CONVERSATION], progress.result(CONVERSATION))
+            progress.forget(CONTACT_SEARCH_EMPTY)
+        progress.record(STALE[kind], stored_id)
+        progress.forget(CONVERSATION_LIST_EMPTY)
+
+    def report(self) -> None:
+        """One line a run, naming the delivery and the kinds of id, never the person."""
+        if not self.kinds:
+            return
+        kinds = sorted(KIND[kind] for kind in self.kinds)  # "contact" before "note conversation"
+        what = " and ".join(kinds) + (" ids" if len(kinds) > 1 else " id")
+        then = ("found or created again" if self.replaced_all
+                else "finding or creating it again did not finish in this run (see the delivery's error)")
+        log.warning("delivery %s: Spruce no longer has the stored %s (404): forgotten, %s",
+                    self.ctx.delivery_id, what, then,
+                    extra={"delivery_id": self.ctx.delivery_id, "stale_ids": kinds})
 
 
 def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
@@ -50,6 +113,8 @@ def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
             progress.record(NOTE, "found-in-conversation")
             return
     try:
+        # Spruce scopes keys by path: in a conversation that replaced a deleted one, the same
+        # key is a first use.
         request_id = ctx.client.post_message(
             conversation_id, note_message_body(text), idempotency_key=f"relay-note-{ctx.delivery_id}",
         )
@@ -75,7 +140,7 @@ def _subject(ctx: DeliveryContext) -> Subscriber:
     return subscriber
 
 
-def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
+def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber, replaces: str | None) -> str:
     if not _recently_found_nothing(ctx, CONTACT_SEARCH_EMPTY):
         found = ctx.client.search_contacts_by_email(subscriber.email)
         if found:
@@ -84,7 +149,7 @@ def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber) -> str
     email_hash = hashlib.sha256(subscriber.email.encode()).hexdigest()
     try:
         return ctx.client.create_contact(
-            contact_body(subscriber), idempotency_key=f"relay-contact-{email_hash}"
+            contact_body(subscriber), idempotency_key=_replacing(f"relay-contact-{email_hash}", replaces)
         )["id"]
     except VendorError as err:
         if err.kind != ErrorKind.DUPLICATE:
@@ -95,22 +160,29 @@ def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber) -> str
     raise RetryLater("Spruce contact created by an earlier attempt is not searchable yet")
 
 
-def _contact(ctx: DeliveryContext, subscriber: Subscriber, link) -> str:
-    if ctx.progress.done(CONTACT):
-        return ctx.progress.result(CONTACT)
+def _contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
+    progress, stale = ctx.progress, ctx.progress.result(STALE[CONTACT])
+    if progress.done(CONTACT) and progress.result(CONTACT) != stale:
+        return progress.result(CONTACT)
+    link = identity.lookup(subscriber)
     contact_id = link.spruce_contact_id if link else None
-    if contact_id is None:
-        contact_id = _find_or_create_contact(ctx, subscriber)
-        identity.remember(subscriber, spruce_contact_id=contact_id)
-    ctx.progress.record(CONTACT, contact_id)
+    if contact_id is None or contact_id == stale:
+        contact_id = _find_or_create_contact(ctx, subscriber, replaces=stale)
+        # A new contact starts without the old one's note conversation.
+        forgotten = {"spruce_note_conversation_id": None} if stale else {}
+        identity.remember(subscriber, spruce_contact_id=contact_id, **forgotten)
+    progress.record(CONTACT, contact_id)
     return contact_id
 
 
-def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id: str,
-                       known: str | None) -> str:
-    if ctx.progress.done(CONVERSATION):
-        return ctx.progress.result(CONVERSATION)
-    conversation_id = known
+def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id: str) -> str:
+    progress, stale = ctx.progress, ctx.progress.result(STALE[CONVERSATION])
+    if progress.done(CONVERSATION) and progress.result(CONVERSATION) != stale:
+        return progress.result(CONVERSATION)
+    link = identity.lookup(subscriber)
+    conversation_id = link.spruce_note_conversation_id if link and link.spruce_contact_id == contact_id else None
+    if conversation_id == stale:
+        conversation_id = None
     if conversation_id is None and not _recently_found_nothing(ctx, CONVERSATION_LIST_EMPTY):
         conversation_id = _find_note_conversation(ctx, contact_id)
         if conversation_id is None:
@@ -119,7 +191,7 @@ def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id:
         body = note_conversation_body(contact_id, list(ctx.config.spruce_note_member_ids), NOTE_TITLE)
         try:
             conversation_id = ctx.client.create_conversation(
-                body, idempotency_key=f"relay-noteconv-{contact_id}"
+                body, idempotency_key=_replacing(f"relay-noteconv-{contact_id}", stale)
             )["id"]
         except VendorError as err:
             if err.kind != ErrorKind.DUPLICATE:
@@ -128,8 +200,13 @@ def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id:
             if conversation_id is None:
                 raise RetryLater("Spruce note conversation created earlier is not listed yet") from None
     identity.remember(subscriber, spruce_note_conversation_id=conversation_id)
-    ctx.progress.record(CONVERSATION, conversation_id)
+    progress.record(CONVERSATION, conversation_id)
     return conversation_id
+
+
+def _replacing(key: str, stale_id: str | None) -> str:
+    """The key that makes a record; one of its own for a record that replaces a deleted one."""
+    return f"{key}-replacing-{stale_id}" if stale_id else key
 
 
 def _recently_found_nothing(ctx: DeliveryContext, name: str) -> bool:
