@@ -1,6 +1,7 @@
 """The Redis every process shares (REDIS_URL): the broker, and the throttle, breaker, locks and
-metrics kept beside it. Without REDIS_URL (`relay dev`), an in-process fakeredis: correct for
-the one process that uses it, not across processes."""
+metrics kept beside it. `relay dev` sets one of its own (served from its process, see
+web.cli.dev). Without REDIS_URL at all, an in-process fakeredis: correct for the one process
+that uses it, not across processes."""
 from __future__ import annotations
 
 from functools import cache

@@ -1,7 +1,8 @@
 """A local, stateful imitation of the Sprig and Spruce APIs (and of SparkLoop's API v2, which
 `relay backfill` reads) that Relay's dev mode, tests and benchmarks talk to over real HTTP. It
 keeps state and enforces the documented rules (auth, validation, idempotency, rate limits,
-paging, error bodies); switches add latency, faults and read-after-write lag.
+paging, error bodies); switches add latency, faults and read-after-write lag. With SandboxSettings.state_file, the
+records outlive a restart (sandbox.state.StateFile).
 
 Sprig is served under /sprig, Spruce under /spruce/v1, SparkLoop under /sparkloop/v2, the
 switches under /_sandbox."""
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox.state import SandboxSettings, SandboxState
+from sandbox.state import SandboxSettings, SandboxState, StateFile
 
 __all__ = ["FIXTURES", "RunningSandbox", "SandboxSettings", "SandboxState", "create_sandbox_app", "serve_in_thread"]
 
@@ -23,6 +24,7 @@ STOP_TIMEOUT_S = 10
 # SparkLoop's documented example payloads, which `relay dev` and the tests post.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sparkloop"
 MAX_BODY_BYTES = 1024 * 1024
+READS = ("GET", "HEAD", "OPTIONS")
 
 
 def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
@@ -33,11 +35,26 @@ def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
     app.url_map.converters["spruce_id"] = spruce.IdConverter
-    app.extensions["sandbox"] = SandboxState(settings or SandboxSettings())
+    settings = settings or SandboxSettings()
+    app.extensions["sandbox"] = SandboxState(settings)
+    if settings.state_file:
+        _keep_in_file(app, StateFile(settings.state_file))
     gate.install(app, [sprig.VENDOR, spruce.VENDOR, sparkloop.VENDOR])
     for blueprint in (sprig.bp, spruce.bp, sparkloop.bp, control.bp):
         app.register_blueprint(blueprint)
     return app
+
+
+def _keep_in_file(app: Flask, state_file: StateFile) -> None:
+    state: SandboxState = app.extensions["sandbox"]
+    state_file.load(state)
+    app.extensions["sandbox.state_file"] = state_file
+
+    @app.after_request
+    def save_changes(response: Response) -> Response:
+        if request.method not in READS:  # only writes change records (and a Sprig purge, saved at stop)
+            state_file.save(state)
+        return response
 
 
 @dataclass
@@ -80,11 +97,14 @@ class RunningSandbox:
         invalid item."""
         from sandbox.sparkloop import add_subscribers
 
-        return add_subscribers(self.state, subscribers)
+        added = add_subscribers(self.state, subscribers)
+        self._save()
+        return added
 
     def reset(self) -> None:
         """Same as POST /_sandbox/reset."""
         self.state.reset()
+        self._save()
 
     def snapshot(self) -> dict[str, Any]:
         """Same as GET /_sandbox/state."""
@@ -94,11 +114,20 @@ class RunningSandbox:
         """Same as GET /_sandbox/stats."""
         return self.state.stats()
 
+    @property
+    def state_file(self) -> StateFile | None:
+        return self.app.extensions.get("sandbox.state_file")
+
     def stop(self) -> None:
         if self.thread.is_alive():
             self.server.shutdown()  # blocks until serve_forever returns, so only while it runs
         self.server.server_close()
         self.thread.join(timeout=STOP_TIMEOUT_S)
+        self._save()
+
+    def _save(self) -> None:
+        if self.state_file is not None:
+            self.state_file.save(self.state)
 
     def __enter__(self) -> RunningSandbox:
         return self

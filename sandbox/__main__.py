@@ -1,4 +1,5 @@
-"""python -m sandbox [--host 127.0.0.1] [--port 8025]: serve the vendor sandbox in the foreground.
+"""python -m sandbox [--host 127.0.0.1] [--port 8025] [--state-file PATH]: serve the vendor sandbox
+in the foreground; with --state-file, its records outlive a restart.
 
 SANDBOX_SPRIG_API_KEY / SANDBOX_SPRUCE_API_TOKEN / SANDBOX_SPARKLOOP_API_KEY override the
 (non-secret) sandbox credentials."""
@@ -16,14 +17,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description="Serve the Sprig, Spruce and SparkLoop sandbox.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--state-file", metavar="PATH",
+                        help="keep the records in this JSON file: read at start, written after every change")
     args = parser.parse_args(argv)
     defaults = SandboxSettings()
     settings = SandboxSettings(
         sprig_api_key=os.environ.get("SANDBOX_SPRIG_API_KEY") or defaults.sprig_api_key,
         spruce_api_token=os.environ.get("SANDBOX_SPRUCE_API_TOKEN") or defaults.spruce_api_token,
         sparkloop_api_key=os.environ.get("SANDBOX_SPARKLOOP_API_KEY") or defaults.sparkloop_api_key,
+        state_file=args.state_file,
     )
-    server = make_server(args.host, args.port, create_sandbox_app(settings), threaded=True)
+    app = create_sandbox_app(settings)
+    server = make_server(args.host, args.port, app, threaded=True)
     base = f"http://{args.host}:{server.server_port}"
     print(f"Sandbox at {base}", flush=True)
     sprig_key = _shown(settings.sprig_api_key, defaults.sprig_api_key, "SANDBOX_SPRIG_API_KEY")
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.server_close()
+        if state_file := app.extensions.get("sandbox.state_file"):
+            state_file.save(app.extensions["sandbox"])
 
 
 def _shown(value: str, default: str, variable: str) -> str:

@@ -4,13 +4,17 @@ modules mutate the record dicts directly, inside `with state.lock:`."""
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
+import os
 import secrets
 import string
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sandbox import switches
@@ -18,6 +22,13 @@ from sandbox import switches
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _REQUEST_ID_ALPHABET = string.ascii_uppercase + string.digits
 _PENDING = math.inf  # an idempotency key whose first request is still running: taken
+# What a saved state keeps: the vendors' records (and, below, the ids handed out and Spruce's
+# idempotency keys), not the switches, rate-limit windows or request log, which a restart resets.
+RECORDS = {"sprig_users": dict, "sprig_purges": list, "contacts": dict, "conversations": dict, "items": dict,
+           "sparkloop_subscribers": dict, "sparkloop_webhooks": dict}
+SAVED_VERSION = 1
+
+log = logging.getLogger("sandbox")
 
 
 @dataclass
@@ -39,6 +50,9 @@ class SandboxSettings:
     sparkloop_rate_window_s: float = 60
     idempotency_ttl_s: float = switches.DAY_S
     request_log_size: int = 10_000
+    # A JSON file the records are kept in, read at start and written after every change: a
+    # restarted sandbox still knows the ids Relay stored (`relay dev`). None: memory only.
+    state_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +232,38 @@ class SandboxState:
             latest_added_first = [dict(row) for row in reversed(self.sparkloop_subscribers.values())]
             return sorted(latest_added_first, key=lambda s: s["created_at"], reverse=True)
 
+    # --- saving and restoring -----------------------------------------------------------
+
+    def saved(self) -> dict[str, Any]:
+        """What a restart keeps, as JSON-ready data (see RECORDS)."""
+        now = time.time()
+        with self.lock:
+            return copy.deepcopy({
+                "version": SAVED_VERSION,
+                "last_id": self._last_id,
+                "records": {name: getattr(self, name) for name in RECORDS},
+                "idempotency": [[path, key, expires] for (path, key), expires in self._idempotency.items()
+                                if expires != _PENDING and expires > now],
+            })
+
+    def restore(self, saved: Any) -> None:
+        """Replace the records with `saved` (from saved()); the switches start at their defaults.
+        Raises ValueError, changing nothing, when `saved` is not such data."""
+        if not isinstance(saved, dict) or saved.get("version") != SAVED_VERSION:
+            raise ValueError(f"not a saved sandbox state of version {SAVED_VERSION}")
+        records, keys, last_id = saved.get("records"), saved.get("idempotency"), saved.get("last_id")
+        if (not isinstance(records, dict) or not isinstance(keys, list) or not isinstance(last_id, int)
+                or any(not isinstance(records.get(name), kind) for name, kind in RECORDS.items())):
+            raise ValueError("a saved sandbox state needs version, last_id, records and idempotency")
+        if any(not (isinstance(k, list) and len(k) == 3 and isinstance(k[2], (int, float))) for k in keys):
+            raise ValueError("a saved idempotency key is [path, key, expires]")
+        with self.lock:
+            self.reset()
+            for name in RECORDS:
+                setattr(self, name, copy.deepcopy(records[name]))
+            self._idempotency = {(path, key): float(expires) for path, key, expires in keys}
+            self._last_id = max(self._last_id, last_id)
+
     # --- request log and read-outs --------------------------------------------------------
 
     def log_request(self, entry: dict) -> None:
@@ -249,3 +295,44 @@ class SandboxState:
                 "sparkloop": {"subscribers": self.sparkloop_newest_first()},
                 "requests": list(self._requests),
             })
+
+
+class StateFile:
+    """A sandbox's records in a JSON file (SandboxSettings.state_file): loaded at start, saved
+    after each change and at stop. Written whole to a temporary file, then renamed over the old
+    one, so a sandbox killed mid-write leaves the previous state, never half of one."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._writing = threading.Lock()  # one writer at a time, so a newer state is never overwritten
+
+    def load(self, state: SandboxState) -> None:
+        """Restore `state` from the file, if there is one. An unreadable file is renamed aside
+        (`<name>.unreadable`) and the sandbox starts empty, saying so."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        try:
+            state.restore(json.loads(text))
+        except ValueError as exc:  # a JSON error is one too
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            os.replace(self.path, aside)
+            log.error("sandbox: its state file could not be read (%s): starting empty; the file is now %s",
+                      exc, aside)
+
+    def save(self, state: SandboxState) -> None:
+        with self._writing:
+            text = json.dumps(state.saved())
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, self.path)
+
+    def remove(self) -> bool:
+        """Delete the file (`relay dev --fresh`); True if there was one."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

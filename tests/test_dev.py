@@ -4,6 +4,7 @@ its terminal shows one line per webhook and per delivery outcome, Celery logs to
 instance/, and Ctrl-C stops everything."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,11 +19,17 @@ import httpx
 import pytest
 from pythonjsonlogger.json import JsonFormatter
 
-from tests.conftest import leaked, load_fixture, post_event, run_pending, wait_for
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from relay.models import Event
+from tests.conftest import events, leaked, load_fixture, post_event, run_pending, wait_for
 from relay.config import DEV_WEBHOOK_TOKEN
 from relay.observability import JSON_FIELDS, JSON_RENAMES
 from schemas.personal import personal_strings
-from web.cli.dev import SAMPLE
+from web.cli import main
+from sandbox import FIXTURES
+from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
 from web.cli.live import LiveLines, live_line, record_from_json
 
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -78,10 +85,12 @@ def test_each_webhook_and_delivery_outcome_is_one_readable_line(app, sandbox, li
 
     assert all(LIVE_LINE.match(line) for line in lines), lines
     shown = [line[10:] for line in lines]
-    assert shown[:2] == ["webhook  reward_redeemed  event 1  accepted", "webhook  reward_redeemed  event 1  duplicate"]
+    # The words of `relay events list`: a stored event's type and status.
+    assert shown[:2] == ["webhook  reward_redeemed  event 1  received",
+                         "webhook  reward_redeemed  event 1  duplicate (already received)"]
     # The invalid payload is stored too, under the next id PostgreSQL's sequence hands out.
     assert re.fullmatch(r"webhook  reward_unlocked  event \d+  invalid \(400\)", shown[2])
-    assert shown[3] == "webhook  unknown  no event  unauthorized (401)"
+    assert shown[3] == "webhook  not stored  unauthorized (401)"
     assert "sprig  event 1  delivered (202)" in shown
     [retry] = [line for line in shown if line.startswith("spruce  event 1  will retry (503) in ")]
     assert "down for maintenance" in retry
@@ -89,6 +98,25 @@ def test_each_webhook_and_delivery_outcome_is_one_readable_line(app, sandbox, li
     assert len(shown) == 7
     text = "\n".join(lines)
     assert not [value for value in personal_strings(payload) if leaked(value, text)]
+
+
+def test_an_unknown_type_is_shown_as_stored_as_relay_events_list_shows_it(app):
+    lines = []
+    with app.app_context(), app.extensions["relay.db"].session() as session:
+        reader = lambda event_id: session.scalar(sa.select(Event.type).where(Event.id == event_id))  # noqa: E731
+        handler = LiveLines(lines.append, event_type_of=reader)
+        logger = logging.getLogger("relay.webhooks")
+        logger.addHandler(handler)
+        try:
+            client = app.test_client()
+            assert post_event(client, {"type": "subscriber_deleted"}).status_code == 200
+            assert post_event(client, {"type": "\x1b[2J ann@example.com"}).status_code == 200
+        finally:
+            logger.removeHandler(handler)
+    listed = {e.id: e.type for e in events(app)}
+    assert [line[10:] for line in lines] == [
+        f"webhook  subscriber_deleted  event {min(listed)}  unhandled",
+        f"webhook  unknown  event {max(listed)}  unhandled"]  # no terminal control, no address
 
 
 def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
@@ -105,56 +133,244 @@ def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
     assert record_from_json("[2026-12-01 14:02:11,000: WARNING/MainProcess] celery banner") is None
 
 
-def test_relay_dev_delivers_the_example_shows_live_lines_logs_to_files_and_stops_on_ctrl_c(tmp_path):
-    port, sandbox_port = free_port(), free_port()
-    instance = tmp_path / "instance"
+# --- relay dev itself: real processes --------------------------------------------------------
+
+
+def dev_ports() -> list[str]:
+    return ["--port", str(free_port()), "--sandbox-port", str(free_port()), "--redis-port", str(free_port())]
+
+
+def option(args: list[str], name: str) -> int:
+    return int(args[args.index(name) + 1])
+
+
+def dev_env(instance: Path) -> dict:
+    """This test process's environment without anything that configures Relay elsewhere."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE}
-    env["RELAY_INSTANCE_PATH"] = str(instance)
-    terminal = tmp_path / "terminal.txt"
+    return env | {"RELAY_INSTANCE_PATH": str(instance)}
+
+
+def sourced(instance: Path) -> dict:
+    """The environment of another terminal after `. instance/dev.env`."""
+    env = dev_env(instance)
+    for line in (instance / "dev.env").read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    return env
+
+
+class RunningDev:
+    def __init__(self, process: subprocess.Popen, terminal: Path, args: list[str]):
+        self.process, self.terminal, self.args = process, terminal, args
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{option(self.args, '--port')}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{option(self.args, '--sandbox-port')}"
+
+    def shown(self) -> str:
+        return self.terminal.read_text()
+
+    def post(self, fixture: Path) -> int:
+        return httpx.post(f"{self.url}/webhooks/sparkloop", content=fixture.read_bytes(), timeout=5, headers={
+            "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code
+
+    def live(self) -> set[str]:
+        return {line[10:] for line in self.shown().splitlines() if LIVE_LINE.match(line)}
+
+    def sandbox_state(self) -> dict:
+        return httpx.get(f"{self.sandbox_url}/_sandbox/state", timeout=5).json()
+
+    def stop(self) -> int:
+        """Ctrl-C, as a terminal sends it to its foreground job: the whole process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(timeout=40)
+        assert wait_for(lambda: not _group_alive(self.process.pid), timeout=20, interval=0.2)
+        return code
+
+
+@contextlib.contextmanager
+def relay_dev(tmp_path: Path, instance: Path, args: list[str], name: str = "terminal"):
+    """`relay dev ARGS` on INSTANCE in a process group of its own, up and answering; always
+    stopped (its group killed if Ctrl-C did not end it)."""
+    terminal = tmp_path / f"{name}.txt"
     with open(terminal, "wb") as out:
-        # Its own process group, as a terminal's foreground job: Ctrl-C signals all of it.
-        dev = subprocess.Popen([RELAY, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)],
-                               env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}/webhooks/sparkloop"
+        process = subprocess.Popen([RELAY, "dev", *args], env=dev_env(instance), stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    dev = RunningDev(process, terminal, args)
+    try:
+        def answering() -> bool:
+            try:
+                return httpx.get(f"{dev.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
 
-            def posted() -> bool:
-                try:
-                    return httpx.post(url, content=SAMPLE.read_bytes(), timeout=5, headers={
-                        "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code == 200
-                except httpx.HTTPError:
-                    return False
+        assert wait_for(lambda: answering() or process.poll() is not None, timeout=60, interval=0.3)
+        assert process.poll() is None, dev.shown()
+        yield dev
+    finally:
+        if process.poll() is None or _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
-            assert wait_for(posted, timeout=60, interval=0.5), terminal.read_text()
-            assert wait_for(lambda: {"sprig  event 1  delivered (202)", "spruce  event 1  delivered (201)"}
-                            <= {line[10:] for line in terminal.read_text().splitlines()},
-                            timeout=60, interval=0.5), terminal.read_text()
-            assert [e["status"] for e in relay_events(env)] == ["done"]
-            state = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/state", timeout=5).json()
-            assert "john.doe@email.com" in state["sprig"]["users"]
-            assert len(state["spruce"]["contacts"]) == 1
-            settings = (instance / "dev.env").read_text()
-            assert f"export SPARKLOOP_API_URL=http://127.0.0.1:{sandbox_port}/sparkloop/v2" in settings
-            os.killpg(dev.pid, signal.SIGINT)
-            assert dev.wait(timeout=40) == 0
-            assert wait_for(lambda: not _group_alive(dev.pid), timeout=20, interval=0.2)
-        finally:
-            if dev.poll() is None or _group_alive(dev.pid):
-                os.killpg(dev.pid, signal.SIGKILL)
-                dev.wait(timeout=10)
 
-    shown = terminal.read_text()
-    assert "webhook  new_referral  event 1  accepted" in shown
-    assert shown.rstrip().endswith("relay dev stopped: web app, worker and sandbox")
+def run_relay(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([RELAY, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_env(tmp_path):
+    """Live lines, log files, Ctrl-C; and `. instance/dev.env` makes doctor, stats, metrics and
+    backfill see this run; a second `relay dev` on its ports changes nothing."""
+    instance, args = tmp_path / "instance", dev_ports()
+    with relay_dev(tmp_path, instance, args) as dev:
+        settings = (instance / "dev.env").read_text()
+        assert f"export SPARKLOOP_API_URL={dev.sandbox_url}/sparkloop/v2" in settings
+        assert f"export SPARKLOOP_WEBHOOK_TOKEN={DEV_WEBHOOK_TOKEN}" in settings
+        assert f"export REDIS_URL=redis://127.0.0.1:{option(args, '--redis-port')}/0" in settings
+        env = sourced(instance)
+
+        # A second `relay dev` on the same ports: refused before a banner or a file.
+        second = run_relay(dev_env(instance), "dev", *args)
+        assert second.returncode == 2
+        assert "--port" in second.stderr and "--sandbox-port" in second.stderr and "Relay is running" not in second.stdout
+        assert (instance / "dev.env").read_text() == settings
+        assert dev.post(SAMPLE) == 200  # the first one is untouched
+
+        assert wait_for(lambda: {"sprig  event 1  delivered (202)", "spruce  event 1  delivered (201)"} <= dev.live(),
+                        timeout=60, interval=0.5), dev.shown()
+        state = dev.sandbox_state()
+        assert "john.doe@email.com" in state["sprig"]["users"]
+        assert len(state["spruce"]["contacts"]) == 1
+
+        # `relay doctor`: every check passes or does not apply (the sweep's mark: once beat swept).
+        report = {}
+
+        def doctor_passed() -> bool:
+            done = run_relay(env, "doctor", "--json")
+            report.update(json.loads(done.stdout) if done.stdout.startswith("{") else {"ok": False, "checks": []})
+            return report["ok"]
+
+        assert wait_for(doctor_passed, timeout=40, interval=1), report
+        assert {c["status"] for c in report["checks"]} <= {"ok", "not_configured", "skipped"}, report
+
+        # The worker's throttle, seen by another process: the calls it made count in the window.
+        stats = json.loads(run_relay(env, "events", "stats", "--json").stdout)
+        assert stats["vendors"]["sprig"]["calls_in_window"] >= 1, stats["vendors"]
+        assert stats["vendors"]["spruce"]["calls_in_window"] >= 2, stats["vendors"]
+
+        # The worker's counters reach the web's /metrics (flushed once a second).
+        def scraped() -> str:
+            return httpx.get(f"{dev.url}/metrics", timeout=5).text
+
+        assert wait_for(lambda: 'relay_deliveries_total{destination="sprig",outcome="succeeded"} 1.0' in scraped(),
+                        timeout=20, interval=0.5), scraped()
+
+        # Seeding SparkLoop's subscriber list, for `relay backfill`.
+        seeded = run_relay(env, "dev", "seed-subscribers", "4", "--sandbox-port", str(option(args, "--sandbox-port")))
+        assert seeded.returncode == 0, seeded.stderr
+        assert "added 4 subscribers" in seeded.stdout
+        assert len(dev.sandbox_state()["sparkloop"]["subscribers"]) == 4
+        assert run_relay(env, "backfill", "--since", "1d").returncode == 0
+        assert sum(e["type"] == "sync_subscriber" for e in relay_events(env)) == 4
+        assert dev.stop() == 0
+
+    shown = dev.shown()
     banner, _, live = shown.partition("Ctrl-C stops everything.")
-    assert live and all(LIVE_LINE.match(line) or line.startswith(("Other relay", "settings:", "  ", "relay dev"))
+    assert "relay dev seed-subscribers 20" in banner and "_sandbox/sparkloop/subscribers" not in banner
+    assert "webhook  new_referral  event 1  received" in live
+    assert shown.rstrip().endswith("relay dev stopped: web app, worker and sandbox")
+    assert live and all(LIVE_LINE.match(line) or line.startswith("relay dev stopped")
                         for line in live.strip().splitlines() if line), live
     assert "celery" not in live.lower() and "POST /webhooks" not in live
+    assert "sweep" not in live  # an empty broker at start is no warning
     worker_log = (instance / "dev-worker.log").read_text()
     assert "celery@" in worker_log and '"logger": "relay.delivery"' in worker_log
     assert "[queues]" in worker_log  # Celery's banner, kept out of the terminal
     assert "POST /webhooks/sparkloop" in (instance / "dev.log").read_text()
     assert "john.doe@email.com" not in shown
+
+
+def test_a_restart_keeps_the_store_and_the_sandbox_and_fresh_empties_both(tmp_path):
+    instance, args = tmp_path / "instance", dev_ports()
+    with relay_dev(tmp_path, instance, args, "first") as dev:
+        assert dev.post(FIXTURES / "reward_unlocked.json") == 200
+        assert wait_for(lambda: "spruce  event 1  delivered (200)" in dev.live(), timeout=60, interval=0.5), dev.shown()
+        assert dev.stop() == 0
+
+    with relay_dev(tmp_path, instance, args, "second") as dev:
+        assert len(dev.sandbox_state()["spruce"]["contacts"]) == 1  # the contact Relay links to is still there
+        assert "Note:" not in dev.shown()
+        assert dev.stop() == 0
+
+    refused = run_relay(dev_env(instance), "dev", *args, "--fresh")  # no terminal to ask, no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert [e["type"] for e in relay_events(dev_env(instance))] == ["reward_unlocked"]
+
+    with relay_dev(tmp_path, instance, [*args, "--fresh", "--yes"], "fresh") as dev:
+        assert "Started fresh" in dev.shown() and "Note:" not in dev.shown()
+        assert relay_events(sourced(instance)) == []
+        assert dev.sandbox_state()["spruce"]["contacts"] == []
+        assert dev.stop() == 0
+
+
+def test_the_banner_says_when_the_store_links_to_spruce_ids_the_sandbox_lost(app, sandbox):
+    assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
+    run_pending(app)
+    assert stale_spruce_links(app, sandbox) is None  # the sandbox knows every id the store keeps
+
+    sandbox.reset()  # as a sandbox started without its state file
+    stale = stale_spruce_links(app, sandbox)
+    assert stale_note(stale).startswith("Note: the store links subscribers to Spruce ids the sandbox does not "
+                                        "know (1 contact, 1 note conversation)")
+    assert "relay dev --fresh" in stale_note(stale)
+
+
+# --- relay dev refusing, without starting anything -------------------------------------------
+
+
+def invoke_dev(instance: Path, *args: str, input: str | None = None):
+    unset = {name: None for name in CONFIGURED_ELSEWHERE}
+    return CliRunner().invoke(main, ["dev", *args], input=input,
+                              env=unset | {"RELAY_INSTANCE_PATH": str(instance)})
+
+
+def test_a_taken_port_is_named_before_anything_is_printed_or_written(tmp_path):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "dev.env").write_text("export KEPT=1\n")
+    args = dev_ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", option(args, "--sandbox-port")))
+        taken.listen()
+        result = invoke_dev(instance, *args)
+    assert result.exit_code == 2
+    assert f"port {option(args, '--sandbox-port')} (--sandbox-port) already in use" in result.output
+    assert "Relay is running" not in result.output
+    assert (instance / "dev.env").read_text() == "export KEPT=1\n"
+    assert sorted(p.name for p in instance.iterdir()) == ["dev.env"]
+
+
+def test_fresh_asks_first_and_keeps_everything_unless_told_yes(tmp_path, monkeypatch):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    for name in ("relay.sqlite3", "sandbox-state.json"):
+        (instance / name).write_text("kept")
+
+    no_terminal = invoke_dev(instance, *dev_ports(), "--fresh")
+    assert no_terminal.exit_code == 2 and "add --yes" in no_terminal.output
+
+    monkeypatch.setattr("web.cli.dev._interactive", lambda: True)
+    declined = invoke_dev(instance, *dev_ports(), "--fresh", input="n\n")
+    assert declined.exit_code == 1 and "Go on?" in declined.output
+
+    elsewhere = CliRunner().invoke(main, ["dev", *dev_ports(), "--fresh", "--yes"], env={
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere", "RELAY_INSTANCE_PATH": str(instance)})
+    assert elsewhere.exit_code == 2 and "DATABASE_URL is set" in elsewhere.output
+    assert all((instance / name).read_text() == "kept" for name in ("relay.sqlite3", "sandbox-state.json"))
 
 
 def _group_alive(pgid: int) -> bool:

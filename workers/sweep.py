@@ -71,11 +71,25 @@ def sweep(config: Config, now=None) -> dict[str, int]:
     forgotten = _broker_forgot(config)
     with session_scope() as session:
         released = session.execute(release_expired_leases(now)).rowcount
-        handed_back = session.execute(forget_enqueued()).rowcount if forgotten else 0
+        republished = session.execute(forget_enqueued()).rowcount if forgotten else 0
+        handed_back = republished
         if not _backlogged(config):
             handed_back += session.execute(forget_overdue(now)).rowcount
         session.commit()
+    if forgotten:
+        _report_forgotten(republished)
     return {"released": released, "handed_back": handed_back, "broker_forgot": int(forgotten)}
+
+
+def _report_forgotten(republished: int) -> None:
+    # A warning only when messages may really have been lost: a Redis that starts empty (every
+    # first start, every `relay dev`) with nothing enqueued has nothing to tell an operator.
+    if republished:
+        log.warning("sweep: the broker lost its data (Relay's marker is gone): %d pending %s handed "
+                    "back to be published again", republished, "delivery" if republished == 1 else "deliveries",
+                    extra={"handed_back": republished})
+    else:
+        log.info("sweep: Relay's marker set in the broker (it was empty); no pending delivery was enqueued")
 
 
 def release_expired_leases(now) -> sa.Update:
@@ -123,6 +137,4 @@ def _broker_forgot(config: Config) -> bool:
     except redis.RedisError as exc:  # the broker is away: nothing to enqueue into either
         log.warning("sweep: broker unreachable (%s)", type(exc).__name__)
         return False
-    if forgot:
-        log.warning("sweep: the broker holds none of Relay's marker: every pending delivery is published again")
     return forgot

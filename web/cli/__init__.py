@@ -40,15 +40,42 @@ def main():
     pass
 
 
-@main.command("dev", with_appcontext=False)
-@click.option("--port", default=5000, show_default=True, help="Port for the web app.")
-@click.option("--sandbox-port", default=8025, show_default=True,
+@main.group("dev", cls=click.Group, invoke_without_command=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port for the web app.")
+@click.option("--sandbox-port", default=8025, show_default=True, type=click.IntRange(1, 65535),
               help="Port for the vendor sandbox (used for vendors without credentials).")
-def dev_command(port: int, sandbox_port: int):
-    """Run Relay locally: web app, worker with the sweep, and the vendor sandbox."""
+@click.option("--redis-port", default=8026, show_default=True, type=click.IntRange(1, 65535),
+              help="Port for the Redis relay dev serves from memory when REDIS_URL is not set.")
+@click.option("--fresh", is_flag=True,
+              help="Start empty: delete dev's SQLite store and the sandbox's saved records (asks first).")
+@click.option("--yes", is_flag=True, help="With --fresh: do not ask.")
+@click.pass_context
+def dev_command(ctx: click.Context, port: int, sandbox_port: int, redis_port: int, fresh: bool, yes: bool):
+    """Run Relay locally: web app, worker with the sweep, and the vendor sandbox.
+
+    The store (SQLite under instance/) and the sandbox's records (instance/sandbox-state.json)
+    outlive a restart; --fresh empties both. Other relay commands reach the running one after
+    sourcing instance/dev.env."""
+    if ctx.invoked_subcommand is not None:
+        return
     from web.cli.dev import run_dev
 
-    run_dev(port=port, sandbox_port=sandbox_port)
+    run_dev(port=port, sandbox_port=sandbox_port, redis_port=redis_port, fresh=fresh, yes=yes)
+
+
+@dev_command.command("seed-subscribers")
+@click.argument("count", type=click.IntRange(1, 10_000))
+@click.option("--sandbox-port", default=8025, show_default=True, type=click.IntRange(1, 65535),
+              help="The running sandbox's port (relay dev's --sandbox-port).")
+def dev_seed_subscribers(count: int, sandbox_port: int):
+    """Add COUNT made-up subscribers to the sandbox's SparkLoop list (created over the last 12
+    hours, some referred by others), for `relay backfill --since 1d` to read."""
+    from web.cli.dev import seed_subscribers
+
+    held = seed_subscribers(count, sandbox_port)
+    click.echo(f"added {count} subscribers to the sandbox's SparkLoop list ({held} in all); "
+               "then: relay backfill --since 1d  (after . instance/dev.env)")
 
 
 @main.group("db")

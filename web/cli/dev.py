@@ -1,8 +1,13 @@
 """`relay dev`: the whole of Relay on one machine with nothing installed but Python.
 
-Web app (in this process), one Celery worker with the sweep embedded (a child process), and the
-vendor sandbox (a thread) for every vendor that has no credentials in the environment. With no
-REDIS_URL/DATABASE_URL set, the broker is a folder and the store a SQLite file under instance/.
+Web app (in this process), one Celery worker with the sweep embedded (a child process), the
+vendor sandbox (a thread) for every vendor that has no credentials in the environment, and,
+without REDIS_URL, a Redis served from this process on loopback (fakeredis over TCP): broker,
+throttle, breaker, locks and metrics are shared by the web app, the worker and any `relay`
+command run with instance/dev.env, as they are through REDIS_URL in production. It lives in
+memory: a restart begins with an empty Redis, which the sweep recovers from as after a Redis
+restart. Without DATABASE_URL the store is a SQLite file under instance/; the sandbox keeps its
+records in instance/sandbox-state.json, so a restart keeps both.
 
 The terminal shows one line per webhook and per delivery outcome (web.cli.live); every log line
 goes to instance/dev.log (this process: web app, sandbox) and instance/dev-worker.log (the
@@ -12,12 +17,18 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from relay.config import DEV_WEBHOOK_TOKEN
 from sandbox import FIXTURES
@@ -25,87 +36,210 @@ from web.cli.live import LiveLines, pump
 
 SAMPLE = FIXTURES / "new_referral.json"
 WEB_LOG, WORKER_LOG = "dev.log", "dev-worker.log"
+SANDBOX_STATE, SETTINGS_FILE = "sandbox-state.json", "dev.env"
+HOST = "127.0.0.1"
+# Whom the sandbox's notes are shared with (sandbox.spruce.MEMBERS: its "Referrals Team").
+SANDBOX_NOTE_MEMBERS = "entity_0SANDB0XTEAM04"
+# Vendor credential -> the URL variable and the sandbox's URL suffix that stand in for it.
+SANDBOXED = {
+    "SPRIG_API_KEY": ("SPRIG_API_URL", "/sprig"),
+    "SPRUCE_API_TOKEN": ("SPRUCE_API_URL", "/spruce/v1"),
+    "SPARKLOOP_API_KEY": ("SPARKLOOP_API_URL", "/sparkloop/v2"),
+}
 
 
-def run_dev(port: int, sandbox_port: int) -> None:
-    from werkzeug.serving import run_simple
+class DevUsageError(click.ClickException):
+    """Bad use of `relay dev` (a port taken, --fresh without a way to ask): exit code 2."""
+    exit_code = 2
 
+
+@dataclass
+class Plan:
+    """What this run serves, decided before anything is bound, written or printed."""
+    env: dict
+    ports: dict[str, int]  # option -> port, for what this run binds
+    sandboxed: dict[str, str] = field(default_factory=dict)  # variables that point Relay at the sandbox
+    redis_url: str | None = None  # the Redis this process serves, if any
+    dev_settings: dict[str, str] = field(default_factory=dict)  # what dev chose, for dev.env
+
+
+def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> Plan:
+    env = dict(os.environ if environ is None else environ)
+    plan = Plan(env=env, ports={"--port": port})
+    if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
+        plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
+    from sandbox import SandboxSettings
+
+    credentials = SandboxSettings()
+    wanted = {"SPRIG_API_KEY": credentials.sprig_api_key, "SPRUCE_API_TOKEN": credentials.spruce_api_token,
+              "SPARKLOOP_API_KEY": credentials.sparkloop_api_key}
+    missing = {key: value for key, value in wanted.items() if not env.get(key)}
+    if missing:
+        plan.ports["--sandbox-port"] = sandbox_port
+        for key, credential in missing.items():
+            url_variable, suffix = SANDBOXED[key]
+            plan.sandboxed |= {url_variable: f"http://{HOST}:{sandbox_port}{suffix}", key: credential}
+        if "SPRUCE_API_TOKEN" in missing and not env.get("SPRUCE_NOTE_MEMBER_IDS"):
+            plan.dev_settings["SPRUCE_NOTE_MEMBER_IDS"] = SANDBOX_NOTE_MEMBERS
+    if not env.get("REDIS_URL"):
+        plan.ports["--redis-port"] = redis_port
+        plan.redis_url = f"redis://{HOST}:{redis_port}/0"
+        plan.dev_settings["REDIS_URL"] = plan.redis_url
+    env.update(plan.sandboxed | plan.dev_settings)
+    env.setdefault("LOG_FORMAT", "text")  # a terminal's reader, whatever stderr is
+    return plan
+
+
+def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, yes: bool = False) -> None:
     from web import create_app
 
-    env = dict(os.environ)
-    env.setdefault("SPARKLOOP_WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN)
-    env.setdefault("LOG_FORMAT", "text")  # a terminal's reader, whatever stderr is
-    sandbox, sandboxed = _start_sandbox_if_needed(env, sandbox_port)
-    app = create_app(env)
-    env["RELAY_INSTANCE_PATH"] = app.instance_path
-    live = _log_to_files(Path(app.instance_path))
-    with app.app_context():
-        app.extensions["relay.db"].upgrade()
-
-    worker = subprocess.Popen(  # supervised, as the Procfile's worker: started again if it dies
-        [sys.executable, "-m", "web.cli", "worker", "--banner", "--beat",
-         "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
-         "--schedule", str(Path(app.instance_path) / "celerybeat-schedule")],
-        # JSON, so that its delivery records can be read back for the terminal's lines.
-        env=env | {"LOG_FORMAT": "json"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace",
-    )
-    pump(worker.stdout, open(Path(app.instance_path) / WORKER_LOG, "a", encoding="utf-8"), live)
-    _print_banner(port, env, sandbox, sandboxed)
-    # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does; and Ctrl-C
-    # does even when started where SIGINT was ignored (a shell's background job).
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    plan = plan_dev(port, sandbox_port, redis_port)
+    check_ports_free(plan.ports)  # before anything is written or printed: another `relay dev`?
+    if fresh and plan.env.get("DATABASE_URL"):
+        raise DevUsageError("--fresh empties only relay dev's own SQLite store, and DATABASE_URL is set: "
+                            "empty that database yourself, or unset DATABASE_URL")
+    app = create_app(plan.env)
+    instance = Path(app.instance_path)
+    plan.env["RELAY_INSTANCE_PATH"] = app.instance_path
+    if fresh:
+        start_fresh(app, instance, yes)
+    redis_server = sandbox = web = worker = None
+    binding = "--port"
     try:
-        run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)
+        try:
+            if plan.redis_url:
+                binding, redis_server = "--redis-port", _serve_redis(redis_port)
+            if plan.sandboxed:
+                binding, sandbox = "--sandbox-port", _serve_sandbox(sandbox_port, instance)
+            binding, web = "--port", _bind_web(port, app)
+        except OSError:  # taken between the check and the bind
+            raise DevUsageError(_taken_message(plan.ports, [binding])) from None
+        live = _log_to_files(instance, _event_type_reader(app))
+        with app.app_context():
+            app.extensions["relay.db"].upgrade()
+        # Before the worker runs anything that could store new links.
+        stale = stale_spruce_links(app, sandbox) if "SPRUCE_API_TOKEN" in plan.sandboxed else None
+        worker = _start_worker(plan.env, instance, live)
+        settings_file = _write_settings(plan, instance)
+        _print_banner(port, plan, sandbox, settings_file, stale, fresh)
+        # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does; and Ctrl-C
+        # does even when started where SIGINT was ignored (a shell's background job).
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        web.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        # A second Ctrl-C reaches the worker (Celery's cold shutdown) and does not cut this short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop(worker)
-        if sandbox is not None:
-            sandbox.stop()
-        click.echo("relay dev stopped: web app, worker and sandbox")
+        if web is not None:
+            web.server_close()
+        if worker is not None:
+            # A second Ctrl-C reaches the worker (Celery's cold shutdown) and does not cut this short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _stop(worker)
+        _stop_servers(redis_server, sandbox)
+        if worker is not None:
+            click.echo("relay dev stopped: web app, worker and sandbox")
 
 
 def _interrupt(*_):
     raise KeyboardInterrupt
 
 
-def _log_to_files(instance: Path) -> logging.Handler:
-    """This process's log lines to instance/dev.log instead of the terminal, which gets the
-    live lines; returns their handler, for the worker's records too."""
-    instance.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if getattr(handler, "relay", False):  # relay.observability's: stderr
-            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
-    live = LiveLines(click.echo)  # a handler's lock: web threads and the worker's reader take turns
-    root.addHandler(live)
-    return live
+# --- ports ----------------------------------------------------------------------------------
 
 
-def _start_sandbox_if_needed(env: dict, sandbox_port: int):
-    """Serve every vendor without credentials from the sandbox; return it and the variables
-    that point Relay at it (None, {} when every vendor is real)."""
+def port_taken(port: int) -> bool:
+    """Whether something listens on loopback `port`. SO_REUSEADDR, as the servers bind: a port
+    the last run left in TIME_WAIT is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(ports: dict[str, int]) -> None:
+    taken = [option for option, port in ports.items() if port_taken(port)]
+    if taken:
+        raise DevUsageError(_taken_message(ports, taken))
+
+
+def _taken_message(ports: dict[str, int], taken: list[str]) -> str:
+    which = ", ".join(f"{ports[option]} ({option})" for option in taken) or "a port"
+    options = " / ".join(taken) or "--port / --sandbox-port / --redis-port"
+    return (f"port {which} already in use, perhaps by another `relay dev`: stop it, or choose "
+            f"another with {options}. Nothing was started or written.")
+
+
+# --- --fresh --------------------------------------------------------------------------------
+
+
+def start_fresh(app, instance: Path, yes: bool) -> None:
+    """Empty dev's SQLite store and the sandbox's saved records, after asking (or --yes)."""
+    config = app.config["RELAY"]
+    database = Path(config.database_url.removeprefix("sqlite:///"))
+    state_file = instance / SANDBOX_STATE
+    what = (f"relay dev --fresh deletes the store {database} (every event, delivery and subscriber link) "
+            f"and the sandbox's records {state_file}.")
+    if not yes:
+        if not _interactive():
+            raise DevUsageError(f"{what} It asks first, and there is no terminal to ask: add --yes")
+        click.confirm(f"{what} Go on?", abort=True)
+    app.extensions["relay.db"].dispose()
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")),
+                 state_file):
+        path.unlink(missing_ok=True)
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+# --- the servers ----------------------------------------------------------------------------
+
+
+def _serve_redis(port: int):
+    """A Redis for dev's processes, in this process's memory (fakeredis, Lua scripts included)."""
+    import fakeredis
+
+    server = fakeredis.TcpFakeServer((HOST, port))
+    threading.Thread(target=server.serve_forever, name="relay-dev-redis", daemon=True).start()
+    return server
+
+
+def _serve_sandbox(port: int, instance: Path):
     from sandbox import SandboxSettings, serve_in_thread
 
-    settings = SandboxSettings()
-    wanted = {
-        "SPRIG_API_KEY": ("SPRIG_API_URL", "sprig_url", settings.sprig_api_key),
-        "SPRUCE_API_TOKEN": ("SPRUCE_API_URL", "spruce_url", settings.spruce_api_token),
-        "SPARKLOOP_API_KEY": ("SPARKLOOP_API_URL", "sparkloop_url", settings.sparkloop_api_key),
-    }
-    wanted = {key: how for key, how in wanted.items() if not env.get(key)}
-    if not wanted:
-        return None, {}
-    sandbox = serve_in_thread("127.0.0.1", sandbox_port, settings=settings)
-    sandboxed = {}
-    for key, (url_variable, url_attribute, credential) in wanted.items():
-        sandboxed |= {url_variable: getattr(sandbox, url_attribute), key: credential}
-    env.update(sandboxed)
-    return sandbox, sandboxed
+    return serve_in_thread(HOST, port, settings=SandboxSettings(state_file=str(instance / SANDBOX_STATE)))
+
+
+def _bind_web(port: int, app):
+    from werkzeug.serving import make_server
+
+    return make_server(HOST, port, app, threaded=True)
+
+
+def _stop_servers(redis_server, sandbox) -> None:
+    if sandbox is not None:
+        sandbox.stop()  # saves its records
+    if redis_server is not None:
+        redis_server.shutdown()
+        redis_server.server_close()
+
+
+def _start_worker(env: dict, instance: Path, live: logging.Handler) -> subprocess.Popen:
+    worker = subprocess.Popen(  # supervised, as the Procfile's worker: started again if it dies
+        [sys.executable, "-m", "web.cli", "worker", "--banner", "--beat",
+         "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
+         "--schedule", str(instance / "celerybeat-schedule")],
+        # JSON, so that its delivery records can be read back for the terminal's lines.
+        env=env | {"LOG_FORMAT": "json"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace",
+    )
+    pump(worker.stdout, open(instance / WORKER_LOG, "a", encoding="utf-8"), live)
+    return worker
 
 
 def _stop(worker: subprocess.Popen) -> None:
@@ -118,44 +252,142 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.wait(timeout=5)
 
 
-def _print_banner(port: int, env: dict, sandbox, sandboxed: dict) -> None:
-    url = f"http://127.0.0.1:{port}"
+def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
+    """This process's log lines to instance/dev.log instead of the terminal, which gets the
+    live lines; returns their handler, for the worker's records too."""
+    instance.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, "relay", False):  # relay.observability's: stderr
+            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
+    # A handler's lock: web threads and the worker's reader take turns.
+    live = LiveLines(click.echo, event_type_of=event_type_of)
+    root.addHandler(live)
+    return live
+
+
+def _event_type_reader(app):
+    """The stored type of an event: the webhook's log record names only the types Relay knows
+    (a label a sender cannot make up), `relay events list` the one stored."""
+    from relay.models import Event
+
+    def event_type_of(event_id: int) -> str | None:
+        with app.app_context(), app.extensions["relay.db"].session() as session:
+            return session.scalar(sa.select(Event.type).where(Event.id == event_id))
+
+    return event_type_of
+
+
+# --- what the banner says -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleLinks:
+    contacts: int
+    conversations: int
+
+
+def stale_spruce_links(app, sandbox) -> StaleLinks | None:
+    """Spruce ids the store keeps that the sandbox does not know (its records were reset or
+    deleted since), or None when there are none."""
+    from relay.models import SubscriberLink
+
+    with app.app_context(), app.extensions["relay.db"].session() as session:
+        rows = session.execute(sa.select(SubscriberLink.spruce_contact_id,
+                                         SubscriberLink.spruce_note_conversation_id)).all()
+    with sandbox.state.lock:
+        contacts, conversations = set(sandbox.state.contacts), set(sandbox.state.conversations)
+    stale = StaleLinks(len({c for c, _ in rows if c and c not in contacts}),
+                       len({v for _, v in rows if v and v not in conversations}))
+    return stale if stale.contacts or stale.conversations else None
+
+
+def stale_note(stale: StaleLinks) -> str:
+    return (f"Note: the store links subscribers to Spruce ids the sandbox does not know "
+            f"({_count(stale.contacts, 'contact')}, {_count(stale.conversations, 'note conversation')}): its "
+            "records were reset or deleted since. `relay dev --fresh` empties the store and the sandbox together.")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _write_settings(plan: Plan, instance: Path) -> Path:
+    """The settings another terminal needs to reach this run (`. instance/dev.env`): the
+    sandbox's, dev's own Redis and webhook token. None is a secret: each is dev's own."""
+    path = instance / SETTINGS_FILE
+    variables = plan.sandboxed | plan.dev_settings | {"RELAY_INSTANCE_PATH": str(instance)}
+    path.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
+    return path
+
+
+def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: StaleLinks | None,
+                  fresh: bool) -> None:
+    env = plan.env
+    url = f"http://{HOST}:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
     shown_token = token if token == DEV_WEBHOOK_TOKEN else "<your SPARKLOOP_WEBHOOK_TOKEN>"
+    redis = (f"Redis served by relay dev at {plan.redis_url} (in memory)" if plan.redis_url else "REDIS_URL")
     lines = [
         "",
         f"Relay is running at {url}  (webhook: {url}/webhooks/sparkloop)",
         f"SparkLoop-Token: {shown_token}",
         f"Store: {'DATABASE_URL' if env.get('DATABASE_URL') else 'SQLite under instance/'};"
-        f" broker: {'REDIS_URL' if env.get('REDIS_URL') else 'embedded (instance/broker)'}",
+        f" broker, throttle, breaker and metrics: {redis}",
     ]
     if sandbox is not None:
-        lines.append(f"Vendor sandbox: {sandbox.url}  (state: {sandbox.url}/_sandbox/state)")
+        lines.append(f"Vendor sandbox: {sandbox.url}  (state: {sandbox.url}/_sandbox/state;"
+                     f" kept in {Path(env['RELAY_INSTANCE_PATH']) / SANDBOX_STATE})")
+    if stale is not None:
+        lines.append(stale_note(stale))
+    if fresh:
+        lines.append("Started fresh: the store and the sandbox were emptied.")
     lines += [
         "",
         "Post a documented SparkLoop payload:",
         f"  curl -sS -X POST {url}/webhooks/sparkloop -H 'SparkLoop-Token: {shown_token}' "
         f"-H 'Content-Type: application/json' --data @{SAMPLE} -w '%{{http_code}}\\n'",
         "Then watch it: relay events list --follow  (in another terminal)",
+        f"Other relay commands (doctor, events stats, backfill) reach this run after: . {settings_file}",
+    ]
+    if "SPARKLOOP_API_KEY" in plan.sandboxed:
+        seed = "relay dev seed-subscribers 20" + (f" --sandbox-port {sandbox.server.server_port}"
+                                                  if sandbox.server.server_port != 8025 else "")
+        lines.append(f"  e.g. {seed}  then  relay backfill --since 1d")
+    lines += [
         f"Logs: {Path(env['RELAY_INSTANCE_PATH']) / WEB_LOG} (web, sandbox), {WORKER_LOG} beside it"
         " (worker, Celery).  Ctrl-C stops everything.",
         "",
     ]
-    if sandbox is not None:
-        lines += [
-            "Other relay commands that talk to vendors (backfill, stats) need the sandbox's",
-            f"settings: . {_write_sandbox_env(env, sandboxed)}",
-            f"  then, after seeding POST {sandbox.url}/_sandbox/sparkloop/subscribers:",
-            "  relay backfill --since 1d",
-            "",
-        ]
     click.echo("\n".join(lines))
 
 
-def _write_sandbox_env(env: dict, sandboxed: dict) -> Path:
-    """The sandbox's (non-secret) settings as a shell file, for `relay` commands run in another
-    terminal."""
-    path = Path(env["RELAY_INSTANCE_PATH"]) / "dev.env"
-    variables = sandboxed | {"RELAY_INSTANCE_PATH": env["RELAY_INSTANCE_PATH"]}
-    path.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
-    return path
+# --- relay dev seed-subscribers ---------------------------------------------------------------
+
+
+def seed_subscribers(count: int, sandbox_port: int) -> int:
+    """Add `count` made-up subscribers to the running sandbox's SparkLoop list (created over
+    the last 12 hours, every third one referred by an earlier one); returns how many it holds."""
+    import httpx
+
+    batch = secrets.token_hex(3)  # a run of its own: emails no earlier run took
+    now = datetime.now(timezone.utc)
+    spacing = timedelta(hours=12) / count
+    subscribers = []
+    for n in range(count):
+        subscriber = {"email": f"seed-{batch}-{n + 1}@example.com", "ref_code": f"{batch}{n + 1:04d}",
+                      "created_at": (now - spacing * (count - n)).isoformat()}
+        if n % 3 == 2:
+            subscriber["referrer_code"] = subscribers[n - 1]["ref_code"]
+        subscribers.append(subscriber)
+    base = f"http://{HOST}:{sandbox_port}/_sandbox"
+    try:
+        answer = httpx.post(f"{base}/sparkloop/subscribers", json={"subscribers": subscribers}, timeout=10)
+        if answer.status_code != 201:
+            raise click.ClickException(f"the sandbox refused the subscribers ({answer.status_code}): "
+                                       f"{answer.json().get('error', '')}")
+        held = httpx.get(f"{base}/state", timeout=10).json()["sparkloop"]["subscribers"]
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"no sandbox answers at {base} ({type(exc).__name__}): is `relay dev` "
+                                   "running, with this --sandbox-port?") from None
+    return len(held)

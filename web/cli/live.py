@@ -3,41 +3,68 @@ log records Relay writes anyway (relay.webhooks, relay.delivery), in this proces
 from the worker's JSON log lines. Those records carry identifiers and outcomes only, never a
 payload value, so neither do these lines:
 
-    14:02:11  webhook  new_referral  event 12  accepted
+    14:02:11  webhook  new_referral  event 12  received
     14:02:12  sprig  event 12  delivered (202)
     14:02:12  spruce  event 12  will retry (503) in 30.0 s: Spruce answered 503 …
+
+A stored event is named by its type and status as `relay events list` shows them (`received`,
+`unhandled`, `invalid`); a webhook answered without storing anything by what happened to it.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 OUTCOME_WORDS = {"succeeded": "delivered", "retried": "will retry", "deferred": "deferred",
-                 "failed": "failed", "superseded": "superseded (newer values were already sent)"}
+                 "failed": "failed", "superseded": "superseded: newer values were already sent"}
+# A webhook's outcome (relay.webhooks) in the words the rest of Relay uses: the stored event's
+# status where one was stored, else what became of the request.
+WEBHOOK_WORDS = {"accepted": "received", "duplicate": "duplicate (already received)", "bad_request": "bad request",
+                 "too_large": "too large", "unavailable": "database unavailable"}
+UNKNOWN_TYPE = "unknown"  # relay.webhooks' label for a type Relay does not know
+# A stored type a sender chose is shown only when it looks like a type (no spaces, no @, no
+# terminal control characters).
+SHOWN_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # The JSON formatter's asctime (relay.observability).
 JSON_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 
 
-def live_line(record: logging.LogRecord) -> str | None:
+def live_line(record: logging.LogRecord, event_type_of: Callable[[int], str | None] | None = None) -> str | None:
     """The terminal's line for this record: webhooks and delivery outcomes, Relay's other
-    warnings and anyone's errors in brief; None for the rest (they stay in the log files)."""
+    warnings and anyone's errors in brief; None for the rest (they stay in the log files).
+    `event_type_of(event_id)`: the stored type of an event whose type Relay does not know."""
     at = time.strftime("%H:%M:%S", time.localtime(record.created))
     fields = record.__dict__
     if record.name == "relay.webhooks" and fields.get("outcome"):
-        event = f"event {fields['event_id']}" if fields.get("event_id") else "no event"
-        status = fields.get("http_status")
-        shown_status = f" ({status})" if status not in (None, 200) else ""
-        return f"{at}  webhook  {fields.get('event_type') or 'unknown'}  {event}  {fields['outcome']}{shown_status}"
+        return f"{at}  webhook  {_webhook(fields, event_type_of)}"
     if record.name == "relay.delivery" and fields.get("destination") and fields.get("event_id"):
         return f"{at}  {fields['destination']}  event {fields['event_id']}  {_outcome(record)}"
     if record.levelno >= logging.ERROR or (record.levelno >= logging.WARNING and _relays(record.name)):
         message, _, more = record.getMessage().strip().partition("\n")
         return f"{at}  {record.levelname.lower()}  {record.name}: {message}{' …' if more else ''}"
     return None
+
+
+def _webhook(fields: dict, event_type_of) -> str:
+    status = fields.get("http_status")
+    what = WEBHOOK_WORDS.get(fields["outcome"], fields["outcome"]) + (f" ({status})" if status not in (None, 200) else "")
+    event_id = fields.get("event_id")
+    if not event_id:
+        return f"not stored  {what}"
+    event_type = fields.get("event_type") or UNKNOWN_TYPE
+    if event_type == UNKNOWN_TYPE and event_type_of is not None:
+        try:
+            stored = event_type_of(event_id)
+        except Exception:  # the store is away: the label will do
+            stored = None
+        if stored and SHOWN_TYPE.fullmatch(stored):
+            event_type = stored
+    return f"{event_type}  event {event_id}  {what}"
 
 
 def _relays(logger_name: str) -> bool:
@@ -59,13 +86,13 @@ def _outcome(record: logging.LogRecord) -> str:
 class LiveLines(logging.Handler):
     """Writes live_line() of each record it handles with `write` (one line each)."""
 
-    def __init__(self, write: Callable[[str], None]):
+    def __init__(self, write: Callable[[str], None], event_type_of: Callable[[int], str | None] | None = None):
         super().__init__(logging.INFO)
-        self.write = write
+        self.write, self.event_type_of = write, event_type_of
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = live_line(record)
+            line = live_line(record, self.event_type_of)
             if line is not None:
                 self.write(line)
         except Exception:

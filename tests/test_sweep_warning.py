@@ -1,0 +1,39 @@
+"""The sweep's word about a broker that lost its data: a warning only when it handed deliveries
+back because of it (and how many), not on every start of an empty Redis."""
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from tests.conftest import dispatch_stored, load_fixture, post_event, run_sweep
+
+
+def sweep_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "relay.sweep" and "marker" in r.getMessage()]
+
+
+def test_a_first_sweep_with_nothing_enqueued_warns_of_nothing(app, caplog):
+    caplog.set_level(logging.DEBUG, logger="relay.sweep")
+
+    assert run_sweep(app)["broker_forgot"] == 1  # an empty Redis: every start of `relay dev`
+
+    [record] = sweep_records(caplog)
+    assert record.levelno == logging.INFO
+    assert not [r for r in caplog.records if r.name == "relay.sweep" and r.levelno >= logging.WARNING]
+
+
+def test_a_broker_that_lost_enqueued_deliveries_is_one_warning_with_their_number(app, client, redis_url, caplog):
+    run_sweep(app)
+    assert post_event(client, load_fixture("new_referral")).status_code == 200
+    assert dispatch_stored(app) == 2  # sprig and spruce, enqueued
+    redis.Redis.from_url(redis_url).flushdb()  # the messages and the marker are gone
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="relay.sweep")
+
+    assert run_sweep(app)["handed_back"] == 2
+
+    [record] = sweep_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert "2 pending deliveries handed back" in record.getMessage()
+    assert run_sweep(app)["broker_forgot"] == 0 and len(sweep_records(caplog)) == 1  # once
