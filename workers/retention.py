@@ -95,24 +95,26 @@ def delete_events(session: Session, event_ids: list[int]) -> int:
 
 def purge(ages: Ages, *, now: datetime | None = None, budget_s: float | None = None) -> RunResult:
     """Delete what `ages` allow, batch by batch, each committed; with `budget_s`, start no new
-    batch once that long has passed."""
+    batch once that long has passed (a run deletes one batch at least)."""
     condition = sa.or_(*ages.conditions(now or utcnow()))
     started = time.monotonic()
     purged = 0
     while True:
-        if budget_s is not None and time.monotonic() - started >= budget_s:
-            return RunResult(purged, complete=False, duration_s=time.monotonic() - started)
         with session_scope() as session:
             batch = purge_batch(session, condition)
             if not batch:
                 return RunResult(purged, complete=True, duration_s=time.monotonic() - started)
             purged += delete_events(session, batch)
             session.commit()
+        if budget_s is not None and time.monotonic() - started >= budget_s:
+            return RunResult(purged, complete=False, duration_s=time.monotonic() - started)
 
 
-def run_retention(config: Config, *, budget_s: float = RUN_BUDGET_S, by: str = "beat") -> RunResult | None:
+def run_retention(config: Config, *, budget_s: float | None = None, by: str = "beat") -> RunResult | None:
     """Beat's daily retention run: purge what RELAY_RETENTION and RELAY_RETENTION_FAILED allow,
-    for at most `budget_s`, and record how it ended. None when another run holds the lock."""
+    for at most `budget_s` (RUN_BUDGET_S), and record how it ended. None when another run holds
+    the lock."""
+    budget_s = RUN_BUDGET_S if budget_s is None else budget_s
     lock = redis_client(config.redis_url).lock(RUNNING, timeout=budget_s + 60, blocking=False)
     if not lock.acquire():
         log.info("retention: another run is under way; this one does nothing")

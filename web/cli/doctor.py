@@ -200,7 +200,7 @@ def check_retention(config: Config, now: float | None = None) -> Check:
         return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
     if run is None:
         return warned(name, "no run recorded since Redis was last emptied",
-                      "beat runs one when it starts, then once a day; or run `relay events purge --retention --yes`")
+                      "beat sends one every day at 03:00 UTC; or run `relay events purge --retention --yes`")
     age = max((now or time.time()) - run["finished_at"], 0.0)
     when = f"last run {human_duration(age)} ago ({run.get('by') or 'beat'})"
     if run.get("error"):
@@ -211,7 +211,7 @@ def check_retention(config: Config, now: float | None = None) -> Check:
     detail = f"{when}: purged {run.get('purged', 0)} ({kept})" + (
         "" if run.get("complete", True) else "; more were left for the next run")
     if age > RETENTION_STALE_S:
-        return warned(name, detail, "beat sends one a day: check beat and the workers (the sweep line), "
+        return warned(name, detail, "beat sends one every day at 03:00 UTC: check beat and the workers (the sweep line), "
                                     "and the worker's log (logger relay.retention)")
     return passed(name, detail)
 
