@@ -26,10 +26,10 @@ class BadConfiguration(click.ClickException):
 class RelayGroup(FlaskGroup):
     """Flask's CLI group (the app factory, `with_appcontext`, its test runner) with Relay's own
     options only: none of Flask's applies (Relay builds its own app, -A/--app; has no debug mode,
-    --debug; reads .env itself, -e/--env-file; --version is Relay's). Every command starts by reading `.env` (relay.config.load_env_file, as every
-    Relay process does). A configuration error (its message names the variable) is one line and
-    exit code 2 for every command, as for any other bad input; `relay doctor` reports it as a
-    check."""
+    --debug; reads .env itself, -e/--env-file; --version is Relay's). Every command starts by
+    reading `.env` (relay.config.load_env_file, as every Relay process does). A configuration
+    error (its message names the variable) is one line and exit code 2 for every command, as for
+    any other bad input; `relay doctor` reports it as a check."""
 
     def __init__(self, **kwargs):
         # No FLASK_* variables for options either: an option is given on the command line.
