@@ -245,7 +245,8 @@ OLD_KEY, NEW_KEY = Fernet.generate_key().decode(), Fernet.generate_key().decode(
 def test_every_key_id_in_the_store_must_be_in_relay_payload_keys(relay_app, healthy):
     plain = healthy()
     code, checks = report(plain)
-    assert checks["payload keys"]["status"] == "ok" and "no stored payload is encrypted" in checks["payload keys"]["detail"]
+    keys = checks["payload keys"]
+    assert keys["status"] == "ok" and "no stored payload is encrypted" in keys["detail"]
 
     sealed = healthy(RELAY_PAYLOAD_KEYS=OLD_KEY)
     assert post_event(sealed.test_client(), load_fixture("new_referral")).status_code == 200

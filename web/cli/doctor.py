@@ -30,7 +30,7 @@ from relay.queue import RETENTION_INTERVAL, SWEEP_INTERVAL
 from relay.shared_redis import redis_client
 from web.cli.support import console, human_duration
 from workers.outcomes import ErrorKind
-from workers.retention import last_run
+from workers.retention import Ages, last_run
 from workers.sparkloop.client import SparkLoopClient
 from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS, find, https_problem, relay_webhook_url
 from workers.sprig.client import SprigClient
@@ -206,13 +206,14 @@ def check_retention(config: Config, now: float | None = None) -> Check:
     if run.get("error"):
         return failed(name, f"{when} failed ({run['error']})",
                       "see the worker's log (logger relay.retention); then run `relay events purge --retention --yes`")
-    kept = f"finished events older than {human_duration(config.retention_s)}, failed and invalid older than " \
-           f"{human_duration(max(config.retention_s, config.retention_failed_s))}"
+    ages = Ages.configured(config)
+    kept = (f"finished events older than {human_duration(ages.finished_s)}, failed and invalid older than "
+            f"{human_duration(ages.failed_s)}")
     detail = f"{when}: purged {run.get('purged', 0)} ({kept})" + (
         "" if run.get("complete", True) else "; more were left for the next run")
     if age > RETENTION_STALE_S:
-        return warned(name, detail, "beat sends one every day at 03:00 UTC: check beat and the workers (the sweep line), "
-                                    "and the worker's log (logger relay.retention)")
+        return warned(name, detail, "beat sends one every day at 03:00 UTC: check beat and the workers (the "
+                                    "sweep line), and the worker's log (logger relay.retention)")
     return passed(name, detail)
 
 
