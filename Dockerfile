@@ -13,6 +13,9 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # Every dependency is a wheel (psycopg[binary] included): no compiler needed. No test extras.
+# No .env goes into the image (.dockerignore): a container is configured by its environment
+# (compose's environment:, `docker run --env-file .env`, the platform's settings). Every process
+# also reads a .env in its working directory, /app, if one is mounted there; the environment wins.
 COPY . .
 RUN pip install --no-cache-dir . \
     && useradd --create-home --uid 10001 relay \

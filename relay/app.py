@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config
+from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config, load_env_file
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
@@ -16,8 +16,11 @@ from relay.queue import celery_init_app
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
     """Read and validate the environment once; attach the store and Celery.
 
-    Only the process that answers webhooks needs the SparkLoop token (require_webhook_token);
-    with a store other than SQLite it must not be `relay dev`'s."""
+    Without `environ`, this process's environment, after `.env` (gunicorn's web app and Celery
+    come here first). Only the process that answers webhooks needs the SparkLoop token
+    (require_webhook_token); with a store other than SQLite it must not be `relay dev`'s."""
+    if environ is None:
+        load_env_file()
     env = dict(os.environ if environ is None else environ)
     app = Flask("relay", instance_path=_instance_path(env))
     config = load_config(env, instance_path=app.instance_path)

@@ -1,7 +1,11 @@
 """The one place Relay reads its environment.
 
-`load_config()` reads every variable once, validates it and fails with a message that names the
-bad variable, so a misconfigured deploy stops at start instead of at the first webhook.
+`load_env_file()` is how every process (the `relay` command, gunicorn's web app, the Celery
+worker and beat) reads `.env` from its working directory, before anything else: real environment
+variables win, and an empty value, in the file or in the environment, is the same as none (the
+default). `load_config()` then reads every variable once, validates it and fails with a message
+that names the bad variable, so a misconfigured deploy stops at start instead of at the first
+webhook.
 """
 from __future__ import annotations
 
@@ -31,6 +35,21 @@ ATTRIBUTE_PREFIX_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM
 MAX_ATTRIBUTE_PREFIX_LENGTH = 64
 # Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
+# Every variable load_config reads (tests keep .env.example, app.json and the README in step).
+VARIABLES = (
+    "SPARKLOOP_WEBHOOK_TOKEN", "RELAY_MAX_BODY_BYTES", "DATABASE_URL", "REDIS_URL", "REDIS_SSL_CERT_REQS",
+    "RELAY_INSTANCE_PATH", "SPRIG_API_KEY", "SPRIG_API_URL", "SPRIG_USER_ID_SOURCE", "SPRIG_ATTRIBUTES",
+    "SPRIG_ATTRIBUTE_PREFIX", "SPRUCE_API_TOKEN", "SPRUCE_API_URL", "SPRUCE_NOTE_MEMBER_IDS",
+    "RELAY_SPRUCE_NOTE_TEMPLATE", "RELAY_SPRUCE_NOTE_TEMPLATE_FILE", "RELAY_ROUTES", "RELAY_VENDOR_TIMEOUT_S",
+    "RELAY_RETRY_BASE_S", "RELAY_RETRY_MAX_ATTEMPTS", "RELAY_RETRY_MAX_AGE", "SPRIG_RATE_LIMIT",
+    "SPRUCE_RATE_LIMIT", "RELAY_BREAKER_COOLDOWN", "RELAY_SHUTDOWN_GRACE", "SPARKLOOP_API_KEY",
+    "RELAY_PUBLIC_URL", "SPARKLOOP_API_URL", "SPARKLOOP_RATE_LIMIT", "RELAY_RETENTION", "RELAY_RETENTION_FAILED",
+    "RELAY_RETENTION_PURGE", "LOG_FORMAT", "METRICS_TOKEN", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE",
+    "SENTRY_TRACES_SAMPLE_RATE", "RELAY_PROXY_HOPS", "RELAY_PAYLOAD_KEYS", "RELAY_LOOKUP_KEY",
+)
+ENV_FILE = ".env"
+# RELAY_RETENTION_PURGE: beat purges what the retention ages allow once a day, unless off.
+RETENTION_PURGE_CHOICES = ("daily", "off")
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
 _SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
@@ -79,6 +98,7 @@ class Config:
     sparkloop_rate_limit: CallRate = None  # type: ignore[assignment]
     retention_s: float = 30 * 86400.0
     retention_failed_s: float = 90 * 86400.0
+    retention_purge_daily: bool = True
     log_format: str = "text"
     metrics_token: str | None = None
     sentry_environment: str = "production"
@@ -148,6 +168,7 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         # `relay events purge` keeps terminal events this long; failed and invalid ones longer.
         retention_s=_duration(env, "RELAY_RETENTION", "30d"),
         retention_failed_s=_duration(env, "RELAY_RETENTION_FAILED", "90d"),
+        retention_purge_daily=_choice(env, "RELAY_RETENTION_PURGE", RETENTION_PURGE_CHOICES) == "daily",
         log_format=log_format(env),
         metrics_token=_optional(env, "METRICS_TOKEN"),
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or "production",
@@ -163,6 +184,29 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         sprig_attribute_prefix=_sprig_attribute_prefix(env),
         public_url=_public_url(env),
     )
+
+
+def load_env_file(path: str | Path = ENV_FILE, environ=None) -> list[str]:
+    """Read `.env` (in the working directory) into the environment, as every process does at
+    start; return the names it set. A variable the environment already holds wins; an empty one,
+    in the file or in the environment, is the same as an unset one: the environment loses it,
+    so whatever reads it next (this module, `relay dev`, a child process) sees the default."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    for name in VARIABLES:
+        if name in environ and not environ[name].strip():
+            del environ[name]
+    path = Path(path)
+    if not path.is_file():
+        return []
+    loaded = []
+    for name, value in dotenv_values(path, encoding="utf-8").items():
+        if value is None or not value.strip() or environ.get(name, "").strip():
+            continue
+        environ[name] = value
+        loaded.append(name)
+    return loaded
 
 
 def log_format(env: dict[str, str] | None = None) -> str:

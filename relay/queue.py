@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from celery import Celery, Task
+from celery.schedules import crontab
 from celery.signals import setup_logging
 from flask import Flask, current_app
 from kombu import Queue
@@ -27,6 +28,13 @@ log = logging.getLogger("relay.queue")
 DELIVER_TASK = "relay.deliver"
 SWEEP_TASK = "relay.sweep"
 SWEEP_INTERVAL = timedelta(seconds=10)
+# Retention (workers.retention): once a day, unless RELAY_RETENTION_PURGE=off. At a time of day,
+# not every 24 h from beat's start: a beat restarted (a daily dyno restart) or a Redis emptied
+# before a day is up would otherwise put the run off again and again. A beat that was down at
+# that time sends it as soon as it is back.
+RETENTION_TASK = "relay.retention"
+RETENTION_SCHEDULE = crontab(hour=3, minute=0)  # UTC
+RETENTION_INTERVAL = timedelta(days=1)
 LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
@@ -57,7 +65,7 @@ def celery_init_app(app: Flask) -> Celery:
         worker_prefetch_multiplier=1,
         task_serializer="json",
         accept_content=["json"],
-        beat_schedule={"relay-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL}},
+        beat_schedule=beat_schedule(config),
         task_queues=[Queue(LIVE_QUEUE), Queue(CATCH_UP_QUEUE)],
         task_default_queue=LIVE_QUEUE,
         imports=[TASK_MODULE],
@@ -82,6 +90,16 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def beat_schedule(config) -> dict:
+    """What beat sends: the sweep every SWEEP_INTERVAL and, unless turned off, the retention
+    run once a day, on the catch-up queue (behind no live delivery)."""
+    schedule = {"relay-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL}}
+    if config.retention_purge_daily:
+        schedule["relay-retention"] = {"task": RETENTION_TASK, "schedule": RETENTION_SCHEDULE,
+                                       "options": {"queue": CATCH_UP_QUEUE}}
+    return schedule
 
 
 def _worker_logging(style: str) -> None:

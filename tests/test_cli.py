@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
 
 import web.cli.replay
 from relay.models import Delivery, Event, utcnow
@@ -190,6 +192,44 @@ def test_unreachable_database_is_one_clear_line_and_exit_1(bare_app):
     result = down.test_cli_runner().invoke(main, ["events", "stats"])
     assert result.exit_code == 1
     assert "database is unreachable" in result.output
+
+
+# --- the group: version and help ----------------------------------------------------------
+
+
+def test_version_is_relays():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"relay {version('relay')}\n"
+
+
+def test_help_offers_only_relays_options_and_builds_no_app():
+    def refuse():
+        raise AssertionError("--help built the app")
+
+    result = CliRunner().invoke(main, ["--help"], obj=ScriptInfo(create_app=refuse))
+
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    options = result.output.split("Options:")[1].split("Commands:")[0]
+    assert [line.split()[0] for line in options.strip().splitlines()] == ["--version", "--help"]
+    assert "events" in result.output and ".env" in result.output
+    for flask_option in ("--app", "--debug", "--env-file"):
+        refused = CliRunner().invoke(main, [flask_option, "x", "events", "list"])
+        assert refused.exit_code == 2 and f"No such option '{flask_option}'" in refused.output
+
+
+def test_no_flask_variable_sets_an_option(client, app, sandbox, monkeypatch):
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+    received_days_ago(app, events(app)[0].id, 2)
+    monkeypatch.setenv("FLASK_EVENTS_PURGE_YES", "1")  # Flask's CLI would read it as --yes
+
+    result = invoke(app, "events", "purge", "--older-than", "1d", input="n\n")
+
+    assert result.exit_code == 1 and "Delete 1 finished events" in result.output  # asked, and told no
+    assert len(events(app)) == 1
 
 
 # --- replay -------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import ssl
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -131,3 +136,126 @@ def test_every_variable_is_documented_in_env_example_and_the_readme():
     heroku = set(json.loads((root / "app.json").read_text())["env"])
     add_ons = {"DATABASE_URL", "REDIS_URL"}  # Heroku's PostgreSQL and Redis add-ons set them
     assert read - add_ons - heroku == set(), "read by relay/config.py, missing from app.json"
+
+
+# --- .env and empty values ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+RELAY = str(Path(sys.executable).with_name("relay"))
+# What a developer's shell may hold that would make these runs use other services.
+CONFIGURED_ELSEWHERE = {"DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN", "SPARKLOOP_API_KEY",
+                        "SPARKLOOP_WEBHOOK_TOKEN", "RELAY_INSTANCE_PATH"}
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE} | extra
+
+
+def test_every_variable_read_is_listed_in_variables():
+    import re
+
+    from relay.config import RELEASE_VARIABLES, VARIABLES
+
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', (ROOT / "relay" / "config.py").read_text()))
+    read |= {"RELAY_INSTANCE_PATH"}  # relay.app's
+    assert read - set(RELEASE_VARIABLES) == set(VARIABLES)
+    example = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    platform = {"PORT", "WEB_CONCURRENCY", "WEB_THREADS", "WORKER_CONCURRENCY"}  # gunicorn's and the Procfile's
+    assert example - platform == set(VARIABLES)
+
+
+def test_env_example_as_it_is_means_every_default():
+    """Its empty values mean the default; its others are the defaults."""
+    from dotenv import dotenv_values
+
+    example = dotenv_values(ROOT / ".env.example")
+    assert "" in example.values()
+    assert config(**example) == config()
+
+
+@pytest.mark.parametrize("name", ["SPARKLOOP_WEBHOOK_TOKEN", "DATABASE_URL", "REDIS_URL", "LOG_FORMAT",
+                                  "RELAY_ROUTES", "SPRIG_ATTRIBUTES", "SENTRY_RELEASE", "RELAY_RETENTION_PURGE"])
+def test_an_empty_variable_is_an_unset_one(name):
+    assert config(**{name: ""}) == config() == config(**{name: "  "})
+
+
+def test_env_file_adds_what_the_environment_lacks_and_empty_means_unset(tmp_path):
+    from relay.config import load_env_file
+
+    (tmp_path / ".env").write_text(
+        "RELAY_RETRY_MAX_ATTEMPTS=7\nRELAY_RETRY_BASE_S=5\nSPARKLOOP_WEBHOOK_TOKEN=\nLOG_FORMAT=\n"
+        "SPRIG_API_KEY=from-file\n# a comment\nexport RELAY_PROXY_HOPS=2\n")
+    environ = {"RELAY_RETRY_BASE_S": "9", "LOG_FORMAT": "", "SPRIG_API_KEY": " ", "HOME": "/home/x", "PS1": ""}
+
+    loaded = load_env_file(tmp_path / ".env", environ)
+
+    assert sorted(loaded) == ["RELAY_PROXY_HOPS", "RELAY_RETRY_MAX_ATTEMPTS", "SPRIG_API_KEY"]
+    assert environ == {"RELAY_RETRY_MAX_ATTEMPTS": "7", "RELAY_RETRY_BASE_S": "9",  # the environment wins
+                       "SPRIG_API_KEY": "from-file",  # an empty variable is an unset one: the file's fills it
+                       "RELAY_PROXY_HOPS": "2", "HOME": "/home/x", "PS1": ""}  # not Relay's: left alone
+    assert "LOG_FORMAT" not in environ and "SPARKLOOP_WEBHOOK_TOKEN" not in environ
+    assert load_env_file(tmp_path / "absent.env", environ) == []
+
+
+@pytest.mark.parametrize("process", [
+    ["{relay}", "db", "upgrade"],                                                     # the relay command
+    ["{python}", "-c", "from web import create_app; create_app()"],                    # gunicorn's web:create_app()
+    ["{python}", "-c", "import workers; workers.app.loader.import_default_modules()"],  # celery -A workers worker/beat
+])
+def test_every_process_reads_env_from_its_working_directory_the_environment_winning(tmp_path, process):
+    command = [part.format(relay=RELAY, python=sys.executable) for part in process]
+    (tmp_path / ".env").write_text("SPARKLOOP_WEBHOOK_TOKEN=from-dotenv\nRELAY_RETRY_MAX_ATTEMPTS=soon\n")
+    env = clean_environment(RELAY_INSTANCE_PATH=str(tmp_path / "instance"))
+
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "RELAY_RETRY_MAX_ATTEMPTS must be a whole number" in refused.stderr
+
+    accepted = subprocess.run(command, cwd=tmp_path, env=env | {"RELAY_RETRY_MAX_ATTEMPTS": "3"},
+                              capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
+    """The file's own instructions: copy it to .env. Its empty SPARKLOOP_WEBHOOK_TOKEN and
+    LOG_FORMAT leave `relay dev` its defaults: it starts and answers its own token."""
+    import httpx
+
+    from relay.config import DEV_WEBHOOK_TOKEN
+    from tests.conftest import wait_for
+    from tests.test_dev import free_port, _group_alive
+    from web.cli.dev import SAMPLE
+
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    port, sandbox_port = free_port(), free_port()
+    env = clean_environment(RELAY_INSTANCE_PATH=str(tmp_path / "instance"))
+    terminal = tmp_path / "terminal.txt"
+    with open(terminal, "wb") as out:
+        dev = subprocess.Popen([RELAY, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)], cwd=tmp_path,
+                               env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            answers = []  # each look: None (not listening yet), -1 (exited), or the HTTP status
+
+            def answered() -> bool:
+                try:
+                    answers.append(-1 if dev.poll() is not None else httpx.post(
+                        f"http://127.0.0.1:{port}/webhooks/sparkloop", content=SAMPLE.read_bytes(), timeout=5,
+                        headers={"SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"},
+                    ).status_code)
+                except httpx.HTTPError:
+                    answers.append(None)
+                return answers[-1] is not None
+
+            assert wait_for(answered, timeout=60, interval=0.5) and answers[-1] == 200, terminal.read_text()
+            os.killpg(dev.pid, signal.SIGINT)
+            assert dev.wait(timeout=40) == 0
+        finally:
+            if dev.poll() is None or _group_alive(dev.pid):
+                os.killpg(dev.pid, signal.SIGKILL)
+                dev.wait(timeout=10)
+
+
+@pytest.mark.parametrize("value, daily", [("daily", True), ("off", False), ("", True)])
+def test_retention_purge_is_daily_unless_off(value, daily):
+    assert config(RELAY_RETENTION_PURGE=value).retention_purge_daily is daily
+    with pytest.raises(ConfigError, match="RELAY_RETENTION_PURGE must be one of daily, off"):
+        config(RELAY_RETENTION_PURGE="weekly")

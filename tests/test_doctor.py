@@ -10,15 +10,19 @@ import pytest
 import redis
 from flask.cli import ScriptInfo
 
+from cryptography.fernet import Fernet
+
+from relay.sealing import key_id
 from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
 import web.cli.doctor
 from relay.app import create_base_app
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, load_fixture, post_event
 from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
 from web import create_app
 from web.cli import main
 from workers.spruce.organization import MEMBERS_PAGE_SIZE
+from workers.retention import LAST_RUN, run_retention
 from workers.sweep import LAST_SWEPT, sweep_and_check_in
 
 PUBLIC_URL = "https://relay.example.com"
@@ -28,8 +32,8 @@ TEAMMATE, TEAM = MEMBERS[0]["id"], MEMBERS[3]["id"]
 SUSPENDED = next(m["id"] for m in MEMBERS if m.get("isSuspended"))
 # For tests whose subject is not the store (or that bring their own).
 ONE_STORE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-CHECKS = ["configuration", "database", "broker", "Sprig key", "Spruce token", "Spruce note members",
-          "SparkLoop key", "SparkLoop webhook", "sweep (beat)"]
+CHECKS = ["configuration", "database", "payload keys", "broker", "Sprig key", "Spruce token", "Spruce note members",
+          "SparkLoop key", "SparkLoop webhook", "sweep (beat)", "retention"]
 
 
 def doctor(app, *args: str, obj: ScriptInfo | None = None):
@@ -54,9 +58,10 @@ def statuses(checks: dict[str, dict]) -> dict[str, str]:
 
 
 def swept(app) -> None:
-    """One sweep as beat runs it."""
+    """One sweep as beat runs it, and its daily retention run."""
     with app.app_context():
         sweep_and_check_in(app.config["RELAY"])
+        run_retention(app.config["RELAY"])
 
 
 def register(app) -> None:
@@ -66,7 +71,8 @@ def register(app) -> None:
 
 @pytest.fixture
 def healthy(relay_app):
-    """A deploy where every check passes (Relay's webhook registered, a sweep just done), then
+    """A deploy where every check passes (Relay's webhook registered, a sweep and a retention run
+    just done), then
     the app of that deploy with some variables changed."""
     def build(**overrides: str):
         good = {"RELAY_PUBLIC_URL": PUBLIC_URL, "SPRUCE_NOTE_MEMBER_IDS": f"{TEAMMATE},{TEAM}"}
@@ -109,21 +115,44 @@ def test_vendors_without_credentials_are_not_configured_not_failures(bare_app):
 
     assert code == 0
     assert statuses(checks) == {
-        "configuration": "ok", "database": "ok", "broker": "ok",
+        "configuration": "ok", "database": "ok", "payload keys": "ok", "broker": "ok",
         "Sprig key": "not_configured", "Spruce token": "not_configured", "Spruce note members": "not_configured",
         "SparkLoop key": "not_configured", "SparkLoop webhook": "not_configured",
-        "sweep (beat)": "skipped",  # no REDIS_URL: the mark lives inside the worker process
+        # no REDIS_URL: the marks live inside the worker process
+        "sweep (beat)": "skipped", "retention": "skipped",
     }
     assert "not configured" in doctor(bare_app()).output
 
 
 @ONE_STORE
-def test_sparkloop_is_not_configured_without_relay_public_url(healthy, sandbox):
+def test_the_sparkloop_key_is_checked_without_relay_public_url_the_webhook_is_not(healthy, sandbox):
     code, checks = report(healthy(RELAY_PUBLIC_URL=""))
 
     assert code == 0
+    assert checks["SparkLoop key"]["status"] == "ok"
     assert checks["SparkLoop webhook"]["status"] == "not_configured"
     assert "RELAY_PUBLIC_URL" in checks["SparkLoop webhook"]["detail"]
+
+    code, checks = report(healthy(RELAY_PUBLIC_URL="", SPARKLOOP_API_KEY="wrong-sparkloop-key"))
+    assert code == 1
+    assert checks["SparkLoop key"]["status"] == "failed" and "401" in checks["SparkLoop key"]["detail"]
+    assert "wrong-sparkloop-key" not in json.dumps(checks)
+
+
+@ONE_STORE
+def test_no_note_members_is_a_warning_not_a_pass_nor_a_failure(healthy):
+    app = healthy(SPRUCE_NOTE_MEMBER_IDS="")
+
+    code, checks = report(app)
+    assert code == 0
+    members = checks["Spruce note members"]
+    assert members["status"] == "warning" and "SPRUCE_NOTE_MEMBER_IDS is not set" in members["detail"]
+    assert "SPRUCE_NOTE_MEMBER_IDS" in members["fix"]
+
+    result = doctor(app)
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if " Spruce note members " in line)
+    assert "!" in line and "✔" not in line
 
 
 def test_wrong_credentials_fail_with_what_to_do(healthy):
@@ -206,6 +235,74 @@ def test_a_stale_or_missing_sweep_means_beat_is_not_running(healthy, redis_url):
     client.close()
     code, checks = report(app)
     assert code == 1 and "no sweep has finished" in checks["sweep (beat)"]["detail"]
+
+
+# --- payload keys ---------------------------------------------------------------------------
+
+OLD_KEY, NEW_KEY = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+
+def test_every_key_id_in_the_store_must_be_in_relay_payload_keys(relay_app, healthy):
+    plain = healthy()
+    code, checks = report(plain)
+    keys = checks["payload keys"]
+    assert keys["status"] == "ok" and "no stored payload is encrypted" in keys["detail"]
+
+    sealed = healthy(RELAY_PAYLOAD_KEYS=OLD_KEY)
+    assert post_event(sealed.test_client(), load_fixture("new_referral")).status_code == 200
+    invalid = load_fixture("reward_unlocked")
+    del invalid["subscriber"]["email"]
+    assert post_event(sealed.test_client(), invalid).status_code == 400  # its errors are sealed too
+    code, checks = report(sealed)
+    assert code == 0 and checks["payload keys"]["status"] == "ok"
+    assert key_id(OLD_KEY) in checks["payload keys"]["detail"]
+
+    # One process forgotten in a rotation: it holds only the new key.
+    code, checks = report(healthy(RELAY_PAYLOAD_KEYS=NEW_KEY))
+    keys = checks["payload keys"]
+    assert code == 1 and keys["status"] == "failed"
+    assert key_id(OLD_KEY) in keys["detail"] and f"it holds {key_id(NEW_KEY)}" in keys["detail"]
+    assert "RELAY_PAYLOAD_KEYS" in keys["fix"] and "relay keys status" in keys["fix"]
+    assert OLD_KEY not in json.dumps(checks) and NEW_KEY not in json.dumps(checks)
+
+    code, checks = report(plain)  # no keys at all
+    assert code == 1 and "RELAY_PAYLOAD_KEYS is not set" in checks["payload keys"]["detail"]
+
+    code, checks = report(healthy(RELAY_PAYLOAD_KEYS=f"{NEW_KEY},{OLD_KEY}"))  # mid-rotation: fine
+    assert code == 0 and checks["payload keys"]["status"] == "ok"
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+@ONE_STORE
+def test_the_last_retention_run_is_shown(healthy, redis_url):
+    app = healthy()
+    code, checks = report(app)
+    retention = checks["retention"]
+    assert code == 0 and retention["status"] == "ok"
+    assert "ago (beat): purged 0" in retention["detail"] and "older than 30d" in retention["detail"]
+
+    client = redis.Redis.from_url(redis_url)
+    record = json.loads(client.get(LAST_RUN))
+    client.set(LAST_RUN, json.dumps(record | {"finished_at": time.time() - 3 * 86400}))
+    code, checks = report(app)
+    assert code == 0 and checks["retention"]["status"] == "warning"
+    assert "last run 3d ago" in checks["retention"]["detail"] and "03:00 UTC" in checks["retention"]["fix"]
+
+    client.set(LAST_RUN, json.dumps(record | {"error": "OperationalError"}))
+    code, checks = report(app)
+    assert code == 1 and checks["retention"]["status"] == "failed"
+    assert "failed (OperationalError)" in checks["retention"]["detail"]
+
+    client.delete(LAST_RUN)
+    client.close()
+    code, checks = report(app)
+    assert code == 0 and checks["retention"]["status"] == "warning"
+    assert "no run recorded" in checks["retention"]["detail"]
+
+    code, checks = report(healthy(RELAY_RETENTION_PURGE="off"))
+    assert checks["retention"]["status"] == "not_configured" and "RELAY_RETENTION_PURGE=off" in checks["retention"]["detail"]
 
 
 @ONE_STORE

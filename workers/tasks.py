@@ -10,11 +10,12 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from flask import current_app
 
 from relay.metrics import flush_all
-from relay.queue import DELIVER_TASK, SWEEP_TASK
+from relay.queue import CATCH_UP_QUEUE, DELIVER_TASK, RETENTION_TASK, SWEEP_TASK
 from relay.shared_redis import redis_client
 from workers.destinations import configured
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
+from workers.retention import run_retention
 from workers.sweep import sweep_and_check_in
 
 log = logging.getLogger("relay.worker")
@@ -28,6 +29,15 @@ def deliver(delivery_id: int) -> str:
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
     return sweep_and_check_in(current_app.config["RELAY"])
+
+
+@shared_task(name=RETENTION_TASK)
+def retention_task() -> int | None:
+    """Beat's daily purge, a bounded run at a time: what it leaves goes on in the next one."""
+    result = run_retention(current_app.config["RELAY"])
+    if result is not None and not result.complete:
+        retention_task.apply_async(queue=CATCH_UP_QUEUE)
+    return None if result is None else result.purged
 
 
 @worker_init.connect

@@ -6,7 +6,7 @@ import click
 from flask.cli import FlaskGroup, with_appcontext
 
 from relay.app import create_base_app
-from relay.config import ConfigError
+from relay.config import ConfigError, load_env_file
 from relay.db import get_db
 from web.cli.backfill import backfill_command
 from web.cli.doctor import doctor_command
@@ -24,20 +24,43 @@ class BadConfiguration(click.ClickException):
 
 
 class RelayGroup(FlaskGroup):
-    """A configuration error (its message names the variable) is one line and exit code 2
-    for every command, as for any other bad input; `relay doctor` reports it as a check."""
+    """Flask's CLI group (the app factory, `with_appcontext`, its test runner) with Relay's own
+    options only: none of Flask's applies (Relay builds its own app, -A/--app; has no debug mode,
+    --debug; reads .env itself, -e/--env-file; --version is Relay's). Every command starts by
+    reading `.env` (relay.config.load_env_file, as every Relay process does). A configuration
+    error (its message names the variable) is one line and exit code 2 for every command, as for
+    any other bad input; `relay doctor` reports it as a check."""
+
+    def __init__(self, **kwargs):
+        # No FLASK_* variables for options either: an option is given on the command line.
+        kwargs.setdefault("context_settings", {"auto_envvar_prefix": None})
+        own = list(kwargs.pop("params", None) or ())
+        super().__init__(load_dotenv=False, add_version_option=False, **kwargs)
+        self.params = own
 
     def invoke(self, ctx):
+        load_env_file()
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
             raise BadConfiguration(str(exc)) from None
 
+    # Relay's commands are all registered here: listing or finding one builds no app (Flask's
+    # group would, for the app's own commands, and print a traceback for a bad configuration).
+    def get_command(self, ctx, name):
+        return click.Group.get_command(self, ctx, name)
+
+    def list_commands(self, ctx):
+        return click.Group.list_commands(self, ctx)
+
 
 @click.group(cls=RelayGroup, create_app=create_base_app, add_default_commands=False,
-             help="Relay: SparkLoop webhooks delivered to Sprig and Spruce.")
+             epilog="Settings are environment variables; a .env file in the working directory "
+                    "adds those the environment lacks (an empty value means the default).")
+@click.version_option(package_name="relay", prog_name="relay", message="%(prog)s %(version)s",
+                      help="Print Relay's version and exit.")
 def main():
-    pass
+    """Relay: SparkLoop webhooks delivered to Sprig and Spruce."""
 
 
 @main.group("dev", cls=click.Group, invoke_without_command=True)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import click
 import redis
+import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
@@ -24,10 +25,12 @@ from flask.cli import ScriptInfo
 from relay.app import webhook_token_problem
 from relay.config import Config, ConfigError
 from relay.db import MIGRATIONS
-from relay.queue import SWEEP_INTERVAL
+from relay.models import JSONType
+from relay.queue import RETENTION_INTERVAL, SWEEP_INTERVAL
 from relay.shared_redis import redis_client
 from web.cli.support import console, human_duration
 from workers.outcomes import ErrorKind
+from workers.retention import Ages, last_run
 from workers.sparkloop.client import SparkLoopClient
 from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS, find, https_problem, relay_webhook_url
 from workers.sprig.client import SprigClient
@@ -39,11 +42,17 @@ VENDOR_TIMEOUT_S = 5.0
 BROKER_TIMEOUT_S = 3.0
 # Beat schedules a sweep every SWEEP_INTERVAL; a few missed in a row is no hiccup.
 SWEEP_STALE_S = 6 * SWEEP_INTERVAL.total_seconds()
+# Beat sends a retention run every RETENTION_INTERVAL; a few hours late is no sign of trouble.
+RETENTION_STALE_S = RETENTION_INTERVAL.total_seconds() + 6 * 3600
 # A user id no one has: Sprig answers 404 to an accepted key, 403 to any other.
 SPRIG_PROBE_USER = "relay-doctor-probe"
 
-OK, FAILED, NOT_CONFIGURED, SKIPPED = "ok", "failed", "not_configured", "skipped"
-MARKS = {OK: "[green]✔[/]", FAILED: "[bold red]✘[/]", NOT_CONFIGURED: "[dim]–[/]", SKIPPED: "[dim]–[/]"}
+OK, WARNING, FAILED, NOT_CONFIGURED, SKIPPED = "ok", "warning", "failed", "not_configured", "skipped"
+# A warning works but deserves a look (exit code 0); a failure is why the deploy cannot work.
+MARKS = {OK: "[green]✔[/]", WARNING: "[bold yellow]![/]", FAILED: "[bold red]✘[/]", NOT_CONFIGURED: "[dim]–[/]",
+         SKIPPED: "[dim]–[/]"}
+# The stored form of the sealed columns (relay.sealing's envelopes), not opened.
+STORED_EVENTS = sa.table("events", sa.column("payload", JSONType), sa.column("errors", JSONType))
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,10 @@ def passed(name: str, detail: str) -> Check:
 
 def failed(name: str, detail: str, fix: str) -> Check:
     return Check(name, FAILED, detail, fix)
+
+
+def warned(name: str, detail: str, fix: str) -> Check:
+    return Check(name, WARNING, detail, fix)
 
 
 # --- configuration, store, broker, beat -------------------------------------------------------
@@ -136,6 +149,74 @@ def check_sweep(config: Config, now: float | None = None) -> Check:
     return passed(name, f"last sweep finished {human_duration(age)} ago")
 
 
+def check_payload_keys(app: Flask, database: Check) -> Check:
+    """Every key id the store's sealed payloads and errors name is one RELAY_PAYLOAD_KEYS holds
+    here: a process without it cannot read (nor deliver) those events. Key ids are hashes of the
+    keys (relay.sealing.key_id), safe to print."""
+    name = "payload keys"
+    if database.status != OK:
+        return Check(name, SKIPPED, "the database check did not pass")
+    db = app.extensions["relay.db"]
+    try:
+        stored = stored_key_ids(db.engine)
+    except Exception as exc:  # any driver error: its class says what
+        return failed(name, f"cannot tell: the store could not be read ({type(exc).__name__})",
+                      "check DATABASE_URL and that the database is up")
+    held = db.sealer.key_ids
+    missing = sorted(stored - set(held))
+    if missing:
+        holds = f"it holds {', '.join(held)}" if held else "RELAY_PAYLOAD_KEYS is not set"
+        return failed(name, f"events are sealed with key id{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(missing)}, which this process lacks ({holds}): their deliveries "
+                            "wait and their payloads cannot be read",
+                      "add the key(s) with these ids back to RELAY_PAYLOAD_KEYS on every process (web, "
+                      "worker, beat) and restart them; `relay keys status` counts events per key id")
+    if not stored:
+        return passed(name, "no stored payload is encrypted" + ("" if held else " (RELAY_PAYLOAD_KEYS is not set)"))
+    return passed(name, f"RELAY_PAYLOAD_KEYS holds every key id the store uses ({', '.join(sorted(stored))})")
+
+
+def stored_key_ids(engine: sa.Engine) -> set[str]:
+    """The distinct key ids of the sealed payloads and errors in the store."""
+    def sealed(column) -> sa.Select:
+        return sa.select(column["key"].as_string()).where(column["sealed"].as_string().isnot(None))
+
+    query = sa.union(sealed(STORED_EVENTS.c.payload), sealed(STORED_EVENTS.c.errors))
+    with engine.connect() as conn:
+        return {key for key in conn.scalars(query) if key}
+
+
+def check_retention(config: Config, now: float | None = None) -> Check:
+    """Beat's daily purge (workers.retention): when it last ran, and how that ended."""
+    name = "retention"
+    if not config.retention_purge_daily:
+        return Check(name, NOT_CONFIGURED, "RELAY_RETENTION_PURGE=off: events are kept until "
+                                           "`relay events purge --retention` runs (schedule it)")
+    if config.redis_url is None:
+        return Check(name, SKIPPED, "no REDIS_URL: the last run is recorded inside the worker process")
+    try:
+        run = last_run(config)
+    except redis.RedisError as exc:
+        return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
+    if run is None:
+        return warned(name, "no run recorded since Redis was last emptied",
+                      "beat sends one every day at 03:00 UTC; or run `relay events purge --retention --yes`")
+    age = max((now or time.time()) - run["finished_at"], 0.0)
+    when = f"last run {human_duration(age)} ago ({run.get('by') or 'beat'})"
+    if run.get("error"):
+        return failed(name, f"{when} failed ({run['error']})",
+                      "see the worker's log (logger relay.retention); then run `relay events purge --retention --yes`")
+    ages = Ages.configured(config)
+    kept = (f"finished events older than {human_duration(ages.finished_s)}, failed and invalid older than "
+            f"{human_duration(ages.failed_s)}")
+    detail = f"{when}: purged {run.get('purged', 0)} ({kept})" + (
+        "" if run.get("complete", True) else "; more were left for the next run")
+    if age > RETENTION_STALE_S:
+        return warned(name, detail, "beat sends one every day at 03:00 UTC: check beat and the workers (the "
+                                    "sweep line), and the worker's log (logger relay.retention)")
+    return passed(name, detail)
+
+
 # --- vendors --------------------------------------------------------------------------------
 
 
@@ -169,8 +250,10 @@ def check_spruce(config: Config) -> list[Check]:
         first = passed(token, f"accepted (organization {organization.get('id', '?')})")
         wanted = config.spruce_note_member_ids
         if not wanted:
-            return [first, passed(members, "SPRUCE_NOTE_MEMBER_IDS is not set: each note is visible to its "
-                                           "creator only")]
+            return [first, warned(members, "SPRUCE_NOTE_MEMBER_IDS is not set: each note is visible to its "
+                                           "creator (Relay's API user) only",
+                               "set SPRUCE_NOTE_MEMBER_IDS to the teammates or teams (entity_…) who should "
+                               "read the notes")]
         try:
             listed = {m.get("id"): m for m in client.members() if isinstance(m, dict)}
         except VendorError as err:
@@ -196,12 +279,12 @@ def _spruce_failure(name: str, err: VendorError) -> Check:
 
 
 def check_sparkloop(config: Config) -> list[Check]:
+    """The key whenever it is set; Relay's webhook when RELAY_PUBLIC_URL says where it is."""
     key, hook = "SparkLoop key", "SparkLoop webhook"
-    unset = [name for name, value in (("SPARKLOOP_API_KEY", config.sparkloop_api_key),
-                                      ("RELAY_PUBLIC_URL", config.public_url)) if not value]
-    if unset:
-        why = f"{' and '.join(unset)} not set"
-        return [Check(key, NOT_CONFIGURED, why), Check(hook, NOT_CONFIGURED, why)]
+    if not config.sparkloop_api_key:
+        why = "SPARKLOOP_API_KEY is not set"
+        return [Check(key, NOT_CONFIGURED, f"{why}: `relay backfill` and `relay sparkloop webhooks` need it"),
+                Check(hook, NOT_CONFIGURED, why)]
     with SparkLoopClient(config.sparkloop_api_url, config.sparkloop_api_key, timeout=VENDOR_TIMEOUT_S) as client:
         try:
             webhooks = client.list_webhooks()
@@ -213,6 +296,9 @@ def check_sparkloop(config: Config) -> list[Check]:
                 first = failed(key, str(err), "check SPARKLOOP_API_URL and SparkLoop's status; then run doctor again")
             return [first, Check(hook, SKIPPED, "the webhooks could not be listed")]
     first = passed(key, "accepted (a list of webhooks)")
+    if not config.public_url:
+        return [first, Check(hook, NOT_CONFIGURED, "RELAY_PUBLIC_URL is not set: set it to check that SparkLoop "
+                                                   "sends to this Relay")]
     # SparkLoop sends only to https (register refuses anything else): "register it" would not help.
     if problem := https_problem(config.public_url):
         return [first, failed(hook, f"RELAY_PUBLIC_URL is not https:// ({problem})",
@@ -234,16 +320,17 @@ def check_sparkloop(config: Config) -> list[Check]:
 def run_checks(info: ScriptInfo) -> list[Check]:
     configuration, app = check_configuration(info)
     if app is None:
-        rest = ("database", "broker", "Sprig key", "Spruce token", "Spruce note members", "SparkLoop key",
-                "SparkLoop webhook", "sweep (beat)")
+        rest = ("database", "payload keys", "broker", "Sprig key", "Spruce token", "Spruce note members",
+                "SparkLoop key", "SparkLoop webhook", "sweep (beat)", "retention")
         return [configuration, *(Check(name, SKIPPED, "the configuration is not valid") for name in rest)]
     config: Config = app.config["RELAY"]
     steps: list[Callable[[], Check | list[Check]]] = [
-        lambda: check_database(app), lambda: check_broker(app), lambda: check_sprig(config),
-        lambda: check_spruce(config), lambda: check_sparkloop(config), lambda: check_sweep(config),
+        lambda: check_broker(app), lambda: check_sprig(config), lambda: check_spruce(config),
+        lambda: check_sparkloop(config), lambda: check_sweep(config), lambda: check_retention(config),
     ]
-    checks = [configuration]
     with app.app_context():
+        database = check_database(app)
+        checks = [configuration, database, check_payload_keys(app, database)]
         for step in steps:
             result = step()
             checks.extend(result if isinstance(result, list) else [result])
@@ -257,10 +344,12 @@ def doctor_command(ctx: click.Context, as_json: bool):
     """Check that this deploy can work, one line per check.
 
     In order: the configuration (the validation every process runs), the database (reachable,
-    migrations current), the broker, the Sprig key, the Spruce token and SPRUCE_NOTE_MEMBER_IDS,
-    the SparkLoop key and Relay's webhook (when SPARKLOOP_API_KEY and RELAY_PUBLIC_URL are set),
-    and whether the sweep ran recently (beat is alive). Each vendor check is one harmless read
-    with a 5 s timeout. A vendor without credentials is "not configured", not a failure.
+    migrations current), the payload keys (every key id the store uses is in RELAY_PAYLOAD_KEYS),
+    the broker, the Sprig key, the Spruce token and SPRUCE_NOTE_MEMBER_IDS, the SparkLoop key
+    (when SPARKLOOP_API_KEY is set) and Relay's webhook (when RELAY_PUBLIC_URL is set too),
+    whether the sweep ran recently (beat is alive), and the last daily retention run. Each vendor
+    check is one harmless read with a 5 s timeout. A vendor without credentials is "not
+    configured", not a failure; a warning (!) deserves a look but fails nothing.
 
     Exit code 0 when no check failed, 1 otherwise. No token or key is printed.
     """

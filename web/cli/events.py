@@ -2,24 +2,21 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import click
 import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 from relay.db import session_scope
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
+from relay.models import DeliveryStatus, Event, Lane, utcnow
 from web.cli.filters import EventFilter, filter_options
 from web.cli.masking import mask_personal_data
 from web.cli.replay import replay_command
 from web.cli.support import Duration, When, console, human_duration, store_errors, styled
-
-TERMINAL_EVENTS = (EventStatus.DONE, EventStatus.FAILED, EventStatus.INVALID, EventStatus.UNHANDLED)
-KEPT_LONGER = (EventStatus.FAILED, EventStatus.INVALID)
-PURGE_BATCH = 1000
+from workers.retention import Ages, purge, purge_count, record_run
 
 
 @click.group("events")
@@ -183,7 +180,7 @@ def events_stats(since, as_json: bool):
               help="Delete finished events received more than AGE ago (e.g. 30d).")
 @click.option("--retention", is_flag=True,
               help="Use the configured ages instead: RELAY_RETENTION, and RELAY_RETENTION_FAILED "
-                   "for failed and invalid events (for a scheduled job).")
+                   "for failed and invalid events (what beat runs daily unless RELAY_RETENTION_PURGE=off).")
 @click.option("--include-failed", is_flag=True,
               help="Purge failed and invalid events at the same age (they are kept longer otherwise).")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
@@ -197,56 +194,21 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
     if (older_than is None) == (not retention):
         raise click.UsageError("give either --older-than AGE or --retention")
     age = config.retention_s if retention else older_than
-    failed_age = age if include_failed else max(age, config.retention_failed_s)
-    conditions = purge_conditions(utcnow(), age, failed_age)
-    condition = sa.or_(*conditions)
+    ages = Ages(age, age if include_failed else max(age, config.retention_failed_s))
     with session_scope() as session:
-        count = purge_count(session, conditions)
-    scope = (f"finished events older than {human_duration(age)}"
-             + ("" if failed_age == age else f" (failed and invalid: older than {human_duration(failed_age)})"))
+        count = purge_count(session, ages.conditions(utcnow()))
+    scope = (f"finished events older than {human_duration(ages.finished_s)}"
+             + ("" if ages.failed_s == ages.finished_s
+                else f" (failed and invalid: older than {human_duration(ages.failed_s)})"))
     if dry_run or not count:
         click.echo(f"{count} {scope} {'would be' if dry_run else 'to be'} purged")
         return
     if not yes:
         click.confirm(f"Delete {count} {scope}?", abort=True)
-    purged = 0
-    while True:
-        with session_scope() as session:
-            batch = purge_batch(session, condition)
-            if not batch:
-                break
-            purged += delete_events(session, batch)
-            session.commit()
-    click.echo(f"purged {purged} {scope}")
-
-
-def purge_conditions(now: datetime, age: float, failed_age: float) -> list[sa.ColumnElement[bool]]:
-    """The finished events `relay events purge` deletes, in two parts that no event meets both
-    of (their statuses differ): received more than `age` seconds before `now`, and failed and
-    invalid ones more than `failed_age`."""
-    return [
-        sa.and_(Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
-                Event.received_at < now - timedelta(seconds=age)),
-        sa.and_(Event.status.in_(KEPT_LONGER), Event.received_at < now - timedelta(seconds=failed_age)),
-    ]
-
-
-def purge_count(session: Session, conditions: list[sa.ColumnElement[bool]]) -> int:
-    """How many events meet any of the (disjoint) conditions: one count each, added up, so each
-    reads a range of ix_events_received_status_type alone (an OR of them reads every entry)."""
-    counts = [sa.select(sa.func.count()).select_from(Event).where(c).scalar_subquery() for c in conditions]
-    return sum(session.execute(sa.select(*counts)).one())
-
-
-def purge_batch(session: Session, condition: sa.ColumnElement[bool]) -> list[int]:
-    """The ids of the next PURGE_BATCH events to purge."""
-    return list(session.scalars(sa.select(Event.id).where(condition).limit(PURGE_BATCH)))
-
-
-def delete_events(session: Session, event_ids: list[int]) -> int:
-    """Delete these events and their deliveries (their subjects go by ON DELETE CASCADE)."""
-    session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(event_ids)))
-    return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
+    result = purge(ages)
+    if retention and not include_failed:
+        record_run(config, by="relay events purge --retention", result=result)
+    click.echo(f"purged {result.purged} {scope}")
 
 
 _LABELS = {"throttle_slot_at": "throttle slot reserved for"}
