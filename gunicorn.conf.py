@@ -21,7 +21,10 @@ Why each value that is not gunicorn's default:
 """
 import os
 
+from relay.config import load_env_file
 from relay.observability import gunicorn_logconfig, log_format
+
+load_env_file()  # .env first, as every Relay process reads it: PORT, WEB_CONCURRENCY and the rest
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or 8000}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)

@@ -7,7 +7,7 @@ Each case runs the statements the product issues, built by the product's own cod
 session on the bench database: `relay events list` with each filter (web.cli.events.list_query:
 web.cli.filters.EventFilter.apply, and the selectinload of the deliveries), replay's matching
 query (web.cli.replay.matching_query), `relay events stats` (web.cli.stats.store_stats), a
-purge's count and batch (web.cli.events.purge_*, delete_events), the sweep's statements
+purge's count and batch (workers.retention.purge_*, delete_events), the sweep's statements
 (workers.sweep.release_expired_leases, forget_enqueued, forget_overdue) and the dispatcher's
 select (captured from workers.dispatch.dispatch itself: its first statement, then aborted). Writes
 are rolled back (a purge batch still meets other rows from run to run: PostgreSQL's synchronized
@@ -51,12 +51,13 @@ from relay.app import create_base_app  # noqa: E402
 from relay.db import Database  # noqa: E402
 from relay.models import utcnow  # noqa: E402
 from web.cli import main as relay_main  # noqa: E402
-from web.cli.events import delete_events, list_query, purge_batch, purge_conditions, purge_count  # noqa: E402
+from web.cli.events import list_query  # noqa: E402
 from web.cli.filters import EventFilter  # noqa: E402
 from web.cli.replay import matching_query  # noqa: E402
 from web.cli.stats import store_stats  # noqa: E402
 from web.cli.support import parse_when  # noqa: E402
 from workers import dispatch as dispatch_module  # noqa: E402
+from workers.retention import delete_events, purge_batch, purge_conditions, purge_count  # noqa: E402
 from workers.sweep import forget_enqueued, forget_overdue, release_expired_leases  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_million"

@@ -199,8 +199,10 @@ def check_retention(config: Config, now: float | None = None) -> Check:
     except redis.RedisError as exc:
         return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
     if run is None:
-        return warned(name, "no run recorded since Redis was last emptied",
-                      "beat sends one every day at 03:00 UTC; or run `relay events purge --retention --yes`")
+        # A new deploy (or one whose Redis was emptied) before its first 03:00 UTC: beat being
+        # alive is the sweep line's to tell.
+        return Check(name, SKIPPED, "no run recorded yet: beat sends one every day at 03:00 UTC "
+                                    "(or run `relay events purge --retention --yes`)")
     age = max((now or time.time()) - run["finished_at"], 0.0)
     when = f"last run {human_duration(age)} ago ({run.get('by') or 'beat'})"
     if run.get("error"):
