@@ -432,3 +432,34 @@ def test_a_bad_variable_is_one_line_and_exit_code_2_for_every_command(tmp_path):
         assert result.exit_code == 2, (command, result.output)
         assert result.output.startswith("Error: SPRIG_RATE_LIMIT") and result.output.count("\n") == 1, result.output
     assert not list(tmp_path.iterdir())  # nothing made, not even the SQLite store
+
+
+# --- operator commands: issue 16 ----------------------------------------------------------
+
+
+def test_stats_lines_up_its_columns_whatever_the_status_markup(client, app, sandbox):
+    from rich.console import Console
+
+    from web.cli.stats import print_stats
+
+    post_event(client, load_fixture("new_referral"))
+    post_event(client, load_fixture("reward_unlocked"))
+    post_event(client, {"type": "partner_referral_rejected"})
+    fail_spruce(sandbox)
+    run_pending(app)
+    stats = json.loads(invoke(app, "events", "stats", "--json").output)
+    out = Console(record=True, width=120, highlight=False)
+    print_stats(stats, out)
+    text = out.export_text()
+
+    rows = [line for line in text.splitlines() if any(f" {t} " in line for t in ("new_referral", "reward_unlocked",
+                                                                                  "partner_referral_rejected"))]
+    assert len(rows) == 3, text
+    # failed (bold red) and unhandled (dim): the type and the count start and end in the same columns.
+    assert len({line.index(t) for line, t in zip(rows, ("new_referral", "reward_unlocked", "partner_referral_rejected"))
+                if t in line}) == 1, text
+    assert len({len(line.rstrip()) for line in rows}) == 1, text
+    assert "[bold red]" not in text and "Oldest pending delivery: none" in text and "spruce 2" in text
+    assert "injected fault" in text  # the most common error, in its own table
+    [sprig] = [line for line in text.splitlines() if " sprig " in line and " closed " in line]
+    assert "1000/1s" in sprig and "3" in sprig  # its three calls in the window
