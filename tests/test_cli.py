@@ -463,3 +463,16 @@ def test_stats_lines_up_its_columns_whatever_the_status_markup(client, app, sand
     assert "injected fault" in text  # the most common error, in its own table
     [sprig] = [line for line in text.splitlines() if " sprig " in line and " closed " in line]
     assert "1000/1s" in sprig and "3" in sprig  # its three calls in the window
+
+
+def test_replay_dry_run_estimates_with_the_throttles_own_pacing(relay_app, sandbox):
+    app = relay_app(SPRUCE_RATE_LIMIT="50/60s")
+    post_unlocks(app.test_client(), 3)
+    fail_spruce(sandbox)
+    run_pending(app)
+
+    result = invoke(app, "events", "replay", "--status", "failed", "--dry-run")
+    assert result.exit_code == 0, result.output
+    # Replays are catch-up work, one call every 1.2 s: the 15th goes 14 intervals after the first.
+    assert "spruce: up to 15 calls, about 17s at 50/60s, one every 1.2s as catch-up work" in result.output
+    assert "at least" not in result.output
