@@ -90,7 +90,7 @@ def test_events_list_table_shows_statuses_and_errors(client, app, sandbox):
     assert result.exit_code == 0
     assert "new_referral" in result.output and "failed" in result.output
     assert "spruce failed (1 attempt)" in result.output
-    assert "spruce: spruce POST /contacts/search -> 400 BAD_PARAMETER: injected fault" in result.output
+    assert "spruce: POST /contacts/search -> 400 BAD_PARAMETER: injected fault" in result.output
 
 
 def test_events_show_masks_personal_data_unless_revealed(client, app):
@@ -476,3 +476,18 @@ def test_replay_dry_run_estimates_with_the_throttles_own_pacing(relay_app, sandb
     # Replays are catch-up work, one call every 1.2 s: the 15th goes 14 intervals after the first.
     assert "spruce: up to 15 calls, about 17s at 50/60s, one every 1.2s as catch-up work" in result.output
     assert "at least" not in result.output
+
+
+def test_a_delivery_error_names_its_vendor_once(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))
+    fail_spruce(sandbox)
+    run_pending(app)
+    [failed] = [d for d in deliveries(app) if d.status == "failed"]
+    assert failed.last_error.startswith("POST /contacts/search -> 400 BAD_PARAMETER: injected fault")
+
+    listed_text = app.test_cli_runner().invoke(main, ["events", "list"], env={"COLUMNS": "250"}).output
+    shown = invoke(app, "events", "show", str(failed.event_id)).output
+    assert "spruce: POST /contacts/search -> 400" in listed_text
+    assert "last error: POST /contacts/search -> 400" in shown
+    for text in (listed_text, shown):
+        assert "spruce POST" not in text and "spruce: spruce" not in text

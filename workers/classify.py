@@ -54,13 +54,21 @@ class Verdict:
     slot: Slot | None = None  # the throttle slot reserved for the next try
     request_id: str | None = None  # the vendor's, when it answered
     trace: tuple[str, ...] = ()  # an unexpected error's frames, innermost last: where, never what
+    vendor: str | None = None  # whose answer `reason` describes, when a vendor's
+    call: str | None = None  # the same without the vendor's name
+
+    def reason_for(self, destination: str) -> str:
+        """The reason as a delivery to `destination` records it: its vendor is named once, as
+        the destination, wherever the error is shown."""
+        return self.call if self.call and self.vendor == destination else self.reason
 
 
 def classify(exc: Exception) -> Verdict:
     if isinstance(exc, Deferred):
         return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
     if isinstance(exc, VendorError):
-        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id}
+        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id,
+                  "vendor": exc.vendor, "call": exc.call_text()}
         if exc.kind == ErrorKind.THROTTLED:
             wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
             return Verdict(Action.DEFER, wait_s=wait_s, **answer)

@@ -150,7 +150,8 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
             gave_up = f"gave up after {age_s / 3600:.1f} h"
         if gave_up:
             session.commit()
-            return _finish(run, config, failed=replace(verdict, reason=f"{gave_up}: {verdict.reason}"))
+            reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
+            return _finish(run, config, failed=replace(verdict, reason=reason, call=None))
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
@@ -160,11 +161,11 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
         # Why it is still pending, for the operator. Relay's own passing deferrals (throttle,
         # breaker, lock: no kind) do not hide the vendor error that led to them.
         if not deferred or verdict.kind is not None or not delivery.last_error:
-            delivery.last_error, delivery.last_status_code = verdict.reason, verdict.status_code
+            delivery.last_error, delivery.last_status_code = verdict.reason_for(run.destination), verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
     outcome = "deferred" if deferred else "retried"
-    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason}", verdict)
+    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict)
     return outcome
 
 
@@ -180,18 +181,19 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
         delivery.status, delivery.finished_at, delivery.lease_expires_at = status, utcnow(), None
         delivery.throttle_slot = None
         if failed:
-            delivery.last_error, delivery.last_status_code = failed.reason, failed.status_code
+            delivery.last_error, delivery.last_status_code = failed.reason_for(run.destination), failed.status_code
             delivery.last_error_trace = list(failed.trace) or None
         session.flush()
         _roll_up(session, run.event_id)
         attempts = delivery.attempts
         session.commit()
-    _record(run, config, status, failed.reason if failed else "", failed, answer, finished=True)
+    reason = failed.reason_for(run.destination) if failed else ""
+    _record(run, config, status, reason, failed, answer, finished=True)
     if failed:
         kind = failed.kind or ("internal" if failed.trace else "relay")
         # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
         # The reason is Relay's or the vendor's scrubbed message: no payload value.
-        report(f"delivery to {run.destination} failed: {failed.reason}",
+        report(f"delivery to {run.destination} failed: {reason}",
                tags={"destination": run.destination, "event_type": run.event_type, "error_kind": kind,
                      "attempts": str(attempts)},
                extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},
