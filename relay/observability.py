@@ -39,25 +39,6 @@ def _formatter(style: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Lines to the process's stderr as it is when each is written (a StreamHandler keeps the
-    stream it was made with: a command run by Click's runner, or under redirect_stderr, would
-    send its lines wherever stderr was when the first app was built), unless given a stream of
-    its own (`relay dev` gives it a file)."""
-
-    def __init__(self):
-        super().__init__()
-        self._own_stream = None
-
-    @property
-    def stream(self):
-        return self._own_stream or sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        self._own_stream = None if value is sys.stderr else value
-
-
 class _CommandsReportOnTerminals(logging.Filter):
     """A `relay` command on a terminal: its report is what the operator reads there, and its
     INFO lines (an erasure's or a backfill's record, for a log collector) would land in the
@@ -97,7 +78,7 @@ def configure_logging(style: str) -> None:
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "relay", False)), None)
     if handler is None:
-        handler = _StderrHandler()
+        handler = logging.StreamHandler()
         handler.relay = True
         handler.addFilter(_CommandsReportOnTerminals(handler))
         root.addHandler(handler)
