@@ -282,7 +282,7 @@ def test_a_sprig_delivery_the_throttle_held_back_sends_without_reading_back(rela
     assert methods == ["POST"] * 3
 
 
-def test_a_worker_without_the_key_that_sealed_a_payload_defers_naming_the_key_id(relay_app, sandbox):
+def test_a_worker_without_the_key_that_sealed_a_payload_defers_naming_the_key_id(relay_app, sandbox, caplog):
     key_a, key_b = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     post_event(relay_app(RELAY_PAYLOAD_KEYS=key_a).test_client(), unlock(3))
     # One process forgotten in a key rotation: it holds only the new key. An earlier deferral
@@ -301,6 +301,8 @@ def test_a_worker_without_the_key_that_sealed_a_payload_defers_naming_the_key_id
         assert delivery.enqueued_at is None
         assert deliver(only_b, delivery.id) == "skipped"  # not due yet
     assert sandbox_state(sandbox)["requests"] == []
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "deliveries wait" in r.getMessage()]
+    assert len(warned) == 1 and key_id(key_a) in warned[0]  # once per process and key, not per delivery
 
     both = relay_app(RELAY_PAYLOAD_KEYS=f"{key_b},{key_a}")  # the key is back
     run_pending(both)
