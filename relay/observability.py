@@ -39,13 +39,48 @@ def _formatter(style: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
+class _CommandsReportOnTerminals(logging.Filter):
+    """A `relay` command on a terminal: its report is what the operator reads there, and its
+    INFO lines (an erasure's or a backfill's record, for a log collector) would land in the
+    middle of it; its warnings and errors still show. Lines of the services (the web app, the
+    Celery worker, `relay dev`'s own log file) and of any command whose stderr is not a
+    terminal all stay."""
+
+    def __init__(self, handler: logging.StreamHandler):
+        super().__init__()
+        self._handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not _isatty(self._handler.stream):
+            return True
+        return not _relay_command_running()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _relay_command_running() -> bool:
+    """True in the thread that runs a `relay` command (a Flask CLI group's click context)."""
+    import click
+    from flask.cli import FlaskGroup
+
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and isinstance(ctx.find_root().command, FlaskGroup)
+
+
 def configure_logging(style: str) -> None:
-    """Every line of this process to stderr, in `style` (LOG_FORMAT: json or text)."""
+    """Every line of this process to stderr, in `style` (LOG_FORMAT: json or text); a command's
+    own output goes to stdout, so the two never mix (on a terminal, see _CommandsReportOnTerminals)."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "relay", False)), None)
     if handler is None:
         handler = logging.StreamHandler()
         handler.relay = True
+        handler.addFilter(_CommandsReportOnTerminals(handler))
         root.addHandler(handler)
     handler.setFormatter(_formatter(style))
     logging.captureWarnings(True)  # Python's warnings are lines of this process too

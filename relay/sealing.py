@@ -32,7 +32,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 
 class SealedDataError(RuntimeError):
-    """A stored value cannot be opened with RELAY_PAYLOAD_KEYS. Names no stored value."""
+    """A stored value cannot be opened with RELAY_PAYLOAD_KEYS. Names no stored value; `key_id`
+    names the key that sealed it (an id, never the key)."""
+
+    def __init__(self, message: str, key_id: str):
+        super().__init__(message)
+        self.key_id = key_id
 
 
 def key_id(key: str) -> str:
@@ -84,7 +89,7 @@ class Sealer:
             return stored
         if not self.active:
             raise SealedDataError(f"a stored value is encrypted (key id {stored['key']}) and "
-                                  "RELAY_PAYLOAD_KEYS is not set: set it to the keys in use")
+                                  "RELAY_PAYLOAD_KEYS is not set: set it to the keys in use", stored["key"])
         # The key the id names; any configured key if the id is not known (MultiFernet).
         fernet = self._fernets.get(stored["key"], self._all)
         try:
@@ -92,7 +97,7 @@ class Sealer:
         except InvalidToken:
             raise SealedDataError(
                 f"a stored value was encrypted with a key RELAY_PAYLOAD_KEYS does not hold "
-                f"(key id {stored['key']}): add that key back to RELAY_PAYLOAD_KEYS") from None
+                f"(key id {stored['key']}): add that key back to RELAY_PAYLOAD_KEYS", stored["key"]) from None
         return json.loads(text)
 
     def reseal(self, stored):

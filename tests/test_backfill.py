@@ -116,7 +116,7 @@ def test_pages_through_every_page_in_range(app, sandbox):
     assert result.exit_code == 0, result.output
     assert subscriber_ids(backfilled(app)) == {s["uuid"] for s in subscribers}
     assert len(sparkloop_requests(sandbox)) == 4
-    assert "page 4/4: 1 listed, 1 new since the date: 1 events created" in result.output
+    assert "page 4 of 4: 1 listed, 1 new since the date: 1 event created" in result.output
     assert "4 pages read, 7 subscribers seen, 7 created" in result.output
 
 
@@ -215,7 +215,7 @@ def test_an_identical_sync_subscriber_already_stored_is_a_duplicate(app, sandbox
 
     for result in (dry, real):
         assert result.exit_code == 0, result.output
-        assert "1 subscribers seen" in result.output and "1 skipped as duplicates" in result.output
+        assert "1 subscriber seen" in result.output and "1 skipped as duplicates" in result.output
     assert [e.id for e in events(app)] == [webhook.id]
 
 
@@ -363,3 +363,26 @@ def test_every_command_and_option_has_help(app):
     for option in ("--since", "--dry-run", "--per-page", "--max-pages"):
         assert option in result.output
     assert all(option.help for option in backfill_command.params)
+
+
+# --- wording ---------------------------------------------------------------------------------------
+
+
+def test_an_empty_list_reads_page_1_not_page_1_of_0(app, sandbox):
+    result = backfill(app, "--since", "1d")
+
+    assert result.exit_code == 0, result.output
+    assert "page 1: 0 listed, 0 new since the date: 0 events created, 0 already received, 0 duplicates" \
+        in result.stdout
+    assert "/0" not in result.output and "of 0" not in result.output
+    assert "Done: 1 page read, 0 subscribers seen, 0 created" in result.stdout
+
+
+def test_a_dry_run_names_what_it_would_create_under_its_page(app, sandbox):
+    older, newer = seed(sandbox, 2, 1)  # listed newest first: page 1 holds the newer one
+
+    result = backfill(app, "--since", "1d", "--per-page", "1", "--dry-run")
+
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("page 1 of 2: 1 listed") and newer["uuid"] in lines[2]
+    assert lines[3].startswith("page 2 of 2: 1 listed") and older["uuid"] in lines[4]

@@ -92,7 +92,7 @@ def test_events_list_table_shows_statuses_and_errors(client, app, sandbox):
     assert result.exit_code == 0
     assert "new_referral" in result.output and "failed" in result.output
     assert "spruce failed (1 attempt)" in result.output
-    assert "spruce: spruce POST /contacts/search -> 400 BAD_PARAMETER: injected fault" in result.output
+    assert "spruce: POST /contacts/search -> 400 BAD_PARAMETER: injected fault" in result.output
 
 
 def test_events_show_masks_personal_data_unless_revealed(client, app):
@@ -472,3 +472,62 @@ def test_a_bad_variable_is_one_line_and_exit_code_2_for_every_command(tmp_path):
         assert result.exit_code == 2, (command, result.output)
         assert result.output.startswith("Error: SPRIG_RATE_LIMIT") and result.output.count("\n") == 1, result.output
     assert not list(tmp_path.iterdir())  # nothing made, not even the SQLite store
+
+
+# --- operator commands: issue 16 ----------------------------------------------------------
+
+
+def test_stats_lines_up_its_columns_whatever_the_status_markup(client, app, sandbox):
+    from rich.console import Console
+
+    from web.cli.stats import print_stats
+
+    post_event(client, load_fixture("new_referral"))
+    post_event(client, load_fixture("reward_unlocked"))
+    post_event(client, {"type": "partner_referral_rejected"})
+    fail_spruce(sandbox)
+    run_pending(app)
+    stats = json.loads(invoke(app, "events", "stats", "--json").output)
+    out = Console(record=True, width=120, highlight=False)
+    print_stats(stats, out)
+    text = out.export_text()
+
+    rows = [line for line in text.splitlines() if any(f" {t} " in line for t in ("new_referral", "reward_unlocked",
+                                                                                  "partner_referral_rejected"))]
+    assert len(rows) == 3, text
+    # failed (bold red) and unhandled (dim): the type and the count start and end in the same columns.
+    assert len({line.index(t) for line, t in zip(rows, ("new_referral", "reward_unlocked", "partner_referral_rejected"))
+                if t in line}) == 1, text
+    assert len({len(line.rstrip()) for line in rows}) == 1, text
+    assert "[bold red]" not in text and "Oldest pending delivery: none" in text and "spruce 2" in text
+    assert "injected fault" in text  # the most common error, in its own table
+    [sprig] = [line for line in text.splitlines() if " sprig " in line and " closed " in line]
+    assert "1000/1s" in sprig and "3" in sprig  # its three calls in the window
+
+
+def test_replay_dry_run_estimates_with_the_throttles_own_pacing(relay_app, sandbox):
+    app = relay_app(SPRUCE_RATE_LIMIT="50/60s")
+    post_unlocks(app.test_client(), 3)
+    fail_spruce(sandbox)
+    run_pending(app)
+
+    result = invoke(app, "events", "replay", "--status", "failed", "--dry-run")
+    assert result.exit_code == 0, result.output
+    # Replays are catch-up work, one call every 1.2 s: the 15th goes 14 intervals after the first.
+    assert "spruce: up to 15 calls, about 17s at 50/60s, one every 1.2s as catch-up work" in result.output
+    assert "at least" not in result.output
+
+
+def test_a_delivery_error_names_its_vendor_once(client, app, sandbox):
+    post_event(client, load_fixture("new_referral"))
+    fail_spruce(sandbox)
+    run_pending(app)
+    [failed] = [d for d in deliveries(app) if d.status == "failed"]
+    assert failed.last_error.startswith("POST /contacts/search -> 400 BAD_PARAMETER: injected fault")
+
+    listed_text = app.test_cli_runner().invoke(main, ["events", "list"], env={"COLUMNS": "250"}).output
+    shown = invoke(app, "events", "show", str(failed.event_id)).output
+    assert "spruce: POST /contacts/search -> 400" in listed_text
+    assert "last error: POST /contacts/search -> 400" in shown
+    for text in (listed_text, shown):
+        assert "spruce POST" not in text and "spruce: spruce" not in text

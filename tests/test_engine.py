@@ -10,8 +10,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
+from cryptography.fernet import Fernet
 
 from relay.models import Delivery, utcnow
+from relay.sealing import key_id
 from schemas.events import sends, validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
@@ -278,3 +280,30 @@ def test_a_sprig_delivery_the_throttle_held_back_sends_without_reading_back(rela
     assert sum(d.deferrals for d in deliveries(app)) >= 1  # the throttle held some back
     methods = [r["method"] for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
     assert methods == ["POST"] * 3
+
+
+def test_a_worker_without_the_key_that_sealed_a_payload_defers_naming_the_key_id(relay_app, sandbox, caplog):
+    key_a, key_b = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    post_event(relay_app(RELAY_PAYLOAD_KEYS=key_a).test_client(), unlock(3))
+    # One process forgotten in a key rotation: it holds only the new key. An earlier deferral
+    # of Relay's own left its reason behind.
+    only_b = relay_app(RELAY_PAYLOAD_KEYS=key_b)
+    with only_b.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).values(last_error="another delivery for this subscriber is running"))
+        session.commit()
+
+    assert [deliver(only_b, d.id) for d in deliveries(only_b)] == ["deferred", "deferred"]
+    for delivery in deliveries(only_b):
+        assert (delivery.status, delivery.attempts, delivery.deferrals) == ("pending", 1, 1)  # no retry spent
+        assert f"key id {key_id(key_a)}" in delivery.last_error and "RELAY_PAYLOAD_KEYS" in delivery.last_error
+        assert key_a not in delivery.last_error and key_b not in delivery.last_error
+        assert delivery.next_attempt_at >= utcnow() + timedelta(minutes=4)  # waits: not a hot loop
+        assert delivery.enqueued_at is None
+        assert deliver(only_b, delivery.id) == "skipped"  # not due yet
+    assert sandbox_state(sandbox)["requests"] == []
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "deliveries wait" in r.getMessage()]
+    assert len(warned) == 1 and key_id(key_a) in warned[0]  # once per process and key, not per delivery
+
+    both = relay_app(RELAY_PAYLOAD_KEYS=f"{key_b},{key_a}")  # the key is back
+    run_pending(both)
+    assert [d.status for d in deliveries(both)] == ["succeeded", "succeeded"]

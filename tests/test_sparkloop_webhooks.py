@@ -122,7 +122,19 @@ def test_register_takes_url_over_relay_public_url(build, sandbox):
     assert [w["url"] for w in held(sandbox)] == ["https://elsewhere.example.org/webhooks/sparkloop"]
 
 
+@pytest.mark.parametrize("base_url", [PUBLIC_URL, PUBLIC_URL + "/", f"{PUBLIC_URL}/webhooks/sparkloop/"])
+def test_register_takes_the_base_url_as_relay_public_url_does(build, sandbox, base_url):
+    result = run(build(RELAY_PUBLIC_URL=""), "register", "--url", base_url)
+
+    assert result.exit_code == 0, result.output
+    assert [w["url"] for w in held(sandbox)] == [RELAY_HOOK]
+    assert f"for {RELAY_HOOK}" in result.output
+
+
 @pytest.mark.parametrize("overrides, args, named", [
+    ({}, ["--url", "https://relay.example.com/hooks/sparkloop"], "/hooks/sparkloop"),
+    ({}, ["--url", "https://relay.example.com/webhooks"], "/webhooks"),
+    ({}, ["--url", "https://relay.example.com/webhooks/sparkloop?x=1"], "query"),
     ({}, ["--url", "http://relay.example.com/webhooks/sparkloop"], "--url"),
     ({}, ["--url", "relay.example.com/webhooks/sparkloop"], "--url"),
     ({"RELAY_PUBLIC_URL": "http://relay.example.com"}, [], "RELAY_PUBLIC_URL"),

@@ -1,7 +1,8 @@
 """The one classifier: what an exception raised by a delivery (or a backfill page) means.
 
 - deferred (the shared throttle, an open breaker, a 429, a busy subscriber, a rejected
-  credential while the breaker cools down): again at the exact time, no attempt spent;
+  credential while the breaker cools down, a payload sealed with a key this process lacks):
+  again at the exact time, no attempt spent;
 - retry (timeouts, connection errors, 5xx, 408/409/425, Relay's own RetryLater, an unexpected
   error): again after a capped exponential backoff, until the attempt limit or the maximum age;
 - fail (other 4xx, a payload that cannot be delivered): at once, with the vendor's message.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import sys
 import traceback
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from relay.sealing import SealedDataError
 from workers.guard import THROTTLED_DEFAULT_WAIT_S
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind, RetryLater
 from workers.throttle import Slot
@@ -27,6 +30,9 @@ log = logging.getLogger("relay.delivery")
 
 MAX_BACKOFF_S = 3600
 AUTH_RECHECK_S = 60.0
+# A key is added by a deploy or a restart: minutes, not seconds, and no retry budget is spent.
+MISSING_KEY_RECHECK_S = 300.0
+_MISSING_KEYS_WARNED: set[str] = set()
 MAX_FRAMES = 12
 # Frames are named from here: `workers/engine.py`, or `httpx/_client.py` for a library.
 _ROOTS = sorted({str(Path(__file__).resolve().parents[1]), *(p for p in sys.path if p.startswith("/"))},
@@ -49,13 +55,21 @@ class Verdict:
     slot: Slot | None = None  # the throttle slot reserved for the next try
     request_id: str | None = None  # the vendor's, when it answered
     trace: tuple[str, ...] = ()  # an unexpected error's frames, innermost last: where, never what
+    vendor: str | None = None  # whose answer `reason` describes, when a vendor's
+    call: str | None = None  # the same without the vendor's name
+
+    def reason_for(self, destination: str) -> str:
+        """The reason as a delivery to `destination` records it: its vendor is named once, as
+        the destination, wherever the error is shown."""
+        return self.call if self.call and self.vendor == destination else self.reason
 
 
 def classify(exc: Exception) -> Verdict:
     if isinstance(exc, Deferred):
         return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
     if isinstance(exc, VendorError):
-        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id}
+        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id,
+                  "vendor": exc.vendor, "call": exc.call_text()}
         if exc.kind == ErrorKind.THROTTLED:
             wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
             return Verdict(Action.DEFER, wait_s=wait_s, **answer)
@@ -64,6 +78,13 @@ def classify(exc: Exception) -> Verdict:
         if exc.kind == ErrorKind.TRANSIENT:
             return Verdict(Action.RETRY, **answer)
         return Verdict(Action.FAIL, **answer)
+    if isinstance(exc, SealedDataError):  # one process forgotten in a key rotation
+        reason = (f"the payload is sealed with key id {exc.key_id}, which RELAY_PAYLOAD_KEYS of the worker on "
+                  f"{socket.gethostname()} does not hold: add that key there (the delivery waits)")
+        if exc.key_id not in _MISSING_KEYS_WARNED:  # once per process: each delivery's own line says it too
+            _MISSING_KEYS_WARNED.add(exc.key_id)
+            log.warning("deliveries wait: %s", reason)
+        return Verdict(Action.DEFER, reason, kind=ErrorKind.MISSING_KEY, wait_s=MISSING_KEY_RECHECK_S)
     if isinstance(exc, DeliveryFailed):
         return Verdict(Action.FAIL, str(exc))
     if isinstance(exc, RetryLater):

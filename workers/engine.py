@@ -14,12 +14,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 
 from relay.config import Config
 from relay.db import get_db, session_scope
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.metrics import metrics_for
 from relay.observability import report, report_exception
+from relay.sealing import SealedDataError
 from relay.shared_redis import redis_client
 from schemas.events import EVENTS, sends, validate_event
 from schemas.personal import personal_strings
@@ -53,13 +55,17 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         return "skipped"
     claim, delivery, event = claimed
     run = Run(claim, event.id, event.type, delivery.destination, event.received_at)
-    _, data, errors = validate_event(event.payload)
+    try:
+        payload = _payload(event.id)
+    except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
+        return _apply(run, classify(exc), config)
+    _, data, errors = validate_event(payload)
     if errors is not None or data is None:
         return _finish(run, config, failed=Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix"))
 
     destination = DESTINATIONS[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
-    client = destination.client(config).for_run(pacing, personal_strings(event.payload))
+    client = destination.client(config).for_run(pacing, personal_strings(payload))
     ctx = DeliveryContext(
         delivery_id=delivery.id, event_id=event.id, event_type=event.type, data=data,
         subscribers=EVENTS[event.type].subscribers(data), received_at_ms=event.received_at_ms,
@@ -85,6 +91,8 @@ def run_delivery(delivery_id: int, config: Config) -> str:
 
 
 def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
+    """Claimed, with its event but not the event's payload: one this process cannot open must not
+    undo the claim (see `_payload`)."""
     now = utcnow()
     with session_scope() as session:
         delivery = session.scalars(
@@ -98,11 +106,16 @@ def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
         if delivery is None:
             session.rollback()
             return None
-        event = session.get(Event, delivery.event_id)
+        event = session.get(Event, delivery.event_id, options=[defer(Event.payload), defer(Event.errors)])
         if event.status == EventStatus.RECEIVED:
             event.status = EventStatus.PROCESSING
         session.commit()
         return Claim(delivery_id, delivery.attempts), delivery, event
+
+
+def _payload(event_id: int) -> dict:
+    with session_scope() as session:
+        return session.scalar(sa.select(Event.payload).where(Event.id == event_id))
 
 
 def _still_held(claim: Claim) -> bool:
@@ -137,21 +150,22 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
             gave_up = f"gave up after {age_s / 3600:.1f} h"
         if gave_up:
             session.commit()
-            return _finish(run, config, failed=replace(verdict, reason=f"{gave_up}: {verdict.reason}"))
+            reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
+            return _finish(run, config, failed=replace(verdict, reason=reason, call=None))
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
         delivery.next_attempt_at = utcnow() + timedelta(seconds=wait_s)
         delivery.lease_expires_at = None
         delivery.enqueued_at = None
-        # Why it is still pending, for the operator. Relay's own deferrals (throttle, breaker,
-        # lock) do not hide the vendor error that led to them.
-        if not deferred or verdict.status_code is not None or not delivery.last_error:
-            delivery.last_error, delivery.last_status_code = verdict.reason, verdict.status_code
+        # Why it is still pending, for the operator. Relay's own passing deferrals (throttle,
+        # breaker, lock: no kind) do not hide the vendor error that led to them.
+        if not deferred or verdict.kind is not None or not delivery.last_error:
+            delivery.last_error, delivery.last_status_code = verdict.reason_for(run.destination), verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
     outcome = "deferred" if deferred else "retried"
-    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason}", verdict)
+    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict)
     return outcome
 
 
@@ -167,18 +181,19 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
         delivery.status, delivery.finished_at, delivery.lease_expires_at = status, utcnow(), None
         delivery.throttle_slot = None
         if failed:
-            delivery.last_error, delivery.last_status_code = failed.reason, failed.status_code
+            delivery.last_error, delivery.last_status_code = failed.reason_for(run.destination), failed.status_code
             delivery.last_error_trace = list(failed.trace) or None
         session.flush()
         _roll_up(session, run.event_id)
         attempts = delivery.attempts
         session.commit()
-    _record(run, config, status, failed.reason if failed else "", failed, answer, finished=True)
+    reason = failed.reason_for(run.destination) if failed else ""
+    _record(run, config, status, reason, failed, answer, finished=True)
     if failed:
         kind = failed.kind or ("internal" if failed.trace else "relay")
         # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
         # The reason is Relay's or the vendor's scrubbed message: no payload value.
-        report(f"delivery to {run.destination} failed: {failed.reason}",
+        report(f"delivery to {run.destination} failed: {reason}",
                tags={"destination": run.destination, "event_type": run.event_type, "error_kind": kind,
                      "attempts": str(attempts)},
                extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},

@@ -147,6 +147,24 @@ return {0, value}
 """
 
 
+def sending_time_s(calls: int, rate: CallRate, lane: Lane, margin_ms: int = JITTER_MARGIN_MS) -> float:
+    """The least time `calls` calls take through an idle throttle, by the rules above. Live calls
+    go at once while the window (plus the margin) holds fewer than the limit, then one interval
+    apart from when it frees. Catch-up calls go one interval apart; the call a full window turns
+    away takes the lane's next slot after the window frees. Live traffic and the vendor's own
+    headers can only make it longer."""
+    if calls <= 1:
+        return 0.0
+    last, margin_s = calls - 1, margin_ms / 1000
+    if lane == Lane.CATCH_UP:
+        window_turn_s = rate.period_s + max(margin_s, rate.interval_s)
+    elif last < rate.limit:
+        return 0.0
+    else:
+        window_turn_s = rate.period_s + margin_s
+    return (last // rate.limit) * window_turn_s + (last % rate.limit) * rate.interval_s
+
+
 @dataclass(frozen=True)
 class Grant:
     """A call the throttle let through: when (ms, Redis's clock) and its entry in the log."""
@@ -223,6 +241,9 @@ class Throttle:
         # (and no jitter margin: the account's own log is the guarantee).
         return Throttle(self._client, f"{self.account}:replay", CallRate(1, self.rate.interval_s),
                         self._vendor_window_ms / 1000, margin_ms=0)
+
+    def sending_time_s(self, calls: int, lane: Lane) -> float:
+        return sending_time_s(calls, self.rate, lane, self._margin_ms)
 
     def push(self, wait_s: float) -> None:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""

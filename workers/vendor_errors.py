@@ -34,10 +34,15 @@ class VendorError(Exception):
         self.retry_after, self.request_id = retry_after, request_id
 
     def __str__(self) -> str:
+        return f"{self.vendor} {self.call_text()}"
+
+    def call_text(self) -> str:
+        """The call and its outcome without the vendor's name, for where the vendor is named
+        already (a delivery's destination)."""
         outcome = str(self.status) if self.status is not None else "network error"
         if self.error_type:
             outcome += f" {self.error_type}"
-        text = f"{self.vendor} {self.method} {self.path} -> {outcome}: {self.message}"
+        text = f"{self.method} {self.path} -> {outcome}: {self.message}"
         if self.request_id:
             text += f" [req {self.request_id}]"
         return text

@@ -35,7 +35,7 @@ from relay.models import Event, EventSubject, Lane, utcnow
 from relay.sealing import SealedDataError
 from schemas.events import dedup_key, validate_event
 from schemas.values import of_type
-from web.cli.support import When, store_errors
+from web.cli.support import When, counted, store_errors
 from web.ingest import ingest
 from workers.classify import Action, backoff, classify
 from workers.outcomes import Deferred, ErrorKind
@@ -216,7 +216,7 @@ class Tally:
 
     def summary(self, dry_run: bool) -> str:
         created = f"{self.created} would be created" if dry_run else f"{self.created} created"
-        text = (f"{self.pages} pages read, {self.seen} subscribers seen, {created}, "
+        text = (f"{counted(self.pages, 'page')} read, {counted(self.seen, 'subscriber')} seen, {created}, "
                 f"{self.already_received} skipped as already received, "
                 f"{self.duplicates} skipped as duplicates")
         if self.unusable:
@@ -236,13 +236,15 @@ def run_backfill(since: datetime, per_page: int, max_pages: int | None, dry_run:
         # Rows created during the walk push older ones onto the next page: skip repeats.
         fresh = [s for s in listed if s.created_at >= since and s.uuid not in seen]
         seen.update(s.uuid for s in fresh)
-        counts = take_page(fresh, dry_run, say)
+        would_create: list[str] = []  # said after the page's line, which they belong to
+        counts = take_page(fresh, dry_run, would_create.append)
         counts.pages, counts.unusable = 1, counts.unusable + len(parsed) - len(listed)
         total.add(counts)
-        of_total = f"/{result.total_pages}" if result.total_pages is not None else ""
-        say(f"page {page}{of_total}: {len(result.subscribers)} listed, {counts.seen} new since the date: "
-            f"{counts.created} events {'to create' if dry_run else 'created'}, "
-            f"{counts.already_received} already received, {counts.duplicates} duplicates")
+        say(f"{page_label(page, result.total_pages)}: {len(result.subscribers)} listed, {counts.seen} new since "
+            f"the date: {counted(counts.created, 'event')} {'to create' if dry_run else 'created'}, "
+            f"{counts.already_received} already received, {counted(counts.duplicates, 'duplicate')}")
+        for line in would_create:
+            say(line)
 
         oldest = min((s.created_at for s in listed), default=None)
         if (not result.subscribers or (oldest is not None and oldest < since)
@@ -253,6 +255,12 @@ def run_backfill(since: datetime, per_page: int, max_pages: int | None, dry_run:
             total.page_limit_hit = True
             return
         page += 1
+
+
+def page_label(page: int, total_pages: int | None) -> str:
+    """`page 2 of 5`; `page 2` when SparkLoop did not say how many, or said fewer than were read
+    (a total of 0 when the list is empty, one counted before subscribers were added)."""
+    return f"page {page} of {total_pages}" if total_pages and total_pages >= page else f"page {page}"
 
 
 def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) -> Tally:

@@ -244,9 +244,12 @@ def _print_plan(result: ReplayResult) -> None:
     for (event_type, destination), count in sorted(result.deliveries.items()):
         click.echo(f"  {event_type:<32} → {destination:<7} {count:>7}")
     for destination, calls in sorted(result.vendor_calls.items()):
-        rate = DESTINATIONS[destination].client(config).guard.throttle.rate
-        click.echo(f"  {destination}: up to {calls} calls, at least "
-                   f"{human_duration(calls * rate.interval_s)} at {rate.limit}/{rate.period_s:g}s "
+        throttle = DESTINATIONS[destination].client(config).guard.throttle
+        rate = throttle.rate
+        # Replays are catch-up work: the throttle paces them one interval apart (workers.throttle).
+        took = throttle.sending_time_s(calls, Lane.CATCH_UP)
+        click.echo(f"  {destination}: up to {calls} calls, about {human_duration(took)} at {rate.limit}/"
+                   f"{rate.period_s:g}s, one every {rate.interval_s:.3g}s as catch-up work "
                    "(longer while live traffic uses the limit)")
     _print_skipped(result.skipped)
 

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from flask import current_app
@@ -24,7 +24,8 @@ from workers.classify import Action, backoff, classify
 from workers.outcomes import Deferred, ErrorKind
 from workers.sparkloop.client import SparkLoopClient, sparkloop_client
 from workers.sparkloop.webhooks import (
-    API_EVENTS, DASHBOARD_ONLY_EVENTS, DASHBOARD_URL, find, https_problem, relay_webhook_url, same_url,
+    API_EVENTS, DASHBOARD_ONLY_EVENTS, DASHBOARD_URL, WEBHOOK_PATH, find, https_problem, relay_webhook_url,
+    same_url,
 )
 from workers.throttle import Pacing
 from workers.vendor_errors import VendorError
@@ -151,7 +152,8 @@ def webhooks_list(as_json: bool, reveal: bool):
 
 @webhooks_group.command("register")
 @click.option("--url", metavar="URL",
-              help="The webhook URL (https://); default RELAY_PUBLIC_URL followed by /webhooks/sparkloop.")
+              help="Relay's public base URL (https://), to which /webhooks/sparkloop is appended, or that "
+                   "whole webhook URL; default RELAY_PUBLIC_URL.")
 @with_appcontext
 def webhooks_register(url: str | None):
     """Register Relay's webhook at SparkLoop with the four events the API can switch on.
@@ -186,10 +188,7 @@ def webhooks_register(url: str | None):
 def _register_target(url: str | None) -> str:
     """The webhook URL to register; bad input exits 2 before any call."""
     if url is not None:
-        problem = https_problem(url.strip())
-        if problem:
-            raise click.BadParameter(problem, param_hint="--url")
-        return url.strip()
+        return _given_target(url.strip())
     public_url = current_app.config["RELAY"].public_url
     if not public_url:
         raise click.UsageError("RELAY_PUBLIC_URL is not set: set it to this Relay's public base URL, or pass --url")
@@ -197,6 +196,26 @@ def _register_target(url: str | None) -> str:
         raise click.UsageError(f"RELAY_PUBLIC_URL is not https:// ({https_problem(public_url)}): "
                                "set the https URL SparkLoop reaches, or pass --url")
     return relay_webhook_url(public_url)
+
+
+def _given_target(url: str) -> str:
+    """--url: a base URL, as RELAY_PUBLIC_URL (Relay's webhook path is appended), or the webhook
+    URL itself. Any other path would register a URL Relay does not answer."""
+    problem = https_problem(url)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--url")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise click.BadParameter("give the URL without credentials, query string or fragment: SparkLoop sends "
+                                 "its token in a header", param_hint="--url")
+    path = parts.path.rstrip("/")
+    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    if path == "":
+        return relay_webhook_url(base)
+    if path == WEBHOOK_PATH:
+        return base + WEBHOOK_PATH
+    raise click.BadParameter(f"its path {parts.path} is not Relay's webhook path {WEBHOOK_PATH}: give the base URL "
+                             f"({base}, as RELAY_PUBLIC_URL) or {relay_webhook_url(base)}", param_hint="--url")
 
 
 @webhooks_group.command("remove")

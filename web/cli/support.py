@@ -90,6 +90,11 @@ def console():
     return Console(highlight=False)
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 page`, `2 pages`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 120:
