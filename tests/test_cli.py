@@ -531,3 +531,15 @@ def test_a_delivery_error_names_its_vendor_once(client, app, sandbox):
     assert "last error: POST /contacts/search -> 400" in shown
     for text in (listed_text, shown):
         assert "spruce POST" not in text and "spruce: spruce" not in text
+
+
+def test_stats_without_redis_says_it_cannot_see_the_workers_throttle(bare_app):
+    # Without REDIS_URL the throttle and breaker live in each process: this command's own
+    # would read "closed, 0 calls" whatever the workers do.
+    bare_app = bare_app()
+    stats = json.loads(invoke(bare_app, "events", "stats", "--json").output)
+    assert stats["vendors"] is None and "no REDIS_URL" in stats["vendors_unavailable"]
+
+    text = invoke(bare_app, "events", "stats").output
+    assert "Throttle and circuit breaker: not visible: no REDIS_URL" in text
+    assert "closed" not in text

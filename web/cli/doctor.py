@@ -127,7 +127,7 @@ def check_broker(app: Flask) -> Check:
     except Exception as exc:  # kombu raises several unrelated types; the class says which
         return failed(name, f"unreachable ({type(exc).__name__})", "check REDIS_URL and that Redis is up")
     if config.redis_url is None:
-        return passed(name, "the embedded folder broker (no REDIS_URL: one machine only, as `relay dev`)")
+        return passed(name, "the embedded folder broker (no REDIS_URL: one machine only)")
     return passed(name, "Redis (REDIS_URL) answers")
 
 

@@ -152,27 +152,13 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
 def events_stats(since, as_json: bool):
     """Counts per status and type of the events received in the window, the oldest pending
     delivery, recent failures and top errors, and each vendor's throttle and circuit breaker."""
-    from web.cli.stats import collect_stats
+    from web.cli.stats import collect_stats, print_stats
 
     stats = collect_stats(since)
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
         return
-    out = console()
-    out.print(f"Events received since {stats['since'][:19]} UTC, by status and type:")
-    for row in stats["events"]:
-        out.print(f"  {styled(row['status']):<30} {row['type']:<32} {row['count']:>8}")
-    oldest = stats["oldest_pending_s"]
-    out.print(f"Oldest pending delivery: {human_duration(oldest) if oldest is not None else 'none'}")
-    out.print(f"Failed deliveries since {stats['since'][:19]} UTC: "
-              + (", ".join(f"{k} {v}" for k, v in stats["failed_by_destination"].items()) or "none"))
-    for error in stats["top_errors"]:
-        out.print(f"  {error['count']:>6} × {error['destination']}: {error['error']}", markup=False)
-    for vendor, state in stats["vendors"].items():
-        out.print(f"{vendor}: breaker {state['breaker']}, limit {state['limit']}, "
-                  f"{state['calls_in_window']} calls in the current window, "
-                  f"next slot in {state['next_slot_in_s']}s"
-                  + (f", paused for {state['paused_for_s']}s" if state["paused_for_s"] else ""))
+    print_stats(stats, console())
 
 
 @events_group.command("purge")

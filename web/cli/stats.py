@@ -21,9 +21,17 @@ ERRORS_SCANNED = 10_000
 _REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
 
 
+# Without REDIS_URL the throttle and breaker live inside each process: this command's own would
+# always read "closed, 0 calls", which is not the workers'.
+VENDORS_UNSEEN = ("not visible: no REDIS_URL, so they live inside the worker process "
+                  "(under relay dev: . instance/dev.env first)")
+
+
 def collect_stats(since: datetime) -> dict:
     with session_scope() as session:
         stats = store_stats(session, since)
+    if current_app.config["RELAY"].redis_url is None:
+        return stats | {"vendors": None, "vendors_unavailable": VENDORS_UNSEEN}
     return stats | {"vendors": vendor_states()}
 
 
@@ -95,7 +103,9 @@ def print_stats(stats: dict, out) -> None:
         for error in stats["top_errors"]:
             errors.add_row(str(error["count"]), error["destination"], escape(error["error"]))
         out.print(errors)
-    if stats["vendors"]:
+    if stats["vendors"] is None:
+        out.print(f"Throttle and circuit breaker: {stats['vendors_unavailable']}", markup=False)
+    elif stats["vendors"]:
         vendors = Table("vendor", "breaker", "limit", Column("calls in window", justify="right"),
                         Column("next slot in", justify="right"), Column("paused for", justify="right"),
                         title="Throttle and circuit breaker", title_justify="left")
