@@ -85,9 +85,9 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
         click.echo(f"Error: Sprig did not take the purge: {reason}; nothing changed in Relay's store, "
                    "run the same command again (or without --purge-sprig)", err=True)
         raise SystemExit(1) from None
-    log.info("erasure request %s done: %s", ref, _summary(found),
-             extra={"erasure": ref, **found.counts(), "sprig_purge_requests": len(request_ids or [])})
     _report(ref, found, purge_sprig, config, done=True, request_ids=request_ids)
+    log.info("erasure request %s done: %s", ref, _summary(found),  # after the report, as backfill's
+             extra={"erasure": ref, **found.counts(), "sprig_purge_requests": len(request_ids or [])})
 
 
 def _purge_sprig(person: erasure.Person, config) -> list[str]:
