@@ -1,10 +1,14 @@
 """What the store can keep: JSON that PostgreSQL's jsonb and SQLite both accept as it was sent.
 
-Python's json module accepts more than that: NaN and Infinity, numbers that overflow to
-infinity, strings holding NUL (jsonb refuses \\u0000) or unpaired surrogates (not encodable as
-UTF-8), and nesting deep enough to exhaust the recursion limit of whatever walks the value
-later. None of these is in any SparkLoop payload, and none has a faithful storable form, so
-they are refused with the path of the first offending value; nothing else is changed.
+Python's json module accepts more than that: NaN and Infinity, numbers beyond what a double
+holds (1e999 overflows to infinity; an integer of 400 digits is the same number to JSON and to
+the published schema, so it is refused alike, by its exact decimal value), strings holding NUL (jsonb refuses \\u0000) or
+unpaired surrogates (not encodable as UTF-8), and nesting deep enough to exhaust the recursion
+limit of whatever walks the value later. None of these is in any SparkLoop payload, and none has
+a faithful storable form, so they are refused with the path of the first offending value;
+nothing else is changed but one thing: a number written with a fraction or an exponent that is
+a whole number (`5.0`, `1e2`) is read as the integer it is, because JSON and the published
+schema (/openapi.json) compare numbers by value, so an integer field takes it.
 
 Hand-written: a walk over the decoded value, iterative so that depth itself cannot crash it.
 """
@@ -12,8 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from decimal import Decimal
 
 MAX_DEPTH = 32  # SparkLoop's payloads nest 3 levels
+# A double's largest, exactly, as an integer: /openapi.json writes every number's bounds with it,
+# digit for digit, so that a validator reading numbers as decimals and one reading them as doubles
+# agree with Relay at the edge.
+LARGEST_NUMBER = int(sys.float_info.max)
+NUL = "\x00"
 
 
 class NotStorable(ValueError):
@@ -25,13 +36,21 @@ class NotStorable(ValueError):
 
 
 class _NonFinite:
-    """What json.loads makes of NaN, Infinity and -Infinity here, so that the walk can say where."""
+    """What json.loads makes of NaN, Infinity, -Infinity and a number out of range here, so that
+    the walk can say where."""
+
+
+def _number(text: str):
+    exact = Decimal(text)
+    if abs(exact) > LARGEST_NUMBER:
+        return _NonFinite()
+    return int(exact) if exact == exact.to_integral_value() else float(text)
 
 
 def loads(raw: bytes) -> object:
     """Decode a request body; NotStorable when it is not JSON the store can keep."""
     try:
-        value = json.loads(raw, parse_constant=lambda _: _NonFinite(), parse_float=float)
+        value = json.loads(raw, parse_constant=lambda _: _NonFinite(), parse_float=_number)
     except RecursionError:
         raise NotStorable("request body is nested too deeply",
                           {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}) from None
@@ -67,13 +86,21 @@ def first_problem(value) -> tuple[list[str], str] | None:
             reason = _text_problem(item)
             if reason:
                 return path, f"Text {reason}"
-        elif isinstance(item, _NonFinite) or (isinstance(item, float) and not math.isfinite(item)):
+        elif isinstance(item, _NonFinite) or not _in_range(item):
             return path, "Not a finite number (NaN, Infinity or out of range)."
     return None
 
 
+def _in_range(item) -> bool:
+    if isinstance(item, float):
+        return math.isfinite(item)
+    if isinstance(item, int) and not isinstance(item, bool):
+        return abs(item) <= LARGEST_NUMBER
+    return True
+
+
 def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
+    if NUL in text:
         return "contains a NUL character (\\u0000)."
     try:
         text.encode("utf-8")

@@ -73,3 +73,20 @@ def test_the_web_process_refuses_the_development_token_outside_sqlite(tmp_path, 
         create_app({**env, "SPARKLOOP_WEBHOOK_TOKEN": ""})
     # `relay dev` (SQLite) may use it.
     make_app({"SPARKLOOP_WEBHOOK_TOKEN": DEV_WEBHOOK_TOKEN, "RELAY_INSTANCE_PATH": str(tmp_path)}, migrate=False)
+
+
+def test_every_path_answers_an_undeclared_method_with_405_and_the_allow_header(bare_app):
+    app = bare_app()
+    client = app.test_client()
+    rules = [rule for rule in app.url_map.iter_rules() if "<" not in rule.rule]
+    assert {"/webhooks/sparkloop", "/healthz", "/readyz", "/openapi.json", "/metrics"} <= {r.rule for r in rules}
+    for rule in rules:
+        for method in ("TRACE", "PUT", "DELETE", "PATCH"):
+            if method in rule.methods:
+                continue
+            answer = client.open(rule.rule, method=method)
+            assert answer.status_code == 405, (method, rule.rule)
+            # RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+            assert set(answer.headers.get("Allow", "").replace(" ", "").split(",")) == set(rule.methods), rule.rule
+            assert answer.is_json and "method" in answer.get_json()["error"].lower()
+            assert answer.headers["X-Frame-Options"] == "DENY"

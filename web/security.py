@@ -45,7 +45,11 @@ def _headers(response: Response) -> Response:
 
 
 def _http_error(exc: HTTPException):
-    return jsonify(error=exc.description or exc.name), exc.code or 500
+    # werkzeug's own headers stay (Allow on a 405, as RFC 9110 requires; Retry-After; …); only
+    # its HTML body and that body's type and length are replaced.
+    headers = [(name, value) for name, value in exc.get_headers()
+               if name.lower() not in ("content-type", "content-length")]
+    return jsonify(error=exc.description or exc.name), exc.code or 500, headers
 
 
 def _unexpected_error(exc: Exception):
