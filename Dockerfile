@@ -12,12 +12,18 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Every dependency is a wheel (psycopg[binary] included): no compiler needed. No test extras.
+# Exactly the versions uv.lock pins, their hashes checked, without the test extras (uv exports
+# them for pip, then goes); then Relay itself. Every dependency is a wheel (psycopg[binary]
+# included): no compiler needed.
 # No .env goes into the image (.dockerignore): a container is configured by its environment
 # (compose's environment:, `docker run --env-file .env`, the platform's settings). Every process
 # also reads a .env in its working directory, /app, if one is mounted there; the environment wins.
 COPY . .
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir uv==0.13.8 \
+    && uv export --quiet --locked --no-emit-project --no-header --output-file /tmp/requirements.txt \
+    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-deps . \
+    && pip uninstall --yes uv && rm /tmp/requirements.txt \
     && useradd --create-home --uid 10001 relay \
     && mkdir -p /app/instance \
     && chown relay /app/instance

@@ -6,6 +6,11 @@ Locally a missing service skips its tests; under CI=true it fails them. The suit
 parallel processes (pytest-xdist, a test file per process); each has a database, a Redis db
 and a sandbox of its own, so no process truncates or flushes what another one uses.
 
+What the suite makes on the services it takes away again: each process drops its PostgreSQL
+databases and empties its Redis db when it ends, each drill its own when it ends, and the run
+fails if any of them is still there afterwards (`pytest_sessionfinish`). The names and dbs are
+the ones below, and README.md's test section lists them.
+
 Apps: `relay_app(**overrides)` builds the web app on the test services (the `app` fixture is
 the default one); `bare_app` is for tests that reach neither a vendor nor a worker (no Redis, no
 sandbox, one SQLite file).
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -50,20 +57,36 @@ WITHOUT_EXAMPLE = sorted(name for name, spec in EVENTS.items()
 TOKEN = "test-token"
 # gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-# Redis dbs by process (gw6 is for a single file run beside a full suite), clear of the
-# drills' 0, 1, 2, 4, 5, 6, 7, 11 and the benchmarks' 14.
+# Redis dbs on the test server by process (gw6 is for a single file run beside a full suite),
+# clear of the drills' and the benchmarks' 14. Never db 0: Redis' default, where whatever else
+# uses the server keeps its data.
 REDIS_DBS = (15, 13, 12, 10, 9, 8, 3)
+# Each drill's PostgreSQL database and Redis db on the test servers (tests/drills.py): its own,
+# so that no test process truncates, flushes or takes its work. None: a redis-server of the
+# drill's own (the `redis_server` fixture), for the Redis drill and the hand-back drill.
+DRILLS = {"relay_drills": 11, "relay_drill_workers": 7, "relay_drill_restart": 4, "relay_drill_postgres": 6,
+          "relay_drill_production": 5, "relay_drill_storms": 1, "relay_drill_vendors": 2,
+          "relay_drill_handback": None, "relay_drill_redis": None}
+DRILL_DATABASES = tuple(DRILLS)
+DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
 
 
 def _for_this_process(url: str, suffix: str) -> str:
     return url if WORKER == 0 else f"{url}{suffix}"
 
 
-PG_URL = _for_this_process(
-    os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"), f"_gw{WORKER}")
+PG_FIRST_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = _for_this_process(PG_FIRST_URL, f"_gw{WORKER}")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 if WORKER:
     REDIS_URL = f"{REDIS_URL.rsplit('/', 1)[0]}/{REDIS_DBS[WORKER]}"
+# The migration tests' database, one per process as PG_URL is: test_migrations, test_gw1_migrations, …
+MIGRATION_URL = f"{PG_URL}_migrations"
+
+# The test servers' access lines (the sandbox's, `server`'s): one per request, and a slow
+# request the sandbox is still answering when its test is over prints its line into pytest's
+# output. Their warnings and errors still show.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def load_fixture(name: str) -> dict:
@@ -121,25 +144,81 @@ def sandbox():
 @pytest.fixture(scope="session")
 def redis_url():
     require_service("Redis", REDIS_URL)
-    return REDIS_URL
+    yield REDIS_URL
+    empty_redis(REDIS_URL)
 
 
-def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database `url` names, unless it exists."""
-    server, name = url.rsplit("/", 1)
-    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of the test's own on a free loopback port (tests.drills.RedisServer),
+    keeping nothing on disk and stopped after the test."""
+    from tests.drills import RedisServer
+
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: a missing service is a failure)")
+        pytest.skip(message)
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def empty_redis(url: str) -> None:
+    """Empty the Redis db `url` names, with what this process still had to count into it."""
+    metrics_for(url).flush()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(f"{url.rsplit('/', 1)[0]}/postgres", isolation_level="AUTOCOMMIT")
+
+
+def existing_databases(url: str) -> set[str]:
+    """The databases on the PostgreSQL server of `url`."""
+    admin = _admin(url)
     with admin.connect() as conn:
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
+        names = set(conn.scalars(sa.text("SELECT datname FROM pg_database")))
+    admin.dispose()
+    return names
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database `url` names, unless it exists; whether it was created."""
+    name = url.rsplit("/", 1)[1]
+    admin = _admin(url)
+    with admin.connect() as conn:
+        missing = not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+        if missing:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
+    return missing
+
+
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database `url` names, if it exists, with any connection still open to
+    it (a killed worker's, which the server has not noticed yet)."""
+    admin = _admin(url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def empty_database(url: str) -> None:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    db.dispose()
 
 
 def migrated_from_scratch(url: str) -> str:
     """The PostgreSQL database `url` names, created if missing, emptied and migrated."""
     ensure_database(url)
+    empty_database(url)
     db = Database(url)
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     db.upgrade()
     db.dispose()
     return url
@@ -147,8 +226,15 @@ def migrated_from_scratch(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url():
+    """This process's PostgreSQL database, migrated. Afterwards it is dropped, unless it is the
+    one TEST_DATABASE_URL names and was there before (CI's `test`): that one is left empty."""
     require_service("PostgreSQL", PG_URL)
-    return migrated_from_scratch(PG_URL)
+    created = ensure_database(PG_URL)
+    yield migrated_from_scratch(PG_URL)
+    if WORKER or created:
+        drop_database(PG_URL)
+    else:
+        empty_database(PG_URL)
 
 
 def empty_postgres(url: str) -> None:
@@ -210,17 +296,75 @@ def drill_for(sandbox, tmp_path):
     made = []
 
     def build(database: str, redis_url: str) -> Drill:
+        shared = redis_url.rsplit("/", 1)[0] == REDIS_URL.rsplit("/", 1)[0]  # else a redis_server
+        assert database in DRILLS and DRILLS[database] == (int(redis_url.rsplit("/", 1)[1]) if shared else None), \
+            f"{database} on {redis_url}: not as DRILLS says (and README.md's test section)"
         url = f"{PG_URL.rsplit('/', 1)[0]}/{database}"
         require_service("PostgreSQL", url)
         migrated_from_scratch(url)
         log_dir = tmp_path / "processes"
         log_dir.mkdir(exist_ok=True)
-        made.append(Drill(fresh_services(url, redis_url, sandbox, tmp_path / "instance"), log_dir))
-        return made[-1]
+        drill = Drill(fresh_services(url, redis_url, sandbox, tmp_path / "instance"), log_dir)
+        made.append((drill, url, redis_url if shared else None))
+        return drill
 
     yield build
-    for drill in made:
+    for drill, url, shared_redis_url in made:
         drill.stop()
+        drop_database(url)
+        if shared_redis_url:
+            empty_redis(shared_redis_url)
+
+
+# --- what a run leaves behind ------------------------------------------------------------
+
+
+def suite_databases() -> set[str]:
+    """Every PostgreSQL database the suite may make (the processes', their migration tests',
+    the drills'), named from TEST_DATABASE_URL's."""
+    first = PG_FIRST_URL.rsplit("/", 1)[1]
+    processes = [first, *(f"{first}_gw{n}" for n in range(1, len(REDIS_DBS)))]
+    return {*processes, *(f"{name}_migrations" for name in processes), *DRILL_DATABASES}
+
+
+def suite_footprint() -> tuple[set[str], set[int]]:
+    """The suite's databases on the PostgreSQL server and its Redis dbs holding a key on the
+    Redis server, as they are now (empty sets where a server is not reachable)."""
+    databases = existing_databases(PG_URL) & suite_databases() if _reachable(PG_URL) else set()
+    filled = set()
+    if _reachable(REDIS_URL):
+        client = redis.Redis.from_url(REDIS_URL)
+        filled = {int(db.removeprefix("db")) for db in client.info("keyspace")} & {*REDIS_DBS, *DRILL_REDIS_DBS}
+        client.close()
+    return databases, filled
+
+
+_FOOTPRINT_BEFORE = pytest.StashKey[tuple[set[str], set[int]]]()
+
+
+def _runs_the_session(config) -> bool:
+    return not hasattr(config, "workerinput")  # not one of pytest-xdist's worker processes
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    if _runs_the_session(session.config):
+        session.config.stash[_FOOTPRINT_BEFORE] = suite_footprint()
+
+
+def pytest_sessionfinish(session):
+    """Fails the run if a database or Redis db of the suite's is left after it that was not
+    there before it (what an earlier, interrupted run left is this run's to reuse and drop)."""
+    if not _runs_the_session(session.config) or _FOOTPRINT_BEFORE not in session.config.stash:
+        return
+    databases_before, filled_before = session.config.stash[_FOOTPRINT_BEFORE]
+    databases, filled = suite_footprint()
+    left = sorted(databases - databases_before) + [f"Redis db {db}" for db in sorted(filled - filled_before)]
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"the tests left behind: {', '.join(left)} (tests/conftest.py drops and empties "
+                            "what they make)", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # --- apps ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A worker stopped by the platform (SIGTERM, as a deploy does) while a delivery is under way:
 the delivery goes back to pending at once, without a retry spent, instead of waiting for its
-lease. A file of its own, so the suite runs it beside the rolling-restart drill."""
+lease. A file of its own, so the suite runs it beside the rolling-restart drill; a redis-server of
+its own too, as every Redis db the suite may use on the test server is taken."""
 from __future__ import annotations
 
 import time
@@ -10,11 +11,11 @@ from tests.conftest import deliveries, wait_for
 from tests.drills import in_flight, post_all, reward_event
 
 
-def test_a_worker_stopped_mid_delivery_hands_it_back_at_once(drill_for, sandbox, redis_url):
+def test_a_worker_stopped_mid_delivery_hands_it_back_at_once(drill_for, sandbox, redis_server):
     """SIGTERM to `relay worker` as the Procfile runs it: tasks under way get
     RELAY_SHUTDOWN_GRACE to finish, then the delivery still running goes back to pending there
     and then, not a lease later."""
-    drill = drill_for("relay_drill_handback", redis_url.rsplit("/", 1)[0] + "/0")
+    drill = drill_for("relay_drill_handback", redis_server.url)
     sandbox.configure(latency_ms={"spruce": 8000})
     app = drill.app(RELAY_SHUTDOWN_GRACE="2s")
     worker = drill.start_worker("worker", supervised=True, as_procfile=True, loglevel="INFO")

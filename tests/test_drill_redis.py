@@ -3,25 +3,7 @@
 bench/drills/redis_flushed.py runs it at full size."""
 from __future__ import annotations
 
-import os
-import shutil
-
-import pytest
-
-from tests.drills import HEAL_WITHIN_S, RedisServer, redis_restarted_empty
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if shutil.which("redis-server") is None:
-        message = "redis-server is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: a missing service is a failure)")
-        pytest.skip(message)
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+from tests.drills import HEAL_WITHIN_S, redis_restarted_empty
 
 
 def test_redis_restarted_empty_loses_and_duplicates_nothing(drill_for, sandbox, redis_server):

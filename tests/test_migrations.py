@@ -15,10 +15,8 @@ from cryptography.fernet import Fernet
 from relay.db import Database
 from relay.models import Base
 from relay.subjects import email_digest
-from tests.conftest import PG_URL, require_service
+from tests.conftest import MIGRATION_URL, drop_database, ensure_database, require_service
 
-# One per test process, as the suite's databases are (test_gw1: relay_migrations_gw1).
-MIGRATION_DATABASE = "relay_migrations" + PG_URL.rsplit("/", 1)[1].removeprefix("test")
 CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
 
@@ -28,18 +26,16 @@ def old_store(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     else:
-        require_service("PostgreSQL", PG_URL)
-        server = PG_URL.rsplit("/", 1)[0]
-        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{MIGRATION_DATABASE}"'))
-            conn.execute(sa.text(f'CREATE DATABASE "{MIGRATION_DATABASE}"'))
-        admin.dispose()
-        url = f"{server}/{MIGRATION_DATABASE}"
+        require_service("PostgreSQL", MIGRATION_URL)
+        drop_database(MIGRATION_URL)
+        ensure_database(MIGRATION_URL)
+        url = MIGRATION_URL
     db = Database(url)
     db.upgrade("0003")
     yield db
     db.dispose()
+    if url == MIGRATION_URL:
+        drop_database(url)
 
 
 def insert(conn, table: str, **values) -> int:
