@@ -181,7 +181,8 @@ def test_a_short_wait_is_slept_through_and_a_long_one_defers(r):
 
 
 def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog):
-    breaker = Breaker(r, "sprig:acct", threshold=3, cooldown_s=0.3)
+    # A cooldown long enough that a loaded machine reads "open" before it ends.
+    breaker = Breaker(r, "sprig:acct", threshold=3, cooldown_s=2.0)
     for _ in range(2):
         breaker.failure()
     breaker.check()  # still closed
@@ -189,7 +190,7 @@ def test_breaker_opens_after_a_run_of_failures_probes_once_and_closes(r, caplog)
     assert breaker.state() == "open"
     with pytest.raises(Deferred):
         breaker.check()
-    time.sleep(0.35)
+    time.sleep(2.05)
     assert breaker.state() == "half-open"
     breaker.check()  # the one probe
     with pytest.raises(Deferred, match="probe"):

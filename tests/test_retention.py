@@ -15,10 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
+import sqlalchemy as sa
 from celery.schedules import crontab
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 import workers.retention
+from relay.models import Delivery, utcnow
 from relay.queue import CATCH_UP_QUEUE, RETENTION_TASK, SWEEP_TASK
 from celery.contrib.testing.worker import start_worker
 
@@ -31,7 +33,7 @@ PROCFILE = dict(line.split(": ", 1) for line in open("Procfile").read().splitlin
 
 def stored_ages(client, app, sandbox) -> dict[str, int]:
     """Four events: done 40 days ago, failed 40 days ago, done today, and one still pending for
-    400 days. With the default ages, only the first is due to go."""
+    400 days (its deliveries due tomorrow). With the default ages, only the first is due to go."""
     for n, days in enumerate((40, 40, 0)):
         payload = load_fixture("reward_unlocked")
         payload["subscriber"]["id"] = f"sub_age{n}"
@@ -46,6 +48,11 @@ def stored_ages(client, app, sandbox) -> dict[str, int]:
     assert post_event(client, load_fixture("new_referral")).status_code == 200
     pending = events(app)[-1].id
     received_days_ago(app, pending, 400)
+    # Not due for a day: the tests' workers must not deliver it (done, it would be due to go).
+    with app.extensions["relay.db"].session() as session:
+        session.execute(sa.update(Delivery).where(Delivery.event_id == pending)
+                        .values(next_attempt_at=utcnow() + timedelta(days=1)))
+        session.commit()
     statuses = {e.id: e.status for e in events(app)}
     assert [statuses[i] for i in (old_done, old_failed, recent, pending)] == ["done", "failed", "done", "received"]
     return {"old_done": old_done, "old_failed": old_failed, "recent": recent, "pending": pending}
