@@ -4,15 +4,10 @@ its terminal shows one line per webhook and per delivery outcome, Celery logs to
 instance/, and Ctrl-C stops everything."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -28,30 +23,13 @@ from relay.config import DEV_WEBHOOK_TOKEN
 from relay.observability import JSON_FIELDS, JSON_RENAMES
 from schemas.personal import personal_strings
 from web.cli import main
-from sandbox import FIXTURES
 from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
 from web.cli.live import LiveLines, live_line, record_from_json
-
-RELAY = str(Path(sys.executable).with_name("relay"))
-CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",
-                        "SPARKLOOP_API_KEY", "SPARKLOOP_WEBHOOK_TOKEN")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def relay_events(env: dict) -> list[dict]:
-    listed = subprocess.run([RELAY, "events", "list", "--json"], env=env, capture_output=True,
-                            text=True, timeout=60)
-    return json.loads(listed.stdout) if listed.returncode == 0 else []
-
+from tests.dev_processes import (
+    CONFIGURED_ELSEWHERE, LIVE_LINE, dev_env, dev_ports, option, relay_dev, relay_events, run_relay, sourced,
+)
 
 # --- watching it live ------------------------------------------------------------------------
-
-LIVE_LINE = re.compile(r"^\d\d:\d\d:\d\d  ")
 
 
 @pytest.fixture
@@ -133,94 +111,6 @@ def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
     assert record_from_json("[2026-12-01 14:02:11,000: WARNING/MainProcess] celery banner") is None
 
 
-# --- relay dev itself: real processes --------------------------------------------------------
-
-
-def dev_ports() -> list[str]:
-    return ["--port", str(free_port()), "--sandbox-port", str(free_port()), "--redis-port", str(free_port())]
-
-
-def option(args: list[str], name: str) -> int:
-    return int(args[args.index(name) + 1])
-
-
-def dev_env(instance: Path) -> dict:
-    """This test process's environment without anything that configures Relay elsewhere."""
-    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE}
-    return env | {"RELAY_INSTANCE_PATH": str(instance)}
-
-
-def sourced(instance: Path) -> dict:
-    """The environment of another terminal after `. instance/dev.env`."""
-    env = dev_env(instance)
-    for line in (instance / "dev.env").read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value
-    return env
-
-
-class RunningDev:
-    def __init__(self, process: subprocess.Popen, terminal: Path, args: list[str]):
-        self.process, self.terminal, self.args = process, terminal, args
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{option(self.args, '--port')}"
-
-    @property
-    def sandbox_url(self) -> str:
-        return f"http://127.0.0.1:{option(self.args, '--sandbox-port')}"
-
-    def shown(self) -> str:
-        return self.terminal.read_text()
-
-    def post(self, fixture: Path) -> int:
-        return httpx.post(f"{self.url}/webhooks/sparkloop", content=fixture.read_bytes(), timeout=5, headers={
-            "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code
-
-    def live(self) -> set[str]:
-        return {line[10:] for line in self.shown().splitlines() if LIVE_LINE.match(line)}
-
-    def sandbox_state(self) -> dict:
-        return httpx.get(f"{self.sandbox_url}/_sandbox/state", timeout=5).json()
-
-    def stop(self) -> int:
-        """Ctrl-C, as a terminal sends it to its foreground job: the whole process group."""
-        os.killpg(self.process.pid, signal.SIGINT)
-        code = self.process.wait(timeout=40)
-        assert wait_for(lambda: not _group_alive(self.process.pid), timeout=20, interval=0.2)
-        return code
-
-
-@contextlib.contextmanager
-def relay_dev(tmp_path: Path, instance: Path, args: list[str], name: str = "terminal"):
-    """`relay dev ARGS` on INSTANCE in a process group of its own, up and answering; always
-    stopped (its group killed if Ctrl-C did not end it)."""
-    terminal = tmp_path / f"{name}.txt"
-    with open(terminal, "wb") as out:
-        process = subprocess.Popen([RELAY, "dev", *args], env=dev_env(instance), stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    dev = RunningDev(process, terminal, args)
-    try:
-        def answering() -> bool:
-            try:
-                return httpx.get(f"{dev.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_for(lambda: answering() or process.poll() is not None, timeout=60, interval=0.3)
-        assert process.poll() is None, dev.shown()
-        yield dev
-    finally:
-        if process.poll() is None or _group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def run_relay(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([RELAY, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
 
 def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_env(tmp_path):
     """Live lines, log files, Ctrl-C; and `. instance/dev.env` makes doctor, stats, metrics and
@@ -294,29 +184,6 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
     assert "john.doe@email.com" not in shown
 
 
-def test_a_restart_keeps_the_store_and_the_sandbox_and_fresh_empties_both(tmp_path):
-    instance, args = tmp_path / "instance", dev_ports()
-    with relay_dev(tmp_path, instance, args, "first") as dev:
-        assert dev.post(FIXTURES / "reward_unlocked.json") == 200
-        assert wait_for(lambda: "spruce  event 1  delivered (200)" in dev.live(), timeout=60, interval=0.5), dev.shown()
-        assert dev.stop() == 0
-
-    with relay_dev(tmp_path, instance, args, "second") as dev:
-        assert len(dev.sandbox_state()["spruce"]["contacts"]) == 1  # the contact Relay links to is still there
-        assert "Note:" not in dev.shown()
-        assert dev.stop() == 0
-
-    refused = run_relay(dev_env(instance), "dev", *args, "--fresh")  # no terminal to ask, no --yes
-    assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert [e["type"] for e in relay_events(dev_env(instance))] == ["reward_unlocked"]
-
-    with relay_dev(tmp_path, instance, [*args, "--fresh", "--yes"], "fresh") as dev:
-        assert "Started fresh" in dev.shown() and "Note:" not in dev.shown()
-        assert relay_events(sourced(instance)) == []
-        assert dev.sandbox_state()["spruce"]["contacts"] == []
-        assert dev.stop() == 0
-
-
 def test_the_banner_says_when_the_store_links_to_spruce_ids_the_sandbox_lost(app, sandbox):
     assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
     run_pending(app)
@@ -373,9 +240,3 @@ def test_fresh_asks_first_and_keeps_everything_unless_told_yes(tmp_path, monkeyp
     assert all((instance / name).read_text() == "kept" for name in ("relay.sqlite3", "sandbox-state.json"))
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
