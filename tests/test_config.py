@@ -222,15 +222,16 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
 
     from relay.config import DEV_WEBHOOK_TOKEN
     from tests.conftest import wait_for
-    from tests.test_dev import free_port, _group_alive
+    from tests.dev_processes import free_port, group_alive
     from web.cli.dev import SAMPLE
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port, redis_port = free_port(), free_port(), free_port()
     env = clean_environment(RELAY_INSTANCE_PATH=str(tmp_path / "instance"))
     terminal = tmp_path / "terminal.txt"
     with open(terminal, "wb") as out:
-        dev = subprocess.Popen([RELAY, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)], cwd=tmp_path,
+        dev = subprocess.Popen([RELAY, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port),
+                                "--redis-port", str(redis_port)], cwd=tmp_path,
                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             answers = []  # each look: None (not listening yet), -1 (exited), or the HTTP status
@@ -249,7 +250,7 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
             os.killpg(dev.pid, signal.SIGINT)
             assert dev.wait(timeout=40) == 0
         finally:
-            if dev.poll() is None or _group_alive(dev.pid):
+            if dev.poll() is None or group_alive(dev.pid):
                 os.killpg(dev.pid, signal.SIGKILL)
                 dev.wait(timeout=10)
 
