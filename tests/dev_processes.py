@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,11 @@ import httpx
 
 from relay.config import DEV_WEBHOOK_TOKEN
 from tests.conftest import wait_for
+from tests.net import free_port
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",
                         "SPARKLOOP_API_KEY", "SPARKLOOP_WEBHOOK_TOKEN")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def relay_events(env: dict) -> list[dict]:

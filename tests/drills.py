@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from relay.models import DeliveryStatus, Event, EventStatus
 from schemas.events import dedup_key, validate_event
 from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, sandbox_state, wait_for
+from tests.net import free_port
 from web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,12 +40,6 @@ HEAL_WITHIN_S = 60.0
 STOP_WITHIN_S = 8.0
 PROCFILE = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip())
 TERMINAL = {"done", "failed", "invalid", "unhandled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- processes ------------------------------------------------------------------------------

@@ -222,7 +222,8 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
 
     from relay.config import DEV_WEBHOOK_TOKEN
     from tests.conftest import wait_for
-    from tests.dev_processes import free_port, group_alive
+    from tests.dev_processes import group_alive
+    from tests.net import free_port
     from web.cli.dev import SAMPLE
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")

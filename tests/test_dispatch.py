@@ -64,7 +64,7 @@ def test_what_the_broker_refuses_stays_for_the_next_round(app, client, monkeypat
 def test_a_backlog_stays_in_the_store_and_no_destination_waits_behind_another(app, client, monkeypatch):
     sent = []
     monkeypatch.setattr(app.extensions["celery"], "send_task", lambda name, args, queue, **_: sent.append(args[0]))
-    monkeypatch.setattr(workers.dispatch, "AHEAD", 2)
+    monkeypatch.setattr(workers.dispatch, "MAX_OUT_PER_DESTINATION_LANE", 2)
     for referrals in range(1, 5):
         payload = load_fixture("reward_unlocked")
         payload["referrals"] = payload["subscriber"]["tot_referrals"] = referrals

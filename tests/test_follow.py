@@ -2,22 +2,25 @@
 from the store, with no payload value in them."""
 from __future__ import annotations
 
+import os
 import re
-import threading
-import time
+import signal
+import subprocess
 
 import pytest
 
 from relay.db import session_scope
 from schemas.personal import personal_strings
 from tests.conftest import (
-    deliveries, deliver, delivery_to, leaked, load_fixture, make_due, post_event, run_pending,
+    deliveries, deliver, delivery_to, leaked, load_fixture, make_due, post_event, run_pending, wait_for,
 )
+from tests.dev_processes import RELAY
 from web.cli import main
 from web.cli.filters import EventFilter
 from web.cli.follow import Follower, follow, stop_after
 
 CLOCK = re.compile(r"^\d\d:\d\d:\d\d  ")
+FOLLOWING = "following new events and delivery outcomes (times in UTC; Ctrl-C stops)"
 
 
 def followed(app, steps, filters: EventFilter = EventFilter()) -> list[str]:
@@ -113,30 +116,35 @@ def test_stop_after_bounds_the_loop():
     assert stop_after(None)() is False
 
 
-def test_the_command_lists_then_follows_until_told_to_stop(app, sandbox):
+def test_the_command_lists_then_follows_until_ctrl_c(app, environ, sandbox, tmp_path):
     client = app.test_client()
     assert post_event(client, load_fixture("reward_unlocked")).status_code == 200
     run_pending(app)
-
-    def later():
-        time.sleep(1.5)  # well after the command's first look at the store
+    terminal = tmp_path / "terminal"
+    env = {**os.environ, **environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    with terminal.open("w") as out:
+        command = subprocess.Popen([RELAY, "events", "list", "--follow"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: FOLLOWING in terminal.read_text(), timeout=60), terminal.read_text()
         assert post_event(client, load_fixture("new_referral")).status_code == 200
         run_pending(app)
-
-    worker = threading.Thread(target=later)
-    worker.start()
-    try:
-        result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "5"],
-                                              env={"COLUMNS": "200"})
+        assert wait_for(lambda: terminal.read_text().count("event 2  delivered") == 2, timeout=30), \
+            terminal.read_text()
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=30) == 0, terminal.read_text()
     finally:
-        worker.join(timeout=30)
-    assert result.exit_code == 0, result.output
-    listed, _, live = result.output.partition("following new events and delivery outcomes (times in UTC; Ctrl-C stops)\n")
+        if command.poll() is None:
+            command.kill()
+            command.wait(timeout=10)
+    listed, _, live = terminal.read_text().partition(FOLLOWING + "\n")
     assert "reward_unlocked" in listed and "new_referral" not in listed
-    shown = [line[10:] for line in live.splitlines()]
+    *followed_lines, last = live.splitlines()
+    assert last == "stopped following", live
+    shown = [line[10:] for line in followed_lines]
     assert re.fullmatch(r"webhook  new_referral  event 2  (received|processing|done)", shown[0]), live
     assert sorted(shown[1:]) == ["sprig  event 2  delivered (1 attempt)", "spruce  event 2  delivered (1 attempt)"]
-    assert "john.doe@email.com" not in result.output
+    assert "john.doe@email.com" not in terminal.read_text()
 
 
 @pytest.mark.parametrize("args, named", [
@@ -144,7 +152,6 @@ def test_the_command_lists_then_follows_until_told_to_stop(app, sandbox):
     (["--follow", "--status", "failed"], "--status"),
     (["--follow", "--until", "1h"], "--until"),
     (["--follow", "--error", "503"], "--error"),
-    (["--follow", "--polls", "0"], "--polls"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(bare_app, args, named):
     result = bare_app().test_cli_runner().invoke(main, ["events", "list", *args])
@@ -154,7 +161,7 @@ def test_bad_combinations_are_one_line_and_exit_2(bare_app, args, named):
     assert "following" not in result.output
 
 
-def test_help_shows_follow_and_hides_the_test_bound(bare_app):
+def test_help_shows_follow_and_no_test_hook(bare_app):
     result = bare_app().test_cli_runner().invoke(main, ["events", "list", "--help"])
     assert result.exit_code == 0
     assert "--follow" in result.output and "--polls" not in result.output

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.personal import personal_strings
 from tests.conftest import FIXTURE_NAMES, TOKEN, leaked, load_fixture, wait_for
-from tests.drills import free_port
+from tests.net import free_port
 from tests.sentry_ingest import SentryIngest
 from web.cli import main
 

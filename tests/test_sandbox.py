@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import select
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from sandbox import create_sandbox_app, serve_in_thread
+from tests.net import free_port
 
 SPRIG_AUTH = {"Authorization": "API-Key sandbox-sprig-key"}
 SPRUCE_AUTH = {"Authorization": "Bearer sandbox-spruce-token"}
@@ -803,9 +803,7 @@ def test_serve_in_thread_stops_and_frees_its_port():
 
 
 def test_python_m_sandbox_serves_in_the_foreground():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

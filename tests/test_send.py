@@ -14,7 +14,7 @@ from relay.app import create_base_app
 from relay.config import DEV_WEBHOOK_TOKEN
 from schemas.events import EVENTS
 from tests.conftest import TOKEN, events, load_fixture
-from tests.drills import free_port
+from tests.net import free_port
 from web.cli import main
 
 

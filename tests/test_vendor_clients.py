@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
+from tests.net import free_port
 from workers.classify import Action, classify
 from workers.sprig.client import SprigClient
 from workers.spruce.client import SpruceClient
@@ -170,10 +170,7 @@ def test_network_failures_are_transient_without_status(exc, message):
 
 
 def test_real_connection_refused_is_transient():
-    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with SpruceClient(f"http://127.0.0.1:{port}/v1", SPRUCE_TOKEN, timeout=2) as client:
+    with SpruceClient(f"http://127.0.0.1:{free_port()}/v1", SPRUCE_TOKEN, timeout=2) as client:
         with pytest.raises(VendorError) as info:
             client.search_contacts_by_email(EMAIL)
     assert (info.value.kind, info.value.status, info.value.message) == ("transient", None, "connection refused")

@@ -2,7 +2,7 @@
 
 The web only stores (one statement per webhook) and answers; a new delivery is pending with no
 `enqueued_at`. Each worker's main process runs this step's thread, which claims such rows that
-are due every DISPATCH_EVERY_S while there is work (backing off to IDLE_S when there is none),
+are due every DISPATCH_EVERY_S while there is work (backing off to MAX_IDLE_WAIT_S when there is none),
 records that they are enqueued and publishes deliver(id) for them on their lane's queue.
 Several workers take different rows (PostgreSQL's FOR UPDATE SKIP LOCKED); a second publish of
 one delivery would be harmless anyway: only one run can claim it.
@@ -27,45 +27,46 @@ from relay.queue import mark_enqueued, publish, queue_for
 log = logging.getLogger("relay.dispatch")
 
 DISPATCH_EVERY_S = 0.05
-IDLE_S = 0.1
-AFTER_ERROR_S = 1.0
-BATCH = 200
+MAX_IDLE_WAIT_S = 0.1
+WAIT_AFTER_ERROR_S = 1.0
+BATCH_SIZE = 200
 # The most deliveries of one destination and lane out at once: published and not finished, or
 # holding a throttle slot. A backlog stays in the store, not in the broker: published beyond
 # what the vendor's window takes, each delivery would only be claimed to be deferred (a claim,
 # a deferral and a slot reserved minutes ahead, for every delivery of the backlog at once).
-AHEAD = 200
+MAX_OUT_PER_DESTINATION_LANE = 200
 
 
-def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
+def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
     """Publish up to `batch` stored deliveries nobody enqueued; return how many were.
 
     The rows are marked first, in a transaction of their own, so no lock is held while
     publishing (a delivery's claim would wait for it); those the broker then refuses are
     unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue).
     A delivery holding a throttle slot always goes (it is counted already); others only while
-    their destination and lane have fewer than AHEAD out (a soft bound: the dispatchers of
-    several workers may fill the same room in one round)."""
+    their destination and lane have fewer than MAX_OUT_PER_DESTINATION_LANE out (a soft bound:
+    the dispatchers of several workers may fill the same places in one round)."""
     now = utcnow()
     with db.session() as session:
-        room = _room(session)
-        full = [key for key, left in room.items() if left <= 0]
+        places_left = _places_left(session)
+        full_lanes = [key for key, places in places_left.items() if places <= 0]
+        holds_slot = Delivery.throttle_slot.is_not(None)
         rows = session.execute(
-            sa.select(Delivery.id, Delivery.lane, Delivery.destination, Delivery.throttle_slot.is_(None))
+            sa.select(Delivery.id, Delivery.lane, Delivery.destination, holds_slot)
             .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_(None),
                    Delivery.next_attempt_at <= now,
-                   sa.or_(Delivery.throttle_slot.is_not(None),
-                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full) if full else sa.true()))
+                   sa.or_(holds_slot,
+                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes) if full_lanes else sa.true()))
             .order_by(Delivery.id).limit(batch)
             .with_for_update(skip_locked=True)
         ).all()
         chosen = []
-        for delivery_id, lane, destination, fresh in rows:
-            if fresh:
-                left = room.get((destination, lane), AHEAD)
-                if left <= 0:
+        for delivery_id, lane, destination, has_slot in rows:
+            if not has_slot:
+                places = places_left.get((destination, lane), MAX_OUT_PER_DESTINATION_LANE)
+                if places <= 0:
                     continue
-                room[(destination, lane)] = left - 1
+                places_left[(destination, lane)] = places - 1
             chosen.append((delivery_id, lane))
         mark_enqueued(session, [delivery_id for delivery_id, _ in chosen])
         session.commit()
@@ -82,11 +83,11 @@ def dispatch(db: Database, batch: int = BATCH, connection=None) -> int:
     return len(chosen) - len(refused)
 
 
-def _room(session) -> dict[tuple[str, str], int]:
+def _places_left(session) -> dict[tuple[str, str], int]:
     """How many more deliveries each (destination, lane) that has any out may have out."""
     out = session.execute(sa.select(Delivery.destination, Delivery.lane, sa.func.count())
                           .where(OUTSTANDING).group_by(Delivery.destination, Delivery.lane))
-    return {(destination, lane): AHEAD - count for destination, lane, count in out}
+    return {(destination, lane): MAX_OUT_PER_DESTINATION_LANE - count for destination, lane, count in out}
 
 
 class Dispatcher(bootsteps.StartStopStep):
@@ -128,6 +129,6 @@ class DispatchThread:
                     found = dispatch(db, connection=connection)
                 except Exception as exc:  # the store or the broker away: the next round retries
                     log.warning("dispatch failed (%s)", type(exc).__name__)
-                    wait = AFTER_ERROR_S
+                    wait = WAIT_AFTER_ERROR_S
                     continue
-                wait = DISPATCH_EVERY_S if found else min(wait * 2, IDLE_S)
+                wait = DISPATCH_EVERY_S if found else min(wait * 2, MAX_IDLE_WAIT_S)

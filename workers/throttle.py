@@ -26,6 +26,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import resources
 
 import redis
 
@@ -41,110 +42,17 @@ IN_FLIGHT_MS = 2000
 # Spruce's s-ratelimit-* window.
 VENDOR_WINDOW_S = 60.0
 
-# KEYS: [1] the queue's tail (ms: the next waiter's slot), [2] a pause until (ms) the vendor
-# asked for, [3] the calls made (a sorted set: grant times, ms, moved to end times once the
-# calls ended), [4] the vendor's latest reading (a hash: at, limit, remaining, window_at).
-# ARGV: [1] limit, [2] window + margin (ms), [3] a unique member for KEYS[3], [4] the script's
-# own value, [5] the interval (ms), [6] the vendor's window (ms). Each returns {wait_ms, slot_ms}.
-_PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, window, value = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local interval, vendor_window = tonumber(ARGV[5]), tonumber(ARGV[6])
-local pause = tonumber(redis.call('GET', KEYS[2]) or 0)
-local keep = math.max(window, vendor_window + IN_FLIGHT + 1000)
-local function freed_at(span, allowed)
-  -- when the calls of the last `span` ms drop below `allowed`
-  local made = redis.call('ZCOUNT', KEYS[3], now - span, '+inf')
-  if made < allowed then return now end
-  local oldest = redis.call('ZREVRANGE', KEYS[3], allowed - 1, allowed - 1, 'WITHSCORES')
-  return tonumber(oldest[2]) + span
-end
-local function ready()
-  -- the earliest time a call may go, by our log and the vendor's reading, never before a pause
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - keep)
-  local at = math.max(now, pause, freed_at(window, limit))
-  local seen = redis.call('HMGET', KEYS[4], 'at', 'limit', 'remaining', 'window_at')
-  if seen[1] then
-    local seen_at = tonumber(seen[1])
-    -- a fixed window ends within a window of its first call seen (which may have been granted
-    -- up to IN_FLIGHT before it started); a rolling one holds no more than `limit` of ours
-    local turns_over = math.min(seen_at, tonumber(seen[4] or seen_at) + IN_FLIGHT) + vendor_window
-    if seen[2] then at = math.max(at, freed_at(vendor_window + 1000, math.max(tonumber(seen[2]), 1))) end
-    if seen[3] and now < turns_over then
-      local spent = redis.call('ZCOUNT', KEYS[3], seen_at - IN_FLIGHT, '+inf')
-      if spent >= tonumber(seen[3]) then at = math.max(at, turns_over) end
-    end
-  end
-  return at
-end
-local function tail()
-  return tonumber(redis.call('GET', KEYS[1]) or 0)
-end
-local function go()
-  redis.call('ZADD', KEYS[3], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], keep + 1000)
-end
-local function queue_at(at)
-  -- a place in the queue: after the last waiter and when the window allows
-  local slot = math.max(tail(), at)
-  redis.call('SET', KEYS[1], slot + interval, 'PX', slot + interval - now + 60000)
-  return slot
-end
-""".replace("IN_FLIGHT", str(IN_FLIGHT_MS))
-# Go now if no one waits and the window allows; else take the next place in the queue.
-_RESERVE = _PRELUDE + """
-local at = ready()
-if at <= now and tail() <= now then
-  go()
-  return {0, now}
-end
-local slot = queue_at(at)
-return {slot - now, slot}
-"""
-# value = a reserved slot (ms). Go once it is due and the window allows; else the wait left.
-_USE = _PRELUDE + """
-local at = math.max(ready(), value)
-if at > now then return {at - now, at} end
-go()
-return {0, now}
-"""
-# Catch-up work, at its lane's turn: go only when no live caller waits and the window allows;
-# reserves nothing in the live queue.
-_TAKE = _PRELUDE + """
-local at = math.max(ready(), tail())
-if at > now then return {at - now, at} end
-go()
-return {0, now}
-"""
-# value = ms. Nothing starts before now + value, reserved slots included (a 429).
-_PAUSE = _PRELUDE + """
-if now + value > pause then redis.call('SET', KEYS[2], now + value, 'PX', value + 1000) end
-return {value, now + value}
-"""
-# A call finished (answered, or failed on the way): its entry in the log moves from its grant
-# time to now, when the vendor has surely counted it, so the log never places a call earlier
-# than the vendor saw it arrive. value = its grant time (ms); ARGV[3] its member; ARGV[7] the
-# answer's s-ratelimit-limit, ARGV[8] its -remaining (-1: not sent). The latest call's reading
-# wins. `window_at`: the first call seen in the vendor's current window (its count went up
-# since the reading before: the window turned over), so a fixed window is known to end within
-# a window of it.
-_FINISHED = _PRELUDE + """
-redis.call('ZADD', KEYS[3], 'XX', now, ARGV[3])
-if tonumber(ARGV[7]) < 0 and tonumber(ARGV[8]) < 0 then return {0, value} end
-local seen = redis.call('HMGET', KEYS[4], 'at', 'remaining', 'window_at')
-local seen_at = tonumber(seen[1] or -1)
-if value < seen_at then return {0, seen_at} end
-local remaining = tonumber(ARGV[8])
-local window_at = tonumber(seen[3] or value)
-if remaining >= 0 and (seen[2] == false or remaining > tonumber(seen[2])) then window_at = value end
-redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], 'at', value, 'window_at', window_at)
-if tonumber(ARGV[7]) >= 0 then redis.call('HSET', KEYS[4], 'limit', ARGV[7]) end
-if remaining >= 0 then redis.call('HSET', KEYS[4], 'remaining', remaining) end
-redis.call('PEXPIRE', KEYS[4], vendor_window * 2 + 10000)
-return {0, value}
-"""
+# The scripts, in workers/lua/: each is the common prelude (the keys and arguments every one
+# takes, described there) followed by its own part.
+_LUA = resources.files("workers") / "lua"
+_PRELUDE = (_LUA / "throttle_prelude.lua").read_text()
+
+
+def _script(name: str) -> str:
+    return _PRELUDE + (_LUA / f"throttle_{name}.lua").read_text()
+
+
+_RESERVE, _USE, _TAKE, _PAUSE, _FINISHED = (_script(name) for name in ("reserve", "use", "take", "pause", "finished"))
 
 
 def sending_time_s(calls: int, rate: CallRate, lane: Lane, margin_ms: int = JITTER_MARGIN_MS) -> float:
@@ -276,7 +184,7 @@ class Throttle:
         wait_ms, slot_ms = script(
             keys=[self._key, f"{self._key}:pause", f"{self._key}:calls", f"{self._key}:vendor"],
             args=[self.rate.limit, int(self.rate.period_s * 1000) + self._margin_ms, member, value,
-                  self._interval_ms(), self._vendor_window_ms, *extra],
+                  self._interval_ms(), self._vendor_window_ms, IN_FLIGHT_MS, *extra],
         )
         return int(wait_ms), int(slot_ms)
 

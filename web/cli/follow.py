@@ -124,9 +124,11 @@ class Follower:
         return {row.id: Seen(row.status, row.attempts, row.deferrals) for row in rows}
 
 
-def follow(follower: Follower, emit: Callable[[str], None], should_stop: Callable[[], bool],
+def follow(follower: Follower, emit: Callable[[str], None], should_stop: Callable[[], bool] = lambda: False,
            interval_s: float = FOLLOW_INTERVAL_S, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Poll every `interval_s` and emit each line until should_stop() (checked before each wait)."""
+    """Poll every `interval_s` and emit each line until should_stop() (checked before each wait):
+    by default until Ctrl-C, as `relay events list --follow` does. Code that must end on its own
+    (the tests) passes should_stop, e.g. stop_after(polls)."""
     while not should_stop():
         sleep(interval_s)
         for line in follower.poll():
@@ -134,7 +136,7 @@ def follow(follower: Follower, emit: Callable[[str], None], should_stop: Callabl
 
 
 def stop_after(polls: int | None) -> Callable[[], bool]:
-    """should_stop for follow(): never (None: until Ctrl-C), or once `polls` polls have run."""
+    """should_stop for follow(): once `polls` polls have run (None: never)."""
     if polls is None:
         return lambda: False
     checks = itertools.count()

@@ -4,8 +4,9 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01
 
-Measured with bench/million (its RESULTS.md): without them `relay events list --until`, `--error`,
-replay's matching ids, `relay events stats` and a purge's count read most of a million events.
+Measured with bench/million (BENCHMARKS.md, "A million events: Relay's store queries"): without
+them `relay events list --until`, `--error`, replay's matching ids, `relay events stats` and a
+purge's count read most of a million events.
 - events (status, id) replaces (status), and (received_at, status, type) replaces (received_at):
   each serves what the one it replaces served, and those queries read the index alone;
 - events (id, received_at): `relay events list --until` walks newest first;

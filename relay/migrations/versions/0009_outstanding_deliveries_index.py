@@ -4,10 +4,10 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-01
 
-The dispatcher (workers.dispatch) keeps at most AHEAD deliveries of a destination and lane out
-(claimed, published, or holding a throttle slot) and counts them every round: this partial
-index holds those few rows, so the count does not read a backlog. Built CONCURRENTLY on
-PostgreSQL, as 0008's are, so the intake keeps writing while a release builds it.
+The dispatcher (workers.dispatch) keeps at most MAX_OUT_PER_DESTINATION_LANE deliveries of a
+destination and lane out (claimed, published, or holding a throttle slot) and counts them every
+round: this partial index holds those few rows, so the count does not read a backlog. Built
+CONCURRENTLY on PostgreSQL, as 0008's are, so the intake keeps writing while a release builds it.
 """
 from contextlib import nullcontext
 
