@@ -56,9 +56,9 @@ from sqlalchemy.orm import Session
 from relay.config import Config
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, EventSubject, SubscriberLink, utcnow
 from relay.shared_redis import redis_client
-from relay.subjects import EMAIL, ID, PERSON_KEYS, digest, email_digest, id_digest
+from relay.subjects import EMAIL, ID, digest, email_digest, id_digest
+from schemas.events import person_places
 from schemas.personal import personal_strings
-from schemas.sparkloop import CONTACT_OBJECT_KEYS, undocumented_contact
 from schemas.values import clean, clean_email
 from workers import identity
 from workers.destinations import DESTINATIONS
@@ -254,16 +254,19 @@ def _batches(ids: list[int]) -> Iterator[list[int]]:
 
 
 def _contacts(payload) -> list[tuple[str, dict]]:
-    """The objects of the payload that describe a person, as relay.subjects reads them, with
-    the top-level email given to a contact object that has none (as schemas.sparkloop does)."""
+    """The objects of the payload that describe a person, where any event spec declares one
+    (schemas.events.person_places, as relay.subjects reads them), with the top-level email
+    given to an undocumented object that has none (as schemas.sparkloop.FirstPersonAt does),
+    and the top-level email as ("email", {"email": ...})."""
     if not isinstance(payload, dict):
         return []
-    top_email = payload.get("email")
+    places = person_places()
+    top_email = payload.get("email") if places.top_level_email else None
     found = []
-    for key in PERSON_KEYS:
+    for key in places.keys:
         contact = payload.get(key)
         if isinstance(contact, dict):
-            if key in CONTACT_OBJECT_KEYS and contact.get("email") is None and clean(top_email):
+            if key in places.contact_keys and contact.get("email") is None and clean(top_email):
                 contact = {**contact, "email": top_email}
             found.append((key, contact))
     if clean(top_email):
@@ -281,14 +284,15 @@ def _widened(person: Person, payload) -> Person:
 
 
 def _owner(payload) -> dict | None:
-    """The person the event is about: its subscriber, else the first contact that identifies one."""
-    if not isinstance(payload, dict):
-        return None
-    subscriber = payload.get("subscriber")
-    if isinstance(subscriber, dict) and (clean(subscriber.get("id")) or clean_email(subscriber.get("email"))):
-        return dict(_contacts(payload))["subscriber"]
-    found = undocumented_contact(payload)
-    return found[1] if found else None
+    """The person the event is about: the first contact under a key that declares one
+    (person_places().about: `subscriber` first) that identifies someone, else the top-level
+    email."""
+    contacts = dict(_contacts(payload))
+    for key in person_places().about:
+        contact = contacts.get(key)
+        if contact is not None and (clean(contact.get("id")) or clean(contact.get("email"))):
+            return contact
+    return {"email": clean(contacts["email"]["email"])} if "email" in contacts else None
 
 
 def _theirs(person: Person, payload) -> bool:
