@@ -30,7 +30,8 @@ naming those are theirs too (a few rounds at most).
 Nothing of theirs is sent while the erasure runs: it holds the person's subject locks
 (workers.locks) for every destination, the locks a delivery takes before it sends, from before
 the Sprig purge until the store is committed. A delivery that claimed its row before and takes
-the lock after would still send what it read (reported to the engine's owner).
+the lock after finds its claim gone (deleted or ended here) and sends nothing (workers.engine
+checks its claim once it holds the locks).
 
 Sprig (`--purge-sprig`) is asked first, so that a refusal or an outage leaves the store as it
 was and the same command can run again (the store may be the only place that knows the
@@ -123,7 +124,7 @@ def reference(given: Person, config: Config) -> str:
 
 
 @dataclass
-class Plan:
+class ErasurePlan:
     person: Person
     own: list[int] = field(default_factory=list)       # their events: deleted
     others: list[int] = field(default_factory=list)    # someone else's naming them: anonymized
@@ -156,10 +157,10 @@ def identify(session: Session, person: Person, lookup_key: str | None) -> tuple[
     return person, seen
 
 
-def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
+def plan(session: Session, person: Person, lookup_key: str | None) -> ErasurePlan:
     """What the erasure would change; reads only."""
     person, seen = identify(session, person, lookup_key)
-    result = Plan(person)
+    result = ErasurePlan(person)
     for event in sorted(seen.values(), key=lambda e: e.id):
         if _theirs(person, event.payload):
             result.own.append(event.id)
@@ -179,7 +180,7 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
     return result
 
 
-def erase(session: Session, found: Plan, lookup_key: str | None) -> None:
+def erase(session: Session, found: ErasurePlan, lookup_key: str | None) -> None:
     """Apply the plan in the session's transaction (the caller commits)."""
     for ids in _batches(found.own):
         session.execute(sa.delete(EventSubject).where(EventSubject.event_id.in_(ids)))
