@@ -142,7 +142,7 @@ def validate_event(payload: dict) -> tuple[str, dict | None, dict | None]:
     try:
         return event_type, spec.schema.load(payload), None
     except ValidationError as err:
-        return event_type, None, err.messages
+        return event_type, None, err.normalized_messages()
 
 
 def dedup_key(event_type: str, data: dict) -> str:

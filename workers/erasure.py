@@ -97,10 +97,10 @@ class Person:
         if "@" in value:
             if not _EMAIL_SHAPE.match(value):
                 raise ValueError("is not an email address (one @, a domain with a dot, no spaces)")
-            return cls(emails=frozenset({clean_email(value)}))
+            return cls(emails=frozenset({value.lower()}))  # clean_email: already trimmed
         if not _ID_SHAPE.match(value):
             raise ValueError("is neither an email nor a subscriber id (letters, digits, _ . : -)")
-        return cls(ids=frozenset({clean(value)}))
+        return cls(ids=frozenset({value}))
 
     def matches(self, contact) -> bool:
         return isinstance(contact, dict) and (
@@ -174,7 +174,7 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> ErasurePla
         result.unsent += sum(status not in DeliveryStatus.TERMINAL for status in rows)
     for ids in _batches(result.others):
         result.halted += session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
-            Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL)))
+            Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL))) or 0
     result.links = list(session.scalars(sa.select(SubscriberLink.id).where(
         SubscriberLink.subscriber_key.in_(person.subject_keys(lookup_key)))))
     return result
@@ -279,8 +279,8 @@ def _widened(person: Person, payload) -> Person:
     ids, emails = set(person.ids), set(person.emails)
     for _, contact in _contacts(payload):
         if person.matches(contact):
-            ids |= {clean(contact.get("id"))} - {None}
-            emails |= {clean_email(contact.get("email"))} - {None}
+            ids |= {value for value in [clean(contact.get("id"))] if value}
+            emails |= {value for value in [clean_email(contact.get("email"))] if value}
     return Person(frozenset(ids), frozenset(emails))
 
 
