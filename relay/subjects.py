@@ -11,22 +11,21 @@ events; with it, the digests say nothing to someone who has only the database. T
 keys the identity map's email-only subscribers (workers.identity). Emails are compared
 trimmed and lower-cased, ids trimmed.
 
-Which names: those the JSON paths looked at, in every event, valid or not: `id` and `email` of
-the payload's subscriber, referrer and the objects undocumented events describe a person in
-(schemas.sparkloop.CONTACT_OBJECT_KEYS), and a top-level `email`. Beside them, the referral
-status the event states (not personal data, kept in clear): the first of those objects' that
-has one, else the top-level one.
+Which names: in every event, valid or not, whatever its type, the `id` and `email` of each
+object any event spec declares a person under (schemas.events.person_places: `subscriber`,
+`referrer`, the undocumented events' `lead` and `referral`, and any key a new type declares), and
+a top-level `email`. Beside them, the referral status the event states (not personal data, kept
+in clear): the first the undocumented objects state, else the top-level one.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from schemas.sparkloop import CONTACT_OBJECT_KEYS
+from schemas.events import PersonPlaces, person_places
 from schemas.values import clean, clean_email
 
 ID, EMAIL = "id", "email"
-PERSON_KEYS = tuple(dict.fromkeys(("subscriber", "referrer", *CONTACT_OBJECT_KEYS)))
 MAX_STATUS_LENGTH = 100
 
 
@@ -46,25 +45,26 @@ def id_digest(subscriber_id: str, lookup_key: str | None) -> str:
     return digest(subscriber_id.strip(), lookup_key)
 
 
-def names_in(payload) -> set[tuple[str, str]]:
+def names_in(payload, places: PersonPlaces) -> set[tuple[str, str]]:
     """(kind, normalised value) of every subscriber id and email the payload names."""
     if not isinstance(payload, dict):
         return set()
     names = set()
-    for key in PERSON_KEYS:
+    for key in places.keys:
         person = payload.get(key)
         if isinstance(person, dict):
             names.add((ID, clean(person.get("id"))))
             names.add((EMAIL, clean_email(person.get("email"))))
-    names.add((EMAIL, clean_email(payload.get("email"))))
+    if places.top_level_email:
+        names.add((EMAIL, clean_email(payload.get("email"))))
     return {(kind, value) for kind, value in names if value}
 
 
-def stated_status(payload) -> str | None:
+def stated_status(payload, places: PersonPlaces) -> str | None:
     """The referral status the payload states, if it states one as text."""
     if not isinstance(payload, dict):
         return None
-    people = (payload.get(key) for key in CONTACT_OBJECT_KEYS)
+    people = (payload.get(key) for key in places.contact_keys)
     stated = [p.get("referral_status") for p in people if isinstance(p, dict)]
     first = next((s for s in [*stated, payload.get("referral_status")] if s is not None), None)
     return first[:MAX_STATUS_LENGTH] if isinstance(first, str) else None
@@ -72,6 +72,7 @@ def stated_status(payload) -> str | None:
 
 def subject_rows(payload, lookup_key: str | None) -> list[dict]:
     """The event_subjects rows of an event with this payload (without its event_id)."""
-    status = stated_status(payload)
+    places = person_places()
+    status = stated_status(payload, places)
     return [{"kind": kind, "digest": digest(value, lookup_key), "referral_status": status}
-            for kind, value in sorted(names_in(payload))]
+            for kind, value in sorted(names_in(payload, places))]

@@ -1,21 +1,25 @@
 """The event registry: one spec per SparkLoop event type, the one table to edit for a new one.
 
 A spec says how a payload of its type is validated (its schema), what makes two payloads the
-same event (its identity: the de-duplication key's parts), whom it is about (the subscribers
-it affects, in delivery order) and what each destination receives for it. Relay's intake,
-delivery engine and operator commands all read it from here.
+same event (its identity: the de-duplication key's parts), where it names people (the keys of
+the subscribers it affects, in delivery order) and what each destination receives for it.
+Relay's intake, delivery engine, subject digests, erasure and operator commands all read it from
+here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from marshmallow import Schema, ValidationError
 
 from schemas import sparkloop
-from schemas.sparkloop import Identity, People
+from schemas.sparkloop import (
+    REFERRAL_PEOPLE, REWARD_PEOPLE, UNDOCUMENTED_PEOPLE, Identity, People, PeopleAt,
+)
 from schemas.sprig import SprigUser, reward_attributes
 from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
 
@@ -31,7 +35,7 @@ Sends = SprigUser | SpruceContact | SpruceNote
 class EventSpec:
     schema: Schema
     identity: Callable[[dict], Identity]
-    subscribers: Callable[[dict], People]
+    people: PeopleAt
     # destination -> what it receives; the keys are the destinations the event goes to.
     sends: Mapping[str, Sends]
 
@@ -39,37 +43,41 @@ class EventSpec:
     def destinations(self) -> tuple[str, ...]:
         return tuple(self.sends)
 
+    def subscribers(self, data: dict) -> People:
+        """The people a valid payload of this type is about, in delivery order."""
+        return self.people.subscribers(data)
+
 
 EVENTS: dict[str, EventSpec] = {
     "new_referral": EventSpec(
-        sparkloop.NewReferralSchema(), sparkloop.referral_identity, sparkloop.referral_people,
+        sparkloop.NewReferralSchema(), sparkloop.referral_identity, REFERRAL_PEOPLE,
         {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_partner_pending_referral": EventSpec(
         sparkloop.PartnerReferralSchema(), sparkloop.partner_referral_identity,
-        sparkloop.undocumented_people, {"sprig": SprigUser()},
+        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser()},
     ),
     "new_partner_referral": EventSpec(
         sparkloop.PartnerReferralSchema(), sparkloop.partner_referral_identity,
-        sparkloop.undocumented_people, {"sprig": SprigUser(), "spruce": SpruceContact()},
+        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_offer_lead": EventSpec(
-        sparkloop.OfferLeadSchema(), sparkloop.offer_lead_identity, sparkloop.undocumented_people,
+        sparkloop.OfferLeadSchema(), sparkloop.offer_lead_identity, UNDOCUMENTED_PEOPLE,
         {"sprig": SprigUser()},
     ),
     "reward_unlocked": EventSpec(
         sparkloop.RewardUnlockedSchema(), sparkloop.reward_unlocked_identity,
-        sparkloop.reward_people,
+        REWARD_PEOPLE,
         {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_unlocked_note)},
     ),
     "reward_redeemed": EventSpec(
         sparkloop.RewardRedeemedSchema(), sparkloop.reward_redeemed_identity,
-        sparkloop.reward_people,
+        REWARD_PEOPLE,
         {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_redeemed_note)},
     ),
     "sync_subscriber": EventSpec(
         sparkloop.SyncSubscriberSchema(), sparkloop.sync_subscriber_identity,
-        sparkloop.undocumented_people, {"sprig": SprigUser()},
+        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser()},
     ),
 }
 
@@ -83,8 +91,35 @@ def sends(event_type: str, destination: str) -> Sends:
     return (spec.sends.get(destination) if spec else None) or DEFAULT_SENDS[destination]
 
 
-def affected_subscribers(event_type: str, data: dict) -> People:
-    return EVENTS[event_type].subscribers(data)
+@dataclass(frozen=True)
+class PersonPlaces:
+    """Every place any event type declares a person, for the readers of stored payloads
+    (relay.subjects, workers.erasure). They look in all of them, in every event, whatever its
+    type, valid or not: the store holds invalid events and types no spec describes."""
+    keys: tuple[str, ...]  # objects that describe a person
+    about: tuple[str, ...]  # of those, the person an event is about, most likely first
+    contact_keys: tuple[str, ...]  # of those, the undocumented ones (PeopleAt.contact_keys)
+    top_level_email: bool
+
+
+def person_places() -> PersonPlaces:
+    """Read from EVENTS on each call, so that a type registered later is seen (the intake calls
+    it for every webhook: gathered once per set of declarations)."""
+    return _gathered(tuple(spec.people for spec in EVENTS.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _gathered(declared: tuple[PeopleAt, ...]) -> PersonPlaces:
+    return PersonPlaces(
+        keys=_in_order(people.keys for people in declared),
+        about=_in_order(people.about for people in declared),
+        contact_keys=_in_order(people.contact_keys for people in declared),
+        top_level_email=any(people.top_level_email for people in declared),
+    )
+
+
+def _in_order(groups: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(key for group in groups for key in group))
 
 
 def validate_event(payload: dict) -> tuple[str, dict | None, dict | None]:
@@ -107,7 +142,7 @@ def validate_event(payload: dict) -> tuple[str, dict | None, dict | None]:
     try:
         return event_type, spec.schema.load(payload), None
     except ValidationError as err:
-        return event_type, None, err.messages
+        return event_type, None, err.normalized_messages()
 
 
 def dedup_key(event_type: str, data: dict) -> str:

@@ -1,5 +1,5 @@
-"""Inbound SparkLoop webhooks: the payload schemas, the subscribers an event is about, and the
-parts of its de-duplication key. `schemas.events` binds them into one spec per event type.
+"""Inbound SparkLoop webhooks: the payload schemas, where each names its people, and the parts
+of its de-duplication key. `schemas.events` binds them into one spec per event type.
 
 Contract: https://docs.sparkloop.app/webhooks (the documented example payloads are in
 sandbox/fixtures/sparkloop/). Required fields are those every documented example carries;
@@ -129,44 +129,79 @@ class Subscriber:
     created_at: int | None = None
 
 
-People = list[tuple[str, Subscriber]]  # (role, subscriber) in delivery order
-
-# Where an undocumented payload may describe its person, most likely first.
-CONTACT_OBJECT_KEYS = ("subscriber", "lead", "referral")
+People = list[tuple[str, Subscriber]]  # (role, subscriber) in delivery order, the one it is about first
 
 
-def referral_people(data: dict) -> People:
-    """new_referral: the new subscriber, then the referrer."""
-    return [(role, subscriber_from(data[role])) for role in ("subscriber", "referrer")]
+class PeopleAt:
+    """Where an event type's payload names people, declared once in its spec (schemas.events):
+    delivery reads the subscribers from here, and `person_places()` gathers every spec's
+    places for relay.subjects and workers.erasure. This one: a person under each key (the
+    schema requires them), in delivery order; the event is about the first."""
+
+    top_level_email = False  # whether a top-level `email` names the person too
+
+    def __init__(self, *keys: str):
+        self.keys = keys
+
+    @property
+    def about(self) -> tuple[str, ...]:
+        """The keys of the person the event is about, most likely first."""
+        return self.keys[:1]
+
+    @property
+    def contact_keys(self) -> tuple[str, ...]:
+        """Objects of an undocumented shape: a top-level email completes one without an email,
+        and their `referral_status` is the event's."""
+        return ()
+
+    def subscribers(self, data: dict) -> People:
+        return [(key, subscriber_from(data[key])) for key in self.keys]
 
 
-def reward_people(data: dict) -> People:
-    return [("subscriber", subscriber_from(data["subscriber"]))]
+class FirstPersonAt(PeopleAt):
+    """Undocumented payloads: one person, the first of these objects that identifies one (id or
+    email), else the top-level email. Only one: in an unknown payload a second object may
+    describe someone else (a partner, say)."""
+
+    top_level_email = True
+
+    @property
+    def about(self) -> tuple[str, ...]:
+        return self.keys
+
+    @property
+    def contact_keys(self) -> tuple[str, ...]:
+        return self.keys
+
+    def subscribers(self, data: dict) -> People:
+        found = self.contact(data)
+        if found is None:
+            return []
+        role, contact = found
+        return [(role, subscriber_from(contact, status=data.get("referral_status")))]
+
+    def contact(self, data: dict) -> tuple[str, dict] | None:
+        """(key, object) of the person, the top-level email given to an object without one;
+        a top-level email alone is the `subscriber`."""
+        top_level_email = clean(data.get("email"))
+        for key in self.keys:
+            contact = data.get(key)
+            if not isinstance(contact, dict):
+                continue
+            if contact.get("email") is None and top_level_email:
+                contact = {**contact, "email": top_level_email}
+            if clean(contact.get("id")) or clean(contact.get("email")):
+                return key, contact
+        if top_level_email:
+            return "subscriber", {"email": top_level_email}
+        return None
 
 
-def undocumented_people(data: dict) -> People:
-    found = undocumented_contact(data)
-    if found is None:
-        return []
-    role, contact = found
-    return [(role, subscriber_from(contact, status=data.get("referral_status")))]
-
-
-def undocumented_contact(data: dict) -> tuple[str, dict] | None:
-    """The first object that identifies a person, else the top-level email. Only one person:
-    in an unknown payload a second object may describe someone else (a partner, say)."""
-    top_level_email = clean(data.get("email"))
-    for key in CONTACT_OBJECT_KEYS:
-        contact = data.get(key)
-        if not isinstance(contact, dict):
-            continue
-        if contact.get("email") is None and top_level_email:
-            contact = {**contact, "email": top_level_email}
-        if clean(contact.get("id")) or clean(contact.get("email")):
-            return key, contact
-    if top_level_email:
-        return "subscriber", {"email": top_level_email}
-    return None
+REFERRAL_PEOPLE = PeopleAt("subscriber", "referrer")  # new_referral: the new subscriber, then the referrer
+REWARD_PEOPLE = PeopleAt("subscriber")
+# Where an undocumented payload may describe its person, most likely first (the key names
+# are guesses from secondary sources).
+UNDOCUMENTED_PEOPLE = FirstPersonAt("subscriber", "lead", "referral")
 
 
 def subscriber_from(contact: dict, status: str | None = None) -> Subscriber:
@@ -232,7 +267,7 @@ def sync_subscriber_identity(data: dict) -> Identity:
 
 
 def _person(data: dict) -> dict:
-    found = undocumented_contact(data)
+    found = UNDOCUMENTED_PEOPLE.contact(data)
     return found[1] if found else {}
 
 

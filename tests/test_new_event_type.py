@@ -1,16 +1,23 @@
 """A new SparkLoop event type is one spec entry in schemas.events: registered here (as a
 future `webinar_registered` would be), it is validated, de-duplicated, routed and delivered
-to both vendors with no other code change."""
+to both vendors with no other code change. Its people are declared in the spec too: under keys
+no other type uses (`course_enrolled`'s student and mentor), they are delivered, found and
+erased by `relay subscribers forget`, and seen by `relay backfill`'s de-duplication."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import sqlalchemy as sa
 from marshmallow import fields
 
+from relay.models import EventSubject, SubscriberLink, utcnow
+from relay.subjects import email_digest, id_digest
 from schemas.events import EVENTS, EventSpec
 from schemas.fields import OpenSchema, TrimmedString
-from schemas.sparkloop import EventSchema, ReferralProgramSubscriberSchema, reward_people
+from schemas.sparkloop import REWARD_PEOPLE, EventSchema, PeopleAt, ReferralProgramSubscriberSchema
 from schemas.sprig import SprigUser
-from schemas.spruce import SpruceNote
+from schemas.spruce import SpruceContact, SpruceNote
 from tests.conftest import deliveries, events, load_fixture, post_event, run_pending, sandbox_state
 from web.cli import main
 
@@ -30,7 +37,7 @@ class WebinarRegisteredSchema(EventSchema):
 SPEC = EventSpec(
     schema=WebinarRegisteredSchema(),
     identity=lambda data: [data["subscriber"]["id"], data["webinar"]["id"]],
-    subscribers=reward_people,
+    people=REWARD_PEOPLE,
     sends={
         "sprig": SprigUser(lambda data, role: {"last_webinar": data["webinar"]["id"]}),
         "spruce": SpruceNote(lambda data: f"SparkLoop: registered for the webinar {data['webinar']['title']}."),
@@ -82,3 +89,118 @@ def test_a_replay_estimates_the_new_type_from_what_its_spec_sends(registered, cl
     assert "would replay 2 deliveries of 1 events" in result.output
     assert "sprig: up to 1 calls" in result.output  # one subscriber
     assert "spruce: up to 5 calls" in result.output  # a note: contact, conversation, note
+
+
+# --- people under keys of their own -------------------------------------------------------------
+
+COURSE = "course_enrolled"
+
+
+class CourseSchema(OpenSchema):
+    id = TrimmedString(required=True)
+
+
+class CourseEnrolledSchema(EventSchema):
+    student = fields.Nested(ReferralProgramSubscriberSchema, required=True)
+    mentor = fields.Nested(ReferralProgramSubscriberSchema, required=True)
+    course = fields.Nested(CourseSchema, required=True)
+
+
+COURSE_SPEC = EventSpec(
+    schema=CourseEnrolledSchema(),
+    identity=lambda data: [data["student"]["id"], data["course"]["id"]],
+    people=PeopleAt("student", "mentor"),  # about the student; the mentor is named too
+    sends={
+        "sprig": SprigUser(lambda data, role: {"last_course": data["course"]["id"]}),
+        "spruce": SpruceContact(),
+    },
+)
+
+
+def someone(first: str, n: int) -> dict:
+    return {"id": f"sub_{first.lower()}{n}", "email": f"{first.lower()}.learner@example.com", "name": f"{first} Learner"}
+
+
+ADA, MAX, ZOE = someone("Ada", 1), someone("Max", 2), someone("Zoe", 3)
+
+
+def enrolled(student: dict, mentor: dict, course_id: str = "course_1") -> dict:
+    return {"type": COURSE, "student": dict(student), "mentor": dict(mentor), "course": {"id": course_id}}
+
+
+@pytest.fixture
+def course(monkeypatch):
+    monkeypatch.setitem(EVENTS, COURSE, COURSE_SPEC)
+
+
+def subject_digests(app) -> set[tuple[int, str]]:
+    with app.extensions["relay.db"].session() as session:
+        return set(session.execute(sa.select(EventSubject.event_id, EventSubject.digest)).all())
+
+
+def forget(app, *args: str):
+    result = app.test_cli_runner().invoke(main, ["subscribers", "forget", *args, "--yes"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_people_under_new_keys_are_delivered(course, client, app, sandbox):
+    assert post_event(client, enrolled(ADA, MAX)).status_code == 200
+
+    run_pending(app)
+
+    assert [e.status for e in events(app)] == ["done"]
+    vendors = sandbox_state(sandbox)
+    users = vendors["sprig"]["users"]
+    assert {email: user["attributes"]["sparkloop_last_course"] for email, user in users.items()} == {
+        ADA["email"]: "course_1", MAX["email"]: "course_1"}
+    # Spruce gets the person the event is about: the first its spec names.
+    [contact] = vendors["spruce"]["contacts"]
+    assert [address["value"] for address in contact["emailAddresses"]] == [ADA["email"]]
+
+
+def test_forget_finds_and_erases_a_person_under_a_new_key(course, client, app, sandbox):
+    post_event(client, enrolled(ADA, MAX))                 # Ada's, naming Max as mentor
+    post_event(client, enrolled(ZOE, ADA, "course_2"))     # Zoe's, naming Ada as mentor
+    post_event(client, enrolled(ZOE, MAX, "course_3"))     # neither names Ada
+    run_pending(app)
+    ada_event, zoe_with_ada, zoe_with_max = (e.id for e in events(app))
+    ada = {email_digest(ADA["email"], None), id_digest(ADA["id"], None)}
+    assert {event_id for event_id, digest in subject_digests(app) if digest in ada} == {ada_event, zoe_with_ada}
+
+    output = forget(app, ADA["email"])
+
+    assert "their events deleted: 1" in output and "anonymized: 1" in output
+    assert ADA["email"] not in output
+    remaining = {e.id: e for e in events(app)}
+    assert set(remaining) == {zoe_with_ada, zoe_with_max}
+    assert remaining[zoe_with_ada].payload["mentor"] == {"erased": True}
+    assert remaining[zoe_with_ada].payload["student"] == ZOE
+    assert not [digest for _, digest in subject_digests(app) if digest in ada]
+    with app.extensions["relay.db"].session() as session:
+        keys = set(session.scalars(sa.select(SubscriberLink.subscriber_key)))
+    assert not [key for key in keys if ADA["id"] in key]
+
+
+def test_forget_by_id_finds_the_email_a_new_key_holds(course, client, app, sandbox):
+    post_event(client, enrolled(ADA, MAX))
+    run_pending(app)
+
+    assert "their events deleted: 1" in forget(app, ADA["id"])
+    assert events(app) == []
+
+
+def test_backfill_sees_people_under_new_keys_as_already_received(course, client, app, sandbox):
+    post_event(client, enrolled(ADA, MAX))
+    created = (utcnow() - timedelta(hours=1)).isoformat()
+    sandbox.add_sparkloop_subscribers([
+        {"uuid": ADA["id"], "email": "someone.else@example.com", "created_at": created},  # by id
+        {"uuid": "sub_unmatched", "email": MAX["email"].upper(), "created_at": created},  # by email
+        {"uuid": "sub_new", "email": "new@example.com", "created_at": created},
+    ])
+
+    result = app.test_cli_runner().invoke(main, ["backfill", "--since", "1d"])
+
+    assert result.exit_code == 0, result.output
+    assert "3 subscribers seen, 1 created, 2 skipped as already received" in result.output
+    assert [e.payload["subscriber"]["id"] for e in events(app) if e.source == "backfill"] == ["sub_new"]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from schemas.events import (
-    DEFAULT_SENDS, DESTINATIONS, EVENTS, affected_subscribers, dedup_key, raw_dedup_key, sends,
-    validate_event,
+    DEFAULT_SENDS, DESTINATIONS, EVENTS, PersonPlaces, dedup_key, person_places, raw_dedup_key,
+    sends, validate_event,
 )
 from schemas.sparkloop import Subscriber
 from schemas.sprig import SprigUser, SprigUserSchema, sprig_user_body
@@ -54,7 +54,7 @@ def test_every_registered_type_has_an_example_and_every_example_a_registered_typ
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_every_fixture_validates_and_names_the_people_it_is_about(name):
     payload = fixture(name)
-    people = affected_subscribers(payload["type"], valid(payload))
+    people = EVENTS[payload["type"]].subscribers(valid(payload))
     assert people and all(person.email and person.email.endswith(("@email.com", "@example.com"))
                           for _, person in people)
 
@@ -310,7 +310,7 @@ def test_raw_dedup_key_hashes_the_body():
 
 
 def test_new_referral_affects_subscriber_then_referrer():
-    pairs = affected_subscribers("new_referral", valid(fixture("new_referral")))
+    pairs = EVENTS["new_referral"].subscribers(valid(fixture("new_referral")))
     assert [role for role, _ in pairs] == ["subscriber", "referrer"]
     subscriber, referrer = (s for _, s in pairs)
     assert subscriber == Subscriber(
@@ -323,7 +323,7 @@ def test_new_referral_affects_subscriber_then_referrer():
 
 @pytest.mark.parametrize("name", ["reward_unlocked", "reward_redeemed"])
 def test_reward_events_affect_the_subscriber_with_a_trimmed_name(name):
-    [(role, subscriber)] = affected_subscribers(name, valid(fixture(name)))
+    [(role, subscriber)] = EVENTS[name].subscribers(valid(fixture(name)))
     assert role == "subscriber"
     assert subscriber.name == "John Doe"
 
@@ -339,11 +339,19 @@ def test_reward_events_affect_the_subscriber_with_a_trimmed_name(name):
      ("subscriber", Subscriber(email="top@b.co"))),
 ])
 def test_undocumented_events_affect_the_first_person_found(payload, expected):
-    assert affected_subscribers(payload["type"], valid(payload)) == [expected]
+    assert EVENTS[payload["type"]].subscribers(valid(payload)) == [expected]
 
 
 def test_undocumented_event_without_a_person_affects_nobody():
-    assert affected_subscribers("sync_subscriber", valid({"type": "sync_subscriber", "subscriber": {}})) == []
+    assert EVENTS["sync_subscriber"].subscribers(valid({"type": "sync_subscriber", "subscriber": {}})) == []
+
+
+def test_the_places_people_sit_are_gathered_from_every_spec():
+    """What relay.subjects and workers.erasure read in every stored payload."""
+    assert person_places() == PersonPlaces(
+        keys=("subscriber", "referrer", "lead", "referral"), about=("subscriber", "lead", "referral"),
+        contact_keys=("subscriber", "lead", "referral"), top_level_email=True,
+    )
 
 
 # --- Sprig --------------------------------------------------------------------------------
@@ -355,7 +363,7 @@ def sprig_bodies(name: str, **kwargs) -> dict[str, dict]:
     return {
         role: sprig_user_body(sends(payload["type"], "sprig"), payload["type"], data, subscriber, role,
                               RECEIVED_AT_MS, **kwargs)
-        for role, subscriber in affected_subscribers(payload["type"], data)
+        for role, subscriber in EVENTS[payload["type"]].subscribers(data)
     }
 
 
@@ -410,7 +418,7 @@ def test_sprig_body_names_the_missing_user_id_field(source, subscriber, missing)
 def test_sprig_body_for_a_sync_carries_the_status_and_omits_unknowns():
     data = valid({"type": "sync_subscriber", "subscriber": {"id": "sub_1", "email": "a@b.co",
                                                              "referral_status": "verified"}})
-    [(role, subscriber)] = affected_subscribers("sync_subscriber", data)
+    [(role, subscriber)] = EVENTS["sync_subscriber"].subscribers(data)
     body = sprig_user_body(sends("sync_subscriber", "sprig"), "sync_subscriber", data, subscriber, role,
                            RECEIVED_AT_MS)
     assert body["attributes"] == {"sparkloop_subscriber_id": "sub_1", "sparkloop_referral_status": "verified"}
@@ -429,7 +437,7 @@ def test_sprig_schema_rejects_bad_bodies():
 
 
 def test_contact_body_splits_the_name_and_carries_the_email():
-    [(_, subscriber)] = affected_subscribers("reward_unlocked", valid(fixture("reward_unlocked")))
+    [(_, subscriber)] = EVENTS["reward_unlocked"].subscribers(valid(fixture("reward_unlocked")))
     assert contact_body(subscriber) == {
         "category": "patient", "givenName": "John", "familyName": "Doe",
         "emailAddresses": [{"value": "john.doe@email.com"}],

@@ -30,7 +30,8 @@ naming those are theirs too (a few rounds at most).
 Nothing of theirs is sent while the erasure runs: it holds the person's subject locks
 (workers.locks) for every destination, the locks a delivery takes before it sends, from before
 the Sprig purge until the store is committed. A delivery that claimed its row before and takes
-the lock after would still send what it read (reported to the engine's owner).
+the lock after finds its claim gone (deleted or ended here) and sends nothing (workers.engine
+checks its claim once it holds the locks).
 
 Sprig (`--purge-sprig`) is asked first, so that a refusal or an outage leaves the store as it
 was and the same command can run again (the store may be the only place that knows the
@@ -56,9 +57,9 @@ from sqlalchemy.orm import Session
 from relay.config import Config
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, EventSubject, SubscriberLink, utcnow
 from relay.shared_redis import redis_client
-from relay.subjects import EMAIL, ID, PERSON_KEYS, digest, email_digest, id_digest
+from relay.subjects import EMAIL, ID, digest, email_digest, id_digest
+from schemas.events import person_places
 from schemas.personal import personal_strings
-from schemas.sparkloop import CONTACT_OBJECT_KEYS, undocumented_contact
 from schemas.values import clean, clean_email
 from workers import identity
 from workers.destinations import DESTINATIONS
@@ -96,10 +97,10 @@ class Person:
         if "@" in value:
             if not _EMAIL_SHAPE.match(value):
                 raise ValueError("is not an email address (one @, a domain with a dot, no spaces)")
-            return cls(emails=frozenset({clean_email(value)}))
+            return cls(emails=frozenset({value.lower()}))  # clean_email: already trimmed
         if not _ID_SHAPE.match(value):
             raise ValueError("is neither an email nor a subscriber id (letters, digits, _ . : -)")
-        return cls(ids=frozenset({clean(value)}))
+        return cls(ids=frozenset({value}))
 
     def matches(self, contact) -> bool:
         return isinstance(contact, dict) and (
@@ -123,7 +124,7 @@ def reference(given: Person, config: Config) -> str:
 
 
 @dataclass
-class Plan:
+class ErasurePlan:
     person: Person
     own: list[int] = field(default_factory=list)       # their events: deleted
     others: list[int] = field(default_factory=list)    # someone else's naming them: anonymized
@@ -156,10 +157,10 @@ def identify(session: Session, person: Person, lookup_key: str | None) -> tuple[
     return person, seen
 
 
-def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
+def plan(session: Session, person: Person, lookup_key: str | None) -> ErasurePlan:
     """What the erasure would change; reads only."""
     person, seen = identify(session, person, lookup_key)
-    result = Plan(person)
+    result = ErasurePlan(person)
     for event in sorted(seen.values(), key=lambda e: e.id):
         if _theirs(person, event.payload):
             result.own.append(event.id)
@@ -173,13 +174,13 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> Plan:
         result.unsent += sum(status not in DeliveryStatus.TERMINAL for status in rows)
     for ids in _batches(result.others):
         result.halted += session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
-            Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL)))
+            Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL))) or 0
     result.links = list(session.scalars(sa.select(SubscriberLink.id).where(
         SubscriberLink.subscriber_key.in_(person.subject_keys(lookup_key)))))
     return result
 
 
-def erase(session: Session, found: Plan, lookup_key: str | None) -> None:
+def erase(session: Session, found: ErasurePlan, lookup_key: str | None) -> None:
     """Apply the plan in the session's transaction (the caller commits)."""
     for ids in _batches(found.own):
         session.execute(sa.delete(EventSubject).where(EventSubject.event_id.in_(ids)))
@@ -254,16 +255,19 @@ def _batches(ids: list[int]) -> Iterator[list[int]]:
 
 
 def _contacts(payload) -> list[tuple[str, dict]]:
-    """The objects of the payload that describe a person, as relay.subjects reads them, with
-    the top-level email given to a contact object that has none (as schemas.sparkloop does)."""
+    """The objects of the payload that describe a person, where any event spec declares one
+    (schemas.events.person_places, as relay.subjects reads them), with the top-level email
+    given to an undocumented object that has none (as schemas.sparkloop.FirstPersonAt does),
+    and the top-level email as ("email", {"email": ...})."""
     if not isinstance(payload, dict):
         return []
-    top_email = payload.get("email")
+    places = person_places()
+    top_email = payload.get("email") if places.top_level_email else None
     found = []
-    for key in PERSON_KEYS:
+    for key in places.keys:
         contact = payload.get(key)
         if isinstance(contact, dict):
-            if key in CONTACT_OBJECT_KEYS and contact.get("email") is None and clean(top_email):
+            if key in places.contact_keys and contact.get("email") is None and clean(top_email):
                 contact = {**contact, "email": top_email}
             found.append((key, contact))
     if clean(top_email):
@@ -275,20 +279,21 @@ def _widened(person: Person, payload) -> Person:
     ids, emails = set(person.ids), set(person.emails)
     for _, contact in _contacts(payload):
         if person.matches(contact):
-            ids |= {clean(contact.get("id"))} - {None}
-            emails |= {clean_email(contact.get("email"))} - {None}
+            ids |= {value for value in [clean(contact.get("id"))] if value}
+            emails |= {value for value in [clean_email(contact.get("email"))] if value}
     return Person(frozenset(ids), frozenset(emails))
 
 
 def _owner(payload) -> dict | None:
-    """The person the event is about: its subscriber, else the first contact that identifies one."""
-    if not isinstance(payload, dict):
-        return None
-    subscriber = payload.get("subscriber")
-    if isinstance(subscriber, dict) and (clean(subscriber.get("id")) or clean_email(subscriber.get("email"))):
-        return dict(_contacts(payload))["subscriber"]
-    found = undocumented_contact(payload)
-    return found[1] if found else None
+    """The person the event is about: the first contact under a key that declares one
+    (person_places().about: `subscriber` first) that identifies someone, else the top-level
+    email."""
+    contacts = dict(_contacts(payload))
+    for key in person_places().about:
+        contact = contacts.get(key)
+        if contact is not None and (clean(contact.get("id")) or clean(contact.get("email"))):
+            return contact
+    return {"email": clean(contacts["email"]["email"])} if "email" in contacts else None
 
 
 def _theirs(person: Person, payload) -> bool:

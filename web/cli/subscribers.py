@@ -99,11 +99,11 @@ def _purge_sprig(person: erasure.Person, config) -> list[str]:
     return sprig_client(config).purge_visitors(user_ids=user_ids, emails=emails)
 
 
-def _summary(found: erasure.Plan) -> str:
+def _summary(found: erasure.ErasurePlan) -> str:
     return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in found.counts().items())
 
 
-def _report(ref: str, found: erasure.Plan, purge_sprig: bool, config, done: bool,
+def _report(ref: str, found: erasure.ErasurePlan, purge_sprig: bool, config, done: bool,
             request_ids: list[str] | None = None) -> None:
     verb = (lambda past, future: past) if done else (lambda past, future: future)
     counts = found.counts()

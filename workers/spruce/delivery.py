@@ -133,8 +133,8 @@ def _note_already_posted(ctx: DeliveryContext, conversation_id: str, text: str) 
 
 
 def _subject(ctx: DeliveryContext) -> Subscriber:
-    subscribers = dict(ctx.subscribers)
-    subscriber = subscribers.get("subscriber") or next(iter(subscribers.values()), None)
+    """The person the event is about: the first its spec names (schemas.sparkloop.PeopleAt)."""
+    subscriber = ctx.subscribers[0][1] if ctx.subscribers else None
     if subscriber is None or not subscriber.email:
         raise DeliveryFailed("payload has no subscriber email to find the Spruce contact by")
     return subscriber
