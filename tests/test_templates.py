@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.config import ConfigError, load_config
-from schemas.events import EVENTS, affected_subscribers, sends, validate_event
+from schemas.events import EVENTS, sends, validate_event
 from schemas.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
 from schemas.sprig import ATTRIBUTES, sprig_user_body
 from schemas.spruce import SpruceNote
@@ -88,7 +88,7 @@ def attributes_for(name: str, settings) -> dict:
     return {role: sprig_user_body(sends(event_type, "sprig"), event_type, data, subscriber, role, 0,
                                   attributes=settings.sprig_attributes,
                                   attribute_prefix=settings.sprig_attribute_prefix)["attributes"]
-            for role, subscriber in affected_subscribers(event_type, data)}
+            for role, subscriber in EVENTS[event_type].subscribers(data)}
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
