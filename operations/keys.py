@@ -56,6 +56,17 @@ def key_counts(runtime: Runtime) -> KeyCounts:
     return KeyCounts(by_key, plain, {str(kid): n for (_, kid), n in counts.items()})
 
 
+def stored_key_ids(engine: sa.Engine) -> set[str]:
+    """The distinct key ids of the sealed payloads and errors in the store (what `relay doctor`
+    checks RELAY_PAYLOAD_KEYS against)."""
+    def sealed(column) -> sa.Select:
+        return sa.select(column["key"].as_string()).where(column["sealed"].as_string().isnot(None))
+
+    query = sa.union(sealed(events.c.payload), sealed(events.c.errors))
+    with engine.connect() as conn:
+        return {key for key in conn.scalars(query) if key}
+
+
 def rotation_count(runtime: Runtime, digests: bool) -> int:
     """How many events a rotation (with `digests`: every event) visits."""
     return count(runtime.db, digests)

@@ -111,8 +111,11 @@ def test_the_gunicorn_app_loads_no_delivery_engine_module(tmp_path):
 
 
 # The Celery tasks are the engine's entry points: Flask's documented pattern has them read the
-# app and hand on what it holds. Still reading the app itself, until it is handed what it needs:
+# app and hand on what it holds. Still reading the app itself, until it is handed what it needs
+# (at most these; the sets only shrink):
 NOT_YET = {"workers.identity"}
+# Commands whose store queries are not yet operations of their own.
+QUERIES_NOT_YET = {"web.cli.dev", "web.cli.follow"}
 
 
 def takes_from(name: str, module: str, names: set[str]) -> bool:
@@ -128,4 +131,17 @@ def test_the_engine_and_the_operations_are_handed_what_they_run_with():
         takes_from(name, "flask", {"current_app"}) or takes_from(name, "relay.db", {"get_db", "session_scope"}))]
     assert operations == []
     workers = {name for name in MODULES if layer(name) == "workers" and takes_from(name, "flask", {"current_app"})}
-    assert workers == {"workers.tasks"} | NOT_YET
+    assert "workers.tasks" in workers and workers - {"workers.tasks"} <= NOT_YET
+
+
+def test_the_relay_command_parses_calls_operations_and_prints():
+    # What it does to the store is an operation's (operations/): the commands import no SQLAlchemy.
+    querying = {name for name in MODULES if name.startswith("web.cli") and imports_sqlalchemy(name)}
+    assert querying <= QUERIES_NOT_YET
+
+
+def imports_sqlalchemy(name: str) -> bool:
+    tree = ast.parse(MODULES[name].read_text())
+    return any(isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlalchemy" for a in node.names)
+               or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy"
+               for node in ast.walk(tree))
