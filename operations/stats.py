@@ -19,7 +19,7 @@ ERRORS_SCANNED = 10_000
 _REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
 
 
-# Without REDIS_URL the throttle and breaker live inside each process: this command's own would
+# Without REDIS_URL the throttle and breaker live inside each process: the reading process's would
 # always read "closed, 0 calls", which is not the workers'.
 VENDORS_UNSEEN = ("not visible: no REDIS_URL, so they live inside the worker process "
                   "(under relay dev: . instance/dev.env first)")
