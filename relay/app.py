@@ -11,6 +11,7 @@ from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config, lo
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
+from relay.runtime import EXTENSION as RUNTIME, Runtime
 
 
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
@@ -28,7 +29,9 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
         raise ConfigError(problem)
     app.config["RELAY"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["relay.db"] = Database(config.database_url, config.payload_keys, config.lookup_key)
+    db = Database(config.database_url, config.payload_keys, config.lookup_key)
+    app.extensions["relay.db"] = db
+    app.extensions[RUNTIME] = Runtime(config, db)
     configure_logging(config.log_format)
     init_sentry(config)
     celery_init_app(app)

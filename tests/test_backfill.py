@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from operations import backfill as backfill_module
 from relay.models import Event, utcnow
 from tests.conftest import (
     deliveries, events, fresh_services, load_fixture, make_app, post_event, run_pending, sandbox_state,
 )
-from web.cli import backfill as backfill_module
 from web.cli.backfill import backfill_command
 from workers.sparkloop.client import SparkLoopClient
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
 
-import web.cli.replay
+import operations.replay
 from relay.models import Delivery, Event, utcnow
 from tests.conftest import deliveries, delivery_to, events, load_fixture, post_event, run_pending, wait_for
 from web.cli import main
@@ -444,8 +444,8 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
     post_unlocks(client, 4)
     run_pending(app)
     sandbox.configure(faults=[])
-    monkeypatch.setattr(web.cli.replay, "BATCH", 1)
-    real_batches = web.cli.replay._batches
+    monkeypatch.setattr(operations.replay, "BATCH", 1)
+    real_batches = operations.replay._batches
 
     def interrupted_after_two_batches(ids):
         for n, batch in enumerate(real_batches(ids)):
@@ -453,13 +453,13 @@ def test_an_interrupted_replay_is_consistent_and_the_rerun_continues(client, app
                 raise KeyboardInterrupt  # Ctrl-C once two batches were committed
             yield batch
 
-    monkeypatch.setattr(web.cli.replay, "_batches", interrupted_after_two_batches)
+    monkeypatch.setattr(operations.replay, "_batches", interrupted_after_two_batches)
     result = app.test_cli_runner().invoke(main, ["events", "replay", "--status", "failed", "--yes"])
     assert result.exit_code == 130 and "run the same command again" in result.output
     spruce = [d for d in deliveries(app) if d.destination == "spruce"]
     assert [d.status for d in spruce] == ["pending", "pending", "failed", "failed"]
 
-    monkeypatch.setattr(web.cli.replay, "_batches", real_batches)
+    monkeypatch.setattr(operations.replay, "_batches", real_batches)
     rerun = invoke(app, "events", "replay", "--status", "failed", "--yes")
     assert "replayed 2 deliveries of 2 events" in rerun.output
     run_pending(app)

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-import web.cli.keys as keys_module
+import operations.keys as keys_module
 from relay.config import ConfigError, load_config
 from relay.models import Event, utcnow
 from relay.sealing import SealedDataError, key_id

@@ -165,3 +165,9 @@ def test_help_shows_follow_and_no_test_hook(bare_app):
     result = bare_app().test_cli_runner().invoke(main, ["events", "list", "--help"])
     assert result.exit_code == 0
     assert "--follow" in result.output and "--polls" not in result.output
+
+
+def test_follow_has_no_hidden_test_hook(app):
+    # The command follows until Ctrl-C; the tests stop it as an operator does.
+    result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "1"])
+    assert result.exit_code == 2 and "No such option: --polls" in result.output

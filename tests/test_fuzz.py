@@ -15,7 +15,7 @@ from schemas.events import raw_dedup_key
 from tests.conftest import events, run_pending
 from tests.payloads import bodies, headers
 from web.cli import main
-from web.ingest import plan_event
+from relay.planning import plan_event
 
 CASES = int(os.environ.get("RELAY_FUZZ_CASES", "80"))
 TERMINAL = {"done", "failed", "invalid", "unhandled"}

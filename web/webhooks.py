@@ -13,10 +13,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import storable
 from relay.db import get_db
+from relay.ingest import ingest_webhook
 from relay.metrics import metrics_for
 from relay.models import EventStatus
 from schemas.events import EVENTS
-from web.ingest import ingest_webhook
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("relay.webhooks")

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from relay.config import Config
-from relay.db import session_scope
+from relay.db import Database, session_scope
 from relay.models import Delivery, Event, EventStatus, utcnow
 from relay.shared_redis import redis_client
 
@@ -93,14 +93,17 @@ def delete_events(session: Session, event_ids: list[int]) -> int:
     return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
 
 
-def purge(ages: Ages, *, now: datetime | None = None, budget_s: float | None = None) -> RunResult:
-    """Delete what `ages` allow, batch by batch, each committed; with `budget_s`, start no new
-    batch once that long has passed (a run deletes one batch at least)."""
+def purge(ages: Ages, *, db: Database | None = None, now: datetime | None = None,
+          budget_s: float | None = None) -> RunResult:
+    """Delete what `ages` allow from `db` (the app's store when None), batch by batch, each
+    committed; with `budget_s`, start no new batch once that long has passed (a run deletes one
+    batch at least)."""
     condition = sa.or_(*ages.conditions(now or utcnow()))
+    sessions = db.session if db is not None else session_scope
     started = time.monotonic()
     purged = 0
     while True:
-        with session_scope() as session:
+        with sessions() as session:
             batch = purge_batch(session, condition)
             if not batch:
                 return RunResult(purged, complete=True, duration_s=time.monotonic() - started)

@@ -4,9 +4,9 @@
                                 [--compare bench/million/BEFORE.md]
 
 Each case runs the statements the product issues, built by the product's own code, through a
-session on the bench database: `relay events list` with each filter (web.cli.events.list_query:
-web.cli.filters.EventFilter.apply, and the selectinload of the deliveries), replay's matching
-query (web.cli.replay.matching_query), `relay events stats` (web.cli.stats.store_stats), a
+session on the bench database: `relay events list` with each filter (operations.events.list_query:
+operations.filters.EventFilter.apply, and the selectinload of the deliveries), replay's matching
+query (operations.replay.matching_query), `relay events stats` (operations.stats.store_stats), a
 purge's count and batch (workers.retention.purge_*, delete_events), the sweep's statements
 (workers.sweep.release_expired_leases, forget_enqueued, forget_overdue) and the dispatcher's
 select (captured from workers.dispatch.dispatch itself: its first statement, then aborted). Writes
@@ -47,15 +47,15 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from operations.events import list_query  # noqa: E402
+from operations.filters import EventFilter  # noqa: E402
+from operations.replay import matching_query  # noqa: E402
+from operations.stats import store_stats  # noqa: E402
 from relay.app import create_base_app  # noqa: E402
 from relay.db import Database  # noqa: E402
+from relay.durations import parse_when  # noqa: E402
 from relay.models import utcnow  # noqa: E402
-from web.cli import main as relay_main  # noqa: E402
-from web.cli.events import list_query  # noqa: E402
-from web.cli.filters import EventFilter  # noqa: E402
-from web.cli.replay import matching_query  # noqa: E402
-from web.cli.stats import store_stats  # noqa: E402
-from web.cli.support import parse_when  # noqa: E402
+from web.cli import main as relay_main  # noqa: E402  the whole commands, as an operator runs them
 from workers import dispatch as dispatch_module  # noqa: E402
 from workers.retention import delete_events, purge_batch, purge_conditions, purge_count  # noqa: E402
 from workers.sweep import forget_enqueued, forget_overdue, release_expired_leases  # noqa: E402

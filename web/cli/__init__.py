@@ -3,11 +3,12 @@ everything: operator commands may use the store, the queue and each destination'
 from __future__ import annotations
 
 import click
+from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from relay.app import create_base_app
 from relay.config import ConfigError, load_env_file
-from relay.db import get_db
+from relay.runtime import Runtime
 from web.cli.backfill import backfill_command
 from web.cli.doctor import doctor_command
 from web.cli.events import events_group
@@ -111,7 +112,7 @@ def db_group():
 @store_errors
 def db_upgrade():
     """Apply pending migrations (run on every release)."""
-    get_db().upgrade()
+    Runtime.of(current_app).db.upgrade()
     click.echo("database is up to date")
 
 

@@ -1,309 +1,24 @@
-"""`relay backfill --since DATE`: recreate from SparkLoop's API what an outage kept from Relay.
-
-SparkLoop retries a failed webhook only for a few minutes (3 times over 5 minutes, says its older
-webhooks page, https://support.sparkloop.app/product/features/webhooks), so a longer outage
-loses events for good on its side. Its API v2 lists subscribers newest `created_at` first and
-has no "updated at" (https://docs.sparkloop.app/api-v2/endpoints/subscribers,
-https://docs.sparkloop.app/api-v2/objects-schema/subscriber-object), so "changed since" can only
-mean *created* since:
-a status that moved later (pending → verified) on an older subscriber is invisible to it.
-Each subscriber created since DATE becomes a `sync_subscriber` event (source "backfill") that
-Relay delivers like a webhook, unless Relay already holds an event naming that subscriber
-received at or after their creation (the webhook that did arrive, or an earlier backfill) and
-no newer referral status was lost.
-"""
+"""`relay backfill --since DATE`: recreate from SparkLoop's API what an outage kept from Relay
+(how: operations.backfill)."""
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import click
-import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session
 
-from relay import storable, subjects
-from relay.db import session_scope
-from relay.models import Event, EventSubject, Lane, utcnow
+from operations.backfill import BackfillFailed, PageRead, Tally, check_store, run_backfill
+from operations.store import STORE_UNAVAILABLE
+from relay.models import utcnow
+from relay.runtime import Runtime
 from relay.sealing import SealedDataError
-from schemas.events import dedup_key, validate_event
-from schemas.values import of_type
 from web.cli.support import When, counted, store_errors
-from web.ingest import ingest
-from workers.classify import Action, backoff, classify
-from workers.outcomes import Deferred, ErrorKind
-from workers.sparkloop.client import MAX_PER_PAGE, SparkLoopClient, SubscriberPage, sparkloop_client
-from workers.throttle import Pacing
-from workers.vendor_errors import VendorError
+from workers.sparkloop.client import MAX_PER_PAGE
 
 log = logging.getLogger("relay.backfill")
-
-# SparkLoop's clock stamps created_at, Relay's stamps received_at: an event received a little
-# "before" the subscriber was created is still about them.
-CLOCK_SKEW = timedelta(minutes=2)
-# The shared throttle hands out a slot within one window; longer waits (an open breaker) are
-# reported rather than slept through.
-MAX_DEFERRED_WAIT_S = 120.0
-MAX_DEFERRALS = 200
-MAX_THROTTLED = 6  # 429s from SparkLoop for one page
-# Transient failures of one page before giving up: 4 stays under the breaker's 5 in a row. A
-# CLI waits for its operator, so its backoff starts shorter than the workers' RELAY_RETRY_BASE_S.
-MAX_FAILURES = 4
-BACKOFF_BASE_S = 5.0
-
-
-class BackfillFailed(Exception):
-    """One line for the operator; carries no personal data."""
-
-
-# --- input ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Listed:
-    """A subscriber from the API, with what the backfill needs parsed out."""
-    uuid: str
-    email: str  # lower-cased, for matching
-    created_at: datetime
-    row: dict
-
-    @classmethod
-    def parse(cls, row: dict) -> Listed | None:
-        uuid, email, created = row.get("uuid"), row.get("email"), row.get("created_at")
-        if not (isinstance(uuid, str) and uuid.strip() and isinstance(email, str) and email.strip()):
-            return None
-        try:
-            created_at = datetime.fromisoformat(created)
-        except (TypeError, ValueError):
-            return None
-        if created_at.tzinfo is None:
-            created_at = created_at.replace(tzinfo=timezone.utc)
-        return cls(uuid.strip(), email.strip().lower(), created_at, row)
-
-
-def sync_subscriber_payload(listed: Listed) -> dict:
-    """The API's Subscriber Object in the webhook's field names (`uuid` is `id`, `ref_code` is
-    `referral_code`, `created_at` Unix seconds instead of ISO-8601), as a `sync_subscriber`
-    event: what SyncSubscriberSchema, its dedup key and the Sprig upsert read. IP address and
-    user agent stay behind: nothing downstream needs them."""
-    row = listed.row
-    subscriber = {
-        "id": listed.uuid,
-        "email": row["email"].strip(),
-        "name": of_type(row.get("name"), str),
-        "referral_code": of_type(row.get("ref_code"), str),
-        "referrer_code": of_type(row.get("referrer_code"), str),
-        "referred": of_type(row.get("referred"), bool),
-        "referral_status": of_type(row.get("referral_status"), str),
-        "origin": of_type(row.get("origin"), str),
-        "created_at": int(listed.created_at.timestamp()),  # webhooks carry Unix seconds
-    }
-    return {"type": "sync_subscriber",
-            "subscriber": {key: value for key, value in subscriber.items() if value is not None}}
-
-
-# --- what Relay already holds ---------------------------------------------------------------
-
-
-def already_received(session: Session, listed: list[Listed]) -> set[str]:
-    """The uuids of those Relay already knows about: it holds an event naming their id or email,
-    received at or after their creation, and the newest such event that states a referral
-    status states the one SparkLoop lists now (else a status change was lost: not skipped).
-
-    One query per page on the digests stored beside each event (relay.subjects: indexed, and
-    working on sealed payloads), bounded by received_at (indexed). Events in the window that
-    have no digests yet (stored by a process older than them) get theirs first."""
-    if not listed:
-        return set()
-    lookup_key = current_app.config["RELAY"].lookup_key
-    since = min(s.created_at for s in listed) - CLOCK_SKEW
-    fill_missing_subjects(session, since, lookup_key)
-    names = {**{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
-             **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed}}
-    wanted = [sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
-              for kind in (subjects.ID, subjects.EMAIL)]
-    query = (sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
-             .join(Event, Event.id == EventSubject.event_id)
-             .where(Event.received_at >= since, sa.or_(*wanted)))
-    mentions: dict[str, list[tuple[datetime, str | None]]] = {}
-    for received_at, stated, kind, digest in session.execute(query):
-        mentions.setdefault(names[(kind, digest)], []).append((received_at, stated))
-    return {s.uuid for s in listed if _known(s, mentions.get(s.uuid, []) + mentions.get(s.email, []))}
-
-
-def fill_missing_subjects(session: Session, since: datetime, lookup_key: str | None) -> None:
-    """Store the digests of events received since `since` that have none: written by a web
-    process from before event_subjects (a rolling deploy), or sealed when migration 0006 ran.
-    Flushed into the page's transaction: a dry run commits nothing."""
-    has_subjects = sa.exists().where(EventSubject.event_id == Event.id)
-    missing = sa.select(Event.id, Event.payload).where(Event.received_at >= since, ~has_subjects)
-    for event_id, payload in session.execute(missing).all():
-        session.add_all(EventSubject(event_id=event_id, **row) for row in subjects.subject_rows(payload, lookup_key))
-    session.flush()
-
-
-def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
-    since_creation = [m for m in mentions if m[0] >= listed.created_at - CLOCK_SKEW]
-    stated = sorted((m for m in since_creation if m[1]), key=lambda m: m[0])
-    if not stated:
-        return bool(since_creation)
-    current = of_type(listed.row.get("referral_status"), str) or ""
-    return stated[-1][1].strip().lower() == current.strip().lower()
-
-
-# --- reading the API --------------------------------------------------------------------------
-
-
-def fetch_page(client: SparkLoopClient, page: int, per_page: int, say: Callable[[str], None],
-               sleep: Callable[[float], None] = time.sleep) -> SubscriberPage:
-    """One page. What a failure means is the delivery engine's classifier's call; this is a
-    CLI, so it waits in place instead of re-enqueueing, and every wait is bounded."""
-    pacing, deferrals, throttled, failures = Pacing(lane=Lane.LIVE), 0, 0, 0
-    while True:
-        try:
-            return client.for_run(pacing).list_subscribers(page, per_page)
-        except (VendorError, Deferred) as exc:
-            verdict = classify(exc)
-            if verdict.action == Action.FAIL or verdict.kind == ErrorKind.AUTH:
-                hint = " (check SPARKLOOP_API_KEY)" if verdict.kind == ErrorKind.AUTH else ""
-                raise BackfillFailed(f"{verdict.reason}{hint}") from None
-            if verdict.action == Action.DEFER:
-                if verdict.kind == ErrorKind.THROTTLED:  # SparkLoop itself said wait (a 429)
-                    throttled += 1
-                    say(f"page {page}: {verdict.reason}; retrying in {verdict.wait_s:.0f} s")
-                else:  # Relay's shared throttle, or an open breaker
-                    deferrals += 1
-                if (verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS
-                        or throttled > MAX_THROTTLED):
-                    raise BackfillFailed(f"SparkLoop calls are on hold ({verdict.reason}); "
-                                         f"try again in {math.ceil(verdict.wait_s)} s") from None
-                # The slot reserved for this caller (if any): the next call uses it when due.
-                pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
-                sleep(verdict.wait_s)
-                continue
-            failures += 1
-            if failures >= MAX_FAILURES:
-                raise BackfillFailed(verdict.reason) from None
-            wait_s = backoff(failures, BACKOFF_BASE_S)
-            say(f"page {page}: {verdict.reason}; retrying in {wait_s:.0f} s")
-            pacing = Pacing(lane=Lane.LIVE)
-            sleep(wait_s)
-
-
-# --- the run ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    pages: int = 0
-    seen: int = 0
-    created: int = 0
-    already_received: int = 0
-    duplicates: int = 0
-    unusable: int = 0
-    page_limit_hit: bool = False
-
-    def add(self, other: Tally) -> None:
-        for name in ("pages", "seen", "created", "already_received", "duplicates", "unusable"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def summary(self, dry_run: bool) -> str:
-        created = f"{self.created} would be created" if dry_run else f"{self.created} created"
-        text = (f"{counted(self.pages, 'page')} read, {counted(self.seen, 'subscriber')} seen, {created}, "
-                f"{self.already_received} skipped as already received, "
-                f"{self.duplicates} skipped as duplicates")
-        if self.unusable:
-            text += f", {self.unusable} skipped as unusable (no uuid, email or created_at, or text the store cannot keep)"
-        return text
-
-
-def run_backfill(since: datetime, per_page: int, max_pages: int | None, dry_run: bool,
-                 say: Callable[[str], None], total: Tally) -> None:
-    client = sparkloop_client(current_app.config["RELAY"])
-    seen: set[str] = set()
-    page = 1
-    while True:
-        result = fetch_page(client, page, per_page, say)
-        parsed = [Listed.parse(row) for row in result.subscribers]
-        listed = [s for s in parsed if s is not None]
-        # Rows created during the walk push older ones onto the next page: skip repeats.
-        fresh = [s for s in listed if s.created_at >= since and s.uuid not in seen]
-        seen.update(s.uuid for s in fresh)
-        would_create: list[str] = []  # said after the page's line, which they belong to
-        counts = take_page(fresh, dry_run, would_create.append)
-        counts.pages, counts.unusable = 1, counts.unusable + len(parsed) - len(listed)
-        total.add(counts)
-        say(f"{page_label(page, result.total_pages)}: {len(result.subscribers)} listed, {counts.seen} new since "
-            f"the date: {counted(counts.created, 'event')} {'to create' if dry_run else 'created'}, "
-            f"{counts.already_received} already received, {counted(counts.duplicates, 'duplicate')}")
-        for line in would_create:
-            say(line)
-
-        oldest = min((s.created_at for s in listed), default=None)
-        if (not result.subscribers or (oldest is not None and oldest < since)
-                or (result.total_pages is not None and page >= result.total_pages)
-                or (result.total_pages is None and len(result.subscribers) < per_page)):
-            return
-        if max_pages is not None and total.pages >= max_pages:
-            total.page_limit_hit = True
-            return
-        page += 1
-
-
-def page_label(page: int, total_pages: int | None) -> str:
-    """`page 2 of 5`; `page 2` when SparkLoop did not say how many, or said fewer than were read
-    (a total of 0 when the list is empty, one counted before subscribers were added)."""
-    return f"page {page} of {total_pages}" if total_pages and total_pages >= page else f"page {page}"
-
-
-def take_page(fresh: list[Listed], dry_run: bool, say: Callable[[str], None]) -> Tally:
-    """Create the events of one page (or, dry, say which); return its counts."""
-    counts = Tally(seen=len(fresh))
-    config = current_app.config["RELAY"]
-    with session_scope() as session:
-        received = already_received(session, fresh)
-        counts.already_received = len(received)
-        todo = []
-        for listed in fresh:
-            if listed.uuid in received:
-                continue
-            payload = sync_subscriber_payload(listed)
-            _, data, errors = validate_event(payload)
-            if errors is not None or storable.first_problem(payload):
-                counts.unusable += 1
-            else:
-                todo.append((listed, payload, dedup_key("sync_subscriber", data)))
-        if dry_run:
-            stored = set(session.scalars(
-                sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo]))))
-        for listed, payload, key in todo:
-            if dry_run:
-                if key in stored:
-                    counts.duplicates += 1
-                    continue
-                counts.created += 1
-                status = payload["subscriber"].get("referral_status", "-")
-                say(f"  would create sync_subscriber for {listed.uuid} "
-                    f"(created {listed.created_at:%Y-%m-%d %H:%M} UTC, {status})")
-                continue
-            outcome = ingest(session, payload, json.dumps(payload).encode(), config, source="backfill")
-            if outcome.duplicate:
-                counts.duplicates += 1
-            else:
-                counts.created += 1
-    # The workers' dispatcher publishes the deliveries, on the catch-up queue (their lane), so
-    # they never hold up live webhooks.
-    return counts
-
-
-# --- the command ----------------------------------------------------------------------------------
 
 
 @click.command("backfill")
@@ -338,29 +53,59 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
     """
     if since >= utcnow():
         raise click.BadParameter("must be in the past", param_hint="--since")
-    config = current_app.config["RELAY"]
-    if not config.sparkloop_api_key:
+    runtime = Runtime.of(current_app)
+    if not runtime.config.sparkloop_api_key:
         click.echo("Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's "
                    "Settings → Integrations page", err=True)
         raise SystemExit(2)
-    with session_scope() as session:  # an unreachable or unmigrated store fails before any API call
-        session.execute(sa.select(Event.source).limit(1))
+    check_store(runtime)  # an unreachable or unmigrated store fails before any API call
 
     mode = " (dry run: nothing will be changed)" if dry_run else ""
     click.echo(f"Backfilling SparkLoop subscribers created since {since:%Y-%m-%d %H:%M:%S} UTC{mode}")
     tally = Tally()
     try:
-        run_backfill(since, per_page, max_pages, dry_run, click.echo, tally)
+        run_backfill(runtime, since, per_page, max_pages, dry_run, tally,
+                     on_page=functools.partial(_print_page, dry_run), on_retry=_print_retry)
     except (BackfillFailed, SealedDataError) as failed:
-        click.echo(f"Stopped: {tally.summary(dry_run)}", err=True)
+        click.echo(f"Stopped: {summary(tally, dry_run)}", err=True)
         click.echo(f"Error: {failed}", err=True)
         raise SystemExit(1) from None
-    except (OperationalError, ProgrammingError, KeyboardInterrupt):
+    except (*STORE_UNAVAILABLE, KeyboardInterrupt):
         # What was created stays (and is skipped next time): say how far it got.
-        click.echo(f"Stopped: {tally.summary(dry_run)}", err=True)
+        click.echo(f"Stopped: {summary(tally, dry_run)}", err=True)
         raise
-    click.echo(f"Done: {tally.summary(dry_run)}")
+    click.echo(f"Done: {summary(tally, dry_run)}")
     if tally.page_limit_hit:
         click.echo(f"Stopped at --max-pages {max_pages}: older subscribers since the date may remain; "
                    "run again with a higher limit (what was created is skipped next time)")
-    log.info("backfill %s: %s", "dry run" if dry_run else "finished", tally.summary(dry_run))
+    log.info("backfill %s: %s", "dry run" if dry_run else "finished", summary(tally, dry_run))
+
+
+def summary(tally: Tally, dry_run: bool) -> str:
+    created = f"{tally.created} would be created" if dry_run else f"{tally.created} created"
+    text = (f"{counted(tally.pages, 'page')} read, {counted(tally.seen, 'subscriber')} seen, {created}, "
+            f"{tally.already_received} skipped as already received, "
+            f"{tally.duplicates} skipped as duplicates")
+    if tally.unusable:
+        text += f", {tally.unusable} skipped as unusable (no uuid, email or created_at, or text the store cannot keep)"
+    return text
+
+
+def _print_page(dry_run: bool, read: PageRead) -> None:
+    counts = read.counts
+    click.echo(f"{page_label(read.page, read.total_pages)}: {read.listed} listed, {counts.seen} new since "
+               f"the date: {counted(counts.created, 'event')} {'to create' if dry_run else 'created'}, "
+               f"{counts.already_received} already received, {counted(counts.duplicates, 'duplicate')}")
+    for would in read.would_create:
+        click.echo(f"  would create sync_subscriber for {would.uuid} "
+                   f"(created {would.created_at:%Y-%m-%d %H:%M} UTC, {would.referral_status})")
+
+
+def _print_retry(page: int, reason: str, wait_s: float) -> None:
+    click.echo(f"page {page}: {reason}; retrying in {wait_s:.0f} s")
+
+
+def page_label(page: int, total_pages: int | None) -> str:
+    """`page 2 of 5`; `page 2` when SparkLoop did not say how many, or said fewer than were read
+    (a total of 0 when the list is empty, one counted before subscribers were added)."""
+    return f"page {page} of {total_pages}" if total_pages and total_pages >= page else f"page {page}"

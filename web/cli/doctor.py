@@ -16,16 +16,15 @@ from dataclasses import asdict, dataclass
 
 import click
 import redis
-import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from operations.keys import stored_key_ids
 from relay.app import webhook_token_problem
 from relay.config import Config, ConfigError
 from relay.db import MIGRATIONS
-from relay.models import JSONType
 from relay.queue import RETENTION_INTERVAL, SWEEP_INTERVAL
 from relay.shared_redis import redis_client
 from web.cli.support import console, human_duration
@@ -51,8 +50,6 @@ OK, WARNING, FAILED, NOT_CONFIGURED, SKIPPED = "ok", "warning", "failed", "not_c
 # A warning works but deserves a look (exit code 0); a failure is why the deploy cannot work.
 MARKS = {OK: "[green]✔[/]", WARNING: "[bold yellow]![/]", FAILED: "[bold red]✘[/]", NOT_CONFIGURED: "[dim]–[/]",
          SKIPPED: "[dim]–[/]"}
-# The stored form of the sealed columns (relay.sealing's envelopes), not opened.
-STORED_EVENTS = sa.table("events", sa.column("payload", JSONType), sa.column("errors", JSONType))
 
 
 @dataclass(frozen=True)
@@ -174,16 +171,6 @@ def check_payload_keys(app: Flask, database: Check) -> Check:
     if not stored:
         return passed(name, "no stored payload is encrypted" + ("" if held else " (RELAY_PAYLOAD_KEYS is not set)"))
     return passed(name, f"RELAY_PAYLOAD_KEYS holds every key id the store uses ({', '.join(sorted(stored))})")
-
-
-def stored_key_ids(engine: sa.Engine) -> set[str]:
-    """The distinct key ids of the sealed payloads and errors in the store."""
-    def sealed(column) -> sa.Select:
-        return sa.select(column["key"].as_string()).where(column["sealed"].as_string().isnot(None))
-
-    query = sa.union(sealed(STORED_EVENTS.c.payload), sealed(STORED_EVENTS.c.errors))
-    with engine.connect() as conn:
-        return {key for key in conn.scalars(query) if key}
 
 
 def check_retention(config: Config, now: float | None = None) -> Check:

@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import click
-import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy.orm import selectinload
 
-from relay.db import session_scope
-from relay.models import DeliveryStatus, Event, Lane, utcnow
-from web.cli.filters import EventFilter, filter_options
-from web.cli.masking import mask_personal_data
+from operations import purge as purging
+from operations.events import event_detail, list_events
+from operations.filters import EventFilter
+from operations.stats import collect_stats
+from relay.models import DeliveryStatus, Lane
+from relay.runtime import Runtime
+from web.cli.filters import filter_options
 from web.cli.replay import replay_command
 from web.cli.support import Duration, When, console, human_duration, store_errors, styled
-from workers.retention import Ages, purge, purge_count, record_run
 
 
 @click.group("events")
@@ -35,15 +34,13 @@ events_group.add_command(replay_command)
 @click.option("--follow", is_flag=True,
               help="Then keep printing new events and delivery outcomes, one line each (times in UTC), "
                    "until Ctrl-C. Takes --type and --destination; --since limits only the list.")
-# Bounded for tests: stop after this many polls of the store.
-@click.option("--polls", type=click.IntRange(1, 1000), hidden=True)
 @with_appcontext
 @store_errors
-def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool, polls: int | None):
+def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool):
     """List events, newest first, with their deliveries and last errors."""
-    follower = _follower(filters, as_json) if follow else None
-    with session_scope() as session:
-        events = [event_summary(e) for e in session.scalars(list_query(filters, limit))]
+    runtime = Runtime.of(current_app)
+    follower = _follower(runtime, filters, as_json) if follow else None
+    events = list_events(runtime, filters, limit)
     if as_json:
         click.echo(json.dumps(events, indent=2))
         return
@@ -61,10 +58,10 @@ def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool, p
     if not events:
         click.echo("no event matches")
     if follower is not None:
-        _follow(follower, polls)
+        _follow(follower)
 
 
-def _follower(filters: EventFilter, as_json: bool):
+def _follower(runtime: Runtime, filters: EventFilter, as_json: bool):
     """What --follow watches, looked at before the list is read (so nothing falls between)."""
     from web.cli.follow import Follower
 
@@ -73,28 +70,17 @@ def _follower(filters: EventFilter, as_json: bool):
     if refused:
         raise click.UsageError(f"--follow cannot be combined with {refused[0]}: it follows every new event "
                                "and outcome of the --type and --destination given")
-    return Follower(session_scope, EventFilter(types=filters.types, destination=filters.destination))
+    return Follower(runtime.session, EventFilter(types=filters.types, destination=filters.destination))
 
 
-def _follow(follower, polls: int | None) -> None:
-    from web.cli.follow import follow, stop_after
+def _follow(follower) -> None:
+    from web.cli.follow import follow
 
     click.echo("following new events and delivery outcomes (times in UTC; Ctrl-C stops)")
     try:
-        follow(follower, click.echo, stop_after(polls))
+        follow(follower, click.echo)
     except KeyboardInterrupt:
         click.echo("stopped following")
-
-
-def list_query(filters: EventFilter, limit: int) -> sa.Select:
-    """What `relay events list` loads: the newest `limit` matching events, with their deliveries.
-
-    The ids are chosen first, then only those events are read: choosing ids can use an index
-    alone (ix_events_id_received skips the newer events for --until) where choosing whole rows
-    read each newer event from the table (0.4 s for --until 30d among a million events)."""
-    newest = filters.apply(sa.select(Event.id)).order_by(Event.id.desc()).limit(limit)
-    return (sa.select(Event).where(Event.id.in_(newest)).options(selectinload(Event.deliveries))
-            .order_by(Event.id.desc()))
 
 
 @events_group.command("show")
@@ -106,13 +92,10 @@ def list_query(filters: EventFilter, limit: int) -> sa.Select:
 @store_errors
 def events_show(event_id: int, reveal: bool, as_json: bool):
     """Show one event: its stored payload (personal data masked) and every delivery."""
-    with session_scope() as session:
-        event = session.get(Event, event_id, options=[selectinload(Event.deliveries)])
-        if event is None:
-            raise click.BadParameter(f"no event with id {event_id}", param_hint="EVENT_ID")
-        detail = event_summary(event, full=True)
-        payload = event.payload if reveal else mask_personal_data(event.payload)
-    detail |= {"payload": payload, "validation_errors": event.errors}
+    detail = event_detail(Runtime.of(current_app), event_id, reveal=reveal)
+    if detail is None:
+        raise click.BadParameter(f"no event with id {event_id}", param_hint="EVENT_ID")
+    payload = detail["payload"]
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
@@ -152,9 +135,9 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
 def events_stats(since, as_json: bool):
     """Counts per status and type of the events received in the window, the oldest pending
     delivery, recent failures and top errors, and each vendor's throttle and circuit breaker."""
-    from web.cli.stats import collect_stats, print_stats
+    from web.cli.stats import print_stats
 
-    stats = collect_stats(since)
+    stats = collect_stats(Runtime.of(current_app), since)
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
         return
@@ -176,13 +159,12 @@ def events_stats(since, as_json: bool):
 def events_purge(older_than, retention: bool, include_failed: bool, dry_run: bool, yes: bool):
     """Delete finished events (done, failed, invalid, unhandled) and their deliveries, in
     batches. Events still being delivered are never purged."""
-    config = current_app.config["RELAY"]
     if (older_than is None) == (not retention):
         raise click.UsageError("give either --older-than AGE or --retention")
-    age = config.retention_s if retention else older_than
-    ages = Ages(age, age if include_failed else max(age, config.retention_failed_s))
-    with session_scope() as session:
-        count = purge_count(session, ages.conditions(utcnow()))
+    runtime = Runtime.of(current_app)
+    plan = purging.plan_purge(runtime, older_than_s=None if retention else older_than,
+                              include_failed=include_failed)
+    ages, count = plan.ages, plan.count
     scope = (f"finished events older than {human_duration(ages.finished_s)}"
              + ("" if ages.failed_s == ages.finished_s
                 else f" (failed and invalid: older than {human_duration(ages.failed_s)})"))
@@ -191,9 +173,8 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
         return
     if not yes:
         click.confirm(f"Delete {count} {scope}?", abort=True)
-    result = purge(ages)
-    if retention and not include_failed:
-        record_run(config, by="relay events purge --retention", result=result)
+    recorded_as = "relay events purge --retention" if retention and not include_failed else None
+    result = purging.purge(runtime, ages, recorded_as=recorded_as)
     click.echo(f"purged {result.purged} {scope}")
 
 
@@ -203,32 +184,3 @@ _LABELS = {"throttle_slot_at": "throttle slot reserved for"}
 def _attempts(delivery: dict) -> str:
     text = f"{delivery['attempts']} attempt{'' if delivery['attempts'] == 1 else 's'}"
     return text + (f", {delivery['deferrals']} deferred" if delivery["deferrals"] else "")
-
-
-def event_summary(event: Event, full: bool = False) -> dict:
-    def when(value):
-        return value.isoformat() if value else None
-
-    summary = {
-        "id": event.id, "type": event.type, "status": event.status, "source": event.source,
-        "received_at": event.received_at.isoformat(),
-        "deliveries": [
-            {
-                "id": d.id, "destination": d.destination, "status": d.status, "lane": d.lane,
-                "attempts": d.attempts, "deferrals": d.deferrals,
-                "last_error": d.last_error, "last_status_code": d.last_status_code,
-                "next_attempt_at": when(d.next_attempt_at) if d.status == DeliveryStatus.PENDING else None,
-                "finished_at": when(d.finished_at), "replayed_at": when(d.replayed_at),
-            }
-            for d in event.deliveries
-        ],
-    }
-    if full:
-        for summary_delivery, d in zip(summary["deliveries"], event.deliveries):
-            slot = d.throttle_slot if d.status == DeliveryStatus.PENDING else None
-            summary_delivery |= {
-                "created_at": when(d.created_at), "progress": dict(d.progress or {}),
-                "last_error_trace": d.last_error_trace,
-                "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, timezone.utc)) if slot else None,
-            }
-    return summary

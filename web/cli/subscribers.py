@@ -15,12 +15,13 @@ import redis
 from flask import current_app
 from flask.cli import with_appcontext
 
-from relay.db import session_scope
+from operations import subscribers as requests
+from relay.runtime import Runtime
 from schemas.events import DESTINATIONS
+from web.cli.support import store_errors
 from workers import erasure, identity
 from workers.outcomes import Deferred
 from workers.vendor_errors import VendorError
-from web.cli.support import store_errors
 
 log = logging.getLogger("relay.erasure")
 links_log = logging.getLogger("relay.identity")
@@ -54,12 +55,12 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
     """An erasure request: delete this person's events, deliveries and identity links from
     Relay's store, and anonymize them where someone else's event names them (as its referrer);
     everyone else's data stays. Running it again is harmless. Spruce's contact stays."""
-    config = current_app.config["RELAY"]
+    runtime = Runtime.of(current_app)
+    config = runtime.config
     ref = erasure.reference(subscriber, config)
     if purge_sprig and not config.sprig_api_key:
         raise click.UsageError("--purge-sprig needs SPRIG_API_KEY: Sprig is not configured")
-    with session_scope() as session:
-        found = erasure.plan(session, subscriber, config.lookup_key)
+    found = requests.forget_plan(runtime, subscriber)
     if dry_run:
         _report(ref, found, purge_sprig, config, done=False)
         click.echo("dry run: nothing changed")
@@ -69,14 +70,7 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
             raise click.UsageError("not on a terminal: pass --yes to confirm the erasure")
         click.confirm(f"Erase {ref} ({_summary(found)})?", abort=True)
     try:
-        with erasure.locked(found.person, config) as locks:
-            with session_scope() as session:
-                found = erasure.plan(session, found.person, config.lookup_key)
-                request_ids = _purge_sprig(found.person, config) if purge_sprig else None
-                for lock in locks:  # the Sprig call may have taken part of their lease
-                    lock.reacquire()
-                erasure.erase(session, found, config.lookup_key)
-                session.commit()
+        forgotten = requests.forget(runtime, found.person, purge_sprig=purge_sprig)
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None
@@ -85,18 +79,10 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
         click.echo(f"Error: Sprig did not take the purge: {reason}; nothing changed in Relay's store, "
                    "run the same command again (or without --purge-sprig)", err=True)
         raise SystemExit(1) from None
+    found, request_ids = forgotten.done, forgotten.sprig_request_ids
     _report(ref, found, purge_sprig, config, done=True, request_ids=request_ids)
     log.info("erasure request %s done: %s", ref, _summary(found),  # after the report, as backfill's
              extra={"erasure": ref, **found.counts(), "sprig_purge_requests": len(request_ids or [])})
-
-
-def _purge_sprig(person: erasure.Person, config) -> list[str]:
-    from workers.sprig.client import sprig_client
-
-    user_ids, emails = erasure.sprig_ids(person, config)
-    if not user_ids and not emails:
-        return []
-    return sprig_client(config).purge_visitors(user_ids=user_ids, emails=emails)
 
 
 def _summary(found: erasure.ErasurePlan) -> str:
@@ -149,25 +135,20 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
     """Drop what Relay remembers of this person at the vendors: Spruce ids (say, of a contact
     staff merged into another), Sprig attribute versions. Their events stay. Relay forgets a
     Spruce id by itself when Spruce answers 404 for it."""
-    config = current_app.config["RELAY"]
-    ref = erasure.reference(subscriber, config)
+    runtime = Runtime.of(current_app)
+    ref = erasure.reference(subscriber, runtime.config)
     chosen = [name for name in DESTINATIONS if name in (destinations or identity.LINKED)]
-    with session_scope() as session:
-        person, events = erasure.identify(session, subscriber, config.lookup_key)
-        keys = person.subject_keys(config.lookup_key)
-        if not events and not identity.held(session, keys, sorted(identity.LINKED)):
-            click.echo(f"Error: Relay's store knows no subscriber {ref}: no event names them and no "
-                       "link is kept for them (check the email or id)", err=True)
-            raise SystemExit(1)
-        if dry_run:
-            _report_links(ref, identity.held(session, keys, chosen), chosen, done=False)
-            click.echo("dry run: nothing changed")
-            return
+    found = requests.links(runtime, subscriber, chosen)
+    if not found.known:
+        click.echo(f"Error: Relay's store knows no subscriber {ref}: no event names them and no "
+                   "link is kept for them (check the email or id)", err=True)
+        raise SystemExit(1)
+    if dry_run:
+        _report_links(ref, found.held, chosen, done=False)
+        click.echo("dry run: nothing changed")
+        return
     try:
-        with erasure.locked(person, config):  # a delivery for them finishes before, or starts after
-            with session_scope() as session:
-                dropped = identity.unlink(session, keys, chosen)
-                session.commit()
+        dropped = requests.unlink(runtime, found, chosen)
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None

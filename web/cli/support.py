@@ -3,13 +3,12 @@ option types, rich output."""
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import click
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
-from relay.durations import EXAMPLES, parse_duration
-from relay.models import utcnow
+from operations.store import STORE_UNAVAILABLE
+from relay.durations import parse_duration, parse_when  # noqa: F401  parse_when: re-exported (tests/test_config)
 from relay.sealing import SealedDataError
 
 STATUS_STYLES = {
@@ -26,7 +25,7 @@ def store_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (OperationalError, InterfaceError, ProgrammingError) as exc:
+        except STORE_UNAVAILABLE as exc:
             click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
                        "check DATABASE_URL and run `relay db upgrade`", err=True)
             raise SystemExit(1) from None
@@ -49,22 +48,6 @@ class Duration(click.ParamType):
             return parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """An age (`2h`, `7d`: that long ago), a date (`2026-11-20`: midnight UTC) or an ISO
-    date-time (UTC unless it names an offset)."""
-    text = text.strip()
-    try:
-        return (now or utcnow()) - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a date (2026-11-20), a date-time "
-                         f"(2026-11-20T14:00) nor an age like {EXAMPLES}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class When(click.ParamType):

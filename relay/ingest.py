@@ -1,4 +1,5 @@
-"""Accepting a webhook: validate, de-duplicate, store the event and its planned deliveries."""
+"""Accepting an event: validate, de-duplicate, store the event and its planned deliveries (the
+web intake, web.webhooks, and backfill, operations.backfill)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ from sqlalchemy.orm import Session
 
 from relay.config import Config
 from relay.db import Database
-from relay.models import Delivery, Event, EventStatus, EventSubject, Lane, utcnow
+from relay.models import Delivery, Event, EventSubject, Lane, utcnow
+from relay.planning import Plan, plan_event
 from relay.sealing import sealer_for
 from relay.subjects import subject_rows
-from schemas.events import EVENTS, dedup_key, raw_dedup_key, validate_event
+from schemas.events import raw_dedup_key
 
 
 @dataclass(frozen=True)
@@ -22,35 +24,6 @@ class Ingested:
     status: str
     errors: dict | None = None
     duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a payload is: its type, status, field errors, natural de-duplication key (None when
-    invalid or unhandled) and the destinations it goes to."""
-    event_type: str
-    status: str
-    errors: dict | None = None
-    key: str | None = None
-    destinations: tuple[str, ...] = ()
-
-
-def planned_destinations(event_type: str, config: Config) -> tuple[str, ...]:
-    """The event's destinations (RELAY_ROUTES overrides its spec) that have credentials."""
-    wanted = config.routes_override.get(event_type, EVENTS[event_type].destinations)
-    return tuple(d for d in wanted if d in config.configured_destinations)
-
-
-def plan_event(payload: dict, config: Config) -> Plan:
-    """Validate and route a payload: used on receipt and again when an event is replayed."""
-    event_type, data, errors = validate_event(payload)
-    if errors is not None:
-        return Plan(event_type, EventStatus.INVALID, errors=errors)
-    if data is None:
-        return Plan(event_type, EventStatus.UNHANDLED)
-    destinations = planned_destinations(event_type, config)
-    return Plan(event_type, EventStatus.RECEIVED if destinations else EventStatus.DONE,
-                key=dedup_key(event_type, data), destinations=destinations)
 
 
 def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,

@@ -1,0 +1,70 @@
+"""Finding events: the list an operator filters, and one event in full."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from operations.filters import EventFilter
+from operations.masking import mask_personal_data
+from relay.models import DeliveryStatus, Event
+from relay.runtime import Runtime
+
+
+def list_events(runtime: Runtime, filters: EventFilter, limit: int) -> list[dict]:
+    """The newest `limit` matching events, newest first, each with its deliveries."""
+    with runtime.session() as session:
+        return [event_summary(e) for e in session.scalars(list_query(filters, limit))]
+
+
+def list_query(filters: EventFilter, limit: int) -> sa.Select:
+    """What `relay events list` loads: the newest `limit` matching events, with their deliveries.
+
+    The ids are chosen first, then only those events are read: choosing ids can use an index
+    alone (ix_events_id_received skips the newer events for --until) where choosing whole rows
+    read each newer event from the table (0.4 s for --until 30d among a million events)."""
+    newest = filters.apply(sa.select(Event.id)).order_by(Event.id.desc()).limit(limit)
+    return (sa.select(Event).where(Event.id.in_(newest)).options(selectinload(Event.deliveries))
+            .order_by(Event.id.desc()))
+
+
+def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False) -> dict | None:
+    """One event in full: every delivery, its validation errors, and its payload with personal
+    data masked unless `reveal`. None when there is no such event."""
+    with runtime.session() as session:
+        event = session.get(Event, event_id, options=[selectinload(Event.deliveries)])
+        if event is None:
+            return None
+        detail = event_summary(event, full=True)
+        payload = event.payload if reveal else mask_personal_data(event.payload)
+        return detail | {"payload": payload, "validation_errors": event.errors}
+
+
+def event_summary(event: Event, full: bool = False) -> dict:
+    def when(value):
+        return value.isoformat() if value else None
+
+    summary = {
+        "id": event.id, "type": event.type, "status": event.status, "source": event.source,
+        "received_at": event.received_at.isoformat(),
+        "deliveries": [
+            {
+                "id": d.id, "destination": d.destination, "status": d.status, "lane": d.lane,
+                "attempts": d.attempts, "deferrals": d.deferrals,
+                "last_error": d.last_error, "last_status_code": d.last_status_code,
+                "next_attempt_at": when(d.next_attempt_at) if d.status == DeliveryStatus.PENDING else None,
+                "finished_at": when(d.finished_at), "replayed_at": when(d.replayed_at),
+            }
+            for d in event.deliveries
+        ],
+    }
+    if full:
+        for summary_delivery, d in zip(summary["deliveries"], event.deliveries):
+            slot = d.throttle_slot if d.status == DeliveryStatus.PENDING else None
+            summary_delivery |= {
+                "created_at": when(d.created_at), "progress": dict(d.progress or {}),
+                "last_error_trace": d.last_error_trace,
+                "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, timezone.utc)) if slot else None,
+            }
+    return summary

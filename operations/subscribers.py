@@ -1,0 +1,75 @@
+"""Requests about one subscriber's data: an erasure (`forget`: workers.erasure says what goes and
+what stays) and dropping the vendor ids and versions Relay keeps for them (`unlink`:
+workers.identity). Both take the person's delivery locks, so that no delivery for them runs
+meanwhile; both raise workers.erasure.Busy when one holds them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.runtime import Runtime
+from workers import erasure, identity
+
+
+def forget_plan(runtime: Runtime, person: erasure.Person) -> erasure.ErasurePlan:
+    """What an erasure of `person` would delete and anonymize now."""
+    with runtime.session() as session:
+        return erasure.plan(session, person, runtime.config.lookup_key)
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    done: erasure.ErasurePlan
+    sprig_request_ids: list[str] | None  # None: Sprig was not asked
+
+
+def forget(runtime: Runtime, person: erasure.Person, *, purge_sprig: bool) -> Forgotten:
+    """Erase `person` from the store (planned again under their locks), after asking Sprig to
+    purge them when `purge_sprig`; a Sprig refusal (VendorError, Deferred) changes nothing."""
+    config = runtime.config
+    with erasure.locked(person, config) as locks:
+        with runtime.session() as session:
+            found = erasure.plan(session, person, config.lookup_key)
+            request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
+            for lock in locks:  # the Sprig call may have taken part of their lease
+                lock.reacquire()
+            erasure.erase(session, found, config.lookup_key)
+            session.commit()
+    return Forgotten(found, request_ids)
+
+
+def _purge_sprig(person: erasure.Person, runtime: Runtime) -> list[str]:
+    from workers.sprig.client import sprig_client
+
+    user_ids, emails = erasure.sprig_ids(person, runtime.config)
+    if not user_ids and not emails:
+        return []
+    return sprig_client(runtime.config).purge_visitors(user_ids=user_ids, emails=emails)
+
+
+@dataclass(frozen=True)
+class Links:
+    """What Relay keeps of a person at the vendors: `held` names the links of the destinations
+    asked about; `known` says whether the store knows them at all (an event or any link)."""
+    person: erasure.Person
+    keys: list[str]
+    known: bool
+    held: list[str]
+
+
+def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str]) -> Links:
+    lookup_key = runtime.config.lookup_key
+    with runtime.session() as session:
+        person, events = erasure.identify(session, subscriber, lookup_key)
+        keys = person.subject_keys(lookup_key)
+        known = bool(events) or bool(identity.held(session, keys, sorted(identity.LINKED)))
+        return Links(person, keys, known, identity.held(session, keys, destinations))
+
+
+def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]:
+    """Drop the links of `destinations`, under the person's locks; what was dropped. Raises
+    redis.RedisError when the locks cannot be taken (nothing changed)."""
+    with erasure.locked(found.person, runtime.config):  # a delivery for them finishes before, or starts after
+        with runtime.session() as session:
+            dropped = identity.unlink(session, found.keys, destinations)
+            session.commit()
+    return dropped
