@@ -170,4 +170,4 @@ def test_help_shows_follow_and_no_test_hook(bare_app):
 def test_follow_has_no_hidden_test_hook(app):
     # The command follows until Ctrl-C; the tests stop it as an operator does.
     result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "1"])
-    assert result.exit_code == 2 and "No such option: --polls" in result.output
+    assert result.exit_code == 2 and "No such option '--polls'" in result.output
