@@ -112,6 +112,9 @@ def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
 
 
 
+# relay dev start-ups and other terminals' commands: a loaded machine needs more than
+# the suite's 120 s; every wait inside is bounded on its own.
+@pytest.mark.timeout(300)
 def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_env(tmp_path):
     """Live lines, log files, Ctrl-C; and `. instance/dev.env` makes doctor, stats, metrics and
     backfill see this run; a second `relay dev` on its ports changes nothing."""

@@ -3,11 +3,16 @@ keeps stay valid), `--fresh` refuses without a terminal or --yes, and `--fresh -
 both. A file of its own: two real `relay dev` runs, beside test_dev.py's in another process."""
 from __future__ import annotations
 
+import pytest
+
 from sandbox import FIXTURES
 from tests.conftest import wait_for
 from tests.dev_processes import dev_env, dev_ports, relay_dev, relay_events, run_relay, sourced
 
 
+# relay dev start-ups and other terminals' commands: a loaded machine needs more than
+# the suite's 120 s; every wait inside is bounded on its own.
+@pytest.mark.timeout(300)
 def test_a_restart_keeps_the_store_and_the_sandbox_and_fresh_empties_both(tmp_path):
     instance, args = tmp_path / "instance", dev_ports()
     with relay_dev(tmp_path, instance, args, "first") as dev:

@@ -42,8 +42,10 @@ def test_the_estimate_is_what_the_throttle_takes(redis_url, lane, rate, calls):
     estimate = throttle.sending_time_s(calls, lane)
     took = elapsed_for(throttle, lane, calls)
 
-    # Sleeping overshoots a little on each wait; the estimate never claims less than the least.
-    assert estimate - 0.02 <= took <= estimate + 0.15, (estimate, took)
+    # The throttle never sends faster than the estimate says. Sleeping overshoots on each wait,
+    # more on a loaded machine: a quarter more, plus a constant, is still far from the old
+    # estimate's error (seconds for calls that go at once).
+    assert estimate - 0.02 <= took <= estimate * 1.25 + 0.15, (estimate, took)
 
 
 def test_live_calls_burst_within_the_window_and_catch_up_is_paced():
