@@ -1,7 +1,7 @@
 """Finding events: the list an operator filters, and one event in full."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -60,11 +60,11 @@ def event_summary(event: Event, full: bool = False) -> dict:
         ],
     }
     if full:
-        for summary_delivery, d in zip(summary["deliveries"], event.deliveries):
+        for summary_delivery, d in zip(summary["deliveries"], event.deliveries, strict=True):
             slot = d.throttle_slot if d.status == DeliveryStatus.PENDING else None
             summary_delivery |= {
                 "created_at": when(d.created_at), "progress": dict(d.progress or {}),
                 "last_error_trace": d.last_error_trace,
-                "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, timezone.utc)) if slot else None,
+                "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, UTC)) if slot else None,
             }
     return summary

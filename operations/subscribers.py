@@ -26,14 +26,13 @@ def forget(runtime: Runtime, person: erasure.Person, *, purge_sprig: bool) -> Fo
     """Erase `person` from the store (planned again under their locks), after asking Sprig to
     purge them when `purge_sprig`; a Sprig refusal (VendorError, Deferred) changes nothing."""
     config = runtime.config
-    with erasure.locked(person, config) as locks:
-        with runtime.session() as session:
-            found = erasure.plan(session, person, config.lookup_key)
-            request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
-            for lock in locks:  # the Sprig call may have taken part of their lease
-                lock.reacquire()
-            erasure.erase(session, found, config.lookup_key)
-            session.commit()
+    with erasure.locked(person, config) as locks, runtime.session() as session:
+        found = erasure.plan(session, person, config.lookup_key)
+        request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
+        for lock in locks:  # the Sprig call may have taken part of their lease
+            lock.reacquire()
+        erasure.erase(session, found, config.lookup_key)
+        session.commit()
     return Forgotten(found, request_ids)
 
 
@@ -68,8 +67,8 @@ def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str])
 def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]:
     """Drop the links of `destinations`, under the person's locks; what was dropped. Raises
     redis.RedisError when the locks cannot be taken (nothing changed)."""
-    with erasure.locked(found.person, runtime.config):  # a delivery for them finishes before, or starts after
-        with runtime.session() as session:
-            dropped = identity.unlink(session, found.keys, destinations)
-            session.commit()
+    # A delivery for them finishes before, or starts after.
+    with erasure.locked(found.person, runtime.config), runtime.session() as session:
+        dropped = identity.unlink(session, found.keys, destinations)
+        session.commit()
     return dropped

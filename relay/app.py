@@ -11,7 +11,8 @@ from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config, lo
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
-from relay.runtime import EXTENSION as RUNTIME, Runtime
+from relay.runtime import EXTENSION as RUNTIME
+from relay.runtime import Runtime
 
 
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:

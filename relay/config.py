@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relay.durations import EXAMPLES as DURATION_EXAMPLES, parse_duration
+from relay.durations import EXAMPLES as DURATION_EXAMPLES
+from relay.durations import parse_duration
 from schemas.events import DESTINATIONS
 from schemas.note_template import NoteTemplate, TemplateError
-from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
+from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES
+from schemas.sprig import DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
 
 DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
 DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"

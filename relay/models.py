@@ -1,7 +1,7 @@
 """The store: received events, their planned deliveries, and the subscriber identity map."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -28,12 +28,12 @@ class UTCDateTime(sa.TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -117,7 +117,9 @@ class EventSubject(Base):
 
 
 # Deliveries that are out: claimed, published and not yet claimed, or holding a throttle slot.
-OUTSTANDING = sa.text("status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))")
+OUTSTANDING = sa.text(
+    "status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))"
+)
 
 
 class Delivery(Base):
@@ -129,7 +131,8 @@ class Delivery(Base):
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
-        sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+        sa.Index("ix_deliveries_unpublished", "id",
+                 postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
                  sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
         # How many deliveries of each destination and lane are out (workers.dispatch).
         sa.Index("ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING,

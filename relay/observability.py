@@ -14,6 +14,7 @@ EventScrubber itself before Relay's own pass.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -96,10 +97,8 @@ def say_as_json(message: str, stream=sys.__stderr__) -> None:
     signal handlers with os.write: the same, as one JSON line (no logging lock is taken)."""
     line = json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "level": "WARNING",
                        "logger": "celery.apps.worker", "message": message.strip()})
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         os.write(stream.fileno(), f"{line}\n".encode())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def gunicorn_logconfig(style: str) -> dict:

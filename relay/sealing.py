@@ -61,7 +61,7 @@ class Sealer:
     def __init__(self, keys: tuple[str, ...] = ()):
         self.keys = tuple(keys)
         self.key_ids = tuple(key_id(k) for k in self.keys)
-        self._fernets = {kid: Fernet(k) for kid, k in zip(self.key_ids, self.keys)}
+        self._fernets = {kid: Fernet(k) for kid, k in zip(self.key_ids, self.keys, strict=True)}
         self._all = MultiFernet(list(self._fernets.values())) if self.keys else None
 
     @property

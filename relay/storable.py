@@ -2,13 +2,14 @@
 
 Python's json module accepts more than that: NaN and Infinity, numbers beyond what a double
 holds (1e999 overflows to infinity; an integer of 400 digits is the same number to JSON and to
-the published schema, so it is refused alike, by its exact decimal value), strings holding NUL (jsonb refuses \\u0000) or
-unpaired surrogates (not encodable as UTF-8), and nesting deep enough to exhaust the recursion
-limit of whatever walks the value later. None of these is in any SparkLoop payload, and none has
-a faithful storable form, so they are refused with the path of the first offending value;
-nothing else is changed but one thing: a number written with a fraction or an exponent that is
-a whole number (`5.0`, `1e2`) is read as the integer it is, because JSON and the published
-schema (/openapi.json) compare numbers by value, so an integer field takes it.
+the published schema, so it is refused alike, by its exact decimal value), strings holding NUL
+(jsonb refuses \\u0000) or unpaired surrogates (not encodable as UTF-8), and nesting deep enough
+to exhaust the recursion limit of whatever walks the value later. None of these is in any
+SparkLoop payload, and none has a faithful storable form, so they are refused with the path of
+the first offending value; nothing else is changed but one thing: a number written with a
+fraction or an exponent that is a whole number (`5.0`, `1e2`) is read as the integer it is,
+because JSON and the published schema (/openapi.json) compare numbers by value, so an integer
+field takes it.
 
 Hand-written: a walk over the decoded value, iterative so that depth itself cannot crash it.
 """

@@ -18,7 +18,12 @@ from marshmallow import Schema, ValidationError
 
 from schemas import sparkloop
 from schemas.sparkloop import (
-    REFERRAL_PEOPLE, REWARD_PEOPLE, UNDOCUMENTED_PEOPLE, Identity, People, PeopleAt,
+    REFERRAL_PEOPLE,
+    REWARD_PEOPLE,
+    UNDOCUMENTED_PEOPLE,
+    Identity,
+    People,
+    PeopleAt,
 )
 from schemas.sprig import SprigUser, reward_attributes
 from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note

@@ -44,7 +44,8 @@ class StrictInteger(fields.Integer):
 class Identifier(fields.Field):
     """An id of unknown type in an undocumented payload: a string (trimmed) or an integer."""
 
-    default_error_messages = {"invalid": "Not a valid identifier (string or integer)."}
+    # Not a ClassVar: marshmallow declares it on Field without ClassVar, and only reads it.
+    default_error_messages = {"invalid": "Not a valid identifier (string or integer)."}  # noqa: RUF012
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from marshmallow import fields, validate
 
 from schemas.fields import (
-    Identifier, LooseEmail, NormalisedEmail, OpenSchema, StrictInteger, TrimmedString,
+    Identifier,
+    LooseEmail,
+    NormalisedEmail,
+    OpenSchema,
+    StrictInteger,
+    TrimmedString,
 )
 from schemas.values import clean, clean_email, integer, of_type
 

@@ -64,7 +64,8 @@ class Breaker:
     def _trip(self, cooldown_s: float, why: str) -> None:
         self._client.set(self._open, 1, px=int(cooldown_s * 1000))
         if self._client.set(self._was_open, 1, nx=True, ex=86400):  # only its creator logs
-            log.warning("circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why, extra={"vendor": self.vendor})
+            log.warning("circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why,
+                        extra={"vendor": self.vendor})
             report(f"Relay stopped calling {self.vendor}: {why}", level="warning", tags={"vendor": self.vendor},
                    fingerprint=["breaker-opened", self.vendor])
             self._gauge(1)

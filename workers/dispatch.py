@@ -56,7 +56,8 @@ def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
             .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_(None),
                    Delivery.next_attempt_at <= now,
                    sa.or_(holds_slot,
-                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes) if full_lanes else sa.true()))
+                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes)
+                          if full_lanes else sa.true()))
             .order_by(Delivery.id).limit(batch)
             .with_for_update(skip_locked=True)
         ).all()
@@ -77,7 +78,8 @@ def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
         refused += ids[len(published):]
     if refused:
         with db.session() as session:
-            session.execute(sa.update(Delivery).where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
+            session.execute(sa.update(Delivery)
+                            .where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
                             .values(enqueued_at=None))
             session.commit()
     return len(chosen) - len(refused)

@@ -18,8 +18,8 @@ from sqlalchemy.orm import defer
 
 from relay.config import Config
 from relay.db import get_db, session_scope
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.metrics import metrics_for
+from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.observability import report, report_exception
 from relay.sealing import SealedDataError
 from relay.shared_redis import redis_client
@@ -61,7 +61,8 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         return _apply(run, classify(exc), config)
     _, data, errors = validate_event(payload)
     if errors is not None or data is None:
-        return _finish(run, config, failed=Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix"))
+        no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")
+        return _finish(run, config, failed=no_longer_valid)
 
     destination = DESTINATIONS[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))

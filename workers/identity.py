@@ -13,10 +13,10 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from schemas.sparkloop import Subscriber
 from relay.db import session_scope
 from relay.models import SubscriberLink
 from relay.subjects import email_digest
+from schemas.sparkloop import Subscriber
 
 # What a link holds for each destination, and how output names it (never its value).
 LINKED = {

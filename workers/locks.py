@@ -3,6 +3,7 @@
 the lock of a dead worker; a live run renews it (workers.lease)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from contextlib import contextmanager
 
@@ -28,7 +29,5 @@ def subject_locks(client: redis.Redis, destination: str, subject_keys: list[str]
         yield held
     finally:
         for lock in held:
-            try:
+            with contextlib.suppress(redis.exceptions.LockError):  # the lease ran out first: nothing to release
                 lock.release()
-            except redis.exceptions.LockError:
-                pass  # the lease ran out first; nothing of ours to release

@@ -13,6 +13,7 @@ Each retention run records how it ended in Redis (LAST_RUN), for `relay doctor`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -128,10 +129,8 @@ def run_retention(config: Config, *, budget_s: float | None = None, by: str = "b
         record_run(config, by=by, error=type(exc).__name__)
         raise
     finally:
-        try:
+        with contextlib.suppress(redis.exceptions.LockError):  # it ran out first: nothing of ours to release
             lock.release()
-        except redis.exceptions.LockError:
-            pass  # it ran out first; nothing of ours to release
     record_run(config, by=by, result=result)
     log.info("retention: purged %s events in %.1f s%s", result.purged, result.duration_s,
              "" if result.complete else "; more are left, another run follows")

@@ -23,7 +23,12 @@ from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
 from workers.vendor_errors import (
-    Redactor, VendorError, error_from_exception, error_from_response, retry_after_seconds, strings_in,
+    Redactor,
+    VendorError,
+    error_from_exception,
+    error_from_response,
+    retry_after_seconds,
+    strings_in,
 )
 
 CONNECT_TIMEOUT_S = 5.0
@@ -115,7 +120,8 @@ class VendorHTTP:
     def _measure(self, started: float, status: str) -> None:
         if self.metrics is not None:
             self.metrics.count("relay_vendor_requests_total", vendor=self.vendor, status=status)
-            self.metrics.observe("relay_vendor_request_duration_seconds", time.monotonic() - started, vendor=self.vendor)
+            elapsed = time.monotonic() - started
+            self.metrics.observe("relay_vendor_request_duration_seconds", elapsed, vendor=self.vendor)
 
     def json(self, method: str, path: str, response: httpx.Response) -> Any:
         """The JSON body of a success response. A 2xx that is not JSON (a proxy's HTML page)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -238,7 +238,8 @@ def _start_worker(env: dict, instance: Path, live: logging.Handler) -> subproces
         env=env | {"LOG_FORMAT": "json"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         errors="replace",
     )
-    pump(worker.stdout, open(instance / WORKER_LOG, "a", encoding="utf-8"), live)
+    # The pump's thread closes the file when the worker's output ends.
+    pump(worker.stdout, open(instance / WORKER_LOG, "a", encoding="utf-8"), live)  # noqa: SIM115
     return worker
 
 
@@ -259,7 +260,8 @@ def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
     root = logging.getLogger()
     for handler in root.handlers:
         if getattr(handler, "relay", False):  # relay.observability's: stderr
-            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
+            # Open for the rest of the process: the handler writes to it until exit.
+            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))  # noqa: SIM115
     # A handler's lock: web threads and the worker's reader take turns.
     live = LiveLines(click.echo, event_type_of=event_type_of)
     root.addHandler(live)
@@ -371,7 +373,7 @@ def seed_subscribers(count: int, sandbox_port: int) -> int:
     import httpx
 
     batch = secrets.token_hex(3)  # a run of its own: emails no earlier run took
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     spacing = timedelta(hours=12) / count
     subscribers = []
     for n in range(count):

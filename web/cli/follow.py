@@ -19,13 +19,13 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from operations.filters import EventFilter
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
-from web.cli.filters import EventFilter
 
 FOLLOW_INTERVAL_S = 1.0
 LOOKBACK_IDS = 50
@@ -181,4 +181,4 @@ def _error(delivery: Delivery) -> str:
 
 
 def _clock(moment: datetime | None) -> str:
-    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%H:%M:%S")
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%H:%M:%S")

@@ -52,7 +52,8 @@ def live_line(record: logging.LogRecord, event_type_of: Callable[[int], str | No
 
 def _webhook(fields: dict, event_type_of) -> str:
     status = fields.get("http_status")
-    what = WEBHOOK_WORDS.get(fields["outcome"], fields["outcome"]) + (f" ({status})" if status not in (None, 200) else "")
+    what = WEBHOOK_WORDS.get(fields["outcome"], fields["outcome"])
+    what += f" ({status})" if status not in (None, 200) else ""
     event_id = fields.get("event_id")
     if not event_id:
         return f"not stored  {what}"

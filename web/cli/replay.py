@@ -11,7 +11,12 @@ from flask.cli import with_appcontext
 
 from operations.filters import EventFilter
 from operations.replay import (
-    ReplayResult, SendingEstimate, delivery_statuses, matching_event_ids, missing_event_ids, replay,
+    ReplayResult,
+    SendingEstimate,
+    delivery_statuses,
+    matching_event_ids,
+    missing_event_ids,
+    replay,
     sending_estimates,
 )
 from relay.models import DeliveryStatus

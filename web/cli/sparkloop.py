@@ -24,7 +24,13 @@ from workers.classify import Action, backoff, classify
 from workers.outcomes import Deferred, ErrorKind
 from workers.sparkloop.client import SparkLoopClient, sparkloop_client
 from workers.sparkloop.webhooks import (
-    API_EVENTS, DASHBOARD_ONLY_EVENTS, DASHBOARD_URL, WEBHOOK_PATH, find, https_problem, relay_webhook_url,
+    API_EVENTS,
+    DASHBOARD_ONLY_EVENTS,
+    DASHBOARD_URL,
+    WEBHOOK_PATH,
+    find,
+    https_problem,
+    relay_webhook_url,
     same_url,
 )
 from workers.throttle import Pacing
@@ -143,7 +149,7 @@ def webhooks_list(as_json: bool, reveal: bool):
     table = Table(Column("uuid", no_wrap=True, min_width=max(len(w.uuid) for w in webhooks)),
                   Column("url", overflow="fold"), Column("events switched on", overflow="fold"),
                   Column("missing events", overflow="fold"))
-    for webhook, row in zip(webhooks, rows):
+    for webhook, row in zip(webhooks, rows, strict=True):
         url = f"{row['url']}  [green](Relay)[/]" if row["relay"] else row["url"]
         table.add_row(row["uuid"], url, ", ".join(webhook.switched_on) or "-",
                       ", ".join(webhook.missing_api_events) or "-")
@@ -234,7 +240,8 @@ def webhooks_remove(webhook_id: str, yes: bool):
     relay_url = relay_webhook_url(public_url) if public_url else None
     shown = shown_url(webhook.url, relay_url, reveal=False)
     if not yes:
-        warning = " Relay will stop receiving SparkLoop's events." if relay_url and same_url(webhook.url, relay_url) else ""
+        stops_relay = relay_url and same_url(webhook.url, relay_url)
+        warning = " Relay will stop receiving SparkLoop's events." if stops_relay else ""
         click.confirm(f"Remove {webhook.uuid} ({shown})?{warning}", abort=True)
     if not patiently(client, lambda c: c.delete_webhook(webhook.uuid), retry_failures=False):
         raise SparkLoopUnavailable(f"{webhook.uuid} was gone by the time it was removed")

@@ -8,7 +8,7 @@ from datetime import datetime
 import click
 
 from operations.store import STORE_UNAVAILABLE
-from relay.durations import parse_duration, parse_when  # noqa: F401  parse_when: re-exported (tests/test_config)
+from relay.durations import parse_duration, parse_when
 from relay.sealing import SealedDataError
 
 STATUS_STYLES = {
@@ -79,7 +79,7 @@ def counted(count: int, noun: str) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 7200:

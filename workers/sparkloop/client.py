@@ -91,4 +91,5 @@ class SparkLoopClient(VendorClient):
 
 
 def sparkloop_client(config) -> SparkLoopClient:
-    return shared_client(SparkLoopClient, config, config.sparkloop_api_url, config.sparkloop_api_key, config.sparkloop_rate_limit)
+    return shared_client(SparkLoopClient, config, config.sparkloop_api_url, config.sparkloop_api_key,
+                         config.sparkloop_rate_limit)

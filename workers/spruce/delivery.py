@@ -15,7 +15,11 @@ import time
 from schemas.note_template import note_text
 from schemas.sparkloop import Subscriber
 from schemas.spruce import (
-    SpruceContact, SpruceNote, contact_body, note_conversation_body, note_message_body,
+    SpruceContact,
+    SpruceNote,
+    contact_body,
+    note_conversation_body,
+    note_message_body,
 )
 from workers import identity
 from workers.context import DeliveryContext
@@ -107,11 +111,10 @@ def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
     first_attempt_ms = progress.time_of(NOTE_FIRST_ATTEMPT)
     if first_attempt_ms is None:
         progress.mark(NOTE_FIRST_ATTEMPT, _now_ms())
-    elif _now_ms() - first_attempt_ms > IDEMPOTENCY_WINDOW_MS:
-        # Spruce has forgotten our key by now: look for the note before posting it again.
-        if _note_already_posted(ctx, conversation_id, text):
-            progress.record(NOTE, "found-in-conversation")
-            return
+    elif _now_ms() - first_attempt_ms > IDEMPOTENCY_WINDOW_MS and _note_already_posted(ctx, conversation_id, text):
+        # Spruce has forgotten our key by now, and the note was posted before: not again.
+        progress.record(NOTE, "found-in-conversation")
+        return
     try:
         # Spruce scopes keys by path: in a conversation that replaced a deleted one, the same
         # key is a first use.

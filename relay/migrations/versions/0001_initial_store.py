@@ -1,13 +1,14 @@
 """initial store
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
-from alembic import op
 import sqlalchemy as sa
-import relay.models
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import relay.models
 
 revision = '0001'
 down_revision = None

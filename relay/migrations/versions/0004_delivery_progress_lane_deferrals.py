@@ -11,8 +11,8 @@ Create Date: 2026-12-01
 """
 from datetime import timedelta
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0004'

@@ -9,8 +9,8 @@ payload should be sealed yet; one that is is opened with the keys of the Databas
 migration, and skipped if it has none (`relay backfill` fills what is missing in its window).
 The digests use RELAY_LOOKUP_KEY as the Database running the migration knows it (relay.db).
 """
-from alembic import context, op
 import sqlalchemy as sa
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 from relay import sealing

@@ -21,8 +21,8 @@ indexes and leaves the extension, which other objects may use.
 """
 from contextlib import nullcontext
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0008'
 down_revision = '0007'

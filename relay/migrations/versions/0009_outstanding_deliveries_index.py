@@ -11,15 +11,17 @@ CONCURRENTLY on PostgreSQL, as 0008's are, so the intake keeps writing while a r
 """
 from contextlib import nullcontext
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
 
-OUTSTANDING = sa.text("status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))")
+OUTSTANDING = sa.text(
+    "status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))"
+)
 
 
 def upgrade() -> None:
