@@ -115,7 +115,7 @@ def variant_text(data: dict) -> str | None:
 
 
 def shipping_lines(details: dict, parent_key: str = "") -> list[str]:
-    """"Key: value" lines for the open shipping_details dict, whatever its keys turn out to be."""
+    """Lines of "Key: value" for the open shipping_details dict, whatever its keys turn out to be."""
     lines = []
     for key, value in details.items():
         key_path = f"{parent_key}_{key}" if parent_key else str(key)
