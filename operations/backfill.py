@@ -12,6 +12,7 @@ Relay delivers like a webhook, unless Relay already holds an event naming that s
 received at or after their creation (the webhook that did arrive, or an earlier backfill) and
 no newer referral status was lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,6 +64,7 @@ OnRetry = Callable[[int, str, float], None]
 @dataclass(frozen=True)
 class Listed:
     """A subscriber from the API, with what the backfill needs parsed out."""
+
     uuid: str
     email: str  # lower-cased, for matching
     created_at: datetime
@@ -99,8 +101,10 @@ def sync_subscriber_payload(listed: Listed) -> dict:
         "origin": of_type(row.get("origin"), str),
         "created_at": int(listed.created_at.timestamp()),  # webhooks carry Unix seconds
     }
-    return {"type": "sync_subscriber",
-            "subscriber": {key: value for key, value in subscriber.items() if value is not None}}
+    return {
+        "type": "sync_subscriber",
+        "subscriber": {key: value for key, value in subscriber.items() if value is not None},
+    }
 
 
 # --- what Relay already holds ---------------------------------------------------------------
@@ -118,13 +122,19 @@ def already_received(session: Session, listed: list[Listed], lookup_key: str | N
         return set()
     since = min(s.created_at for s in listed) - CLOCK_SKEW
     fill_missing_subjects(session, since, lookup_key)
-    names = {**{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
-             **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed}}
-    wanted = [sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
-              for kind in (subjects.ID, subjects.EMAIL)]
-    query = (sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
-             .join(Event, Event.id == EventSubject.event_id)
-             .where(Event.received_at >= since, sa.or_(*wanted)))
+    names = {
+        **{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
+        **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed},
+    }
+    wanted = [
+        sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
+        for kind in (subjects.ID, subjects.EMAIL)
+    ]
+    query = (
+        sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
+        .join(Event, Event.id == EventSubject.event_id)
+        .where(Event.received_at >= since, sa.or_(*wanted))
+    )
     mentions: dict[str, list[tuple[datetime, str | None]]] = {}
     for received_at, stated, kind, digest in session.execute(query):
         mentions.setdefault(names[(kind, digest)], []).append((received_at, stated))
@@ -154,8 +164,9 @@ def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
 # --- reading the API --------------------------------------------------------------------------
 
 
-def fetch_page(client: SparkLoopClient, page: int, per_page: int, on_retry: OnRetry,
-               sleep: Callable[[float], None] = time.sleep) -> SubscriberPage:
+def fetch_page(
+    client: SparkLoopClient, page: int, per_page: int, on_retry: OnRetry, sleep: Callable[[float], None] = time.sleep
+) -> SubscriberPage:
     """One page. What a failure means is the delivery engine's classifier's call; an operator
     waits for this, so it waits in place instead of re-enqueueing, and every wait is bounded.
     `on_retry` hears of each wait SparkLoop asked for or a failure caused: (page, reason, seconds)."""
@@ -174,10 +185,10 @@ def fetch_page(client: SparkLoopClient, page: int, per_page: int, on_retry: OnRe
                     on_retry(page, verdict.reason, verdict.wait_s)
                 else:  # Relay's shared throttle, or an open breaker
                     deferrals += 1
-                if (verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS
-                        or throttled > MAX_THROTTLED):
-                    raise BackfillFailed(f"SparkLoop calls are on hold ({verdict.reason}); "
-                                         f"try again in {math.ceil(verdict.wait_s)} s") from None
+                if verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS or throttled > MAX_THROTTLED:
+                    raise BackfillFailed(
+                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(verdict.wait_s)} s"
+                    ) from None
                 # The slot reserved for this caller (if any): the next call uses it when due.
                 pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
                 sleep(verdict.wait_s)
@@ -212,6 +223,7 @@ class Tally:
 @dataclass(frozen=True)
 class WouldCreate:
     """A dry run's event: whom it would be about (by SparkLoop id only)."""
+
     uuid: str
     created_at: datetime
     referral_status: str
@@ -220,6 +232,7 @@ class WouldCreate:
 @dataclass(frozen=True)
 class PageRead:
     """One page's outcome, for the operator to follow the run."""
+
     page: int
     total_pages: int | None
     listed: int
@@ -233,8 +246,16 @@ def check_store(runtime: Runtime) -> None:
         session.execute(sa.select(Event.source).limit(1))
 
 
-def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: int | None, dry_run: bool,
-                 total: Tally, on_page: Callable[[PageRead], None], on_retry: OnRetry) -> None:
+def run_backfill(
+    runtime: Runtime,
+    since: datetime,
+    per_page: int,
+    max_pages: int | None,
+    dry_run: bool,
+    total: Tally,
+    on_page: Callable[[PageRead], None],
+    on_retry: OnRetry,
+) -> None:
     """Read SparkLoop's subscribers newest first down to `since` (or `max_pages`) and create the
     events Relay lacks (or, dry, say which), page by page; `total` counts as it goes (what was
     created stays if it stops half way)."""
@@ -255,9 +276,12 @@ def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: in
         on_page(PageRead(page, result.total_pages, len(result.subscribers), counts, would_create))
 
         oldest = min((s.created_at for s in listed), default=None)
-        if (not result.subscribers or (oldest is not None and oldest < since)
-                or (result.total_pages is not None and page >= result.total_pages)
-                or (result.total_pages is None and len(result.subscribers) < per_page)):
+        if (
+            not result.subscribers
+            or (oldest is not None and oldest < since)
+            or (result.total_pages is not None and page >= result.total_pages)
+            or (result.total_pages is None and len(result.subscribers) < per_page)
+        ):
             return
         if max_pages is not None and total.pages >= max_pages:
             total.page_limit_hit = True
@@ -265,8 +289,9 @@ def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: in
         page += 1
 
 
-def take_page(runtime: Runtime, fresh: list[Listed], dry_run: bool,
-              would_create: Callable[[WouldCreate], None]) -> Tally:
+def take_page(
+    runtime: Runtime, fresh: list[Listed], dry_run: bool, would_create: Callable[[WouldCreate], None]
+) -> Tally:
     """Create the events of one page (or, dry, tell `would_create` which); return its counts."""
     counts = Tally(seen=len(fresh))
     config = runtime.config
@@ -284,16 +309,18 @@ def take_page(runtime: Runtime, fresh: list[Listed], dry_run: bool,
             else:
                 todo.append((listed, payload, dedup_key("sync_subscriber", data)))
         if dry_run:
-            stored = set(session.scalars(
-                sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo]))))
+            stored = set(
+                session.scalars(sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo])))
+            )
         for listed, payload, key in todo:
             if dry_run:
                 if key in stored:
                     counts.duplicates += 1
                     continue
                 counts.created += 1
-                would_create(WouldCreate(listed.uuid, listed.created_at,
-                                         payload["subscriber"].get("referral_status", "-")))
+                would_create(
+                    WouldCreate(listed.uuid, listed.created_at, payload["subscriber"].get("referral_status", "-"))
+                )
                 continue
             outcome = ingest(session, payload, json.dumps(payload).encode(), config, source="backfill")
             if outcome.duplicate:

@@ -2,6 +2,7 @@
 what stays) and dropping the vendor ids and versions Relay keeps for them (`unlink`:
 workers.identity). Both take the person's delivery locks, so that no delivery for them runs
 meanwhile; both raise workers.erasure.Busy when one holds them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def _purge_sprig(person: erasure.Person, runtime: Runtime) -> list[str]:
 class Links:
     """What Relay keeps of a person at the vendors: `held` names the links of the destinations
     asked about; `known` says whether the store knows them at all (an event or any link)."""
+
     person: erasure.Person
     keys: list[str]
     known: bool

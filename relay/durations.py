@@ -1,6 +1,7 @@
 """The one way Relay reads a duration, in configuration and on the command line alike:
 a positive number with a unit, `90s`, `30m`, `2h`, `7d`, `2w` (`1.5h` too); a bare number
 is seconds. A moment (`parse_when`) is a duration ago, or a date."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither a date (2026-11-20), a date-time "
-                         f"(2026-11-20T14:00) nor an age like {EXAMPLES}") from None
+        raise ValueError(
+            f"{text!r} is neither a date (2026-11-20), a date-time (2026-11-20T14:00) nor an age like {EXAMPLES}"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

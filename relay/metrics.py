@@ -11,6 +11,7 @@ intake's time. A process killed outright loses at most that last second of count
 its data resets the counters, which Prometheus reads as a counter reset. Writing a metric never
 fails the work it measures.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -33,16 +34,23 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LATENCY = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 COUNTERS = {
     "relay_webhooks_total": ("Webhooks answered, by event type and outcome.", ("type", "outcome")),
-    "relay_deliveries_total": ("Delivery runs by destination and outcome (succeeded, superseded, "
-                               "failed, retried, deferred).", ("destination", "outcome")),
-    "relay_vendor_requests_total": ("Vendor HTTP requests by vendor and answer status (error: no answer).",
-                                    ("vendor", "status")),
+    "relay_deliveries_total": (
+        "Delivery runs by destination and outcome (succeeded, superseded, failed, retried, deferred).",
+        ("destination", "outcome"),
+    ),
+    "relay_vendor_requests_total": (
+        "Vendor HTTP requests by vendor and answer status (error: no answer).",
+        ("vendor", "status"),
+    ),
     "relay_throttle_deferrals_total": ("Vendor calls the shared throttle held back, by vendor.", ("vendor",)),
 }
 HISTOGRAMS = {
     "relay_vendor_request_duration_seconds": ("Vendor HTTP request time, by vendor.", ("vendor",), SECONDS),
-    "relay_delivery_latency_seconds": ("From the webhook's receipt to the delivery's end, by destination.",
-                                       ("destination",), LATENCY),
+    "relay_delivery_latency_seconds": (
+        "From the webhook's receipt to the delivery's end, by destination.",
+        ("destination",),
+        LATENCY,
+    ),
 }
 GAUGES = {
     "relay_breaker_open": ("1 while the vendor's circuit breaker is open or half-open.", ("vendor",)),

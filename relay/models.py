@@ -1,4 +1,5 @@
 """The store: received events, their planned deliveries, and the subscriber identity map."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ class DeliveryStatus:
 class Lane(StrEnum):
     """Live deliveries go first; catch-up work (`relay events replay`, `relay backfill`) waits
     in the replay queue and takes only the throttle slots live traffic leaves."""
+
     LIVE = "live"
     CATCH_UP = "catch_up"
 
@@ -131,26 +133,36 @@ class Delivery(Base):
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
-        sa.Index("ix_deliveries_unpublished", "id",
-                 postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
-                 sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
+        sa.Index(
+            "ix_deliveries_unpublished",
+            "id",
+            postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+            sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+        ),
         # How many deliveries of each destination and lane are out (workers.dispatch).
-        sa.Index("ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING,
-                 sqlite_where=OUTSTANDING),
+        sa.Index(
+            "ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING, sqlite_where=OUTSTANDING
+        ),
         # `relay events stats`: the deliveries that failed in its window, a few among millions.
-        sa.Index("ix_deliveries_failed_finished", "finished_at", postgresql_where=sa.text("status = 'failed'"),
-                 sqlite_where=sa.text("status = 'failed'")),
+        sa.Index(
+            "ix_deliveries_failed_finished",
+            "finished_at",
+            postgresql_where=sa.text("status = 'failed'"),
+            sqlite_where=sa.text("status = 'failed'"),
+        ),
         # `--error TEXT` (ILIKE '%TEXT%') among the deliveries that have an error: trigrams
         # (PostgreSQL's pg_trgm) instead of reading every delivery. SQLite has no equivalent.
-        sa.Index("ix_deliveries_last_error_trgm", "last_error", postgresql_using="gin",
-                 postgresql_ops={"last_error": "gin_trgm_ops"},
-                 postgresql_where=sa.text("last_error IS NOT NULL")).ddl_if(dialect="postgresql"),
+        sa.Index(
+            "ix_deliveries_last_error_trgm",
+            "last_error",
+            postgresql_using="gin",
+            postgresql_ops={"last_error": "gin_trgm_ops"},
+            postgresql_where=sa.text("last_error IS NOT NULL"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("events.id", ondelete="CASCADE"), index=True
-    )
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), index=True)
     destination: Mapped[str] = mapped_column(sa.String(20))
     status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING)
     lane: Mapped[str] = mapped_column(sa.String(20), default=Lane.LIVE, server_default=Lane.LIVE.value)

@@ -12,6 +12,7 @@ phone numbers and the values of personal or secret keys wherever they appear. se
 its `event_scrubber` option once `data_collection` is given, so `before_send` runs the
 EventScrubber itself before Relay's own pass.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,18 @@ import time
 
 from relay.config import Config, log_format
 
-__all__ = ["SWEEP_MONITOR", "check_in", "configure_logging", "gunicorn_logconfig", "init_sentry", "log_format",
-           "report", "report_exception", "say_as_json", "scrub"]
+__all__ = [
+    "SWEEP_MONITOR",
+    "check_in",
+    "configure_logging",
+    "gunicorn_logconfig",
+    "init_sentry",
+    "log_format",
+    "report",
+    "report_exception",
+    "say_as_json",
+    "scrub",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}"
@@ -95,24 +106,36 @@ def configure_logging(style: str) -> None:
 def say_as_json(message: str, stream=sys.__stderr__) -> None:
     """For celery.apps.worker.safe_say, which prints the worker's shutdown messages from its
     signal handlers with os.write: the same, as one JSON line (no logging lock is taken)."""
-    line = json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "level": "WARNING",
-                       "logger": "celery.apps.worker", "message": message.strip()})
+    line = json.dumps(
+        {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "level": "WARNING",
+            "logger": "celery.apps.worker",
+            "message": message.strip(),
+        }
+    )
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.write(stream.fileno(), f"{line}\n".encode())
 
 
 def gunicorn_logconfig(style: str) -> dict:
     """gunicorn's own loggers (its errors and the access log), in the same format."""
-    formatter = ({"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "style": "{",
-                  "rename_fields": JSON_RENAMES} if style == "json" else {"format": TEXT_FORMAT})
+    formatter = (
+        {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "style": "{", "rename_fields": JSON_RENAMES}
+        if style == "json"
+        else {"format": TEXT_FORMAT}
+    )
     handler = {"class": "logging.StreamHandler", "formatter": "relay", "stream": "ext://sys.stderr"}
     return {
-        "version": 1, "disable_existing_loggers": False,
+        "version": 1,
+        "disable_existing_loggers": False,
         "formatters": {"relay": formatter},
         "handlers": {"console": handler},
         "root": {"level": "INFO", "handlers": ["console"]},
-        "loggers": {name: {"level": "INFO", "handlers": ["console"], "propagate": False}
-                    for name in ("gunicorn.error", "gunicorn.access")},
+        "loggers": {
+            name: {"level": "INFO", "handlers": ["console"], "propagate": False}
+            for name in ("gunicorn.error", "gunicorn.access")
+        },
     }
 
 
@@ -121,14 +144,52 @@ def gunicorn_logconfig(style: str) -> dict:
 FILTERED = "[Filtered]"
 # Keys whose values are personal or secret in anything Sentry could be sent (payload fields,
 # vendor bodies, headers, URL parameters).
-PERSONAL_KEYS = frozenset({
-    "email", "emailaddress", "emailaddresses", "email_address", "name", "first_name", "last_name",
-    "given_name", "givenname", "family_name", "familyname", "displayname", "middlename", "phone",
-    "phone_number", "phonenumbers", "address", "shipping_details", "subscriber", "referrer", "lead",
-    "referral", "payload", "value", "text", "body", "data", "userid", "user_id",
-    "token", "api_key", "apikey", "x-api-key", "sparkloop-token", "authorization", "secret",
-    "password", "dsn", "key", "keys", "cookie", "set-cookie",
-})
+PERSONAL_KEYS = frozenset(
+    {
+        "email",
+        "emailaddress",
+        "emailaddresses",
+        "email_address",
+        "name",
+        "first_name",
+        "last_name",
+        "given_name",
+        "givenname",
+        "family_name",
+        "familyname",
+        "displayname",
+        "middlename",
+        "phone",
+        "phone_number",
+        "phonenumbers",
+        "address",
+        "shipping_details",
+        "subscriber",
+        "referrer",
+        "lead",
+        "referral",
+        "payload",
+        "value",
+        "text",
+        "body",
+        "data",
+        "userid",
+        "user_id",
+        "token",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "sparkloop-token",
+        "authorization",
+        "secret",
+        "password",
+        "dsn",
+        "key",
+        "keys",
+        "cookie",
+        "set-cookie",
+    }
+)
 _EMAIL = re.compile(r"[^\s@<>\"'(),;:/?=&\[\]]+(?:@|%40)[^\s@<>\"'(),;:/?=&\[\]]+", re.IGNORECASE)
 _PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
 
@@ -163,8 +224,9 @@ _SCRUBBED_BY_KEY = ("request", "extra", "breadcrumbs", "tags")
 def _event_scrubber():
     from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 
-    return EventScrubber(denylist=[*DEFAULT_DENYLIST, *PERSONAL_KEYS], pii_denylist=DEFAULT_PII_DENYLIST,
-                         recursive=True)
+    return EventScrubber(
+        denylist=[*DEFAULT_DENYLIST, *PERSONAL_KEYS], pii_denylist=DEFAULT_PII_DENYLIST, recursive=True
+    )
 
 
 def _before_send(event, _hint, event_scrubber=None):
@@ -214,12 +276,18 @@ def init_sentry(config: Config, transport=None) -> None:
         traces_sample_rate=config.sentry_traces_sample_rate,
         # Log lines are breadcrumbs, not events: Sentry's events are Relay's own reports (one per
         # failed delivery, per breaker opening) and unhandled errors, each once.
-        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False),
-                      LoggingIntegration(level=logging.INFO, event_level=None),
-                      AtexitIntegration(callback=_pending_at_exit)],
+        integrations=[
+            FlaskIntegration(),
+            CeleryIntegration(monitor_beat_tasks=False),
+            LoggingIntegration(level=logging.INFO, event_level=None),
+            AtexitIntegration(callback=_pending_at_exit),
+        ],
         # Payloads carry names, emails and postal addresses bound for a healthcare platform.
         data_collection={
-            "user_info": False, "http_bodies": [], "database_query_data": False, "queues": False,
+            "user_info": False,
+            "http_bodies": [],
+            "database_query_data": False,
+            "queues": False,
             "stack_frame_variables": False,
         },
         before_send=lambda event, hint: _before_send(event, hint, event_scrubber),
@@ -230,12 +298,18 @@ def init_sentry(config: Config, transport=None) -> None:
 
 def _pending_at_exit(pending: int, timeout: float) -> None:
     """Sentry's own notice at exit is three lines of plain text on stderr; this is one log line."""
-    logging.getLogger("relay.sentry").info("sending %d pending Sentry events before exiting (up to %.0f s)",
-                                           pending, timeout)
+    logging.getLogger("relay.sentry").info(
+        "sending %d pending Sentry events before exiting (up to %.0f s)", pending, timeout
+    )
 
 
-def report(message: str, level: str = "error", tags: dict[str, str] | None = None,
-           extras: dict | None = None, fingerprint: list[str] | None = None) -> None:
+def report(
+    message: str,
+    level: str = "error",
+    tags: dict[str, str] | None = None,
+    extras: dict | None = None,
+    fingerprint: list[str] | None = None,
+) -> None:
     """One Sentry event; a no-op without SENTRY_DSN. `message` must carry no personal data."""
     import sentry_sdk
 
@@ -262,14 +336,19 @@ SWEEP_MONITOR_CONFIG = {
 }
 
 
-def check_in(ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR,
-             monitor_config: dict = SWEEP_MONITOR_CONFIG) -> None:
+def check_in(
+    ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR, monitor_config: dict = SWEEP_MONITOR_CONFIG
+) -> None:
     """One check-in for a cron monitor; a no-op without SENTRY_DSN."""
     from sentry_sdk.crons import capture_checkin
     from sentry_sdk.crons.consts import MonitorStatus
 
-    capture_checkin(monitor_slug=monitor, status=MonitorStatus.OK if ok else MonitorStatus.ERROR,
-                    duration=duration_s, monitor_config=monitor_config)
+    capture_checkin(
+        monitor_slug=monitor,
+        status=MonitorStatus.OK if ok else MonitorStatus.ERROR,
+        duration=duration_s,
+        monitor_config=monitor_config,
+    )
 
 
 def report_exception(exc: BaseException, tags: dict[str, str] | None = None) -> None:

@@ -13,6 +13,7 @@ field takes it.
 
 Hand-written: a walk over the decoded value, iterative so that depth itself cannot crash it.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,19 @@ def loads(raw: bytes) -> object:
     try:
         value = json.loads(raw, parse_constant=lambda _: _NonFinite(), parse_float=_number)
     except RecursionError:
-        raise NotStorable("request body is nested too deeply",
-                          {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}) from None
+        raise NotStorable(
+            "request body is nested too deeply", {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}
+        ) from None
     except json.JSONDecodeError as exc:  # its message names a position, never the content
-        raise NotStorable("request body is not valid JSON",
-                          {"_body": [f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."]}) from None
+        raise NotStorable(
+            "request body is not valid JSON",
+            {"_body": [f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."]},
+        ) from None
     except (ValueError, UnicodeDecodeError):  # not UTF-8, or an integer of more than 4300 digits
-        raise NotStorable("request body is not valid JSON",
-                          {"_body": ["Not valid JSON: not UTF-8 text, or a number too long to read."]}) from None
+        raise NotStorable(
+            "request body is not valid JSON",
+            {"_body": ["Not valid JSON: not UTF-8 text, or a number too long to read."]},
+        ) from None
     problem = first_problem(value)
     if problem:
         path, reason = problem

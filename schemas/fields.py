@@ -3,6 +3,7 @@
 Error messages are marshmallow's defaults or fixed strings: none of them quotes the input,
 because payloads carry personal data and validation errors are stored and shown.
 """
+
 from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields

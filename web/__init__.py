@@ -1,6 +1,7 @@
 """Relay's web process: the HTTP intake (`web:create_app()` for gunicorn) and, in `web.cli`, the
 `relay` command. The intake loads nothing of the delivery engine: it stores each event and its
 deliveries and answers; the workers' dispatcher (workers/dispatch.py) publishes them."""
+
 from __future__ import annotations
 
 from flask import Flask

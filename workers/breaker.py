@@ -1,6 +1,7 @@
 """The circuit breaker, per vendor account, kept in Redis so every process sees it: after
 `threshold` transient failures in a row, or one rejected credential, stop calling for a
 cool-down; then let one probe through; its success closes it."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,15 @@ log = logging.getLogger("relay.breaker")
 
 
 class Breaker:
-    def __init__(self, client: redis.Redis, account: str, threshold: int = 5,
-                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        account: str,
+        threshold: int = 5,
+        cooldown_s: float = 30.0,
+        auth_cooldown_s: float = 300.0,
+        metrics: Metrics | None = None,
+    ):
         self._client, self.account, self._metrics = client, account, metrics
         self.threshold, self.cooldown_s, self.auth_cooldown_s = threshold, cooldown_s, auth_cooldown_s
         base = f"relay:breaker:{account}"
@@ -64,10 +72,15 @@ class Breaker:
     def _trip(self, cooldown_s: float, why: str) -> None:
         self._client.set(self._open, 1, px=int(cooldown_s * 1000))
         if self._client.set(self._was_open, 1, nx=True, ex=86400):  # only its creator logs
-            log.warning("circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why,
-                        extra={"vendor": self.vendor})
-            report(f"Relay stopped calling {self.vendor}: {why}", level="warning", tags={"vendor": self.vendor},
-                   fingerprint=["breaker-opened", self.vendor])
+            log.warning(
+                "circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why, extra={"vendor": self.vendor}
+            )
+            report(
+                f"Relay stopped calling {self.vendor}: {why}",
+                level="warning",
+                tags={"vendor": self.vendor},
+                fingerprint=["breaker-opened", self.vendor],
+            )
             self._gauge(1)
         self._client.delete(self._failures)
 

@@ -1,5 +1,6 @@
 """What a destination's delivery code gets to work with (DeliveryContext, Progress), and what
 each destination declares to the engine and the operator commands (Destination)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class DeliveryContext:
 @dataclass(frozen=True)
 class Destination:
     """A vendor Relay delivers to: its package (workers/<name>/) declares one."""
+
     name: str
     # The process's client for the configured account.
     client: Callable[[Config], VendorClient]

@@ -1,4 +1,5 @@
 """The destinations Relay delivers to, by name: each vendor's package declares its own."""
+
 from __future__ import annotations
 
 from relay.config import Config

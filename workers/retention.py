@@ -11,6 +11,7 @@ after RUN_BUDGET_S and says whether anything is left (the task then publishes an
 it never holds a worker slot long; a lock in Redis keeps two runs from deleting side by side.
 Each retention run records how it ended in Redis (LAST_RUN), for `relay doctor`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,10 @@ def purge_conditions(now: datetime, age: float, failed_age: float) -> list[sa.Co
     statuses differ): received more than `age` seconds before `now`, and failed and invalid
     ones more than `failed_age`."""
     return [
-        sa.and_(Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
-                Event.received_at < now - timedelta(seconds=age)),
+        sa.and_(
+            Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
+            Event.received_at < now - timedelta(seconds=age),
+        ),
         sa.and_(Event.status.in_(KEPT_LONGER), Event.received_at < now - timedelta(seconds=failed_age)),
     ]
 
@@ -94,8 +97,9 @@ def delete_events(session: Session, event_ids: list[int]) -> int:
     return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
 
 
-def purge(ages: Ages, *, db: Database | None = None, now: datetime | None = None,
-          budget_s: float | None = None) -> RunResult:
+def purge(
+    ages: Ages, *, db: Database | None = None, now: datetime | None = None, budget_s: float | None = None
+) -> RunResult:
     """Delete what `ages` allow from `db` (the app's store when None), batch by batch, each
     committed; with `budget_s`, start no new batch once that long has passed (a run deletes one
     batch at least)."""
@@ -132,8 +136,12 @@ def run_retention(config: Config, *, budget_s: float | None = None, by: str = "b
         with contextlib.suppress(redis.exceptions.LockError):  # it ran out first: nothing of ours to release
             lock.release()
     record_run(config, by=by, result=result)
-    log.info("retention: purged %s events in %.1f s%s", result.purged, result.duration_s,
-             "" if result.complete else "; more are left, another run follows")
+    log.info(
+        "retention: purged %s events in %.1f s%s",
+        result.purged,
+        result.duration_s,
+        "" if result.complete else "; more are left, another run follows",
+    )
     return result
 
 

@@ -14,6 +14,7 @@ limit of deliveries out per destination.
   message can be trusted, so every pending delivery that counted as enqueued is handed back.
 A duplicate message is harmless: only one worker can claim a pending delivery.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,34 +85,51 @@ def _report_forgotten(republished: int) -> None:
     # A warning only when messages may really have been lost: a Redis that starts empty (every
     # first start, every `relay dev`) with nothing enqueued has nothing to tell an operator.
     if republished:
-        log.warning("sweep: the broker lost its data (Relay's marker is gone): %d pending %s handed "
-                    "back to be published again", republished, "delivery" if republished == 1 else "deliveries",
-                    extra={"handed_back": republished})
+        log.warning(
+            "sweep: the broker lost its data (Relay's marker is gone): %d pending %s handed back to be published again",
+            republished,
+            "delivery" if republished == 1 else "deliveries",
+            extra={"handed_back": republished},
+        )
     else:
         log.info("sweep: Relay's marker set in the broker (it was empty); no pending delivery was enqueued")
 
 
 def release_expired_leases(now) -> sa.Update:
     """In-flight deliveries whose lease expired go back to pending, due at once."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
-            .values(status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now,
-                    enqueued_at=None, last_error="worker lost during the attempt (lease expired)"))
+    return (
+        sa.update(Delivery)
+        .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
+        .values(
+            status=DeliveryStatus.PENDING,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            enqueued_at=None,
+            last_error="worker lost during the attempt (lease expired)",
+        )
+    )
 
 
 def forget_enqueued() -> sa.Update:
     """After the broker lost its data: no pending delivery counts as enqueued any more."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_not(None))
-            .values(enqueued_at=None))
+    return (
+        sa.update(Delivery)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_not(None))
+        .values(enqueued_at=None)
+    )
 
 
 def forget_overdue(now) -> sa.Update:
     """Pending deliveries enqueued more than OVERDUE ago and due as long: presumed lost."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at <= now - OVERDUE,
-                   Delivery.next_attempt_at <= now - OVERDUE)
-            .values(enqueued_at=None))
+    return (
+        sa.update(Delivery)
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.enqueued_at <= now - OVERDUE,
+            Delivery.next_attempt_at <= now - OVERDUE,
+        )
+        .values(enqueued_at=None)
+    )
 
 
 def _backlogged(config: Config) -> bool:

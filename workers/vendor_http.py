@@ -4,6 +4,7 @@ and turning every failure into a VendorError.
 
 Paths are passed as templates plus parameters, so logs and errors only ever see the template
 (`/v2/users/{userId}`), never the email it was filled with."""
+
 from __future__ import annotations
 
 import copy
@@ -47,6 +48,7 @@ USER_AGENT = _user_agent()
 @dataclass(frozen=True)
 class RateLimitHeaders:
     """What the latest response said about the vendor's limits; None where it sent nothing."""
+
     limit: int | None = None
     remaining: int | None = None
     reset_after: float | None = None
@@ -65,9 +67,17 @@ class RateLimitHeaders:
 
 
 class VendorHTTP:
-    def __init__(self, vendor: str, base_url: str, authorization: str, timeout: float,
-                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None,
-                 auth_header: str = "Authorization"):
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        authorization: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        secret: str,
+        guard: Guard | None = None,
+        auth_header: str = "Authorization",
+    ):
         self.vendor = vendor
         self.guard = guard
         self.metrics = guard.metrics if guard else None
@@ -83,10 +93,19 @@ class VendorHTTP:
             verify=tls_context(),
         )
 
-    def request(self, method: str, path: str, *, pacing: Pacing, personal: frozenset[str] = frozenset(),
-                path_params: dict[str, str] | None = None,
-                params: dict[str, Any] | None = None, json: Any = None,
-                headers: dict[str, str] | None = None, ok_statuses: tuple[int, ...] = ()) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        pacing: Pacing,
+        personal: frozenset[str] = frozenset(),
+        path_params: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> httpx.Response:
         """Send one request; return the response if it is 2xx or in `ok_statuses`, else raise
         VendorError. `path` is a template filled from `path_params`, each fully URL-encoded;
         `personal` are values the vendor's error text must not carry (what the body holds is
@@ -105,14 +124,26 @@ class VendorHTTP:
             raise err from None
         self._measure(started, str(response.status_code))
         rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
-        self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
-                        response.headers.get("s-request-id", "-"))
+        self._log.debug(
+            "%s %s -> %s [req %s]", method, path, response.status_code, response.headers.get("s-request-id", "-")
+        )
         ok = response.is_success or response.status_code in ok_statuses
-        err = None if ok else error_from_response(
-            self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json))))
+        err = (
+            None
+            if ok
+            else error_from_response(
+                self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json)))
+            )
+        )
         if self.guard:
-            self.guard.after(err.kind if err else None, rate.remaining, rate.daily_remaining,
-                             err.retry_after if err else None, grant=grant, limit=rate.limit)
+            self.guard.after(
+                err.kind if err else None,
+                rate.remaining,
+                rate.daily_remaining,
+                err.retry_after if err else None,
+                grant=grant,
+                limit=rate.limit,
+            )
         if err:
             raise err
         return response
@@ -129,9 +160,15 @@ class VendorHTTP:
         try:
             return response.json()
         except ValueError:
-            raise VendorError(self.vendor, ErrorKind.TRANSIENT, "success response is not JSON",
-                              status=response.status_code, method=method, path=path,
-                              request_id=response.headers.get("s-request-id")) from None
+            raise VendorError(
+                self.vendor,
+                ErrorKind.TRANSIENT,
+                "success response is not JSON",
+                status=response.status_code,
+                method=method,
+                path=path,
+                request_id=response.headers.get("s-request-id"),
+            ) from None
 
     def close(self) -> None:
         self._client.close()
@@ -198,11 +235,13 @@ def tls_context() -> ssl.SSLContext:
 def shared_client(cls: type[VendorClient], config, base_url: str, credential: str | None, rate) -> VendorClient:
     """The process's one client of `cls` for this account, guarded by the account's shared
     throttle and breaker."""
-    return _shared(cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url,
-                   config.breaker_cooldown_s)
+    return _shared(
+        cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url, config.breaker_cooldown_s
+    )
 
 
 @cache
 def _shared(cls, base_url, credential, rate, timeout, redis_url, cooldown_s) -> VendorClient:
-    return cls(base_url, credential, timeout=timeout,
-               guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s))
+    return cls(
+        base_url, credential, timeout=timeout, guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s)
+    )

@@ -1,5 +1,6 @@
 """What every `relay` command shares: store errors as one line, durations and moments as
 option types, rich output."""
+
 from __future__ import annotations
 
 import functools
@@ -12,9 +13,16 @@ from relay.durations import parse_duration, parse_when
 from relay.sealing import SealedDataError
 
 STATUS_STYLES = {
-    "done": "green", "succeeded": "green", "superseded": "green",
-    "failed": "bold red", "invalid": "magenta", "unhandled": "dim",
-    "pending": "yellow", "in_flight": "cyan", "received": "yellow", "processing": "cyan",
+    "done": "green",
+    "succeeded": "green",
+    "superseded": "green",
+    "failed": "bold red",
+    "invalid": "magenta",
+    "unhandled": "dim",
+    "pending": "yellow",
+    "in_flight": "cyan",
+    "received": "yellow",
+    "processing": "cyan",
 }
 
 
@@ -26,8 +34,11 @@ def store_errors(command):
         try:
             return command(*args, **kwargs)
         except STORE_UNAVAILABLE as exc:
-            click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
-                       "check DATABASE_URL and run `relay db upgrade`", err=True)
+            click.echo(
+                f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
+                "check DATABASE_URL and run `relay db upgrade`",
+                err=True,
+            )
             raise SystemExit(1) from None
         except SealedDataError as exc:  # its message names the key id, never data
             click.echo(f"Error: {exc}", err=True)

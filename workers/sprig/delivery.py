@@ -12,6 +12,7 @@ landed instead of sending it again. Otherwise it sends: exactly once, unless thi
 landed and a newer one of the same name for the same person landed before the retry. A call the
 throttle or the breaker held back, or a definite refusal (429, 4xx), clears the note: nothing
 landed."""
+
 from __future__ import annotations
 
 import time
@@ -37,20 +38,31 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
         if progress.done(attributes_step) and progress.done(events_step):
             continue
         try:
-            body = sprig_user_body(sends, ctx.event_type, ctx.data, subscriber, role, ctx.received_at_ms,
-                                   user_id_source=ctx.config.sprig_user_id_source,
-                                   attributes=ctx.config.sprig_attributes,
-                                   attribute_prefix=ctx.config.sprig_attribute_prefix)
+            body = sprig_user_body(
+                sends,
+                ctx.event_type,
+                ctx.data,
+                subscriber,
+                role,
+                ctx.received_at_ms,
+                user_id_source=ctx.config.sprig_user_id_source,
+                attributes=ctx.config.sprig_attributes,
+                attribute_prefix=ctx.config.sprig_attribute_prefix,
+            )
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None
         applied = identity.sprig_versions(subscriber)
-        body["attributes"] = {} if progress.done(attributes_step) else {
-            name: value for name, value in body["attributes"].items()
-            if applied.get(name, [0, 0]) <= version
-        }
+        body["attributes"] = (
+            {}
+            if progress.done(attributes_step)
+            else {name: value for name, value in body["attributes"].items() if applied.get(name, [0, 0]) <= version}
+        )
         sent_step = f"{events_step}.sent"
-        if not progress.done(events_step) and progress.time_of(sent_step) is not None \
-                and _counted(ctx, body["userId"], body["events"][0]):
+        if (
+            not progress.done(events_step)
+            and progress.time_of(sent_step) is not None
+            and _counted(ctx, body["userId"], body["events"][0])
+        ):
             progress.record(events_step, "found-in-sprig")
         if progress.done(events_step):
             del body["events"]

@@ -6,6 +6,7 @@ A stored id Spruce answers 404 for (staff deleted or merged the contact, or dele
 conversation; a deleted contact takes its conversations with it) is replaced within the same
 run, once per kind: found first, created only when none is found, under a key of its own
 (Spruce keeps a key 24 h, and the one that made the deleted record would get a 422)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -80,7 +81,8 @@ class _Stale:
         if kind in self.kinds:
             raise DeliveryFailed(
                 f"the Spruce {KIND[kind]} found or created in place of a stored one Spruce no longer has "
-                f"is not found either: {err}") from None
+                f"is not found either: {err}"
+            ) from None
         self.kinds.append(kind)
         progress = self.ctx.progress
         if kind == CONTACT:
@@ -97,11 +99,18 @@ class _Stale:
             return
         kinds = sorted(KIND[kind] for kind in self.kinds)  # "contact" before "note conversation"
         what = " and ".join(kinds) + (" ids" if len(kinds) > 1 else " id")
-        then = ("found or created again" if self.replaced_all
-                else "finding or creating it again did not finish in this run (see the delivery's error)")
-        log.warning("delivery %s: Spruce no longer has the stored %s (404): forgotten, %s",
-                    self.ctx.delivery_id, what, then,
-                    extra={"delivery_id": self.ctx.delivery_id, "stale_ids": kinds})
+        then = (
+            "found or created again"
+            if self.replaced_all
+            else "finding or creating it again did not finish in this run (see the delivery's error)"
+        )
+        log.warning(
+            "delivery %s: Spruce no longer has the stored %s (404): forgotten, %s",
+            self.ctx.delivery_id,
+            what,
+            then,
+            extra={"delivery_id": self.ctx.delivery_id, "stale_ids": kinds},
+        )
 
 
 def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
@@ -119,7 +128,9 @@ def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
         # Spruce scopes keys by path: in a conversation that replaced a deleted one, the same
         # key is a first use.
         request_id = ctx.client.post_message(
-            conversation_id, note_message_body(text), idempotency_key=f"relay-note-{ctx.delivery_id}",
+            conversation_id,
+            note_message_body(text),
+            idempotency_key=f"relay-note-{ctx.delivery_id}",
         )
     except VendorError as err:
         if err.kind != ErrorKind.DUPLICATE:
@@ -226,7 +237,8 @@ def _now_ms() -> int:
 
 def _find_note_conversation(ctx: DeliveryContext, contact_id: str) -> str | None:
     ours = [
-        c for c in ctx.client.list_contact_conversations(contact_id)
+        c
+        for c in ctx.client.list_contact_conversations(contact_id)
         if c.get("type") == "note" and c.get("title") == NOTE_TITLE
     ]
     return _lowest_id(ours) if ours else None

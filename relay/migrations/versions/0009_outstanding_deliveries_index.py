@@ -9,13 +9,14 @@ destination and lane out (claimed, published, or holding a throttle slot) and co
 round: this partial index holds those few rows, so the count does not read a backlog. Built
 CONCURRENTLY on PostgreSQL, as 0008's are, so the intake keeps writing while a release builds it.
 """
+
 from contextlib import nullcontext
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009'
-down_revision = '0008'
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -25,15 +26,23 @@ OUTSTANDING = sa.text(
 
 
 def upgrade() -> None:
-    postgresql = op.get_bind().dialect.name == 'postgresql'
+    postgresql = op.get_bind().dialect.name == "postgresql"
     with op.get_context().autocommit_block() if postgresql else nullcontext():
-        op.create_index('ix_deliveries_outstanding', 'deliveries', ['destination', 'lane'],
-                        postgresql_where=OUTSTANDING, sqlite_where=OUTSTANDING,
-                        **({'postgresql_concurrently': True} if postgresql else {}))
+        op.create_index(
+            "ix_deliveries_outstanding",
+            "deliveries",
+            ["destination", "lane"],
+            postgresql_where=OUTSTANDING,
+            sqlite_where=OUTSTANDING,
+            **({"postgresql_concurrently": True} if postgresql else {}),
+        )
 
 
 def downgrade() -> None:
-    postgresql = op.get_bind().dialect.name == 'postgresql'
+    postgresql = op.get_bind().dialect.name == "postgresql"
     with op.get_context().autocommit_block() if postgresql else nullcontext():
-        op.drop_index('ix_deliveries_outstanding', table_name='deliveries',
-                      **({'postgresql_concurrently': True} if postgresql else {}))
+        op.drop_index(
+            "ix_deliveries_outstanding",
+            table_name="deliveries",
+            **({"postgresql_concurrently": True} if postgresql else {}),
+        )
