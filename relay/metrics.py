@@ -20,8 +20,10 @@ import logging
 import os
 import threading
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import MutableMapping
 from functools import cache
+from typing import Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -63,8 +65,8 @@ class Metrics:
     def __init__(self, client: redis.Redis, flush_every_s: float = FLUSH_EVERY_S):
         self._client, self._flush_every_s = client, flush_every_s
         self._lock = threading.Lock()
-        self._counts: Counter = Counter()  # (hash, field) -> increment
-        self._sums: Counter = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()  # (hash, field) -> increment
+        self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._flusher_pid: int | None = None
 
     def count(self, name: str, by: int = 1, **labels: str) -> None:
@@ -85,7 +87,7 @@ class Metrics:
     def flush(self) -> None:
         """Add what this process counted to Redis; kept for the next flush if Redis is away."""
         with self._lock:
-            counts, sums, self._counts, self._sums = self._counts, self._sums, Counter(), Counter()
+            counts, sums, self._counts, self._sums = self._counts, self._sums, Counter(), defaultdict(float)
         if not counts and not sums:
             return
 
@@ -98,9 +100,10 @@ class Metrics:
         if not self._pipeline(write):
             with self._lock:
                 self._counts.update(counts)
-                self._sums.update(sums)
+                for key, by in sums.items():
+                    self._sums[key] += by
 
-    def _add(self, into: Counter, key: str, field: str, by: float) -> None:
+    def _add(self, into: MutableMapping[tuple[str, str], Any], key: str, field: str, by: float) -> None:
         with self._lock:
             into[(key, field)] += by
             if self._flusher_pid != os.getpid():  # first write in this process (a fork starts none)
@@ -109,7 +112,12 @@ class Metrics:
 
     def _flush_forever(self) -> None:
         stopping = threading.Event()
-        atexit.register(lambda: (stopping.set(), self.flush()))
+
+        def stop() -> None:
+            stopping.set()
+            self.flush()
+
+        atexit.register(stop)
         while not stopping.wait(self._flush_every_s):
             self.flush()
 
@@ -141,7 +149,9 @@ class Metrics:
             yield _histogram(name, documentation, labels, buckets, self._read(name))
 
     def _read(self, name: str) -> list[tuple[list[str], bytes]]:
-        return [(json.loads(field), value) for field, value in self._client.hgetall(_KEY + name).items()]
+        # redis-py types its commands for the async client too; this one is synchronous.
+        stored = cast(dict[bytes, bytes], self._client.hgetall(_KEY + name))
+        return [(json.loads(field), value) for field, value in stored.items()]
 
 
 def _field(names: tuple[str, ...], labels: dict) -> str:

@@ -22,8 +22,12 @@ import os
 import re
 import sys
 import time
+from typing import TYPE_CHECKING, Literal
 
 from relay.config import Config, log_format
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import MonitorConfig  # the type capture_checkin declares
 
 __all__ = [
     "SWEEP_MONITOR",
@@ -84,14 +88,17 @@ def _relay_command_running() -> bool:
     return ctx is not None and isinstance(ctx.find_root().command, FlaskGroup)
 
 
+class _RelayHandler(logging.StreamHandler):
+    relay = True  # marks Relay's own handler among the root's (relay dev reroutes it)
+
+
 def configure_logging(style: str) -> None:
     """Every line of this process to stderr, in `style` (LOG_FORMAT: json or text); a command's
     own output goes to stdout, so the two never mix (on a terminal, see _CommandsReportOnTerminals)."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "relay", False)), None)
     if handler is None:
-        handler = logging.StreamHandler()
-        handler.relay = True
+        handler = _RelayHandler()
         handler.addFilter(_CommandsReportOnTerminals(handler))
         root.addHandler(handler)
     handler.setFormatter(_formatter(style))
@@ -305,7 +312,7 @@ def _pending_at_exit(pending: int, timeout: float) -> None:
 
 def report(
     message: str,
-    level: str = "error",
+    level: Literal["fatal", "critical", "error", "warning", "info", "debug"] = "error",
     tags: dict[str, str] | None = None,
     extras: dict | None = None,
     fingerprint: list[str] | None = None,
@@ -327,7 +334,7 @@ def report(
 # rate limited), and Sentry alerts when two minutes pass without one (a second beat takes over a
 # dead one's lock within 50 s). Sentry creates the monitor from this config on the first check-in.
 SWEEP_MONITOR = "relay-sweep"
-SWEEP_MONITOR_CONFIG = {
+SWEEP_MONITOR_CONFIG: MonitorConfig = {
     "schedule": {"type": "interval", "value": 1, "unit": "minute"},
     "checkin_margin": 2,
     "max_runtime": 1,
@@ -337,7 +344,7 @@ SWEEP_MONITOR_CONFIG = {
 
 
 def check_in(
-    ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR, monitor_config: dict = SWEEP_MONITOR_CONFIG
+    ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR, monitor_config: MonitorConfig = SWEEP_MONITOR_CONFIG
 ) -> None:
     """One check-in for a cron monitor; a no-op without SENTRY_DSN."""
     from sentry_sdk.crons import capture_checkin

@@ -76,7 +76,7 @@ def loads(raw: bytes) -> object:
 
 def first_problem(value) -> tuple[list[str], str] | None:
     """(path, reason) of the first value the store cannot keep, or None."""
-    stack = [(value, [], 0)]
+    stack: list[tuple[object, list[str], int]] = [(value, [], 0)]
     while stack:
         item, path, depth = stack.pop()
         if depth > MAX_DEPTH:

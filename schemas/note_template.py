@@ -98,7 +98,7 @@ def note_text(text: Callable[[dict], str], event_type: str, data: dict, template
     return template.render(event_type, data, text) if template else text(data)
 
 
-def _check_placeholder(name: str, spec: str, conversion: str | None) -> None:
+def _check_placeholder(name: str, spec: str | None, conversion: str | None) -> None:
     shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
     if not name:
         raise TemplateError(f"has a placeholder without a name ({shown}); use one of {', '.join(PLACEHOLDERS)}")

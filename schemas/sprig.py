@@ -87,7 +87,7 @@ def sprig_user_body(
     name, only those in `attributes` when given (SPRIG_ATTRIBUTES; None: all). Raises
     ValueError (naming fields, never values) when the user id is missing or the body would not
     satisfy Sprig's schema."""
-    body = {"userId": _user_id(subscriber, user_id_source)}
+    body: dict[str, object] = {"userId": _user_id(subscriber, user_id_source)}
     if subscriber.email:
         body["emailAddress"] = subscriber.email
     values = _subscriber_values(data, subscriber) | sends.extra_attributes(data, role)

@@ -53,7 +53,7 @@ def fill(conn, lookup_key) -> None:
         ).all()
         if not batch:
             return
-        rows = []
+        rows: list[dict[str, object]] = []
         for event_id, payload in batch:
             try:
                 payload = sealer.open(payload)

@@ -21,6 +21,7 @@ indexes and leaves the extension, which other objects may use.
 """
 
 from contextlib import nullcontext
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -39,7 +40,7 @@ def upgrade() -> None:
     if postgresql:
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     with _outside_the_transaction(postgresql):
-        now = {"postgresql_concurrently": True} if postgresql else {}
+        now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
         op.create_index("ix_events_status_id", "events", ["status", "id"], **now)
         op.create_index("ix_events_received_status_type", "events", ["received_at", "status", "type"], **now)
         op.create_index("ix_events_id_received", "events", ["id", "received_at"], **now)
@@ -68,7 +69,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     with _outside_the_transaction(postgresql):
-        now = {"postgresql_concurrently": True} if postgresql else {}
+        now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
         op.create_index("ix_events_received_at", "events", ["received_at"], **now)
         op.create_index("ix_events_status", "events", ["status"], **now)
         if postgresql:

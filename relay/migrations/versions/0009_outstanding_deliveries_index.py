@@ -11,6 +11,7 @@ CONCURRENTLY on PostgreSQL, as 0008's are, so the intake keeps writing while a r
 """
 
 from contextlib import nullcontext
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -27,6 +28,7 @@ OUTSTANDING = sa.text(
 
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
+    now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
     with op.get_context().autocommit_block() if postgresql else nullcontext():
         op.create_index(
             "ix_deliveries_outstanding",
@@ -34,15 +36,16 @@ def upgrade() -> None:
             ["destination", "lane"],
             postgresql_where=OUTSTANDING,
             sqlite_where=OUTSTANDING,
-            **({"postgresql_concurrently": True} if postgresql else {}),
+            **now,
         )
 
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
+    now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
     with op.get_context().autocommit_block() if postgresql else nullcontext():
         op.drop_index(
             "ix_deliveries_outstanding",
             table_name="deliveries",
-            **({"postgresql_concurrently": True} if postgresql else {}),
+            **now,
         )
