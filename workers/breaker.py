@@ -5,6 +5,7 @@ cool-down; then let one probe through; its success closes it."""
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import redis
 
@@ -35,7 +36,7 @@ class Breaker:
     def check(self) -> bool:
         """Raise Deferred while open, or while another caller's probe runs; True when this
         caller holds the half-open probe (its call's outcome decides)."""
-        open_ms = self._client.pttl(self._open)
+        open_ms = cast(int, self._client.pttl(self._open))  # redis-py types the async result too
         if open_ms > 0:
             raise Deferred(open_ms / 1000, f"circuit open for {self.vendor}")
         if not self._client.exists(self._was_open):
@@ -59,13 +60,13 @@ class Breaker:
         if auth:
             self._trip(self.auth_cooldown_s, "credential rejected (401/403)")
             return
-        failures = self._client.incr(self._failures)
+        failures = cast(int, self._client.incr(self._failures))
         self._client.expire(self._failures, 600)
         if failures >= self.threshold:
             self._trip(self.cooldown_s, f"{failures} transient failures in a row")
 
     def state(self) -> str:
-        if self._client.pttl(self._open) > 0:
+        if cast(int, self._client.pttl(self._open)) > 0:
             return "open"
         return "half-open" if self._client.exists(self._was_open) else "closed"
 

@@ -70,22 +70,14 @@ def classify(exc: Exception) -> Verdict:
     if isinstance(exc, Deferred):
         return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
     if isinstance(exc, VendorError):
-        answer = {
-            "reason": str(exc),
-            "kind": exc.kind,
-            "status_code": exc.status,
-            "request_id": exc.request_id,
-            "vendor": exc.vendor,
-            "call": exc.call_text(),
-        }
         if exc.kind == ErrorKind.THROTTLED:
             wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
-            return Verdict(Action.DEFER, wait_s=wait_s, **answer)
+            return _vendor_verdict(Action.DEFER, exc, wait_s=wait_s)
         if exc.kind == ErrorKind.AUTH:  # the breaker is open for this account: wait for it
-            return Verdict(Action.DEFER, wait_s=AUTH_RECHECK_S, **answer)
+            return _vendor_verdict(Action.DEFER, exc, wait_s=AUTH_RECHECK_S)
         if exc.kind == ErrorKind.TRANSIENT:
-            return Verdict(Action.RETRY, **answer)
-        return Verdict(Action.FAIL, **answer)
+            return _vendor_verdict(Action.RETRY, exc)
+        return _vendor_verdict(Action.FAIL, exc)
     if isinstance(exc, SealedDataError):  # one process forgotten in a key rotation
         reason = (
             f"the payload is sealed with key id {exc.key_id}, which RELAY_PAYLOAD_KEYS of the worker on "
@@ -107,6 +99,19 @@ def classify(exc: Exception) -> Verdict:
     where = f" at {trace[-1]}" if trace else ""
     log.error("delivery raised %s%s", type(exc).__name__, where)
     return Verdict(Action.RETRY, f"internal error ({type(exc).__name__}){where}", trace=trace)
+
+
+def _vendor_verdict(action: Action, exc: VendorError, wait_s: float | None = None) -> Verdict:
+    return Verdict(
+        action,
+        str(exc),
+        kind=exc.kind,
+        status_code=exc.status,
+        wait_s=wait_s,
+        request_id=exc.request_id,
+        vendor=exc.vendor,
+        call=exc.call_text(),
+    )
 
 
 def frames(exc: BaseException) -> tuple[str, ...]:

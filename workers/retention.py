@@ -20,9 +20,11 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import redis
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from relay.config import Config
@@ -94,7 +96,8 @@ def purge_batch(session: Session, condition: sa.ColumnElement[bool]) -> list[int
 def delete_events(session: Session, event_ids: list[int]) -> int:
     """Delete these events and their deliveries (their subjects go by ON DELETE CASCADE)."""
     session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(event_ids)))
-    return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
+    deleted = cast(CursorResult, session.execute(sa.delete(Event).where(Event.id.in_(event_ids))))  # a DML result
+    return deleted.rowcount
 
 
 def purge(
@@ -158,7 +161,7 @@ def record_run(config: Config, *, by: str, result: RunResult | None = None, erro
 
 def last_run(config: Config) -> dict | None:
     """The last recorded retention run, or None. Raises redis.RedisError."""
-    raw = redis_client(config.redis_url).get(LAST_RUN)
+    raw = cast("bytes | None", redis_client(config.redis_url).get(LAST_RUN))  # redis-py types async results too
     if raw is None:
         return None
     try:

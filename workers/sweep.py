@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from typing import cast
 
 import redis
 import sqlalchemy as sa
@@ -135,7 +136,9 @@ def forget_overdue(now) -> sa.Update:
 def _backlogged(config: Config) -> bool:
     try:
         client = redis_client(config.redis_url)
-        return client.llen(LIVE_QUEUE) + client.llen(CATCH_UP_QUEUE) > BACKLOG
+        # redis-py types each result as the async client's too.
+        waiting = cast(int, client.llen(LIVE_QUEUE)) + cast(int, client.llen(CATCH_UP_QUEUE))
+        return waiting > BACKLOG
     except redis.RedisError:
         return True  # nothing can be enqueued now anyway
 

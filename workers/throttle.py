@@ -28,6 +28,7 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
+from typing import cast
 
 import redis
 
@@ -188,11 +189,14 @@ class Throttle:
     def snapshot(self) -> dict:
         """For operators: calls in the current window, the wait for a new slot, any pause, and
         what the vendor last said remains."""
-        seconds, micros = self._client.time()
+        # redis-py types each result as the async client's too.
+        seconds, micros = cast(tuple[int, int], self._client.time())
         now_ms = seconds * 1000 + micros // 1000
         window_ms = int(self.rate.period_s * 1000)
-        tail, paused_until = (int(float(v or 0)) for v in self._client.mget(self._key, f"{self._key}:pause"))
-        seen = self._client.hget(f"{self._key}:vendor", "remaining")
+        tail, paused_until = (
+            int(float(v or 0)) for v in cast(list, self._client.mget(self._key, f"{self._key}:pause"))
+        )
+        seen = cast("bytes | None", self._client.hget(f"{self._key}:vendor", "remaining"))
         return {
             "limit": f"{self.rate.limit}/{self.rate.period_s:g}s",
             "calls_in_window": self._client.zcount(f"{self._key}:calls", now_ms - window_ms, "+inf"),

@@ -117,11 +117,11 @@ class VendorHTTP:
             response = self._client.request(method, url, params=params, json=json, headers=headers)
         except httpx.RequestError as exc:
             self._measure(started, "error")
-            err = error_from_exception(self.vendor, method, path, exc, self.timeout)
-            self._log.debug("%s %s failed: %s", method, path, err.message)
+            unreached = error_from_exception(self.vendor, method, path, exc, self.timeout)
+            self._log.debug("%s %s failed: %s", method, path, unreached.message)
             if self.guard:
-                self.guard.after(err.kind, grant=grant)
-            raise err from None
+                self.guard.after(unreached.kind, grant=grant)
+            raise unreached from None
         self._measure(started, str(response.status_code))
         rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
         self._log.debug(

@@ -28,7 +28,7 @@ class Webhook:
     def parse(cls, body: object) -> Webhook | None:
         if not isinstance(body, dict) or not isinstance(body.get("uuid"), str) or not isinstance(body.get("url"), str):
             return None
-        events = body.get("events") if isinstance(body.get("events"), dict) else {}
+        events = body["events"] if isinstance(body.get("events"), dict) else {}
         return cls(
             body["uuid"],
             body["url"],

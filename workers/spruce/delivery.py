@@ -71,7 +71,8 @@ class _Stale:
     """The stored ids Spruce answered 404 for in this run."""
 
     def __init__(self, ctx: DeliveryContext):
-        self.ctx, self.kinds, self.replaced_all = ctx, [], False
+        self.ctx, self.replaced_all = ctx, False
+        self.kinds: list[str] = []
 
     def forget(self, kind: str, stored_id: str, err: VendorError) -> None:
         """Re-raises `err` unless it is a 404; else `stored_id` (a `kind`) is never used again
