@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import certifi
@@ -232,12 +232,23 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def shared_client(cls: type[VendorClient], config, base_url: str, credential: str | None, rate) -> VendorClient:
+ClientT = TypeVar("ClientT", bound="VendorClient")
+
+
+def shared_client(cls: type[ClientT], config, base_url: str, credential: str | None, rate) -> ClientT:
     """The process's one client of `cls` for this account, guarded by the account's shared
     throttle and breaker."""
-    return _shared(
-        cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url, config.breaker_cooldown_s
+    # _shared's cache cannot carry the class's type through: it made a `cls`.
+    client = _shared(
+        cls,  # type: ignore[arg-type]  # mypy finds no Hashable in a class object; a class hashes by identity
+        base_url,
+        credential or "",
+        rate,
+        config.vendor_timeout_s,
+        config.redis_url,
+        config.breaker_cooldown_s,
     )
+    return cast(ClientT, client)
 
 
 @cache

@@ -22,12 +22,13 @@ from schemas.sprig import SprigUser, sprig_user_body
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind
+from workers.sprig.client import SprigClient
 from workers.vendor_errors import VendorError
 
 NOT_LANDED = (ErrorKind.THROTTLED, ErrorKind.PERMANENT, ErrorKind.AUTH)
 
 
-def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
+def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> str | None:
     if not ctx.subscribers:
         raise DeliveryFailed("payload names no subscriber (no email or id found)")
     version = [ctx.received_at_ms, ctx.event_id]
@@ -85,7 +86,7 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
     return DeliveryStatus.SUPERSEDED if nothing_to_send == len(ctx.subscribers) else None
 
 
-def _counted(ctx: DeliveryContext, user_id: str, event: dict) -> bool:
+def _counted(ctx: DeliveryContext[SprigClient], user_id: str, event: dict) -> bool:
     """Whether Sprig's latest occurrence of this event's name is this one."""
     user = ctx.client.get_user(user_id)
     recorded = next((e for e in (user or {}).get("events") or [] if e.get("event") == event["event"]), None)

@@ -25,6 +25,7 @@ from schemas.spruce import (
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
+from workers.spruce.client import SpruceClient
 from workers.vendor_errors import VendorError
 
 NOTE_TITLE = "SparkLoop referrals"
@@ -43,7 +44,7 @@ KIND = {CONTACT: "contact", CONVERSATION: "note conversation"}
 log = logging.getLogger("relay.spruce")
 
 
-def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
+def deliver(ctx: DeliveryContext[SpruceClient], sends: SpruceContact | SpruceNote) -> None:
     subscriber = _subject(ctx)
     stale = _Stale(ctx)
     try:
@@ -70,7 +71,7 @@ def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
 class _Stale:
     """The stored ids Spruce answered 404 for in this run."""
 
-    def __init__(self, ctx: DeliveryContext):
+    def __init__(self, ctx: DeliveryContext[SpruceClient]):
         self.ctx, self.replaced_all = ctx, False
         self.kinds: list[str] = []
 
@@ -114,7 +115,7 @@ class _Stale:
         )
 
 
-def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
+def _post_note(ctx: DeliveryContext[SpruceClient], conversation_id: str, text: str) -> None:
     progress = ctx.progress
     if progress.done(NOTE):
         return
@@ -140,14 +141,14 @@ def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
     progress.record(NOTE, request_id)
 
 
-def _note_already_posted(ctx: DeliveryContext, conversation_id: str, text: str) -> bool:
+def _note_already_posted(ctx: DeliveryContext[SpruceClient], conversation_id: str, text: str) -> bool:
     return any(
         item.get("isInternalNote") and item.get("text") == text
         for item in ctx.client.iter_conversation_items(conversation_id, order="newest_first")
     )
 
 
-def _subject(ctx: DeliveryContext) -> Subscriber:
+def _subject(ctx: DeliveryContext[SpruceClient]) -> Subscriber:
     """The person the event is about: the first its spec names (schemas.sparkloop.PeopleAt)."""
     subscriber = ctx.subscribers[0][1] if ctx.subscribers else None
     if subscriber is None or not subscriber.email:
@@ -155,13 +156,21 @@ def _subject(ctx: DeliveryContext) -> Subscriber:
     return subscriber
 
 
-def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber, replaces: str | None) -> str:
+def _email(subscriber: Subscriber) -> str:
+    """The contact's email (_subject lets no subscriber without one through)."""
+    if not subscriber.email:
+        raise DeliveryFailed("payload has no subscriber email to find the Spruce contact by")
+    return subscriber.email
+
+
+def _find_or_create_contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber, replaces: str | None) -> str:
+    email = _email(subscriber)
     if not _recently_found_nothing(ctx, CONTACT_SEARCH_EMPTY):
-        found = ctx.client.search_contacts_by_email(subscriber.email)
+        found = ctx.client.search_contacts_by_email(email)
         if found:
             return _lowest_id(found)
         ctx.progress.mark(CONTACT_SEARCH_EMPTY, _now_ms())
-    email_hash = hashlib.sha256(subscriber.email.encode()).hexdigest()
+    email_hash = hashlib.sha256(email.encode()).hexdigest()
     try:
         return ctx.client.create_contact(
             contact_body(subscriber), idempotency_key=_replacing(f"relay-contact-{email_hash}", replaces)
@@ -169,13 +178,13 @@ def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber, replac
     except VendorError as err:
         if err.kind != ErrorKind.DUPLICATE:
             raise
-    found = ctx.client.search_contacts_by_email(subscriber.email)
+    found = ctx.client.search_contacts_by_email(email)
     if found:
         return _lowest_id(found)
     raise RetryLater("Spruce contact created by an earlier attempt is not searchable yet")
 
 
-def _contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
+def _contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONTACT])
     if progress.done(CONTACT) and progress.result(CONTACT) != stale:
         return progress.result(CONTACT)
@@ -190,7 +199,7 @@ def _contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
     return contact_id
 
 
-def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id: str) -> str:
+def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber, contact_id: str) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONVERSATION])
     if progress.done(CONVERSATION) and progress.result(CONVERSATION) != stale:
         return progress.result(CONVERSATION)
@@ -224,7 +233,7 @@ def _replacing(key: str, stale_id: str | None) -> str:
     return f"{key}-replacing-{stale_id}" if stale_id else key
 
 
-def _recently_found_nothing(ctx: DeliveryContext, name: str) -> bool:
+def _recently_found_nothing(ctx: DeliveryContext[SpruceClient], name: str) -> bool:
     """A read that found nothing is progress too: a delivery throttled between the read and the
     create resumes at the create, so every call it spends moves it forward. Trusted only within
     the idempotency window, where the create's key still guards against a duplicate."""
@@ -236,7 +245,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _find_note_conversation(ctx: DeliveryContext, contact_id: str) -> str | None:
+def _find_note_conversation(ctx: DeliveryContext[SpruceClient], contact_id: str) -> str | None:
     ours = [
         c
         for c in ctx.client.list_contact_conversations(contact_id)
