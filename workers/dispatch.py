@@ -117,7 +117,7 @@ class Dispatcher(bootsteps.StartStopStep):
 class DispatchThread:
     """Runs `dispatch` in a thread of the worker's main process."""
 
-    def __init__(self, flask_app):
+    def __init__(self, flask_app) -> None:
         self._flask_app = flask_app
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
