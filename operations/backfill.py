@@ -75,9 +75,11 @@ class Listed:
         uuid, email, created = row.get("uuid"), row.get("email"), row.get("created_at")
         if not (isinstance(uuid, str) and uuid.strip() and isinstance(email, str) and email.strip()):
             return None
+        if not isinstance(created, str):
+            return None
         try:
             created_at = datetime.fromisoformat(created)
-        except (TypeError, ValueError):
+        except ValueError:
             return None
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
@@ -154,7 +156,7 @@ def fill_missing_subjects(session: Session, since: datetime, lookup_key: str | N
 
 def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
     since_creation = [m for m in mentions if m[0] >= listed.created_at - CLOCK_SKEW]
-    stated = sorted((m for m in since_creation if m[1]), key=lambda m: m[0])
+    stated = sorted(((at, status) for at, status in since_creation if status), key=lambda m: m[0])
     if not stated:
         return bool(since_creation)
     current = of_type(listed.row.get("referral_status"), str) or ""
@@ -180,18 +182,19 @@ def fetch_page(
                 hint = " (check SPARKLOOP_API_KEY)" if verdict.kind == ErrorKind.AUTH else ""
                 raise BackfillFailed(f"{verdict.reason}{hint}") from None
             if verdict.action == Action.DEFER:
+                wait_s = verdict.wait_s or 0.0  # a deferral always says how long (workers.classify)
                 if verdict.kind == ErrorKind.THROTTLED:  # SparkLoop itself said wait (a 429)
                     throttled += 1
-                    on_retry(page, verdict.reason, verdict.wait_s)
+                    on_retry(page, verdict.reason, wait_s)
                 else:  # Relay's shared throttle, or an open breaker
                     deferrals += 1
-                if verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS or throttled > MAX_THROTTLED:
+                if wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS or throttled > MAX_THROTTLED:
                     raise BackfillFailed(
-                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(verdict.wait_s)} s"
+                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(wait_s)} s"
                     ) from None
                 # The slot reserved for this caller (if any): the next call uses it when due.
                 pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
-                sleep(verdict.wait_s)
+                sleep(wait_s)
                 continue
             failures += 1
             if failures >= MAX_FAILURES:
@@ -304,7 +307,7 @@ def take_page(
                 continue
             payload = sync_subscriber_payload(listed)
             _, data, errors = validate_event(payload)
-            if errors is not None or storable.first_problem(payload):
+            if errors is not None or data is None or storable.first_problem(payload):
                 counts.unusable += 1
             else:
                 todo.append((listed, payload, dedup_key("sync_subscriber", data)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -47,7 +48,7 @@ def event_summary(event: Event, full: bool = False) -> dict:
     def when(value):
         return value.isoformat() if value else None
 
-    summary = {
+    summary: dict[str, Any] = {
         "id": event.id,
         "type": event.type,
         "status": event.status,

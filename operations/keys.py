@@ -98,7 +98,7 @@ def _to_do(db: Database, digests: bool):
 
 def count(db: Database, digests: bool) -> int:
     with db.engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(events).where(_to_do(db, digests)))
+        return conn.scalar(sa.select(sa.func.count()).select_from(events).where(_to_do(db, digests))) or 0
 
 
 def rotate(db: Database, batch_size: int, digests: bool = False, lookup_key: str | None = None) -> Iterator[int]:

@@ -159,6 +159,7 @@ def _count(event: Event, decision: Decision, result: ReplayResult) -> None:
 
 def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
     if decision.plan:
+        assert decision.plan.key is not None  # _not_yet passes only valid, handled plans: they have a key
         event.type, event.errors, event.dedup_key = decision.plan.event_type, None, decision.plan.key
         event.deliveries = [Delivery(destination=d) for d in decision.plan.destinations]
         if not event.deliveries:  # valid now, but nowhere to go: finished
