@@ -12,6 +12,7 @@ Relay delivers like a webhook, unless Relay already holds an event naming that s
 received at or after their creation (the webhook that did arrive, or an earlier backfill) and
 no newer referral status was lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -63,6 +64,7 @@ OnRetry = Callable[[int, str, float], None]
 @dataclass(frozen=True)
 class Listed:
     """A subscriber from the API, with what the backfill needs parsed out."""
+
     uuid: str
     email: str  # lower-cased, for matching
     created_at: datetime
@@ -73,12 +75,14 @@ class Listed:
         uuid, email, created = row.get("uuid"), row.get("email"), row.get("created_at")
         if not (isinstance(uuid, str) and uuid.strip() and isinstance(email, str) and email.strip()):
             return None
+        if not isinstance(created, str):
+            return None
         try:
             created_at = datetime.fromisoformat(created)
-        except (TypeError, ValueError):
+        except ValueError:
             return None
         if created_at.tzinfo is None:
-            created_at = created_at.replace(tzinfo=timezone.utc)
+            created_at = created_at.replace(tzinfo=UTC)
         return cls(uuid.strip(), email.strip().lower(), created_at, row)
 
 
@@ -99,8 +103,10 @@ def sync_subscriber_payload(listed: Listed) -> dict:
         "origin": of_type(row.get("origin"), str),
         "created_at": int(listed.created_at.timestamp()),  # webhooks carry Unix seconds
     }
-    return {"type": "sync_subscriber",
-            "subscriber": {key: value for key, value in subscriber.items() if value is not None}}
+    return {
+        "type": "sync_subscriber",
+        "subscriber": {key: value for key, value in subscriber.items() if value is not None},
+    }
 
 
 # --- what Relay already holds ---------------------------------------------------------------
@@ -118,13 +124,19 @@ def already_received(session: Session, listed: list[Listed], lookup_key: str | N
         return set()
     since = min(s.created_at for s in listed) - CLOCK_SKEW
     fill_missing_subjects(session, since, lookup_key)
-    names = {**{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
-             **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed}}
-    wanted = [sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
-              for kind in (subjects.ID, subjects.EMAIL)]
-    query = (sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
-             .join(Event, Event.id == EventSubject.event_id)
-             .where(Event.received_at >= since, sa.or_(*wanted)))
+    names = {
+        **{(subjects.ID, subjects.id_digest(s.uuid, lookup_key)): s.uuid for s in listed},
+        **{(subjects.EMAIL, subjects.email_digest(s.email, lookup_key)): s.email for s in listed},
+    }
+    wanted = [
+        sa.and_(EventSubject.kind == kind, EventSubject.digest.in_([d for k, d in names if k == kind]))
+        for kind in (subjects.ID, subjects.EMAIL)
+    ]
+    query = (
+        sa.select(Event.received_at, EventSubject.referral_status, EventSubject.kind, EventSubject.digest)
+        .join(Event, Event.id == EventSubject.event_id)
+        .where(Event.received_at >= since, sa.or_(*wanted))
+    )
     mentions: dict[str, list[tuple[datetime, str | None]]] = {}
     for received_at, stated, kind, digest in session.execute(query):
         mentions.setdefault(names[(kind, digest)], []).append((received_at, stated))
@@ -144,7 +156,7 @@ def fill_missing_subjects(session: Session, since: datetime, lookup_key: str | N
 
 def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
     since_creation = [m for m in mentions if m[0] >= listed.created_at - CLOCK_SKEW]
-    stated = sorted((m for m in since_creation if m[1]), key=lambda m: m[0])
+    stated = sorted(((at, status) for at, status in since_creation if status), key=lambda m: m[0])
     if not stated:
         return bool(since_creation)
     current = of_type(listed.row.get("referral_status"), str) or ""
@@ -154,8 +166,9 @@ def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
 # --- reading the API --------------------------------------------------------------------------
 
 
-def fetch_page(client: SparkLoopClient, page: int, per_page: int, on_retry: OnRetry,
-               sleep: Callable[[float], None] = time.sleep) -> SubscriberPage:
+def fetch_page(
+    client: SparkLoopClient, page: int, per_page: int, on_retry: OnRetry, sleep: Callable[[float], None] = time.sleep
+) -> SubscriberPage:
     """One page. What a failure means is the delivery engine's classifier's call; an operator
     waits for this, so it waits in place instead of re-enqueueing, and every wait is bounded.
     `on_retry` hears of each wait SparkLoop asked for or a failure caused: (page, reason, seconds)."""
@@ -169,18 +182,19 @@ def fetch_page(client: SparkLoopClient, page: int, per_page: int, on_retry: OnRe
                 hint = " (check SPARKLOOP_API_KEY)" if verdict.kind == ErrorKind.AUTH else ""
                 raise BackfillFailed(f"{verdict.reason}{hint}") from None
             if verdict.action == Action.DEFER:
+                wait_s = verdict.wait_s or 0.0  # a deferral always says how long (workers.classify)
                 if verdict.kind == ErrorKind.THROTTLED:  # SparkLoop itself said wait (a 429)
                     throttled += 1
-                    on_retry(page, verdict.reason, verdict.wait_s)
+                    on_retry(page, verdict.reason, wait_s)
                 else:  # Relay's shared throttle, or an open breaker
                     deferrals += 1
-                if (verdict.wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS
-                        or throttled > MAX_THROTTLED):
-                    raise BackfillFailed(f"SparkLoop calls are on hold ({verdict.reason}); "
-                                         f"try again in {math.ceil(verdict.wait_s)} s") from None
+                if wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS or throttled > MAX_THROTTLED:
+                    raise BackfillFailed(
+                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(wait_s)} s"
+                    ) from None
                 # The slot reserved for this caller (if any): the next call uses it when due.
                 pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
-                sleep(verdict.wait_s)
+                sleep(wait_s)
                 continue
             failures += 1
             if failures >= MAX_FAILURES:
@@ -212,6 +226,7 @@ class Tally:
 @dataclass(frozen=True)
 class WouldCreate:
     """A dry run's event: whom it would be about (by SparkLoop id only)."""
+
     uuid: str
     created_at: datetime
     referral_status: str
@@ -220,6 +235,7 @@ class WouldCreate:
 @dataclass(frozen=True)
 class PageRead:
     """One page's outcome, for the operator to follow the run."""
+
     page: int
     total_pages: int | None
     listed: int
@@ -233,8 +249,16 @@ def check_store(runtime: Runtime) -> None:
         session.execute(sa.select(Event.source).limit(1))
 
 
-def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: int | None, dry_run: bool,
-                 total: Tally, on_page: Callable[[PageRead], None], on_retry: OnRetry) -> None:
+def run_backfill(
+    runtime: Runtime,
+    since: datetime,
+    per_page: int,
+    max_pages: int | None,
+    dry_run: bool,
+    total: Tally,
+    on_page: Callable[[PageRead], None],
+    on_retry: OnRetry,
+) -> None:
     """Read SparkLoop's subscribers newest first down to `since` (or `max_pages`) and create the
     events Relay lacks (or, dry, say which), page by page; `total` counts as it goes (what was
     created stays if it stops half way)."""
@@ -255,9 +279,12 @@ def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: in
         on_page(PageRead(page, result.total_pages, len(result.subscribers), counts, would_create))
 
         oldest = min((s.created_at for s in listed), default=None)
-        if (not result.subscribers or (oldest is not None and oldest < since)
-                or (result.total_pages is not None and page >= result.total_pages)
-                or (result.total_pages is None and len(result.subscribers) < per_page)):
+        if (
+            not result.subscribers
+            or (oldest is not None and oldest < since)
+            or (result.total_pages is not None and page >= result.total_pages)
+            or (result.total_pages is None and len(result.subscribers) < per_page)
+        ):
             return
         if max_pages is not None and total.pages >= max_pages:
             total.page_limit_hit = True
@@ -265,8 +292,9 @@ def run_backfill(runtime: Runtime, since: datetime, per_page: int, max_pages: in
         page += 1
 
 
-def take_page(runtime: Runtime, fresh: list[Listed], dry_run: bool,
-              would_create: Callable[[WouldCreate], None]) -> Tally:
+def take_page(
+    runtime: Runtime, fresh: list[Listed], dry_run: bool, would_create: Callable[[WouldCreate], None]
+) -> Tally:
     """Create the events of one page (or, dry, tell `would_create` which); return its counts."""
     counts = Tally(seen=len(fresh))
     config = runtime.config
@@ -279,21 +307,23 @@ def take_page(runtime: Runtime, fresh: list[Listed], dry_run: bool,
                 continue
             payload = sync_subscriber_payload(listed)
             _, data, errors = validate_event(payload)
-            if errors is not None or storable.first_problem(payload):
+            if errors is not None or data is None or storable.first_problem(payload):
                 counts.unusable += 1
             else:
                 todo.append((listed, payload, dedup_key("sync_subscriber", data)))
         if dry_run:
-            stored = set(session.scalars(
-                sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo]))))
+            stored = set(
+                session.scalars(sa.select(Event.dedup_key).where(Event.dedup_key.in_([key for *_, key in todo])))
+            )
         for listed, payload, key in todo:
             if dry_run:
                 if key in stored:
                     counts.duplicates += 1
                     continue
                 counts.created += 1
-                would_create(WouldCreate(listed.uuid, listed.created_at,
-                                         payload["subscriber"].get("referral_status", "-")))
+                would_create(
+                    WouldCreate(listed.uuid, listed.created_at, payload["subscriber"].get("referral_status", "-"))
+                )
                 continue
             outcome = ingest(session, payload, json.dumps(payload).encode(), config, source="backfill")
             if outcome.duplicate:

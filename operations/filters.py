@@ -1,4 +1,5 @@
 """Which events an operator means: the filters every events operation shares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,14 @@ import sqlalchemy as sa
 
 from relay.models import Delivery, Event, EventStatus
 
-EVENT_STATUSES = (EventStatus.RECEIVED, EventStatus.PROCESSING, EventStatus.DONE,
-                  EventStatus.FAILED, EventStatus.INVALID, EventStatus.UNHANDLED)
+EVENT_STATUSES = (
+    EventStatus.RECEIVED,
+    EventStatus.PROCESSING,
+    EventStatus.DONE,
+    EventStatus.FAILED,
+    EventStatus.INVALID,
+    EventStatus.UNHANDLED,
+)
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,9 @@ class EventFilter:
     error: str | None = None
 
     def is_empty(self) -> bool:
-        return not (self.ids or self.statuses or self.types or self.destination or self.since
-                    or self.until or self.error)
+        return not (
+            self.ids or self.statuses or self.types or self.destination or self.since or self.until or self.error
+        )
 
     def apply(self, query: sa.Select) -> sa.Select:
         if self.ids:
@@ -43,8 +51,7 @@ class EventFilter:
             if self.destination:
                 matching = matching.where(Delivery.destination == self.destination)
             if self.error:
-                matching = matching.where(Delivery.last_error.ilike(f"%{_escape_like(self.error)}%",
-                                                                    escape="\\"))
+                matching = matching.where(Delivery.last_error.ilike(f"%{_escape_like(self.error)}%", escape="\\"))
             query = query.where(Event.id.in_(matching))
         return query
 

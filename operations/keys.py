@@ -1,6 +1,7 @@
 """Keys personal data is stored under (relay.sealing, relay.subjects): re-sealing every event
 under the first of RELAY_PAYLOAD_KEYS (and re-digesting its subjects), and counting events per
 key. What `relay keys` does; its module docstring says how rotation goes."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,10 +18,10 @@ from relay.subjects import subject_rows
 
 BATCH = 500
 # The stored form of the columns: envelopes as they are, not opened (unlike the models).
-events = sa.table("events", sa.column("id", sa.Integer), sa.column("payload", JSONType),
-                  sa.column("errors", JSONType))
-event_subjects = sa.table("event_subjects", *(sa.column(name) for name in (
-    "event_id", "kind", "digest", "referral_status")))
+events = sa.table("events", sa.column("id", sa.Integer), sa.column("payload", JSONType), sa.column("errors", JSONType))
+event_subjects = sa.table(
+    "event_subjects", *(sa.column(name) for name in ("event_id", "kind", "digest", "referral_status"))
+)
 
 
 class RotationStopped(Exception):
@@ -32,6 +33,7 @@ class RotationStopped(Exception):
 class KeyCounts:
     """Events by the key their payload is sealed under: per key of RELAY_PAYLOAD_KEYS (in its
     order, by key id), not sealed, and under key ids RELAY_PAYLOAD_KEYS does not hold."""
+
     by_key: list[tuple[str, int]]
     plain: int
     unknown: dict[str, int]
@@ -43,10 +45,12 @@ class KeyCounts:
 
 def key_counts(runtime: Runtime) -> KeyCounts:
     db = runtime.db
-    stored = sa.select(events.c.payload["sealed"].as_string().label("sealed"),
-                       events.c.payload["key"].as_string().label("key")).subquery()
+    stored = sa.select(
+        events.c.payload["sealed"].as_string().label("sealed"), events.c.payload["key"].as_string().label("key")
+    ).subquery()
     query = sa.select(stored.c.sealed.isnot(None), stored.c.key, sa.func.count()).group_by(
-        stored.c.sealed.isnot(None), stored.c.key)
+        stored.c.sealed.isnot(None), stored.c.key
+    )
     with db.engine.connect() as conn:
         counts: Counter = Counter()
         for is_sealed, kid, n in conn.execute(query):
@@ -59,6 +63,7 @@ def key_counts(runtime: Runtime) -> KeyCounts:
 def stored_key_ids(engine: sa.Engine) -> set[str]:
     """The distinct key ids of the sealed payloads and errors in the store (what `relay doctor`
     checks RELAY_PAYLOAD_KEYS against)."""
+
     def sealed(column) -> sa.Select:
         return sa.select(column["key"].as_string()).where(column["sealed"].as_string().isnot(None))
 
@@ -93,11 +98,10 @@ def _to_do(db: Database, digests: bool):
 
 def count(db: Database, digests: bool) -> int:
     with db.engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(events).where(_to_do(db, digests)))
+        return conn.scalar(sa.select(sa.func.count()).select_from(events).where(_to_do(db, digests))) or 0
 
 
-def rotate(db: Database, batch_size: int, digests: bool = False,
-           lookup_key: str | None = None) -> Iterator[int]:
+def rotate(db: Database, batch_size: int, digests: bool = False, lookup_key: str | None = None) -> Iterator[int]:
     """Re-seal (and with `digests`, re-digest) the events to do, a committed batch at a time;
     yields each batch's size. Rows are locked while their batch is re-sealed (PostgreSQL), so a
     concurrent write is never overwritten with an older value."""
@@ -107,7 +111,10 @@ def rotate(db: Database, batch_size: int, digests: bool = False,
             rows = conn.execute(
                 sa.select(events.c.id, events.c.payload, events.c.errors)
                 .where(events.c.id > last, _to_do(db, digests))
-                .order_by(events.c.id).limit(batch_size).with_for_update()).all()
+                .order_by(events.c.id)
+                .limit(batch_size)
+                .with_for_update()
+            ).all()
             if not rows:
                 return
             for row in rows:
@@ -124,8 +131,7 @@ def rotate(db: Database, batch_size: int, digests: bool = False,
 def _reseal(conn, sealer, row) -> None:
     if not sealer.active:
         return
-    changed = {name: new for name in ("payload", "errors")
-               if (new := sealer.reseal(getattr(row, name))) is not None}
+    changed = {name: new for name in ("payload", "errors") if (new := sealer.reseal(getattr(row, name))) is not None}
     if changed:
         conn.execute(sa.update(events).where(events.c.id == row.id).values(**changed))
 

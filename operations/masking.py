@@ -1,5 +1,6 @@
 """Masking personal data in stored payloads before an operator's terminal shows them: every
 value not under an allow-listed key (schemas.personal) is masked."""
+
 from __future__ import annotations
 
 from schemas.personal import NOT_PERSONAL_KEYS

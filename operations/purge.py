@@ -1,4 +1,5 @@
 """Purging finished events by hand (workers.retention deletes them; beat runs the same daily)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from workers.retention import Ages, RunResult
 @dataclass(frozen=True)
 class PurgePlan:
     """What a purge at these ages would delete: `count` finished events."""
+
     ages: Ages
     count: int
 

@@ -15,6 +15,7 @@ queue as the vendors' limits let them through (workers.dispatch); an interruptio
 delivery either untouched or pending, and the same command run again continues without
 repeating what was replayed.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -38,9 +39,9 @@ FORCEABLE = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)
 
 @dataclass
 class ReplayResult:
-    deliveries: Counter = field(default_factory=Counter)   # (event type, destination) -> count
+    deliveries: Counter = field(default_factory=Counter)  # (event type, destination) -> count
     vendor_calls: Counter = field(default_factory=Counter)  # destination -> upper bound
-    skipped: Counter = field(default_factory=Counter)       # reason -> count
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
     delivery_ids: list[int] = field(default_factory=list)
     events: int = 0
 
@@ -62,16 +63,24 @@ def matching_query(filters: EventFilter) -> sa.Select:
     return filters.apply(sa.select(Event.id)).order_by(Event.id)
 
 
-def replay(runtime: Runtime, event_ids: list[int], *, force: bool, dry_run: bool,
-           destination: str | None = None, on_batch: Callable[[int], None] | None = None) -> ReplayResult:
+def replay(
+    runtime: Runtime,
+    event_ids: list[int],
+    *,
+    force: bool,
+    dry_run: bool,
+    destination: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ReplayResult:
     """Replay the events (or, dry, count what a replay would do: no row lock, no write).
     `on_batch` hears how many events each committed batch held."""
     config = runtime.config
     result = ReplayResult()
     for batch in _batches(event_ids):
         with runtime.session() as session:
-            query = (sa.select(Event).where(Event.id.in_(batch)).options(selectinload(Event.deliveries))
-                     .order_by(Event.id))
+            query = (
+                sa.select(Event).where(Event.id.in_(batch)).options(selectinload(Event.deliveries)).order_by(Event.id)
+            )
             batch_ids = []
             for event in session.scalars(query if dry_run else query.with_for_update()).all():
                 decision = _decide(session, event, config, force, destination)
@@ -90,6 +99,7 @@ def replay(runtime: Runtime, event_ids: list[int], *, force: bool, dry_run: bool
 class Decision:
     """What replaying one event means: the deliveries sent again, or, for an invalid or
     unhandled event that passes now, its new plan; and why the rest is skipped."""
+
     again: list[Delivery] = field(default_factory=list)
     plan: Plan | None = None
     skipped: list[str] = field(default_factory=list)
@@ -149,6 +159,7 @@ def _count(event: Event, decision: Decision, result: ReplayResult) -> None:
 
 def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
     if decision.plan:
+        assert decision.plan.key is not None  # _not_yet passes only valid, handled plans: they have a key
         event.type, event.errors, event.dedup_key = decision.plan.event_type, None, decision.plan.key
         event.deliveries = [Delivery(destination=d) for d in decision.plan.destinations]
         if not event.deliveries:  # valid now, but nowhere to go: finished
@@ -181,12 +192,13 @@ def _calls_at_most(event_type: str, payload: dict, destination: str) -> int:
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), BATCH):
-        yield ids[start:start + BATCH]
+        yield ids[start : start + BATCH]
 
 
 @dataclass(frozen=True)
 class SendingEstimate:
     """How long a replay's calls to one destination take at most, as catch-up work."""
+
     destination: str
     calls: int
     took_s: float
@@ -202,13 +214,25 @@ def sending_estimates(runtime: Runtime, result: ReplayResult) -> list[SendingEst
         throttle = DESTINATIONS[destination].client(runtime.config).guard.throttle
         rate = throttle.rate
         # Replays are catch-up work: the throttle paces them one interval apart (workers.throttle).
-        estimates.append(SendingEstimate(destination, calls, throttle.sending_time_s(calls, Lane.CATCH_UP),
-                                         rate.limit, rate.period_s, rate.interval_s))
+        estimates.append(
+            SendingEstimate(
+                destination,
+                calls,
+                throttle.sending_time_s(calls, Lane.CATCH_UP),
+                rate.limit,
+                rate.period_s,
+                rate.interval_s,
+            )
+        )
     return estimates
 
 
 def delivery_statuses(runtime: Runtime, delivery_ids: list[int]) -> list[tuple[str, str | None]]:
     """(status, last error) of each of these deliveries."""
     with runtime.session() as session:
-        return [(status, error) for status, error in session.execute(
-            sa.select(Delivery.status, Delivery.last_error).where(Delivery.id.in_(delivery_ids)))]
+        return [
+            (status, error)
+            for status, error in session.execute(
+                sa.select(Delivery.status, Delivery.last_error).where(Delivery.id.in_(delivery_ids))
+            )
+        ]

@@ -1,5 +1,6 @@
 """What `relay events stats` reports: the store's counts over a window of time, and each vendor's
 throttle and breaker."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,9 @@ _REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
 
 # Without REDIS_URL the throttle and breaker live inside each process: the reading process's would
 # always read "closed, 0 calls", which is not the workers'.
-VENDORS_UNSEEN = ("not visible: no REDIS_URL, so they live inside the worker process "
-                  "(under relay dev: . instance/dev.env first)")
+VENDORS_UNSEEN = (
+    "not visible: no REDIS_URL, so they live inside the worker process (under relay dev: . instance/dev.env first)"
+)
 
 
 def collect_stats(runtime: Runtime, since: datetime) -> dict:
@@ -42,30 +44,35 @@ def store_stats(session: Session, since: datetime) -> dict:
     milliseconds."""
     now = utcnow()
     events = session.execute(
-        sa.select(Event.status, Event.type, sa.func.count()).where(Event.received_at >= since)
-        .group_by(Event.status, Event.type).order_by(Event.status, Event.type)
+        sa.select(Event.status, Event.type, sa.func.count())
+        .where(Event.received_at >= since)
+        .group_by(Event.status, Event.type)
+        .order_by(Event.status, Event.type)
     ).all()
     oldest_pending = session.scalar(
-        sa.select(sa.func.min(Delivery.created_at))
-        .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT])))
+        sa.select(sa.func.min(Delivery.created_at)).where(
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT])
+        )
+    )
     recent_failures = (Delivery.status == DeliveryStatus.FAILED, Delivery.finished_at >= since)
     failed = session.execute(
-        sa.select(Delivery.destination, sa.func.count()).where(*recent_failures)
-        .group_by(Delivery.destination).order_by(Delivery.destination)
+        sa.select(Delivery.destination, sa.func.count())
+        .where(*recent_failures)
+        .group_by(Delivery.destination)
+        .order_by(Delivery.destination)
     ).all()
     errors = Counter(
         (destination, _REQUEST_ID.sub("", error or "").strip())
         for destination, error in session.execute(
-            sa.select(Delivery.destination, Delivery.last_error).where(*recent_failures)
-            .limit(ERRORS_SCANNED))
+            sa.select(Delivery.destination, Delivery.last_error).where(*recent_failures).limit(ERRORS_SCANNED)
+        )
     )
     return {
         "since": since.isoformat(),
         "events": [{"status": s, "type": t, "count": n} for s, t, n in events],
         "oldest_pending_s": (now - oldest_pending).total_seconds() if oldest_pending else None,
         "failed_by_destination": dict(failed),
-        "top_errors": [{"destination": d, "error": e, "count": n}
-                       for (d, e), n in errors.most_common(TOP_ERRORS)],
+        "top_errors": [{"destination": d, "error": e, "count": n} for (d, e), n in errors.most_common(TOP_ERRORS)],
     }
 
 

@@ -2,6 +2,7 @@
 what stays) and dropping the vendor ids and versions Relay keeps for them (`unlink`:
 workers.identity). Both take the person's delivery locks, so that no delivery for them runs
 meanwhile; both raise workers.erasure.Busy when one holds them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,14 +27,13 @@ def forget(runtime: Runtime, person: erasure.Person, *, purge_sprig: bool) -> Fo
     """Erase `person` from the store (planned again under their locks), after asking Sprig to
     purge them when `purge_sprig`; a Sprig refusal (VendorError, Deferred) changes nothing."""
     config = runtime.config
-    with erasure.locked(person, config) as locks:
-        with runtime.session() as session:
-            found = erasure.plan(session, person, config.lookup_key)
-            request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
-            for lock in locks:  # the Sprig call may have taken part of their lease
-                lock.reacquire()
-            erasure.erase(session, found, config.lookup_key)
-            session.commit()
+    with erasure.locked(person, config) as locks, runtime.session() as session:
+        found = erasure.plan(session, person, config.lookup_key)
+        request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
+        for lock in locks:  # the Sprig call may have taken part of their lease
+            lock.reacquire()
+        erasure.erase(session, found, config.lookup_key)
+        session.commit()
     return Forgotten(found, request_ids)
 
 
@@ -50,6 +50,7 @@ def _purge_sprig(person: erasure.Person, runtime: Runtime) -> list[str]:
 class Links:
     """What Relay keeps of a person at the vendors: `held` names the links of the destinations
     asked about; `known` says whether the store knows them at all (an event or any link)."""
+
     person: erasure.Person
     keys: list[str]
     known: bool
@@ -68,8 +69,8 @@ def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str])
 def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]:
     """Drop the links of `destinations`, under the person's locks; what was dropped. Raises
     redis.RedisError when the locks cannot be taken (nothing changed)."""
-    with erasure.locked(found.person, runtime.config):  # a delivery for them finishes before, or starts after
-        with runtime.session() as session:
-            dropped = identity.unlink(session, found.keys, destinations)
-            session.commit()
+    # A delivery for them finishes before, or starts after.
+    with erasure.locked(found.person, runtime.config), runtime.session() as session:
+        dropped = identity.unlink(session, found.keys, destinations)
+        session.commit()
     return dropped

@@ -1,5 +1,6 @@
 """The base app factory every process builds on: the web intake (`web.create_app`), the
 workers (`celery -A workers`) and the `relay` command."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config, lo
 from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
-from relay.runtime import EXTENSION as RUNTIME, Runtime
+from relay.runtime import EXTENSION as RUNTIME
+from relay.runtime import Runtime
 
 
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
@@ -42,11 +44,15 @@ def webhook_token_problem(config: Config) -> str | None:
     """Why the process that answers webhooks refuses this configuration's SparkLoop token, or
     None (`relay doctor` reports the same)."""
     if not config.webhook_tokens:
-        return ("SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
-                "(comma-separate two tokens while rotating)")
+        return (
+            "SPARKLOOP_WEBHOOK_TOKEN is not set: copy the token from SparkLoop's webhook settings "
+            "(comma-separate two tokens while rotating)"
+        )
     if not config.uses_sqlite and DEV_WEBHOOK_TOKEN in config.webhook_tokens:
-        return (f"SPARKLOOP_WEBHOOK_TOKEN is {DEV_WEBHOOK_TOKEN!r}, `relay dev`'s: set the token from "
-                "SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)")
+        return (
+            f"SPARKLOOP_WEBHOOK_TOKEN is {DEV_WEBHOOK_TOKEN!r}, `relay dev`'s: set the token from "
+            "SparkLoop's webhook settings (DATABASE_URL is not SQLite: this is no dev run)"
+        )
     return None
 
 

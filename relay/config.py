@@ -7,20 +7,24 @@ default). `load_config()` then reads every variable once, validates it and fails
 that names the bad variable, so a misconfigured deploy stops at start instead of at the first
 webhook.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import ssl
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relay.durations import EXAMPLES as DURATION_EXAMPLES, parse_duration
+from relay.durations import EXAMPLES as DURATION_EXAMPLES
+from relay.durations import parse_duration
 from schemas.events import DESTINATIONS
 from schemas.note_template import NoteTemplate, TemplateError
-from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
+from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES
+from schemas.sprig import DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
 
 DEFAULT_SPRIG_API_URL = "https://api.sprig.com"
 DEFAULT_SPRUCE_API_URL = "https://api.sprucehealth.com/v1"
@@ -37,15 +41,47 @@ MAX_ATTRIBUTE_PREFIX_LENGTH = 64
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
 # Every variable load_config reads (tests keep .env.example, app.json and the README in step).
 VARIABLES = (
-    "SPARKLOOP_WEBHOOK_TOKEN", "RELAY_MAX_BODY_BYTES", "DATABASE_URL", "REDIS_URL", "REDIS_SSL_CERT_REQS",
-    "RELAY_INSTANCE_PATH", "SPRIG_API_KEY", "SPRIG_API_URL", "SPRIG_USER_ID_SOURCE", "SPRIG_ATTRIBUTES",
-    "SPRIG_ATTRIBUTE_PREFIX", "SPRUCE_API_TOKEN", "SPRUCE_API_URL", "SPRUCE_NOTE_MEMBER_IDS",
-    "RELAY_SPRUCE_NOTE_TEMPLATE", "RELAY_SPRUCE_NOTE_TEMPLATE_FILE", "RELAY_ROUTES", "RELAY_VENDOR_TIMEOUT_S",
-    "RELAY_RETRY_BASE_S", "RELAY_RETRY_MAX_ATTEMPTS", "RELAY_RETRY_MAX_AGE", "SPRIG_RATE_LIMIT",
-    "SPRUCE_RATE_LIMIT", "RELAY_BREAKER_COOLDOWN", "RELAY_SHUTDOWN_GRACE", "SPARKLOOP_API_KEY",
-    "RELAY_PUBLIC_URL", "SPARKLOOP_API_URL", "SPARKLOOP_RATE_LIMIT", "RELAY_RETENTION", "RELAY_RETENTION_FAILED",
-    "RELAY_RETENTION_PURGE", "LOG_FORMAT", "METRICS_TOKEN", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE",
-    "SENTRY_TRACES_SAMPLE_RATE", "RELAY_PROXY_HOPS", "RELAY_PAYLOAD_KEYS", "RELAY_LOOKUP_KEY",
+    "SPARKLOOP_WEBHOOK_TOKEN",
+    "RELAY_MAX_BODY_BYTES",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_SSL_CERT_REQS",
+    "RELAY_INSTANCE_PATH",
+    "SPRIG_API_KEY",
+    "SPRIG_API_URL",
+    "SPRIG_USER_ID_SOURCE",
+    "SPRIG_ATTRIBUTES",
+    "SPRIG_ATTRIBUTE_PREFIX",
+    "SPRUCE_API_TOKEN",
+    "SPRUCE_API_URL",
+    "SPRUCE_NOTE_MEMBER_IDS",
+    "RELAY_SPRUCE_NOTE_TEMPLATE",
+    "RELAY_SPRUCE_NOTE_TEMPLATE_FILE",
+    "RELAY_ROUTES",
+    "RELAY_VENDOR_TIMEOUT_S",
+    "RELAY_RETRY_BASE_S",
+    "RELAY_RETRY_MAX_ATTEMPTS",
+    "RELAY_RETRY_MAX_AGE",
+    "SPRIG_RATE_LIMIT",
+    "SPRUCE_RATE_LIMIT",
+    "RELAY_BREAKER_COOLDOWN",
+    "RELAY_SHUTDOWN_GRACE",
+    "SPARKLOOP_API_KEY",
+    "RELAY_PUBLIC_URL",
+    "SPARKLOOP_API_URL",
+    "SPARKLOOP_RATE_LIMIT",
+    "RELAY_RETENTION",
+    "RELAY_RETENTION_FAILED",
+    "RELAY_RETENTION_PURGE",
+    "LOG_FORMAT",
+    "METRICS_TOKEN",
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_RELEASE",
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "RELAY_PROXY_HOPS",
+    "RELAY_PAYLOAD_KEYS",
+    "RELAY_LOOKUP_KEY",
 )
 ENV_FILE = ".env"
 # RELAY_RETENTION_PURGE: beat purges what the retention ages allow once a day, unless off.
@@ -172,8 +208,8 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         log_format=log_format(env),
         metrics_token=_optional(env, "METRICS_TOKEN"),
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT") or "production",
-        sentry_release=_optional(env, "SENTRY_RELEASE") or next(
-            (env[name].strip() for name in RELEASE_VARIABLES if env.get(name, "").strip()), None),
+        sentry_release=_optional(env, "SENTRY_RELEASE")
+        or next((env[name].strip() for name in RELEASE_VARIABLES if env.get(name, "").strip()), None),
         sentry_traces_sample_rate=_fraction(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0),
         proxy_hops=_whole(env, "RELAY_PROXY_HOPS", 1),
         shutdown_grace_s=_duration(env, "RELAY_SHUTDOWN_GRACE", "20s"),
@@ -232,8 +268,7 @@ def database_url(value: str | None, instance: Path) -> str:
     if scheme.startswith("postgresql+") or scheme.startswith("sqlite"):
         return value
     raise ConfigError(
-        "DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL "
-        f"(got scheme {scheme or 'none'!r})"
+        f"DATABASE_URL must be a postgres://, postgresql:// or sqlite:/// URL (got scheme {scheme or 'none'!r})"
     )
 
 
@@ -245,7 +280,7 @@ def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def _optional(env: dict[str, str], name: str) -> str | None:
+def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
 
@@ -315,8 +350,10 @@ def _payload_keys(raw: str) -> tuple[str, ...]:
         try:
             Fernet(key)
         except (ValueError, TypeError):
-            raise ConfigError(f"RELAY_PAYLOAD_KEYS: key {position} is not a Fernet key (32 url-safe "
-                              "base64-encoded bytes; make one with `relay keys new`)") from None
+            raise ConfigError(
+                f"RELAY_PAYLOAD_KEYS: key {position} is not a Fernet key (32 url-safe "
+                "base64-encoded bytes; make one with `relay keys new`)"
+            ) from None
     return keys
 
 
@@ -324,8 +361,10 @@ def _lookup_key(env: dict[str, str]) -> str | None:
     """RELAY_LOOKUP_KEY: the secret the stored subscriber digests are keyed with (relay.subjects)."""
     value = _optional(env, "RELAY_LOOKUP_KEY")
     if value is not None and len(value) < MIN_LOOKUP_KEY_LENGTH:
-        raise ConfigError(f"RELAY_LOOKUP_KEY must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random "
-                          "text (make one with `relay keys new`)")
+        raise ConfigError(
+            f"RELAY_LOOKUP_KEY must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random "
+            "text (make one with `relay keys new`)"
+        )
     return value
 
 
@@ -338,8 +377,9 @@ def _public_url(env: dict[str, str]) -> str | None:
     _check_scheme("RELAY_PUBLIC_URL", value, ("http", "https"))
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError("RELAY_PUBLIC_URL must be a base URL without credentials, query or fragment, "
-                          "e.g. https://relay.example.com")
+        raise ConfigError(
+            "RELAY_PUBLIC_URL must be a base URL without credentials, query or fragment, e.g. https://relay.example.com"
+        )
     return value.rstrip("/")
 
 
@@ -375,8 +415,9 @@ def _sprig_attributes(env: dict[str, str]) -> frozenset[str] | None:
         return None
     unknown = [name for name in names if name not in SPRIG_ATTRIBUTE_NAMES]
     if unknown:
-        raise ConfigError(f"SPRIG_ATTRIBUTES has an unknown attribute {unknown[0]!r}; "
-                          f"choose from {', '.join(SPRIG_ATTRIBUTE_NAMES)}")
+        raise ConfigError(
+            f"SPRIG_ATTRIBUTES has an unknown attribute {unknown[0]!r}; choose from {', '.join(SPRIG_ATTRIBUTE_NAMES)}"
+        )
     return frozenset(names)
 
 
@@ -385,8 +426,10 @@ def _sprig_attribute_prefix(env: dict[str, str]) -> str:
     if value is None:
         return DEFAULT_ATTRIBUTE_PREFIX
     if len(value) > MAX_ATTRIBUTE_PREFIX_LENGTH or not set(value) <= ATTRIBUTE_PREFIX_CHARACTERS:
-        raise ConfigError(f"SPRIG_ATTRIBUTE_PREFIX must be 1 to {MAX_ATTRIBUTE_PREFIX_LENGTH} letters, "
-                          f"digits, _, . or - (got {value!r})")
+        raise ConfigError(
+            f"SPRIG_ATTRIBUTE_PREFIX must be 1 to {MAX_ATTRIBUTE_PREFIX_LENGTH} letters, "
+            f"digits, _, . or - (got {value!r})"
+        )
     return value
 
 
@@ -423,8 +466,6 @@ def _routes(raw: str | None) -> dict[str, tuple[str, ...]]:
     routes = {}
     for event_type, destinations in parsed.items():
         if not isinstance(destinations, list) or any(d not in DESTINATIONS for d in destinations):
-            raise ConfigError(
-                f"RELAY_ROUTES[{event_type!r}] must be a list drawn from {', '.join(DESTINATIONS)}"
-            )
+            raise ConfigError(f"RELAY_ROUTES[{event_type!r}] must be a list drawn from {', '.join(DESTINATIONS)}")
         routes[event_type] = tuple(destinations)
     return routes

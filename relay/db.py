@@ -5,6 +5,7 @@ engine, so every session and statement on it seals and opens transparently). Mig
 digests subscriber names with RELAY_LOOKUP_KEY (relay.subjects): the lookup key given here, else
 that of the Flask app this Database belongs to (`relay db upgrade` and `relay dev` run in one).
 """
+
 from __future__ import annotations
 
 import os
@@ -103,7 +104,12 @@ def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = N
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(
-        url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, hide_parameters=True, **isolation,
+        url,
+        pool_pre_ping=pre_ping,
+        pool_size=5,
+        max_overflow=5,
+        hide_parameters=True,
+        **isolation,
         connect_args={"connect_timeout": 5},
     )
 

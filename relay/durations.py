@@ -1,9 +1,10 @@
 """The one way Relay reads a duration, in configuration and on the command line alike:
 a positive number with a unit, `90s`, `30m`, `2h`, `7d`, `2w` (`1.5h` too); a bare number
 is seconds. A moment (`parse_when`) is a duration ago, or a date."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 EXAMPLES = "90s, 30m, 2h, 7d or 2w"
@@ -28,12 +29,13 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     date-time (UTC unless it names an offset)."""
     text = text.strip()
     try:
-        return (now or datetime.now(timezone.utc)) - timedelta(seconds=parse_duration(text))
+        return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(text))
     except ValueError:
         pass
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither a date (2026-11-20), a date-time "
-                         f"(2026-11-20T14:00) nor an age like {EXAMPLES}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise ValueError(
+            f"{text!r} is neither a date (2026-11-20), a date-time (2026-11-20T14:00) nor an age like {EXAMPLES}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

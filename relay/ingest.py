@@ -1,5 +1,6 @@
 """Accepting an event: validate, de-duplicate, store the event and its planned deliveries (the
 web intake, web.webhooks, and backfill, operations.backfill)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ class Ingested:
     duplicate: bool = False
 
 
-def ingest(session: Session, payload: dict, raw_body: bytes, config: Config,
-           source: str = "webhook") -> Ingested:
+def ingest(session: Session, payload: dict, raw_body: bytes, config: Config, source: str = "webhook") -> Ingested:
     """Store an event (and its deliveries and subjects) in `session`'s transaction, committed."""
     stored = _rows(payload, raw_body, config, source)
     event_id = _store(session, stored)
@@ -45,7 +45,8 @@ def ingest_webhook(db: Database, payload: dict, raw_body: bytes, config: Config)
     stored = _rows(payload, raw_body, config, "webhook")
     with db.intake_engine.connect() as connection:
         event_id = connection.exec_driver_sql(
-            _ONE_STATEMENT, _one_statement_parameters(stored, connection.dialect)).scalar()
+            _ONE_STATEMENT, _one_statement_parameters(stored, connection.dialect)
+        ).scalar()
         if event_id is None:
             return stored.duplicate_of(connection.scalar(_stored_id(stored)))
     return stored.ingested(event_id)
@@ -73,8 +74,14 @@ def _rows(payload: dict, raw_body: bytes, config: Config, source: str) -> _Rows:
     lane = Lane.LIVE if source == "webhook" else Lane.CATCH_UP
     return _Rows(
         plan,
-        dict(type=plan.event_type or "(missing)", status=plan.status, payload=payload, errors=plan.errors,
-             dedup_key=plan.key or raw_dedup_key(raw_body), source=source),
+        dict(
+            type=plan.event_type or "(missing)",
+            status=plan.status,
+            payload=payload,
+            errors=plan.errors,
+            dedup_key=plan.key or raw_dedup_key(raw_body),
+            source=source,
+        ),
         lane,
         # Whom it names, as digests: what lookups use instead of looking into the payload.
         subject_rows(payload, config.lookup_key),
@@ -90,8 +97,9 @@ def _store(session: Session, stored: _Rows) -> int | None:
     (Core, not the unit of work: a third of the time); None when its dedup key is taken."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    event_id = session.scalar(insert(Event).values(**stored.event).on_conflict_do_nothing(index_elements=["dedup_key"])
-                              .returning(Event.id))
+    event_id = session.scalar(
+        insert(Event).values(**stored.event).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Event.id)
+    )
     if event_id is None:
         session.rollback()
         return None
@@ -131,10 +139,16 @@ def _one_statement_parameters(stored: _Rows, dialect) -> dict:
     event = stored.event
     sealed = sealer_for(dialect)
     return {
-        "type": event["type"], "status": event["status"], "dedup_key": event["dedup_key"],
-        "payload": json.dumps(sealed.seal(event["payload"])), "errors": json.dumps(sealed.seal(event["errors"])),
-        "source": event["source"], "now": utcnow(),
-        "lane": stored.lane.value, "destinations": list(stored.plan.destinations),
-        "kinds": [s["kind"] for s in stored.subjects], "digests": [s["digest"] for s in stored.subjects],
+        "type": event["type"],
+        "status": event["status"],
+        "dedup_key": event["dedup_key"],
+        "payload": json.dumps(sealed.seal(event["payload"])),
+        "errors": json.dumps(sealed.seal(event["errors"])),
+        "source": event["source"],
+        "now": utcnow(),
+        "lane": stored.lane.value,
+        "destinations": list(stored.plan.destinations),
+        "kinds": [s["kind"] for s in stored.subjects],
+        "digests": [s["digest"] for s in stored.subjects],
         "statuses": [s["referral_status"] for s in stored.subjects],
     }

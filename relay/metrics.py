@@ -11,6 +11,7 @@ intake's time. A process killed outright loses at most that last second of count
 its data resets the counters, which Prometheus reads as a counter reset. Writing a metric never
 fails the work it measures.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -19,8 +20,10 @@ import logging
 import os
 import threading
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import MutableMapping
 from functools import cache
+from typing import Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -33,16 +36,23 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LATENCY = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 COUNTERS = {
     "relay_webhooks_total": ("Webhooks answered, by event type and outcome.", ("type", "outcome")),
-    "relay_deliveries_total": ("Delivery runs by destination and outcome (succeeded, superseded, "
-                               "failed, retried, deferred).", ("destination", "outcome")),
-    "relay_vendor_requests_total": ("Vendor HTTP requests by vendor and answer status (error: no answer).",
-                                    ("vendor", "status")),
+    "relay_deliveries_total": (
+        "Delivery runs by destination and outcome (succeeded, superseded, failed, retried, deferred).",
+        ("destination", "outcome"),
+    ),
+    "relay_vendor_requests_total": (
+        "Vendor HTTP requests by vendor and answer status (error: no answer).",
+        ("vendor", "status"),
+    ),
     "relay_throttle_deferrals_total": ("Vendor calls the shared throttle held back, by vendor.", ("vendor",)),
 }
 HISTOGRAMS = {
     "relay_vendor_request_duration_seconds": ("Vendor HTTP request time, by vendor.", ("vendor",), SECONDS),
-    "relay_delivery_latency_seconds": ("From the webhook's receipt to the delivery's end, by destination.",
-                                       ("destination",), LATENCY),
+    "relay_delivery_latency_seconds": (
+        "From the webhook's receipt to the delivery's end, by destination.",
+        ("destination",),
+        LATENCY,
+    ),
 }
 GAUGES = {
     "relay_breaker_open": ("1 while the vendor's circuit breaker is open or half-open.", ("vendor",)),
@@ -55,8 +65,8 @@ class Metrics:
     def __init__(self, client: redis.Redis, flush_every_s: float = FLUSH_EVERY_S):
         self._client, self._flush_every_s = client, flush_every_s
         self._lock = threading.Lock()
-        self._counts: Counter = Counter()  # (hash, field) -> increment
-        self._sums: Counter = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()  # (hash, field) -> increment
+        self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._flusher_pid: int | None = None
 
     def count(self, name: str, by: int = 1, **labels: str) -> None:
@@ -77,7 +87,7 @@ class Metrics:
     def flush(self) -> None:
         """Add what this process counted to Redis; kept for the next flush if Redis is away."""
         with self._lock:
-            counts, sums, self._counts, self._sums = self._counts, self._sums, Counter(), Counter()
+            counts, sums, self._counts, self._sums = self._counts, self._sums, Counter(), defaultdict(float)
         if not counts and not sums:
             return
 
@@ -90,9 +100,10 @@ class Metrics:
         if not self._pipeline(write):
             with self._lock:
                 self._counts.update(counts)
-                self._sums.update(sums)
+                for key, by in sums.items():
+                    self._sums[key] += by
 
-    def _add(self, into: Counter, key: str, field: str, by: float) -> None:
+    def _add(self, into: MutableMapping[tuple[str, str], Any], key: str, field: str, by: float) -> None:
         with self._lock:
             into[(key, field)] += by
             if self._flusher_pid != os.getpid():  # first write in this process (a fork starts none)
@@ -101,7 +112,12 @@ class Metrics:
 
     def _flush_forever(self) -> None:
         stopping = threading.Event()
-        atexit.register(lambda: (stopping.set(), self.flush()))
+
+        def stop() -> None:
+            stopping.set()
+            self.flush()
+
+        atexit.register(stop)
         while not stopping.wait(self._flush_every_s):
             self.flush()
 
@@ -133,7 +149,9 @@ class Metrics:
             yield _histogram(name, documentation, labels, buckets, self._read(name))
 
     def _read(self, name: str) -> list[tuple[list[str], bytes]]:
-        return [(json.loads(field), value) for field, value in self._client.hgetall(_KEY + name).items()]
+        # redis-py types its commands for the async client too; this one is synchronous.
+        stored = cast(dict[bytes, bytes], self._client.hgetall(_KEY + name))
+        return [(json.loads(field), value) for field, value in stored.items()]
 
 
 def _field(names: tuple[str, ...], labels: dict) -> str:

@@ -1,7 +1,8 @@
 """The store: received events, their planned deliveries, and the subscriber identity map."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -28,12 +29,12 @@ class UTCDateTime(sa.TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -63,6 +64,7 @@ class DeliveryStatus:
 class Lane(StrEnum):
     """Live deliveries go first; catch-up work (`relay events replay`, `relay backfill`) waits
     in the replay queue and takes only the throttle slots live traffic leaves."""
+
     LIVE = "live"
     CATCH_UP = "catch_up"
 
@@ -117,7 +119,9 @@ class EventSubject(Base):
 
 
 # Deliveries that are out: claimed, published and not yet claimed, or holding a throttle slot.
-OUTSTANDING = sa.text("status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))")
+OUTSTANDING = sa.text(
+    "status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))"
+)
 
 
 class Delivery(Base):
@@ -129,25 +133,36 @@ class Delivery(Base):
         sa.UniqueConstraint("event_id", "destination", name="uq_delivery_event_destination"),
         sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
         # What the dispatcher looks for (workers.dispatch): a few rows among millions.
-        sa.Index("ix_deliveries_unpublished", "id", postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
-                 sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL")),
+        sa.Index(
+            "ix_deliveries_unpublished",
+            "id",
+            postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+            sqlite_where=sa.text("status = 'pending' AND enqueued_at IS NULL"),
+        ),
         # How many deliveries of each destination and lane are out (workers.dispatch).
-        sa.Index("ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING,
-                 sqlite_where=OUTSTANDING),
+        sa.Index(
+            "ix_deliveries_outstanding", "destination", "lane", postgresql_where=OUTSTANDING, sqlite_where=OUTSTANDING
+        ),
         # `relay events stats`: the deliveries that failed in its window, a few among millions.
-        sa.Index("ix_deliveries_failed_finished", "finished_at", postgresql_where=sa.text("status = 'failed'"),
-                 sqlite_where=sa.text("status = 'failed'")),
+        sa.Index(
+            "ix_deliveries_failed_finished",
+            "finished_at",
+            postgresql_where=sa.text("status = 'failed'"),
+            sqlite_where=sa.text("status = 'failed'"),
+        ),
         # `--error TEXT` (ILIKE '%TEXT%') among the deliveries that have an error: trigrams
         # (PostgreSQL's pg_trgm) instead of reading every delivery. SQLite has no equivalent.
-        sa.Index("ix_deliveries_last_error_trgm", "last_error", postgresql_using="gin",
-                 postgresql_ops={"last_error": "gin_trgm_ops"},
-                 postgresql_where=sa.text("last_error IS NOT NULL")).ddl_if(dialect="postgresql"),
+        sa.Index(
+            "ix_deliveries_last_error_trgm",
+            "last_error",
+            postgresql_using="gin",
+            postgresql_ops={"last_error": "gin_trgm_ops"},
+            postgresql_where=sa.text("last_error IS NOT NULL"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("events.id", ondelete="CASCADE"), index=True
-    )
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), index=True)
     destination: Mapped[str] = mapped_column(sa.String(20))
     status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING)
     lane: Mapped[str] = mapped_column(sa.String(20), default=Lane.LIVE, server_default=Lane.LIVE.value)

@@ -12,19 +12,35 @@ phone numbers and the values of personal or secret keys wherever they appear. se
 its `event_scrubber` option once `data_collection` is given, so `before_send` runs the
 EventScrubber itself before Relay's own pass.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+from typing import TYPE_CHECKING, Literal
 
 from relay.config import Config, log_format
 
-__all__ = ["SWEEP_MONITOR", "check_in", "configure_logging", "gunicorn_logconfig", "init_sentry", "log_format",
-           "report", "report_exception", "say_as_json", "scrub"]
+if TYPE_CHECKING:
+    from sentry_sdk._types import MonitorConfig  # the type capture_checkin declares
+
+__all__ = [
+    "SWEEP_MONITOR",
+    "check_in",
+    "configure_logging",
+    "gunicorn_logconfig",
+    "init_sentry",
+    "log_format",
+    "report",
+    "report_exception",
+    "say_as_json",
+    "scrub",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}"
@@ -72,14 +88,17 @@ def _relay_command_running() -> bool:
     return ctx is not None and isinstance(ctx.find_root().command, FlaskGroup)
 
 
+class _RelayHandler(logging.StreamHandler):
+    relay = True  # marks Relay's own handler among the root's (relay dev reroutes it)
+
+
 def configure_logging(style: str) -> None:
     """Every line of this process to stderr, in `style` (LOG_FORMAT: json or text); a command's
     own output goes to stdout, so the two never mix (on a terminal, see _CommandsReportOnTerminals)."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "relay", False)), None)
     if handler is None:
-        handler = logging.StreamHandler()
-        handler.relay = True
+        handler = _RelayHandler()
         handler.addFilter(_CommandsReportOnTerminals(handler))
         root.addHandler(handler)
     handler.setFormatter(_formatter(style))
@@ -94,26 +113,36 @@ def configure_logging(style: str) -> None:
 def say_as_json(message: str, stream=sys.__stderr__) -> None:
     """For celery.apps.worker.safe_say, which prints the worker's shutdown messages from its
     signal handlers with os.write: the same, as one JSON line (no logging lock is taken)."""
-    line = json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "level": "WARNING",
-                       "logger": "celery.apps.worker", "message": message.strip()})
-    try:
+    line = json.dumps(
+        {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "level": "WARNING",
+            "logger": "celery.apps.worker",
+            "message": message.strip(),
+        }
+    )
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         os.write(stream.fileno(), f"{line}\n".encode())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def gunicorn_logconfig(style: str) -> dict:
     """gunicorn's own loggers (its errors and the access log), in the same format."""
-    formatter = ({"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "style": "{",
-                  "rename_fields": JSON_RENAMES} if style == "json" else {"format": TEXT_FORMAT})
+    formatter = (
+        {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "style": "{", "rename_fields": JSON_RENAMES}
+        if style == "json"
+        else {"format": TEXT_FORMAT}
+    )
     handler = {"class": "logging.StreamHandler", "formatter": "relay", "stream": "ext://sys.stderr"}
     return {
-        "version": 1, "disable_existing_loggers": False,
+        "version": 1,
+        "disable_existing_loggers": False,
         "formatters": {"relay": formatter},
         "handlers": {"console": handler},
         "root": {"level": "INFO", "handlers": ["console"]},
-        "loggers": {name: {"level": "INFO", "handlers": ["console"], "propagate": False}
-                    for name in ("gunicorn.error", "gunicorn.access")},
+        "loggers": {
+            name: {"level": "INFO", "handlers": ["console"], "propagate": False}
+            for name in ("gunicorn.error", "gunicorn.access")
+        },
     }
 
 
@@ -122,14 +151,52 @@ def gunicorn_logconfig(style: str) -> dict:
 FILTERED = "[Filtered]"
 # Keys whose values are personal or secret in anything Sentry could be sent (payload fields,
 # vendor bodies, headers, URL parameters).
-PERSONAL_KEYS = frozenset({
-    "email", "emailaddress", "emailaddresses", "email_address", "name", "first_name", "last_name",
-    "given_name", "givenname", "family_name", "familyname", "displayname", "middlename", "phone",
-    "phone_number", "phonenumbers", "address", "shipping_details", "subscriber", "referrer", "lead",
-    "referral", "payload", "value", "text", "body", "data", "userid", "user_id",
-    "token", "api_key", "apikey", "x-api-key", "sparkloop-token", "authorization", "secret",
-    "password", "dsn", "key", "keys", "cookie", "set-cookie",
-})
+PERSONAL_KEYS = frozenset(
+    {
+        "email",
+        "emailaddress",
+        "emailaddresses",
+        "email_address",
+        "name",
+        "first_name",
+        "last_name",
+        "given_name",
+        "givenname",
+        "family_name",
+        "familyname",
+        "displayname",
+        "middlename",
+        "phone",
+        "phone_number",
+        "phonenumbers",
+        "address",
+        "shipping_details",
+        "subscriber",
+        "referrer",
+        "lead",
+        "referral",
+        "payload",
+        "value",
+        "text",
+        "body",
+        "data",
+        "userid",
+        "user_id",
+        "token",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "sparkloop-token",
+        "authorization",
+        "secret",
+        "password",
+        "dsn",
+        "key",
+        "keys",
+        "cookie",
+        "set-cookie",
+    }
+)
 _EMAIL = re.compile(r"[^\s@<>\"'(),;:/?=&\[\]]+(?:@|%40)[^\s@<>\"'(),;:/?=&\[\]]+", re.IGNORECASE)
 _PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
 
@@ -164,8 +231,9 @@ _SCRUBBED_BY_KEY = ("request", "extra", "breadcrumbs", "tags")
 def _event_scrubber():
     from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 
-    return EventScrubber(denylist=[*DEFAULT_DENYLIST, *PERSONAL_KEYS], pii_denylist=DEFAULT_PII_DENYLIST,
-                         recursive=True)
+    return EventScrubber(
+        denylist=[*DEFAULT_DENYLIST, *PERSONAL_KEYS], pii_denylist=DEFAULT_PII_DENYLIST, recursive=True
+    )
 
 
 def _before_send(event, _hint, event_scrubber=None):
@@ -215,12 +283,18 @@ def init_sentry(config: Config, transport=None) -> None:
         traces_sample_rate=config.sentry_traces_sample_rate,
         # Log lines are breadcrumbs, not events: Sentry's events are Relay's own reports (one per
         # failed delivery, per breaker opening) and unhandled errors, each once.
-        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=False),
-                      LoggingIntegration(level=logging.INFO, event_level=None),
-                      AtexitIntegration(callback=_pending_at_exit)],
+        integrations=[
+            FlaskIntegration(),
+            CeleryIntegration(monitor_beat_tasks=False),
+            LoggingIntegration(level=logging.INFO, event_level=None),
+            AtexitIntegration(callback=_pending_at_exit),
+        ],
         # Payloads carry names, emails and postal addresses bound for a healthcare platform.
         data_collection={
-            "user_info": False, "http_bodies": [], "database_query_data": False, "queues": False,
+            "user_info": False,
+            "http_bodies": [],
+            "database_query_data": False,
+            "queues": False,
             "stack_frame_variables": False,
         },
         before_send=lambda event, hint: _before_send(event, hint, event_scrubber),
@@ -231,12 +305,18 @@ def init_sentry(config: Config, transport=None) -> None:
 
 def _pending_at_exit(pending: int, timeout: float) -> None:
     """Sentry's own notice at exit is three lines of plain text on stderr; this is one log line."""
-    logging.getLogger("relay.sentry").info("sending %d pending Sentry events before exiting (up to %.0f s)",
-                                           pending, timeout)
+    logging.getLogger("relay.sentry").info(
+        "sending %d pending Sentry events before exiting (up to %.0f s)", pending, timeout
+    )
 
 
-def report(message: str, level: str = "error", tags: dict[str, str] | None = None,
-           extras: dict | None = None, fingerprint: list[str] | None = None) -> None:
+def report(
+    message: str,
+    level: Literal["fatal", "critical", "error", "warning", "info", "debug"] = "error",
+    tags: dict[str, str] | None = None,
+    extras: dict | None = None,
+    fingerprint: list[str] | None = None,
+) -> None:
     """One Sentry event; a no-op without SENTRY_DSN. `message` must carry no personal data."""
     import sentry_sdk
 
@@ -254,7 +334,7 @@ def report(message: str, level: str = "error", tags: dict[str, str] | None = Non
 # rate limited), and Sentry alerts when two minutes pass without one (a second beat takes over a
 # dead one's lock within 50 s). Sentry creates the monitor from this config on the first check-in.
 SWEEP_MONITOR = "relay-sweep"
-SWEEP_MONITOR_CONFIG = {
+SWEEP_MONITOR_CONFIG: MonitorConfig = {
     "schedule": {"type": "interval", "value": 1, "unit": "minute"},
     "checkin_margin": 2,
     "max_runtime": 1,
@@ -263,14 +343,19 @@ SWEEP_MONITOR_CONFIG = {
 }
 
 
-def check_in(ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR,
-             monitor_config: dict = SWEEP_MONITOR_CONFIG) -> None:
+def check_in(
+    ok: bool, duration_s: float, monitor: str = SWEEP_MONITOR, monitor_config: MonitorConfig = SWEEP_MONITOR_CONFIG
+) -> None:
     """One check-in for a cron monitor; a no-op without SENTRY_DSN."""
     from sentry_sdk.crons import capture_checkin
     from sentry_sdk.crons.consts import MonitorStatus
 
-    capture_checkin(monitor_slug=monitor, status=MonitorStatus.OK if ok else MonitorStatus.ERROR,
-                    duration=duration_s, monitor_config=monitor_config)
+    capture_checkin(
+        monitor_slug=monitor,
+        status=MonitorStatus.OK if ok else MonitorStatus.ERROR,
+        duration=duration_s,
+        monitor_config=monitor_config,
+    )
 
 
 def report_exception(exc: BaseException, tags: dict[str, str] | None = None) -> None:

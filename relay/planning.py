@@ -1,5 +1,6 @@
 """What a payload is and where it goes: the intake plans every event it receives with this,
 and a replay plans an invalid or unhandled event again with it (operations.replay)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from schemas.events import EVENTS, dedup_key, validate_event
 class Plan:
     """What a payload is: its type, status, field errors, natural de-duplication key (None when
     invalid or unhandled) and the destinations it goes to."""
+
     event_type: str
     status: str
     errors: dict | None = None
@@ -34,5 +36,9 @@ def plan_event(payload: dict, config: Config) -> Plan:
     if data is None:
         return Plan(event_type, EventStatus.UNHANDLED)
     destinations = planned_destinations(event_type, config)
-    return Plan(event_type, EventStatus.RECEIVED if destinations else EventStatus.DONE,
-                key=dedup_key(event_type, data), destinations=destinations)
+    return Plan(
+        event_type,
+        EventStatus.RECEIVED if destinations else EventStatus.DONE,
+        key=dedup_key(event_type, data),
+        destinations=destinations,
+    )

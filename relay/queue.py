@@ -7,6 +7,7 @@ worker) publishes it within a fraction of a second. A publish that fails is only
 unmarked; the dispatcher's next round tries again, and the periodic sweep hands back what a
 lost message left behind.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,8 +98,11 @@ def beat_schedule(config) -> dict:
     run once a day, on the catch-up queue (behind no live delivery)."""
     schedule = {"relay-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL}}
     if config.retention_purge_daily:
-        schedule["relay-retention"] = {"task": RETENTION_TASK, "schedule": RETENTION_SCHEDULE,
-                                       "options": {"queue": CATCH_UP_QUEUE}}
+        schedule["relay-retention"] = {
+            "task": RETENTION_TASK,
+            "schedule": RETENTION_SCHEDULE,
+            "options": {"queue": CATCH_UP_QUEUE},
+        }
     return schedule
 
 
@@ -140,8 +144,7 @@ def publish(delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]
     for delivery_id in delivery_ids:
         try:
             # retry=False: with the broker down, give up now; the sweep catches up.
-            celery_app.send_task(DELIVER_TASK, args=[delivery_id], retry=False, queue=queue,
-                                 connection=connection)
+            celery_app.send_task(DELIVER_TASK, args=[delivery_id], retry=False, queue=queue, connection=connection)
         except Exception as exc:  # any broker failure: kombu raises several unrelated types
             log.warning("broker unavailable, delivery %s left for the sweep (%s)", delivery_id, type(exc).__name__)
             break

@@ -2,6 +2,7 @@
 built once per process by the base app factory (relay.app) and handed to the operations
 (operations/) by the interfaces that call them. The destination registry is the engine's
 (workers.destinations), a layer above: the operations read it from there."""
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager

@@ -20,6 +20,7 @@ as `{"plain": value}`, so no payload can pass itself off as sealed.
 A sealed row that no configured key opens raises SealedDataError, whose message names
 RELAY_PAYLOAD_KEYS and the key id, and never any stored value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,12 @@ def key_id(key: str) -> str:
 
 
 def is_sealed(value) -> bool:
-    return (isinstance(value, dict) and value.keys() == {"sealed", "key"}
-            and isinstance(value["sealed"], str) and isinstance(value["key"], str))
+    return (
+        isinstance(value, dict)
+        and value.keys() == {"sealed", "key"}
+        and isinstance(value["sealed"], str)
+        and isinstance(value["key"], str)
+    )
 
 
 def _is_wrapped(value) -> bool:
@@ -61,7 +66,7 @@ class Sealer:
     def __init__(self, keys: tuple[str, ...] = ()):
         self.keys = tuple(keys)
         self.key_ids = tuple(key_id(k) for k in self.keys)
-        self._fernets = {kid: Fernet(k) for kid, k in zip(self.key_ids, self.keys)}
+        self._fernets = {kid: Fernet(k) for kid, k in zip(self.key_ids, self.keys, strict=True)}
         self._all = MultiFernet(list(self._fernets.values())) if self.keys else None
 
     @property
@@ -88,8 +93,11 @@ class Sealer:
         if not is_sealed(stored):
             return stored
         if not self.active:
-            raise SealedDataError(f"a stored value is encrypted (key id {stored['key']}) and "
-                                  "RELAY_PAYLOAD_KEYS is not set: set it to the keys in use", stored["key"])
+            raise SealedDataError(
+                f"a stored value is encrypted (key id {stored['key']}) and "
+                "RELAY_PAYLOAD_KEYS is not set: set it to the keys in use",
+                stored["key"],
+            )
         # The key the id names; any configured key if the id is not known (MultiFernet).
         fernet = self._fernets.get(stored["key"], self._all)
         try:
@@ -97,7 +105,9 @@ class Sealer:
         except InvalidToken:
             raise SealedDataError(
                 f"a stored value was encrypted with a key RELAY_PAYLOAD_KEYS does not hold "
-                f"(key id {stored['key']}): add that key back to RELAY_PAYLOAD_KEYS", stored["key"]) from None
+                f"(key id {stored['key']}): add that key back to RELAY_PAYLOAD_KEYS",
+                stored["key"],
+            ) from None
         return json.loads(text)
 
     def reseal(self, stored):

@@ -2,6 +2,7 @@
 metrics kept beside it. `relay dev` sets one of its own (served from its process, see
 web.cli.dev). Without REDIS_URL at all, an in-process fakeredis: correct for the one process
 that uses it, not across processes."""
+
 from __future__ import annotations
 
 from functools import cache

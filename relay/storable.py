@@ -2,16 +2,18 @@
 
 Python's json module accepts more than that: NaN and Infinity, numbers beyond what a double
 holds (1e999 overflows to infinity; an integer of 400 digits is the same number to JSON and to
-the published schema, so it is refused alike, by its exact decimal value), strings holding NUL (jsonb refuses \\u0000) or
-unpaired surrogates (not encodable as UTF-8), and nesting deep enough to exhaust the recursion
-limit of whatever walks the value later. None of these is in any SparkLoop payload, and none has
-a faithful storable form, so they are refused with the path of the first offending value;
-nothing else is changed but one thing: a number written with a fraction or an exponent that is
-a whole number (`5.0`, `1e2`) is read as the integer it is, because JSON and the published
-schema (/openapi.json) compare numbers by value, so an integer field takes it.
+the published schema, so it is refused alike, by its exact decimal value), strings holding NUL
+(jsonb refuses \\u0000) or unpaired surrogates (not encodable as UTF-8), and nesting deep enough
+to exhaust the recursion limit of whatever walks the value later. None of these is in any
+SparkLoop payload, and none has a faithful storable form, so they are refused with the path of
+the first offending value; nothing else is changed but one thing: a number written with a
+fraction or an exponent that is a whole number (`5.0`, `1e2`) is read as the integer it is,
+because JSON and the published schema (/openapi.json) compare numbers by value, so an integer
+field takes it.
 
 Hand-written: a walk over the decoded value, iterative so that depth itself cannot crash it.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,14 +54,19 @@ def loads(raw: bytes) -> object:
     try:
         value = json.loads(raw, parse_constant=lambda _: _NonFinite(), parse_float=_number)
     except RecursionError:
-        raise NotStorable("request body is nested too deeply",
-                          {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}) from None
+        raise NotStorable(
+            "request body is nested too deeply", {"_body": [f"Nested deeper than {MAX_DEPTH} levels."]}
+        ) from None
     except json.JSONDecodeError as exc:  # its message names a position, never the content
-        raise NotStorable("request body is not valid JSON",
-                          {"_body": [f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."]}) from None
+        raise NotStorable(
+            "request body is not valid JSON",
+            {"_body": [f"Not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."]},
+        ) from None
     except (ValueError, UnicodeDecodeError):  # not UTF-8, or an integer of more than 4300 digits
-        raise NotStorable("request body is not valid JSON",
-                          {"_body": ["Not valid JSON: not UTF-8 text, or a number too long to read."]}) from None
+        raise NotStorable(
+            "request body is not valid JSON",
+            {"_body": ["Not valid JSON: not UTF-8 text, or a number too long to read."]},
+        ) from None
     problem = first_problem(value)
     if problem:
         path, reason = problem
@@ -69,7 +76,7 @@ def loads(raw: bytes) -> object:
 
 def first_problem(value) -> tuple[list[str], str] | None:
     """(path, reason) of the first value the store cannot keep, or None."""
-    stack = [(value, [], 0)]
+    stack: list[tuple[object, list[str], int]] = [(value, [], 0)]
     while stack:
         item, path, depth = stack.pop()
         if depth > MAX_DEPTH:

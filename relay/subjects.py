@@ -17,6 +17,7 @@ object any event spec declares a person under (schemas.events.person_places: `su
 a top-level `email`. Beside them, the referral status the event states (not personal data, kept
 in clear): the first the undocumented objects state, else the top-level one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,5 +75,7 @@ def subject_rows(payload, lookup_key: str | None) -> list[dict]:
     """The event_subjects rows of an event with this payload (without its event_id)."""
     places = person_places()
     status = stated_status(payload, places)
-    return [{"kind": kind, "digest": digest(value, lookup_key), "referral_status": status}
-            for kind, value in sorted(names_in(payload, places))]
+    return [
+        {"kind": kind, "digest": digest(value, lookup_key), "referral_status": status}
+        for kind, value in sorted(names_in(payload, places))
+    ]

@@ -6,6 +6,7 @@ the subscribers it affects, in delivery order) and what each destination receive
 Relay's intake, delivery engine, subject digests, erasure and operator commands all read it from
 here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,12 @@ from marshmallow import Schema, ValidationError
 
 from schemas import sparkloop
 from schemas.sparkloop import (
-    REFERRAL_PEOPLE, REWARD_PEOPLE, UNDOCUMENTED_PEOPLE, Identity, People, PeopleAt,
+    REFERRAL_PEOPLE,
+    REWARD_PEOPLE,
+    UNDOCUMENTED_PEOPLE,
+    Identity,
+    People,
+    PeopleAt,
 )
 from schemas.sprig import SprigUser, reward_attributes
 from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
@@ -50,34 +56,46 @@ class EventSpec:
 
 EVENTS: dict[str, EventSpec] = {
     "new_referral": EventSpec(
-        sparkloop.NewReferralSchema(), sparkloop.referral_identity, REFERRAL_PEOPLE,
+        sparkloop.NewReferralSchema(),
+        sparkloop.referral_identity,
+        REFERRAL_PEOPLE,
         {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_partner_pending_referral": EventSpec(
-        sparkloop.PartnerReferralSchema(), sparkloop.partner_referral_identity,
-        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser()},
+        sparkloop.PartnerReferralSchema(),
+        sparkloop.partner_referral_identity,
+        UNDOCUMENTED_PEOPLE,
+        {"sprig": SprigUser()},
     ),
     "new_partner_referral": EventSpec(
-        sparkloop.PartnerReferralSchema(), sparkloop.partner_referral_identity,
-        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser(), "spruce": SpruceContact()},
+        sparkloop.PartnerReferralSchema(),
+        sparkloop.partner_referral_identity,
+        UNDOCUMENTED_PEOPLE,
+        {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_offer_lead": EventSpec(
-        sparkloop.OfferLeadSchema(), sparkloop.offer_lead_identity, UNDOCUMENTED_PEOPLE,
+        sparkloop.OfferLeadSchema(),
+        sparkloop.offer_lead_identity,
+        UNDOCUMENTED_PEOPLE,
         {"sprig": SprigUser()},
     ),
     "reward_unlocked": EventSpec(
-        sparkloop.RewardUnlockedSchema(), sparkloop.reward_unlocked_identity,
+        sparkloop.RewardUnlockedSchema(),
+        sparkloop.reward_unlocked_identity,
         REWARD_PEOPLE,
         {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_unlocked_note)},
     ),
     "reward_redeemed": EventSpec(
-        sparkloop.RewardRedeemedSchema(), sparkloop.reward_redeemed_identity,
+        sparkloop.RewardRedeemedSchema(),
+        sparkloop.reward_redeemed_identity,
         REWARD_PEOPLE,
         {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_redeemed_note)},
     ),
     "sync_subscriber": EventSpec(
-        sparkloop.SyncSubscriberSchema(), sparkloop.sync_subscriber_identity,
-        UNDOCUMENTED_PEOPLE, {"sprig": SprigUser()},
+        sparkloop.SyncSubscriberSchema(),
+        sparkloop.sync_subscriber_identity,
+        UNDOCUMENTED_PEOPLE,
+        {"sprig": SprigUser()},
     ),
 }
 
@@ -96,6 +114,7 @@ class PersonPlaces:
     """Every place any event type declares a person, for the readers of stored payloads
     (relay.subjects, workers.erasure). They look in all of them, in every event, whatever its
     type, valid or not: the store holds invalid events and types no spec describes."""
+
     keys: tuple[str, ...]  # objects that describe a person
     about: tuple[str, ...]  # of those, the person an event is about, most likely first
     contact_keys: tuple[str, ...]  # of those, the undocumented ones (PeopleAt.contact_keys)

@@ -3,6 +3,7 @@
 Error messages are marshmallow's defaults or fixed strings: none of them quotes the input,
 because payloads carry personal data and validation errors are stored and shown.
 """
+
 from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
@@ -44,7 +45,8 @@ class StrictInteger(fields.Integer):
 class Identifier(fields.Field):
     """An id of unknown type in an undocumented payload: a string (trimmed) or an integer."""
 
-    default_error_messages = {"invalid": "Not a valid identifier (string or integer)."}
+    # Not a ClassVar: marshmallow declares it on Field without ClassVar, and only reads it.
+    default_error_messages = {"invalid": "Not a valid identifier (string or integer)."}  # noqa: RUF012
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):

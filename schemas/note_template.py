@@ -10,6 +10,7 @@ The note is an internal message on Spruce (https://developer.sprucehealth.com/re
 it is for staff and may hold the subscriber's name and shipping address. A TemplateError names the
 placeholder or the syntax problem, never a value.
 """
+
 from __future__ import annotations
 
 import string
@@ -84,8 +85,10 @@ class NoteTemplate:
 
     def render(self, event_type: str, data: dict, default: Callable[[dict], str]) -> str:
         """The note; `default` is the event's own text (SpruceNote.text), for {default}."""
-        values = {name: default(data) if name == "default" else _VALUES[name](event_type, data)
-                  for name in set(self.placeholders)}
+        values = {
+            name: default(data) if name == "default" else _VALUES[name](event_type, data)
+            for name in set(self.placeholders)
+        }
         return "".join(literal + (values[name] if name else "") for literal, name in self.parts)
 
 
@@ -95,15 +98,16 @@ def note_text(text: Callable[[dict], str], event_type: str, data: dict, template
     return template.render(event_type, data, text) if template else text(data)
 
 
-def _check_placeholder(name: str, spec: str, conversion: str | None) -> None:
+def _check_placeholder(name: str, spec: str | None, conversion: str | None) -> None:
     shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
     if not name:
         raise TemplateError(f"has a placeholder without a name ({shown}); use one of {', '.join(PLACEHOLDERS)}")
     if name not in PLACEHOLDERS:
         raise TemplateError(f"has an unknown placeholder {shown}; use one of {', '.join(PLACEHOLDERS)}")
     if conversion or spec:
-        raise TemplateError(f"has a placeholder {shown} with a conversion or format spec; only plain "
-                            f"names like {{{name}}} are allowed")
+        raise TemplateError(
+            f"has a placeholder {shown} with a conversion or format spec; only plain names like {{{name}}} are allowed"
+        )
 
 
 def _in_words(event_type: str) -> str:

@@ -2,13 +2,33 @@
 fields without notice, and an unknown field is more likely to be personal than not, so only
 values under these keys (identifiers, codes, counts, flags, statuses, dates) count as not
 personal. The CLI masks the rest; the vendor clients remove it from what vendors echo back."""
+
 from __future__ import annotations
 
-NOT_PERSONAL_KEYS = frozenset({
-    "type", "id", "uuid", "campaign_id", "offer_id", "referral_code", "ref_code", "referrer_code",
-    "referred", "referral_status", "tot_referrals", "next_reward", "referrals", "recurring",
-    "created_at", "origin", "coupon_code", "reward_variant_name", "reward_variant_sku", "status",
-})
+NOT_PERSONAL_KEYS = frozenset(
+    {
+        "type",
+        "id",
+        "uuid",
+        "campaign_id",
+        "offer_id",
+        "referral_code",
+        "ref_code",
+        "referrer_code",
+        "referred",
+        "referral_status",
+        "tot_referrals",
+        "next_reward",
+        "referrals",
+        "recurring",
+        "created_at",
+        "origin",
+        "coupon_code",
+        "reward_variant_name",
+        "reward_variant_sku",
+        "status",
+    }
+)
 
 
 def personal_strings(value, key: str | None = None) -> set[str]:

@@ -6,6 +6,7 @@ sandbox/fixtures/sparkloop/). Required fields are those every documented example
 fields the docs leave uncertain are optional and nullable; unknown fields are kept
 (unknown=INCLUDE), because SparkLoop adds fields without notice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,12 @@ from dataclasses import dataclass
 from marshmallow import fields, validate
 
 from schemas.fields import (
-    Identifier, LooseEmail, NormalisedEmail, OpenSchema, StrictInteger, TrimmedString,
+    Identifier,
+    LooseEmail,
+    NormalisedEmail,
+    OpenSchema,
+    StrictInteger,
+    TrimmedString,
 )
 from schemas.values import clean, clean_email, integer, of_type
 
@@ -262,8 +268,12 @@ def offer_lead_identity(data: dict) -> Identity:
 def sync_subscriber_identity(data: dict) -> Identity:
     contact = _person(data)
     # The status is part of the key so that a real status change is not dropped.
-    return _complete([clean(contact.get("id")) or clean_email(contact.get("email")),
-                      clean(contact.get("referral_status") or data.get("referral_status"))])
+    return _complete(
+        [
+            clean(contact.get("id")) or clean_email(contact.get("email")),
+            clean(contact.get("referral_status") or data.get("referral_status")),
+        ]
+    )
 
 
 def _person(data: dict) -> dict:

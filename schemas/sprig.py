@@ -3,6 +3,7 @@
 Contract: https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1 (and the OpenAPI
 document Sprig publishes at https://docs.sprig.com/reference/sprig-api.json).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,8 +18,19 @@ MAX_ATTRIBUTE_VALUES = 100
 USER_ID_SOURCES = ("email", "subscriber_id")
 # Every attribute Relay can set, without its prefix: the names SPRIG_ATTRIBUTES may list. An
 # event type's extra_attributes that adds one adds it here too.
-ATTRIBUTES = ("subscriber_id", "referral_code", "referral_link", "total_referrals", "next_reward",
-              "referred", "referral_status", "campaign_id", "last_reward", "last_reward_name", "coupon")
+ATTRIBUTES = (
+    "subscriber_id",
+    "referral_code",
+    "referral_link",
+    "total_referrals",
+    "next_reward",
+    "referred",
+    "referral_status",
+    "campaign_id",
+    "last_reward",
+    "last_reward_name",
+    "coupon",
+)
 # SPRIG_ATTRIBUTE_PREFIX's default; the Sprig event's name keeps `sparkloop_` whatever it is.
 DEFAULT_ATTRIBUTE_PREFIX = "sparkloop_"
 
@@ -32,8 +44,7 @@ def reward_attributes(data: dict, role: str) -> dict:
     if role != "subscriber":
         return {}
     reward = data.get("reward") or {}
-    return {"last_reward": reward.get("id"), "last_reward_name": reward.get("name"),
-            "coupon": data.get("coupon_code")}
+    return {"last_reward": reward.get("id"), "last_reward_name": reward.get("name"), "coupon": data.get("coupon_code")}
 
 
 @dataclass(frozen=True)
@@ -62,21 +73,29 @@ class SprigUserSchema(Schema):
 
 
 def sprig_user_body(
-    sends: SprigUser, event_type: str, data: dict, subscriber: Subscriber, role: str,
-    received_at_ms: int, user_id_source: str = "email", attributes: frozenset[str] | None = None,
+    sends: SprigUser,
+    event_type: str,
+    data: dict,
+    subscriber: Subscriber,
+    role: str,
+    received_at_ms: int,
+    user_id_source: str = "email",
+    attributes: frozenset[str] | None = None,
     attribute_prefix: str = DEFAULT_ATTRIBUTE_PREFIX,
 ) -> dict:
     """The upsert for one subscriber of the event: its attributes named `attribute_prefix` +
     name, only those in `attributes` when given (SPRIG_ATTRIBUTES; None: all). Raises
     ValueError (naming fields, never values) when the user id is missing or the body would not
     satisfy Sprig's schema."""
-    body = {"userId": _user_id(subscriber, user_id_source)}
+    body: dict[str, object] = {"userId": _user_id(subscriber, user_id_source)}
     if subscriber.email:
         body["emailAddress"] = subscriber.email
     values = _subscriber_values(data, subscriber) | sends.extra_attributes(data, role)
-    body["attributes"] = {f"{attribute_prefix}{name}": _as_string(value)
-                          for name, value in values.items()
-                          if value not in (None, "") and (attributes is None or name in attributes)}
+    body["attributes"] = {
+        f"{attribute_prefix}{name}": _as_string(value)
+        for name, value in values.items()
+        if value not in (None, "") and (attributes is None or name in attributes)
+    }
     body["events"] = [{"event": f"sparkloop_{event_type}", "timestamp": received_at_ms}]
     errors = SprigUserSchema().validate(body)
     if errors:

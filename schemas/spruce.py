@@ -5,6 +5,7 @@ Contract: https://developer.sprucehealth.com/reference/createcontact,
 https://developer.sprucehealth.com/reference/createconversation and
 https://developer.sprucehealth.com/reference/postconversationmessage.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def _split_name(first_name: str | None, name: str | None) -> tuple[str, str]:
     words = full_name.split(" ")
     given_name = " ".join((first_name or "").split()) or words[0]
     if full_name.lower() == given_name.lower() or full_name.lower().startswith(given_name.lower() + " "):
-        return given_name, full_name[len(given_name):].strip()
+        return given_name, full_name[len(given_name) :].strip()
     return given_name, " ".join(words[1:])
 
 
@@ -115,7 +116,7 @@ def variant_text(data: dict) -> str | None:
 
 
 def shipping_lines(details: dict, parent_key: str = "") -> list[str]:
-    """"Key: value" lines for the open shipping_details dict, whatever its keys turn out to be."""
+    """Lines of "Key: value" for the open shipping_details dict, whatever its keys turn out to be."""
     lines = []
     for key, value in details.items():
         key_path = f"{parent_key}_{key}" if parent_key else str(key)

@@ -1,5 +1,6 @@
 """Reading values out of payloads whose fields are not type-checked (undocumented SparkLoop
 events, API rows): keep a value only when it has the expected type."""
+
 from __future__ import annotations
 
 

@@ -30,7 +30,8 @@ def test_the_dockerfile_notes_give_the_procfiles_commands():
 def test_ci_runs_readmes_test_command():
     quick_start = README.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     [tests] = [line.split("#")[0].strip() for line in quick_start.splitlines() if "runs the tests" in line]
-    assert tests == "./run pytest"
+    # The gate first, as one && list: the script's exit status is the first failure's.
+    assert tests == "./run ruff check && ./run ruff format --check && ./run mypy && ./run pytest"
     commands = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
     assert commands[-1] == tests
 

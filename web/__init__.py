@@ -1,6 +1,7 @@
 """Relay's web process: the HTTP intake (`web:create_app()` for gunicorn) and, in `web.cli`, the
 `relay` command. The intake loads nothing of the delivery engine: it stores each event and its
 deliveries and answers; the workers' dispatcher (workers/dispatch.py) publishes them."""
+
 from __future__ import annotations
 
 from flask import Flask
@@ -15,9 +16,8 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     from web.health import bp as health_bp
     from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
-    from web.webhooks import bp as webhooks_bp
-
     from web.security import secure
+    from web.webhooks import bp as webhooks_bp
 
     for blueprint in (health_bp, webhooks_bp, openapi_bp, metrics_bp):
         app.register_blueprint(blueprint)
@@ -25,4 +25,4 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     return app
 
 
-__all__ = ["create_app", "Config", "ConfigError"]
+__all__ = ["Config", "ConfigError", "create_app"]

@@ -1,4 +1,5 @@
 """Liveness (/healthz) and readiness (/readyz: the database and the broker answer)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify

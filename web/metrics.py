@@ -3,6 +3,7 @@
 What every process counted comes from Redis (relay.metrics); the backlog gauges are read from
 the store at scrape time. With METRICS_TOKEN set, the scrape must send `Authorization: Bearer
 <token>`: 401 without one, 403 with another (compared in constant time)."""
+
 from __future__ import annotations
 
 import hmac
@@ -33,8 +34,9 @@ class _Collector:
             ).one()
         pending = GaugeMetricFamily("relay_pending_deliveries", "Deliveries pending or in flight.")
         pending.add_metric([], waiting)
-        age = GaugeMetricFamily("relay_oldest_pending_seconds",
-                                "Age of the oldest delivery pending or in flight (0: none).")
+        age = GaugeMetricFamily(
+            "relay_oldest_pending_seconds", "Age of the oldest delivery pending or in flight (0: none)."
+        )
         age.add_metric([], (utcnow() - oldest).total_seconds() if oldest else 0.0)
         yield pending
         yield age

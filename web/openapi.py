@@ -13,6 +13,7 @@ the endpoint validates. Exactly what it accepts, not only the fields' JSON types
 JSON Schema cannot say two refusals, and the description says them: nesting deeper than
 MAX_DEPTH levels and unpaired surrogates. tests/test_contract.py runs schemathesis against it.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -59,7 +60,7 @@ def _ref(name: str) -> dict:
 
 STORABLE_JSON = {
     "description": f"Any JSON value the store keeps: no NUL character in a string or key, numbers a "
-                   f"double holds, at most {MAX_DEPTH} levels deep (counted from the body).",
+    f"double holds, at most {MAX_DEPTH} levels deep (counted from the body).",
     "anyOf": [
         {"type": ["null", "boolean"]},
         {"type": "number", **NUMBER_BOUNDS},
@@ -75,9 +76,13 @@ class ErrorSchema(Schema):
 
 
 class FieldErrorsSchema(ErrorSchema):
-    fields = ma.Dict(required=True, metadata={
-        "description": "where: field names (nested like the payload) → messages; `_body` for the "
-                       "body as a whole. Never quotes a value."})
+    fields = ma.Dict(
+        required=True,
+        metadata={
+            "description": "where: field names (nested like the payload) → messages; `_body` for the "
+            "body as a whole. Never quotes a value."
+        },
+    )
     event_id = ma.Integer(metadata={"description": "the stored invalid event, when it was stored"})
 
 
@@ -117,10 +122,17 @@ def _unhandled(handled: list[str]) -> dict:
     return {
         "type": "object",
         "description": "A type Relay does not handle: stored as `unhandled` and answered 200, so that "
-                       "SparkLoop does not retry it (`relay events list --status unhandled` shows them).",
+        "SparkLoop does not retry it (`relay events list --status unhandled` shows them).",
         "required": ["type"],
-        "properties": {"type": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LENGTH,
-                                "pattern": NOT_BLANK, "not": {"enum": handled}}},
+        "properties": {
+            "type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_TYPE_LENGTH,
+                "pattern": NOT_BLANK,
+                "not": {"enum": handled},
+            }
+        },
         "propertyNames": {"pattern": NO_NUL},
         "additionalProperties": _ref(JSON_VALUE),
     }
@@ -133,8 +145,13 @@ def _error(description: str, schema: str = "Error") -> dict:
 @cache
 def openapi_document() -> dict:
     plugin = MarshmallowPlugin()
-    spec = APISpec(title="Relay", version="1", openapi_version="3.1.0", plugins=[plugin],
-                   info={"description": "SparkLoop webhooks, delivered to Sprig and Spruce."})
+    spec = APISpec(
+        title="Relay",
+        version="1",
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={"description": "SparkLoop webhooks, delivered to Sprig and Spruce."},
+    )
     plugin.converter.add_attribute_function(marshmallow_reading)
     spec.components.security_scheme("SparkLoopToken", {"type": "apiKey", "in": "header", "name": "SparkLoop-Token"})
     spec.components.schema("Error", schema=ErrorSchema)
@@ -146,32 +163,51 @@ def openapi_document() -> dict:
             spec.components.schema(name, schema=spec_entry.schema)
         types_of.setdefault(name, []).append(event_type)
     handled = sorted(EVENTS)
-    spec.path(path="/webhooks/sparkloop", operations={"post": {
-        "summary": "Receive one SparkLoop webhook",
-        "description": (
-            "Stored, then answered at once; delivery follows. The body is a JSON object whose `type` "
-            f"is any non-blank string of at most {MAX_TYPE_LENGTH} characters. Relay handles "
-            + ", ".join(f"`{t}`" for t in handled)
-            + ", each validated by its schema (400 when it fails, stored as invalid); any other type "
-            "is stored as unhandled and answered 200. Every body: no NUL character (`\\u0000`) in a "
-            "string or key, every number within a double's range, no unpaired surrogate "
-            f"(`\\ud800`), at most {MAX_DEPTH} levels of nesting below the body; otherwise 400, "
-            "nothing stored. Numbers are read by value, as JSON Schema reads them: `5.0` is the integer 5."),
-        "security": [{"SparkLoopToken": []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "oneOf": [*(_ref(name) for name in types_of), _ref(UNHANDLED)]}}}},
-        "responses": {
-            "200": {"description": "stored (or a duplicate of a stored event); empty body"},
-            "400": _error("not JSON, not storable, or failing the event's schema", "FieldErrors"),
-            "401": _error("missing or wrong SparkLoop-Token"),
-            "413": _error("body over RELAY_MAX_BODY_BYTES"),
-            "503": _error("the store is unreachable: retry"),
+    spec.path(
+        path="/webhooks/sparkloop",
+        operations={
+            "post": {
+                "summary": "Receive one SparkLoop webhook",
+                "description": (
+                    "Stored, then answered at once; delivery follows. The body is a JSON object whose `type` "
+                    f"is any non-blank string of at most {MAX_TYPE_LENGTH} characters. Relay handles "
+                    + ", ".join(f"`{t}`" for t in handled)
+                    + ", each validated by its schema (400 when it fails, stored as invalid); any other type "
+                    "is stored as unhandled and answered 200. Every body: no NUL character (`\\u0000`) in a "
+                    "string or key, every number within a double's range, no unpaired surrogate "
+                    f"(`\\ud800`), at most {MAX_DEPTH} levels of nesting below the body; otherwise 400, "
+                    "nothing stored. Numbers are read by value, as JSON Schema reads them: `5.0` is the integer 5."
+                ),
+                "security": [{"SparkLoopToken": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"oneOf": [*(_ref(name) for name in types_of), _ref(UNHANDLED)]}}
+                    },
+                },
+                "responses": {
+                    "200": {"description": "stored (or a duplicate of a stored event); empty body"},
+                    "400": _error("not JSON, not storable, or failing the event's schema", "FieldErrors"),
+                    "401": _error("missing or wrong SparkLoop-Token"),
+                    "413": _error("body over RELAY_MAX_BODY_BYTES"),
+                    "503": _error("the store is unreachable: retry"),
+                },
+            }
         },
-    }})
-    spec.path(path="/healthz", operations={"get": {"summary": "The process answers",
-                                                   "responses": {"200": {"description": "up"}}}})
-    spec.path(path="/readyz", operations={"get": {"summary": "The store and the broker answer", "responses": {
-        "200": {"description": "ready"}, "503": {"description": "a dependency is unreachable"}}}})
+    )
+    spec.path(
+        path="/healthz",
+        operations={"get": {"summary": "The process answers", "responses": {"200": {"description": "up"}}}},
+    )
+    spec.path(
+        path="/readyz",
+        operations={
+            "get": {
+                "summary": "The store and the broker answer",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "a dependency is unreachable"}},
+            }
+        },
+    )
     document = spec.to_dict()
     schemas = document["components"]["schemas"]
     for name, schema in schemas.items():

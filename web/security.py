@@ -4,6 +4,7 @@ errors answered as one JSON line that names the problem, never a stack trace.
 
 Relay serves JSON to machines and no page a browser should render, so the headers forbid
 everything: no framing, no scripts, no sniffing, no referrer."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,9 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 def secure(app: Flask, proxy_hops: int) -> None:
     if proxy_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops, x_host=proxy_hops,
-                                x_port=proxy_hops)
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops, x_host=proxy_hops, x_port=proxy_hops
+        )
     app.after_request(_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -47,8 +49,9 @@ def _headers(response: Response) -> Response:
 def _http_error(exc: HTTPException):
     # werkzeug's own headers stay (Allow on a 405, as RFC 9110 requires; Retry-After; …); only
     # its HTML body and that body's type and length are replaced.
-    headers = [(name, value) for name, value in exc.get_headers()
-               if name.lower() not in ("content-type", "content-length")]
+    headers = [
+        (name, value) for name, value in exc.get_headers() if name.lower() not in ("content-type", "content-length")
+    ]
     return jsonify(error=exc.description or exc.name), exc.code or 500, headers
 
 

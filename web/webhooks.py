@@ -1,6 +1,7 @@
 """POST /webhooks/sparkloop: check the token, parse, store, answer 200 (the workers publish what
 was stored: workers.dispatch). Every answer is counted (relay_webhooks_total{type,outcome}) and
 logged once, with the event's id, type and outcome and the time it took: never a payload value."""
+
 from __future__ import annotations
 
 import hmac
@@ -35,8 +36,15 @@ def receive_sparkloop():
     except storable.NotStorable as refused:
         return _answer(started, "bad_request", None, None, 400, error=refused.message, fields=refused.fields)
     if not isinstance(payload, dict):
-        return _answer(started, "bad_request", None, None, 400, error="request body must be a JSON object",
-                       fields={"_body": ["Not a JSON object."]})
+        return _answer(
+            started,
+            "bad_request",
+            None,
+            None,
+            400,
+            error="request body must be a JSON object",
+            fields={"_body": ["Not a JSON object."]},
+        )
 
     try:
         result = _ingest(payload, raw_body, config)
@@ -45,8 +53,16 @@ def receive_sparkloop():
         return _answer(started, "unavailable", payload, None, 503, error="database unavailable, please retry")
 
     if result.errors is not None:  # the same answer for the same invalid payload, every time
-        return _answer(started, "invalid", payload, result.event_id, 400, error="payload failed validation",
-                       event_id=result.event_id, fields=result.errors)
+        return _answer(
+            started,
+            "invalid",
+            payload,
+            result.event_id,
+            400,
+            error="payload failed validation",
+            event_id=result.event_id,
+            fields=result.errors,
+        )
     if result.duplicate:
         return _answer(started, "duplicate", payload, result.event_id, 200)
     # Stored is all: the workers' dispatcher (workers.dispatch) publishes the deliveries.
@@ -78,9 +94,19 @@ def _answer(started: float, outcome: str, payload: dict | None, stored_id: int |
     type_label = event_type if isinstance(event_type, str) and event_type in EVENTS else "unknown"
     metrics_for(current_app.config["RELAY"].redis_url).count("relay_webhooks_total", type=type_label, outcome=outcome)
     level = logging.WARNING if status == 401 else logging.INFO
-    log.log(level, "webhook %s: %s", outcome, status, extra={
-        "event_id": stored_id, "event_type": type_label, "outcome": outcome, "http_status": status,
-        "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+    log.log(
+        level,
+        "webhook %s: %s",
+        outcome,
+        status,
+        extra={
+            "event_id": stored_id,
+            "event_type": type_label,
+            "outcome": outcome,
+            "http_status": status,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        },
+    )
     return (jsonify(**body), status) if body else ("", status)
 
 

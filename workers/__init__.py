@@ -1,6 +1,7 @@
 """Relay's delivery engine. `celery -A workers worker` and `celery -A workers beat` find the
 Celery app here; it is built on first use from the base app factory, so every process shares
 one configuration."""
+
 from __future__ import annotations
 
 from functools import cache

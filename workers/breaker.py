@@ -1,9 +1,11 @@
 """The circuit breaker, per vendor account, kept in Redis so every process sees it: after
 `threshold` transient failures in a row, or one rejected credential, stop calling for a
 cool-down; then let one probe through; its success closes it."""
+
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import redis
 
@@ -15,8 +17,15 @@ log = logging.getLogger("relay.breaker")
 
 
 class Breaker:
-    def __init__(self, client: redis.Redis, account: str, threshold: int = 5,
-                 cooldown_s: float = 30.0, auth_cooldown_s: float = 300.0, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        account: str,
+        threshold: int = 5,
+        cooldown_s: float = 30.0,
+        auth_cooldown_s: float = 300.0,
+        metrics: Metrics | None = None,
+    ):
         self._client, self.account, self._metrics = client, account, metrics
         self.threshold, self.cooldown_s, self.auth_cooldown_s = threshold, cooldown_s, auth_cooldown_s
         base = f"relay:breaker:{account}"
@@ -27,7 +36,7 @@ class Breaker:
     def check(self) -> bool:
         """Raise Deferred while open, or while another caller's probe runs; True when this
         caller holds the half-open probe (its call's outcome decides)."""
-        open_ms = self._client.pttl(self._open)
+        open_ms = cast(int, self._client.pttl(self._open))  # redis-py types the async result too
         if open_ms > 0:
             raise Deferred(open_ms / 1000, f"circuit open for {self.vendor}")
         if not self._client.exists(self._was_open):
@@ -51,22 +60,28 @@ class Breaker:
         if auth:
             self._trip(self.auth_cooldown_s, "credential rejected (401/403)")
             return
-        failures = self._client.incr(self._failures)
+        failures = cast(int, self._client.incr(self._failures))
         self._client.expire(self._failures, 600)
         if failures >= self.threshold:
             self._trip(self.cooldown_s, f"{failures} transient failures in a row")
 
     def state(self) -> str:
-        if self._client.pttl(self._open) > 0:
+        if cast(int, self._client.pttl(self._open)) > 0:
             return "open"
         return "half-open" if self._client.exists(self._was_open) else "closed"
 
     def _trip(self, cooldown_s: float, why: str) -> None:
         self._client.set(self._open, 1, px=int(cooldown_s * 1000))
         if self._client.set(self._was_open, 1, nx=True, ex=86400):  # only its creator logs
-            log.warning("circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why, extra={"vendor": self.vendor})
-            report(f"Relay stopped calling {self.vendor}: {why}", level="warning", tags={"vendor": self.vendor},
-                   fingerprint=["breaker-opened", self.vendor])
+            log.warning(
+                "circuit opened for %s for %.0fs: %s", self.vendor, cooldown_s, why, extra={"vendor": self.vendor}
+            )
+            report(
+                f"Relay stopped calling {self.vendor}: {why}",
+                level="warning",
+                tags={"vendor": self.vendor},
+                fingerprint=["breaker-opened", self.vendor],
+            )
             self._gauge(1)
         self._client.delete(self._failures)
 

@@ -7,6 +7,7 @@
   error): again after a capped exponential backoff, until the attempt limit or the maximum age;
 - fail (other 4xx, a payload that cannot be delivered): at once, with the vendor's message.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ MISSING_KEY_RECHECK_S = 300.0
 _MISSING_KEYS_WARNED: set[str] = set()
 MAX_FRAMES = 12
 # Frames are named from here: `workers/engine.py`, or `httpx/_client.py` for a library.
-_ROOTS = sorted({str(Path(__file__).resolve().parents[1]), *(p for p in sys.path if p.startswith("/"))},
-                key=len, reverse=True)
+_ROOTS = sorted(
+    {str(Path(__file__).resolve().parents[1]), *(p for p in sys.path if p.startswith("/"))}, key=len, reverse=True
+)
 
 
 class Action(StrEnum):
@@ -68,19 +70,19 @@ def classify(exc: Exception) -> Verdict:
     if isinstance(exc, Deferred):
         return Verdict(Action.DEFER, exc.reason, wait_s=exc.wait_s, slot=exc.slot)
     if isinstance(exc, VendorError):
-        answer = {"reason": str(exc), "kind": exc.kind, "status_code": exc.status, "request_id": exc.request_id,
-                  "vendor": exc.vendor, "call": exc.call_text()}
         if exc.kind == ErrorKind.THROTTLED:
             wait_s = THROTTLED_DEFAULT_WAIT_S if exc.retry_after is None else exc.retry_after
-            return Verdict(Action.DEFER, wait_s=wait_s, **answer)
+            return _vendor_verdict(Action.DEFER, exc, wait_s=wait_s)
         if exc.kind == ErrorKind.AUTH:  # the breaker is open for this account: wait for it
-            return Verdict(Action.DEFER, wait_s=AUTH_RECHECK_S, **answer)
+            return _vendor_verdict(Action.DEFER, exc, wait_s=AUTH_RECHECK_S)
         if exc.kind == ErrorKind.TRANSIENT:
-            return Verdict(Action.RETRY, **answer)
-        return Verdict(Action.FAIL, **answer)
+            return _vendor_verdict(Action.RETRY, exc)
+        return _vendor_verdict(Action.FAIL, exc)
     if isinstance(exc, SealedDataError):  # one process forgotten in a key rotation
-        reason = (f"the payload is sealed with key id {exc.key_id}, which RELAY_PAYLOAD_KEYS of the worker on "
-                  f"{socket.gethostname()} does not hold: add that key there (the delivery waits)")
+        reason = (
+            f"the payload is sealed with key id {exc.key_id}, which RELAY_PAYLOAD_KEYS of the worker on "
+            f"{socket.gethostname()} does not hold: add that key there (the delivery waits)"
+        )
         if exc.key_id not in _MISSING_KEYS_WARNED:  # once per process: each delivery's own line says it too
             _MISSING_KEYS_WARNED.add(exc.key_id)
             log.warning("deliveries wait: %s", reason)
@@ -99,16 +101,31 @@ def classify(exc: Exception) -> Verdict:
     return Verdict(Action.RETRY, f"internal error ({type(exc).__name__}){where}", trace=trace)
 
 
+def _vendor_verdict(action: Action, exc: VendorError, wait_s: float | None = None) -> Verdict:
+    return Verdict(
+        action,
+        str(exc),
+        kind=exc.kind,
+        status_code=exc.status,
+        wait_s=wait_s,
+        request_id=exc.request_id,
+        vendor=exc.vendor,
+        call=exc.call_text(),
+    )
+
+
 def frames(exc: BaseException) -> tuple[str, ...]:
     """`file:line in function` for the innermost frames of the exception's traceback."""
-    return tuple(f"{_short(frame.filename)}:{frame.lineno} in {frame.name}"
-                 for frame in traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:])
+    return tuple(
+        f"{_short(frame.filename)}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:]
+    )
 
 
 def _short(filename: str) -> str:
     for root in _ROOTS:
         if root and filename.startswith(root + "/"):
-            return filename[len(root) + 1:]
+            return filename[len(root) + 1 :]
     return Path(filename).name
 
 

@@ -12,6 +12,7 @@ that recorded them took half of a webhook's time (bench/ingest). Deliveries that
 deferral, a retry's backoff) come back through here when due, as do those handed back by a
 stopping worker and those whose lease the sweep released.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,11 +54,17 @@ def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
         holds_slot = Delivery.throttle_slot.is_not(None)
         rows = session.execute(
             sa.select(Delivery.id, Delivery.lane, Delivery.destination, holds_slot)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_(None),
-                   Delivery.next_attempt_at <= now,
-                   sa.or_(holds_slot,
-                          sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes) if full_lanes else sa.true()))
-            .order_by(Delivery.id).limit(batch)
+            .where(
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.enqueued_at.is_(None),
+                Delivery.next_attempt_at <= now,
+                sa.or_(
+                    holds_slot,
+                    sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes) if full_lanes else sa.true(),
+                ),
+            )
+            .order_by(Delivery.id)
+            .limit(batch)
             .with_for_update(skip_locked=True)
         ).all()
         chosen = []
@@ -74,19 +81,25 @@ def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
     for queue in sorted({queue_for(lane) for _, lane in chosen}):
         ids = [delivery_id for delivery_id, lane in chosen if queue_for(lane) == queue]
         published = publish(ids, queue=queue, connection=connection)
-        refused += ids[len(published):]
+        refused += ids[len(published) :]
     if refused:
         with db.session() as session:
-            session.execute(sa.update(Delivery).where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
-                            .values(enqueued_at=None))
+            session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id.in_(refused), Delivery.status == DeliveryStatus.PENDING)
+                .values(enqueued_at=None)
+            )
             session.commit()
     return len(chosen) - len(refused)
 
 
 def _places_left(session) -> dict[tuple[str, str], int]:
     """How many more deliveries each (destination, lane) that has any out may have out."""
-    out = session.execute(sa.select(Delivery.destination, Delivery.lane, sa.func.count())
-                          .where(OUTSTANDING).group_by(Delivery.destination, Delivery.lane))
+    out = session.execute(
+        sa.select(Delivery.destination, Delivery.lane, sa.func.count())
+        .where(OUTSTANDING)
+        .group_by(Delivery.destination, Delivery.lane)
+    )
     return {(destination, lane): MAX_OUT_PER_DESTINATION_LANE - count for destination, lane, count in out}
 
 
@@ -104,7 +117,7 @@ class Dispatcher(bootsteps.StartStopStep):
 class DispatchThread:
     """Runs `dispatch` in a thread of the worker's main process."""
 
-    def __init__(self, flask_app):
+    def __init__(self, flask_app) -> None:
         self._flask_app = flask_app
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

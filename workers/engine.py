@@ -6,6 +6,7 @@ Retry times live in the database (next_attempt_at): a delivery that waits is pen
 broker countdowns: a delayed message would wait behind the queue's backlog and hold a worker's
 prefetch, and Redis redelivers one delayed past its visibility timeout again and again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,8 @@ from sqlalchemy.orm import defer
 
 from relay.config import Config
 from relay.db import get_db, session_scope
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.metrics import metrics_for
+from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.observability import report, report_exception
 from relay.sealing import SealedDataError
 from relay.shared_redis import redis_client
@@ -39,6 +40,7 @@ log = logging.getLogger("relay.delivery")
 @dataclass(frozen=True)
 class Run:
     """One run of a delivery, for the outcome's log line and metrics."""
+
     claim: Claim
     event_id: int
     event_type: str
@@ -61,23 +63,34 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         return _apply(run, classify(exc), config)
     _, data, errors = validate_event(payload)
     if errors is not None or data is None:
-        return _finish(run, config, failed=Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix"))
+        no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")
+        return _finish(run, config, failed=no_longer_valid)
 
     destination = DESTINATIONS[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
     client = destination.client(config).for_run(pacing, personal_strings(payload))
     ctx = DeliveryContext(
-        delivery_id=delivery.id, event_id=event.id, event_type=event.type, data=data,
-        subscribers=EVENTS[event.type].subscribers(data), received_at_ms=event.received_at_ms,
-        config=config, client=client,
-        progress=Progress(delivery.progress or {}, delivery.step_times or {},
-                          save=lambda steps, times: _save_progress(claim, steps, times)),
+        delivery_id=delivery.id,
+        event_id=event.id,
+        event_type=event.type,
+        data=data,
+        subscribers=EVENTS[event.type].subscribers(data),
+        received_at_ms=event.received_at_ms,
+        config=config,
+        client=client,
+        progress=Progress(
+            delivery.progress or {},
+            delivery.step_times or {},
+            save=lambda steps, times: _save_progress(claim, steps, times),
+        ),
     )
     subjects = [identity.subscriber_key(s) for _, s in ctx.subscribers]
     try:
-        with handed_back_if_stopped(claim, get_db()), \
-                subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks, \
-                kept_alive(claim, locks, get_db()):
+        with (
+            handed_back_if_stopped(claim, get_db()),
+            subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks,
+            kept_alive(claim, locks, get_db()),
+        ):
             if not _still_held(claim):  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
             outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
@@ -86,8 +99,12 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
         return _apply(run, verdict, config)
-    return _finish(run, config, superseded=outcome == DeliveryStatus.SUPERSEDED,
-                   answer=(client.last_status, client.last_request_id))
+    return _finish(
+        run,
+        config,
+        superseded=outcome == DeliveryStatus.SUPERSEDED,
+        answer=(client.last_status, client.last_request_id),
+    )
 
 
 def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
@@ -97,10 +114,17 @@ def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
     with session_scope() as session:
         delivery = session.scalars(
             sa.update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING,
-                   Delivery.next_attempt_at <= now + timedelta(seconds=1))
-            .values(status=DeliveryStatus.IN_FLIGHT, attempts=Delivery.attempts + 1,
-                    lease_expires_at=now + LEASE, updated_at=now)
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.next_attempt_at <= now + timedelta(seconds=1),
+            )
+            .values(
+                status=DeliveryStatus.IN_FLIGHT,
+                attempts=Delivery.attempts + 1,
+                lease_expires_at=now + LEASE,
+                updated_at=now,
+            )
             .returning(Delivery)
         ).one_or_none()
         if delivery is None:
@@ -169,11 +193,15 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
     return outcome
 
 
-def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded: bool = False,
-            answer: tuple[int | None, str | None] = (None, None)) -> str:
+def _finish(
+    run: Run,
+    config: Config,
+    failed: Verdict | None = None,
+    superseded: bool = False,
+    answer: tuple[int | None, str | None] = (None, None),
+) -> str:
     """`answer`: the status and request id of the vendor's last answer, for the log line."""
-    status = (DeliveryStatus.FAILED if failed else
-              DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED)
+    status = DeliveryStatus.FAILED if failed else DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED
     with session_scope() as session:
         delivery = _locked(session, run)
         if delivery is None:
@@ -193,37 +221,64 @@ def _finish(run: Run, config: Config, failed: Verdict | None = None, superseded:
         kind = failed.kind or ("internal" if failed.trace else "relay")
         # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
         # The reason is Relay's or the vendor's scrubbed message: no payload value.
-        report(f"delivery to {run.destination} failed: {reason}",
-               tags={"destination": run.destination, "event_type": run.event_type, "error_kind": kind,
-                     "attempts": str(attempts)},
-               extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},
-               fingerprint=["delivery-failed", run.destination, kind, str(failed.status_code or "")])
+        report(
+            f"delivery to {run.destination} failed: {reason}",
+            tags={
+                "destination": run.destination,
+                "event_type": run.event_type,
+                "error_kind": kind,
+                "attempts": str(attempts),
+            },
+            extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},
+            fingerprint=["delivery-failed", run.destination, kind, str(failed.status_code or "")],
+        )
     return status
 
 
-def _record(run: Run, config: Config, outcome: str, detail: str, verdict: Verdict | None = None,
-            answer: tuple[int | None, str | None] = (None, None), finished: bool = False) -> None:
+def _record(
+    run: Run,
+    config: Config,
+    outcome: str,
+    detail: str,
+    verdict: Verdict | None = None,
+    answer: tuple[int | None, str | None] = (None, None),
+    finished: bool = False,
+) -> None:
     """The run's one log line and its metrics."""
     metrics = metrics_for(config.redis_url)
     metrics.count("relay_deliveries_total", destination=run.destination, outcome=outcome)
     if finished:
-        metrics.observe("relay_delivery_latency_seconds", (utcnow() - run.received_at).total_seconds(),
-                        destination=run.destination)
+        metrics.observe(
+            "relay_delivery_latency_seconds", (utcnow() - run.received_at).total_seconds(), destination=run.destination
+        )
     level = logging.WARNING if outcome == DeliveryStatus.FAILED else logging.INFO
-    log.log(level, "delivery %s %s%s", run.claim.delivery_id, outcome, f" {detail}" if detail else "", extra={
-        "event_id": run.event_id, "delivery_id": run.claim.delivery_id, "destination": run.destination,
-        "event_type": run.event_type, "attempt": run.claim.attempt, "outcome": outcome,
-        "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
-        "vendor_status": (verdict.status_code if verdict else None) or answer[0],
-        "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
-    })
+    log.log(
+        level,
+        "delivery %s %s%s",
+        run.claim.delivery_id,
+        outcome,
+        f" {detail}" if detail else "",
+        extra={
+            "event_id": run.event_id,
+            "delivery_id": run.claim.delivery_id,
+            "destination": run.destination,
+            "event_type": run.event_type,
+            "attempt": run.claim.attempt,
+            "outcome": outcome,
+            "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
+            "vendor_status": (verdict.status_code if verdict else None) or answer[0],
+            "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
+        },
+    )
 
 
 def _lost(run: Run) -> str:
     # Another run holds the delivery now (this one's lease ran out), or an erasure ended it.
-    log.warning("delivery %s: no longer this run's (its lease was taken over, or it was erased); "
-                "this run's outcome is dropped", run.claim.delivery_id,
-                extra={"delivery_id": run.claim.delivery_id, "outcome": "skipped"})
+    log.warning(
+        "delivery %s: no longer this run's (its lease was taken over, or it was erased); this run's outcome is dropped",
+        run.claim.delivery_id,
+        extra={"delivery_id": run.claim.delivery_id, "outcome": "skipped"},
+    )
     return "skipped"
 
 
@@ -233,8 +288,10 @@ def _locked(session, run: Run) -> Delivery | None:
     rolling up."""
     claim = run.claim
     delivery = session.scalars(
-        sa.select(Delivery).join(Event, Event.id == Delivery.event_id)
-        .where(Delivery.id == claim.delivery_id).with_for_update(of=Event)
+        sa.select(Delivery)
+        .join(Event, Event.id == Delivery.event_id)
+        .where(Delivery.id == claim.delivery_id)
+        .with_for_update(of=Event)
         .execution_options(populate_existing=True)
     ).one_or_none()
     return delivery if delivery is not None and claim.holds(delivery) else None
@@ -246,6 +303,10 @@ def _roll_up(session, event_id: int) -> None:
     session.execute(
         sa.update(Event)
         .where(Event.id == event_id, ~others.where(Delivery.status.not_in(DeliveryStatus.TERMINAL)).exists())
-        .values(status=sa.case((others.where(Delivery.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED),
-                               else_=EventStatus.DONE))
+        .values(
+            status=sa.case(
+                (others.where(Delivery.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED),
+                else_=EventStatus.DONE,
+            )
+        )
     )

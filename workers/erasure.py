@@ -41,6 +41,7 @@ as a third-party client reports, makes the command exit 1 with the store already
 
 Output and logs name the person by `reference()`, a keyed digest, never the email or id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,7 +105,8 @@ class Person:
 
     def matches(self, contact) -> bool:
         return isinstance(contact, dict) and (
-            clean(contact.get("id")) in self.ids or clean_email(contact.get("email")) in self.emails)
+            clean(contact.get("id")) in self.ids or clean_email(contact.get("email")) in self.emails
+        )
 
     def subject_keys(self, lookup_key: str | None) -> list[str]:
         """Their keys as the engine locks them and the identity map stores them
@@ -126,22 +128,27 @@ def reference(given: Person, config: Config) -> str:
 @dataclass
 class ErasurePlan:
     person: Person
-    own: list[int] = field(default_factory=list)       # their events: deleted
-    others: list[int] = field(default_factory=list)    # someone else's naming them: anonymized
-    deliveries: int = 0                                # of their events, deleted with them
-    unsent: int = 0                                    # of those, not finished: never sent
-    halted: int = 0                                    # unfinished deliveries of `others`: ended
+    own: list[int] = field(default_factory=list)  # their events: deleted
+    others: list[int] = field(default_factory=list)  # someone else's naming them: anonymized
+    deliveries: int = 0  # of their events, deleted with them
+    unsent: int = 0  # of those, not finished: never sent
+    halted: int = 0  # unfinished deliveries of `others`: ended
     links: list[int] = field(default_factory=list)
-    strings: set[str] = field(default_factory=set)     # their values, removed from errors
+    strings: set[str] = field(default_factory=set)  # their values, removed from errors
 
     @property
     def empty(self) -> bool:
         return not (self.own or self.others or self.links)
 
     def counts(self) -> dict[str, int]:
-        return {"events_deleted": len(self.own), "events_anonymized": len(self.others),
-                "deliveries_deleted": self.deliveries, "unsent_deliveries_deleted": self.unsent,
-                "deliveries_halted": self.halted, "identity_links_deleted": len(self.links)}
+        return {
+            "events_deleted": len(self.own),
+            "events_anonymized": len(self.others),
+            "deliveries_deleted": self.deliveries,
+            "unsent_deliveries_deleted": self.unsent,
+            "deliveries_halted": self.halted,
+            "identity_links_deleted": len(self.links),
+        }
 
 
 def identify(session: Session, person: Person, lookup_key: str | None) -> tuple[Person, dict[int, Event]]:
@@ -173,10 +180,19 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> ErasurePla
         result.deliveries += len(rows)
         result.unsent += sum(status not in DeliveryStatus.TERMINAL for status in rows)
     for ids in _batches(result.others):
-        result.halted += session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(
-            Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL))) or 0
-    result.links = list(session.scalars(sa.select(SubscriberLink.id).where(
-        SubscriberLink.subscriber_key.in_(person.subject_keys(lookup_key)))))
+        result.halted += (
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Delivery)
+                .where(Delivery.event_id.in_(ids), Delivery.status.not_in(DeliveryStatus.TERMINAL))
+            )
+            or 0
+        )
+    result.links = list(
+        session.scalars(
+            sa.select(SubscriberLink.id).where(SubscriberLink.subscriber_key.in_(person.subject_keys(lookup_key)))
+        )
+    )
     return result
 
 
@@ -194,8 +210,9 @@ def erase(session: Session, found: ErasurePlan, lookup_key: str | None) -> None:
     if found.links:
         session.execute(sa.delete(SubscriberLink).where(SubscriberLink.id.in_(found.links)))
     # A link a delivery saved after the plan was read (it held the lock before the erasure did).
-    session.execute(sa.delete(SubscriberLink).where(
-        SubscriberLink.subscriber_key.in_(found.person.subject_keys(lookup_key))))
+    session.execute(
+        sa.delete(SubscriberLink).where(SubscriberLink.subscriber_key.in_(found.person.subject_keys(lookup_key)))
+    )
 
 
 def sprig_ids(person: Person, config: Config) -> tuple[list[str], list[str]]:
@@ -215,8 +232,9 @@ def locked(person: Person, config: Config, wait_s: float | None = None) -> Itera
     while True:
         with ExitStack() as stack:
             try:
-                held = [lock for name in DESTINATIONS
-                        for lock in stack.enter_context(subject_locks(client, name, keys))]
+                held = [
+                    lock for name in DESTINATIONS for lock in stack.enter_context(subject_locks(client, name, keys))
+                ]
             except Deferred:
                 held = None
             if held is not None:
@@ -234,24 +252,32 @@ def _digests(person: Person, lookup_key: str | None) -> dict[str, set[str]]:
     """Their stored digests by kind, under the lookup key and unkeyed (events stored before it
     was set and not re-digested by `relay keys rotate --digests`)."""
     keys = {lookup_key, None}
-    return {ID: {id_digest(value, key) for value in person.ids for key in keys},
-            EMAIL: {email_digest(value, key) for value in person.emails for key in keys}}
+    return {
+        ID: {id_digest(value, key) for value in person.ids for key in keys},
+        EMAIL: {email_digest(value, key) for value in person.emails for key in keys},
+    }
 
 
 def _naming(session: Session, person: Person, lookup_key: str | None) -> set[int]:
-    conditions = [sa.and_(EventSubject.kind == kind, EventSubject.digest.in_(values))
-                  for kind, values in _digests(person, lookup_key).items() if values]
+    conditions = [
+        sa.and_(EventSubject.kind == kind, EventSubject.digest.in_(values))
+        for kind, values in _digests(person, lookup_key).items()
+        if values
+    ]
     return set(session.scalars(sa.select(EventSubject.event_id).where(sa.or_(*conditions)).distinct()))
 
 
 def _load(session: Session, event_ids: list[int]) -> list[Event]:
-    return [event for ids in _batches(sorted(event_ids))
-            for event in session.scalars(sa.select(Event).where(Event.id.in_(ids)).order_by(Event.id))]
+    return [
+        event
+        for ids in _batches(sorted(event_ids))
+        for event in session.scalars(sa.select(Event).where(Event.id.in_(ids)).order_by(Event.id))
+    ]
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), BATCH):
-        yield ids[start:start + BATCH]
+        yield ids[start : start + BATCH]
 
 
 def _contacts(payload) -> list[tuple[str, dict]]:
@@ -303,15 +329,19 @@ def _theirs(person: Person, payload) -> bool:
 
 
 def _their_strings(person: Person, payload) -> set[str]:
-    return set().union(*(personal_strings(contact) | {str(contact.get("id") or "")}
-                         for _, contact in _contacts(payload) if person.matches(contact))) - {""}
+    return set().union(
+        *(
+            personal_strings(contact) | {str(contact.get("id") or "")}
+            for _, contact in _contacts(payload)
+            if person.matches(contact)
+        )
+    ) - {""}
 
 
 # --- anonymizing someone else's event ---------------------------------------------------------
 
 
-def _anonymize(session: Session, event: Event, person: Person, redact: Redactor,
-               digests: dict[str, set[str]]) -> None:
+def _anonymize(session: Session, event: Event, person: Person, redact: Redactor, digests: dict[str, set[str]]) -> None:
     payload = dict(event.payload)
     for key, contact in _contacts(payload):
         if person.matches(contact):
@@ -322,8 +352,11 @@ def _anonymize(session: Session, event: Event, person: Person, redact: Redactor,
     event.dedup_key = f"{event.type[:100]}:erased-{secrets.token_hex(16)}"
     for kind, values in digests.items():
         if values:
-            session.execute(sa.delete(EventSubject).where(
-                EventSubject.event_id == event.id, EventSubject.kind == kind, EventSubject.digest.in_(values)))
+            session.execute(
+                sa.delete(EventSubject).where(
+                    EventSubject.event_id == event.id, EventSubject.kind == kind, EventSubject.digest.in_(values)
+                )
+            )
     now, halted = utcnow(), False
     for delivery in session.scalars(sa.select(Delivery).where(Delivery.event_id == event.id)):
         if delivery.last_error:

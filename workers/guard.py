@@ -1,5 +1,6 @@
 """What wraps every vendor call: the account's breaker and throttle before it, their
 bookkeeping after it. Both live in Redis, shared by every process (relay.shared_redis)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,14 @@ DAILY_EXHAUSTED_WAIT_S = 3600.0  # Spruce publishes no reset time for its daily 
 
 
 class Guard:
-    def __init__(self, throttle: Throttle, breaker: Breaker, metrics: Metrics | None = None,
-                 nap_within_s: float = NAP_WITHIN_S, sleep=time.sleep):
+    def __init__(
+        self,
+        throttle: Throttle,
+        breaker: Breaker,
+        metrics: Metrics | None = None,
+        nap_within_s: float = NAP_WITHIN_S,
+        sleep=time.sleep,
+    ):
         self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
         self._nap_within_s, self._sleep = nap_within_s, sleep
 
@@ -50,9 +57,15 @@ class Guard:
                 self._sleep(deferred.wait_s)
         return self.throttle.acquire(pacing)  # after the last nap: go, or defer
 
-    def after(self, kind: ErrorKind | None, remaining: int | None = None,
-              daily_remaining: int | None = None, retry_after: float | None = None,
-              grant: Grant | None = None, limit: int | None = None) -> None:
+    def after(
+        self,
+        kind: ErrorKind | None,
+        remaining: int | None = None,
+        daily_remaining: int | None = None,
+        retry_after: float | None = None,
+        grant: Grant | None = None,
+        limit: int | None = None,
+    ) -> None:
         """`kind` None: the call succeeded. The counts are the vendor's rate-limit headers on
         the answer to the call the throttle let through with `grant`."""
         if kind == ErrorKind.TRANSIENT:
@@ -69,11 +82,11 @@ class Guard:
             self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
 
 
-def guard_for(vendor: str, credential: str, redis_url: str | None, rate: CallRate,
-              cooldown_s: float) -> Guard:
+def guard_for(vendor: str, credential: str, redis_url: str | None, rate: CallRate, cooldown_s: float) -> Guard:
     client, account, metrics = redis_client(redis_url), account_key(vendor, credential), metrics_for(redis_url)
-    return Guard(Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics),
-                 metrics)
+    return Guard(
+        Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics), metrics
+    )
 
 
 def account_key(vendor: str, credential: str) -> str:

@@ -6,6 +6,7 @@ that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made bef
 key was set carry the plain SHA-256 digest: they are still found, and take the keyed digest the
 next time they are saved.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -13,15 +14,14 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from schemas.sparkloop import Subscriber
 from relay.db import session_scope
 from relay.models import SubscriberLink
 from relay.subjects import email_digest
+from schemas.sparkloop import Subscriber
 
 # What a link holds for each destination, and how output names it (never its value).
 LINKED = {
-    "spruce": {"spruce_contact_id": "Spruce contact id",
-               "spruce_note_conversation_id": "Spruce note conversation id"},
+    "spruce": {"spruce_contact_id": "Spruce contact id", "spruce_note_conversation_id": "Spruce note conversation id"},
     "sprig": {"sprig_attribute_versions": "Sprig attribute versions"},
 }
 
@@ -49,8 +49,10 @@ def _keys(subscriber: Subscriber) -> list[str]:
 
 
 def _find(session, keys: list[str]) -> SubscriberLink | None:
-    links = {link.subscriber_key: link for link in session.scalars(
-        sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys)))}
+    links = {
+        link.subscriber_key: link
+        for link in session.scalars(sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys)))
+    }
     return next((links[key] for key in keys if key in links), None)
 
 
@@ -88,8 +90,13 @@ def remember(subscriber: Subscriber, **fields) -> None:
 def held(session: Session, keys: list[str], destinations: list[str]) -> list[str]:
     """What the links under `keys` hold for `destinations`, named as LINKED names them, one
     entry per stored value (a person may have links under several keys)."""
-    return [name for link in _links(session, keys) for destination in destinations
-            for field, name in LINKED[destination].items() if getattr(link, field)]
+    return [
+        name
+        for link in _links(session, keys)
+        for destination in destinations
+        for field, name in LINKED[destination].items()
+        if getattr(link, field)
+    ]
 
 
 def unlink(session: Session, keys: list[str], destinations: list[str]) -> list[str]:
@@ -106,5 +113,8 @@ def unlink(session: Session, keys: list[str], destinations: list[str]) -> list[s
 
 
 def _links(session: Session, keys: list[str]) -> list[SubscriberLink]:
-    return list(session.scalars(sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys))
-                                .order_by(SubscriberLink.id)))
+    return list(
+        session.scalars(
+            sa.select(SubscriberLink).where(SubscriberLink.subscriber_key.in_(keys)).order_by(SubscriberLink.id)
+        )
+    )

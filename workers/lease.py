@@ -9,6 +9,7 @@ renewals and outcomes of a run whose lease was taken from it change nothing.
 Hand-written: a daemon thread and one UPDATE; Celery has no lease of its own for Redis (a
 killed worker's message comes back only after the visibility timeout, an hour here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,6 +33,7 @@ RENEW_EVERY_S = 5.0
 @dataclass(frozen=True)
 class Claim:
     """One run's hold on a delivery: the attempt it claimed."""
+
     delivery_id: int
     attempt: int
 
@@ -40,14 +42,18 @@ class Claim:
 
     def where(self):
         """The SQL condition that this run still holds the delivery."""
-        return sa.and_(Delivery.id == self.delivery_id, Delivery.status == DeliveryStatus.IN_FLIGHT,
-                       Delivery.attempts == self.attempt)
+        return sa.and_(
+            Delivery.id == self.delivery_id,
+            Delivery.status == DeliveryStatus.IN_FLIGHT,
+            Delivery.attempts == self.attempt,
+        )
 
 
 def renew(claim: Claim, db: Database) -> bool:
     with db.session() as session:
-        renewed = session.execute(sa.update(Delivery).where(claim.where())
-                                  .values(lease_expires_at=utcnow() + LEASE)).rowcount
+        renewed = session.execute(
+            sa.update(Delivery).where(claim.where()).values(lease_expires_at=utcnow() + LEASE)
+        ).rowcount
         session.commit()
     return bool(renewed)
 
@@ -61,8 +67,9 @@ def kept_alive(claim: Claim, locks: list[redis.lock.Lock], db: Database):
         while not stop.wait(RENEW_EVERY_S):
             try:
                 if not renew(claim, db):
-                    log.warning("delivery %s: its lease was taken over; this run's outcome will not count",
-                                claim.delivery_id)
+                    log.warning(
+                        "delivery %s: its lease was taken over; this run's outcome will not count", claim.delivery_id
+                    )
                     return
                 for lock in locks:
                     lock.reacquire()
@@ -86,9 +93,17 @@ def hand_back(claim: Claim, db: Database) -> None:
     """Put a delivery this run will not finish back to pending at once, as a deferral (no
     retry budget spent), for the sweep to enqueue: no one waits for its lease."""
     with db.session() as session:
-        session.execute(sa.update(Delivery).where(claim.where()).values(
-            status=DeliveryStatus.PENDING, lease_expires_at=None, enqueued_at=None, next_attempt_at=utcnow(),
-            deferrals=Delivery.deferrals + 1))
+        session.execute(
+            sa.update(Delivery)
+            .where(claim.where())
+            .values(
+                status=DeliveryStatus.PENDING,
+                lease_expires_at=None,
+                enqueued_at=None,
+                next_attempt_at=utcnow(),
+                deferrals=Delivery.deferrals + 1,
+            )
+        )
         session.commit()
 
 
@@ -116,7 +131,10 @@ def hand_back_all() -> None:
 def hand_back_quietly(claim: Claim, db: Database) -> None:
     try:
         hand_back(claim, db)
-        log.info("delivery %s handed back: the worker is stopping", claim.delivery_id,
-                 extra={"delivery_id": claim.delivery_id, "outcome": "handed_back"})
+        log.info(
+            "delivery %s handed back: the worker is stopping",
+            claim.delivery_id,
+            extra={"delivery_id": claim.delivery_id, "outcome": "handed_back"},
+        )
     except Exception as exc:  # the lease will bring it back instead
         log.warning("delivery %s not handed back (%s)", claim.delivery_id, type(exc).__name__)

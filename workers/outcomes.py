@@ -1,5 +1,6 @@
 """The outcome classes of a vendor call or a delivery step, before `workers.classify` decides
 what each means for the delivery."""
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -8,10 +9,11 @@ from enum import StrEnum
 class ErrorKind(StrEnum):
     """What a failed vendor call means (see `workers.vendor_errors.classify_status`), or a
     delivery that this process cannot run."""
+
     TRANSIENT = "transient"  # retry with backoff: timeouts, connection errors, 5xx, 408, 409, 425
     THROTTLED = "throttled"  # wait as told, no attempt spent: 429, 503 with a reset hint
     PERMANENT = "permanent"  # record and stop: other 4xx, validation errors
-    AUTH = "auth"            # the credential is wrong or revoked: 401, 403
+    AUTH = "auth"  # the credential is wrong or revoked: 401, 403
     DUPLICATE = "duplicate"  # Spruce 422 for a reused idempotency key: the first attempt landed
     MISSING_KEY = "missing_key"  # the payload was sealed with a key this process lacks: wait for it
 

@@ -11,16 +11,20 @@ after RUN_BUDGET_S and says whether anything is left (the task then publishes an
 it never holds a worker slot long; a lock in Redis keeps two runs from deleting side by side.
 Each retention run records how it ended in Redis (LAST_RUN), for `relay doctor`.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import redis
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from relay.config import Config
@@ -69,8 +73,10 @@ def purge_conditions(now: datetime, age: float, failed_age: float) -> list[sa.Co
     statuses differ): received more than `age` seconds before `now`, and failed and invalid
     ones more than `failed_age`."""
     return [
-        sa.and_(Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
-                Event.received_at < now - timedelta(seconds=age)),
+        sa.and_(
+            Event.status.in_([s for s in TERMINAL_EVENTS if s not in KEPT_LONGER]),
+            Event.received_at < now - timedelta(seconds=age),
+        ),
         sa.and_(Event.status.in_(KEPT_LONGER), Event.received_at < now - timedelta(seconds=failed_age)),
     ]
 
@@ -90,11 +96,13 @@ def purge_batch(session: Session, condition: sa.ColumnElement[bool]) -> list[int
 def delete_events(session: Session, event_ids: list[int]) -> int:
     """Delete these events and their deliveries (their subjects go by ON DELETE CASCADE)."""
     session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(event_ids)))
-    return session.execute(sa.delete(Event).where(Event.id.in_(event_ids))).rowcount
+    deleted = cast(CursorResult, session.execute(sa.delete(Event).where(Event.id.in_(event_ids))))  # a DML result
+    return deleted.rowcount
 
 
-def purge(ages: Ages, *, db: Database | None = None, now: datetime | None = None,
-          budget_s: float | None = None) -> RunResult:
+def purge(
+    ages: Ages, *, db: Database | None = None, now: datetime | None = None, budget_s: float | None = None
+) -> RunResult:
     """Delete what `ages` allow from `db` (the app's store when None), batch by batch, each
     committed; with `budget_s`, start no new batch once that long has passed (a run deletes one
     batch at least)."""
@@ -128,13 +136,15 @@ def run_retention(config: Config, *, budget_s: float | None = None, by: str = "b
         record_run(config, by=by, error=type(exc).__name__)
         raise
     finally:
-        try:
+        with contextlib.suppress(redis.exceptions.LockError):  # it ran out first: nothing of ours to release
             lock.release()
-        except redis.exceptions.LockError:
-            pass  # it ran out first; nothing of ours to release
     record_run(config, by=by, result=result)
-    log.info("retention: purged %s events in %.1f s%s", result.purged, result.duration_s,
-             "" if result.complete else "; more are left, another run follows")
+    log.info(
+        "retention: purged %s events in %.1f s%s",
+        result.purged,
+        result.duration_s,
+        "" if result.complete else "; more are left, another run follows",
+    )
     return result
 
 
@@ -151,7 +161,7 @@ def record_run(config: Config, *, by: str, result: RunResult | None = None, erro
 
 def last_run(config: Config) -> dict | None:
     """The last recorded retention run, or None. Raises redis.RedisError."""
-    raw = redis_client(config.redis_url).get(LAST_RUN)
+    raw = cast("bytes | None", redis_client(config.redis_url).get(LAST_RUN))  # redis-py types async results too
     if raw is None:
         return None
     try:

@@ -14,12 +14,15 @@ limit of deliveries out per destination.
   message can be trusted, so every pending delivery that counted as enqueued is handed back.
 A duplicate message is harmless: only one worker can claim a pending delivery.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from datetime import timedelta
+from typing import cast
 
 import redis
 import sqlalchemy as sa
@@ -60,10 +63,8 @@ def sweep_and_check_in(config: Config) -> dict[str, int]:
 
 
 def _record_finished(config: Config) -> None:
-    try:
+    with contextlib.suppress(redis.RedisError):  # the sweep's work is done; doctor will say the mark is stale
         redis_client(config.redis_url).set(LAST_SWEPT, f"{time.time():.3f}")
-    except redis.RedisError:
-        pass  # the sweep's own work is done; doctor will say the mark is stale
 
 
 def sweep(config: Config, now=None) -> dict[str, int]:
@@ -85,40 +86,59 @@ def _report_forgotten(republished: int) -> None:
     # A warning only when messages may really have been lost: a Redis that starts empty (every
     # first start, every `relay dev`) with nothing enqueued has nothing to tell an operator.
     if republished:
-        log.warning("sweep: the broker lost its data (Relay's marker is gone): %d pending %s handed "
-                    "back to be published again", republished, "delivery" if republished == 1 else "deliveries",
-                    extra={"handed_back": republished})
+        log.warning(
+            "sweep: the broker lost its data (Relay's marker is gone): %d pending %s handed back to be published again",
+            republished,
+            "delivery" if republished == 1 else "deliveries",
+            extra={"handed_back": republished},
+        )
     else:
         log.info("sweep: Relay's marker set in the broker (it was empty); no pending delivery was enqueued")
 
 
 def release_expired_leases(now) -> sa.Update:
     """In-flight deliveries whose lease expired go back to pending, due at once."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
-            .values(status=DeliveryStatus.PENDING, lease_expires_at=None, next_attempt_at=now,
-                    enqueued_at=None, last_error="worker lost during the attempt (lease expired)"))
+    return (
+        sa.update(Delivery)
+        .where(Delivery.status == DeliveryStatus.IN_FLIGHT, Delivery.lease_expires_at < now)
+        .values(
+            status=DeliveryStatus.PENDING,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            enqueued_at=None,
+            last_error="worker lost during the attempt (lease expired)",
+        )
+    )
 
 
 def forget_enqueued() -> sa.Update:
     """After the broker lost its data: no pending delivery counts as enqueued any more."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_not(None))
-            .values(enqueued_at=None))
+    return (
+        sa.update(Delivery)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at.is_not(None))
+        .values(enqueued_at=None)
+    )
 
 
 def forget_overdue(now) -> sa.Update:
     """Pending deliveries enqueued more than OVERDUE ago and due as long: presumed lost."""
-    return (sa.update(Delivery)
-            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.enqueued_at <= now - OVERDUE,
-                   Delivery.next_attempt_at <= now - OVERDUE)
-            .values(enqueued_at=None))
+    return (
+        sa.update(Delivery)
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.enqueued_at <= now - OVERDUE,
+            Delivery.next_attempt_at <= now - OVERDUE,
+        )
+        .values(enqueued_at=None)
+    )
 
 
 def _backlogged(config: Config) -> bool:
     try:
         client = redis_client(config.redis_url)
-        return client.llen(LIVE_QUEUE) + client.llen(CATCH_UP_QUEUE) > BACKLOG
+        # redis-py types each result as the async client's too.
+        waiting = cast(int, client.llen(LIVE_QUEUE)) + cast(int, client.llen(CATCH_UP_QUEUE))
+        return waiting > BACKLOG
     except redis.RedisError:
         return True  # nothing can be enqueued now anyway
 

@@ -1,4 +1,5 @@
 """Celery tasks: thin wrappers that pass ids to plain functions."""
+
 from __future__ import annotations
 
 import logging

@@ -21,12 +21,14 @@ deferred deliveries wake one per slot instead of all at once, and a newcomer que
 Catch-up work (replays, backfills) is paced evenly in a lane of its own and takes only what no
 live caller is waiting for.
 """
+
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
+from typing import cast
 
 import redis
 
@@ -76,6 +78,7 @@ def sending_time_s(calls: int, rate: CallRate, lane: Lane, margin_ms: int = JITT
 @dataclass(frozen=True)
 class Grant:
     """A call the throttle let through: when (ms, Redis's clock) and its entry in the log."""
+
     at_ms: int
     member: str
 
@@ -83,6 +86,7 @@ class Grant:
 @dataclass(frozen=True)
 class Slot:
     """A throttle slot reserved for one deferred caller: use it when it is due."""
+
     account: str
     at_ms: int
 
@@ -98,6 +102,7 @@ class Slot:
 class Pacing:
     """How one run of a delivery (or one backfill page) may use the throttle: its lane, and the
     slot an earlier run reserved, which its first call for that account uses."""
+
     lane: Lane = Lane.LIVE
     reserved: Slot | None = None
 
@@ -111,13 +116,20 @@ class Pacing:
 class Throttle:
     """The shared limiter for one vendor account."""
 
-    def __init__(self, client: redis.Redis, account: str, rate: CallRate, vendor_window_s: float | None = None,
-                 margin_ms: int = JITTER_MARGIN_MS):
+    def __init__(
+        self,
+        client: redis.Redis,
+        account: str,
+        rate: CallRate,
+        vendor_window_s: float | None = None,
+        margin_ms: int = JITTER_MARGIN_MS,
+    ):
         self._client, self.account, self.rate, self._margin_ms = client, account, rate, margin_ms
         self._vendor_window_ms = int((VENDOR_WINDOW_S if vendor_window_s is None else vendor_window_s) * 1000)
         self._key = f"relay:throttle:{account}"
         self._reserve, self._use, self._take, self._pause, self._finished = (
-            client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _FINISHED))
+            client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _FINISHED)
+        )
 
     def acquire(self, pacing: Pacing) -> Grant:
         """Go now (the Grant to pass to `finished`), or raise Deferred with the wait and, for a
@@ -147,8 +159,13 @@ class Throttle:
     def _catch_up_lane(self) -> Throttle:
         # Its own queue and log, at the account's even pace: one call per interval, no bursts
         # (and no jitter margin: the account's own log is the guarantee).
-        return Throttle(self._client, f"{self.account}:replay", CallRate(1, self.rate.interval_s),
-                        self._vendor_window_ms / 1000, margin_ms=0)
+        return Throttle(
+            self._client,
+            f"{self.account}:replay",
+            CallRate(1, self.rate.interval_s),
+            self._vendor_window_ms / 1000,
+            margin_ms=0,
+        )
 
     def sending_time_s(self, calls: int, lane: Lane) -> float:
         return sending_time_s(calls, self.rate, lane, self._margin_ms)
@@ -161,17 +178,25 @@ class Throttle:
         """The call `grant` let through has ended, and what the vendor's answer said of its
         window (Spruce's s-ratelimit-limit and -remaining, which count every integration of
         the organization): from now on no process spends more than that."""
-        self._run(self._finished, grant.at_ms, -1 if limit is None else limit, -1 if remaining is None else remaining,
-                  member=grant.member)
+        self._run(
+            self._finished,
+            grant.at_ms,
+            -1 if limit is None else limit,
+            -1 if remaining is None else remaining,
+            member=grant.member,
+        )
 
     def snapshot(self) -> dict:
         """For operators: calls in the current window, the wait for a new slot, any pause, and
         what the vendor last said remains."""
-        seconds, micros = self._client.time()
+        # redis-py types each result as the async client's too.
+        seconds, micros = cast(tuple[int, int], self._client.time())
         now_ms = seconds * 1000 + micros // 1000
         window_ms = int(self.rate.period_s * 1000)
-        tail, paused_until = (int(float(v or 0)) for v in self._client.mget(self._key, f"{self._key}:pause"))
-        seen = self._client.hget(f"{self._key}:vendor", "remaining")
+        tail, paused_until = (
+            int(float(v or 0)) for v in cast(list, self._client.mget(self._key, f"{self._key}:pause"))
+        )
+        seen = cast("bytes | None", self._client.hget(f"{self._key}:vendor", "remaining"))
         return {
             "limit": f"{self.rate.limit}/{self.rate.period_s:g}s",
             "calls_in_window": self._client.zcount(f"{self._key}:calls", now_ms - window_ms, "+inf"),
@@ -183,8 +208,16 @@ class Throttle:
     def _run(self, script, value: int, *extra: int, member: str = "") -> tuple[int, int]:
         wait_ms, slot_ms = script(
             keys=[self._key, f"{self._key}:pause", f"{self._key}:calls", f"{self._key}:vendor"],
-            args=[self.rate.limit, int(self.rate.period_s * 1000) + self._margin_ms, member, value,
-                  self._interval_ms(), self._vendor_window_ms, IN_FLIGHT_MS, *extra],
+            args=[
+                self.rate.limit,
+                int(self.rate.period_s * 1000) + self._margin_ms,
+                member,
+                value,
+                self._interval_ms(),
+                self._vendor_window_ms,
+                IN_FLIGHT_MS,
+                *extra,
+            ],
         )
         return int(wait_ms), int(slot_ms)
 

@@ -4,6 +4,7 @@ into an `ErrorKind` (workers.outcomes).
 `str(err)` goes into logs and the delivery table, so it carries the method, the path template,
 the status and the vendor's message, and never bodies, query strings, credentials or emails.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,19 @@ _DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
 
 
 class VendorError(Exception):
-    def __init__(self, vendor: str, kind: ErrorKind, message: str, *, status: int | None = None,
-                 method: str = "", path: str = "", error_type: str | None = None,
-                 retry_after: float | None = None, request_id: str | None = None):
+    def __init__(
+        self,
+        vendor: str,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        path: str = "",
+        error_type: str | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ):
         super().__init__(message)
         self.vendor, self.kind, self.message, self.status = vendor, ErrorKind(kind), message, status
         self.method, self.path, self.error_type = method, path, error_type
@@ -90,8 +101,9 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(seconds, 0.0)
 
 
-def error_from_response(vendor: str, method: str, path: str, response: httpx.Response,
-                        redact: Redactor | None = None) -> VendorError:
+def error_from_response(
+    vendor: str, method: str, path: str, response: httpx.Response, redact: Redactor | None = None
+) -> VendorError:
     """The VendorError for a non-2xx response, with the vendor's message from its error body."""
     status, headers = response.status_code, response.headers
     redact = redact or Redactor()
@@ -106,14 +118,21 @@ def error_from_response(vendor: str, method: str, path: str, response: httpx.Res
     elif not message:
         message = response.reason_phrase or f"HTTP {status}"
     return VendorError(
-        vendor, kind, redact(message), status=status, method=method, path=path,
+        vendor,
+        kind,
+        redact(message),
+        status=status,
+        method=method,
+        path=path,
         error_type=redact(error_type) if error_type else None,
-        retry_after=retry_after_seconds(headers), request_id=headers.get("s-request-id"),
+        retry_after=retry_after_seconds(headers),
+        request_id=headers.get("s-request-id"),
     )
 
 
-def error_from_exception(vendor: str, method: str, path: str, exc: httpx.RequestError,
-                         timeout: httpx.Timeout) -> VendorError:
+def error_from_exception(
+    vendor: str, method: str, path: str, exc: httpx.RequestError, timeout: httpx.Timeout
+) -> VendorError:
     """A transient VendorError naming the failure class. httpx's own message is not copied:
     it is free text that may quote the URL."""
     return VendorError(vendor, ErrorKind.TRANSIENT, _describe(exc, timeout), method=method, path=path)
@@ -169,10 +188,14 @@ class Redactor:
     field names, status and request id stay: they are what an operator needs."""
 
     def __init__(self, known=()):
-        values = sorted({v.strip() for v in known if isinstance(v, str) and len(v.strip()) >= MIN_KNOWN_CHARS},
-                        key=len, reverse=True)
-        self._known = re.compile("|".join(f"(?<!\\w){re.escape(v)}(?!\\w)" for v in values),
-                                 re.IGNORECASE) if values else None
+        values = sorted(
+            {v.strip() for v in known if isinstance(v, str) and len(v.strip()) >= MIN_KNOWN_CHARS},
+            key=len,
+            reverse=True,
+        )
+        self._known = (
+            re.compile("|".join(f"(?<!\\w){re.escape(v)}(?!\\w)" for v in values), re.IGNORECASE) if values else None
+        )
 
     def __call__(self, text: str) -> str:
         text = " ".join(text.split())

@@ -4,6 +4,7 @@ and turning every failure into a VendorError.
 
 Paths are passed as templates plus parameters, so logs and errors only ever see the template
 (`/v2/users/{userId}`), never the email it was filled with."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import certifi
@@ -23,7 +24,12 @@ from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
 from workers.vendor_errors import (
-    Redactor, VendorError, error_from_exception, error_from_response, retry_after_seconds, strings_in,
+    Redactor,
+    VendorError,
+    error_from_exception,
+    error_from_response,
+    retry_after_seconds,
+    strings_in,
 )
 
 CONNECT_TIMEOUT_S = 5.0
@@ -42,6 +48,7 @@ USER_AGENT = _user_agent()
 @dataclass(frozen=True)
 class RateLimitHeaders:
     """What the latest response said about the vendor's limits; None where it sent nothing."""
+
     limit: int | None = None
     remaining: int | None = None
     reset_after: float | None = None
@@ -60,9 +67,17 @@ class RateLimitHeaders:
 
 
 class VendorHTTP:
-    def __init__(self, vendor: str, base_url: str, authorization: str, timeout: float,
-                 transport: httpx.BaseTransport | None, secret: str, guard: Guard | None = None,
-                 auth_header: str = "Authorization"):
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        authorization: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        secret: str,
+        guard: Guard | None = None,
+        auth_header: str = "Authorization",
+    ):
         self.vendor = vendor
         self.guard = guard
         self.metrics = guard.metrics if guard else None
@@ -78,10 +93,19 @@ class VendorHTTP:
             verify=tls_context(),
         )
 
-    def request(self, method: str, path: str, *, pacing: Pacing, personal: frozenset[str] = frozenset(),
-                path_params: dict[str, str] | None = None,
-                params: dict[str, Any] | None = None, json: Any = None,
-                headers: dict[str, str] | None = None, ok_statuses: tuple[int, ...] = ()) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        pacing: Pacing,
+        personal: frozenset[str] = frozenset(),
+        path_params: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> httpx.Response:
         """Send one request; return the response if it is 2xx or in `ok_statuses`, else raise
         VendorError. `path` is a template filled from `path_params`, each fully URL-encoded;
         `personal` are values the vendor's error text must not carry (what the body holds is
@@ -93,21 +117,33 @@ class VendorHTTP:
             response = self._client.request(method, url, params=params, json=json, headers=headers)
         except httpx.RequestError as exc:
             self._measure(started, "error")
-            err = error_from_exception(self.vendor, method, path, exc, self.timeout)
-            self._log.debug("%s %s failed: %s", method, path, err.message)
+            unreached = error_from_exception(self.vendor, method, path, exc, self.timeout)
+            self._log.debug("%s %s failed: %s", method, path, unreached.message)
             if self.guard:
-                self.guard.after(err.kind, grant=grant)
-            raise err from None
+                self.guard.after(unreached.kind, grant=grant)
+            raise unreached from None
         self._measure(started, str(response.status_code))
         rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
-        self._log.debug("%s %s -> %s [req %s]", method, path, response.status_code,
-                        response.headers.get("s-request-id", "-"))
+        self._log.debug(
+            "%s %s -> %s [req %s]", method, path, response.status_code, response.headers.get("s-request-id", "-")
+        )
         ok = response.is_success or response.status_code in ok_statuses
-        err = None if ok else error_from_response(
-            self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json))))
+        err = (
+            None
+            if ok
+            else error_from_response(
+                self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json)))
+            )
+        )
         if self.guard:
-            self.guard.after(err.kind if err else None, rate.remaining, rate.daily_remaining,
-                             err.retry_after if err else None, grant=grant, limit=rate.limit)
+            self.guard.after(
+                err.kind if err else None,
+                rate.remaining,
+                rate.daily_remaining,
+                err.retry_after if err else None,
+                grant=grant,
+                limit=rate.limit,
+            )
         if err:
             raise err
         return response
@@ -115,7 +151,8 @@ class VendorHTTP:
     def _measure(self, started: float, status: str) -> None:
         if self.metrics is not None:
             self.metrics.count("relay_vendor_requests_total", vendor=self.vendor, status=status)
-            self.metrics.observe("relay_vendor_request_duration_seconds", time.monotonic() - started, vendor=self.vendor)
+            elapsed = time.monotonic() - started
+            self.metrics.observe("relay_vendor_request_duration_seconds", elapsed, vendor=self.vendor)
 
     def json(self, method: str, path: str, response: httpx.Response) -> Any:
         """The JSON body of a success response. A 2xx that is not JSON (a proxy's HTML page)
@@ -123,9 +160,15 @@ class VendorHTTP:
         try:
             return response.json()
         except ValueError:
-            raise VendorError(self.vendor, ErrorKind.TRANSIENT, "success response is not JSON",
-                              status=response.status_code, method=method, path=path,
-                              request_id=response.headers.get("s-request-id")) from None
+            raise VendorError(
+                self.vendor,
+                ErrorKind.TRANSIENT,
+                "success response is not JSON",
+                status=response.status_code,
+                method=method,
+                path=path,
+                request_id=response.headers.get("s-request-id"),
+            ) from None
 
     def close(self) -> None:
         self._client.close()
@@ -189,14 +232,27 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def shared_client(cls: type[VendorClient], config, base_url: str, credential: str | None, rate) -> VendorClient:
+ClientT = TypeVar("ClientT", bound="VendorClient")
+
+
+def shared_client(cls: type[ClientT], config, base_url: str, credential: str | None, rate) -> ClientT:
     """The process's one client of `cls` for this account, guarded by the account's shared
     throttle and breaker."""
-    return _shared(cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url,
-                   config.breaker_cooldown_s)
+    # _shared's cache cannot carry the class's type through: it made a `cls`.
+    client = _shared(
+        cls,  # type: ignore[arg-type]  # mypy finds no Hashable in a class object; a class hashes by identity
+        base_url,
+        credential or "",
+        rate,
+        config.vendor_timeout_s,
+        config.redis_url,
+        config.breaker_cooldown_s,
+    )
+    return cast(ClientT, client)
 
 
 @cache
 def _shared(cls, base_url, credential, rate, timeout, redis_url, cooldown_s) -> VendorClient:
-    return cls(base_url, credential, timeout=timeout,
-               guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s))
+    return cls(
+        base_url, credential, timeout=timeout, guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s)
+    )

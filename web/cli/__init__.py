@@ -1,5 +1,6 @@
 """The `relay` command: a Flask CLI group bound to the base app factory. It sits on top of
 everything: operator commands may use the store, the queue and each destination's package."""
+
 from __future__ import annotations
 
 import click
@@ -55,24 +56,39 @@ class RelayGroup(FlaskGroup):
         return click.Group.list_commands(self, ctx)
 
 
-@click.group(cls=RelayGroup, create_app=create_base_app, add_default_commands=False,
-             epilog="Settings are environment variables; a .env file in the working directory "
-                    "adds those the environment lacks (an empty value means the default).")
-@click.version_option(package_name="relay", prog_name="relay", message="%(prog)s %(version)s",
-                      help="Print Relay's version and exit.")
+@click.group(
+    cls=RelayGroup,
+    create_app=create_base_app,
+    add_default_commands=False,
+    epilog="Settings are environment variables; a .env file in the working directory "
+    "adds those the environment lacks (an empty value means the default).",
+)
+@click.version_option(
+    package_name="relay", prog_name="relay", message="%(prog)s %(version)s", help="Print Relay's version and exit."
+)
 def main():
     """Relay: SparkLoop webhooks delivered to Sprig and Spruce."""
 
 
 @main.group("dev", cls=click.Group, invoke_without_command=True)
-@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
-              help="Port for the web app.")
-@click.option("--sandbox-port", default=8025, show_default=True, type=click.IntRange(1, 65535),
-              help="Port for the vendor sandbox (used for vendors without credentials).")
-@click.option("--redis-port", default=8026, show_default=True, type=click.IntRange(1, 65535),
-              help="Port for the Redis relay dev serves from memory when REDIS_URL is not set.")
-@click.option("--fresh", is_flag=True,
-              help="Start empty: delete dev's SQLite store and the sandbox's saved records (asks first).")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Port for the web app.")
+@click.option(
+    "--sandbox-port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port for the vendor sandbox (used for vendors without credentials).",
+)
+@click.option(
+    "--redis-port",
+    default=8026,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port for the Redis relay dev serves from memory when REDIS_URL is not set.",
+)
+@click.option(
+    "--fresh", is_flag=True, help="Start empty: delete dev's SQLite store and the sandbox's saved records (asks first)."
+)
 @click.option("--yes", is_flag=True, help="With --fresh: do not ask.")
 @click.pass_context
 def dev_command(ctx: click.Context, port: int, sandbox_port: int, redis_port: int, fresh: bool, yes: bool):
@@ -90,16 +106,23 @@ def dev_command(ctx: click.Context, port: int, sandbox_port: int, redis_port: in
 
 @dev_command.command("seed-subscribers")
 @click.argument("count", type=click.IntRange(1, 10_000))
-@click.option("--sandbox-port", default=8025, show_default=True, type=click.IntRange(1, 65535),
-              help="The running sandbox's port (relay dev's --sandbox-port).")
+@click.option(
+    "--sandbox-port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="The running sandbox's port (relay dev's --sandbox-port).",
+)
 def dev_seed_subscribers(count: int, sandbox_port: int):
     """Add COUNT made-up subscribers to the sandbox's SparkLoop list (created over the last 12
     hours, some referred by others), for `relay backfill --since 1d` to read."""
     from web.cli.dev import seed_subscribers
 
     held = seed_subscribers(count, sandbox_port)
-    click.echo(f"added {count} subscribers to the sandbox's SparkLoop list ({held} in all); "
-               "then: relay backfill --since 1d  (after . instance/dev.env)")
+    click.echo(
+        f"added {count} subscribers to the sandbox's SparkLoop list ({held} in all); "
+        "then: relay backfill --since 1d  (after . instance/dev.env)"
+    )
 
 
 @main.group("db")

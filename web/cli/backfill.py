@@ -1,5 +1,6 @@
 """`relay backfill --since DATE`: recreate from SparkLoop's API what an outage kept from Relay
 (how: operations.backfill)."""
+
 from __future__ import annotations
 
 import functools
@@ -22,16 +23,30 @@ log = logging.getLogger("relay.backfill")
 
 
 @click.command("backfill")
-@click.option("--since", "since", type=When(), required=True, metavar="WHEN",
-              help="Backfill subscribers created at or after WHEN: a date (2024-05-01, UTC), a date "
-                   "and time (2024-05-01T08:00+02:00; UTC if no zone given) or an age (90m, 12h, 7d).")
-@click.option("--dry-run", is_flag=True,
-              help="Read SparkLoop and print what would be created; change nothing.")
-@click.option("--per-page", default=MAX_PER_PAGE, show_default=True, metavar="N",
-              type=click.IntRange(1, MAX_PER_PAGE),
-              help="Subscribers per API page (SparkLoop allows at most 200).")
-@click.option("--max-pages", type=click.IntRange(min=1), metavar="N",
-              help="Stop after this many pages even if older subscribers may still be in range.")
+@click.option(
+    "--since",
+    "since",
+    type=When(),
+    required=True,
+    metavar="WHEN",
+    help="Backfill subscribers created at or after WHEN: a date (2024-05-01, UTC), a date "
+    "and time (2024-05-01T08:00+02:00; UTC if no zone given) or an age (90m, 12h, 7d).",
+)
+@click.option("--dry-run", is_flag=True, help="Read SparkLoop and print what would be created; change nothing.")
+@click.option(
+    "--per-page",
+    default=MAX_PER_PAGE,
+    show_default=True,
+    metavar="N",
+    type=click.IntRange(1, MAX_PER_PAGE),
+    help="Subscribers per API page (SparkLoop allows at most 200).",
+)
+@click.option(
+    "--max-pages",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after this many pages even if older subscribers may still be in range.",
+)
 @with_appcontext
 @store_errors
 def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: int | None):
@@ -55,8 +70,10 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
         raise click.BadParameter("must be in the past", param_hint="--since")
     runtime = Runtime.of(current_app)
     if not runtime.config.sparkloop_api_key:
-        click.echo("Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's "
-                   "Settings → Integrations page", err=True)
+        click.echo(
+            "Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's Settings → Integrations page",
+            err=True,
+        )
         raise SystemExit(2)
     check_store(runtime)  # an unreachable or unmigrated store fails before any API call
 
@@ -64,8 +81,16 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
     click.echo(f"Backfilling SparkLoop subscribers created since {since:%Y-%m-%d %H:%M:%S} UTC{mode}")
     tally = Tally()
     try:
-        run_backfill(runtime, since, per_page, max_pages, dry_run, tally,
-                     on_page=functools.partial(_print_page, dry_run), on_retry=_print_retry)
+        run_backfill(
+            runtime,
+            since,
+            per_page,
+            max_pages,
+            dry_run,
+            tally,
+            on_page=functools.partial(_print_page, dry_run),
+            on_retry=_print_retry,
+        )
     except (BackfillFailed, SealedDataError) as failed:
         click.echo(f"Stopped: {summary(tally, dry_run)}", err=True)
         click.echo(f"Error: {failed}", err=True)
@@ -76,16 +101,20 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
         raise
     click.echo(f"Done: {summary(tally, dry_run)}")
     if tally.page_limit_hit:
-        click.echo(f"Stopped at --max-pages {max_pages}: older subscribers since the date may remain; "
-                   "run again with a higher limit (what was created is skipped next time)")
+        click.echo(
+            f"Stopped at --max-pages {max_pages}: older subscribers since the date may remain; "
+            "run again with a higher limit (what was created is skipped next time)"
+        )
     log.info("backfill %s: %s", "dry run" if dry_run else "finished", summary(tally, dry_run))
 
 
 def summary(tally: Tally, dry_run: bool) -> str:
     created = f"{tally.created} would be created" if dry_run else f"{tally.created} created"
-    text = (f"{counted(tally.pages, 'page')} read, {counted(tally.seen, 'subscriber')} seen, {created}, "
-            f"{tally.already_received} skipped as already received, "
-            f"{tally.duplicates} skipped as duplicates")
+    text = (
+        f"{counted(tally.pages, 'page')} read, {counted(tally.seen, 'subscriber')} seen, {created}, "
+        f"{tally.already_received} skipped as already received, "
+        f"{tally.duplicates} skipped as duplicates"
+    )
     if tally.unusable:
         text += f", {tally.unusable} skipped as unusable (no uuid, email or created_at, or text the store cannot keep)"
     return text
@@ -93,12 +122,16 @@ def summary(tally: Tally, dry_run: bool) -> str:
 
 def _print_page(dry_run: bool, read: PageRead) -> None:
     counts = read.counts
-    click.echo(f"{page_label(read.page, read.total_pages)}: {read.listed} listed, {counts.seen} new since "
-               f"the date: {counted(counts.created, 'event')} {'to create' if dry_run else 'created'}, "
-               f"{counts.already_received} already received, {counted(counts.duplicates, 'duplicate')}")
+    click.echo(
+        f"{page_label(read.page, read.total_pages)}: {read.listed} listed, {counts.seen} new since "
+        f"the date: {counted(counts.created, 'event')} {'to create' if dry_run else 'created'}, "
+        f"{counts.already_received} already received, {counted(counts.duplicates, 'duplicate')}"
+    )
     for would in read.would_create:
-        click.echo(f"  would create sync_subscriber for {would.uuid} "
-                   f"(created {would.created_at:%Y-%m-%d %H:%M} UTC, {would.referral_status})")
+        click.echo(
+            f"  would create sync_subscriber for {would.uuid} "
+            f"(created {would.created_at:%Y-%m-%d %H:%M} UTC, {would.referral_status})"
+        )
 
 
 def _print_retry(page: int, reason: str, wait_s: float) -> None:

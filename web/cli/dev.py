@@ -13,6 +13,7 @@ The terminal shows one line per webhook and per delivery outcome (web.cli.live);
 goes to instance/dev.log (this process: web app, sandbox) and instance/dev-worker.log (the
 worker, beat and Celery: its banner, then JSON lines). Ctrl-C stops them all.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -50,12 +51,14 @@ SANDBOXED = {
 
 class DevUsageError(click.ClickException):
     """Bad use of `relay dev` (a port taken, --fresh without a way to ask): exit code 2."""
+
     exit_code = 2
 
 
 @dataclass
 class Plan:
     """What this run serves, decided before anything is bound, written or printed."""
+
     env: dict
     ports: dict[str, int]  # option -> port, for what this run binds
     sandboxed: dict[str, str] = field(default_factory=dict)  # variables that point Relay at the sandbox
@@ -71,8 +74,11 @@ def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None
     from sandbox import SandboxSettings
 
     credentials = SandboxSettings()
-    wanted = {"SPRIG_API_KEY": credentials.sprig_api_key, "SPRUCE_API_TOKEN": credentials.spruce_api_token,
-              "SPARKLOOP_API_KEY": credentials.sparkloop_api_key}
+    wanted = {
+        "SPRIG_API_KEY": credentials.sprig_api_key,
+        "SPRUCE_API_TOKEN": credentials.spruce_api_token,
+        "SPARKLOOP_API_KEY": credentials.sparkloop_api_key,
+    }
     missing = {key: value for key, value in wanted.items() if not env.get(key)}
     if missing:
         plan.ports["--sandbox-port"] = sandbox_port
@@ -96,8 +102,10 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
     plan = plan_dev(port, sandbox_port, redis_port)
     check_ports_free(plan.ports)  # before anything is written or printed: another `relay dev`?
     if fresh and plan.env.get("DATABASE_URL"):
-        raise DevUsageError("--fresh empties only relay dev's own SQLite store, and DATABASE_URL is set: "
-                            "empty that database yourself, or unset DATABASE_URL")
+        raise DevUsageError(
+            "--fresh empties only relay dev's own SQLite store, and DATABASE_URL is set: "
+            "empty that database yourself, or unset DATABASE_URL"
+        )
     app = create_app(plan.env)
     instance = Path(app.instance_path)
     plan.env["RELAY_INSTANCE_PATH"] = app.instance_path
@@ -169,8 +177,10 @@ def check_ports_free(ports: dict[str, int]) -> None:
 def _taken_message(ports: dict[str, int], taken: list[str]) -> str:
     which = ", ".join(f"{ports[option]} ({option})" for option in taken) or "a port"
     options = " / ".join(taken) or "--port / --sandbox-port / --redis-port"
-    return (f"port {which} already in use, perhaps by another `relay dev`: stop it, or choose "
-            f"another with {options}. Nothing was started or written.")
+    return (
+        f"port {which} already in use, perhaps by another `relay dev`: stop it, or choose "
+        f"another with {options}. Nothing was started or written."
+    )
 
 
 # --- --fresh --------------------------------------------------------------------------------
@@ -181,15 +191,16 @@ def start_fresh(app, instance: Path, yes: bool) -> None:
     config = app.config["RELAY"]
     database = Path(config.database_url.removeprefix("sqlite:///"))
     state_file = instance / SANDBOX_STATE
-    what = (f"relay dev --fresh deletes the store {database} (every event, delivery and subscriber link) "
-            f"and the sandbox's records {state_file}.")
+    what = (
+        f"relay dev --fresh deletes the store {database} (every event, delivery and subscriber link) "
+        f"and the sandbox's records {state_file}."
+    )
     if not yes:
         if not _interactive():
             raise DevUsageError(f"{what} It asks first, and there is no terminal to ask: add --yes")
         click.confirm(f"{what} Go on?", abort=True)
     app.extensions["relay.db"].dispose()
-    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")),
-                 state_file):
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")), state_file):
         path.unlink(missing_ok=True)
 
 
@@ -231,14 +242,31 @@ def _stop_servers(redis_server, sandbox) -> None:
 
 def _start_worker(env: dict, instance: Path, live: logging.Handler) -> subprocess.Popen:
     worker = subprocess.Popen(  # supervised, as the Procfile's worker: started again if it dies
-        [sys.executable, "-m", "web.cli", "worker", "--banner", "--beat",
-         "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO",
-         "--schedule", str(instance / "celerybeat-schedule")],
+        [
+            sys.executable,
+            "-m",
+            "web.cli",
+            "worker",
+            "--banner",
+            "--beat",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(instance / "celerybeat-schedule"),
+        ],
         # JSON, so that its delivery records can be read back for the terminal's lines.
-        env=env | {"LOG_FORMAT": "json"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env | {"LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         errors="replace",
     )
-    pump(worker.stdout, open(instance / WORKER_LOG, "a", encoding="utf-8"), live)
+    # The pump's thread closes the file when the worker's output ends.
+    pump(worker.stdout, open(instance / WORKER_LOG, "a", encoding="utf-8"), live)  # noqa: SIM115
     return worker
 
 
@@ -259,7 +287,8 @@ def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
     root = logging.getLogger()
     for handler in root.handlers:
         if getattr(handler, "relay", False):  # relay.observability's: stderr
-            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))
+            # Open for the rest of the process: the handler writes to it until exit.
+            handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))  # noqa: SIM115
     # A handler's lock: web threads and the worker's reader take turns.
     live = LiveLines(click.echo, event_type_of=event_type_of)
     root.addHandler(live)
@@ -293,19 +322,23 @@ def stale_spruce_links(app, sandbox) -> StaleLinks | None:
     from relay.models import SubscriberLink
 
     with app.app_context(), app.extensions["relay.db"].session() as session:
-        rows = session.execute(sa.select(SubscriberLink.spruce_contact_id,
-                                         SubscriberLink.spruce_note_conversation_id)).all()
+        rows = session.execute(
+            sa.select(SubscriberLink.spruce_contact_id, SubscriberLink.spruce_note_conversation_id)
+        ).all()
     with sandbox.state.lock:
         contacts, conversations = set(sandbox.state.contacts), set(sandbox.state.conversations)
-    stale = StaleLinks(len({c for c, _ in rows if c and c not in contacts}),
-                       len({v for _, v in rows if v and v not in conversations}))
+    stale = StaleLinks(
+        len({c for c, _ in rows if c and c not in contacts}), len({v for _, v in rows if v and v not in conversations})
+    )
     return stale if stale.contacts or stale.conversations else None
 
 
 def stale_note(stale: StaleLinks) -> str:
-    return (f"Note: the store links subscribers to Spruce ids the sandbox does not know "
-            f"({_count(stale.contacts, 'contact')}, {_count(stale.conversations, 'note conversation')}): its "
-            "records were reset or deleted since. `relay dev --fresh` empties the store and the sandbox together.")
+    return (
+        f"Note: the store links subscribers to Spruce ids the sandbox does not know "
+        f"({_count(stale.contacts, 'contact')}, {_count(stale.conversations, 'note conversation')}): its "
+        "records were reset or deleted since. `relay dev --fresh` empties the store and the sandbox together."
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -321,13 +354,12 @@ def _write_settings(plan: Plan, instance: Path) -> Path:
     return path
 
 
-def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: StaleLinks | None,
-                  fresh: bool) -> None:
+def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool) -> None:
     env = plan.env
     url = f"http://{HOST}:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
     shown_token = token if token == DEV_WEBHOOK_TOKEN else "<your SPARKLOOP_WEBHOOK_TOKEN>"
-    redis = (f"Redis served by relay dev at {plan.redis_url} (in memory)" if plan.redis_url else "REDIS_URL")
+    redis = f"Redis served by relay dev at {plan.redis_url} (in memory)" if plan.redis_url else "REDIS_URL"
     lines = [
         "",
         f"Relay is running at {url}  (webhook: {url}/webhooks/sparkloop)",
@@ -336,8 +368,10 @@ def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: St
         f" broker, throttle, breaker and metrics: {redis}",
     ]
     if sandbox is not None:
-        lines.append(f"Vendor sandbox: {sandbox.url}  (state: {sandbox.url}/_sandbox/state;"
-                     f" kept in {Path(env['RELAY_INSTANCE_PATH']) / SANDBOX_STATE})")
+        lines.append(
+            f"Vendor sandbox: {sandbox.url}  (state: {sandbox.url}/_sandbox/state;"
+            f" kept in {Path(env['RELAY_INSTANCE_PATH']) / SANDBOX_STATE})"
+        )
     if stale is not None:
         lines.append(stale_note(stale))
     if fresh:
@@ -351,8 +385,9 @@ def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: St
         f"Other relay commands (doctor, events stats, backfill) reach this run after: . {settings_file}",
     ]
     if "SPARKLOOP_API_KEY" in plan.sandboxed:
-        seed = "relay dev seed-subscribers 20" + (f" --sandbox-port {sandbox.server.server_port}"
-                                                  if sandbox.server.server_port != 8025 else "")
+        seed = "relay dev seed-subscribers 20" + (
+            f" --sandbox-port {sandbox.server.server_port}" if sandbox.server.server_port != 8025 else ""
+        )
         lines.append(f"  e.g. {seed}  then  relay backfill --since 1d")
     lines += [
         f"Logs: {Path(env['RELAY_INSTANCE_PATH']) / WEB_LOG} (web, sandbox), {WORKER_LOG} beside it"
@@ -371,12 +406,15 @@ def seed_subscribers(count: int, sandbox_port: int) -> int:
     import httpx
 
     batch = secrets.token_hex(3)  # a run of its own: emails no earlier run took
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     spacing = timedelta(hours=12) / count
     subscribers = []
     for n in range(count):
-        subscriber = {"email": f"seed-{batch}-{n + 1}@example.com", "ref_code": f"{batch}{n + 1:04d}",
-                      "created_at": (now - spacing * (count - n)).isoformat()}
+        subscriber = {
+            "email": f"seed-{batch}-{n + 1}@example.com",
+            "ref_code": f"{batch}{n + 1:04d}",
+            "created_at": (now - spacing * (count - n)).isoformat(),
+        }
         if n % 3 == 2:
             subscriber["referrer_code"] = subscribers[n - 1]["ref_code"]
         subscribers.append(subscriber)
@@ -384,10 +422,12 @@ def seed_subscribers(count: int, sandbox_port: int) -> int:
     try:
         answer = httpx.post(f"{base}/sparkloop/subscribers", json={"subscribers": subscribers}, timeout=10)
         if answer.status_code != 201:
-            raise click.ClickException(f"the sandbox refused the subscribers ({answer.status_code}): "
-                                       f"{answer.json().get('error', '')}")
+            raise click.ClickException(
+                f"the sandbox refused the subscribers ({answer.status_code}): {answer.json().get('error', '')}"
+            )
         held = httpx.get(f"{base}/state", timeout=10).json()["sparkloop"]["subscribers"]
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"no sandbox answers at {base} ({type(exc).__name__}): is `relay dev` "
-                                   "running, with this --sandbox-port?") from None
+        raise click.ClickException(
+            f"no sandbox answers at {base} ({type(exc).__name__}): is `relay dev` running, with this --sandbox-port?"
+        ) from None
     return len(held)

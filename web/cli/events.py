@@ -1,4 +1,5 @@
 """`relay events …`: find events, see why they failed, replay them, count them, purge them."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,20 @@ events_group.add_command(replay_command)
 
 @events_group.command("list")
 @filter_options
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000),
-              help="At most this many events, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="At most this many events, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
-@click.option("--follow", is_flag=True,
-              help="Then keep printing new events and delivery outcomes, one line each (times in UTC), "
-                   "until Ctrl-C. Takes --type and --destination; --since limits only the list.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Then keep printing new events and delivery outcomes, one line each (times in UTC), "
+    "until Ctrl-C. Takes --type and --destination; --since limits only the list.",
+)
 @with_appcontext
 @store_errors
 def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool):
@@ -48,12 +57,13 @@ def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool):
 
     table = Table("id", "type", "status", "received (UTC)", "deliveries", "last error")
     for e in events:
-        deliveries = ", ".join(f"{d['destination']} {styled(d['status'])} ({_attempts(d)})"
-                               for d in e["deliveries"])
-        errors = "; ".join(f"{d['destination']}: {d['last_error']}" for d in e["deliveries"]
-                           if d["last_error"] and d["status"] != DeliveryStatus.SUCCEEDED)
-        table.add_row(str(e["id"]), e["type"], styled(e["status"]), e["received_at"][:19],
-                      deliveries or "-", errors)
+        deliveries = ", ".join(f"{d['destination']} {styled(d['status'])} ({_attempts(d)})" for d in e["deliveries"])
+        errors = "; ".join(
+            f"{d['destination']}: {d['last_error']}"
+            for d in e["deliveries"]
+            if d["last_error"] and d["status"] != DeliveryStatus.SUCCEEDED
+        )
+        table.add_row(str(e["id"]), e["type"], styled(e["status"]), e["received_at"][:19], deliveries or "-", errors)
     console().print(table)
     if not events:
         click.echo("no event matches")
@@ -65,11 +75,21 @@ def _follower(runtime: Runtime, filters: EventFilter, as_json: bool):
     """What --follow watches, looked at before the list is read (so nothing falls between)."""
     from web.cli.follow import Follower
 
-    refused = [option for option, given in (("--json", as_json), ("--status", filters.statuses),
-                                            ("--until", filters.until), ("--error", filters.error)) if given]
+    refused = [
+        option
+        for option, given in (
+            ("--json", as_json),
+            ("--status", filters.statuses),
+            ("--until", filters.until),
+            ("--error", filters.error),
+        )
+        if given
+    ]
     if refused:
-        raise click.UsageError(f"--follow cannot be combined with {refused[0]}: it follows every new event "
-                               "and outcome of the --type and --destination given")
+        raise click.UsageError(
+            f"--follow cannot be combined with {refused[0]}: it follows every new event "
+            "and outcome of the --type and --destination given"
+        )
     return Follower(runtime.session, EventFilter(types=filters.types, destination=filters.destination))
 
 
@@ -85,8 +105,7 @@ def _follow(follower) -> None:
 
 @events_group.command("show")
 @click.argument("event_id", type=int)
-@click.option("--reveal", is_flag=True,
-              help="Show the payload's personal data (names, emails, addresses) unmasked.")
+@click.option("--reveal", is_flag=True, help="Show the payload's personal data (names, emails, addresses) unmasked.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_appcontext
 @store_errors
@@ -100,11 +119,15 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
         click.echo(json.dumps(detail, indent=2))
         return
     out = console()
-    out.print(f"Event {detail['id']}  {detail['type']}  {styled(detail['status'])}  "
-              f"source {detail['source']}  received {detail['received_at'][:19]} UTC")
+    out.print(
+        f"Event {detail['id']}  {detail['type']}  {styled(detail['status'])}  "
+        f"source {detail['source']}  received {detail['received_at'][:19]} UTC"
+    )
     for d in detail["deliveries"]:
-        out.print(f"\n  delivery {d['id']} → {d['destination']}: {styled(d['status'])}, "
-                  f"{_attempts(d)}, last HTTP status {d['last_status_code'] or '-'}")
+        out.print(
+            f"\n  delivery {d['id']} → {d['destination']}: {styled(d['status'])}, "
+            f"{_attempts(d)}, last HTTP status {d['last_status_code'] or '-'}"
+        )
         if d["lane"] == Lane.CATCH_UP:
             out.print("    catch-up work: replay queue, throttle slots live traffic leaves")
         for label in ("created_at", "next_attempt_at", "throttle_slot_at", "finished_at", "replayed_at"):
@@ -116,8 +139,9 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
             for frame in reversed(d["last_error_trace"] or []):
                 out.print(f"      at {frame}", markup=False)
         if d["progress"]:
-            done = ", ".join(step if result is True else f"{step} ({result})"
-                             for step, result in sorted(d["progress"].items()))
+            done = ", ".join(
+                step if result is True else f"{step} ({result})" for step, result in sorted(d["progress"].items())
+            )
             out.print(f"    finished steps: {done}", markup=False)
     if detail["validation_errors"]:
         out.print("\nValidation errors:", json.dumps(detail["validation_errors"], indent=2), markup=False)
@@ -127,8 +151,14 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
 
 
 @events_group.command("stats")
-@click.option("--since", type=When(), default="24h", show_default=True, metavar="WHEN",
-              help="The window for the counts, failures and top errors: an age like 24h or an ISO date.")
+@click.option(
+    "--since",
+    type=When(),
+    default="24h",
+    show_default=True,
+    metavar="WHEN",
+    help="The window for the counts, failures and top errors: an age like 24h or an ISO date.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_appcontext
 @store_errors
@@ -145,13 +175,20 @@ def events_stats(since, as_json: bool):
 
 
 @events_group.command("purge")
-@click.option("--older-than", type=Duration(), metavar="AGE",
-              help="Delete finished events received more than AGE ago (e.g. 30d).")
-@click.option("--retention", is_flag=True,
-              help="Use the configured ages instead: RELAY_RETENTION, and RELAY_RETENTION_FAILED "
-                   "for failed and invalid events (what beat runs daily unless RELAY_RETENTION_PURGE=off).")
-@click.option("--include-failed", is_flag=True,
-              help="Purge failed and invalid events at the same age (they are kept longer otherwise).")
+@click.option(
+    "--older-than", type=Duration(), metavar="AGE", help="Delete finished events received more than AGE ago (e.g. 30d)."
+)
+@click.option(
+    "--retention",
+    is_flag=True,
+    help="Use the configured ages instead: RELAY_RETENTION, and RELAY_RETENTION_FAILED "
+    "for failed and invalid events (what beat runs daily unless RELAY_RETENTION_PURGE=off).",
+)
+@click.option(
+    "--include-failed",
+    is_flag=True,
+    help="Purge failed and invalid events at the same age (they are kept longer otherwise).",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_appcontext
@@ -162,12 +199,11 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
     if (older_than is None) == (not retention):
         raise click.UsageError("give either --older-than AGE or --retention")
     runtime = Runtime.of(current_app)
-    plan = purging.plan_purge(runtime, older_than_s=None if retention else older_than,
-                              include_failed=include_failed)
+    plan = purging.plan_purge(runtime, older_than_s=None if retention else older_than, include_failed=include_failed)
     ages, count = plan.ages, plan.count
-    scope = (f"finished events older than {human_duration(ages.finished_s)}"
-             + ("" if ages.failed_s == ages.finished_s
-                else f" (failed and invalid: older than {human_duration(ages.failed_s)})"))
+    scope = f"finished events older than {human_duration(ages.finished_s)}" + (
+        "" if ages.failed_s == ages.finished_s else f" (failed and invalid: older than {human_duration(ages.failed_s)})"
+    )
     if dry_run or not count:
         click.echo(f"{count} {scope} {'would be' if dry_run else 'to be'} purged")
         return

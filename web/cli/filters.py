@@ -1,5 +1,6 @@
 """The filter options every `relay events` command shares: which events an operator means
 (operations.filters.EventFilter)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,23 +18,44 @@ __all__ = ["EVENT_STATUSES", "EventFilter", "filter_options"]
 def filter_options(command):
     """Adds the shared filter options; the command receives them as `filters` (EventFilter)."""
 
-    @click.option("--status", "statuses", multiple=True, type=click.Choice(EVENT_STATUSES),
-                  help="Only events in this status (repeatable).")
-    @click.option("--type", "types", multiple=True, metavar="TYPE",
-                  help="Only events of this SparkLoop type, e.g. reward_unlocked (repeatable).")
-    @click.option("--destination", type=click.Choice(DESTINATIONS),
-                  help="Only events with a delivery to this vendor.")
-    @click.option("--since", type=When(), metavar="WHEN",
-                  help="Received at or after WHEN: an ISO date or date-time (UTC), or an age like 2h, 7d.")
+    @click.option(
+        "--status",
+        "statuses",
+        multiple=True,
+        type=click.Choice(EVENT_STATUSES),
+        help="Only events in this status (repeatable).",
+    )
+    @click.option(
+        "--type",
+        "types",
+        multiple=True,
+        metavar="TYPE",
+        help="Only events of this SparkLoop type, e.g. reward_unlocked (repeatable).",
+    )
+    @click.option("--destination", type=click.Choice(DESTINATIONS), help="Only events with a delivery to this vendor.")
+    @click.option(
+        "--since",
+        type=When(),
+        metavar="WHEN",
+        help="Received at or after WHEN: an ISO date or date-time (UTC), or an age like 2h, 7d.",
+    )
     @click.option("--until", type=When(), metavar="WHEN", help="Received before WHEN (same forms).")
-    @click.option("--error", metavar="TEXT",
-                  help="Only events with a delivery whose last error contains TEXT (any case).")
+    @click.option(
+        "--error", metavar="TEXT", help="Only events with a delivery whose last error contains TEXT (any case)."
+    )
     @functools.wraps(command)
     def wrapper(*args, statuses, types, destination, since, until, error, ids=(), **kwargs):
         if since and until and since >= until:
             raise click.BadParameter("--since must be earlier than --until", param_hint="--since")
-        filters = EventFilter(ids=tuple(ids), statuses=statuses, types=types,
-                              destination=destination, since=since, until=until, error=error)
+        filters = EventFilter(
+            ids=tuple(ids),
+            statuses=statuses,
+            types=types,
+            destination=destination,
+            since=since,
+            until=until,
+            error=error,
+        )
         return command(*args, filters=filters, **kwargs)
 
     return wrapper

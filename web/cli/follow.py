@@ -13,19 +13,20 @@ A line holds ids, types, statuses and the stored (already scrubbed) error: no pa
     14:02:12  sprig  event 12  delivered (1 attempt)
     14:02:12  spruce  event 12  will retry at 14:02:42 (attempt 1, HTTP 503): Spruce answered 503 …
 """
+
 from __future__ import annotations
 
 import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from operations.filters import EventFilter
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
-from web.cli.filters import EventFilter
 
 FOLLOW_INTERVAL_S = 1.0
 LOOKBACK_IDS = 50
@@ -41,6 +42,7 @@ FAILURE_OVERLAP_S = 5.0
 @dataclass(frozen=True)
 class Seen:
     """What a poll saw of an outstanding delivery."""
+
     status: str
     attempts: int
     deferrals: int
@@ -118,14 +120,22 @@ class Follower:
         return query
 
     def _outstanding(self, session) -> dict[int, Seen]:
-        query = self._narrowed(sa.select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.deferrals)
-                               .where(Delivery.status.in_(UNFINISHED)))
+        query = self._narrowed(
+            sa.select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.deferrals).where(
+                Delivery.status.in_(UNFINISHED)
+            )
+        )
         rows = session.execute(query.order_by(Delivery.id.desc()).limit(WATCH_LIMIT))
         return {row.id: Seen(row.status, row.attempts, row.deferrals) for row in rows}
 
 
-def follow(follower: Follower, emit: Callable[[str], None], should_stop: Callable[[], bool] = lambda: False,
-           interval_s: float = FOLLOW_INTERVAL_S, sleep: Callable[[float], None] = time.sleep) -> None:
+def follow(
+    follower: Follower,
+    emit: Callable[[str], None],
+    should_stop: Callable[[], bool] = lambda: False,
+    interval_s: float = FOLLOW_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Poll every `interval_s` and emit each line until should_stop() (checked before each wait):
     by default until Ctrl-C, as `relay events list --follow` does. Code that must end on its own
     (the tests) passes should_stop, e.g. stop_after(polls)."""
@@ -148,7 +158,8 @@ def _news_of(delivery: Delivery, before: Seen | None) -> tuple[datetime, str] | 
     if delivery.status in DeliveryStatus.TERMINAL:
         return delivery.finished_at or delivery.updated_at, _line(delivery, _finished(delivery))
     ran = delivery.attempts > (before.attempts if before else 0) or (
-        before is not None and before.status == DeliveryStatus.IN_FLIGHT)
+        before is not None and before.status == DeliveryStatus.IN_FLIGHT
+    )
     if delivery.status != DeliveryStatus.PENDING or not ran:
         return None  # running, or waiting for its first run
     deferred = delivery.deferrals > (before.deferrals if before else 0)
@@ -181,4 +192,4 @@ def _error(delivery: Delivery) -> str:
 
 
 def _clock(moment: datetime | None) -> str:
-    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%H:%M:%S")
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%H:%M:%S")

@@ -14,6 +14,7 @@ or changed): it visits every event, so an interrupted run starts over.
 
 Output shows key positions and key ids, never a key (but the new one `relay keys new` prints).
 """
+
 from __future__ import annotations
 
 import click
@@ -38,11 +39,20 @@ def keys_new():
 
 
 @keys_group.command("rotate")
-@click.option("--batch-size", default=BATCH, show_default=True, type=click.IntRange(1, 100_000),
-              metavar="N", help="Events re-sealed and committed together.")
-@click.option("--digests", is_flag=True,
-              help="Also recompute every event's subscriber digests (after RELAY_LOOKUP_KEY was "
-                   "set or changed); visits every event.")
+@click.option(
+    "--batch-size",
+    default=BATCH,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    metavar="N",
+    help="Events re-sealed and committed together.",
+)
+@click.option(
+    "--digests",
+    is_flag=True,
+    help="Also recompute every event's subscriber digests (after RELAY_LOOKUP_KEY was "
+    "set or changed); visits every event.",
+)
 @with_appcontext
 @store_errors
 def keys_rotate(batch_size: int, digests: bool):
@@ -51,8 +61,10 @@ def keys_rotate(batch_size: int, digests: bool):
     runtime = Runtime.of(current_app)
     sealing = runtime.db.sealer.active
     if not sealing and not digests:
-        click.echo("Error: RELAY_PAYLOAD_KEYS is not set: make a key with `relay keys new`, "
-                   "set it, then run this again", err=True)
+        click.echo(
+            "Error: RELAY_PAYLOAD_KEYS is not set: make a key with `relay keys new`, set it, then run this again",
+            err=True,
+        )
         raise SystemExit(2)
     total = rotation_count(runtime, digests)
     if not total:
@@ -68,8 +80,11 @@ def keys_rotate(batch_size: int, digests: bool):
                 done += batch
                 progress.advance(task, batch)
     except KeyboardInterrupt:
-        click.echo(f"interrupted after {done} of {total} events: what was done stays done; run "
-                   "the same command again to continue", err=True)
+        click.echo(
+            f"interrupted after {done} of {total} events: what was done stays done; run "
+            "the same command again to continue",
+            err=True,
+        )
         raise SystemExit(130) from None
     except RotationStopped as stopped:
         click.echo(f"Error: {stopped} ({done} of {total} events done before it)", err=True)
@@ -90,5 +105,7 @@ def keys_status():
         click.echo(f"  key {position} (id {kid}{role}): {n}")
     click.echo(f"  not encrypted: {counts.plain}")
     if counts.unknown:
-        click.echo(f"  under a key RELAY_PAYLOAD_KEYS does not hold: {sum(counts.unknown.values())} "
-                   f"(key ids {', '.join(sorted(counts.unknown))})")
+        click.echo(
+            f"  under a key RELAY_PAYLOAD_KEYS does not hold: {sum(counts.unknown.values())} "
+            f"(key ids {', '.join(sorted(counts.unknown))})"
+        )

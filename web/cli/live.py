@@ -10,6 +10,7 @@ payload value, so neither do these lines:
 A stored event is named by its type and status as `relay events list` shows them (`received`,
 `unhandled`, `invalid`); a webhook answered without storing anything by what happened to it.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,22 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-OUTCOME_WORDS = {"succeeded": "delivered", "retried": "will retry", "deferred": "deferred",
-                 "failed": "failed", "superseded": "superseded: newer values were already sent"}
+OUTCOME_WORDS = {
+    "succeeded": "delivered",
+    "retried": "will retry",
+    "deferred": "deferred",
+    "failed": "failed",
+    "superseded": "superseded: newer values were already sent",
+}
 # A webhook's outcome (relay.webhooks) in the words the rest of Relay uses: the stored event's
 # status where one was stored, else what became of the request.
-WEBHOOK_WORDS = {"accepted": "received", "duplicate": "duplicate (already received)", "bad_request": "bad request",
-                 "too_large": "too large", "unavailable": "database unavailable"}
+WEBHOOK_WORDS = {
+    "accepted": "received",
+    "duplicate": "duplicate (already received)",
+    "bad_request": "bad request",
+    "too_large": "too large",
+    "unavailable": "database unavailable",
+}
 UNKNOWN_TYPE = "unknown"  # relay.webhooks' label for a type Relay does not know
 # A stored type a sender chose is shown only when it looks like a type (no spaces, no @, no
 # terminal control characters).
@@ -52,7 +63,8 @@ def live_line(record: logging.LogRecord, event_type_of: Callable[[int], str | No
 
 def _webhook(fields: dict, event_type_of) -> str:
     status = fields.get("http_status")
-    what = WEBHOOK_WORDS.get(fields["outcome"], fields["outcome"]) + (f" ({status})" if status not in (None, 200) else "")
+    what = WEBHOOK_WORDS.get(fields["outcome"], fields["outcome"])
+    what += f" ({status})" if status not in (None, 200) else ""
     event_id = fields.get("event_id")
     if not event_id:
         return f"not stored  {what}"
@@ -114,17 +126,26 @@ def record_from_json(line: str) -> logging.LogRecord | None:
     except ValueError:
         created = time.time()
     # A traceback stays in the log file: the terminal's line is the message.
-    extra = {k: v for k, v in fields.items()
-             if k not in ("logger", "level", "message", "time", "exc_info", "stack_info")}
-    return logging.makeLogRecord(extra | {
-        "name": fields["logger"], "msg": str(fields.get("message", "")), "args": None,
-        "levelno": level if isinstance(level, int) else logging.INFO, "levelname": fields.get("level", "INFO"),
-        "created": created})
+    extra = {
+        k: v for k, v in fields.items() if k not in ("logger", "level", "message", "time", "exc_info", "stack_info")
+    }
+    return logging.makeLogRecord(
+        extra
+        | {
+            "name": fields["logger"],
+            "msg": str(fields.get("message", "")),
+            "args": None,
+            "levelno": level if isinstance(level, int) else logging.INFO,
+            "levelname": fields.get("level", "INFO"),
+            "created": created,
+        }
+    )
 
 
 def pump(lines, log_file, handler: logging.Handler) -> threading.Thread:
     """Copy a child's output lines into `log_file`, and give its log records to `handler`, in a
     thread that ends with the output."""
+
     def run():
         with log_file:
             for line in lines:

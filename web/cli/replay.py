@@ -1,5 +1,6 @@
 """`relay events replay`: send events again through the same engine, with the same ids
 (what a replay does: operations.replay)."""
+
 from __future__ import annotations
 
 import time
@@ -11,7 +12,12 @@ from flask.cli import with_appcontext
 
 from operations.filters import EventFilter
 from operations.replay import (
-    ReplayResult, SendingEstimate, delivery_statuses, matching_event_ids, missing_event_ids, replay,
+    ReplayResult,
+    SendingEstimate,
+    delivery_statuses,
+    matching_event_ids,
+    missing_event_ids,
+    replay,
     sending_estimates,
 )
 from relay.models import DeliveryStatus
@@ -26,14 +32,22 @@ CONFIRM_ABOVE = 10
 @click.command("replay")
 @click.argument("ids", nargs=-1, type=int)
 @filter_options
-@click.option("--force", is_flag=True,
-              help="Also replay succeeded and superseded deliveries (their effect happened once; "
-                   "Spruce notes are still never posted twice).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also replay succeeded and superseded deliveries (their effect happened once; "
+    "Spruce notes are still never posted twice).",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed and how long it takes; change nothing.")
 @click.option("--yes", is_flag=True, help=f"Do not ask for confirmation (asked above {CONFIRM_ABOVE} events).")
 @click.option("--wait", is_flag=True, help="Watch the replayed deliveries until they finish.")
-@click.option("--timeout", type=Duration(), default="1h", show_default=True,
-              help="With --wait: stop watching after this long (the deliveries go on).")
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="With --wait: stop watching after this long (the deliveries go on).",
+)
 @with_appcontext
 @store_errors
 def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, wait: bool, timeout: float):
@@ -41,8 +55,9 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
     usual one). Invalid events are validated again and unhandled ones routed again. Replays
     share the vendor throttle with live traffic and take only the slots it leaves."""
     if filters.is_empty():
-        raise click.UsageError("say which events to replay: event ids or at least one filter "
-                               "(--status failed is the usual one)")
+        raise click.UsageError(
+            "say which events to replay: event ids or at least one filter (--status failed is the usual one)"
+        )
     if dry_run and wait:
         raise click.UsageError("--dry-run and --wait exclude each other")
     runtime = Runtime.of(current_app)
@@ -65,11 +80,20 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
     try:
         with Progress(console=console(), transient=True) as progress:
             task = progress.add_task("replaying", total=len(event_ids))
-            result = replay(runtime, event_ids, force=force, dry_run=False, destination=filters.destination,
-                            on_batch=lambda n: progress.advance(task, n))
+            result = replay(
+                runtime,
+                event_ids,
+                force=force,
+                dry_run=False,
+                destination=filters.destination,
+                on_batch=lambda n: progress.advance(task, n),
+            )
     except KeyboardInterrupt:
-        click.echo("interrupted: what was replayed stays replayed; run the same command again to "
-                   "continue (nothing is replayed twice)", err=True)
+        click.echo(
+            "interrupted: what was replayed stays replayed; run the same command again to "
+            "continue (nothing is replayed twice)",
+            err=True,
+        )
         raise SystemExit(130) from None
     click.echo(f"replayed {len(result.delivery_ids)} deliveries of {result.events} events")
     _print_skipped(result.skipped)
@@ -82,9 +106,11 @@ def _print_plan(result: ReplayResult, estimates: list[SendingEstimate]) -> None:
     for (event_type, destination), count in sorted(result.deliveries.items()):
         click.echo(f"  {event_type:<32} → {destination:<7} {count:>7}")
     for e in estimates:
-        click.echo(f"  {e.destination}: up to {e.calls} calls, about {human_duration(e.took_s)} at {e.limit}/"
-                   f"{e.period_s:g}s, one every {e.interval_s:.3g}s as catch-up work "
-                   "(longer while live traffic uses the limit)")
+        click.echo(
+            f"  {e.destination}: up to {e.calls} calls, about {human_duration(e.took_s)} at {e.limit}/"
+            f"{e.period_s:g}s, one every {e.interval_s:.3g}s as catch-up work "
+            "(longer while live traffic uses the limit)"
+        )
     _print_skipped(result.skipped)
 
 
@@ -113,4 +139,3 @@ def _watch(runtime: Runtime, delivery_ids: list[int], timeout_s: float) -> None:
         click.echo(f"  still failing ({count}): {error}")
     if counts[DeliveryStatus.PENDING] or counts[DeliveryStatus.IN_FLIGHT]:
         click.echo("  some are still on their way: `relay events list --status processing`")
-

@@ -6,6 +6,7 @@ are two events, not a duplicate; `--set` pins fields, `--file` posts a body unch
 is the one this configuration's web process accepts. The output names people by SparkLoop id
 only, and never shows the token.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -82,7 +83,7 @@ def _freshen_person(person: dict, tag: str) -> None:
         person["email"] = _fresh_email(person["email"], tag)
     code = person.get("referral_code")
     if isinstance(code, str) and code:
-        person["referral_code"] = secrets.token_hex(len(code))[:len(code)]
+        person["referral_code"] = secrets.token_hex(len(code))[: len(code)]
         if isinstance(person.get("referral_link"), str):
             person["referral_link"] = person["referral_link"].replace(code, person["referral_code"])
 
@@ -131,8 +132,9 @@ def apply_set(payload: dict, assignment: str) -> None:
     try:
         parent[keys[-1]] = json.loads(text)
     except ValueError:
-        raise SendError(f"--set {path.strip()}: not a text field; give its value as JSON "
-                        "(a number, true, false, null, an object)") from None
+        raise SendError(
+            f"--set {path.strip()}: not a text field; give its value as JSON (a number, true, false, null, an object)"
+        ) from None
 
 
 def webhook_url(given: str | None) -> str:
@@ -181,8 +183,11 @@ def _type_in(body: bytes) -> str | None:
 
 def who(payload: dict) -> str:
     """`subscriber sub_…, referrer sub_…`: ids only, never an email or a name."""
-    named = [f"{key} {payload[key]['id']}" if isinstance(payload[key].get("id"), str) else f"{key} without an id"
-             for key in PEOPLE if isinstance(payload.get(key), dict)]
+    named = [
+        f"{key} {payload[key]['id']}" if isinstance(payload[key].get("id"), str) else f"{key} without an id"
+        for key in PEOPLE
+        if isinstance(payload.get(key), dict)
+    ]
     return ", ".join(named)
 
 
@@ -213,12 +218,17 @@ def post(url: str, body: bytes, token: str) -> httpx.Response:
 
 @click.command("send")
 @click.argument("event_type", metavar="[TYPE]", required=False)
-@click.option("--to", "to", metavar="URL",
-              help=f"Relay's base URL or webhook URL (default: relay dev's, {DEV_URL}).")
-@click.option("--set", "assignments", metavar="PATH=VALUE", multiple=True,
-              help="Pin a field of the example, e.g. --set subscriber.email=ann@example.com (repeatable).")
-@click.option("--file", "file", metavar="PAYLOAD.json",
-              help="Post this body as it is (no new ids); TYPE may be left out.")
+@click.option("--to", "to", metavar="URL", help=f"Relay's base URL or webhook URL (default: relay dev's, {DEV_URL}).")
+@click.option(
+    "--set",
+    "assignments",
+    metavar="PATH=VALUE",
+    multiple=True,
+    help="Pin a field of the example, e.g. --set subscriber.email=ann@example.com (repeatable).",
+)
+@click.option(
+    "--file", "file", metavar="PAYLOAD.json", help="Post this body as it is (no new ids); TYPE may be left out."
+)
 @with_appcontext
 def send_command(event_type: str | None, to: str | None, assignments: tuple[str, ...], file: str | None):
     """Post an example SparkLoop webhook of TYPE, as SparkLoop would, and print the answer.
@@ -241,8 +251,9 @@ def send_command(event_type: str | None, to: str | None, assignments: tuple[str,
         if event_type is None:
             raise SendError(f"say which event to send: one of {', '.join(sorted(EVENTS))}")
         if event_type not in names:
-            raise SendError(f"no example of {event_type!r}: TYPE is one of {', '.join(sorted(EVENTS))} "
-                            "(or give --file)")
+            raise SendError(
+                f"no example of {event_type!r}: TYPE is one of {', '.join(sorted(EVENTS))} (or give --file)"
+            )
         payload = fresh_example(event_type)
         for assignment in assignments:
             apply_set(payload, assignment)

@@ -5,6 +5,7 @@ The API switches only four of the seven events Relay handles; `register` switche
 names the three that must be switched on in SparkLoop's dashboard. Calls share
 SPARKLOOP_RATE_LIMIT with every Relay process (the shared throttle) and wait out 429s, bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,13 @@ from workers.classify import Action, backoff, classify
 from workers.outcomes import Deferred, ErrorKind
 from workers.sparkloop.client import SparkLoopClient, sparkloop_client
 from workers.sparkloop.webhooks import (
-    API_EVENTS, DASHBOARD_ONLY_EVENTS, DASHBOARD_URL, WEBHOOK_PATH, find, https_problem, relay_webhook_url,
+    API_EVENTS,
+    DASHBOARD_ONLY_EVENTS,
+    DASHBOARD_URL,
+    WEBHOOK_PATH,
+    find,
+    https_problem,
+    relay_webhook_url,
     same_url,
 )
 from workers.throttle import Pacing
@@ -48,14 +55,21 @@ def api_client() -> SparkLoopClient:
     """The process's SparkLoop client; no key is bad input (exit 2), before any call."""
     config = current_app.config["RELAY"]
     if not config.sparkloop_api_key:
-        click.echo("Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's "
-                   "Settings → Integrations page", err=True)
+        click.echo(
+            "Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's Settings → Integrations page",
+            err=True,
+        )
         raise SystemExit(2)
     return sparkloop_client(config)
 
 
-def patiently(client: SparkLoopClient, call: Callable[[SparkLoopClient], T], *, retry_failures: bool,
-              sleep: Callable[[float], None] = time.sleep) -> T:
+def patiently(
+    client: SparkLoopClient,
+    call: Callable[[SparkLoopClient], T],
+    *,
+    retry_failures: bool,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """`call(client)` through the shared throttle, waiting (bounded) where the classifier says
     "deferred"; retrying transient failures only when `retry_failures` (reads)."""
     pacing, waited_s, failures = Pacing(lane=Lane.LIVE), 0.0, 0
@@ -65,22 +79,27 @@ def patiently(client: SparkLoopClient, call: Callable[[SparkLoopClient], T], *, 
         except (VendorError, Deferred) as exc:
             verdict = classify(exc)
             if verdict.kind == ErrorKind.AUTH:
-                raise SparkLoopUnavailable(f"SparkLoop refused SPARKLOOP_API_KEY ({verdict.reason}): "
-                                           "copy the key from SparkLoop's Settings → Integrations page") from None
+                raise SparkLoopUnavailable(
+                    f"SparkLoop refused SPARKLOOP_API_KEY ({verdict.reason}): "
+                    "copy the key from SparkLoop's Settings → Integrations page"
+                ) from None
             if verdict.action == Action.FAIL:
                 raise SparkLoopUnavailable(verdict.reason) from None
             if verdict.action == Action.DEFER:
                 if waited_s + verdict.wait_s > MAX_WAITING_S:
-                    raise SparkLoopUnavailable(f"SparkLoop calls are on hold ({verdict.reason}); "
-                                               f"try again in {math.ceil(verdict.wait_s)} s") from None
+                    raise SparkLoopUnavailable(
+                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(verdict.wait_s)} s"
+                    ) from None
                 pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
                 sleep(verdict.wait_s)
                 waited_s += verdict.wait_s
                 continue
             failures += 1
             if not retry_failures:
-                raise SparkLoopUnavailable(f"{verdict.reason}; SparkLoop may have acted on it all the same: "
-                                           "`relay sparkloop webhooks list` shows what it holds") from None
+                raise SparkLoopUnavailable(
+                    f"{verdict.reason}; SparkLoop may have acted on it all the same: "
+                    "`relay sparkloop webhooks list` shows what it holds"
+                ) from None
             if failures >= MAX_READ_FAILURES:
                 raise SparkLoopUnavailable(verdict.reason) from None
             pacing = Pacing(lane=Lane.LIVE)
@@ -99,8 +118,10 @@ def shown_url(url: str, relay_url: str | None, reveal: bool) -> str:
 
 
 def dashboard_hint() -> str:
-    return (f"Switch on in SparkLoop's dashboard ({DASHBOARD_URL}, the webhook's events), which the API "
-            f"cannot: {', '.join(DASHBOARD_ONLY_EVENTS)}")
+    return (
+        f"Switch on in SparkLoop's dashboard ({DASHBOARD_URL}, the webhook's events), which the API "
+        f"cannot: {', '.join(DASHBOARD_ONLY_EVENTS)}"
+    )
 
 
 @click.group("sparkloop")
@@ -115,8 +136,7 @@ def webhooks_group():
 
 @webhooks_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
-@click.option("--reveal", is_flag=True,
-              help="Show other integrations' webhook URLs whole (they may carry a secret).")
+@click.option("--reveal", is_flag=True, help="Show other integrations' webhook URLs whole (they may carry a secret).")
 @with_appcontext
 def webhooks_list(as_json: bool, reveal: bool):
     """Show SparkLoop's webhooks, newest first, with the events the API reports switched on.
@@ -129,8 +149,15 @@ def webhooks_list(as_json: bool, reveal: bool):
     public_url = current_app.config["RELAY"].public_url
     relay_url = relay_webhook_url(public_url) if public_url else None
     webhooks = patiently(client, lambda c: c.list_webhooks(), retry_failures=True)
-    rows = [{"uuid": w.uuid, "url": shown_url(w.url, relay_url, reveal), "events": w.events,
-             "relay": bool(relay_url and same_url(w.url, relay_url))} for w in webhooks]
+    rows = [
+        {
+            "uuid": w.uuid,
+            "url": shown_url(w.url, relay_url, reveal),
+            "events": w.events,
+            "relay": bool(relay_url and same_url(w.url, relay_url)),
+        }
+        for w in webhooks
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -140,20 +167,27 @@ def webhooks_list(as_json: bool, reveal: bool):
     from rich.table import Column, Table
 
     # Folded, never cut short: the operator copies the id for `remove`, and the URL is the point.
-    table = Table(Column("uuid", no_wrap=True, min_width=max(len(w.uuid) for w in webhooks)),
-                  Column("url", overflow="fold"), Column("events switched on", overflow="fold"),
-                  Column("missing events", overflow="fold"))
-    for webhook, row in zip(webhooks, rows):
+    table = Table(
+        Column("uuid", no_wrap=True, min_width=max(len(w.uuid) for w in webhooks)),
+        Column("url", overflow="fold"),
+        Column("events switched on", overflow="fold"),
+        Column("missing events", overflow="fold"),
+    )
+    for webhook, row in zip(webhooks, rows, strict=True):
         url = f"{row['url']}  [green](Relay)[/]" if row["relay"] else row["url"]
-        table.add_row(row["uuid"], url, ", ".join(webhook.switched_on) or "-",
-                      ", ".join(webhook.missing_api_events) or "-")
+        table.add_row(
+            row["uuid"], url, ", ".join(webhook.switched_on) or "-", ", ".join(webhook.missing_api_events) or "-"
+        )
     console().print(table)
 
 
 @webhooks_group.command("register")
-@click.option("--url", metavar="URL",
-              help="Relay's public base URL (https://), to which /webhooks/sparkloop is appended, or that "
-                   "whole webhook URL; default RELAY_PUBLIC_URL.")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Relay's public base URL (https://), to which /webhooks/sparkloop is appended, or that "
+    "whole webhook URL; default RELAY_PUBLIC_URL.",
+)
 @with_appcontext
 def webhooks_register(url: str | None):
     """Register Relay's webhook at SparkLoop with the four events the API can switch on.
@@ -180,8 +214,9 @@ def webhooks_register(url: str | None):
         webhook = existing
         click.echo(f"{webhook.uuid} is registered for {target} with {', '.join(API_EVENTS)}; nothing changed")
     if webhook.missing_api_events:  # SparkLoop answered without switching them on
-        raise SparkLoopUnavailable(f"SparkLoop still reports off for {webhook.uuid}: "
-                                   f"{', '.join(webhook.missing_api_events)}")
+        raise SparkLoopUnavailable(
+            f"SparkLoop still reports off for {webhook.uuid}: {', '.join(webhook.missing_api_events)}"
+        )
     click.echo(dashboard_hint())
 
 
@@ -193,8 +228,10 @@ def _register_target(url: str | None) -> str:
     if not public_url:
         raise click.UsageError("RELAY_PUBLIC_URL is not set: set it to this Relay's public base URL, or pass --url")
     if https_problem(public_url):
-        raise click.UsageError(f"RELAY_PUBLIC_URL is not https:// ({https_problem(public_url)}): "
-                               "set the https URL SparkLoop reaches, or pass --url")
+        raise click.UsageError(
+            f"RELAY_PUBLIC_URL is not https:// ({https_problem(public_url)}): "
+            "set the https URL SparkLoop reaches, or pass --url"
+        )
     return relay_webhook_url(public_url)
 
 
@@ -206,16 +243,21 @@ def _given_target(url: str) -> str:
         raise click.BadParameter(problem, param_hint="--url")
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise click.BadParameter("give the URL without credentials, query string or fragment: SparkLoop sends "
-                                 "its token in a header", param_hint="--url")
+        raise click.BadParameter(
+            "give the URL without credentials, query string or fragment: SparkLoop sends its token in a header",
+            param_hint="--url",
+        )
     path = parts.path.rstrip("/")
     base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     if path == "":
         return relay_webhook_url(base)
     if path == WEBHOOK_PATH:
         return base + WEBHOOK_PATH
-    raise click.BadParameter(f"its path {parts.path} is not Relay's webhook path {WEBHOOK_PATH}: give the base URL "
-                             f"({base}, as RELAY_PUBLIC_URL) or {relay_webhook_url(base)}", param_hint="--url")
+    raise click.BadParameter(
+        f"its path {parts.path} is not Relay's webhook path {WEBHOOK_PATH}: give the base URL "
+        f"({base}, as RELAY_PUBLIC_URL) or {relay_webhook_url(base)}",
+        param_hint="--url",
+    )
 
 
 @webhooks_group.command("remove")
@@ -228,13 +270,15 @@ def webhooks_remove(webhook_id: str, yes: bool):
     webhooks = patiently(client, lambda c: c.list_webhooks(), retry_failures=True)
     webhook = next((w for w in webhooks if w.uuid == webhook_id.strip()), None)
     if webhook is None:
-        raise click.BadParameter(f"SparkLoop holds no webhook {webhook_id.strip()!r} (see `relay sparkloop "
-                                 "webhooks list`)", param_hint="ID")
+        raise click.BadParameter(
+            f"SparkLoop holds no webhook {webhook_id.strip()!r} (see `relay sparkloop webhooks list`)", param_hint="ID"
+        )
     public_url = current_app.config["RELAY"].public_url
     relay_url = relay_webhook_url(public_url) if public_url else None
     shown = shown_url(webhook.url, relay_url, reveal=False)
     if not yes:
-        warning = " Relay will stop receiving SparkLoop's events." if relay_url and same_url(webhook.url, relay_url) else ""
+        stops_relay = relay_url and same_url(webhook.url, relay_url)
+        warning = " Relay will stop receiving SparkLoop's events." if stops_relay else ""
         click.confirm(f"Remove {webhook.uuid} ({shown})?{warning}", abort=True)
     if not patiently(client, lambda c: c.delete_webhook(webhook.uuid), retry_failures=False):
         raise SparkLoopUnavailable(f"{webhook.uuid} was gone by the time it was removed")

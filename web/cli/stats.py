@@ -1,4 +1,5 @@
 """`relay events stats` for a terminal (what it reports: operations.stats)."""
+
 from __future__ import annotations
 
 from web.cli.support import human_duration, styled
@@ -11,30 +12,54 @@ def print_stats(stats: dict, out) -> None:
     from rich.table import Column, Table
 
     since = f"{stats['since'][:19]} UTC"
-    events = Table("status", "type", Column("events", justify="right"),
-                   title=f"Events received since {since}", title_justify="left")
+    events = Table(
+        "status",
+        "type",
+        Column("events", justify="right"),
+        title=f"Events received since {since}",
+        title_justify="left",
+    )
     for row in stats["events"]:
         events.add_row(styled(row["status"]), row["type"], str(row["count"]))
     out.print(events if stats["events"] else f"Events received since {since}: none")
     oldest = stats["oldest_pending_s"]
     out.print(f"Oldest pending delivery: {human_duration(oldest) if oldest is not None else 'none'}")
     failed = stats["failed_by_destination"]
-    out.print(f"Failed deliveries since {since}: "
-              + (", ".join(f"{destination} {count}" for destination, count in failed.items()) or "none"))
+    out.print(
+        f"Failed deliveries since {since}: "
+        + (", ".join(f"{destination} {count}" for destination, count in failed.items()) or "none")
+    )
     if stats["top_errors"]:
-        errors = Table(Column("deliveries", justify="right"), "destination", Column("error", overflow="fold"),
-                       title="Most common errors", title_justify="left")
+        errors = Table(
+            Column("deliveries", justify="right"),
+            "destination",
+            Column("error", overflow="fold"),
+            title="Most common errors",
+            title_justify="left",
+        )
         for error in stats["top_errors"]:
             errors.add_row(str(error["count"]), error["destination"], escape(error["error"]))
         out.print(errors)
     if stats["vendors"] is None:
         out.print(f"Throttle and circuit breaker: {stats['vendors_unavailable']}", markup=False)
     elif stats["vendors"]:
-        vendors = Table("vendor", "breaker", "limit", Column("calls in window", justify="right"),
-                        Column("next slot in", justify="right"), Column("paused for", justify="right"),
-                        title="Throttle and circuit breaker", title_justify="left")
+        vendors = Table(
+            "vendor",
+            "breaker",
+            "limit",
+            Column("calls in window", justify="right"),
+            Column("next slot in", justify="right"),
+            Column("paused for", justify="right"),
+            title="Throttle and circuit breaker",
+            title_justify="left",
+        )
         for vendor, state in stats["vendors"].items():
-            vendors.add_row(vendor, state["breaker"], state["limit"], str(state["calls_in_window"]),
-                            f"{state['next_slot_in_s']:g}s",
-                            f"{state['paused_for_s']:g}s" if state["paused_for_s"] else "-")
+            vendors.add_row(
+                vendor,
+                state["breaker"],
+                state["limit"],
+                str(state["calls_in_window"]),
+                f"{state['next_slot_in_s']:g}s",
+                f"{state['paused_for_s']:g}s" if state["paused_for_s"] else "-",
+            )
         out.print(vendors)

@@ -1,5 +1,6 @@
 """What every `relay` command shares: store errors as one line, durations and moments as
 option types, rich output."""
+
 from __future__ import annotations
 
 import functools
@@ -8,13 +9,20 @@ from datetime import datetime
 import click
 
 from operations.store import STORE_UNAVAILABLE
-from relay.durations import parse_duration, parse_when  # noqa: F401  parse_when: re-exported (tests/test_config)
+from relay.durations import parse_duration, parse_when
 from relay.sealing import SealedDataError
 
 STATUS_STYLES = {
-    "done": "green", "succeeded": "green", "superseded": "green",
-    "failed": "bold red", "invalid": "magenta", "unhandled": "dim",
-    "pending": "yellow", "in_flight": "cyan", "received": "yellow", "processing": "cyan",
+    "done": "green",
+    "succeeded": "green",
+    "superseded": "green",
+    "failed": "bold red",
+    "invalid": "magenta",
+    "unhandled": "dim",
+    "pending": "yellow",
+    "in_flight": "cyan",
+    "received": "yellow",
+    "processing": "cyan",
 }
 
 
@@ -26,8 +34,11 @@ def store_errors(command):
         try:
             return command(*args, **kwargs)
         except STORE_UNAVAILABLE as exc:
-            click.echo(f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
-                       "check DATABASE_URL and run `relay db upgrade`", err=True)
+            click.echo(
+                f"Error: the database is unreachable or not migrated ({type(exc).__name__}); "
+                "check DATABASE_URL and run `relay db upgrade`",
+                err=True,
+            )
             raise SystemExit(1) from None
         except SealedDataError as exc:  # its message names the key id, never data
             click.echo(f"Error: {exc}", err=True)
@@ -79,7 +90,7 @@ def counted(count: int, noun: str) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 7200:

@@ -11,6 +11,7 @@ Hand-written rather than supervisord or circus: a dyno runs one command, and all
 a loop that starts one child again, forwards SIGTERM and SIGINT, and gives up (so that the
 platform shows the crash) when the child cannot even stay up.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,12 +57,21 @@ def supervise(command: list[str], sleep=time.sleep, env: dict[str, str] | None =
             ran_s = time.monotonic() - started
             quick_deaths = quick_deaths + 1 if ran_s < QUICK_DEATH_S else 0
             if quick_deaths >= GIVE_UP_AFTER:
-                log.error("worker exited %d times in a row within %.0f s of starting (last code %s): "
-                          "giving up", quick_deaths, QUICK_DEATH_S, code)
+                log.error(
+                    "worker exited %d times in a row within %.0f s of starting (last code %s): giving up",
+                    quick_deaths,
+                    QUICK_DEATH_S,
+                    code,
+                )
                 return code or 1
             delay = RESTART_DELAYS_S[min(quick_deaths, len(RESTART_DELAYS_S) - 1)]
-            log.warning("worker exited with code %s after %.0f s; starting it again in %s s", code, ran_s, delay,
-                        extra={"exit_code": code})
+            log.warning(
+                "worker exited with code %s after %.0f s; starting it again in %s s",
+                code,
+                ran_s,
+                delay,
+                extra={"exit_code": code},
+            )
             sleep(delay)
             if stopping:
                 return code
@@ -71,8 +81,11 @@ def supervise(command: list[str], sleep=time.sleep, env: dict[str, str] | None =
 
 
 @click.command("worker", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--banner", is_flag=True,
-              help="Print Celery's start-up banner also with JSON logs (relay dev keeps it in its log file).")
+@click.option(
+    "--banner",
+    is_flag=True,
+    help="Print Celery's start-up banner also with JSON logs (relay dev keeps it in its log file).",
+)
 @click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
 def worker_command(banner: bool, celery_options: tuple[str, ...]):
     """Run a Celery worker (CELERY_OPTIONS go to `celery worker`, e.g. --concurrency 4) and
@@ -85,5 +98,6 @@ def worker_command(banner: bool, celery_options: tuple[str, ...]):
     # way get RELAY_SHUTDOWN_GRACE to finish, the rest are handed back. Celery's own SIGTERM, a
     # warm shutdown, would wait for them until the platform's SIGKILL.
     env = {**os.environ, "REMAP_SIGTERM": "SIGQUIT"}
-    raise SystemExit(supervise([sys.executable, "-m", "celery", "-A", "workers", *quiet, "worker", *celery_options],
-                               env=env))
+    raise SystemExit(
+        supervise([sys.executable, "-m", "celery", "-A", "workers", *quiet, "worker", *celery_options], env=env)
+    )

@@ -1,6 +1,7 @@
 """SparkLoop's API v2: the subscriber list `relay backfill` reads, and the webhook registrations
 `relay sparkloop webhooks` and `relay doctor` manage and check.
 https://docs.sparkloop.app/api-v2/endpoints/subscribers, https://docs.sparkloop.app/api-v2/endpoints/webhooks"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,10 +32,17 @@ class SubscriberPage:
 class SparkLoopClient(VendorClient):
     vendor = "sparkloop"
 
-    def __init__(self, base_url: str, api_key: str, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None, guard: Guard | None = None):
-        self._http = VendorHTTP(self.vendor, base_url, api_key, timeout, transport, api_key, guard,
-                                auth_header="X-Api-Key")
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        guard: Guard | None = None,
+    ):
+        self._http = VendorHTTP(
+            self.vendor, base_url, api_key, timeout, transport, api_key, guard, auth_header="X-Api-Key"
+        )
 
     def list_subscribers(self, page: int = 1, per_page: int = MAX_PER_PAGE) -> SubscriberPage:
         """GET /subscribers: one page, newest `created_at` first."""
@@ -69,8 +77,7 @@ class SparkLoopClient(VendorClient):
 
     def switch_on(self, uuid: str, events: tuple[str, ...] = API_EVENTS) -> Webhook:
         """PUT /webhooks/{identifier}: switch `events` on, leaving the others as they are."""
-        response = self._request("PUT", WEBHOOK, path_params={"identifier": uuid},
-                                 json=dict.fromkeys(events, True))
+        response = self._request("PUT", WEBHOOK, path_params={"identifier": uuid}, json=dict.fromkeys(events, True))
         return self._webhook("PUT", WEBHOOK, response)
 
     def delete_webhook(self, uuid: str) -> bool:
@@ -86,9 +93,12 @@ class SparkLoopClient(VendorClient):
         return webhook
 
     def _unexpected(self, method: str, path: str, response, what: str) -> VendorError:
-        return VendorError("sparkloop", ErrorKind.PERMANENT, what, status=response.status_code,
-                           method=method, path=path)
+        return VendorError(
+            "sparkloop", ErrorKind.PERMANENT, what, status=response.status_code, method=method, path=path
+        )
 
 
 def sparkloop_client(config) -> SparkLoopClient:
-    return shared_client(SparkLoopClient, config, config.sparkloop_api_url, config.sparkloop_api_key, config.sparkloop_rate_limit)
+    return shared_client(
+        SparkLoopClient, config, config.sparkloop_api_url, config.sparkloop_api_key, config.sparkloop_rate_limit
+    )

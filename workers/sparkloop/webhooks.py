@@ -1,6 +1,7 @@
 """SparkLoop webhook registrations as Relay sees them: which events the API can switch, which only
 SparkLoop's dashboard can, and whether a webhook sends Relay what it handles.
 https://docs.sparkloop.app/api-v2/endpoints/webhooks, https://docs.sparkloop.app/webhooks"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,9 +28,12 @@ class Webhook:
     def parse(cls, body: object) -> Webhook | None:
         if not isinstance(body, dict) or not isinstance(body.get("uuid"), str) or not isinstance(body.get("url"), str):
             return None
-        events = body.get("events") if isinstance(body.get("events"), dict) else {}
-        return cls(body["uuid"], body["url"],
-                   {name: value for name, value in events.items() if isinstance(value, bool) or value is None})
+        events = body["events"] if isinstance(body.get("events"), dict) else {}
+        return cls(
+            body["uuid"],
+            body["url"],
+            {name: value for name, value in events.items() if isinstance(value, bool) or value is None},
+        )
 
     @property
     def switched_on(self) -> tuple[str, ...]:
@@ -48,8 +52,12 @@ def relay_webhook_url(public_url: str) -> str:
 def same_url(a: str, b: str) -> bool:
     """The same endpoint: scheme and host in any case, a trailing slash or not."""
     first, second = urlsplit(a.strip()), urlsplit(b.strip())
-    return ((first.scheme.lower(), first.netloc.lower(), first.path.rstrip("/"), first.query)
-            == (second.scheme.lower(), second.netloc.lower(), second.path.rstrip("/"), second.query))
+    return (first.scheme.lower(), first.netloc.lower(), first.path.rstrip("/"), first.query) == (
+        second.scheme.lower(),
+        second.netloc.lower(),
+        second.path.rstrip("/"),
+        second.query,
+    )
 
 
 def find(webhooks: list[Webhook], url: str) -> Webhook | None:

@@ -1,4 +1,5 @@
 """Sprig as a destination: one `POST /v2/users` per subscriber the event is about."""
+
 from workers.context import Destination
 from workers.sprig.client import sprig_client
 from workers.sprig.delivery import upsert_subscribers

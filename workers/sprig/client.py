@@ -2,6 +2,7 @@
 https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1,
 https://docs.sprig.com/reference/sprig-api/v2/get-v2-users-userid-1,
 https://docs.sprig.com/reference/sprig-api/v2/post-v2-purge-visitors-1"""
+
 from __future__ import annotations
 
 import httpx
@@ -19,12 +20,17 @@ MAX_PURGED_PER_REQUEST = 100
 class SprigClient(VendorClient):
     vendor = "sprig"
 
-    def __init__(self, base_url: str, api_key: str, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None, guard: Guard | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        guard: Guard | None = None,
+    ):
         # /v2/users* is documented with the API-Key scheme (https://docs.sprig.com/docs/apis);
         # purge and /v1 would use Bearer.
-        self._http = VendorHTTP(self.vendor, base_url, f"API-Key {api_key}", timeout, transport, api_key,
-                                guard)
+        self._http = VendorHTTP(self.vendor, base_url, f"API-Key {api_key}", timeout, transport, api_key, guard)
         self._bearer = f"Bearer {api_key}"
 
     def upsert_user(self, body: dict) -> None:
@@ -42,12 +48,13 @@ class SprigClient(VendorClient):
         """POST /v2/purge/visitors, documented with Bearer auth (not API-Key), in requests of at
         most 100 ids: Sprig deletes these visitors and their data after its delay (10 days by
         default). Returns Sprig's request id of each request."""
-        ids = [("userIds", value) for value in dict.fromkeys(user_ids)] + \
-              [("emails", value) for value in dict.fromkeys(emails)]
+        ids = [("userIds", value) for value in dict.fromkeys(user_ids)] + [
+            ("emails", value) for value in dict.fromkeys(emails)
+        ]
         request_ids = []
         for start in range(0, len(ids), MAX_PURGED_PER_REQUEST):
             body: dict[str, list[str]] = {}
-            for field, value in ids[start:start + MAX_PURGED_PER_REQUEST]:
+            for field, value in ids[start : start + MAX_PURGED_PER_REQUEST]:
                 body.setdefault(field, []).append(value)
             response = self._request("POST", PURGE, json=body, headers={"Authorization": self._bearer})
             answer = self._http.json("POST", PURGE, response)

@@ -12,6 +12,7 @@ landed instead of sending it again. Otherwise it sends: exactly once, unless thi
 landed and a newer one of the same name for the same person landed before the retry. A call the
 throttle or the breaker held back, or a definite refusal (429, 4xx), clears the note: nothing
 landed."""
+
 from __future__ import annotations
 
 import time
@@ -21,12 +22,13 @@ from schemas.sprig import SprigUser, sprig_user_body
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind
+from workers.sprig.client import SprigClient
 from workers.vendor_errors import VendorError
 
 NOT_LANDED = (ErrorKind.THROTTLED, ErrorKind.PERMANENT, ErrorKind.AUTH)
 
 
-def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
+def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> str | None:
     if not ctx.subscribers:
         raise DeliveryFailed("payload names no subscriber (no email or id found)")
     version = [ctx.received_at_ms, ctx.event_id]
@@ -37,20 +39,31 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
         if progress.done(attributes_step) and progress.done(events_step):
             continue
         try:
-            body = sprig_user_body(sends, ctx.event_type, ctx.data, subscriber, role, ctx.received_at_ms,
-                                   user_id_source=ctx.config.sprig_user_id_source,
-                                   attributes=ctx.config.sprig_attributes,
-                                   attribute_prefix=ctx.config.sprig_attribute_prefix)
+            body = sprig_user_body(
+                sends,
+                ctx.event_type,
+                ctx.data,
+                subscriber,
+                role,
+                ctx.received_at_ms,
+                user_id_source=ctx.config.sprig_user_id_source,
+                attributes=ctx.config.sprig_attributes,
+                attribute_prefix=ctx.config.sprig_attribute_prefix,
+            )
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None
         applied = identity.sprig_versions(subscriber)
-        body["attributes"] = {} if progress.done(attributes_step) else {
-            name: value for name, value in body["attributes"].items()
-            if applied.get(name, [0, 0]) <= version
-        }
+        body["attributes"] = (
+            {}
+            if progress.done(attributes_step)
+            else {name: value for name, value in body["attributes"].items() if applied.get(name, [0, 0]) <= version}
+        )
         sent_step = f"{events_step}.sent"
-        if not progress.done(events_step) and progress.time_of(sent_step) is not None \
-                and _counted(ctx, body["userId"], body["events"][0]):
+        if (
+            not progress.done(events_step)
+            and progress.time_of(sent_step) is not None
+            and _counted(ctx, body["userId"], body["events"][0])
+        ):
             progress.record(events_step, "found-in-sprig")
         if progress.done(events_step):
             del body["events"]
@@ -73,7 +86,7 @@ def upsert_subscribers(ctx: DeliveryContext, sends: SprigUser) -> str | None:
     return DeliveryStatus.SUPERSEDED if nothing_to_send == len(ctx.subscribers) else None
 
 
-def _counted(ctx: DeliveryContext, user_id: str, event: dict) -> bool:
+def _counted(ctx: DeliveryContext[SprigClient], user_id: str, event: dict) -> bool:
     """Whether Sprig's latest occurrence of this event's name is this one."""
     user = ctx.client.get_user(user_id)
     recorded = next((e for e in (user or {}).get("events") or [] if e.get("event") == event["event"]), None)

@@ -1,5 +1,6 @@
 """Spruce as a destination: the subscriber's contact, and for notes the note conversation and
 one internal note."""
+
 from schemas.spruce import SpruceNote
 from workers.context import Destination
 from workers.spruce.client import spruce_client

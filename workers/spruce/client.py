@@ -4,6 +4,7 @@ https://developer.sprucehealth.com/reference/).
 
 Every POST/PATCH that Spruce declares idempotent carries the caller's `s-idempotency-key`;
 a reused key comes back as VendorError(kind=DUPLICATE) and the caller reads back."""
+
 from __future__ import annotations
 
 import logging
@@ -26,16 +27,29 @@ log = logging.getLogger("relay.vendor.spruce")
 class SpruceClient(VendorClient):
     vendor = "spruce"
 
-    def __init__(self, base_url: str, api_token: str, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None, guard: Guard | None = None):
-        self._http = VendorHTTP(self.vendor, base_url, f"Bearer {api_token}", timeout, transport, api_token,
-                                guard)
+    def __init__(
+        self,
+        base_url: str,
+        api_token: str,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        guard: Guard | None = None,
+    ):
+        self._http = VendorHTTP(self.vendor, base_url, f"Bearer {api_token}", timeout, transport, api_token, guard)
 
     def search_contacts_by_email(self, email: str) -> list[dict]:
         """Every contact with this email (structured search, sorted by id ascending)."""
         # SearchContacts declares no idempotency header: it is read-only.
-        return list(self._pages("POST", "/contacts/search", "contacts", json=search_by_email_body(email),
-                                page_size=SEARCH_PAGE_SIZE, max_pages=MAX_PAGES))
+        return list(
+            self._pages(
+                "POST",
+                "/contacts/search",
+                "contacts",
+                json=search_by_email_body(email),
+                page_size=SEARCH_PAGE_SIZE,
+                max_pages=MAX_PAGES,
+            )
+        )
 
     def create_contact(self, body: dict, idempotency_key: str) -> dict:
         """POST /contacts → the new contact (201, bare)."""
@@ -58,31 +72,51 @@ class SpruceClient(VendorClient):
 
     def post_message(self, conversation_id: str, body: dict, idempotency_key: str) -> str:
         """POST /conversations/{id}/messages → the `requestId`: accepted, posted asynchronously."""
-        return self._post("/conversations/{conversationId}/messages", body, idempotency_key,
-                          path_params={"conversationId": conversation_id})["requestId"]
+        return self._post(
+            "/conversations/{conversationId}/messages",
+            body,
+            idempotency_key,
+            path_params={"conversationId": conversation_id},
+        )["requestId"]
 
-    def iter_conversation_items(self, conversation_id: str, order: str = "newest_first",
-                                page_size: int = 50, max_pages: int = MAX_PAGES) -> Iterator[dict]:
+    def iter_conversation_items(
+        self, conversation_id: str, order: str = "newest_first", page_size: int = 50, max_pages: int = MAX_PAGES
+    ) -> Iterator[dict]:
         """The conversation's items across at most `max_pages` pages. Listing is eventually
         consistent, so a just-posted note may be missing for a moment."""
         if order not in ITEM_ORDERS:
             raise ValueError(f"order must be one of {ITEM_ORDERS}")
         if not 1 <= page_size <= 200:
             raise ValueError("page_size must be within 1-200")
-        return self._pages("GET", "/conversations/{conversationId}/items", "conversationItems",
-                           path_params={"conversationId": conversation_id}, params={"order": order},
-                           page_size=page_size, max_pages=max_pages)
+        return self._pages(
+            "GET",
+            "/conversations/{conversationId}/items",
+            "conversationItems",
+            path_params={"conversationId": conversation_id},
+            params={"order": order},
+            page_size=page_size,
+            max_pages=max_pages,
+        )
 
-    def _post(self, path: str, body: dict, idempotency_key: str,
-              path_params: dict[str, str] | None = None) -> dict:
+    def _post(self, path: str, body: dict, idempotency_key: str, path_params: dict[str, str] | None = None) -> dict:
         _check_idempotency_key(idempotency_key)
-        response = self._request("POST", path, path_params=path_params, json=body,
-                                      headers={"s-idempotency-key": idempotency_key})
+        response = self._request(
+            "POST", path, path_params=path_params, json=body, headers={"s-idempotency-key": idempotency_key}
+        )
         return self._http.json("POST", path, response)
 
-    def _pages(self, method: str, path: str, key: str, *, page_size: int, max_pages: int,
-               path_params: dict[str, str] | None = None, params: dict | None = None,
-               json: dict | None = None) -> Iterator[dict]:
+    def _pages(
+        self,
+        method: str,
+        path: str,
+        key: str,
+        *,
+        page_size: int,
+        max_pages: int,
+        path_params: dict[str, str] | None = None,
+        params: dict | None = None,
+        json: dict | None = None,
+    ) -> Iterator[dict]:
         token = None
         for _ in range(max_pages):
             query = {**(params or {}), "pageSize": page_size}

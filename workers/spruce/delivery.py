@@ -6,6 +6,7 @@ A stored id Spruce answers 404 for (staff deleted or merged the contact, or dele
 conversation; a deleted contact takes its conversations with it) is replaced within the same
 run, once per kind: found first, created only when none is found, under a key of its own
 (Spruce keeps a key 24 h, and the one that made the deleted record would get a 422)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +16,16 @@ import time
 from schemas.note_template import note_text
 from schemas.sparkloop import Subscriber
 from schemas.spruce import (
-    SpruceContact, SpruceNote, contact_body, note_conversation_body, note_message_body,
+    SpruceContact,
+    SpruceNote,
+    contact_body,
+    note_conversation_body,
+    note_message_body,
 )
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
+from workers.spruce.client import SpruceClient
 from workers.vendor_errors import VendorError
 
 NOTE_TITLE = "SparkLoop referrals"
@@ -38,7 +44,7 @@ KIND = {CONTACT: "contact", CONVERSATION: "note conversation"}
 log = logging.getLogger("relay.spruce")
 
 
-def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
+def deliver(ctx: DeliveryContext[SpruceClient], sends: SpruceContact | SpruceNote) -> None:
     subscriber = _subject(ctx)
     stale = _Stale(ctx)
     try:
@@ -65,8 +71,9 @@ def deliver(ctx: DeliveryContext, sends: SpruceContact | SpruceNote) -> None:
 class _Stale:
     """The stored ids Spruce answered 404 for in this run."""
 
-    def __init__(self, ctx: DeliveryContext):
-        self.ctx, self.kinds, self.replaced_all = ctx, [], False
+    def __init__(self, ctx: DeliveryContext[SpruceClient]):
+        self.ctx, self.replaced_all = ctx, False
+        self.kinds: list[str] = []
 
     def forget(self, kind: str, stored_id: str, err: VendorError) -> None:
         """Re-raises `err` unless it is a 404; else `stored_id` (a `kind`) is never used again
@@ -76,7 +83,8 @@ class _Stale:
         if kind in self.kinds:
             raise DeliveryFailed(
                 f"the Spruce {KIND[kind]} found or created in place of a stored one Spruce no longer has "
-                f"is not found either: {err}") from None
+                f"is not found either: {err}"
+            ) from None
         self.kinds.append(kind)
         progress = self.ctx.progress
         if kind == CONTACT:
@@ -93,30 +101,38 @@ class _Stale:
             return
         kinds = sorted(KIND[kind] for kind in self.kinds)  # "contact" before "note conversation"
         what = " and ".join(kinds) + (" ids" if len(kinds) > 1 else " id")
-        then = ("found or created again" if self.replaced_all
-                else "finding or creating it again did not finish in this run (see the delivery's error)")
-        log.warning("delivery %s: Spruce no longer has the stored %s (404): forgotten, %s",
-                    self.ctx.delivery_id, what, then,
-                    extra={"delivery_id": self.ctx.delivery_id, "stale_ids": kinds})
+        then = (
+            "found or created again"
+            if self.replaced_all
+            else "finding or creating it again did not finish in this run (see the delivery's error)"
+        )
+        log.warning(
+            "delivery %s: Spruce no longer has the stored %s (404): forgotten, %s",
+            self.ctx.delivery_id,
+            what,
+            then,
+            extra={"delivery_id": self.ctx.delivery_id, "stale_ids": kinds},
+        )
 
 
-def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
+def _post_note(ctx: DeliveryContext[SpruceClient], conversation_id: str, text: str) -> None:
     progress = ctx.progress
     if progress.done(NOTE):
         return
     first_attempt_ms = progress.time_of(NOTE_FIRST_ATTEMPT)
     if first_attempt_ms is None:
         progress.mark(NOTE_FIRST_ATTEMPT, _now_ms())
-    elif _now_ms() - first_attempt_ms > IDEMPOTENCY_WINDOW_MS:
-        # Spruce has forgotten our key by now: look for the note before posting it again.
-        if _note_already_posted(ctx, conversation_id, text):
-            progress.record(NOTE, "found-in-conversation")
-            return
+    elif _now_ms() - first_attempt_ms > IDEMPOTENCY_WINDOW_MS and _note_already_posted(ctx, conversation_id, text):
+        # Spruce has forgotten our key by now, and the note was posted before: not again.
+        progress.record(NOTE, "found-in-conversation")
+        return
     try:
         # Spruce scopes keys by path: in a conversation that replaced a deleted one, the same
         # key is a first use.
         request_id = ctx.client.post_message(
-            conversation_id, note_message_body(text), idempotency_key=f"relay-note-{ctx.delivery_id}",
+            conversation_id,
+            note_message_body(text),
+            idempotency_key=f"relay-note-{ctx.delivery_id}",
         )
     except VendorError as err:
         if err.kind != ErrorKind.DUPLICATE:
@@ -125,14 +141,14 @@ def _post_note(ctx: DeliveryContext, conversation_id: str, text: str) -> None:
     progress.record(NOTE, request_id)
 
 
-def _note_already_posted(ctx: DeliveryContext, conversation_id: str, text: str) -> bool:
+def _note_already_posted(ctx: DeliveryContext[SpruceClient], conversation_id: str, text: str) -> bool:
     return any(
         item.get("isInternalNote") and item.get("text") == text
         for item in ctx.client.iter_conversation_items(conversation_id, order="newest_first")
     )
 
 
-def _subject(ctx: DeliveryContext) -> Subscriber:
+def _subject(ctx: DeliveryContext[SpruceClient]) -> Subscriber:
     """The person the event is about: the first its spec names (schemas.sparkloop.PeopleAt)."""
     subscriber = ctx.subscribers[0][1] if ctx.subscribers else None
     if subscriber is None or not subscriber.email:
@@ -140,13 +156,21 @@ def _subject(ctx: DeliveryContext) -> Subscriber:
     return subscriber
 
 
-def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber, replaces: str | None) -> str:
+def _email(subscriber: Subscriber) -> str:
+    """The contact's email (_subject lets no subscriber without one through)."""
+    if not subscriber.email:
+        raise DeliveryFailed("payload has no subscriber email to find the Spruce contact by")
+    return subscriber.email
+
+
+def _find_or_create_contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber, replaces: str | None) -> str:
+    email = _email(subscriber)
     if not _recently_found_nothing(ctx, CONTACT_SEARCH_EMPTY):
-        found = ctx.client.search_contacts_by_email(subscriber.email)
+        found = ctx.client.search_contacts_by_email(email)
         if found:
             return _lowest_id(found)
         ctx.progress.mark(CONTACT_SEARCH_EMPTY, _now_ms())
-    email_hash = hashlib.sha256(subscriber.email.encode()).hexdigest()
+    email_hash = hashlib.sha256(email.encode()).hexdigest()
     try:
         return ctx.client.create_contact(
             contact_body(subscriber), idempotency_key=_replacing(f"relay-contact-{email_hash}", replaces)
@@ -154,13 +178,13 @@ def _find_or_create_contact(ctx: DeliveryContext, subscriber: Subscriber, replac
     except VendorError as err:
         if err.kind != ErrorKind.DUPLICATE:
             raise
-    found = ctx.client.search_contacts_by_email(subscriber.email)
+    found = ctx.client.search_contacts_by_email(email)
     if found:
         return _lowest_id(found)
     raise RetryLater("Spruce contact created by an earlier attempt is not searchable yet")
 
 
-def _contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
+def _contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONTACT])
     if progress.done(CONTACT) and progress.result(CONTACT) != stale:
         return progress.result(CONTACT)
@@ -175,7 +199,7 @@ def _contact(ctx: DeliveryContext, subscriber: Subscriber) -> str:
     return contact_id
 
 
-def _note_conversation(ctx: DeliveryContext, subscriber: Subscriber, contact_id: str) -> str:
+def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber, contact_id: str) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONVERSATION])
     if progress.done(CONVERSATION) and progress.result(CONVERSATION) != stale:
         return progress.result(CONVERSATION)
@@ -209,7 +233,7 @@ def _replacing(key: str, stale_id: str | None) -> str:
     return f"{key}-replacing-{stale_id}" if stale_id else key
 
 
-def _recently_found_nothing(ctx: DeliveryContext, name: str) -> bool:
+def _recently_found_nothing(ctx: DeliveryContext[SpruceClient], name: str) -> bool:
     """A read that found nothing is progress too: a delivery throttled between the read and the
     create resumes at the create, so every call it spends moves it forward. Trusted only within
     the idempotency window, where the create's key still guards against a duplicate."""
@@ -221,9 +245,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _find_note_conversation(ctx: DeliveryContext, contact_id: str) -> str | None:
+def _find_note_conversation(ctx: DeliveryContext[SpruceClient], contact_id: str) -> str | None:
     ours = [
-        c for c in ctx.client.list_contact_conversations(contact_id)
+        c
+        for c in ctx.client.list_contact_conversations(contact_id)
         if c.get("type") == "note" and c.get("title") == NOTE_TITLE
     ]
     return _lowest_id(ours) if ours else None

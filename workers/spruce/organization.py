@@ -1,6 +1,7 @@
 """Spruce's organization reads, which `relay doctor` uses to prove the token and the configured
 note members: https://developer.sprucehealth.com/reference/organization,
 https://developer.sprucehealth.com/reference/organizationmembers"""
+
 from __future__ import annotations
 
 from workers.spruce.client import SpruceClient
@@ -20,5 +21,4 @@ class SpruceOrganizationClient(SpruceClient):
 
     def members(self) -> list[dict]:
         """GET /organization/members: every teammate and team, and the organization itself."""
-        return list(self._pages("GET", MEMBERS, "members", page_size=MEMBERS_PAGE_SIZE,
-                                max_pages=MAX_MEMBER_PAGES))
+        return list(self._pages("GET", MEMBERS, "members", page_size=MEMBERS_PAGE_SIZE, max_pages=MAX_MEMBER_PAGES))

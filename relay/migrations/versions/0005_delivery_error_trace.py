@@ -4,23 +4,28 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.add_column(sa.Column(
-            'last_error_trace', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'),
-            nullable=True))
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "last_error_trace",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=True,
+            )
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.drop_column('last_error_trace')
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("last_error_trace")

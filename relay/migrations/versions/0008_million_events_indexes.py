@@ -19,13 +19,15 @@ transaction, so the intake keeps writing events while a release builds them (13 
 bench/million's million events on the 2-core development machine). Downgrading drops the
 indexes and leaves the extension, which other objects may use.
 """
+
 from contextlib import nullcontext
+from typing import Any
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-revision = '0008'
-down_revision = '0007'
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -34,35 +36,48 @@ HAS_ERROR = sa.text("last_error IS NOT NULL")
 
 
 def upgrade() -> None:
-    postgresql = op.get_bind().dialect.name == 'postgresql'
+    postgresql = op.get_bind().dialect.name == "postgresql"
     if postgresql:
-        op.execute('CREATE EXTENSION IF NOT EXISTS pg_trgm')
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     with _outside_the_transaction(postgresql):
-        now = {'postgresql_concurrently': True} if postgresql else {}
-        op.create_index('ix_events_status_id', 'events', ['status', 'id'], **now)
-        op.create_index('ix_events_received_status_type', 'events', ['received_at', 'status', 'type'], **now)
-        op.create_index('ix_events_id_received', 'events', ['id', 'received_at'], **now)
-        op.create_index('ix_deliveries_failed_finished', 'deliveries', ['finished_at'], postgresql_where=FAILED,
-                        sqlite_where=FAILED, **now)
+        now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
+        op.create_index("ix_events_status_id", "events", ["status", "id"], **now)
+        op.create_index("ix_events_received_status_type", "events", ["received_at", "status", "type"], **now)
+        op.create_index("ix_events_id_received", "events", ["id", "received_at"], **now)
+        op.create_index(
+            "ix_deliveries_failed_finished",
+            "deliveries",
+            ["finished_at"],
+            postgresql_where=FAILED,
+            sqlite_where=FAILED,
+            **now,
+        )
         if postgresql:
-            op.create_index('ix_deliveries_last_error_trgm', 'deliveries', ['last_error'], postgresql_using='gin',
-                            postgresql_ops={'last_error': 'gin_trgm_ops'}, postgresql_where=HAS_ERROR, **now)
-        op.drop_index('ix_events_status', table_name='events', **now)
-        op.drop_index('ix_events_received_at', table_name='events', **now)
+            op.create_index(
+                "ix_deliveries_last_error_trgm",
+                "deliveries",
+                ["last_error"],
+                postgresql_using="gin",
+                postgresql_ops={"last_error": "gin_trgm_ops"},
+                postgresql_where=HAS_ERROR,
+                **now,
+            )
+        op.drop_index("ix_events_status", table_name="events", **now)
+        op.drop_index("ix_events_received_at", table_name="events", **now)
 
 
 def downgrade() -> None:
-    postgresql = op.get_bind().dialect.name == 'postgresql'
+    postgresql = op.get_bind().dialect.name == "postgresql"
     with _outside_the_transaction(postgresql):
-        now = {'postgresql_concurrently': True} if postgresql else {}
-        op.create_index('ix_events_received_at', 'events', ['received_at'], **now)
-        op.create_index('ix_events_status', 'events', ['status'], **now)
+        now: dict[str, Any] = {"postgresql_concurrently": True} if postgresql else {}
+        op.create_index("ix_events_received_at", "events", ["received_at"], **now)
+        op.create_index("ix_events_status", "events", ["status"], **now)
         if postgresql:
-            op.drop_index('ix_deliveries_last_error_trgm', table_name='deliveries', **now)
-        op.drop_index('ix_deliveries_failed_finished', table_name='deliveries', **now)
-        op.drop_index('ix_events_id_received', table_name='events', **now)
-        op.drop_index('ix_events_received_status_type', table_name='events', **now)
-        op.drop_index('ix_events_status_id', table_name='events', **now)
+            op.drop_index("ix_deliveries_last_error_trgm", table_name="deliveries", **now)
+        op.drop_index("ix_deliveries_failed_finished", table_name="deliveries", **now)
+        op.drop_index("ix_events_id_received", table_name="events", **now)
+        op.drop_index("ix_events_received_status_type", table_name="events", **now)
+        op.drop_index("ix_events_status_id", table_name="events", **now)
 
 
 def _outside_the_transaction(postgresql: bool):
