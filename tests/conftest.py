@@ -122,6 +122,12 @@ def leaked(value: str, text: str) -> bool:
     return value in text
 
 
+def sentry_off() -> None:
+    """No Sentry client, as before any init: sentry_sdk.init() without a DSN leaves an active one."""
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -432,7 +438,7 @@ def sentry(app):
     capture = SentryCapture()
     init_sentry(dataclasses.replace(app.config["RELAY"], sentry_dsn="http://key@127.0.0.1:9/1"), transport=capture)
     yield capture
-    sentry_sdk.init()  # back to a disabled client for the other tests
+    sentry_off()  # no client for the other tests (sentry_sdk.init() would leave an active one)
 
 
 @pytest.fixture

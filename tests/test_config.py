@@ -103,6 +103,8 @@ def test_config_error_message_does_not_echo_secrets():
 def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     import sentry_sdk
 
+    from tests.conftest import sentry_off
+
     create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
     try:
@@ -117,7 +119,7 @@ def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
         assert options["max_request_body_size"] == "never"
         assert {"flask", "celery"} <= set(client.integrations)
     finally:
-        sentry_sdk.init()  # back to a disabled client for the other tests
+        sentry_off()  # no client for the other tests (sentry_sdk.init() would leave an active one)
 
 
 def test_every_variable_is_documented_in_env_example_and_the_readme():
