@@ -93,7 +93,8 @@ init_sentry(load_config({{"SENTRY_DSN": "http://key@127.0.0.1:{silent.getsocknam
 sentry_sdk.capture_message("a report")
 """
     try:
-        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+        # A child that imports Relay and Sentry: over 30 s was seen under the suite's own load.
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=90)
     finally:
         silent.close()
     lines = [line for line in done.stderr.splitlines() if line.strip()]
