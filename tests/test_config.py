@@ -17,7 +17,7 @@ from relay.app import create_base_app
 from relay.config import ConfigError, load_config
 from relay.durations import parse_duration
 from web import create_app
-from web.cli.support import parse_when
+from relay.durations import parse_when
 
 
 def config(**env):

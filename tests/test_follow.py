@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from operations.filters import EventFilter
 from relay.db import session_scope
 from schemas.personal import personal_strings
 from tests.conftest import (
@@ -16,7 +17,6 @@ from tests.conftest import (
 )
 from tests.dev_processes import RELAY
 from web.cli import main
-from web.cli.filters import EventFilter
 from web.cli.follow import Follower, follow, stop_after
 
 CLOCK = re.compile(r"^\d\d:\d\d:\d\d  ")

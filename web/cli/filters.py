@@ -11,9 +11,6 @@ from operations.filters import EVENT_STATUSES, EventFilter
 from schemas.events import DESTINATIONS
 from web.cli.support import When
 
-# EventFilter is re-exported for the commands that take one.
-__all__ = ["EVENT_STATUSES", "EventFilter", "filter_options"]
-
 
 def filter_options(command):
     """Adds the shared filter options; the command receives them as `filters` (EventFilter)."""
