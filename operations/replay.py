@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from operations.filters import EventFilter
 from relay.config import Config
+from relay.destinations import Destination, Registry
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.planning import Plan, plan_event
 from relay.runtime import Runtime
-from schemas.events import EVENTS, sends, validate_event
-from workers.destinations import DESTINATIONS
+from schemas.events import EVENTS, validate_event
 
 BATCH = 200
 FORCEABLE = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)
@@ -84,9 +84,9 @@ def replay(
             batch_ids = []
             for event in session.scalars(query if dry_run else query.with_for_update()).all():
                 decision = _decide(session, event, config, force, destination)
-                _count(event, decision, result)
+                _count(event, decision, result, config.destinations)
                 if not dry_run:
-                    batch_ids += _apply(session, event, decision)
+                    batch_ids += _apply(session, event, decision, config.destinations)
             if not dry_run:
                 session.commit()
         result.delivery_ids += batch_ids
@@ -146,18 +146,18 @@ def _skip_reason(delivery: Delivery, force: bool) -> str | None:
     return None if delivery.status == DeliveryStatus.FAILED else f"already {delivery.status}"
 
 
-def _count(event: Event, decision: Decision, result: ReplayResult) -> None:
+def _count(event: Event, decision: Decision, result: ReplayResult, destinations: Registry) -> None:
     for reason in decision.skipped:
         result.skipped[reason] += 1
     event_type = decision.plan.event_type if decision.plan else event.type
     for destination in decision.destinations():
         result.deliveries[(event_type, destination)] += 1
-        result.vendor_calls[destination] += _calls_at_most(event_type, event.payload, destination)
+        result.vendor_calls[destination] += _calls_at_most(event_type, event.payload, destinations[destination])
     if decision.destinations():
         result.events += 1
 
 
-def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
+def _apply(session: Session, event: Event, decision: Decision, destinations: Registry) -> list[int]:
     if decision.plan:
         assert decision.plan.key is not None  # _not_yet passes only valid, handled plans: they have a key
         event.type, event.errors, event.dedup_key = decision.plan.event_type, None, decision.plan.key
@@ -171,7 +171,7 @@ def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
     now = utcnow()
     for delivery in again:
         if delivery.status in FORCEABLE:
-            kept = DESTINATIONS[delivery.destination].kept_on_force
+            kept = destinations[delivery.destination].kept_on_force
             delivery.progress = {}
             delivery.step_times = {k: v for k, v in (delivery.step_times or {}).items() if k in kept}
         delivery.status, delivery.attempts, delivery.deferrals = DeliveryStatus.PENDING, 0, 0
@@ -184,10 +184,10 @@ def _apply(session: Session, event: Event, decision: Decision) -> list[int]:
     return [d.id for d in again]
 
 
-def _calls_at_most(event_type: str, payload: dict, destination: str) -> int:
+def _calls_at_most(event_type: str, payload: dict, destination: Destination) -> int:
     _, data, _ = validate_event(payload)
     subscribers = len(EVENTS[event_type].subscribers(data)) if data is not None else 0
-    return DESTINATIONS[destination].most_calls(sends(event_type, destination), subscribers)
+    return destination.most_calls(destination.sends(event_type), subscribers)
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
@@ -211,7 +211,7 @@ def sending_estimates(runtime: Runtime, result: ReplayResult) -> list[SendingEst
     """Per destination of a (dry) replay's result: its calls at most, and how long they take."""
     estimates = []
     for destination, calls in sorted(result.vendor_calls.items()):
-        throttle = DESTINATIONS[destination].client(runtime.config).guard.throttle
+        throttle = runtime.config.destinations[destination].client(runtime.config).guard.throttle
         rate = throttle.rate
         # Replays are catch-up work: the throttle paces them one interval apart (workers.throttle).
         estimates.append(

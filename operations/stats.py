@@ -10,9 +10,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from relay.destinations import configured
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
 from relay.runtime import Runtime
-from workers.destinations import configured
 
 TOP_ERRORS = 5
 ERRORS_SCANNED = 10_000

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.destinations import PLUGINS_VARIABLE, Registry
 from relay.durations import EXAMPLES as DURATION_EXAMPLES
 from relay.durations import parse_duration
-from schemas.events import DESTINATIONS
 from schemas.note_template import NoteTemplate, TemplateError
 from schemas.sprig import ATTRIBUTES as SPRIG_ATTRIBUTE_NAMES
 from schemas.sprig import DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
@@ -82,6 +82,7 @@ VARIABLES = (
     "RELAY_PROXY_HOPS",
     "RELAY_PAYLOAD_KEYS",
     "RELAY_LOOKUP_KEY",
+    "RELAY_PLUGINS",
 )
 ENV_FILE = ".env"
 # RELAY_RETENTION_PURGE: beat purges what the retention ages allow once a day, unless off.
@@ -150,20 +151,14 @@ class Config:
     sprig_attributes: frozenset[str] | None = None
     sprig_attribute_prefix: str = DEFAULT_ATTRIBUTE_PREFIX
     public_url: str | None = None
+    # Every destination this process knows (relay.destinations), the configured ones' settings.
+    destinations: Registry = field(default_factory=Registry)
+    configured_destinations: frozenset[str] = frozenset()
+    destination_settings: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    @property
-    def configured_destinations(self) -> frozenset[str]:
-        """Destinations with credentials: a vendor without a key gets no deliveries planned."""
-        enabled = set()
-        if self.sprig_api_key:
-            enabled.add("sprig")
-        if self.spruce_api_token:
-            enabled.add("spruce")
-        return frozenset(enabled)
 
 
 def load_config(environ: dict[str, str] | None = None, *, instance_path: str | Path) -> Config:
@@ -172,7 +167,13 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
     redis_url = _optional(env, "REDIS_URL")
     if redis_url is not None:
         _check_scheme("REDIS_URL", redis_url, ("redis", "rediss"))
+    destinations = _destinations(env)
+    # A vendor without its credential gets no deliveries planned.
+    configured = frozenset(name for name, d in destinations.items() if _optional(env, d.credential))
     return Config(
+        destinations=destinations,
+        configured_destinations=configured,
+        destination_settings={name: destinations[name].settings(env) for name in sorted(configured)},
         webhook_tokens=_token_list(env.get("SPARKLOOP_WEBHOOK_TOKEN", "")),
         database_url=database_url(env.get("DATABASE_URL"), instance),
         broker_url=redis_url or "filesystem://",
@@ -186,7 +187,7 @@ def load_config(environ: dict[str, str] | None = None, *, instance_path: str | P
         sprig_user_id_source=_choice(env, "SPRIG_USER_ID_SOURCE", USER_ID_SOURCES),
         sentry_dsn=_optional(env, "SENTRY_DSN"),
         max_body_bytes=_positive_int(env, "RELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        routes_override=_routes(env.get("RELAY_ROUTES")),
+        routes_override=_routes(env.get("RELAY_ROUTES"), destinations),
         vendor_timeout_s=float(_positive_int(env, "RELAY_VENDOR_TIMEOUT_S", 10)),
         retry_base_s=float(_positive_int(env, "RELAY_RETRY_BASE_S", 30)),
         retry_max_attempts=_positive_int(env, "RELAY_RETRY_MAX_ATTEMPTS", 15),
@@ -453,7 +454,16 @@ def _rate_limit(env: dict[str, str], name: str, default: str) -> CallRate:
     return CallRate(int(count), seconds)
 
 
-def _routes(raw: str | None) -> dict[str, tuple[str, ...]]:
+def _destinations(env: dict[str, str]) -> Registry:
+    try:
+        return Registry.discover(_optional(env, PLUGINS_VARIABLE))
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{PLUGINS_VARIABLE} must name importable modules that each declare a DESTINATION ({exc})"
+        ) from None
+
+
+def _routes(raw: str | None, known: Registry) -> dict[str, tuple[str, ...]]:
     """RELAY_ROUTES: JSON object {event_type: [destination, ...]} merged over the defaults."""
     if not raw or not raw.strip():
         return {}
@@ -465,7 +475,7 @@ def _routes(raw: str | None) -> dict[str, tuple[str, ...]]:
         raise ConfigError("RELAY_ROUTES must be a JSON object of event type -> list of destinations")
     routes = {}
     for event_type, destinations in parsed.items():
-        if not isinstance(destinations, list) or any(d not in DESTINATIONS for d in destinations):
-            raise ConfigError(f"RELAY_ROUTES[{event_type!r}] must be a list drawn from {', '.join(DESTINATIONS)}")
+        if not isinstance(destinations, list) or any(d not in known for d in destinations):
+            raise ConfigError(f"RELAY_ROUTES[{event_type!r}] must be a list drawn from {', '.join(known)}")
         routes[event_type] = tuple(destinations)
     return routes

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from relay.config import Config
 from relay.models import EventStatus
-from schemas.events import EVENTS, dedup_key, validate_event
+from schemas.events import dedup_key, validate_event
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,9 @@ class Plan:
 
 
 def planned_destinations(event_type: str, config: Config) -> tuple[str, ...]:
-    """The event's destinations (RELAY_ROUTES overrides its spec) that have credentials."""
-    wanted = config.routes_override.get(event_type, EVENTS[event_type].destinations)
+    """The destinations that receive the event (RELAY_ROUTES overrides what they declare) and
+    have credentials."""
+    wanted = config.routes_override.get(event_type, config.destinations.receiving(event_type))
     return tuple(d for d in wanted if d in config.configured_destinations)
 
 

@@ -1,7 +1,7 @@
-"""What a Relay process runs with: its configuration (REDIS_URL's Redis among it) and its store,
-built once per process by the base app factory (relay.app) and handed to the operations
-(operations/) by the interfaces that call them. The destination registry is the engine's
-(workers.destinations), a layer above: the operations read it from there."""
+"""What a Relay process runs with: its configuration (REDIS_URL's Redis among it), its store and
+its destinations (relay.destinations, found once by the configuration: what they read is part
+of it), built once per process by the base app factory (relay.app) and handed to the operations
+(operations/) by the interfaces that call them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from relay.config import Config
 from relay.db import Database
+from relay.destinations import Registry
 
 EXTENSION = "relay.runtime"
 
@@ -26,6 +27,10 @@ class Runtime:
     def of(cls, app: Flask) -> Runtime:
         """The runtime `relay.app.create_base_app` built for this app."""
         return app.extensions[EXTENSION]
+
+    @property
+    def destinations(self) -> Registry:
+        return self.config.destinations
 
     @property
     def shares_redis(self) -> bool:

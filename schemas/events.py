@@ -1,8 +1,9 @@
 """The event registry: one spec per SparkLoop event type, the one table to edit for a new one.
 
 A spec says how a payload of its type is validated (its schema), what makes two payloads the
-same event (its identity: the de-duplication key's parts), where it names people (the keys of
-the subscribers it affects, in delivery order) and what each destination receives for it.
+same event (its identity: the de-duplication key's parts) and where it names people (the keys of
+the subscribers it affects, in delivery order). What each destination receives for it is the
+destination's to say (relay.destinations: workers/<vendor>/ declares it).
 Relay's intake, delivery engine, subject digests, erasure and operator commands all read it from
 here.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from marshmallow import Schema, ValidationError
@@ -26,15 +27,10 @@ from schemas.sparkloop import (
     People,
     PeopleAt,
 )
-from schemas.sprig import SprigUser, reward_attributes
-from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
 
-DESTINATIONS = ("sprig", "spruce")
 MISSING_MESSAGE = "Missing data for required field."
 # The events table stores the type in a 100-character column.
 MAX_TYPE_LENGTH = 100
-
-Sends = SprigUser | SpruceContact | SpruceNote
 
 
 @dataclass(frozen=True)
@@ -42,12 +38,6 @@ class EventSpec:
     schema: Schema
     identity: Callable[[dict], Identity]
     people: PeopleAt
-    # destination -> what it receives; the keys are the destinations the event goes to.
-    sends: Mapping[str, Sends]
-
-    @property
-    def destinations(self) -> tuple[str, ...]:
-        return tuple(self.sends)
 
     def subscribers(self, data: dict) -> People:
         """The people a valid payload of this type is about, in delivery order."""
@@ -59,54 +49,38 @@ EVENTS: dict[str, EventSpec] = {
         sparkloop.NewReferralSchema(),
         sparkloop.referral_identity,
         REFERRAL_PEOPLE,
-        {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_partner_pending_referral": EventSpec(
         sparkloop.PartnerReferralSchema(),
         sparkloop.partner_referral_identity,
         UNDOCUMENTED_PEOPLE,
-        {"sprig": SprigUser()},
     ),
     "new_partner_referral": EventSpec(
         sparkloop.PartnerReferralSchema(),
         sparkloop.partner_referral_identity,
         UNDOCUMENTED_PEOPLE,
-        {"sprig": SprigUser(), "spruce": SpruceContact()},
     ),
     "new_offer_lead": EventSpec(
         sparkloop.OfferLeadSchema(),
         sparkloop.offer_lead_identity,
         UNDOCUMENTED_PEOPLE,
-        {"sprig": SprigUser()},
     ),
     "reward_unlocked": EventSpec(
         sparkloop.RewardUnlockedSchema(),
         sparkloop.reward_unlocked_identity,
         REWARD_PEOPLE,
-        {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_unlocked_note)},
     ),
     "reward_redeemed": EventSpec(
         sparkloop.RewardRedeemedSchema(),
         sparkloop.reward_redeemed_identity,
         REWARD_PEOPLE,
-        {"sprig": SprigUser(reward_attributes), "spruce": SpruceNote(reward_redeemed_note)},
     ),
     "sync_subscriber": EventSpec(
         sparkloop.SyncSubscriberSchema(),
         sparkloop.sync_subscriber_identity,
         UNDOCUMENTED_PEOPLE,
-        {"sprig": SprigUser()},
     ),
 }
-
-# What a destination receives when RELAY_ROUTES sends it an event type whose spec does not
-# name it.
-DEFAULT_SENDS: dict[str, Sends] = {"sprig": SprigUser(), "spruce": SpruceContact()}
-
-
-def sends(event_type: str, destination: str) -> Sends:
-    spec = EVENTS.get(event_type)
-    return (spec.sends.get(destination) if spec else None) or DEFAULT_SENDS[destination]
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,12 @@ import ast
 import json
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from relay.destinations import ENTRY_POINT_GROUP
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top. The sandbox stands apart: it imports nothing of Relay, and only the `relay`
@@ -92,7 +95,7 @@ def test_the_checks_see_imports_inside_functions_and_package_imports():
     # foundation's modules by `from package import module` as well as by name.
     assert "sandbox" in imports("web.cli.dev")
     assert {"relay.app", "relay.config"} <= imports("web")
-    assert "workers.sprig" in imports("workers.destinations")
+    assert "workers.sprig.client" in imports("workers.sprig")
     assert {"operations.replay", "relay.runtime"} <= imports("web.cli.replay")
 
 
@@ -107,7 +110,29 @@ def test_the_gunicorn_app_loads_no_delivery_engine_module(tmp_path):
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
     assert "web.webhooks" in loaded and "relay.queue" in loaded
-    assert [m for m in loaded if m.split(".")[0] in ("workers", "operations", "sandbox")] == []
+    # The intake plans deliveries from what each destination receives: of the engine, it loads
+    # the destinations' declarations (found by relay.destinations through entry points) and the
+    # packages they sit in, and nothing else.
+    assert {"workers.sprig", "workers.spruce"} <= set(loaded)
+    engine = {m for m in loaded if m.split(".")[0] in ("workers", "operations", "sandbox")}
+    assert engine <= DECLARATIONS | {package for name in DECLARATIONS for package in packages_of(name)}
+
+
+# The destinations' declarations (workers/<vendor>/__init__.py): the intake loads them.
+DECLARATIONS = {entry_point.value.partition(":")[0] for entry_point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def packages_of(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
+@pytest.mark.parametrize("name", sorted(DECLARATIONS))
+def test_a_destinations_declaration_is_light(name):
+    """What the intake loads of the engine imports, at its top, only the layers below the engine
+    (its client, delivery and probe are imported when first called), and so do its packages."""
+    for module in (*packages_of(name), name):
+        assert {layer(imported) for imported in imports(module, top_level_only=True)} <= {"schemas", "relay"}, module
 
 
 # The Celery tasks are the engine's entry points: Flask's documented pattern has them read the

@@ -14,12 +14,13 @@ from cryptography.fernet import Fernet
 
 from relay.models import Delivery, utcnow
 from relay.sealing import key_id
-from schemas.events import sends, validate_event
+from schemas.events import validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
     deliver, deliveries, delivery_to, dispatch_stored, events, load_fixture, post_event, run_pending, run_sweep,
     sandbox_state, wait_for,
 )
+from workers.spruce import DESTINATION as SPRUCE
 from workers.spruce.client import spruce_client
 from workers.spruce.delivery import CONVERSATION, NOTE, NOTE_FIRST_ATTEMPT
 from workers.sweep import OVERDUE
@@ -74,7 +75,7 @@ def test_a_replayed_older_event_is_superseded_and_sends_nothing(client, app, san
 def note_text(app, event_type: str) -> str:
     """The note Relay builds from the stored payload (JSONB may reorder its keys)."""
     _, data, _ = validate_event(events(app)[0].payload)
-    return sends(event_type, "spruce").text(data)
+    return SPRUCE.sends(event_type).text(data)
 
 
 def note_post_failed_once(client, app, sandbox, fixture: str) -> tuple[int, str]:

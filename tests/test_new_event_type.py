@@ -1,6 +1,7 @@
-"""A new SparkLoop event type is one spec entry in schemas.events: registered here (as a
-future `webinar_registered` would be), it is validated, de-duplicated, routed and delivered
-to both vendors with no other code change. Its people are declared in the spec too: under keys
+"""A new SparkLoop event type is one spec entry in schemas.events, and one entry in each
+destination's `receives` that should get it (workers/<vendor>/): registered here (as a future
+`webinar_registered` would be), it is validated, de-duplicated, routed and delivered to both
+vendors with no other code change. Its people are declared in the spec too: under keys
 no other type uses (`course_enrolled`'s student and mentor), they are delivered, found and
 erased by `relay subscribers forget`, and seen by `relay backfill`'s de-duplication."""
 from __future__ import annotations
@@ -20,6 +21,8 @@ from schemas.sprig import SprigUser
 from schemas.spruce import SpruceContact, SpruceNote
 from tests.conftest import deliveries, events, load_fixture, post_event, run_pending, sandbox_state
 from web.cli import main
+from workers.sprig import DESTINATION as SPRIG
+from workers.spruce import DESTINATION as SPRUCE
 
 TYPE = "webinar_registered"
 
@@ -38,16 +41,22 @@ SPEC = EventSpec(
     schema=WebinarRegisteredSchema(),
     identity=lambda data: [data["subscriber"]["id"], data["webinar"]["id"]],
     people=REWARD_PEOPLE,
-    sends={
-        "sprig": SprigUser(lambda data, role: {"last_webinar": data["webinar"]["id"]}),
-        "spruce": SpruceNote(lambda data: f"SparkLoop: registered for the webinar {data['webinar']['title']}."),
-    },
 )
+SENDS = {
+    SPRIG: SprigUser(lambda data, role: {"last_webinar": data["webinar"]["id"]}),
+    SPRUCE: SpruceNote(lambda data: f"SparkLoop: registered for the webinar {data['webinar']['title']}."),
+}
+
+
+def register(monkeypatch, event_type: str, spec: EventSpec, sends: dict) -> None:
+    monkeypatch.setitem(EVENTS, event_type, spec)
+    for destination, what in sends.items():
+        monkeypatch.setitem(destination.receives, event_type, what)
 
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setitem(EVENTS, TYPE, SPEC)
+    register(monkeypatch, TYPE, SPEC, SENDS)
 
 
 def webinar_payload(webinar_id: str = "web_1") -> dict:
@@ -110,11 +119,8 @@ COURSE_SPEC = EventSpec(
     schema=CourseEnrolledSchema(),
     identity=lambda data: [data["student"]["id"], data["course"]["id"]],
     people=PeopleAt("student", "mentor"),  # about the student; the mentor is named too
-    sends={
-        "sprig": SprigUser(lambda data, role: {"last_course": data["course"]["id"]}),
-        "spruce": SpruceContact(),
-    },
 )
+COURSE_SENDS = {SPRIG: SprigUser(lambda data, role: {"last_course": data["course"]["id"]}), SPRUCE: SpruceContact()}
 
 
 def someone(first: str, n: int) -> dict:
@@ -130,7 +136,7 @@ def enrolled(student: dict, mentor: dict, course_id: str = "course_1") -> dict:
 
 @pytest.fixture
 def course(monkeypatch):
-    monkeypatch.setitem(EVENTS, COURSE, COURSE_SPEC)
+    register(monkeypatch, COURSE, COURSE_SPEC, COURSE_SENDS)
 
 
 def subject_digests(app) -> set[tuple[int, str]]:

@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-from schemas.events import (
-    DEFAULT_SENDS, DESTINATIONS, EVENTS, PersonPlaces, dedup_key, person_places, raw_dedup_key,
-    sends, validate_event,
-)
+from relay.destinations import Registry
+from schemas.events import EVENTS, PersonPlaces, dedup_key, person_places, raw_dedup_key, validate_event
 from schemas.sparkloop import Subscriber
 from schemas.sprig import SprigUser, SprigUserSchema, sprig_user_body
 from schemas.spruce import (
@@ -36,12 +34,19 @@ def errors_of(payload: dict) -> dict:
     return errors
 
 
+INSTALLED = Registry.discover()
+
+
+def sends(event_type: str, destination: str):
+    return INSTALLED[destination].sends(event_type)
+
+
 @pytest.mark.parametrize("event_type", sorted(EVENTS))
-def test_every_spec_sends_only_to_known_destinations(event_type):
-    spec = EVENTS[event_type]
-    assert spec.destinations and set(spec.destinations) <= set(DESTINATIONS)
-    for destination in DESTINATIONS:
-        assert sends(event_type, destination) == spec.sends.get(destination, DEFAULT_SENDS[destination])
+def test_every_event_type_goes_somewhere_and_every_destination_receives_known_types(event_type):
+    assert INSTALLED.receiving(event_type)
+    for destination in INSTALLED.values():
+        assert set(destination.receives) <= set(EVENTS)
+        assert destination.sends(event_type) == destination.receives.get(event_type, destination.default_sends)
 
 
 def test_every_registered_type_has_an_example_and_every_example_a_registered_type():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from relay.config import ConfigError, load_config
-from schemas.events import EVENTS, sends, validate_event
+from schemas.events import EVENTS, validate_event
+from workers.sprig import DESTINATION as SPRIG
+from workers.spruce import DESTINATION as SPRUCE
 from schemas.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
 from schemas.sprig import ATTRIBUTES, sprig_user_body
 from schemas.spruce import SpruceNote
@@ -79,13 +81,13 @@ def valid(name: str) -> tuple[str, dict]:
 
 def note_for(name: str, template: NoteTemplate | None) -> str | None:
     event_type, data = valid(name)
-    spruce = EVENTS[event_type].sends.get("spruce")
+    spruce = SPRUCE.receives.get(event_type)
     return note_text(spruce.text, event_type, data, template) if isinstance(spruce, SpruceNote) else None
 
 
 def attributes_for(name: str, settings) -> dict:
     event_type, data = valid(name)
-    return {role: sprig_user_body(sends(event_type, "sprig"), event_type, data, subscriber, role, 0,
+    return {role: sprig_user_body(SPRIG.sends(event_type), event_type, data, subscriber, role, 0,
                                   attributes=settings.sprig_attributes,
                                   attribute_prefix=settings.sprig_attribute_prefix)["attributes"]
             for role, subscriber in EVENTS[event_type].subscribers(data)}

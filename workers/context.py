@@ -1,5 +1,5 @@
-"""What a destination's delivery code gets to work with (DeliveryContext, Progress), and what
-each destination declares to the engine and the operator commands (Destination)."""
+"""What a destination's delivery code gets to work with (DeliveryContext, Progress); what each
+destination declares is relay.destinations.Destination."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from relay.config import Config
-from schemas.events import Sends
 from schemas.sparkloop import People
 from workers.vendor_http import VendorClient
 
 ClientT = TypeVar("ClientT", bound=VendorClient)  # a destination's own client class
-SendsT = TypeVar("SendsT", bound="Sends")  # what it receives per event type
 
 
 class Progress:
@@ -58,20 +56,3 @@ class DeliveryContext(Generic[ClientT]):
     config: Config
     client: ClientT  # this destination's client, paced for this run
     progress: Progress
-
-
-@dataclass(frozen=True)
-class Destination(Generic[ClientT, SendsT]):
-    """A vendor Relay delivers to: its package (workers/<name>/) declares one."""
-
-    name: str
-    # The process's client for the configured account.
-    client: Callable[[Config], ClientT]
-    # Performs one delivery of an event; returns DeliveryStatus.SUPERSEDED when nothing was
-    # left to send, else None. Raises what workers.classify knows.
-    deliver: Callable[[DeliveryContext[ClientT], SendsT], str | None]
-    # The most vendor calls one delivery can make, from what it sends and how many
-    # subscribers the event affects (the dry run of a replay estimates time with it).
-    most_calls: Callable[[SendsT, int], int]
-    # Step times a forced replay keeps (see Progress); everything else is forgotten.
-    kept_on_force: tuple[str, ...] = ()

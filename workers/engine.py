@@ -24,12 +24,11 @@ from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utc
 from relay.observability import report, report_exception
 from relay.sealing import SealedDataError
 from relay.shared_redis import redis_client
-from schemas.events import EVENTS, sends, validate_event
+from schemas.events import EVENTS, validate_event
 from schemas.personal import personal_strings
 from workers import identity
 from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
-from workers.destinations import DESTINATIONS
 from workers.lease import LEASE, Claim, handed_back_if_stopped, kept_alive
 from workers.locks import subject_locks
 from workers.throttle import Pacing, Slot
@@ -66,7 +65,7 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")
         return _finish(run, config, failed=no_longer_valid)
 
-    destination = DESTINATIONS[delivery.destination]
+    destination = config.destinations[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
     client = destination.client(config).for_run(pacing, personal_strings(payload))
     ctx = DeliveryContext(
@@ -93,7 +92,7 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         ):
             if not _still_held(claim):  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
-            outcome = destination.deliver(ctx, sends(event.type, delivery.destination))
+            outcome = destination.deliver(ctx, destination.sends(event.type))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
         if verdict.trace:

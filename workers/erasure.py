@@ -63,7 +63,6 @@ from schemas.events import person_places
 from schemas.personal import personal_strings
 from schemas.values import clean, clean_email
 from workers import identity
-from workers.destinations import DESTINATIONS
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
 from workers.vendor_errors import Redactor
@@ -233,7 +232,9 @@ def locked(person: Person, config: Config, wait_s: float | None = None) -> Itera
         with ExitStack() as stack:
             try:
                 held = [
-                    lock for name in DESTINATIONS for lock in stack.enter_context(subject_locks(client, name, keys))
+                    lock
+                    for name in config.destinations
+                    for lock in stack.enter_context(subject_locks(client, name, keys))
                 ]
             except Deferred:
                 held = None

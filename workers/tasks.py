@@ -10,10 +10,10 @@ from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from flask import current_app
 
+from relay.destinations import configured
 from relay.metrics import flush_all
 from relay.queue import CATCH_UP_QUEUE, DELIVER_TASK, RETENTION_TASK, SWEEP_TASK
 from relay.shared_redis import redis_client
-from workers.destinations import configured
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
 from workers.retention import run_retention

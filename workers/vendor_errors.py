@@ -22,7 +22,6 @@ _EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+")
 _PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
 # Shorter known values ("US", "2") would redact ordinary words; they identify no one.
 MIN_KNOWN_CHARS = 3
-_DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
 
 
 class VendorError(Exception):
@@ -64,7 +63,7 @@ class VendorError(Exception):
 
 def classify_status(status: int, headers: Mapping[str, str] | None = None) -> ErrorKind | None:
     """What an HTTP status means: None for 2xx, else an ErrorKind other than DUPLICATE, which
-    needs the Spruce error body (see `error_from_response`)."""
+    only a vendor's error body can say (its client's `error_kind` hook)."""
     headers = headers or {}
     if 200 <= status < 300:
         return None
@@ -102,21 +101,27 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def error_from_response(
-    vendor: str, method: str, path: str, response: httpx.Response, redact: Redactor | None = None
+    vendor: str,
+    method: str,
+    path: str,
+    response: httpx.Response,
+    redact: Redactor | None = None,
+    hooks: ErrorHooks | None = None,
 ) -> VendorError:
-    """The VendorError for a non-2xx response, with the vendor's message from its error body."""
+    """The VendorError for a non-2xx response, with the vendor's message from its error body as
+    its client's hooks read it."""
     status, headers = response.status_code, response.headers
     redact = redact or Redactor()
-    error_type, message = _parse_error_body(response)
+    hooks = hooks or ErrorHooks(vendor)
+    try:
+        body = response.json()
+    except ValueError:  # empty, non-JSON, or undecodable
+        body = None
+    error_type, message = hooks.error_body(body)
     kind = classify_status(status, headers) or ErrorKind.PERMANENT  # (only non-2xx answers get here)
-    if vendor == "spruce" and status == 422 and _DUPLICATE.search(f"{error_type or ''} {message or ''}"):
-        kind = ErrorKind.DUPLICATE
-    if not message and status == 403 and vendor == "sprig":
-        message = "Sprig rejected the API key (403)"
-    elif not message and status in (401, 403):
-        message = f"{vendor.capitalize()} rejected the credential ({status})"
-    elif not message:
-        message = response.reason_phrase or f"HTTP {status}"
+    kind = hooks.error_kind(status, error_type, message, kind)
+    if not message:
+        message = hooks.missing_message(status) or response.reason_phrase or f"HTTP {status}"
     return VendorError(
         vendor,
         kind,
@@ -126,8 +131,49 @@ def error_from_response(
         path=path,
         error_type=redact(error_type) if error_type else None,
         retry_after=retry_after_seconds(headers),
-        request_id=headers.get("s-request-id"),
+        request_id=hooks.request_id(headers),
     )
+
+
+class ErrorHooks:
+    """How a vendor's error answers read, where vendors differ; each client (VendorClient is one)
+    overrides what its vendor does otherwise, so the shared layer has no vendor's name in it."""
+
+    vendor: str
+    # The response header that carries the vendor's request id, if it sends one.
+    request_id_header: str | None = None
+
+    def __init__(self, vendor: str):
+        self.vendor = vendor
+
+    def error_body(self, body: object) -> tuple[str | None, str | None]:
+        """(type, message) from a decoded error body (None when it was not JSON): by default the
+        common shapes, a JSON object's "type" and its "message" or "error" (a string, or an
+        object with a "message"), or a list of strings. Anything else gives no message."""
+        if isinstance(body, list):
+            parts = [str(item) for item in body if isinstance(item, (str, int, float))]
+            return None, "; ".join(parts) or None
+        if not isinstance(body, dict):
+            return None, None
+        error_type = body.get("type")
+        message = body.get("message") or body.get("error")
+        if isinstance(message, dict):
+            message = message.get("message")
+        return (str(error_type) if error_type else None), (str(message) if message else None)
+
+    def error_kind(self, status: int, error_type: str | None, message: str | None, kind: ErrorKind) -> ErrorKind:
+        """The kind, from the status's (`kind`); a vendor that says "duplicate" in its body
+        (a reused idempotency key) says so here."""
+        return kind
+
+    def missing_message(self, status: int) -> str | None:
+        """What to say of a refusal that came without a message."""
+        if status in (401, 403):
+            return f"{self.vendor.capitalize()} rejected the credential ({status})"
+        return None
+
+    def request_id(self, headers: Mapping[str, str]) -> str | None:
+        return _header(headers, self.request_id_header) if self.request_id_header else None
 
 
 def error_from_exception(
@@ -159,25 +205,6 @@ def _describe(exc: httpx.RequestError, timeout: httpx.Timeout) -> str:
     if isinstance(exc, (httpx.ReadError, httpx.WriteError)):
         return "connection reset"
     return f"request failed ({type(exc).__name__})"
-
-
-def _parse_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
-    """(type, message) from Spruce `{"statusCode","type","message"}` or Sprig `{"error": …}`
-    (the v1 export used a list of strings). Anything else, including HTML, gives no message."""
-    try:
-        body = response.json()
-    except ValueError:  # empty, non-JSON, or undecodable
-        return None, None
-    if isinstance(body, list):
-        parts = [str(item) for item in body if isinstance(item, (str, int, float))]
-        return None, "; ".join(parts) or None
-    if not isinstance(body, dict):
-        return None, None
-    error_type = body.get("type")
-    message = body.get("message") or body.get("error")
-    if isinstance(message, dict):
-        message = message.get("message")
-    return (str(error_type) if error_type else None), (str(message) if message else None)
 
 
 class Redactor:

@@ -24,6 +24,7 @@ from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
 from workers.vendor_errors import (
+    ErrorHooks,
     Redactor,
     VendorError,
     error_from_exception,
@@ -56,14 +57,25 @@ class RateLimitHeaders:
     daily_remaining: int | None = None
 
     @classmethod
-    def from_headers(cls, headers: httpx.Headers) -> RateLimitHeaders:
+    def from_headers(cls, headers: httpx.Headers, prefix: str = "", daily: bool = False) -> RateLimitHeaders:
+        """The `<prefix>ratelimit-limit` and `-remaining` headers (the IETF draft's without a
+        prefix), and `-daily-limit` and `-daily-remaining` when the vendor sends a daily budget;
+        the wait from Retry-After or `ratelimit-reset`."""
         return cls(
-            limit=_int(headers.get("s-ratelimit-limit") or headers.get("ratelimit-limit")),
-            remaining=_int(headers.get("s-ratelimit-remaining") or headers.get("ratelimit-remaining")),
+            limit=_int(headers.get(f"{prefix}ratelimit-limit")),
+            remaining=_int(headers.get(f"{prefix}ratelimit-remaining")),
             reset_after=retry_after_seconds(headers),
-            daily_limit=_int(headers.get("s-ratelimit-daily-limit")),
-            daily_remaining=_int(headers.get("s-ratelimit-daily-remaining")),
+            daily_limit=_int(headers.get(f"{prefix}ratelimit-daily-limit")) if daily else None,
+            daily_remaining=_int(headers.get(f"{prefix}ratelimit-daily-remaining")) if daily else None,
         )
+
+
+class VendorHooks(ErrorHooks):
+    """Where vendors differ, for the shared layer: their error answers (ErrorHooks) and the
+    headers that say their limits. A client class overrides what its vendor does otherwise."""
+
+    def rate_limits(self, headers: httpx.Headers) -> RateLimitHeaders:
+        return RateLimitHeaders.from_headers(headers)
 
 
 class VendorHTTP:
@@ -77,8 +89,10 @@ class VendorHTTP:
         secret: str,
         guard: Guard | None = None,
         auth_header: str = "Authorization",
+        hooks: VendorHooks | None = None,
     ):
         self.vendor = vendor
+        self.hooks = hooks or VendorHooks(vendor)
         self.guard = guard
         self.metrics = guard.metrics if guard else None
         self.timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout))
@@ -123,16 +137,21 @@ class VendorHTTP:
                 self.guard.after(unreached.kind, grant=grant)
             raise unreached from None
         self._measure(started, str(response.status_code))
-        rate = self.last_rate_limit = RateLimitHeaders.from_headers(response.headers)
+        rate = self.last_rate_limit = self.hooks.rate_limits(response.headers)
         self._log.debug(
-            "%s %s -> %s [req %s]", method, path, response.status_code, response.headers.get("s-request-id", "-")
+            "%s %s -> %s [req %s]", method, path, response.status_code, self.hooks.request_id(response.headers) or "-"
         )
         ok = response.is_success or response.status_code in ok_statuses
         err = (
             None
             if ok
             else error_from_response(
-                self.vendor, method, path, response, Redactor((*self._secrets, *personal, *strings_in(json)))
+                self.vendor,
+                method,
+                path,
+                response,
+                Redactor((*self._secrets, *personal, *strings_in(json))),
+                self.hooks,
             )
         )
         if self.guard:
@@ -167,7 +186,7 @@ class VendorHTTP:
                 status=response.status_code,
                 method=method,
                 path=path,
-                request_id=response.headers.get("s-request-id"),
+                request_id=self.hooks.request_id(response.headers),
             ) from None
 
     def close(self) -> None:
@@ -181,8 +200,9 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-class VendorClient:
-    """What every vendor client shares around its VendorHTTP. A client is made once per
+class VendorClient(VendorHooks):
+    """What every vendor client shares around its VendorHTTP (which it hands itself as the
+    vendor's hooks). A client is made once per
     process and account (connections are reused); `for_run` gives a view of it for one
     delivery run, whose calls use that run's throttle lane and reserved slot."""
 
@@ -204,7 +224,7 @@ class VendorClient:
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         response = self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
-        self.last_status, self.last_request_id = response.status_code, response.headers.get("s-request-id")
+        self.last_status, self.last_request_id = response.status_code, self.request_id(response.headers)
         return response
 
     @property
@@ -237,22 +257,12 @@ ClientT = TypeVar("ClientT", bound="VendorClient")
 
 def shared_client(cls: type[ClientT], config, base_url: str, credential: str | None, rate) -> ClientT:
     """The process's one client of `cls` for this account, guarded by the account's shared
-    throttle and breaker."""
-    # _shared's cache cannot carry the class's type through: it made a `cls`.
-    client = _shared(
-        cls,  # type: ignore[arg-type]  # mypy finds no Hashable in a class object; a class hashes by identity
-        base_url,
-        credential or "",
-        rate,
-        config.vendor_timeout_s,
-        config.redis_url,
-        config.breaker_cooldown_s,
-    )
-    return cast(ClientT, client)
+    throttle and breaker. Kept by the process's registry (config.destinations), not by this
+    module: a runtime built again (a test's app) makes its own."""
+    key = (cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url, config.breaker_cooldown_s)
 
+    def make() -> ClientT:
+        guard = guard_for(cls.vendor, credential or "", config.redis_url, rate, config.breaker_cooldown_s)
+        return cls(base_url, credential or "", timeout=config.vendor_timeout_s, guard=guard)  # type: ignore[call-arg]
 
-@cache
-def _shared(cls, base_url, credential, rate, timeout, redis_url, cooldown_s) -> VendorClient:
-    return cls(
-        base_url, credential, timeout=timeout, guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s)
-    )
+    return cast(ClientT, config.destinations.shared(key, make))

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
 from operations.filters import EVENT_STATUSES, EventFilter
-from schemas.events import DESTINATIONS
+from relay.destinations import PLUGINS_VARIABLE, Registry
 from web.cli.support import When
 
 
@@ -29,7 +30,11 @@ def filter_options(command):
         metavar="TYPE",
         help="Only events of this SparkLoop type, e.g. reward_unlocked (repeatable).",
     )
-    @click.option("--destination", type=click.Choice(DESTINATIONS), help="Only events with a delivery to this vendor.")
+    @click.option(
+        "--destination",
+        type=click.Choice(list(Registry.discover(os.environ.get(PLUGINS_VARIABLE)))),
+        help="Only events with a delivery to this vendor.",
+    )
     @click.option(
         "--since",
         type=When(),

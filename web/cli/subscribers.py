@@ -18,7 +18,6 @@ from flask.cli import with_appcontext
 
 from operations import subscribers as requests
 from relay.runtime import Runtime
-from schemas.events import DESTINATIONS
 from web.cli.support import store_errors
 from workers import erasure, identity
 from workers.outcomes import Deferred
@@ -164,7 +163,7 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
     Spruce id by itself when Spruce answers 404 for it."""
     runtime = Runtime.of(current_app)
     ref = erasure.reference(subscriber, runtime.config)
-    chosen = [name for name in DESTINATIONS if name in (destinations or identity.LINKED)]
+    chosen = [name for name in sorted(identity.LINKED) if name in (destinations or identity.LINKED)]
     found = requests.links(runtime, subscriber, chosen)
     if not found.known:
         click.echo(

@@ -30,8 +30,14 @@ class SprigClient(VendorClient):
     ):
         # /v2/users* is documented with the API-Key scheme (https://docs.sprig.com/docs/apis);
         # purge and /v1 would use Bearer.
-        self._http = VendorHTTP(self.vendor, base_url, f"API-Key {api_key}", timeout, transport, api_key, guard)
+        self._http = VendorHTTP(
+            self.vendor, base_url, f"API-Key {api_key}", timeout, transport, api_key, guard, hooks=self
+        )
         self._bearer = f"Bearer {api_key}"
+
+    def missing_message(self, status: int) -> str | None:
+        # Sprig answers 403, not 401, to a key it does not know.
+        return "Sprig rejected the API key (403)" if status == 403 else super().missing_message(status)
 
     def upsert_user(self, body: dict) -> None:
         """POST /v2/users. Sprig answers 202 and processes it later, so a read can still 404."""

@@ -8,18 +8,21 @@ a reused key comes back as VendorError(kind=DUPLICATE) and the caller reads back
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 import httpx
 
 from schemas.spruce import search_by_email_body
 from workers.guard import Guard
-from workers.vendor_http import VendorClient, VendorHTTP, shared_client
+from workers.outcomes import ErrorKind
+from workers.vendor_http import RateLimitHeaders, VendorClient, VendorHTTP, shared_client
 
 MAX_IDEMPOTENCY_KEY = 255
 SEARCH_PAGE_SIZE = 100
 MAX_PAGES = 20
 ITEM_ORDERS = ("newest_first", "oldest_first")
+_DUPLICATE = re.compile(r"duplicate|idempoten", re.IGNORECASE)
 
 log = logging.getLogger("relay.vendor.spruce")
 
@@ -35,7 +38,21 @@ class SpruceClient(VendorClient):
         transport: httpx.BaseTransport | None = None,
         guard: Guard | None = None,
     ):
-        self._http = VendorHTTP(self.vendor, base_url, f"Bearer {api_token}", timeout, transport, api_token, guard)
+        self._http = VendorHTTP(
+            self.vendor, base_url, f"Bearer {api_token}", timeout, transport, api_token, guard, hooks=self
+        )
+
+    # Spruce names each answer, and says its limits (per window and per day) in headers of its own.
+    request_id_header = "s-request-id"
+
+    def rate_limits(self, headers: httpx.Headers) -> RateLimitHeaders:
+        return RateLimitHeaders.from_headers(headers, prefix="s-", daily=True)
+
+    def error_kind(self, status: int, error_type: str | None, message: str | None, kind: ErrorKind) -> ErrorKind:
+        """A reused idempotency key comes back as a 422 whose body says "duplicate"."""
+        if status == 422 and _DUPLICATE.search(f"{error_type or ''} {message or ''}"):
+            return ErrorKind.DUPLICATE
+        return kind
 
     def search_contacts_by_email(self, email: str) -> list[dict]:
         """Every contact with this email (structured search, sorted by id ascending)."""

@@ -25,6 +25,7 @@ from schemas.spruce import (
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
+from workers.spruce import NOTE_FIRST_ATTEMPT
 from workers.spruce.client import SpruceClient
 from workers.vendor_errors import VendorError
 
@@ -35,7 +36,6 @@ IDEMPOTENCY_WINDOW_MS = 23 * 3600 * 1000
 CONTACT, CONVERSATION, NOTE = "spruce.contact", "spruce.conversation", "spruce.note"
 CONTACT_SEARCH_EMPTY = "spruce.contact.search_empty"
 CONVERSATION_LIST_EMPTY = "spruce.conversation.list_empty"
-NOTE_FIRST_ATTEMPT = "spruce.note.first_attempt"
 # The ids Spruce answered 404 for (Progress.steps): never used again by this delivery, and part
 # of the key that makes their replacement, so that every attempt at it sends the same key.
 STALE = {CONTACT: "spruce.contact.stale", CONVERSATION: "spruce.conversation.stale"}

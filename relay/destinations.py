@@ -1,0 +1,152 @@
+"""The destinations Relay delivers to: each vendor's package (workers/<vendor>/) declares one
+`Destination`, the one object that says everything Relay knows of that vendor.
+
+How they are found: through Python's standard plug-in mechanism, entry points (group
+`relay.destinations` in pyproject.toml, as pytest, Flask and Celery find theirs), plus the
+modules RELAY_PLUGINS names (for a package that is not installed, as PYTEST_PLUGINS does for
+pytest: a test's own folder). Entry points let this module, in the foundation, load the engine's
+declarations without importing a layer above: the intake plans deliveries (relay.planning) from
+what each destination receives, and must not load the engine.
+
+So a declaration module is light: it imports only schemas/ and relay/ at its top (the
+architecture test checks it), and its heavy parts (client, delivery, doctor probe, erasure
+step) are functions that import them on first call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relay.config import Config
+
+ENTRY_POINT_GROUP = "relay.destinations"
+PLUGINS_VARIABLE = "RELAY_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable a destination reads: for .env.example, app.json and the README
+    (their tests compare them with the registry)."""
+
+    name: str
+    doc: str
+    default: str | None = None
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxMount:
+    """Where `relay dev`'s sandbox imitates this vendor: the URL variable pointed at it, the path
+    under the sandbox's address, and the credential the sandbox accepts."""
+
+    url_variable: str
+    path: str
+    credential: str
+    # Variables `relay dev` sets when it sandboxes the vendor and they are unset.
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)  # one object per vendor: the same when it is this one
+class Destination:
+    """A vendor Relay delivers to. Heavy parts are called with the process's Config (clients,
+    probes) or a delivery's context; the engine's types for them live in workers.context."""
+
+    name: str
+    # Its variables; the first is its credential: a vendor without it gets no delivery planned.
+    variables: tuple[Variable, ...]
+    # Event type -> what it receives (a value of its own kind, handed to `deliver`); the keys
+    # are the event types it receives unless RELAY_ROUTES says otherwise.
+    receives: Mapping[str, Any]
+    # What it receives for an event type RELAY_ROUTES sends it and `receives` does not name.
+    default_sends: Any
+    # The process's client for the configured account (the engine paces it per run).
+    client: Callable[[Any], Any]
+    # Performs one delivery; returns "superseded" when nothing was left to send, else None.
+    deliver: Callable[[Any, Any], str | None]
+    # The most vendor calls one delivery can make (what it sends, subscribers affected).
+    most_calls: Callable[[Any, int], int]
+    # `relay doctor`'s checks of the account: one harmless read each, straight to the vendor.
+    probe: Callable[[Any], list[Any]]
+    # The names of the probe's checks (listed as skipped when the configuration is invalid).
+    checks: tuple[str, ...]
+    sandbox: SandboxMount | None = None
+    # Step times a forced replay keeps (workers.context.Progress); everything else is forgotten.
+    kept_on_force: tuple[str, ...] = ()
+    # Reads the vendor's own settings from the environment (raising relay.config.ConfigError
+    # naming the variable); what it returns is Config.destination_settings[name].
+    settings: Callable[[Mapping[str, str]], Any] = lambda env: None
+
+    @property
+    def credential(self) -> str:
+        return self.variables[0].name
+
+    def sends(self, event_type: str) -> Any:
+        return self.receives.get(event_type) or self.default_sends
+
+
+class Registry(Mapping[str, Destination]):
+    """Every destination this process knows, by name, in a stable order."""
+
+    def __init__(self, destinations: Mapping[str, Destination] | None = None):
+        self._by_name = dict(sorted((destinations or {}).items()))
+        # The process's vendor clients (workers.vendor_http.shared_client): one per account,
+        # kept with the registry the process's configuration holds, not in a module global.
+        self._shared: dict[Hashable, Any] = {}
+        self._making = threading.Lock()
+
+    @classmethod
+    def discover(cls, plugins: str | None = None) -> Registry:
+        """The installed destinations (entry points), and those the modules in `plugins` (a
+        RELAY_PLUGINS value: comma-separated module names, each with a DESTINATION) declare."""
+        found = {}
+        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            destination = entry_point.load()
+            found[destination.name] = destination
+        for module in (part.strip() for part in (plugins or "").split(",")):
+            if module:
+                destination = importlib.import_module(module).DESTINATION
+                found[destination.name] = destination
+        return cls(found)
+
+    def __getitem__(self, name: str) -> Destination:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._by_name))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registry) and self._by_name == other._by_name
+
+    def __repr__(self) -> str:
+        return f"Registry({', '.join(self._by_name)})"
+
+    def receiving(self, event_type: str) -> tuple[str, ...]:
+        """The destinations that receive `event_type` unless RELAY_ROUTES says otherwise."""
+        return tuple(name for name, destination in self._by_name.items() if event_type in destination.receives)
+
+    def shared(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The one object `key` names for this registry's process, made by `make` the first time."""
+        with self._making:
+            if key not in self._shared:
+                self._shared[key] = make()
+            return self._shared[key]
+
+    def variables(self) -> tuple[Variable, ...]:
+        return tuple(variable for destination in self.values() for variable in destination.variables)
+
+
+def configured(config: Config) -> dict[str, Destination]:
+    """The destinations that have credentials, by name."""
+    return {name: config.destinations[name] for name in sorted(config.configured_destinations)}
