@@ -6,10 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OK, WARNING, FAILED, NOT_CONFIGURED, SKIPPED = "ok", "warning", "failed", "not_configured", "skipped"
-# A vendor probe is one harmless read, with a short timeout, straight to the vendor: it neither
-# waits behind the shared throttle nor moves the breaker (a wrong key tried by hand must not put
-# the workers' calls on hold).
-PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)

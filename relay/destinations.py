@@ -71,8 +71,9 @@ class Destination:
     deliver: Callable[[Any, Any], str | None]
     # The most vendor calls one delivery can make (what it sends, subscribers affected).
     most_calls: Callable[[Any, int], int]
-    # `relay doctor`'s checks of the account: one harmless read each, straight to the vendor.
-    probe: Callable[[Any], list[Any]]
+    # `relay doctor`'s checks of the account (relay.checks.Check), given the Config and a timeout:
+    # one harmless read each, straight to the vendor; "not configured" without the credential.
+    probe: Callable[[Any, float], list[Any]]
     # The names of the probe's checks (listed as skipped when the configuration is invalid).
     checks: tuple[str, ...]
     sandbox: SandboxMount | None = None

@@ -39,3 +39,15 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
             f"{text!r} is neither a date (2026-11-20), a date-time (2026-11-20T14:00) nor an age like {EXAMPLES}"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as a reader takes it in: `90s`, `45m`, `1.5h`, `3d`."""
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{round(seconds / 3600, 1):g}h"
+    return f"{round(seconds / 86400, 1):g}d"

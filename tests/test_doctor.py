@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from relay.sealing import key_id
 from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
-import web.cli.doctor
+import operations.doctor
 from relay.app import create_base_app
 from tests.conftest import TOKEN, load_fixture, post_event
 from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
@@ -367,7 +367,7 @@ def test_an_unreachable_database_or_broker_fails_its_own_check(relay_app):
 
 @ONE_STORE
 def test_a_slow_vendor_is_cut_short(healthy, sandbox, monkeypatch):
-    monkeypatch.setattr(web.cli.doctor, "VENDOR_TIMEOUT_S", 1.0)  # 5 s in production
+    monkeypatch.setattr(operations.doctor, "VENDOR_TIMEOUT_S", 1.0)  # 5 s in production
     app = healthy()
     sandbox.configure(latency_ms={"sprig": 4000})
     started = time.monotonic()

@@ -12,11 +12,12 @@ from operations import purge as purging
 from operations.events import event_detail, list_events
 from operations.filters import EventFilter
 from operations.stats import collect_stats
+from relay.durations import human_duration
 from relay.models import DeliveryStatus, Lane
 from relay.runtime import Runtime
 from web.cli.filters import filter_options
 from web.cli.replay import replay_command
-from web.cli.support import Duration, When, console, human_duration, store_errors, styled
+from web.cli.support import Duration, When, console, store_errors, styled
 
 
 @click.group("events")

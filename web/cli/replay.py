@@ -20,10 +20,11 @@ from operations.replay import (
     replay,
     sending_estimates,
 )
+from relay.durations import human_duration
 from relay.models import DeliveryStatus
 from relay.runtime import Runtime
 from web.cli.filters import filter_options
-from web.cli.support import Duration, console, human_duration, store_errors
+from web.cli.support import Duration, console, store_errors
 
 # More matches than this and replay asks before acting (unless --yes).
 CONFIRM_ABOVE = 10

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from web.cli.support import human_duration, styled
+from relay.durations import human_duration
+from web.cli.support import styled
 
 
 def print_stats(stats: dict, out) -> None:

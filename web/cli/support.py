@@ -87,14 +87,3 @@ def console():
 def counted(count: int, noun: str) -> str:
     """`1 page`, `2 pages`."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def human_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{round(seconds / 3600, 1):g}h"
-    return f"{round(seconds / 86400, 1):g}d"

@@ -26,10 +26,10 @@ def deliver(ctx, sends: SprigUser) -> str | None:
     return upsert_subscribers(ctx, sends)
 
 
-def probe(config) -> list:
+def probe(config, timeout_s: float) -> list:
     from workers.sprig.doctor import probe
 
-    return probe(config)
+    return probe(config, timeout_s)
 
 
 DESTINATION = Destination(

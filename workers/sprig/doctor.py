@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.checks import NOT_CONFIGURED, PROBE_TIMEOUT_S, Check, failed, passed
+from relay.checks import NOT_CONFIGURED, Check, failed, passed
 from relay.config import Config
 from workers.outcomes import ErrorKind
 from workers.sprig.client import SprigClient
@@ -13,11 +13,11 @@ CHECKS = ("Sprig key",)
 PROBE_USER = "relay-doctor-probe"
 
 
-def probe(config: Config) -> list[Check]:
+def probe(config: Config, timeout_s: float) -> list[Check]:
     [name] = CHECKS
     if not config.sprig_api_key:
         return [Check(name, NOT_CONFIGURED, "SPRIG_API_KEY is not set: nothing is delivered to Sprig")]
-    with SprigClient(config.sprig_api_url, config.sprig_api_key, timeout=PROBE_TIMEOUT_S) as client:
+    with SprigClient(config.sprig_api_url, config.sprig_api_key, timeout=timeout_s) as client:
         try:
             client.get_user(PROBE_USER)
         except VendorError as err:

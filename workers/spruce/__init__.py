@@ -32,10 +32,10 @@ def deliver(ctx, sends: SpruceContact | SpruceNote) -> str | None:
     return None
 
 
-def probe(config) -> list:
+def probe(config, timeout_s: float) -> list:
     from workers.spruce.doctor import probe
 
-    return probe(config)
+    return probe(config, timeout_s)
 
 
 DESTINATION = Destination(

@@ -3,7 +3,7 @@ members (every SPRUCE_NOTE_MEMBER_IDS is an unsuspended member)."""
 
 from __future__ import annotations
 
-from relay.checks import NOT_CONFIGURED, PROBE_TIMEOUT_S, SKIPPED, Check, failed, passed, warned
+from relay.checks import NOT_CONFIGURED, SKIPPED, Check, failed, passed, warned
 from relay.config import Config
 from workers.outcomes import ErrorKind
 from workers.spruce.organization import SpruceOrganizationClient
@@ -12,14 +12,14 @@ from workers.vendor_errors import VendorError
 CHECKS = ("Spruce token", "Spruce note members")
 
 
-def probe(config: Config) -> list[Check]:
+def probe(config: Config, timeout_s: float) -> list[Check]:
     token, members = CHECKS
     if not config.spruce_api_token:
         return [
             Check(token, NOT_CONFIGURED, "SPRUCE_API_TOKEN is not set: nothing is delivered to Spruce"),
             Check(members, NOT_CONFIGURED, "no Spruce token"),
         ]
-    with SpruceOrganizationClient(config.spruce_api_url, config.spruce_api_token, timeout=PROBE_TIMEOUT_S) as client:
+    with SpruceOrganizationClient(config.spruce_api_url, config.spruce_api_token, timeout=timeout_s) as client:
         try:
             organization = client.organization()
         except VendorError as err:
