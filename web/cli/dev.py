@@ -32,21 +32,16 @@ import click
 import sqlalchemy as sa
 
 from relay.config import DEV_WEBHOOK_TOKEN
-from sandbox import FIXTURES
+from relay.destinations import PLUGINS_VARIABLE, Registry, SandboxMount
+from sandbox import FIXTURES, SandboxSettings
 from web.cli.live import LiveLines, pump
 
 SAMPLE = FIXTURES / "new_referral.json"
 WEB_LOG, WORKER_LOG = "dev.log", "dev-worker.log"
 SANDBOX_STATE, SETTINGS_FILE = "sandbox-state.json", "dev.env"
 HOST = "127.0.0.1"
-# Whom the sandbox's notes are shared with (sandbox.spruce.MEMBERS: its "Referrals Team").
-SANDBOX_NOTE_MEMBERS = "entity_0SANDB0XTEAM04"
-# Vendor credential -> the URL variable and the sandbox's URL suffix that stand in for it.
-SANDBOXED = {
-    "SPRIG_API_KEY": ("SPRIG_API_URL", "/sprig"),
-    "SPRUCE_API_TOKEN": ("SPRUCE_API_URL", "/spruce/v1"),
-    "SPARKLOOP_API_KEY": ("SPARKLOOP_API_URL", "/sparkloop/v2"),
-}
+# SparkLoop's API in the sandbox (the destinations declare their own mounts: relay.destinations).
+SPARKLOOP_MOUNT = SandboxMount("SPARKLOOP_API_URL", "/sparkloop/v2", SandboxSettings.sparkloop_api_key)
 
 
 class DevUsageError(click.ClickException):
@@ -71,22 +66,16 @@ def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None
     plan = Plan(env=env, ports={"--port": port})
     if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
         plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
-    from sandbox import SandboxSettings
-
-    credentials = SandboxSettings()
-    wanted = {
-        "SPRIG_API_KEY": credentials.sprig_api_key,
-        "SPRUCE_API_TOKEN": credentials.spruce_api_token,
-        "SPARKLOOP_API_KEY": credentials.sparkloop_api_key,
+    destinations = Registry.discover(env.get(PLUGINS_VARIABLE))
+    mounts = {d.credential: d.sandbox for d in destinations.values() if d.sandbox} | {
+        "SPARKLOOP_API_KEY": SPARKLOOP_MOUNT
     }
-    missing = {key: value for key, value in wanted.items() if not env.get(key)}
+    missing = {key: mount for key, mount in mounts.items() if not env.get(key)}
     if missing:
         plan.ports["--sandbox-port"] = sandbox_port
-        for key, credential in missing.items():
-            url_variable, suffix = SANDBOXED[key]
-            plan.sandboxed |= {url_variable: f"http://{HOST}:{sandbox_port}{suffix}", key: credential}
-        if "SPRUCE_API_TOKEN" in missing and not env.get("SPRUCE_NOTE_MEMBER_IDS"):
-            plan.dev_settings["SPRUCE_NOTE_MEMBER_IDS"] = SANDBOX_NOTE_MEMBERS
+        for key, mount in missing.items():
+            plan.sandboxed |= {mount.url_variable: f"http://{HOST}:{sandbox_port}{mount.path}", key: mount.credential}
+            plan.dev_settings |= {name: value for name, value in mount.settings.items() if not env.get(name)}
     if not env.get("REDIS_URL"):
         plan.ports["--redis-port"] = redis_port
         plan.redis_url = f"redis://{HOST}:{redis_port}/0"
