@@ -1,0 +1,21 @@
+"""One record per subscriber the event names, each a step of its own (a retry resumes after the
+last one Ledger took), keyed by the delivery and the role so that a repeated call is one record."""
+
+from __future__ import annotations
+
+from tests.third_destination import Record
+from tests.third_destination.client import LedgerClient
+from workers.context import DeliveryContext
+from workers.outcomes import DeliveryFailed
+
+
+def deliver(ctx: DeliveryContext[LedgerClient], sends: Record) -> str | None:
+    if not ctx.subscribers:
+        raise DeliveryFailed("payload names no subscriber")
+    for role, subscriber in ctx.subscribers:
+        step = f"ledger.{role}"
+        if ctx.progress.done(step):
+            continue
+        body = {"kind": sends.kind, "event": ctx.event_type, "role": role, "email": subscriber.email}
+        ctx.progress.record(step, ctx.client.record(body, key=f"relay-{ctx.delivery_id}-{role}"))
+    return None

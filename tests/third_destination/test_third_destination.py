@@ -1,0 +1,164 @@
+"""A destination is a plug-in: Ledger, declared in this folder alone and added to Relay by
+RELAY_PLUGINS, is configured from its own variables, planned and delivered to, retried with its
+own error text, throttled by its own rate headers, replayed, and shown by `relay doctor` and
+`relay events stats`, with no other file naming it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from relay.config import ConfigError, load_config
+from tests.conftest import deliveries, deliver, events, load_fixture, make_due, post_event, run_pending
+from tests.third_destination import NAME
+from tests.third_destination.endpoint import TOKEN, Served
+from web.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+# new_referral names the subscriber and the referrer: a record each.
+PEOPLE = 2
+
+
+@pytest.fixture
+def ledger():
+    served = Served()
+    yield served.ledger
+    served.stop()
+
+
+@pytest.fixture
+def with_ledger(relay_app, ledger):
+    """A Relay with Ledger added (RELAY_PLUGINS) and configured, with some variables changed."""
+
+    def build(**overrides: str):
+        return relay_app(
+            **{"RELAY_PLUGINS": "tests.third_destination", "LEDGER_URL": ledger.url, "LEDGER_TOKEN": TOKEN} | overrides
+        )
+
+    return build
+
+
+def invoke(app, *args: str):
+    result = app.test_cli_runner().invoke(main, list(args), env={"COLUMNS": "250"})
+    assert "Traceback" not in result.output, result.output
+    assert TOKEN not in result.output
+    return result
+
+
+def ledger_delivery(app):
+    return next(d for d in deliveries(app) if d.destination == NAME)
+
+
+def test_no_file_outside_its_folder_names_it():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+    folder = Path(__file__).parent.relative_to(ROOT)
+    outside = [ROOT / name for name in listed if folder not in Path(name).parents]
+    assert len(outside) > 100  # the whole project
+    assert [path for path in outside if path.is_file() and NAME in path.read_text(errors="replace").lower()] == []
+
+
+def test_it_is_configured_from_its_own_variables(tmp_path, ledger):
+    env = {"RELAY_PLUGINS": "tests.third_destination", "LEDGER_URL": ledger.url, "LEDGER_TOKEN": TOKEN}
+    config = load_config(env, instance_path=tmp_path)
+    assert NAME in config.destinations and NAME in config.configured_destinations
+    assert config.destination_settings[NAME].rate.limit == 100
+
+    unconfigured = load_config(env | {"LEDGER_TOKEN": ""}, instance_path=tmp_path)
+    assert NAME in unconfigured.destinations and NAME not in unconfigured.configured_destinations
+
+    with pytest.raises(ConfigError, match="LEDGER_RATE_LIMIT"):
+        load_config(env | {"LEDGER_RATE_LIMIT": "fast"}, instance_path=tmp_path)
+    with pytest.raises(ConfigError, match="RELAY_ROUTES"):  # routes name the known destinations only
+        load_config(env | {"RELAY_ROUTES": json.dumps({"new_referral": ["nowhere"]})}, instance_path=tmp_path)
+    routed = load_config(env | {"RELAY_ROUTES": json.dumps({"sync_subscriber": [NAME]})}, instance_path=tmp_path)
+    assert routed.routes_override == {"sync_subscriber": (NAME,)}
+    with pytest.raises(ConfigError, match="RELAY_PLUGINS"):
+        load_config(env | {"RELAY_PLUGINS": "tests.no_such_destination"}, instance_path=tmp_path)
+
+
+def test_it_is_planned_and_delivered_to(with_ledger, ledger):
+    app = with_ledger()
+    client = app.test_client()
+    assert post_event(client, load_fixture("new_referral")).status_code == 200
+    assert post_event(client, load_fixture("sync_subscriber")).status_code == 200  # not a type it receives
+    assert sorted(d.destination for d in deliveries(app)) == [NAME, "sprig", "sprig", "spruce"]
+
+    run_pending(app)
+
+    assert {d.destination: d.status for d in deliveries(app)}[NAME] == "succeeded"
+    assert [(r["kind"], r["event"]) for r in ledger.records] == [("referral", "new_referral")] * PEOPLE
+    example = load_fixture("new_referral")
+    assert {r["email"] for r in ledger.records} == {example["subscriber"]["email"], example["referrer"]["email"]}
+
+    unconfigured = with_ledger(LEDGER_TOKEN="")
+    assert post_event(unconfigured.test_client(), load_fixture("new_referral")).status_code == 200
+    assert NAME not in {d.destination for d in deliveries(unconfigured)[-2:]}
+
+
+def test_a_refusal_is_retried_and_recorded_in_its_own_words(with_ledger, ledger):
+    app = with_ledger()
+    post_event(app.test_client(), load_fixture("new_referral"))
+    ledger.next_answers.append((503, {"problem": {"code": "maintenance", "detail": "back soon"}}, {}))
+
+    assert deliver(app, ledger_delivery(app).id) == "retried"
+
+    failed_once = ledger_delivery(app)
+    assert failed_once.status == "pending" and failed_once.attempts == 1
+    assert "503 maintenance: back soon [req req-1]" in failed_once.last_error
+    run_pending(app)
+    assert ledger_delivery(app).status == "succeeded" and len(ledger.records) == PEOPLE
+
+
+def test_its_own_rate_headers_throttle_it(with_ledger, ledger):
+    app = with_ledger()
+    post_event(app.test_client(), load_fixture("new_referral"))
+    ledger.next_answers.append((429, {"problem": {"code": "slow_down"}}, {"Retry-After": "120"}))
+
+    assert deliver(app, ledger_delivery(app).id) == "deferred"
+    calls = ledger.calls
+    make_due(app)
+    assert deliver(app, ledger_delivery(app).id) == "deferred"  # held back here: Ledger is not called
+    assert ledger.calls == calls and ledger.records == []
+
+    stats = json.loads(invoke(app, "events", "stats", "--json").output)
+    assert stats["vendors"][NAME]["paused_for_s"] > 60
+
+
+def test_a_replay_sends_it_again(with_ledger, ledger):
+    app = with_ledger()
+    post_event(app.test_client(), load_fixture("new_referral"))
+    run_pending(app)
+    assert len(ledger.records) == PEOPLE
+
+    dry = invoke(app, "events", "replay", "--type", "new_referral", "--force", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"{NAME}: up to {PEOPLE} calls" in dry.output
+    replayed = invoke(app, "events", "replay", "--type", "new_referral", "--force", "--yes")
+    assert replayed.exit_code == 0, replayed.output
+    assert ledger_delivery(app).status == "pending"
+    run_pending(app)
+
+    assert ledger_delivery(app).status == "succeeded"
+    # Sent again (a forced replay forgets the finished steps), under the same keys: one record each.
+    assert ledger.calls == 2 * PEOPLE and len(ledger.records) == PEOPLE
+    assert [e.status for e in events(app)] == ["done"]
+
+
+def test_doctor_and_stats_show_it(with_ledger, ledger):
+    app = with_ledger()
+    checks = {c["name"]: c for c in json.loads(invoke(app, "doctor", "--json").output)["checks"]}
+    assert checks["Ledger token"]["status"] == "ok" and "acct_1" in checks["Ledger token"]["detail"]
+
+    wrong = with_ledger(LEDGER_TOKEN="not-the-token")
+    checks = {c["name"]: c for c in json.loads(invoke(wrong, "doctor", "--json").output)["checks"]}
+    assert checks["Ledger token"]["status"] == "failed" and "(401)" in checks["Ledger token"]["detail"]
+
+    post_event(app.test_client(), load_fixture("new_referral"))
+    run_pending(app)
+    stats = json.loads(invoke(app, "events", "stats", "--json").output)
+    assert stats["vendors"][NAME]["limit"] == "100/1s"
+    assert stats["vendors"][NAME]["vendor_remaining"] == 100 - PEOPLE
