@@ -185,6 +185,40 @@ def test_every_declared_variable_is_documented_in_env_example_the_readme_and_app
     assert declared - not_on_heroku == heroku, "declared and app.json differ"
 
 
+def test_env_example_app_json_and_the_readme_table_are_made_from_the_declarations():
+    from relay import settings_docs
+    from relay.config import DOCUMENTED_GROUPS
+
+    remake = "made from the declarations: run ./run python -m relay.settings_docs"
+    assert (ROOT / ".env.example").read_text() == settings_docs.env_example(DOCUMENTED_GROUPS), remake
+    assert json.loads((ROOT / "app.json").read_text())["env"] == settings_docs.app_json_env(DOCUMENTED_GROUPS), remake
+    readme = (ROOT / "README.md").read_text()
+    assert settings_docs.readme_with_table(readme, settings_docs.readme_table(DOCUMENTED_GROUPS)) == readme, remake
+
+
+def test_a_changed_declaration_changes_all_three_files(tmp_path):
+    import dataclasses
+
+    from relay import settings_docs
+    from relay.config import DOCUMENTED_GROUPS, SECURITY
+
+    for name in (".env.example", "app.json", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    assert settings_docs.write(DOCUMENTED_GROUPS, tmp_path) == []
+    [hops, *others] = SECURITY.settings
+    changed = dataclasses.replace(SECURITY, settings=(dataclasses.replace(hops, doc="routers trusted", default="2"),
+                                                      *others))
+    groups = [changed if group is SECURITY else group for group in DOCUMENTED_GROUPS]
+
+    assert settings_docs.write(groups, tmp_path) == [".env.example", "app.json", "README.md"]
+    assert "# Routers trusted. Default: 2.\nRELAY_PROXY_HOPS=2\n" in (tmp_path / ".env.example").read_text()
+    assert json.loads((tmp_path / "app.json").read_text())["env"]["RELAY_PROXY_HOPS"] == {
+        "description": "Routers trusted. Default: 2.", "required": False, "value": "2"}
+    readme = (tmp_path / "README.md").read_text()
+    assert "\n| `RELAY_PROXY_HOPS` | `2` | routers trusted |\n" in readme
+    assert len(readme.splitlines()) == len((ROOT / "README.md").read_text().splitlines())
+
+
 # --- .env and empty values ---------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
