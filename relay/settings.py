@@ -8,12 +8,13 @@ marshmallow's: each group is loaded as a marshmallow schema whose field names ar
 so every error names its variable and all bad variables are reported at once.
 
 Why marshmallow itself rather than environs or pydantic-settings: marshmallow is already a
-dependency (the webhook schemas) and is the library environs is built on. environs adds an
-`os.environ` reader and a `.env` reader, and neither fits: Relay reads a mapping it is handed
-(tests, `create_app(environ)`), which environs can only do through a private method, and Relay's
-`.env` rules (an empty value is no value; the file is the working directory's, not found by
-walking up) differ from environs' (relay.config.load_env_file keeps python-dotenv for that).
-pydantic-settings would bring pydantic and a second way to declare types next to marshmallow.
+dependency (the webhook schemas) and is the library environs is built on; what environs adds is
+a reader of `os.environ` and of `.env`, and neither fits. Relay reads a mapping it is handed
+(tests, `create_app(environ)`), which environs' reader can only be made to do by overriding a
+private method; and Relay's rule that an empty value is no value (its default) would need a
+wrapper around every environs call. `.env` itself stays python-dotenv's, read by
+relay.config.load_env_file with those rules. pydantic-settings would bring pydantic, a second
+way of declaring and checking types beside marshmallow.
 """
 
 from __future__ import annotations
