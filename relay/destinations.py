@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from relay.settings import SettingsGroup
+
 if TYPE_CHECKING:
     from relay.config import Config
 
@@ -30,24 +32,14 @@ PLUGINS_VARIABLE = "RELAY_PLUGINS"
 
 
 @dataclass(frozen=True)
-class Variable:
-    """One environment variable a destination reads: for .env.example, app.json and the README
-    (their tests compare them with the registry)."""
-
-    name: str
-    doc: str
-    default: str | None = None
-    secret: bool = False
-
-
-@dataclass(frozen=True)
 class SandboxMount:
-    """Where `relay dev`'s sandbox imitates this vendor: the URL variable pointed at it, the path
-    under the sandbox's address, and the credential the sandbox accepts."""
+    """Where `relay dev`'s sandbox imitates this vendor, when `credential_variable` is unset: the
+    credential the sandbox accepts, and the URL variable pointed at its path there."""
 
+    credential_variable: str
+    credential: str
     url_variable: str
     path: str
-    credential: str
     # Variables `relay dev` sets when it sandboxes the vendor and they are unset.
     settings: Mapping[str, str] = field(default_factory=dict)
 
@@ -58,8 +50,10 @@ class Destination:
     probes) or a delivery's context; the engine's types for them live in workers.context."""
 
     name: str
-    # Its variables; the first is its credential: a vendor without it gets no delivery planned.
-    variables: tuple[Variable, ...]
+    # Its settings (relay.settings): names, defaults, documentation, what is secret, and when
+    # it is configured (a vendor without credentials gets no delivery planned). Config.of(group)
+    # gives what they were read as.
+    settings: SettingsGroup[Any]
     # Event type -> what it receives (a value of its own kind, handed to `deliver`); the keys
     # are the event types it receives unless RELAY_ROUTES says otherwise.
     receives: Mapping[str, Any]
@@ -76,16 +70,10 @@ class Destination:
     probe: Callable[[Any, float], list[Any]]
     # The names of the probe's checks (listed as skipped when the configuration is invalid).
     checks: tuple[str, ...]
+    # Where `relay dev`'s sandbox imitates it, if it does.
     sandbox: SandboxMount | None = None
     # Step times a forced replay keeps (workers.context.Progress); everything else is forgotten.
     kept_on_force: tuple[str, ...] = ()
-    # Reads the vendor's own settings from the environment (raising relay.config.ConfigError
-    # naming the variable); what it returns is Config.destination_settings[name].
-    settings: Callable[[Mapping[str, str]], Any] = lambda env: None
-
-    @property
-    def credential(self) -> str:
-        return self.variables[0].name
 
     def sends(self, event_type: str) -> Any:
         return self.receives.get(event_type) or self.default_sends
@@ -143,9 +131,6 @@ class Registry(Mapping[str, Destination]):
             if key not in self._shared:
                 self._shared[key] = make()
             return self._shared[key]
-
-    def variables(self) -> tuple[Variable, ...]:
-        return tuple(variable for destination in self.values() for variable in destination.variables)
 
 
 def configured(config: Config) -> dict[str, Destination]:

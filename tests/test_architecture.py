@@ -111,11 +111,12 @@ def test_the_gunicorn_app_loads_no_delivery_engine_module(tmp_path):
     loaded = json.loads(result.stdout)
     assert "web.webhooks" in loaded and "relay.queue" in loaded
     # The intake plans deliveries from what each destination receives: of the engine, it loads
-    # the destinations' declarations (found by relay.destinations through entry points) and the
-    # packages they sit in, and nothing else.
+    # the destinations' declarations (found by relay.destinations through entry points), what
+    # they import at their top, and the packages these sit in; nothing else.
     assert {"workers.sprig", "workers.spruce"} <= set(loaded)
     engine = {m for m in loaded if m.split(".")[0] in ("workers", "operations", "sandbox")}
-    assert engine <= DECLARATIONS | {package for name in DECLARATIONS for package in packages_of(name)}
+    light = set().union(*(declared_with(name) for name in DECLARATIONS))
+    assert engine <= light | {package for name in light for package in packages_of(name)}
 
 
 # The destinations' declarations (workers/<vendor>/__init__.py): the intake loads them.
@@ -127,12 +128,28 @@ def packages_of(name: str) -> list[str]:
     return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
+def declared_with(name: str) -> set[str]:
+    """The engine's modules a declaration loads: itself and what they import at their top."""
+    found, todo = set(), [name]
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            todo += [m for m in imports(module, top_level_only=True) if layer(m) == "workers"]
+    return found
+
+
 @pytest.mark.parametrize("name", sorted(DECLARATIONS))
 def test_a_destinations_declaration_is_light(name):
-    """What the intake loads of the engine imports, at its top, only the layers below the engine
-    (its client, delivery and probe are imported when first called), and so do its packages."""
-    for module in (*packages_of(name), name):
-        assert {layer(imported) for imported in imports(module, top_level_only=True)} <= {"schemas", "relay"}, module
+    """What the intake loads of the engine is the vendor's own declaration and settings: they
+    import, at their top, only the layers below the engine and their own package's light modules
+    (the client, delivery and probe are imported when first called); the packages they sit in
+    import nothing of the engine."""
+    loaded = declared_with(name)
+    assert all(module == name or module.startswith(f"{name}.") for module in loaded), loaded
+    assert loaded <= {name, f"{name}.settings"}
+    for module in packages_of(name):
+        assert {layer(imported) for imported in imports(module, top_level_only=True)} <= {"schemas", "relay"}
 
 
 # The Celery tasks are the engine's entry points: Flask's documented pattern has them read the

@@ -8,6 +8,8 @@ from relay.config import ConfigError, load_config
 from schemas.events import EVENTS, validate_event
 from workers.sprig import DESTINATION as SPRIG
 from workers.spruce import DESTINATION as SPRUCE
+from workers.spruce.settings import spruce_settings
+from workers.sprig.settings import sprig_settings
 from schemas.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
 from schemas.sprig import ATTRIBUTES, sprig_user_body
 from schemas.spruce import SpruceNote
@@ -88,21 +90,21 @@ def note_for(name: str, template: NoteTemplate | None) -> str | None:
 def attributes_for(name: str, settings) -> dict:
     event_type, data = valid(name)
     return {role: sprig_user_body(SPRIG.sends(event_type), event_type, data, subscriber, role, 0,
-                                  attributes=settings.sprig_attributes,
-                                  attribute_prefix=settings.sprig_attribute_prefix)["attributes"]
+                                  attributes=sprig_settings(settings).attributes,
+                                  attribute_prefix=sprig_settings(settings).attribute_prefix)["attributes"]
             for role, subscriber in EVENTS[event_type].subscribers(data)}
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_unset_the_note_and_the_attributes_are_what_they_were(name, tmp_path):
     defaults = config(tmp_path)
-    assert defaults.spruce_note_template is None
-    assert note_for(name, defaults.spruce_note_template) == NOTES_BEFORE_TEMPLATES.get(name)
+    assert spruce_settings(defaults).note_template is None
+    assert note_for(name, spruce_settings(defaults).note_template) == NOTES_BEFORE_TEMPLATES.get(name)
     assert attributes_for(name, defaults) == ATTRIBUTES_BEFORE_TEMPLATES[name]
 
 
 def test_the_readme_example_is_the_note_staff_see(tmp_path):
-    template = config(tmp_path, RELAY_SPRUCE_NOTE_TEMPLATE=EXAMPLE_TEMPLATE).spruce_note_template
+    template = spruce_settings(config(tmp_path, RELAY_SPRUCE_NOTE_TEMPLATE=EXAMPLE_TEMPLATE)).note_template
     assert note_for("reward_redeemed", template) == EXAMPLE_NOTE
 
 
@@ -143,10 +145,10 @@ def test_unbalanced_braces_are_refused(template):
 
 def test_a_template_file_is_read_relative_to_the_instance_folder(tmp_path):
     (tmp_path / "note.txt").write_text(EXAMPLE_TEMPLATE + "\n", encoding="utf-8")
-    template = config(tmp_path, RELAY_SPRUCE_NOTE_TEMPLATE_FILE="note.txt").spruce_note_template
+    template = spruce_settings(config(tmp_path, RELAY_SPRUCE_NOTE_TEMPLATE_FILE="note.txt")).note_template
     assert note_for("reward_redeemed", template) == EXAMPLE_NOTE  # its last line break is dropped
     absolute = config(tmp_path / "elsewhere", RELAY_SPRUCE_NOTE_TEMPLATE_FILE=str(tmp_path / "note.txt"))
-    assert absolute.spruce_note_template == template
+    assert spruce_settings(absolute).note_template == template
 
 
 def test_template_file_problems_name_the_variable(tmp_path):

@@ -8,12 +8,10 @@ when first called."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from relay.config import CallRate, ConfigError
-from relay.destinations import Destination, Variable
-from relay.durations import parse_duration
+from relay.destinations import Destination
+from relay.settings import CallRate, Rate, Setting, SettingsGroup, Text, Url
 
 NAME = "ledger"
 
@@ -28,21 +26,21 @@ class Record:
 @dataclass(frozen=True)
 class LedgerSettings:
     url: str
-    token: str
+    token: str | None
     rate: CallRate
 
 
-def settings(env: Mapping[str, str]) -> LedgerSettings:
-    url = (env.get("LEDGER_URL") or "").strip()
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError("LEDGER_URL must be an http:// or https:// URL when LEDGER_TOKEN is set")
-    raw = (env.get("LEDGER_RATE_LIMIT") or "").strip() or "100/1s"
-    count, _, period = raw.partition("/")
-    try:
-        rate = CallRate(int(count), parse_duration(period))
-    except ValueError:
-        raise ConfigError(f"LEDGER_RATE_LIMIT must look like 100/1s: calls per period (got {raw!r})") from None
-    return LedgerSettings(url.rstrip("/"), env["LEDGER_TOKEN"].strip(), rate)
+SETTINGS = SettingsGroup(
+    name=NAME,
+    title="Ledger",
+    configured=lambda ledger: ledger.token is not None,
+    build=lambda reading: LedgerSettings(**reading.values),
+    settings=(
+        Setting("LEDGER_TOKEN", "token", Text(), secret=True, doc="Ledger's API token; unset = no Ledger deliveries"),
+        Setting("LEDGER_URL", "url", Url(), default="http://127.0.0.1:9", doc="Ledger's base URL"),
+        Setting("LEDGER_RATE_LIMIT", "rate", Rate(), default="100/1s", doc="Ledger calls per period"),
+    ),
+)
 
 
 def client(config):
@@ -65,11 +63,7 @@ def probe(config, timeout_s: float) -> list:
 
 DESTINATION = Destination(
     name=NAME,
-    variables=(
-        Variable("LEDGER_TOKEN", "Ledger's API token; unset = no Ledger deliveries.", secret=True),
-        Variable("LEDGER_URL", "Ledger's base URL."),
-        Variable("LEDGER_RATE_LIMIT", "Ledger calls per period, shared by every worker.", "100/1s"),
-    ),
+    settings=SETTINGS,
     receives={"new_referral": Record("referral"), "reward_unlocked": Record("reward")},
     default_sends=Record("event"),
     client=client,
@@ -77,5 +71,4 @@ DESTINATION = Destination(
     most_calls=lambda sends, subscribers: max(subscribers, 1),
     probe=probe,
     checks=("Ledger token",),
-    settings=settings,
 )

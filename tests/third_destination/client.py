@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.third_destination import SETTINGS
 from workers.guard import Guard
 from workers.vendor_errors import retry_after_seconds
 from workers.vendor_http import RateLimitHeaders, VendorClient, VendorHTTP, shared_client
@@ -53,5 +54,5 @@ class LedgerClient(VendorClient):
 
 
 def ledger_client(config) -> LedgerClient:
-    own = config.destination_settings["ledger"]
+    own = config.of(SETTINGS)
     return shared_client(LedgerClient, config, own.url, own.token, own.rate)

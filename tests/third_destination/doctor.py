@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relay.checks import NOT_CONFIGURED, Check, failed, passed
-from tests.third_destination import NAME
+from tests.third_destination import NAME, SETTINGS
 from tests.third_destination.client import LedgerClient
 from workers.outcomes import ErrorKind
 from workers.vendor_errors import VendorError
@@ -13,7 +13,7 @@ def probe(config, timeout_s: float) -> list[Check]:
     name = "Ledger token"
     if NAME not in config.configured_destinations:
         return [Check(name, NOT_CONFIGURED, "LEDGER_TOKEN is not set: nothing is delivered to Ledger")]
-    own = config.destination_settings[NAME]
+    own = config.of(SETTINGS)
     with LedgerClient(own.url, own.token, timeout=timeout_s) as client:
         try:
             account = client.whoami()

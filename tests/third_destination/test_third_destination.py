@@ -13,7 +13,7 @@ import pytest
 
 from relay.config import ConfigError, load_config
 from tests.conftest import deliveries, deliver, events, load_fixture, make_due, post_event, run_pending
-from tests.third_destination import NAME
+from tests.third_destination import NAME, SETTINGS
 from tests.third_destination.endpoint import TOKEN, Served
 from web.cli import main
 
@@ -65,7 +65,7 @@ def test_it_is_configured_from_its_own_variables(tmp_path, ledger):
     env = {"RELAY_PLUGINS": "tests.third_destination", "LEDGER_URL": ledger.url, "LEDGER_TOKEN": TOKEN}
     config = load_config(env, instance_path=tmp_path)
     assert NAME in config.destinations and NAME in config.configured_destinations
-    assert config.destination_settings[NAME].rate.limit == 100
+    assert config.of(SETTINGS).rate.limit == 100
 
     unconfigured = load_config(env | {"LEDGER_TOKEN": ""}, instance_path=tmp_path)
     assert NAME in unconfigured.destinations and NAME not in unconfigured.configured_destinations

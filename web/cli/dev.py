@@ -41,7 +41,9 @@ WEB_LOG, WORKER_LOG = "dev.log", "dev-worker.log"
 SANDBOX_STATE, SETTINGS_FILE = "sandbox-state.json", "dev.env"
 HOST = "127.0.0.1"
 # SparkLoop's API in the sandbox (the destinations declare their own mounts: relay.destinations).
-SPARKLOOP_MOUNT = SandboxMount("SPARKLOOP_API_URL", "/sparkloop/v2", SandboxSettings.sparkloop_api_key)
+SPARKLOOP_MOUNT = SandboxMount(
+    "SPARKLOOP_API_KEY", SandboxSettings.sparkloop_api_key, "SPARKLOOP_API_URL", "/sparkloop/v2"
+)
 
 
 class DevUsageError(click.ClickException):
@@ -67,10 +69,8 @@ def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None
     if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
         plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
     destinations = Registry.discover(env.get(PLUGINS_VARIABLE))
-    mounts = {d.credential: d.sandbox for d in destinations.values() if d.sandbox} | {
-        "SPARKLOOP_API_KEY": SPARKLOOP_MOUNT
-    }
-    missing = {key: mount for key, mount in mounts.items() if not env.get(key)}
+    mounts = [d.sandbox for d in destinations.values() if d.sandbox] + [SPARKLOOP_MOUNT]
+    missing = {mount.credential_variable: mount for mount in mounts if not env.get(mount.credential_variable)}
     if missing:
         plan.ports["--sandbox-port"] = sandbox_port
         for key, mount in missing.items():

@@ -21,6 +21,7 @@ from relay.runtime import Runtime
 from web.cli.support import store_errors
 from workers import erasure, identity
 from workers.outcomes import Deferred
+from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import VendorError
 
 log = logging.getLogger("relay.erasure")
@@ -63,7 +64,7 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
     runtime = Runtime.of(current_app)
     config = runtime.config
     ref = erasure.reference(subscriber, config)
-    if purge_sprig and not config.sprig_api_key:
+    if purge_sprig and not sprig_settings(config).api_key:
         raise click.UsageError("--purge-sprig needs SPRIG_API_KEY: Sprig is not configured")
     found = requests.forget_plan(runtime, subscriber)
     if dry_run:

@@ -1,15 +1,17 @@
 """Sprig as a destination: one `POST /v2/users` per subscriber the event is about.
 
 This module is the declaration the intake loads too (relay.destinations): it imports only
-schemas/ and relay/; the client, the delivery and the doctor's probe are imported on first call.
+schemas/, relay/ and its settings; the client, the delivery and the doctor's probe are imported
+on first call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from relay.destinations import Destination, SandboxMount, Variable
+from relay.destinations import Destination, SandboxMount
 from schemas.sprig import SprigUser, reward_attributes
+from workers.sprig.settings import SETTINGS
 
 USER, REWARD_USER = SprigUser(), SprigUser(reward_attributes)
 
@@ -34,14 +36,7 @@ def probe(config, timeout_s: float) -> list:
 
 DESTINATION = Destination(
     name="sprig",
-    variables=(
-        Variable("SPRIG_API_KEY", "Sprig API key; unset = no Sprig deliveries.", secret=True),
-        Variable("SPRIG_API_URL", "Sprig API base URL.", "https://api.sprig.com"),
-        Variable("SPRIG_USER_ID_SOURCE", "What becomes Sprig's userId: email or subscriber_id.", "email"),
-        Variable("SPRIG_ATTRIBUTES", "Comma-separated Sprig attributes to send, named without the prefix."),
-        Variable("SPRIG_ATTRIBUTE_PREFIX", "What every Sprig attribute's name starts with.", "sparkloop_"),
-        Variable("SPRIG_RATE_LIMIT", "Sprig calls per period, per API key, shared by every worker.", "1000/300s"),
-    ),
+    settings=SETTINGS,
     receives={
         "new_referral": USER,
         "new_partner_pending_referral": USER,
@@ -57,5 +52,5 @@ DESTINATION = Destination(
     most_calls=lambda sends, subscribers: max(subscribers, 1),
     probe=probe,
     checks=("Sprig key",),
-    sandbox=SandboxMount("SPRIG_API_URL", "/sprig", "sandbox-sprig-key"),
+    sandbox=SandboxMount("SPRIG_API_KEY", "sandbox-sprig-key", "SPRIG_API_URL", "/sprig"),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 
 from workers.guard import Guard
+from workers.sprig.settings import sprig_settings
 from workers.vendor_http import VendorClient, VendorHTTP, shared_client
 
 USERS = "/v2/users"
@@ -69,4 +70,5 @@ class SprigClient(VendorClient):
 
 
 def sprig_client(config) -> SprigClient:
-    return shared_client(SprigClient, config, config.sprig_api_url, config.sprig_api_key, config.sprig_rate_limit)
+    sprig = sprig_settings(config)
+    return shared_client(SprigClient, config, sprig.api_url, sprig.api_key, sprig.rate_limit)

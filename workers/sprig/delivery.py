@@ -23,6 +23,7 @@ from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind
 from workers.sprig.client import SprigClient
+from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import VendorError
 
 NOT_LANDED = (ErrorKind.THROTTLED, ErrorKind.PERMANENT, ErrorKind.AUTH)
@@ -32,6 +33,7 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
     if not ctx.subscribers:
         raise DeliveryFailed("payload names no subscriber (no email or id found)")
     version = [ctx.received_at_ms, ctx.event_id]
+    sprig = sprig_settings(ctx.config)
     progress = ctx.progress
     nothing_to_send = 0
     for role, subscriber in ctx.subscribers:
@@ -46,9 +48,9 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
                 subscriber,
                 role,
                 ctx.received_at_ms,
-                user_id_source=ctx.config.sprig_user_id_source,
-                attributes=ctx.config.sprig_attributes,
-                attribute_prefix=ctx.config.sprig_attribute_prefix,
+                user_id_source=sprig.user_id_source,
+                attributes=sprig.attributes,
+                attribute_prefix=sprig.attribute_prefix,
             )
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None

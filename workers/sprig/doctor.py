@@ -6,6 +6,7 @@ from relay.checks import NOT_CONFIGURED, Check, failed, passed
 from relay.config import Config
 from workers.outcomes import ErrorKind
 from workers.sprig.client import SprigClient
+from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import VendorError
 
 CHECKS = ("Sprig key",)
@@ -15,9 +16,10 @@ PROBE_USER = "relay-doctor-probe"
 
 def probe(config: Config, timeout_s: float) -> list[Check]:
     [name] = CHECKS
-    if not config.sprig_api_key:
+    sprig = sprig_settings(config)
+    if not sprig.api_key:
         return [Check(name, NOT_CONFIGURED, "SPRIG_API_KEY is not set: nothing is delivered to Sprig")]
-    with SprigClient(config.sprig_api_url, config.sprig_api_key, timeout=timeout_s) as client:
+    with SprigClient(sprig.api_url, sprig.api_key, timeout=timeout_s) as client:
         try:
             client.get_user(PROBE_USER)
         except VendorError as err:

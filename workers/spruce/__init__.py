@@ -2,15 +2,17 @@
 one internal note.
 
 This module is the declaration the intake loads too (relay.destinations): it imports only
-schemas/ and relay/; the client, the delivery and the doctor's probe are imported on first call.
+schemas/, relay/ and its settings; the client, the delivery and the doctor's probe are imported
+on first call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from relay.destinations import Destination, SandboxMount, Variable
+from relay.destinations import Destination, SandboxMount
 from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
+from workers.spruce.settings import SETTINGS
 
 # The time of a note's first attempt (Progress.times), which a forced replay keeps.
 NOTE_FIRST_ATTEMPT = "spruce.note.first_attempt"
@@ -40,18 +42,7 @@ def probe(config, timeout_s: float) -> list:
 
 DESTINATION = Destination(
     name="spruce",
-    variables=(
-        Variable(
-            "SPRUCE_API_TOKEN",
-            "Spruce bearer token (base64 of access_id:secret_key); unset = no Spruce deliveries.",
-            secret=True,
-        ),
-        Variable("SPRUCE_API_URL", "Spruce API base URL.", "https://api.sprucehealth.com/v1"),
-        Variable("SPRUCE_NOTE_MEMBER_IDS", "Comma-separated Spruce member ids added to note conversations."),
-        Variable("RELAY_SPRUCE_NOTE_TEMPLATE", "The internal note staff read on Spruce, with {placeholder}s."),
-        Variable("RELAY_SPRUCE_NOTE_TEMPLATE_FILE", "The same from a UTF-8 file (relative to RELAY_INSTANCE_PATH)."),
-        Variable("SPRUCE_RATE_LIMIT", "Spruce calls per period, per organization token.", "50/60s"),
-    ),
+    settings=SETTINGS,
     receives={
         "new_referral": CONTACT,
         "new_partner_referral": CONTACT,
@@ -67,9 +58,10 @@ DESTINATION = Destination(
     probe=probe,
     checks=("Spruce token", "Spruce note members"),
     sandbox=SandboxMount(
+        "SPRUCE_API_TOKEN",
+        "sandbox-spruce-token",
         "SPRUCE_API_URL",
         "/spruce/v1",
-        "sandbox-spruce-token",
         settings={"SPRUCE_NOTE_MEMBER_IDS": SANDBOX_NOTE_MEMBERS},
     ),
     # Without it, a note older than Spruce's key window would be posted again instead of being

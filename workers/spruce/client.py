@@ -16,6 +16,7 @@ import httpx
 from schemas.spruce import search_by_email_body
 from workers.guard import Guard
 from workers.outcomes import ErrorKind
+from workers.spruce.settings import spruce_settings
 from workers.vendor_http import RateLimitHeaders, VendorClient, VendorHTTP, shared_client
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -159,4 +160,5 @@ def _check_idempotency_key(key: str) -> None:
 
 
 def spruce_client(config) -> SpruceClient:
-    return shared_client(SpruceClient, config, config.spruce_api_url, config.spruce_api_token, config.spruce_rate_limit)
+    spruce = spruce_settings(config)
+    return shared_client(SpruceClient, config, spruce.api_url, spruce.api_token, spruce.rate_limit)

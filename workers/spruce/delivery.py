@@ -27,6 +27,7 @@ from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
 from workers.spruce import NOTE_FIRST_ATTEMPT
 from workers.spruce.client import SpruceClient
+from workers.spruce.settings import spruce_settings
 from workers.vendor_errors import VendorError
 
 NOTE_TITLE = "SparkLoop referrals"
@@ -57,7 +58,7 @@ def deliver(ctx: DeliveryContext[SpruceClient], sends: SpruceContact | SpruceNot
             except VendorError as err:
                 stale.forget(CONTACT, contact_id, err)
                 continue
-            text = note_text(sends.text, ctx.event_type, ctx.data, ctx.config.spruce_note_template)
+            text = note_text(sends.text, ctx.event_type, ctx.data, spruce_settings(ctx.config).note_template)
             try:
                 _post_note(ctx, conversation_id, text)
                 break
@@ -212,7 +213,7 @@ def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscribe
         if conversation_id is None:
             ctx.progress.mark(CONVERSATION_LIST_EMPTY, _now_ms())
     if conversation_id is None:
-        body = note_conversation_body(contact_id, list(ctx.config.spruce_note_member_ids), NOTE_TITLE)
+        body = note_conversation_body(contact_id, list(spruce_settings(ctx.config).note_member_ids), NOTE_TITLE)
         try:
             conversation_id = ctx.client.create_conversation(
                 body, idempotency_key=_replacing(f"relay-noteconv-{contact_id}", stale)

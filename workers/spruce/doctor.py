@@ -7,6 +7,7 @@ from relay.checks import NOT_CONFIGURED, SKIPPED, Check, failed, passed, warned
 from relay.config import Config
 from workers.outcomes import ErrorKind
 from workers.spruce.organization import SpruceOrganizationClient
+from workers.spruce.settings import spruce_settings
 from workers.vendor_errors import VendorError
 
 CHECKS = ("Spruce token", "Spruce note members")
@@ -14,18 +15,19 @@ CHECKS = ("Spruce token", "Spruce note members")
 
 def probe(config: Config, timeout_s: float) -> list[Check]:
     token, members = CHECKS
-    if not config.spruce_api_token:
+    spruce = spruce_settings(config)
+    if not spruce.api_token:
         return [
             Check(token, NOT_CONFIGURED, "SPRUCE_API_TOKEN is not set: nothing is delivered to Spruce"),
             Check(members, NOT_CONFIGURED, "no Spruce token"),
         ]
-    with SpruceOrganizationClient(config.spruce_api_url, config.spruce_api_token, timeout=timeout_s) as client:
+    with SpruceOrganizationClient(spruce.api_url, spruce.api_token, timeout=timeout_s) as client:
         try:
             organization = client.organization()
         except VendorError as err:
             return [_failure(token, err), Check(members, SKIPPED, "the token was not accepted")]
         first = passed(token, f"accepted (organization {organization.get('id', '?')})")
-        wanted = config.spruce_note_member_ids
+        wanted = spruce.note_member_ids
         if not wanted:
             return [
                 first,
