@@ -262,7 +262,7 @@ def run_backfill(
     """Read SparkLoop's subscribers newest first down to `since` (or `max_pages`) and create the
     events Relay lacks (or, dry, say which), page by page; `total` counts as it goes (what was
     created stays if it stops half way)."""
-    client = sparkloop_client(runtime.config)
+    client = sparkloop_client(runtime)
     seen: set[str] = set()
     page = 1
     while True:

@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 from relay.models import Delivery, utcnow
 from relay.sealing import key_id
+from relay.runtime import Runtime
 from schemas.events import sends, validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
@@ -91,7 +92,7 @@ def note_post_failed_once(client, app, sandbox, fixture: str) -> tuple[int, str]
 def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app, sandbox):
     spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_unlocked")
     # The earlier attempt's post landed after all (its answer was lost): same key, same note.
-    spruce_client(app.config["RELAY"]).post_message(
+    spruce_client(Runtime.of(app)).post_message(
         conversation_id, note_message_body(note_text(app, "reward_unlocked")),
         idempotency_key=f"relay-note-{spruce_id}")
 
@@ -167,7 +168,7 @@ def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client,
     spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_redeemed")
     # A day later, the note is in the conversation (posted by an attempt whose answer was lost)
     # and Spruce no longer remembers the key.
-    spruce_client(app.config["RELAY"]).post_message(
+    spruce_client(Runtime.of(app)).post_message(
         conversation_id, note_message_body(note_text(app, "reward_redeemed")), idempotency_key="other-key")
     with app.extensions["relay.db"].session() as session:
         stored = session.get(Delivery, spruce_id)
@@ -204,7 +205,7 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
     post_event(client, unlock(1))
     r = redis.Redis.from_url(redis_url)
     with app.app_context():
-        claim, _, _ = _claim(sprig_delivery_ids(app)[0])
+        claim, _, _ = _claim(Runtime.of(app), sprig_delivery_ids(app)[0])
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
             r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from operations.filters import EventFilter
-from relay.db import session_scope
+from relay.runtime import Runtime
 from schemas.personal import personal_strings
 from tests.conftest import (
     deliveries, deliver, delivery_to, leaked, load_fixture, make_due, post_event, run_pending, wait_for,
@@ -28,7 +28,7 @@ def followed(app, steps, filters: EventFilter = EventFilter()) -> list[str]:
     the clock is checked and dropped."""
     lines: list[str] = []
     with app.app_context():
-        follower = Follower(session_scope, filters)
+        follower = Follower(Runtime.of(app).session, filters)
         pending = iter(steps)
         follow(follower, lines.append, stop_after(len(steps)), sleep=lambda _s: next(pending)())
     assert all(CLOCK.match(line) for line in lines), lines

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from relay.config import Config
+from relay.runtime import Runtime
 from schemas.events import Sends
 from schemas.sparkloop import People
 from workers.vendor_http import VendorClient
@@ -55,9 +56,13 @@ class DeliveryContext(Generic[ClientT]):
     data: dict
     subscribers: People
     received_at_ms: int
-    config: Config
+    runtime: Runtime
     client: ClientT  # this destination's client, paced for this run
     progress: Progress
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ class Destination(Generic[ClientT, SendsT]):
     """A vendor Relay delivers to: its package (workers/<name>/) declares one."""
 
     name: str
-    # The process's client for the configured account.
-    client: Callable[[Config], ClientT]
+    # The runtime's client for the configured account.
+    client: Callable[[Runtime], ClientT]
     # Performs one delivery of an event; returns DeliveryStatus.SUPERSEDED when nothing was
     # left to send, else None. Raises what workers.classify knows.
     deliver: Callable[[DeliveryContext[ClientT], SendsT], str | None]

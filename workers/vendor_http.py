@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import certifi
 import httpx
 
+from relay.runtime import Runtime
 from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
@@ -235,24 +236,16 @@ def tls_context() -> ssl.SSLContext:
 ClientT = TypeVar("ClientT", bound="VendorClient")
 
 
-def shared_client(cls: type[ClientT], config, base_url: str, credential: str | None, rate) -> ClientT:
-    """The process's one client of `cls` for this account, guarded by the account's shared
+def shared_client(cls: type[ClientT], runtime: Runtime, base_url: str, credential: str | None, rate) -> ClientT:
+    """The runtime's one client of `cls` for this account, guarded by the account's shared
     throttle and breaker."""
-    # _shared's cache cannot carry the class's type through: it made a `cls`.
-    client = _shared(
-        cls,  # type: ignore[arg-type]  # mypy finds no Hashable in a class object; a class hashes by identity
-        base_url,
-        credential or "",
-        rate,
-        config.vendor_timeout_s,
-        config.redis_url,
-        config.breaker_cooldown_s,
-    )
-    return cast(ClientT, client)
+    config = runtime.config
 
+    # Every VendorClient class takes these; VendorClient itself declares no constructor.
+    make: Any = cls
 
-@cache
-def _shared(cls, base_url, credential, rate, timeout, redis_url, cooldown_s) -> VendorClient:
-    return cls(
-        base_url, credential, timeout=timeout, guard=guard_for(cls.vendor, credential, redis_url, rate, cooldown_s)
-    )
+    def build() -> ClientT:
+        guard = guard_for(cls.vendor, credential or "", runtime.redis, runtime.metrics, rate, config.breaker_cooldown_s)
+        return make(base_url, credential or "", timeout=config.vendor_timeout_s, guard=guard)
+
+    return runtime.shared((cls, base_url, credential or "", rate), build)

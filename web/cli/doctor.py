@@ -206,7 +206,7 @@ def check_retention(config: Config, now: float | None = None) -> Check:
     if config.redis_url is None:
         return Check(name, SKIPPED, "no REDIS_URL: the last run is recorded inside the worker process")
     try:
-        run = last_run(config)
+        run = last_run(redis_client(config.redis_url))
     except redis.RedisError as exc:
         return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
     if run is None:

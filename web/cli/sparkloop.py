@@ -20,6 +20,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from relay.models import Lane
+from relay.runtime import Runtime
 from web.cli.support import console
 from workers.classify import Action, backoff, classify
 from workers.outcomes import Deferred, ErrorKind
@@ -60,7 +61,7 @@ def api_client() -> SparkLoopClient:
             err=True,
         )
         raise SystemExit(2)
-    return sparkloop_client(config)
+    return sparkloop_client(Runtime.of(current_app))
 
 
 def patiently(

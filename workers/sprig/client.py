@@ -62,5 +62,6 @@ class SprigClient(VendorClient):
         return request_ids
 
 
-def sprig_client(config) -> SprigClient:
-    return shared_client(SprigClient, config, config.sprig_api_url, config.sprig_api_key, config.sprig_rate_limit)
+def sprig_client(runtime) -> SprigClient:
+    config = runtime.config
+    return shared_client(SprigClient, runtime, config.sprig_api_url, config.sprig_api_key, config.sprig_rate_limit)

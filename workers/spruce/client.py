@@ -141,5 +141,8 @@ def _check_idempotency_key(key: str) -> None:
         raise ValueError("idempotency key must be printable ASCII (it is sent as a header)")
 
 
-def spruce_client(config) -> SpruceClient:
-    return shared_client(SpruceClient, config, config.spruce_api_url, config.spruce_api_token, config.spruce_rate_limit)
+def spruce_client(runtime) -> SpruceClient:
+    config = runtime.config
+    return shared_client(
+        SpruceClient, runtime, config.spruce_api_url, config.spruce_api_token, config.spruce_rate_limit
+    )
