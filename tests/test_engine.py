@@ -220,23 +220,21 @@ def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
 
     post_event(client, unlock(1))
     delivery_id = sprig_delivery_ids(app)[0]
-    config = app.config["RELAY"]
+    runtime = Runtime.of(app)
 
     def run(claim) -> Run:
         return Run(claim, event_id=1, event_type="reward_unlocked", destination="sprig", received_at=utcnow())
 
-    with app.app_context():
-        stale, _, _ = _claim(delivery_id)
-        with app.extensions["relay.db"].session() as session:  # its worker froze past the lease
-            session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
-                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-            session.commit()
+    stale, _, _ = _claim(runtime, delivery_id)
+    with runtime.session() as session:  # its worker froze past the lease
+        session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
     assert run_sweep(app)["released"] == 1
-    with app.app_context():
-        current, _, _ = _claim(delivery_id)
-        assert _finish(run(stale), config) == "skipped"  # the stale run comes back: its outcome is dropped
-        assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
-        assert _finish(run(current), config) == "succeeded"
+    current, _, _ = _claim(runtime, delivery_id)
+    assert _finish(runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
+    assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
+    assert _finish(runtime, run(current)) == "succeeded"
 
 
 def test_a_sprig_event_whose_answer_was_lost_is_not_counted_twice(client, app, sandbox):
