@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import threading
 from bisect import bisect_left
 from collections import Counter, defaultdict
@@ -65,7 +64,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()  # (hash, field) -> increment
         self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self._flusher_pid: int | None = None
+        self._flusher: threading.Thread | None = None  # started by the first count (a fork resets it: relay.runtime)
         self._stopping = threading.Event()
 
     def count(self, name: str, by: int = 1, **labels: str) -> None:
@@ -105,19 +104,21 @@ class Metrics:
     def _add(self, into: MutableMapping[tuple[str, str], Any], key: str, field: str, by: float) -> None:
         with self._lock:
             into[(key, field)] += by
-            if self._flusher_pid != os.getpid():  # first write in this process (a fork starts none)
-                self._flusher_pid = os.getpid()
-                threading.Thread(target=self._flush_forever, daemon=True, name="relay-metrics").start()
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, daemon=True, name="relay-metrics")
+                self._flusher.start()
 
     def _flush_forever(self) -> None:
         atexit.register(self.close)
         while not self._stopping.wait(self._flush_every_s):
             self.flush()
-        atexit.unregister(self.close)
 
     def close(self) -> None:
-        """Stop the flushing thread and add what is left (also at exit)."""
+        """Stop the flushing thread, after its flush under way, and add what is left (also at exit)."""
         self._stopping.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread() and flusher.is_alive():
+            flusher.join(timeout=self._flush_every_s + 10)  # a flush is bounded by the client's socket timeout
         self.flush()
 
     def forget_inherited(self) -> None:
@@ -125,7 +126,7 @@ class Metrics:
         the child has no flushing thread until its first count starts one."""
         self._lock = threading.Lock()  # a fork may have copied it held
         self._counts, self._sums = Counter(), defaultdict(float)
-        self._flusher_pid = None
+        self._flusher = None
 
     def _pipeline(self, commands) -> bool:
         try:
