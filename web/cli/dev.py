@@ -56,7 +56,7 @@ class DevUsageError(click.ClickException):
 
 
 @dataclass
-class Plan:
+class DevPlan:
     """What this run serves, decided before anything is bound, written or printed."""
 
     env: dict
@@ -66,9 +66,9 @@ class Plan:
     dev_settings: dict[str, str] = field(default_factory=dict)  # what dev chose, for dev.env
 
 
-def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> Plan:
+def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> DevPlan:
     env = dict(os.environ if environ is None else environ)
-    plan = Plan(env=env, ports={"--port": port})
+    plan = DevPlan(env=env, ports={"--port": port})
     if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
         plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
     from sandbox import SandboxSettings
@@ -337,7 +337,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _write_settings(plan: Plan, instance: Path) -> Path:
+def _write_settings(plan: DevPlan, instance: Path) -> Path:
     """The settings another terminal needs to reach this run (`. instance/dev.env`): the
     sandbox's, dev's own Redis and webhook token. None is a secret: each is dev's own."""
     path = instance / SETTINGS_FILE
@@ -346,7 +346,9 @@ def _write_settings(plan: Plan, instance: Path) -> Path:
     return path
 
 
-def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool) -> None:
+def _print_banner(
+    port: int, plan: DevPlan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool
+) -> None:
     env = plan.env
     url = f"http://{HOST}:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
