@@ -247,6 +247,18 @@ def test_a_read_is_retried_after_a_server_error_and_a_write_is_not(build, sandbo
     assert calls == [("GET", 503), ("GET", 200), ("POST", 503)]
 
 
+def test_a_read_gives_up_after_the_policys_failures_as_backfill_does(build, sandbox, monkeypatch):
+    monkeypatch.setattr(workers.sparkloop.retry, "BACKOFF_BASE_S", 0.05)
+    sandbox.configure(faults=[{"vendor": "sparkloop", "status": 500, "times": None}])
+
+    result = run(build(), "list")
+
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: sparkloop GET /webhooks -> 500: injected fault\n"
+    calls = [r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sparkloop"]
+    assert len(calls) == workers.sparkloop.retry.MAX_FAILURES
+
+
 # --- remove ---------------------------------------------------------------------------------
 
 
