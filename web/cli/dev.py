@@ -286,7 +286,7 @@ def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
     instance.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for handler in root.handlers:
-        if getattr(handler, "relay", False):  # relay.observability's: stderr
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "relay", False):  # stderr
             # Open for the rest of the process: the handler writes to it until exit.
             handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))  # noqa: SIM115
     # A handler's lock: web threads and the worker's reader take turns.
@@ -402,7 +402,7 @@ def seed_subscribers(count: int, sandbox_port: int) -> int:
     batch = secrets.token_hex(3)  # a run of its own: emails no earlier run took
     now = datetime.now(UTC)
     spacing = timedelta(hours=12) / count
-    subscribers = []
+    subscribers: list[dict[str, str]] = []
     for n in range(count):
         subscriber = {
             "email": f"seed-{batch}-{n + 1}@example.com",
