@@ -110,8 +110,6 @@ def test_the_gunicorn_app_loads_no_delivery_engine_module(tmp_path):
     assert [m for m in loaded if m.split(".")[0] in ("workers", "operations", "sandbox")] == []
 
 
-# Commands whose store queries are not yet operations of their own (at most these; the set only shrinks).
-QUERIES_NOT_YET = {"web.cli.dev", "web.cli.follow"}
 
 
 def takes_from(name: str, module: str, names: set[str]) -> bool:
@@ -141,7 +139,7 @@ def test_what_a_fork_rebuilds_is_said_in_one_place():
 def test_the_relay_command_parses_calls_operations_and_prints():
     # What it does to the store is an operation's (operations/): the commands import no SQLAlchemy.
     querying = {name for name in MODULES if name.startswith("web.cli") and imports_sqlalchemy(name)}
-    assert querying <= QUERIES_NOT_YET
+    assert querying == set()
 
 
 def imports_sqlalchemy(name: str) -> bool:

@@ -187,7 +187,7 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict) -> str:
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
     outcome = "deferred" if deferred else "retried"
-    _record(runtime, run, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict)
+    _record(runtime, run, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict, wait_s=wait_s)
     return outcome
 
 
@@ -241,8 +241,10 @@ def _record(
     verdict: Verdict | None = None,
     answer: tuple[int | None, str | None] = (None, None),
     finished: bool = False,
+    wait_s: float | None = None,
 ) -> None:
-    """The run's one log line and its metrics."""
+    """The run's one log line and its metrics. The reason and the wait are fields of their own
+    too: `relay dev`'s terminal (web.cli.live) reads them, not the message."""
     metrics = runtime.metrics
     metrics.count("relay_deliveries_total", destination=run.destination, outcome=outcome)
     if finished:
@@ -266,6 +268,8 @@ def _record(
             "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
             "vendor_status": (verdict.status_code if verdict else None) or answer[0],
             "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
+            "reason": verdict.reason_for(run.destination) if verdict else None,
+            "retry_in_s": round(wait_s, 1) if wait_s is not None else None,
         },
     )
 
