@@ -135,6 +135,7 @@ def profile(env: dict[str, str], count: int, out: Path) -> None:
     from pyinstrument import Profiler
 
     from relay.models import Delivery
+    from relay.runtime import Runtime
     from web import create_app
     from workers.engine import run_delivery
 
@@ -143,12 +144,12 @@ def profile(env: dict[str, str], count: int, out: Path) -> None:
     with app.app_context():
         with app.extensions["relay.db"].session() as session:
             ids = session.scalars(sa.select(Delivery.id).where(Delivery.status == "pending").order_by(Delivery.id)).all()
-        config = app.config["RELAY"]
+        runtime = Runtime.of(app)
         profiler = Profiler(interval=0.0005)
         started = time.process_time()
         with profiler:
             for delivery_id in ids:
-                run_delivery(delivery_id, config)
+                run_delivery(delivery_id, runtime)
         spent = time.process_time() - started
     out.write_text(profiler.output_html())
     print(f"in process under the profiler: {spent * 1000 / len(ids):.2f} ms CPU per delivery; profile: {out}")

@@ -16,7 +16,6 @@ no newer referral status was lost.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,36 +24,19 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from operations.sparkloop import api_client
 from relay import storable, subjects
 from relay.ingest import ingest
-from relay.models import Event, EventSubject, Lane
+from relay.models import Event, EventSubject
 from relay.runtime import Runtime
 from schemas.events import dedup_key, validate_event
 from schemas.values import of_type
-from workers.classify import Action, backoff, classify
-from workers.outcomes import Deferred, ErrorKind
-from workers.sparkloop.client import SparkLoopClient, SubscriberPage, sparkloop_client
-from workers.throttle import Pacing
-from workers.vendor_errors import VendorError
+from workers.sparkloop.client import SparkLoopClient, SubscriberPage
+from workers.sparkloop.retry import call_patiently
 
 # SparkLoop's clock stamps created_at, Relay's stamps received_at: an event received a little
 # "before" the subscriber was created is still about them.
 CLOCK_SKEW = timedelta(minutes=2)
-# The shared throttle hands out a slot within one window; longer waits (an open breaker) are
-# reported rather than slept through.
-MAX_DEFERRED_WAIT_S = 120.0
-MAX_DEFERRALS = 200
-MAX_THROTTLED = 6  # 429s from SparkLoop for one page
-# Transient failures of one page before giving up: 4 stays under the breaker's 5 in a row. A
-# CLI waits for its operator, so its backoff starts shorter than the workers' RELAY_RETRY_BASE_S.
-MAX_FAILURES = 4
-BACKOFF_BASE_S = 5.0
-
-
-class BackfillFailed(Exception):
-    """One line for the operator; carries no personal data."""
-
-
 OnRetry = Callable[[int, str, float], None]
 
 
@@ -169,40 +151,16 @@ def _known(listed: Listed, mentions: list[tuple[datetime, str | None]]) -> bool:
 def fetch_page(
     client: SparkLoopClient, page: int, per_page: int, on_retry: OnRetry, sleep: Callable[[float], None] = time.sleep
 ) -> SubscriberPage:
-    """One page. What a failure means is the delivery engine's classifier's call; an operator
-    waits for this, so it waits in place instead of re-enqueueing, and every wait is bounded.
-    `on_retry` hears of each wait SparkLoop asked for or a failure caused: (page, reason, seconds)."""
-    pacing, deferrals, throttled, failures = Pacing(lane=Lane.LIVE), 0, 0, 0
-    while True:
-        try:
-            return client.for_run(pacing).list_subscribers(page, per_page)
-        except (VendorError, Deferred) as exc:
-            verdict = classify(exc)
-            if verdict.action == Action.FAIL or verdict.kind == ErrorKind.AUTH:
-                hint = " (check SPARKLOOP_API_KEY)" if verdict.kind == ErrorKind.AUTH else ""
-                raise BackfillFailed(f"{verdict.reason}{hint}") from None
-            if verdict.action == Action.DEFER:
-                wait_s = verdict.wait_s or 0.0  # a deferral always says how long (workers.classify)
-                if verdict.kind == ErrorKind.THROTTLED:  # SparkLoop itself said wait (a 429)
-                    throttled += 1
-                    on_retry(page, verdict.reason, wait_s)
-                else:  # Relay's shared throttle, or an open breaker
-                    deferrals += 1
-                if wait_s > MAX_DEFERRED_WAIT_S or deferrals > MAX_DEFERRALS or throttled > MAX_THROTTLED:
-                    raise BackfillFailed(
-                        f"SparkLoop calls are on hold ({verdict.reason}); try again in {math.ceil(wait_s)} s"
-                    ) from None
-                # The slot reserved for this caller (if any): the next call uses it when due.
-                pacing = Pacing(lane=Lane.LIVE, reserved=verdict.slot)
-                sleep(wait_s)
-                continue
-            failures += 1
-            if failures >= MAX_FAILURES:
-                raise BackfillFailed(verdict.reason) from None
-            wait_s = backoff(failures, BACKOFF_BASE_S)
-            on_retry(page, verdict.reason, wait_s)
-            pacing = Pacing(lane=Lane.LIVE)
-            sleep(wait_s)
+    """One page, under the one policy for SparkLoop calls an operator waits for
+    (workers.sparkloop.retry: SparkLoopUnavailable when it gives up). `on_retry` hears of each
+    wait SparkLoop's answer caused: (page, reason, seconds)."""
+    return call_patiently(
+        client,
+        lambda c: c.list_subscribers(page, per_page),
+        repeatable=True,
+        on_wait=lambda reason, wait_s: on_retry(page, reason, wait_s),
+        sleep=sleep,
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -262,7 +220,7 @@ def run_backfill(
     """Read SparkLoop's subscribers newest first down to `since` (or `max_pages`) and create the
     events Relay lacks (or, dry, say which), page by page; `total` counts as it goes (what was
     created stays if it stops half way)."""
-    client = sparkloop_client(runtime.config)
+    client = api_client(runtime)
     seen: set[str] = set()
     page = 1
     while True:

@@ -26,7 +26,6 @@ from relay.db import MIGRATIONS
 from relay.durations import human_duration
 from relay.queue import RETENTION_INTERVAL, SWEEP_INTERVAL
 from relay.runtime import Runtime
-from relay.shared_redis import redis_client
 from workers.outcomes import ErrorKind
 from workers.retention import Ages, last_run
 from workers.sparkloop.client import SparkLoopClient
@@ -62,8 +61,8 @@ def run_checks(runtime: Runtime, celery_app) -> list[Check]:
             for destination in config.destinations.values()
         ),
         lambda: check_sparkloop(config),
-        lambda: check_sweep(config),
-        lambda: check_retention(config),
+        lambda: check_sweep(runtime),
+        lambda: check_retention(runtime),
     ]
     database = check_database(runtime)
     checks = [database, check_payload_keys(runtime, database)]
@@ -113,12 +112,12 @@ def check_broker(celery_app, config: Config) -> Check:
     return passed(name, "Redis (REDIS_URL) answers")
 
 
-def check_sweep(config: Config, now: float | None = None) -> Check:
-    name = "sweep (beat)"
+def check_sweep(runtime: Runtime, now: float | None = None) -> Check:
+    name, config = "sweep (beat)", runtime.config
     if config.redis_url is None:
         return Check(name, SKIPPED, "no REDIS_URL: the sweep's mark stays inside the worker process")
     try:
-        raw = cast("bytes | None", redis_client(config.redis_url).get(LAST_SWEPT))  # redis-py types async results too
+        raw = cast("bytes | None", runtime.redis.get(LAST_SWEPT))  # redis-py types async results too
     except redis.RedisError as exc:
         return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
     fix = "start beat (the Procfile's `beat` process) and at least one worker: beat schedules, a worker sweeps"
@@ -167,9 +166,9 @@ def check_payload_keys(runtime: Runtime, database: Check) -> Check:
     return passed(name, f"RELAY_PAYLOAD_KEYS holds every key id the store uses ({', '.join(sorted(stored))})")
 
 
-def check_retention(config: Config, now: float | None = None) -> Check:
+def check_retention(runtime: Runtime, now: float | None = None) -> Check:
     """Beat's daily purge (workers.retention): when it last ran, and how that ended."""
-    name = "retention"
+    name, config = "retention", runtime.config
     if not config.retention_purge_daily:
         return Check(
             name,
@@ -179,7 +178,7 @@ def check_retention(config: Config, now: float | None = None) -> Check:
     if config.redis_url is None:
         return Check(name, SKIPPED, "no REDIS_URL: the last run is recorded inside the worker process")
     try:
-        run = last_run(config)
+        run = last_run(runtime.redis)
     except redis.RedisError as exc:
         return failed(name, f"cannot tell: Redis unreachable ({type(exc).__name__})", "check REDIS_URL")
     if run is None:

@@ -3,16 +3,16 @@ value not under an allow-listed key (schemas.personal) is masked."""
 
 from __future__ import annotations
 
-from schemas.personal import NOT_PERSONAL_KEYS
+from schemas.personal import NOT_PERSONAL_KEYS, map_leaves
 
 MASK = "***"
 
 
-def mask_personal_data(value, key: str | None = None):
-    if isinstance(value, dict):
-        return {k: mask_personal_data(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_personal_data(item, key) for item in value]
+def mask_personal_data(value):
+    return map_leaves(value, _masked)
+
+
+def _masked(value, key: str | None):
     if value is None or isinstance(value, bool) or key in NOT_PERSONAL_KEYS:
         return value
     if isinstance(value, str) and "@" in value:

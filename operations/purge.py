@@ -34,5 +34,5 @@ def purge(runtime: Runtime, ages: Ages, *, recorded_as: str | None = None) -> Ru
     retention run by that name (what `relay doctor` reports)."""
     result = retention.purge(ages, db=runtime.db)
     if recorded_as is not None:
-        retention.record_run(runtime.config, by=recorded_as, result=result)
+        retention.record_run(runtime.redis, by=recorded_as, result=result)
     return result

@@ -211,7 +211,7 @@ def sending_estimates(runtime: Runtime, result: ReplayResult) -> list[SendingEst
     """Per destination of a (dry) replay's result: its calls at most, and how long they take."""
     estimates = []
     for destination, calls in sorted(result.vendor_calls.items()):
-        throttle = runtime.config.destinations[destination].client(runtime.config).guard.throttle
+        throttle = runtime.destinations[destination].client(runtime).guard.throttle
         rate = throttle.rate
         # Replays are catch-up work: the throttle paces them one interval apart (workers.throttle).
         estimates.append(

@@ -80,6 +80,6 @@ def vendor_states(runtime: Runtime) -> dict[str, dict]:
     config = runtime.config
     states = {}
     for name, destination in configured(config).items():
-        guard = destination.client(config).guard
+        guard = destination.client(runtime).guard
         states[name] = {"breaker": guard.breaker.state(), **guard.throttle.snapshot()}
     return states

@@ -27,7 +27,7 @@ def forget(runtime: Runtime, person: erasure.Person, *, purge_sprig: bool) -> Fo
     """Erase `person` from the store (planned again under their locks), after asking Sprig to
     purge them when `purge_sprig`; a Sprig refusal (VendorError, Deferred) changes nothing."""
     config = runtime.config
-    with erasure.locked(person, config) as locks, runtime.session() as session:
+    with erasure.locked(person, runtime) as locks, runtime.session() as session:
         found = erasure.plan(session, person, config.lookup_key)
         request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
         for lock in locks:  # the Sprig call may have taken part of their lease
@@ -43,7 +43,7 @@ def _purge_sprig(person: erasure.Person, runtime: Runtime) -> list[str]:
     user_ids, emails = erasure.sprig_ids(person, runtime.config)
     if not user_ids and not emails:
         return []
-    return sprig_client(runtime.config).purge_visitors(user_ids=user_ids, emails=emails)
+    return sprig_client(runtime).purge_visitors(user_ids=user_ids, emails=emails)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]
     """Drop the links of `destinations`, under the person's locks; what was dropped. Raises
     redis.RedisError when the locks cannot be taken (nothing changed)."""
     # A delivery for them finishes before, or starts after.
-    with erasure.locked(found.person, runtime.config), runtime.session() as session:
+    with erasure.locked(found.person, runtime), runtime.session() as session:
         dropped = identity.unlink(session, found.keys, destinations)
         session.commit()
     return dropped

@@ -9,7 +9,6 @@ from pathlib import Path
 from flask import Flask
 
 from relay.config import DEV_WEBHOOK_TOKEN, Config, ConfigError, load_config, load_env_file
-from relay.db import Database
 from relay.observability import configure_logging, init_sentry
 from relay.queue import celery_init_app
 from relay.runtime import EXTENSION as RUNTIME
@@ -17,7 +16,8 @@ from relay.runtime import Runtime
 
 
 def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_token: bool = False) -> Flask:
-    """Read and validate the environment once; attach the store and Celery.
+    """Read and validate the environment once; build the process's runtime (relay.runtime:
+    configuration, store, Redis) and attach it and Celery.
 
     Without `environ`, this process's environment, after `.env` (gunicorn's web app and Celery
     come here first). Only the process that answers webhooks needs the SparkLoop token
@@ -31,9 +31,9 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
         raise ConfigError(problem)
     app.config["RELAY"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    db = Database(config.database_url, config.payload_keys, config.lookup_key)
-    app.extensions["relay.db"] = db
-    app.extensions[RUNTIME] = Runtime(config, db)
+    runtime = Runtime.build(config)
+    app.extensions[RUNTIME] = runtime
+    app.extensions["relay.db"] = runtime.db
     configure_logging(config.log_format)
     init_sentry(config)
     celery_init_app(app)

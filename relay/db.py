@@ -1,15 +1,13 @@
 """Engine and sessions for the store, plus schema migrations (Alembic).
 
-A Database seals stored payloads with its RELAY_PAYLOAD_KEYS (relay.sealing: registered for its
-engine, so every session and statement on it seals and opens transparently). Migration 0006
-digests subscriber names with RELAY_LOOKUP_KEY (relay.subjects): the lookup key given here, else
-that of the Flask app this Database belongs to (`relay db upgrade` and `relay dev` run in one).
+A Database seals stored payloads with its RELAY_PAYLOAD_KEYS (relay.sealing: attached to its
+engines, so every session and statement on them seals and opens transparently). Migration 0006
+digests subscriber names with RELAY_LOOKUP_KEY (relay.subjects): the lookup key given here.
+A process's Database is its runtime's (relay.runtime), which also says what a fork rebuilds.
 """
 
 from __future__ import annotations
 
-import os
-import weakref
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +15,6 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from flask import current_app, has_app_context
 from sqlalchemy.orm import sessionmaker
 
 from relay import sealing
@@ -30,11 +27,10 @@ class Database:
         self.url = url
         self.payload_keys = payload_keys
         self.sealer = sealing.Sealer(payload_keys)
-        self._lookup_key = lookup_key
+        self.lookup_key = lookup_key
         self.engine = make_engine(url)
         sealing.attach(self.engine, self.sealer)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        _forget_connections_after_fork(self.engine)
 
     @cached_property
     def intake_engine(self) -> sa.Engine:
@@ -43,7 +39,6 @@ class Database:
         connection a PostgreSQL restart broke (web.webhooks)."""
         engine = make_engine(self.url, pre_ping=False, isolation_level="AUTOCOMMIT")
         sealing.attach(engine, self.sealer)
-        _forget_connections_after_fork(engine)
         return engine
 
     @contextmanager
@@ -61,12 +56,6 @@ class Database:
     def downgrade(self, revision: str) -> None:
         command.downgrade(self._alembic(), revision)
 
-    @property
-    def lookup_key(self) -> str | None:
-        if self._lookup_key is None and has_app_context() and current_app.extensions.get("relay.db") is self:
-            return current_app.config["RELAY"].lookup_key
-        return self._lookup_key
-
     def _alembic(self) -> AlembicConfig:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -75,22 +64,17 @@ class Database:
         return config
 
     def dispose(self) -> None:
-        self.engine.dispose()
-        if "intake_engine" in self.__dict__:
-            self.intake_engine.dispose()
+        for engine in self._engines():
+            engine.dispose()
 
+    def forget_connections(self) -> None:
+        """In a forked child: new pools, the parent's connections left alone (SQLAlchemy's recipe,
+        dispose(close=False)); relay.runtime calls it after a fork."""
+        for engine in self._engines():
+            engine.dispose(close=False)
 
-def _forget_connections_after_fork(engine: sa.Engine) -> None:
-    """A forked child (a Celery pool process, started again after a crash while the main
-    process's dispatcher holds connections) must not use its parent's sockets: SQLAlchemy's
-    recipe, dispose(close=False), gives it a new pool and leaves the parent's connections alone."""
-    ref = weakref.ref(engine)
-
-    def in_child() -> None:
-        if (child_engine := ref()) is not None:
-            child_engine.dispose(close=False)
-
-    os.register_at_fork(after_in_child=in_child)
+    def _engines(self) -> list[sa.Engine]:
+        return [self.engine, *([self.intake_engine] if "intake_engine" in self.__dict__ else [])]
 
 
 def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = None) -> sa.Engine:
@@ -122,13 +106,3 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def get_db() -> Database:
-    return current_app.extensions["relay.db"]
-
-
-@contextmanager
-def session_scope():
-    with get_db().session() as session:
-        yield session

@@ -16,8 +16,7 @@ step) are functions that import them on first call.
 from __future__ import annotations
 
 import importlib
-import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -46,8 +45,8 @@ class SandboxMount:
 
 @dataclass(frozen=True, eq=False)  # one object per vendor: the same when it is this one
 class Destination:
-    """A vendor Relay delivers to. Heavy parts are called with the process's Config (clients,
-    probes) or a delivery's context; the engine's types for them live in workers.context."""
+    """A vendor Relay delivers to. Heavy parts are called with the process's runtime (its client),
+    its Config (the doctor's probe) or a delivery's context (workers.context)."""
 
     name: str
     # Its settings (relay.settings): names, defaults, documentation, what is secret, and when
@@ -59,7 +58,7 @@ class Destination:
     receives: Mapping[str, Any]
     # What it receives for an event type RELAY_ROUTES sends it and `receives` does not name.
     default_sends: Any
-    # The process's client for the configured account (the engine paces it per run).
+    # The runtime's client for the configured account (the engine paces it per run).
     client: Callable[[Any], Any]
     # Performs one delivery; returns "superseded" when nothing was left to send, else None.
     deliver: Callable[[Any, Any], str | None]
@@ -84,10 +83,6 @@ class Registry(Mapping[str, Destination]):
 
     def __init__(self, destinations: Mapping[str, Destination] | None = None):
         self._by_name = dict(sorted((destinations or {}).items()))
-        # The process's vendor clients (workers.vendor_http.shared_client): one per account,
-        # kept with the registry the process's configuration holds, not in a module global.
-        self._shared: dict[Hashable, Any] = {}
-        self._making = threading.Lock()
 
     @classmethod
     def discover(cls, plugins: str | None = None) -> Registry:
@@ -124,13 +119,6 @@ class Registry(Mapping[str, Destination]):
     def receiving(self, event_type: str) -> tuple[str, ...]:
         """The destinations that receive `event_type` unless RELAY_ROUTES says otherwise."""
         return tuple(name for name, destination in self._by_name.items() if event_type in destination.receives)
-
-    def shared(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        """The one object `key` names for this registry's process, made by `make` the first time."""
-        with self._making:
-            if key not in self._shared:
-                self._shared[key] = make()
-            return self._shared[key]
 
 
 def configured(config: Config) -> dict[str, Destination]:

@@ -5,8 +5,9 @@ Hand-written storage, prometheus-client's formatting: prometheus-client's multip
 shares files between the processes of one machine, but on a PaaS the workers are other
 machines that cannot be scraped. So every process adds to counters and histogram buckets in
 Redis hashes, and sets the gauges it owns; the web's collector reads them at scrape time.
-Increments gather in the process and a thread of its own adds them to Redis every
-FLUSH_EVERY_S (one pipeline), and at exit: a Redis round trip per webhook was a tenth of the
+Increments gather in the process (its runtime's Metrics, relay.runtime) and a thread of its own
+adds them to Redis every FLUSH_EVERY_S (one pipeline), and when the runtime closes or the
+process exits: a Redis round trip per webhook was a tenth of the
 intake's time. A process killed outright loses at most that last second of counts. Redis losing
 its data resets the counters, which Prometheus reads as a counter reset. Writing a metric never
 fails the work it measures.
@@ -17,18 +18,14 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import threading
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import MutableMapping
-from functools import cache
 from typing import Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-from relay.shared_redis import redis_client
 
 log = logging.getLogger("relay.metrics")
 
@@ -67,7 +64,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()  # (hash, field) -> increment
         self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self._flusher_pid: int | None = None
+        self._flusher: threading.Thread | None = None  # started by the first count (a fork resets it: relay.runtime)
+        self._stopping = threading.Event()
 
     def count(self, name: str, by: int = 1, **labels: str) -> None:
         self._add(self._counts, _KEY + name, _field(COUNTERS[name][1], labels), by)
@@ -106,20 +104,29 @@ class Metrics:
     def _add(self, into: MutableMapping[tuple[str, str], Any], key: str, field: str, by: float) -> None:
         with self._lock:
             into[(key, field)] += by
-            if self._flusher_pid != os.getpid():  # first write in this process (a fork starts none)
-                self._flusher_pid = os.getpid()
-                threading.Thread(target=self._flush_forever, daemon=True, name="relay-metrics").start()
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, daemon=True, name="relay-metrics")
+                self._flusher.start()
 
     def _flush_forever(self) -> None:
-        stopping = threading.Event()
-
-        def stop() -> None:
-            stopping.set()
+        atexit.register(self.close)
+        while not self._stopping.wait(self._flush_every_s):
             self.flush()
 
-        atexit.register(stop)
-        while not stopping.wait(self._flush_every_s):
-            self.flush()
+    def close(self) -> None:
+        """Stop the flushing thread, after its flush under way, and add what is left (also at exit)."""
+        self._stopping.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread() and flusher.is_alive():
+            flusher.join(timeout=self._flush_every_s + 10)  # a flush is bounded by the client's socket timeout
+        self.flush()
+
+    def forget_inherited(self) -> None:
+        """In a forked child (relay.runtime): the parent's counts are the parent's to add, and
+        the child has no flushing thread until its first count starts one."""
+        self._lock = threading.Lock()  # a fork may have copied it held
+        self._counts, self._sums = Counter(), defaultdict(float)
+        self._flusher = None
 
     def _pipeline(self, commands) -> bool:
         try:
@@ -171,18 +178,3 @@ def _histogram(name, documentation, labels, buckets, stored) -> HistogramMetricF
             rows.append((bound, cumulative))
         family.add_metric(list(values), rows, sum_value=parts.get("+sum", 0.0))
     return family
-
-
-_urls_seen: set = set()
-
-
-@cache
-def metrics_for(redis_url: str | None) -> Metrics:
-    _urls_seen.add(redis_url)
-    return Metrics(redis_client(redis_url))
-
-
-def flush_all() -> None:
-    """For a process about to end without running atexit (a Celery pool process)."""
-    for redis_url in list(_urls_seen):
-        metrics_for(redis_url).flush()

@@ -19,12 +19,12 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from typing import TYPE_CHECKING, Literal
 
 from relay.config import Config, log_format
+from schemas.personal import map_leaves, without_contact_details
 
 if TYPE_CHECKING:
     from sentry_sdk._types import MonitorConfig  # the type capture_checkin declares
@@ -197,8 +197,6 @@ PERSONAL_KEYS = frozenset(
         "set-cookie",
     }
 )
-_EMAIL = re.compile(r"[^\s@<>\"'(),;:/?=&\[\]]+(?:@|%40)[^\s@<>\"'(),;:/?=&\[\]]+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
 
 
 def scrub(value, key: str | None = None):
@@ -215,13 +213,7 @@ def scrub(value, key: str | None = None):
 
 def _scrub_text(value):
     """Emails and phone numbers out of every string, keys left as they are."""
-    if isinstance(value, dict):
-        return {k: _scrub_text(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub_text(item) for item in value]
-    if isinstance(value, str):
-        return _PHONE.sub("<phone>", _EMAIL.sub("<email>", value))
-    return value
+    return map_leaves(value, lambda leaf, _key: without_contact_details(leaf) if isinstance(leaf, str) else leaf)
 
 
 # Where an event can hold what the app saw; the rest (SDK, runtime, frames) is Sentry's own.

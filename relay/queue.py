@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from celery import Celery, Task
 from celery.schedules import crontab
 from celery.signals import setup_logging
-from flask import Flask, current_app
+from flask import Flask
 from kombu import Queue
 
 from relay.models import Delivery, Lane, utcnow
@@ -135,11 +135,10 @@ def queue_for(lane: str) -> str:
     return CATCH_UP_QUEUE if lane == Lane.CATCH_UP else LIVE_QUEUE
 
 
-def publish(delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
-    """Publish deliver(id) for each id on `queue`, in order, until the broker fails; return
-    the ids that reached it. Touches no database. `connection`: a broker connection of the
-    caller's own (a thread's: kombu's Redis connections are not to be shared between threads)."""
-    celery_app = current_app.extensions["celery"]
+def publish(celery_app: Celery, delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
+    """Publish deliver(id) for each id on `queue` through `celery_app`, in order, until the broker
+    fails; return the ids that reached it. Touches no database. `connection`: a broker connection
+    of the caller's own (a thread's: kombu's Redis connections are not to be shared between threads)."""
     published = []
     for delivery_id in delivery_ids:
         try:

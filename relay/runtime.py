@@ -1,27 +1,68 @@
-"""What a Relay process runs with: its configuration (REDIS_URL's Redis among it), its store and
-its destinations (relay.destinations, found once by the configuration: what they read is part
-of it), built once per process by the base app factory (relay.app) and handed to the operations
-(operations/) by the interfaces that call them."""
+"""What a Relay process runs with, built once per process (`Runtime.build`, by the base app
+factory relay.app) and handed to the engine (workers/), the operations (operations/) and the web
+app: its configuration, its store, its Redis (REDIS_URL's, shared by every process; without it
+an in-process fakeredis, correct for this process alone) and its metrics buffer. No module keeps
+any of these: what a process holds is here.
+
+A process that forks after building its runtime (Celery's prefork pool starting a pool process,
+gunicorn with preload_app) gives the child the parent's objects. What the child must not share is
+rebuilt, here and nowhere else (`_after_fork_in_child`):
+- the store's connection pools (SQLAlchemy's recipe, dispose(close=False): new pools, the
+  parent's sockets left to the parent);
+- the metrics' unflushed counts (the parent adds them, not the child too) and their flushing
+  thread (a fork has none; the child starts its own on its first count);
+- the claims of running deliveries (the parent's runs are not the child's to hand back);
+- the objects kept with `shared` (the vendor clients): dropped, and built again on first use.
+redis-py rebuilds its own connection pool when it sees a new process id, so the Redis client
+needs nothing. The destination registry (`destinations`: the configuration's, found with it,
+since each destination declares settings of its own) holds no connection.
+"""
 
 from __future__ import annotations
 
+import os
+import weakref
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import redis
 from flask import Flask
 from sqlalchemy.orm import Session
 
 from relay.config import Config
 from relay.db import Database
 from relay.destinations import Registry
+from relay.metrics import Metrics
+from relay.shared_redis import redis_client
 
 EXTENSION = "relay.runtime"
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Runtime:
     config: Config
     db: Database
+    redis: redis.Redis
+    metrics: Metrics
+    # The claims of the deliveries this process is running (workers.lease): what a stopping
+    # worker hands back.
+    running: set[Any] = field(default_factory=set)
+    _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, config: Config) -> Runtime:
+        client = redis_client(config.redis_url)
+        runtime = cls(
+            config=config,
+            db=Database(config.database_url, config.payload_keys, config.lookup_key),
+            redis=client,
+            metrics=Metrics(client),
+        )
+        _rebuild_after_fork(runtime)
+        return runtime
 
     @classmethod
     def of(cls, app: Flask) -> Runtime:
@@ -35,8 +76,41 @@ class Runtime:
     @property
     def shares_redis(self) -> bool:
         """Whether the throttle, breaker and locks this process sees are every process's (REDIS_URL
-        is set; without it, relay.shared_redis gives each process its own in memory)."""
+        is set; without it, each process has its own in memory)."""
         return self.config.redis_url is not None
 
     def session(self) -> AbstractContextManager[Session]:
         return self.db.session()
+
+    def shared(self, key: Hashable, build: Callable[[], T]) -> T:
+        """This runtime's one object for `key` (a vendor client for an account), built on first
+        use; closed with the runtime."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
+
+    def close(self) -> None:
+        """Flush the metrics, close what `shared` kept, the store's pools and Redis's."""
+        self.metrics.close()
+        for kept in self._shared.values():
+            if callable(getattr(kept, "close", None)):
+                kept.close()
+        self._shared.clear()
+        self.db.dispose()
+        self.redis.close()
+
+    def _after_fork_in_child(self) -> None:
+        self.db.forget_connections()
+        self.metrics.forget_inherited()
+        self.running.clear()
+        self._shared.clear()
+
+
+def _rebuild_after_fork(runtime: Runtime) -> None:
+    ref = weakref.ref(runtime)
+
+    def in_child() -> None:
+        if (alive := ref()) is not None:
+            alive._after_fork_in_child()
+
+    os.register_at_fork(after_in_child=in_child)

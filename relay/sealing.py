@@ -9,8 +9,9 @@ them, and `relay keys status` counts rows per key.
 
 Transparent to the code: the columns' type (`SealedJSON`) seals on the way in and opens on the
 way out, ORM and bulk `sa.update()` alike, so everything reads `event.payload` as a dict. A type
-has no access to the Database, so each Database registers its sealer for its engine's dialect
-(one per engine) and the type finds it from the dialect it is given.
+has no access to the Database, only to the dialect of the engine it runs on (one per engine), so
+each Database hands its sealer to its engines' dialects (`attach`) and the type finds it there:
+no module keeps a registry of sealers.
 
 Without keys, values are stored as plain JSON exactly as before, and plain rows written before
 keys were set read as they are: turning encryption on needs no migration, and `relay keys
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -120,18 +120,18 @@ class Sealer:
 
 # --- the column type ------------------------------------------------------------------------
 
-_SEALERS: WeakKeyDictionary = WeakKeyDictionary()
-_PLAIN = Sealer()
+_PLAIN = Sealer()  # never changes: it has no keys
+_ATTRIBUTE = "relay_sealer"
 
 
 def attach(engine: sa.Engine, sealer: Sealer) -> None:
     """Make `sealer` seal and open the SealedJSON columns read and written through `engine`."""
-    _SEALERS[engine.dialect] = sealer
+    setattr(engine.dialect, _ATTRIBUTE, sealer)
 
 
 def sealer_for(dialect) -> Sealer:
     """The sealer of the engine this dialect belongs to; a keyless one for any other engine."""
-    return _SEALERS.get(dialect, _PLAIN)
+    return getattr(dialect, _ATTRIBUTE, _PLAIN)
 
 
 class SealedJSON(sa.TypeDecorator):

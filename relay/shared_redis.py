@@ -1,17 +1,15 @@
 """The Redis every process shares (REDIS_URL): the broker, and the throttle, breaker, locks and
 metrics kept beside it. `relay dev` sets one of its own (served from its process, see
-web.cli.dev). Without REDIS_URL at all, an in-process fakeredis: correct for the one process
-that uses it, not across processes."""
+web.cli.dev). Without REDIS_URL at all, an in-process fakeredis: correct for the one runtime
+that holds it, not across processes. A process's client is its runtime's (relay.runtime)."""
 
 from __future__ import annotations
-
-from functools import cache
 
 import redis
 
 
-@cache
 def redis_client(url: str | None) -> redis.Redis:
+    """A new client (with its own connection pool) of the Redis at `url`."""
     if url is None:
         import fakeredis
 

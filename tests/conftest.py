@@ -38,9 +38,9 @@ from sentry_sdk.transport import Transport
 from werkzeug.serving import make_server
 
 from relay.db import Database
-from relay.metrics import metrics_for
 from relay.models import Delivery, Event, utcnow
 from relay.observability import init_sentry
+from relay.runtime import Runtime
 from sandbox import FIXTURES, SandboxSettings, serve_in_thread
 from schemas.events import EVENTS
 from web import create_app
@@ -172,8 +172,7 @@ def redis_server(tmp_path):
 
 
 def empty_redis(url: str) -> None:
-    """Empty the Redis db `url` names, with what this process still had to count into it."""
-    metrics_for(url).flush()
+    """Empty the Redis db `url` names (what the tests' runtimes counted is flushed as each closes)."""
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
@@ -266,7 +265,6 @@ def environ(database_url, redis_url, sandbox, tmp_path):
 
 def fresh_services(database_url: str, redis_url: str, sandbox, instance_path) -> dict[str, str]:
     """Empty Redis and sandbox, and the environment of a Relay that uses them."""
-    metrics_for(redis_url).flush()  # what an earlier test counted in this process, then gone
     flush = redis.Redis.from_url(redis_url)
     flush.flushdb()
     flush.close()
@@ -395,7 +393,7 @@ def _apps(base_env: dict[str, str]):
 
     yield build
     for app in made:
-        app.extensions["relay.db"].dispose()
+        Runtime.of(app).close()  # its metrics flushed, its pools and Redis client closed
 
 
 @pytest.fixture
@@ -487,19 +485,19 @@ def delivery_to(app, destination: str) -> Delivery:
 def deliver(app, delivery_id: int) -> str:
     """Run one delivery in this process, as a worker's task would."""
     with app.app_context():
-        return run_delivery(delivery_id, app.config["RELAY"])
+        return run_delivery(delivery_id, Runtime.of(app))
 
 
 def dispatch_stored(app) -> int:
     """Publish the deliveries the web stored, as a worker's dispatcher does."""
     with app.app_context():
-        return dispatch(app.extensions["relay.db"])
+        return dispatch(app.extensions["relay.db"], app.extensions["celery"])
 
 
 def run_sweep(app, now=None) -> dict[str, int]:
     """One sweep, as beat would run it."""
     with app.app_context():
-        return sweep(app.config["RELAY"], now=now)
+        return sweep(Runtime.of(app), now=now)
 
 
 def sandbox_state(sandbox) -> dict:

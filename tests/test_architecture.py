@@ -152,12 +152,6 @@ def test_a_destinations_declaration_is_light(name):
         assert {layer(imported) for imported in imports(module, top_level_only=True)} <= {"schemas", "relay"}
 
 
-# The Celery tasks are the engine's entry points: Flask's documented pattern has them read the
-# app and hand on what it holds. Still reading the app itself, until it is handed what it needs
-# (at most these; the sets only shrink):
-NOT_YET = {"workers.identity"}
-# Commands whose store queries are not yet operations of their own.
-QUERIES_NOT_YET = {"web.cli.dev", "web.cli.follow"}
 
 
 def takes_from(name: str, module: str, names: set[str]) -> bool:
@@ -168,18 +162,26 @@ def takes_from(name: str, module: str, names: set[str]) -> bool:
 
 
 def test_the_engine_and_the_operations_are_handed_what_they_run_with():
-    # The operations take the runtime (relay.runtime): not Flask's app, nor the store through it.
-    operations = [name for name in sorted(MODULES) if layer(name) == "operations" and (
-        takes_from(name, "flask", {"current_app"}) or takes_from(name, "relay.db", {"get_db", "session_scope"}))]
-    assert operations == []
-    workers = {name for name in MODULES if layer(name) == "workers" and takes_from(name, "flask", {"current_app"})}
-    assert "workers.tasks" in workers and workers - {"workers.tasks"} <= NOT_YET
+    # The runtime (relay.runtime) is handed to them: only the Celery tasks, the engine's entry
+    # points, read Flask's app (its documented pattern), and hand its runtime on.
+    reading_the_app = {name for name in MODULES if layer(name) in ("relay", "workers", "operations")
+                       and takes_from(name, "flask", {"current_app", "g"})}
+    assert reading_the_app == {"workers.tasks"}
+
+
+def test_what_a_fork_rebuilds_is_said_in_one_place():
+    # relay.runtime holds what a process runs with and rebuilds, after a fork, what a child must
+    # not share; no module keeps process state of its own behind a `global`.
+    text = {name: path.read_text() for name, path in MODULES.items() if layer(name) in LAYERS}
+    assert {name for name, source in text.items() if "register_at_fork" in source} == {"relay.runtime"}
+    assert [name for name, source in text.items()
+            if any(isinstance(node, ast.Global) for node in ast.walk(ast.parse(source)))] == []
 
 
 def test_the_relay_command_parses_calls_operations_and_prints():
     # What it does to the store is an operation's (operations/): the commands import no SQLAlchemy.
     querying = {name for name in MODULES if name.startswith("web.cli") and imports_sqlalchemy(name)}
-    assert querying <= QUERIES_NOT_YET
+    assert querying == set()
 
 
 def imports_sqlalchemy(name: str) -> bool:

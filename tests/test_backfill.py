@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from operations import backfill as backfill_module
 from relay.models import Event, utcnow
 from tests.conftest import (
     deliveries, events, fresh_services, load_fixture, make_app, post_event, run_pending, sandbox_state,
 )
 from web.cli.backfill import backfill_command
+from workers.sparkloop import retry
 from workers.sparkloop.client import SparkLoopClient
 
 API_KEY = "sandbox-sparkloop-key"
@@ -272,7 +272,7 @@ def test_calls_are_paced_by_the_shared_throttle(relay_app, sandbox):
 
 
 def test_a_persistent_server_error_stops_with_one_line_and_exit_1(app, sandbox, monkeypatch):
-    monkeypatch.setattr(backfill_module, "BACKOFF_BASE_S", 0.05)
+    monkeypatch.setattr(retry, "BACKOFF_BASE_S", 0.05)
     seed(sandbox, 1)
     sandbox.configure(faults=[{"vendor": "sparkloop", "status": 500, "times": None}])
 
@@ -281,7 +281,7 @@ def test_a_persistent_server_error_stops_with_one_line_and_exit_1(app, sandbox, 
     assert result.exit_code == 1
     assert "Error: sparkloop GET /subscribers -> 500: injected fault" in result.output
     assert "Stopped: 0 pages read" in result.output
-    assert len(sparkloop_requests(sandbox)) == backfill_module.MAX_FAILURES
+    assert len(sparkloop_requests(sandbox)) == retry.MAX_FAILURES
     assert events(app) == []
 
 

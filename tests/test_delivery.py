@@ -8,6 +8,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from relay.models import Delivery, utcnow
+from relay.runtime import Runtime
 from tests.conftest import (
     TOKEN, deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
 )
@@ -113,7 +114,7 @@ def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(relay_app
     first, second = deliveries(app)
     assert first.last_status_code == 403 and "revoked" not in first.last_error
     assert second.last_error == "circuit open for sprig"
-    assert sprig_client(app.config["RELAY"]).guard.breaker.state() == "open"
+    assert sprig_client(Runtime.of(app)).guard.breaker.state() == "open"
     sprig_calls = [r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sprig"]
     assert len(sprig_calls) == 1  # the breaker stopped every later call
 
@@ -185,7 +186,7 @@ def test_no_log_line_carries_personal_data_or_secrets(client, app, sandbox, capl
     invalid["subscriber"]["email"] = "not-an-email@"
     post_event(client, invalid)
     run_pending(app)
-    assert sprig_client(app.config["RELAY"]).get_user("john.doe@email.com") is not None
+    assert sprig_client(Runtime.of(app)).get_user("john.doe@email.com") is not None
 
     assert {e.status for e in events(app)} == {"done", "failed", "invalid"}
     # werkzeug's access log here is the sandbox's: it plays the vendor, which does see the data.

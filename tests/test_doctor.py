@@ -17,6 +17,7 @@ from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
 import operations.doctor
 from relay.app import create_base_app
+from relay.runtime import Runtime
 from tests.conftest import TOKEN, load_fixture, post_event
 from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
 from web import create_app
@@ -60,8 +61,8 @@ def statuses(checks: dict[str, dict]) -> dict[str, str]:
 def swept(app) -> None:
     """One sweep as beat runs it, and its daily retention run."""
     with app.app_context():
-        sweep_and_check_in(app.config["RELAY"])
-        run_retention(app.config["RELAY"])
+        sweep_and_check_in(Runtime.of(app))
+        run_retention(Runtime.of(app))
 
 
 def register(app) -> None:

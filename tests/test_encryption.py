@@ -16,6 +16,7 @@ from relay.config import ConfigError, load_config
 from relay.models import Event, utcnow
 from relay.sealing import SealedDataError, key_id
 from relay.subjects import email_digest
+from relay.runtime import Runtime
 from schemas.sparkloop import Subscriber
 from tests.conftest import events, load_fixture, post_event, run_pending, sandbox_state
 from tests.test_backfill import backfill, backfilled, seed
@@ -291,19 +292,17 @@ def test_purging_an_event_removes_its_digests(app):
 def test_the_identity_map_keys_email_only_subscribers_by_the_keyed_digest(relay_app):
     plain, keyed = relay_app(), relay_app(RELAY_LOOKUP_KEY=LOOKUP_KEY)
     subscriber = Subscriber(email="lead@example.com")
-    with plain.app_context():
-        assert identity.subscriber_key(subscriber) == "email:" + hashlib.sha256(b"lead@example.com").hexdigest()
-        identity.remember(subscriber, spruce_contact_id="c_1")  # made before the lookup key was set
-    with keyed.app_context():
-        assert identity.subscriber_key(subscriber) == "email:" + email_digest("lead@example.com", LOOKUP_KEY)
-        assert identity.lookup(subscriber).spruce_contact_id == "c_1"
-        identity.remember(subscriber, spruce_note_conversation_id="n_1")
-        link = identity.lookup(subscriber)
+    plain_runtime, keyed_runtime = Runtime.of(plain), Runtime.of(keyed)
+    assert identity_key(plain, subscriber) == "email:" + hashlib.sha256(b"lead@example.com").hexdigest()
+    identity.remember(plain_runtime, subscriber, spruce_contact_id="c_1")  # made before the lookup key was set
+    assert identity_key(keyed, subscriber) == "email:" + email_digest("lead@example.com", LOOKUP_KEY)
+    assert identity.lookup(keyed_runtime, subscriber).spruce_contact_id == "c_1"
+    identity.remember(keyed_runtime, subscriber, spruce_note_conversation_id="n_1")
+    link = identity.lookup(keyed_runtime, subscriber)
     assert link.subscriber_key == identity_key(keyed, subscriber)
     assert (link.spruce_contact_id, link.spruce_note_conversation_id) == ("c_1", "n_1")
     assert [r["subscriber_key"] for r in raw_rows(keyed, "subscriber_links")] == [link.subscriber_key]
 
 
 def identity_key(app, subscriber: Subscriber) -> str:
-    with app.app_context():
-        return identity.subscriber_key(subscriber)
+    return identity.subscriber_key(subscriber, Runtime.of(app).config.lookup_key)

@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 from relay.models import Delivery, utcnow
 from relay.sealing import key_id
+from relay.runtime import Runtime
 from schemas.events import validate_event
 from schemas.spruce import note_message_body
 from tests.conftest import (
@@ -92,7 +93,7 @@ def note_post_failed_once(client, app, sandbox, fixture: str) -> tuple[int, str]
 def test_a_note_that_landed_before_a_lost_answer_is_not_posted_twice(client, app, sandbox):
     spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_unlocked")
     # The earlier attempt's post landed after all (its answer was lost): same key, same note.
-    spruce_client(app.config["RELAY"]).post_message(
+    spruce_client(Runtime.of(app)).post_message(
         conversation_id, note_message_body(note_text(app, "reward_unlocked")),
         idempotency_key=f"relay-note-{spruce_id}")
 
@@ -168,7 +169,7 @@ def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client,
     spruce_id, conversation_id = note_post_failed_once(client, app, sandbox, "reward_redeemed")
     # A day later, the note is in the conversation (posted by an attempt whose answer was lost)
     # and Spruce no longer remembers the key.
-    spruce_client(app.config["RELAY"]).post_message(
+    spruce_client(Runtime.of(app)).post_message(
         conversation_id, note_message_body(note_text(app, "reward_redeemed")), idempotency_key="other-key")
     with app.extensions["relay.db"].session() as session:
         stored = session.get(Delivery, spruce_id)
@@ -205,7 +206,7 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
     post_event(client, unlock(1))
     r = redis.Redis.from_url(redis_url)
     with app.app_context():
-        claim, _, _ = _claim(sprig_delivery_ids(app)[0])
+        claim, _, _ = _claim(Runtime.of(app), sprig_delivery_ids(app)[0])
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
             r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out
@@ -220,23 +221,21 @@ def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
 
     post_event(client, unlock(1))
     delivery_id = sprig_delivery_ids(app)[0]
-    config = app.config["RELAY"]
+    runtime = Runtime.of(app)
 
     def run(claim) -> Run:
         return Run(claim, event_id=1, event_type="reward_unlocked", destination="sprig", received_at=utcnow())
 
-    with app.app_context():
-        stale, _, _ = _claim(delivery_id)
-        with app.extensions["relay.db"].session() as session:  # its worker froze past the lease
-            session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
-                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-            session.commit()
+    stale, _, _ = _claim(runtime, delivery_id)
+    with runtime.session() as session:  # its worker froze past the lease
+        session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
     assert run_sweep(app)["released"] == 1
-    with app.app_context():
-        current, _, _ = _claim(delivery_id)
-        assert _finish(run(stale), config) == "skipped"  # the stale run comes back: its outcome is dropped
-        assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
-        assert _finish(run(current), config) == "succeeded"
+    current, _, _ = _claim(runtime, delivery_id)
+    assert _finish(runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
+    assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
+    assert _finish(runtime, run(current)) == "succeeded"
 
 
 def test_a_sprig_event_whose_answer_was_lost_is_not_counted_twice(client, app, sandbox):

@@ -10,14 +10,15 @@ import subprocess
 import pytest
 
 from operations.filters import EventFilter
-from relay.db import session_scope
+from operations.follow import Follower
+from relay.runtime import Runtime
 from schemas.personal import personal_strings
 from tests.conftest import (
     deliveries, deliver, delivery_to, leaked, load_fixture, make_due, post_event, run_pending, wait_for,
 )
 from tests.dev_processes import RELAY
 from web.cli import main
-from web.cli.follow import Follower, follow, stop_after
+from web.cli.follow import follow, stop_after
 
 CLOCK = re.compile(r"^\d\d:\d\d:\d\d  ")
 FOLLOWING = "following new events and delivery outcomes (times in UTC; Ctrl-C stops)"
@@ -28,7 +29,7 @@ def followed(app, steps, filters: EventFilter = EventFilter()) -> list[str]:
     the clock is checked and dropped."""
     lines: list[str] = []
     with app.app_context():
-        follower = Follower(session_scope, filters)
+        follower = Follower(Runtime.of(app), filters)
         pending = iter(steps)
         follow(follower, lines.append, stop_after(len(steps)), sleep=lambda _s: next(pending)())
     assert all(CLOCK.match(line) for line in lines), lines

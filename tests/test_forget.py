@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from relay.models import Delivery, Event, EventSubject, SubscriberLink
 from tests import test_vendor_contracts as contracts
 from relay.subjects import email_digest, id_digest
+from relay.runtime import Runtime
 from tests.conftest import (
     deliver, deliveries, events, load_fixture, post_event, run_pending, sandbox_state, wait_for,
 )
@@ -388,7 +389,7 @@ def test_sandbox_purge_follows_sprigs_contract(sandbox):
 def test_the_client_purges_in_requests_of_at_most_100(app, sandbox):
     from workers.sprig.client import sprig_client
 
-    request_ids = sprig_client(app.config["RELAY"]).purge_visitors(
+    request_ids = sprig_client(Runtime.of(app)).purge_visitors(
         user_ids=[f"u{n}" for n in range(150)], emails=["a@example.com"])
 
     purges = sandbox.snapshot()["sprig"]["purges"]

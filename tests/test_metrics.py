@@ -2,8 +2,14 @@
 store, behind METRICS_TOKEN."""
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.runtime import Runtime
 from schemas.events import EVENTS
 from tests.conftest import FIXTURE_NAMES, deliveries, events, load_fixture, post_event, run_pending
 
@@ -74,3 +80,33 @@ def test_a_scrape_without_the_token_is_401_and_with_another_403(bare_app):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_a_forked_child_rebuilds_what_it_must_not_share(app, client):
+    # relay.runtime's one place: after a fork (a Celery pool process) the child adds only its own
+    # counts, claims none of its parent's running deliveries, and opens pools of its own.
+    runtime = Runtime.of(app)
+    runtime.metrics.count("relay_webhooks_total", type="unknown", outcome="parent")  # not flushed yet
+    runtime.running.add("a claim of the parent's")
+    parent_pool = runtime.db.engine.pool
+    pid = os.fork()
+    if pid == 0:  # the child: report through its exit code, never return into pytest
+        fine = False
+        try:
+            fine = not runtime.running and runtime.db.engine.pool is not parent_pool
+            runtime.metrics.count("relay_webhooks_total", type="unknown", outcome="child")
+            runtime.metrics.flush()
+        finally:
+            os._exit(0 if fine else 1)
+    deadline = time.monotonic() + 30
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not end within 30 s")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    samples = scrape(client)
+    assert value(samples, "relay_webhooks_total", type="unknown", outcome="parent") == 1  # counted once, not twice
+    assert value(samples, "relay_webhooks_total", type="unknown", outcome="child") == 1
+    assert runtime.running == {"a claim of the parent's"}

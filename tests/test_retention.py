@@ -22,6 +22,7 @@ from redbeat.schedulers import RedBeatSchedulerEntry
 import workers.retention
 from relay.models import Delivery, utcnow
 from relay.queue import CATCH_UP_QUEUE, RETENTION_TASK, SWEEP_TASK
+from relay.runtime import Runtime
 from celery.contrib.testing.worker import start_worker
 
 from tests.conftest import events, load_fixture, post_event, run_pending, wait_for
@@ -83,8 +84,8 @@ def test_the_daily_run_purges_by_the_configured_ages_and_records_it(client, app,
         app.extensions["celery"].send_task(RETENTION_TASK, queue=CATCH_UP_QUEUE)
         assert wait_for(lambda: ids["old_done"] not in {e.id for e in events(app)}, timeout=30)
     assert {e.id for e in events(app)} == {ids["old_failed"], ids["recent"], ids["pending"]}
-    assert wait_for(lambda: last_run(app.config["RELAY"]) is not None, timeout=10)
-    run = last_run(app.config["RELAY"])
+    assert wait_for(lambda: last_run(Runtime.of(app).redis) is not None, timeout=10)
+    run = last_run(Runtime.of(app).redis)
     assert (run["by"], run["purged"], run["complete"], run["error"]) == ("beat", 1, True, None)
     assert time.time() - run["finished_at"] < 30
 
@@ -95,9 +96,9 @@ def test_a_run_stops_at_its_time_budget_and_the_next_one_goes_on(client, app, sa
         received_days_ago(app, event_id, 400)
     monkeypatch.setattr(workers.retention, "PURGE_BATCH", 1)
     with app.app_context():
-        first = run_retention(app.config["RELAY"], budget_s=0)
+        first = run_retention(Runtime.of(app), budget_s=0)
     assert (first.purged, first.complete) == (1, False)  # one batch, then its time was up
-    assert last_run(app.config["RELAY"])["complete"] is False
+    assert last_run(Runtime.of(app).redis)["complete"] is False
 
     monkeypatch.setattr(workers.retention, "RUN_BUDGET_S", 0)
     with a_worker(app):
@@ -105,7 +106,7 @@ def test_a_run_stops_at_its_time_budget_and_the_next_one_goes_on(client, app, sa
         # Each run deletes one event and publishes the next run, until none is left.
         assert wait_for(lambda: [e.id for e in events(app)] == [ids["pending"]], timeout=30)
         # The run after the last one finds nothing left.
-        assert wait_for(lambda: last_run(app.config["RELAY"])["complete"] is True, timeout=10)
+        assert wait_for(lambda: last_run(Runtime.of(app).redis)["complete"] is True, timeout=10)
 
 
 def test_a_run_does_nothing_while_another_one_holds_the_lock(client, app, sandbox, redis_url):
@@ -114,20 +115,20 @@ def test_a_run_does_nothing_while_another_one_holds_the_lock(client, app, sandbo
     assert held.acquire(blocking=False)
     try:
         with app.app_context():
-            assert run_retention(app.config["RELAY"]) is None
+            assert run_retention(Runtime.of(app)) is None
         assert ids["old_done"] in {e.id for e in events(app)}
     finally:
         held.release()
     with app.app_context():
-        assert run_retention(app.config["RELAY"]).purged == 1
+        assert run_retention(Runtime.of(app)).purged == 1
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_failed_run_is_recorded_by_the_class_of_its_error(relay_app):
     app = relay_app(migrate=False, DATABASE_URL="postgresql://retention:pw-in-url@127.0.0.1:9/relay")
     with app.app_context(), pytest.raises(Exception) as raised:
-        run_retention(app.config["RELAY"])
-    run = last_run(app.config["RELAY"])
+        run_retention(Runtime.of(app))
+    run = last_run(Runtime.of(app).redis)
     assert run["error"] == type(raised.value).__name__ == "OperationalError"
     assert "pw-in-url" not in json.dumps(run)
 
@@ -139,11 +140,11 @@ def test_purge_retention_runs_the_same_purge_and_records_it(client, app, sandbox
 
     assert result.exit_code == 0 and "purged 1 finished events older than 30d" in result.output
     assert {e.id for e in events(app)} == {ids["old_failed"], ids["recent"], ids["pending"]}
-    run = last_run(app.config["RELAY"])
+    run = last_run(Runtime.of(app).redis)
     assert (run["by"], run["purged"], run["complete"]) == ("relay events purge --retention", 1, True)
     # A purge by another age is no retention run.
     invoke(app, "events", "purge", "--older-than", "1d", "--include-failed", "--yes")
-    assert last_run(app.config["RELAY"])["purged"] == 1
+    assert last_run(Runtime.of(app).redis)["purged"] == 1
 
 
 # --- beat: exactly one, and off when turned off --------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import sentry_sdk
 from flask import Blueprint
 
-from relay.shared_redis import redis_client
+from relay.runtime import Runtime
 from workers import sweep as sweep_module
 
 EMAIL, NAME, STREET, PHONE, TOKEN_VALUE = ("ada.lovelace@example.com", "Ada Lovelace", "12 Analytical Row",
@@ -57,20 +57,20 @@ def test_nothing_personal_reaches_sentry_from_a_request_its_logs_or_its_scope(re
 
 
 def test_the_sweep_checks_in_once_a_minute_and_reports_its_failure(app, sentry, monkeypatch):
-    redis_client(app.config["RELAY"].redis_url).delete(sweep_module.CHECKED_IN)
+    Runtime.of(app).redis.delete(sweep_module.CHECKED_IN)
     with app.app_context():
         for _ in range(3):  # every 10 s in production: one check-in for the minute
-            sweep_module.sweep_and_check_in(app.config["RELAY"])
+            sweep_module.sweep_and_check_in(Runtime.of(app))
     check_ins = [item for item in envelopes(sentry) if item.get("type") == "check_in"]
     assert [(c["monitor_slug"], c["status"]) for c in check_ins] == [("relay-sweep", "ok")]
     assert check_ins[0]["monitor_config"]["schedule"] == {"type": "interval", "value": 1, "unit": "minute"}
 
-    def broken(_config, now=None):
+    def broken(_runtime, now=None):
         raise ConnectionError("store away")
 
     monkeypatch.setattr(sweep_module, "sweep", broken)
     with app.app_context(), pytest.raises(ConnectionError):
-        sweep_module.sweep_and_check_in(app.config["RELAY"])
+        sweep_module.sweep_and_check_in(Runtime.of(app))
     statuses = [item["status"] for item in envelopes(sentry) if item.get("type") == "check_in"]
     assert statuses == ["ok", "error"]
 

@@ -10,6 +10,7 @@ import pytest
 
 import workers.classify
 import workers.guard
+import workers.sparkloop.retry
 
 from sandbox import SandboxSettings
 from tests.conftest import fresh_services, make_app, sandbox_state
@@ -227,6 +228,35 @@ def test_calls_share_the_throttle_with_every_process(build, sandbox):
 
     assert time.monotonic() - started >= 2.5
     assert len([r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sparkloop"]) == 2
+
+
+def test_a_read_is_retried_after_a_server_error_and_a_write_is_not(build, sandbox, monkeypatch):
+    """One policy for SparkLoop's API (workers.sparkloop.retry): the classifier's "retry" repeats
+    a read; a write whose answer was lost may have been done, so it is reported, not repeated."""
+    monkeypatch.setattr(workers.sparkloop.retry, "BACKOFF_BASE_S", 0.05)
+    sandbox.configure(faults=[{"vendor": "sparkloop", "status": 503, "times": 1, "method": "GET",
+                               "path_prefix": "/webhooks"},
+                              {"vendor": "sparkloop", "status": 503, "times": 1, "method": "POST",
+                               "path_prefix": "/webhooks"}])
+
+    result = run(build(), "register")
+
+    assert result.exit_code == 1, result.output
+    assert "503" in result.output and "may have acted on it" in result.output
+    calls = [(r["method"], r["status"]) for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sparkloop"]
+    assert calls == [("GET", 503), ("GET", 200), ("POST", 503)]
+
+
+def test_a_read_gives_up_after_the_policys_failures_as_backfill_does(build, sandbox, monkeypatch):
+    monkeypatch.setattr(workers.sparkloop.retry, "BACKOFF_BASE_S", 0.05)
+    sandbox.configure(faults=[{"vendor": "sparkloop", "status": 500, "times": None}])
+
+    result = run(build(), "list")
+
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: sparkloop GET /webhooks -> 500: injected fault\n"
+    calls = [r for r in sandbox_state(sandbox)["requests"] if r["vendor"] == "sparkloop"]
+    assert len(calls) == workers.sparkloop.retry.MAX_FAILURES
 
 
 # --- remove ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.responses.exceptions import ResponseNotFound
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from relay.runtime import Runtime
 from tests.conftest import FIXTURE_NAMES, WITHOUT_EXAMPLE, deliveries, load_fixture, post_event, run_pending
 from workers.sprig.client import sprig_client
 from workers.spruce.client import spruce_client
@@ -132,11 +133,11 @@ def test_every_request_and_answer_follows_the_vendors_documents(client, app, san
     post_event(client, payload)
     run_pending(app, rounds=6, honour_waits=True)
     # The reads a delivery makes only now and then: a contact by id, a conversation's items.
-    spruce = spruce_client(app.config["RELAY"])
+    spruce = spruce_client(Runtime.of(app))
     note = next(d for d in deliveries(app) if "spruce.conversation" in (d.progress or {}))
     assert spruce.get_contact(note.progress["spruce.contact"])["id"] == note.progress["spruce.contact"]
     assert list(spruce.iter_conversation_items(note.progress["spruce.conversation"]))
-    assert sprig_client(app.config["RELAY"]).get_user("nobody@example.com") is None
+    assert sprig_client(Runtime.of(app)).get_user("nobody@example.com") is None
 
     vendors_called = {urlsplit(e.url).path.split("/")[1] for e in recorded}
     assert {"sprig", "spruce"} <= vendors_called

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from relay.db import get_db
+from relay.runtime import Runtime
 
 bp = Blueprint("health", __name__)
 
@@ -16,7 +16,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": _check(get_db().ping), "broker": _check(_ping_broker)}
+    checks = {"database": _check(Runtime.of(current_app).db.ping), "broker": _check(_ping_broker)}
     ready = all(result == "ok" for result in checks.values())
     return jsonify(status="ready" if ready else "unavailable", checks=checks), 200 if ready else 503
 

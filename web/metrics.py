@@ -14,21 +14,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from relay.db import session_scope
-from relay.metrics import metrics_for
 from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.runtime import Runtime
 
 bp = Blueprint("metrics", __name__)
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
 
 
 class _Collector:
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
 
     def collect(self):
-        yield from metrics_for(self.config.redis_url).families()
-        with session_scope() as session:
+        yield from self.runtime.metrics.families()
+        with self.runtime.session() as session:
             waiting, oldest = session.execute(
                 sa.select(sa.func.count(), sa.func.min(Delivery.created_at)).where(Delivery.status.in_(WAITING))
             ).one()
@@ -44,7 +43,8 @@ class _Collector:
 
 @bp.get("/metrics")
 def metrics():
-    token = current_app.config["RELAY"].metrics_token
+    runtime = Runtime.of(current_app)
+    token = runtime.config.metrics_token
     if token:
         given = request.headers.get("Authorization", "")
         if not given:
@@ -52,5 +52,5 @@ def metrics():
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return jsonify(error="wrong metrics token"), 403
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(current_app.config["RELAY"]))
+    registry.register(_Collector(runtime))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -76,8 +76,10 @@ class ErrorSchema(Schema):
 
 
 class FieldErrorsSchema(ErrorSchema):
-    fields = ma.Dict(
+    # Not an attribute named `fields`: that is marshmallow's own (the schema's declared fields).
+    field_errors = ma.Dict(
         required=True,
+        data_key="fields",
         metadata={
             "description": "where: field names (nested like the payload) → messages; `_body` for the "
             "body as a whole. Never quotes a value."
@@ -152,6 +154,7 @@ def openapi_document() -> dict:
         plugins=[plugin],
         info={"description": "SparkLoop webhooks, delivered to Sprig and Spruce."},
     )
+    assert plugin.converter is not None  # APISpec(plugins=[plugin]) has initialised it
     plugin.converter.add_attribute_function(marshmallow_reading)
     spec.components.security_scheme("SparkLoopToken", {"type": "apiKey", "in": "header", "name": "SparkLoop-Token"})
     spec.components.schema("Error", schema=ErrorSchema)

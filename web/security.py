@@ -30,7 +30,8 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 def secure(app: Flask, proxy_hops: int) -> None:
     if proxy_hops:
-        app.wsgi_app = ProxyFix(
+        # Flask's documented way to put middleware around the app (mypy sees a method replaced).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops, x_host=proxy_hops, x_port=proxy_hops
         )
     app.after_request(_headers)

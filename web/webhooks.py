@@ -13,10 +13,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import storable
-from relay.db import get_db
 from relay.ingest import ingest_webhook
-from relay.metrics import metrics_for
 from relay.models import EventStatus
+from relay.runtime import Runtime
 from schemas.events import EVENTS
 
 bp = Blueprint("webhooks", __name__)
@@ -26,7 +25,8 @@ log = logging.getLogger("relay.webhooks")
 @bp.post("/webhooks/sparkloop")
 def receive_sparkloop():
     started = time.monotonic()
-    config = current_app.config["RELAY"]
+    runtime = Runtime.of(current_app)
+    config = runtime.config
     if not _token_matches(request.headers.get("SparkLoop-Token", ""), config.webhook_tokens):
         return _answer(started, "unauthorized", None, None, 401, error="missing or invalid SparkLoop-Token header")
 
@@ -47,7 +47,7 @@ def receive_sparkloop():
         )
 
     try:
-        result = _ingest(payload, raw_body, config)
+        result = _ingest(runtime, payload, raw_body)
     except (OperationalError, InterfaceError) as exc:
         log.error("database unavailable (%s)", type(exc).__name__)
         return _answer(started, "unavailable", payload, None, 503, error="database unavailable, please retry")
@@ -70,16 +70,16 @@ def receive_sparkloop():
     return _answer(started, outcome, payload, result.event_id, 200)
 
 
-def _ingest(payload: dict, raw_body: bytes, config):
+def _ingest(runtime: Runtime, payload: dict, raw_body: bytes):
     """The intake's pool skips the pre-ping round trip: a connection a PostgreSQL restart broke
     fails its first statement, which SQLAlchemy reports as invalidated (and refreshes the pool),
     so that one is tried once more on a new connection before answering 503."""
     try:
-        return ingest_webhook(get_db(), payload, raw_body, config)
+        return ingest_webhook(runtime.db, payload, raw_body, runtime.config)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-        return ingest_webhook(get_db(), payload, raw_body, config)
+        return ingest_webhook(runtime.db, payload, raw_body, runtime.config)
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)
@@ -92,7 +92,7 @@ def _answer(started: float, outcome: str, payload: dict | None, stored_id: int |
     event_type = payload.get("type") if isinstance(payload, dict) else None
     # Bounded: no label a sender makes up.
     type_label = event_type if isinstance(event_type, str) and event_type in EVENTS else "unknown"
-    metrics_for(current_app.config["RELAY"].redis_url).count("relay_webhooks_total", type=type_label, outcome=outcome)
+    Runtime.of(current_app).metrics.count("relay_webhooks_total", type=type_label, outcome=outcome)
     level = logging.WARNING if status == 401 else logging.INFO
     log.log(
         level,

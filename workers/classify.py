@@ -1,4 +1,5 @@
-"""The one classifier: what an exception raised by a delivery (or a backfill page) means.
+"""The one classifier: what an exception raised by a delivery (or a call on SparkLoop's API,
+workers.sparkloop.retry) means.
 
 - deferred (the shared throttle, an open breaker, a 429, a busy subscriber, a rejected
   credential while the breaker cools down, a payload sealed with a key this process lacks):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from relay.config import Config
+from relay.runtime import Runtime
 from schemas.sparkloop import People
 from workers.vendor_http import VendorClient
 
@@ -53,6 +54,10 @@ class DeliveryContext(Generic[ClientT]):
     data: dict
     subscribers: People
     received_at_ms: int
-    config: Config
+    runtime: Runtime
     client: ClientT  # this destination's client, paced for this run
     progress: Progress
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config

@@ -19,11 +19,12 @@ import logging
 import threading
 
 import sqlalchemy as sa
-from celery import bootsteps
+from celery import Celery, bootsteps
 
-from relay.db import Database, get_db
+from relay.db import Database
 from relay.models import OUTSTANDING, Delivery, DeliveryStatus, utcnow
 from relay.queue import mark_enqueued, publish, queue_for
+from relay.runtime import Runtime
 
 log = logging.getLogger("relay.dispatch")
 
@@ -38,8 +39,9 @@ BATCH_SIZE = 200
 MAX_OUT_PER_DESTINATION_LANE = 200
 
 
-def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
-    """Publish up to `batch` stored deliveries nobody enqueued; return how many were.
+def dispatch(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, connection=None) -> int:
+    """Publish up to `batch` stored deliveries of `db` nobody enqueued, through `celery_app`;
+    return how many were.
 
     The rows are marked first, in a transaction of their own, so no lock is held while
     publishing (a delivery's claim would wait for it); those the broker then refuses are
@@ -80,7 +82,7 @@ def dispatch(db: Database, batch: int = BATCH_SIZE, connection=None) -> int:
     refused = []
     for queue in sorted({queue_for(lane) for _, lane in chosen}):
         ids = [delivery_id for delivery_id, lane in chosen if queue_for(lane) == queue]
-        published = publish(ids, queue=queue, connection=connection)
+        published = publish(celery_app, ids, queue=queue, connection=connection)
         refused += ids[len(published) :]
     if refused:
         with db.session() as session:
@@ -111,14 +113,14 @@ class Dispatcher(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def create(self, worker):
-        return DispatchThread(worker.app.flask_app)
+        return DispatchThread(Runtime.of(worker.app.flask_app).db, worker.app)
 
 
 class DispatchThread:
     """Runs `dispatch` in a thread of the worker's main process."""
 
-    def __init__(self, flask_app) -> None:
-        self._flask_app = flask_app
+    def __init__(self, db: Database, celery_app: Celery) -> None:
+        self._db, self._celery_app = db, celery_app
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -134,12 +136,11 @@ class DispatchThread:
     def _run(self) -> None:
         # A broker connection of this thread's own: kombu's Redis connections are not safe to
         # share with the consumer's thread (seen here: publishes stalled for socket_timeout).
-        flask_app = self._flask_app
-        with flask_app.app_context(), flask_app.extensions["celery"].connection_for_write() as connection:
-            db, wait = get_db(), DISPATCH_EVERY_S
+        with self._celery_app.connection_for_write() as connection:
+            wait = DISPATCH_EVERY_S
             while not self._stopping.wait(wait):
                 try:
-                    found = dispatch(db, connection=connection)
+                    found = dispatch(self._db, self._celery_app, connection=connection)
                 except Exception as exc:  # the store or the broker away: the next round retries
                     log.warning("dispatch failed (%s)", type(exc).__name__)
                     wait = WAIT_AFTER_ERROR_S

@@ -17,13 +17,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
-from relay.config import Config
-from relay.db import get_db, session_scope
-from relay.metrics import metrics_for
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.observability import report, report_exception
+from relay.runtime import Runtime
 from relay.sealing import SealedDataError
-from relay.shared_redis import redis_client
 from schemas.events import EVENTS, validate_event
 from schemas.personal import personal_strings
 from workers import identity
@@ -48,26 +45,26 @@ class Run:
     started: float = field(default_factory=time.monotonic)
 
 
-def run_delivery(delivery_id: int, config: Config) -> str:
+def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     """Perform delivery `delivery_id` if it is due and pending; return the run's outcome:
     succeeded, superseded, failed, retried, deferred, or skipped (not due, or not ours)."""
-    claimed = _claim(delivery_id)
+    claimed = _claim(runtime, delivery_id)
     if claimed is None:
         return "skipped"
     claim, delivery, event = claimed
     run = Run(claim, event.id, event.type, delivery.destination, event.received_at)
     try:
-        payload = _payload(event.id)
+        payload = _payload(runtime, event.id)
     except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
-        return _apply(run, classify(exc), config)
+        return _apply(runtime, run, classify(exc))
     _, data, errors = validate_event(payload)
     if errors is not None or data is None:
         no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")
-        return _finish(run, config, failed=no_longer_valid)
+        return _finish(runtime, run, failed=no_longer_valid)
 
-    destination = config.destinations[delivery.destination]
+    destination = runtime.config.destinations[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
-    client = destination.client(config).for_run(pacing, personal_strings(payload))
+    client = destination.client(runtime).for_run(pacing, personal_strings(payload))
     ctx = DeliveryContext(
         delivery_id=delivery.id,
         event_id=event.id,
@@ -75,42 +72,42 @@ def run_delivery(delivery_id: int, config: Config) -> str:
         data=data,
         subscribers=EVENTS[event.type].subscribers(data),
         received_at_ms=event.received_at_ms,
-        config=config,
+        runtime=runtime,
         client=client,
         progress=Progress(
             delivery.progress or {},
             delivery.step_times or {},
-            save=lambda steps, times: _save_progress(claim, steps, times),
+            save=lambda steps, times: _save_progress(runtime, claim, steps, times),
         ),
     )
-    subjects = [identity.subscriber_key(s) for _, s in ctx.subscribers]
+    subjects = [identity.subscriber_key(s, runtime.config.lookup_key) for _, s in ctx.subscribers]
     try:
         with (
-            handed_back_if_stopped(claim, get_db()),
-            subject_locks(redis_client(config.redis_url), delivery.destination, subjects) as locks,
-            kept_alive(claim, locks, get_db()),
+            handed_back_if_stopped(claim, runtime),
+            subject_locks(runtime.redis, delivery.destination, subjects) as locks,
+            kept_alive(claim, locks, runtime.db),
         ):
-            if not _still_held(claim):  # erased (relay subscribers forget) while it waited for the locks
+            if not _still_held(runtime, claim):  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
             outcome = destination.deliver(ctx, destination.sends(event.type))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
-        return _apply(run, verdict, config)
+        return _apply(runtime, run, verdict)
     return _finish(
+        runtime,
         run,
-        config,
         superseded=outcome == DeliveryStatus.SUPERSEDED,
         answer=(client.last_status, client.last_request_id),
     )
 
 
-def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
+def _claim(runtime: Runtime, delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
     """Claimed, with its event but not the event's payload: one this process cannot open must not
     undo the claim (see `_payload`)."""
     now = utcnow()
-    with session_scope() as session:
+    with runtime.session() as session:
         delivery = session.scalars(
             sa.update(Delivery)
             .where(
@@ -129,35 +126,36 @@ def _claim(delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
         if delivery is None:
             session.rollback()
             return None
-        event = session.get(Event, delivery.event_id, options=[defer(Event.payload), defer(Event.errors)])
+        event = session.get_one(Event, delivery.event_id, options=[defer(Event.payload), defer(Event.errors)])
         if event.status == EventStatus.RECEIVED:
             event.status = EventStatus.PROCESSING
         session.commit()
         return Claim(delivery_id, delivery.attempts), delivery, event
 
 
-def _payload(event_id: int) -> dict:
-    with session_scope() as session:
-        return session.scalar(sa.select(Event.payload).where(Event.id == event_id))
+def _payload(runtime: Runtime, event_id: int) -> dict:
+    with runtime.session() as session:
+        return session.execute(sa.select(Event.payload).where(Event.id == event_id)).scalar_one()
 
 
-def _still_held(claim: Claim) -> bool:
-    with session_scope() as session:
+def _still_held(runtime: Runtime, claim: Claim) -> bool:
+    with runtime.session() as session:
         return session.scalar(sa.select(Delivery.id).where(claim.where())) is not None
 
 
-def _save_progress(claim: Claim, steps: dict, times: dict) -> None:
+def _save_progress(runtime: Runtime, claim: Claim, steps: dict, times: dict) -> None:
     # Fenced like every write of a run: a run whose lease was taken over records nothing.
-    with session_scope() as session:
+    with runtime.session() as session:
         session.execute(sa.update(Delivery).where(claim.where()).values(progress=steps, step_times=times))
         session.commit()
 
 
-def _apply(run: Run, verdict: Verdict, config: Config) -> str:
+def _apply(runtime: Runtime, run: Run, verdict: Verdict) -> str:
+    config = runtime.config
     if verdict.action == Action.FAIL:
-        return _finish(run, config, failed=verdict)
+        return _finish(runtime, run, failed=verdict)
     deferred = verdict.action == Action.DEFER
-    with session_scope() as session:
+    with runtime.session() as session:
         delivery = _locked(session, run)
         if delivery is None:
             return _lost(run)
@@ -174,7 +172,7 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
         if gave_up:
             session.commit()
             reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
-            return _finish(run, config, failed=replace(verdict, reason=reason, call=None))
+            return _finish(runtime, run, failed=replace(verdict, reason=reason, call=None))
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
@@ -188,20 +186,20 @@ def _apply(run: Run, verdict: Verdict, config: Config) -> str:
             delivery.last_error_trace = list(verdict.trace) or None
         session.commit()
     outcome = "deferred" if deferred else "retried"
-    _record(run, config, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict)
+    _record(runtime, run, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict, wait_s=wait_s)
     return outcome
 
 
 def _finish(
+    runtime: Runtime,
     run: Run,
-    config: Config,
     failed: Verdict | None = None,
     superseded: bool = False,
     answer: tuple[int | None, str | None] = (None, None),
 ) -> str:
     """`answer`: the status and request id of the vendor's last answer, for the log line."""
     status = DeliveryStatus.FAILED if failed else DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED
-    with session_scope() as session:
+    with runtime.session() as session:
         delivery = _locked(session, run)
         if delivery is None:
             return _lost(run)
@@ -215,7 +213,7 @@ def _finish(
         attempts = delivery.attempts
         session.commit()
     reason = failed.reason_for(run.destination) if failed else ""
-    _record(run, config, status, reason, failed, answer, finished=True)
+    _record(runtime, run, status, reason, failed, answer, finished=True)
     if failed:
         kind = failed.kind or ("internal" if failed.trace else "relay")
         # Once per delivery, when it reaches the dead-letter state; grouped by vendor and error.
@@ -235,16 +233,18 @@ def _finish(
 
 
 def _record(
+    runtime: Runtime,
     run: Run,
-    config: Config,
     outcome: str,
     detail: str,
     verdict: Verdict | None = None,
     answer: tuple[int | None, str | None] = (None, None),
     finished: bool = False,
+    wait_s: float | None = None,
 ) -> None:
-    """The run's one log line and its metrics."""
-    metrics = metrics_for(config.redis_url)
+    """The run's one log line and its metrics. The reason and the wait are fields of their own
+    too: `relay dev`'s terminal (web.cli.live) reads them, not the message."""
+    metrics = runtime.metrics
     metrics.count("relay_deliveries_total", destination=run.destination, outcome=outcome)
     if finished:
         metrics.observe(
@@ -267,6 +267,8 @@ def _record(
             "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
             "vendor_status": (verdict.status_code if verdict else None) or answer[0],
             "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
+            "reason": verdict.reason_for(run.destination) if verdict else None,
+            "retry_in_s": round(wait_s, 1) if wait_s is not None else None,
         },
     )
 

@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 
 from relay.config import Config
 from relay.models import Delivery, DeliveryStatus, Event, EventStatus, EventSubject, SubscriberLink, utcnow
-from relay.shared_redis import redis_client
+from relay.runtime import Runtime
 from relay.subjects import EMAIL, ID, digest, email_digest, id_digest
 from schemas.events import person_places
 from schemas.personal import personal_strings
@@ -223,10 +223,10 @@ def sprig_ids(person: Person, config: Config) -> tuple[list[str], list[str]]:
 
 
 @contextmanager
-def locked(person: Person, config: Config, wait_s: float | None = None) -> Iterator[list]:
-    """Hold the person's subject locks for every destination, so that no delivery for them
-    sends meanwhile; waits (bounded) for one that is sending. Raises Busy."""
-    client, keys = redis_client(config.redis_url), person.subject_keys(config.lookup_key)
+def locked(person: Person, runtime: Runtime, wait_s: float | None = None) -> Iterator[list]:
+    """Hold the person's subject locks (in the runtime's Redis) for every destination, so that no
+    delivery for them sends meanwhile; waits (bounded) for one that is sending. Raises Busy."""
+    client, keys = runtime.redis, person.subject_keys(runtime.config.lookup_key)
     wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     while True:
@@ -234,7 +234,7 @@ def locked(person: Person, config: Config, wait_s: float | None = None) -> Itera
             try:
                 held = [
                     lock
-                    for name in config.destinations
+                    for name in runtime.config.destinations
                     for lock in stack.enter_context(subject_locks(client, name, keys))
                 ]
             except Deferred:

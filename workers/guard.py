@@ -1,14 +1,15 @@
 """What wraps every vendor call: the account's breaker and throttle before it, their
-bookkeeping after it. Both live in Redis, shared by every process (relay.shared_redis)."""
+bookkeeping after it. Both live in Redis, shared by every process (the runtime's, relay.runtime)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 
+import redis
+
 from relay.config import CallRate
-from relay.metrics import Metrics, metrics_for
-from relay.shared_redis import redis_client
+from relay.metrics import Metrics
 from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
 from workers.throttle import Grant, Pacing, Throttle
@@ -82,8 +83,11 @@ class Guard:
             self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
 
 
-def guard_for(vendor: str, credential: str, redis_url: str | None, rate: CallRate, cooldown_s: float) -> Guard:
-    client, account, metrics = redis_client(redis_url), account_key(vendor, credential), metrics_for(redis_url)
+def guard_for(
+    vendor: str, credential: str, client: redis.Redis, metrics: Metrics, rate: CallRate, cooldown_s: float
+) -> Guard:
+    """The guard of the vendor account `credential` names, kept in `client` (the runtime's Redis)."""
+    account = account_key(vendor, credential)
     return Guard(
         Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics), metrics
     )

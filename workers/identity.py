@@ -4,18 +4,18 @@ versions of the Sprig attributes Sprig holds for them.
 A subscriber is keyed by their SparkLoop id, or, without one, by the digest of their email
 that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made before the lookup
 key was set carry the plain SHA-256 digest: they are still found, and take the keyed digest the
-next time they are saved.
+next time they are saved. Reads and saves go to the runtime's store (relay.runtime), keyed with
+its RELAY_LOOKUP_KEY.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from relay.db import session_scope
 from relay.models import SubscriberLink
+from relay.runtime import Runtime
 from relay.subjects import email_digest
 from schemas.sparkloop import Subscriber
 
@@ -34,16 +34,16 @@ def email_key(email: str, lookup_key: str | None) -> str:
     return "email:" + email_digest(email, lookup_key)
 
 
-def subscriber_key(subscriber: Subscriber) -> str:
+def subscriber_key(subscriber: Subscriber, lookup_key: str | None) -> str:
     if subscriber.id:
         return id_key(subscriber.id)
-    return email_key(subscriber.email or "", current_app.config["RELAY"].lookup_key)
+    return email_key(subscriber.email or "", lookup_key)
 
 
-def _keys(subscriber: Subscriber) -> list[str]:
+def _keys(subscriber: Subscriber, lookup_key: str | None) -> list[str]:
     """Its key, then the key it had before RELAY_LOOKUP_KEY was set (if that differs)."""
-    key = subscriber_key(subscriber)
-    if subscriber.id or not current_app.config["RELAY"].lookup_key:
+    key = subscriber_key(subscriber, lookup_key)
+    if subscriber.id or not lookup_key:
         return [key]
     return [key, email_key(subscriber.email or "", None)]
 
@@ -56,22 +56,22 @@ def _find(session, keys: list[str]) -> SubscriberLink | None:
     return next((links[key] for key in keys if key in links), None)
 
 
-def lookup(subscriber: Subscriber) -> SubscriberLink | None:
-    with session_scope() as session:
-        return _find(session, _keys(subscriber))
+def lookup(runtime: Runtime, subscriber: Subscriber) -> SubscriberLink | None:
+    with runtime.session() as session:
+        return _find(session, _keys(subscriber, runtime.config.lookup_key))
 
 
-def sprig_versions(subscriber: Subscriber) -> dict[str, list[int]]:
-    link = lookup(subscriber)
+def sprig_versions(runtime: Runtime, subscriber: Subscriber) -> dict[str, list[int]]:
+    link = lookup(runtime, subscriber)
     return dict(link.sprig_attribute_versions or {}) if link else {}
 
 
-def remember(subscriber: Subscriber, **fields) -> None:
+def remember(runtime: Runtime, subscriber: Subscriber, **fields) -> None:
     """Save spruce_contact_id, spruce_note_conversation_id or sprig_attribute_versions.
     Callers hold the subscriber's lock (workers.locks.subject_locks)."""
-    keys = _keys(subscriber)
+    keys = _keys(subscriber, runtime.config.lookup_key)
     for _ in range(2):  # a concurrent first insert for the same subscriber: update theirs
-        with session_scope() as session:
+        with runtime.session() as session:
             link = _find(session, keys)
             if link is None:
                 link = SubscriberLink(subscriber_key=keys[0])

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from relay.db import Database
 from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.runtime import Runtime
 
 log = logging.getLogger("relay.delivery")
 
@@ -85,10 +86,6 @@ def kept_alive(claim: Claim, locks: list[redis.lock.Lock], db: Database):
         keeper.join(timeout=RENEW_EVERY_S * 2)
 
 
-# The claims this process is running, and the store each is in: what a stopping worker hands back.
-RUNNING: dict[Claim, Database] = {}
-
-
 def hand_back(claim: Claim, db: Database) -> None:
     """Put a delivery this run will not finish back to pending at once, as a deferral (no
     retry budget spent), for the sweep to enqueue: no one waits for its lease."""
@@ -108,24 +105,25 @@ def hand_back(claim: Claim, db: Database) -> None:
 
 
 @contextmanager
-def handed_back_if_stopped(claim: Claim, db: Database):
-    """While the block runs, the claim is RUNNING; if the worker stops it (a warm shutdown that
-    ran out of time: SystemExit or Celery's own terminate exception), it is handed back."""
-    RUNNING[claim] = db
+def handed_back_if_stopped(claim: Claim, runtime: Runtime):
+    """While the block runs, the claim is among the runtime's running ones; if the worker stops
+    it (a warm shutdown that ran out of time: SystemExit or Celery's own terminate exception), it
+    is handed back."""
+    runtime.running.add(claim)
     try:
         yield
     except BaseException as stop:
         if not isinstance(stop, Exception):
-            hand_back_quietly(claim, db)
+            hand_back_quietly(claim, runtime.db)
         raise
     finally:
-        RUNNING.pop(claim, None)
+        runtime.running.discard(claim)
 
 
-def hand_back_all() -> None:
-    """For the worker's shutdown: hand back whatever is still running."""
-    for claim, db in list(RUNNING.items()):
-        hand_back_quietly(claim, db)
+def hand_back_all(runtime: Runtime) -> None:
+    """For the worker's shutdown: hand back whatever this process is still running."""
+    for claim in list(runtime.running):
+        hand_back_quietly(claim, runtime.db)
 
 
 def hand_back_quietly(claim: Claim, db: Database) -> None:

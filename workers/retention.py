@@ -28,9 +28,9 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from relay.config import Config
-from relay.db import Database, session_scope
+from relay.db import Database
 from relay.models import Delivery, Event, EventStatus, utcnow
-from relay.shared_redis import redis_client
+from relay.runtime import Runtime
 
 log = logging.getLogger("relay.retention")
 
@@ -100,18 +100,14 @@ def delete_events(session: Session, event_ids: list[int]) -> int:
     return deleted.rowcount
 
 
-def purge(
-    ages: Ages, *, db: Database | None = None, now: datetime | None = None, budget_s: float | None = None
-) -> RunResult:
-    """Delete what `ages` allow from `db` (the app's store when None), batch by batch, each
-    committed; with `budget_s`, start no new batch once that long has passed (a run deletes one
-    batch at least)."""
+def purge(ages: Ages, *, db: Database, now: datetime | None = None, budget_s: float | None = None) -> RunResult:
+    """Delete what `ages` allow from `db`, batch by batch, each committed; with `budget_s`, start
+    no new batch once that long has passed (a run deletes one batch at least)."""
     condition = sa.or_(*ages.conditions(now or utcnow()))
-    sessions = db.session if db is not None else session_scope
     started = time.monotonic()
     purged = 0
     while True:
-        with sessions() as session:
+        with db.session() as session:
             batch = purge_batch(session, condition)
             if not batch:
                 return RunResult(purged, complete=True, duration_s=time.monotonic() - started)
@@ -121,24 +117,25 @@ def purge(
             return RunResult(purged, complete=False, duration_s=time.monotonic() - started)
 
 
-def run_retention(config: Config, *, budget_s: float | None = None, by: str = "beat") -> RunResult | None:
+def run_retention(runtime: Runtime, *, budget_s: float | None = None, by: str = "beat") -> RunResult | None:
     """Beat's daily retention run: purge what RELAY_RETENTION and RELAY_RETENTION_FAILED allow,
     for at most `budget_s` (RUN_BUDGET_S), and record how it ended. None when another run holds
     the lock."""
     budget_s = RUN_BUDGET_S if budget_s is None else budget_s
-    lock = redis_client(config.redis_url).lock(RUNNING, timeout=budget_s + 60, blocking=False)
+    config = runtime.config
+    lock = runtime.redis.lock(RUNNING, timeout=budget_s + 60, blocking=False)
     if not lock.acquire():
         log.info("retention: another run is under way; this one does nothing")
         return None
     try:
-        result = purge(Ages.configured(config), budget_s=budget_s)
+        result = purge(Ages.configured(config), db=runtime.db, budget_s=budget_s)
     except Exception as exc:
-        record_run(config, by=by, error=type(exc).__name__)
+        record_run(runtime.redis, by=by, error=type(exc).__name__)
         raise
     finally:
         with contextlib.suppress(redis.exceptions.LockError):  # it ran out first: nothing of ours to release
             lock.release()
-    record_run(config, by=by, result=result)
+    record_run(runtime.redis, by=by, result=result)
     log.info(
         "retention: purged %s events in %.1f s%s",
         result.purged,
@@ -148,20 +145,20 @@ def run_retention(config: Config, *, budget_s: float | None = None, by: str = "b
     return result
 
 
-def record_run(config: Config, *, by: str, result: RunResult | None = None, error: str | None = None) -> None:
+def record_run(client: redis.Redis, *, by: str, result: RunResult | None = None, error: str | None = None) -> None:
     """How a retention run ended, for `relay doctor` (best effort: the purge itself is done)."""
     record = {"finished_at": time.time(), "by": by, "error": error}
     if result is not None:
         record |= asdict(result)
     try:
-        redis_client(config.redis_url).set(LAST_RUN, json.dumps(record))
+        client.set(LAST_RUN, json.dumps(record))
     except redis.RedisError as exc:
         log.warning("retention: its last run could not be recorded in Redis (%s)", type(exc).__name__)
 
 
-def last_run(config: Config) -> dict | None:
-    """The last recorded retention run, or None. Raises redis.RedisError."""
-    raw = cast("bytes | None", redis_client(config.redis_url).get(LAST_RUN))  # redis-py types async results too
+def last_run(client: redis.Redis) -> dict | None:
+    """The last recorded retention run (in `client`, the shared Redis), or None. Raises redis.RedisError."""
+    raw = cast("bytes | None", client.get(LAST_RUN))  # redis-py types async results too
     if raw is None:
         return None
     try:

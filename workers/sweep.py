@@ -26,13 +26,13 @@ from typing import cast
 
 import redis
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
 
-from relay.config import Config
-from relay.db import session_scope
 from relay.models import Delivery, DeliveryStatus, utcnow
 from relay.observability import check_in
 from relay.queue import CATCH_UP_QUEUE, LIVE_QUEUE
-from relay.shared_redis import redis_client
+from relay.runtime import Runtime
 
 log = logging.getLogger("relay.sweep")
 
@@ -47,39 +47,43 @@ CHECK_IN_EVERY_S = 55
 LAST_SWEPT = "relay:sweep:last_finished"
 
 
-def sweep_and_check_in(config: Config) -> dict[str, int]:
+def sweep_and_check_in(runtime: Runtime) -> dict[str, int]:
     """The sweep as beat runs it: a Sentry cron check-in (at most once a minute, whichever
     process sweeps) says it ran, so a stopped beat pages someone."""
     started = time.monotonic()
     try:
-        result = sweep(config)
+        result = sweep(runtime)
     except Exception:
         check_in(ok=False, duration_s=time.monotonic() - started)
         raise
-    if _check_in_due(config):
+    if _check_in_due(runtime.redis):
         check_in(ok=True, duration_s=time.monotonic() - started)
-    _record_finished(config)
+    _record_finished(runtime.redis)
     return result
 
 
-def _record_finished(config: Config) -> None:
+def _record_finished(client: redis.Redis) -> None:
     with contextlib.suppress(redis.RedisError):  # the sweep's work is done; doctor will say the mark is stale
-        redis_client(config.redis_url).set(LAST_SWEPT, f"{time.time():.3f}")
+        client.set(LAST_SWEPT, f"{time.time():.3f}")
 
 
-def sweep(config: Config, now=None) -> dict[str, int]:
+def sweep(runtime: Runtime, now=None) -> dict[str, int]:
     now = now or utcnow()
-    forgotten = _broker_forgot(config)
-    with session_scope() as session:
-        released = session.execute(release_expired_leases(now)).rowcount
-        republished = session.execute(forget_enqueued()).rowcount if forgotten else 0
+    forgotten = _broker_forgot(runtime.redis)
+    with runtime.session() as session:
+        released = _changed(session, release_expired_leases(now))
+        republished = _changed(session, forget_enqueued()) if forgotten else 0
         handed_back = republished
-        if not _backlogged(config):
-            handed_back += session.execute(forget_overdue(now)).rowcount
+        if not _backlogged(runtime.redis):
+            handed_back += _changed(session, forget_overdue(now))
         session.commit()
     if forgotten:
         _report_forgotten(republished)
     return {"released": released, "handed_back": handed_back, "broker_forgot": int(forgotten)}
+
+
+def _changed(session: Session, update: sa.Update) -> int:
+    return cast(CursorResult, session.execute(update)).rowcount  # an UPDATE's result
 
 
 def _report_forgotten(republished: int) -> None:
@@ -133,9 +137,8 @@ def forget_overdue(now) -> sa.Update:
     )
 
 
-def _backlogged(config: Config) -> bool:
+def _backlogged(client: redis.Redis) -> bool:
     try:
-        client = redis_client(config.redis_url)
         # redis-py types each result as the async client's too.
         waiting = cast(int, client.llen(LIVE_QUEUE)) + cast(int, client.llen(CATCH_UP_QUEUE))
         return waiting > BACKLOG
@@ -143,17 +146,17 @@ def _backlogged(config: Config) -> bool:
         return True  # nothing can be enqueued now anyway
 
 
-def _check_in_due(config: Config) -> bool:
+def _check_in_due(client: redis.Redis) -> bool:
     try:
-        return bool(redis_client(config.redis_url).set(CHECKED_IN, "1", nx=True, ex=CHECK_IN_EVERY_S))
+        return bool(client.set(CHECKED_IN, "1", nx=True, ex=CHECK_IN_EVERY_S))
     except redis.RedisError:
         return True  # better one check-in too many than a page for a beat that runs
 
 
-def _broker_forgot(config: Config) -> bool:
+def _broker_forgot(client: redis.Redis) -> bool:
     """True once after Redis lost its data (and on the very first sweep, which costs nothing)."""
     try:
-        forgot = bool(redis_client(config.redis_url).set(BROKER_MARKER, secrets.token_hex(8), nx=True))
+        forgot = bool(client.set(BROKER_MARKER, secrets.token_hex(8), nx=True))
     except redis.RedisError as exc:  # the broker is away: nothing to enqueue into either
         log.warning("sweep: broker unreachable (%s)", type(exc).__name__)
         return False

@@ -1,4 +1,7 @@
-"""Celery tasks: thin wrappers that pass ids to plain functions."""
+"""Celery tasks: thin wrappers that pass ids to plain functions, with the process's runtime.
+
+The engine's entry points: Flask's documented pattern runs each task in the app's context, and
+only here is the app read, for its runtime (relay.runtime), which is handed on."""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from flask import current_app
 
 from relay.destinations import configured
-from relay.metrics import flush_all
 from relay.queue import CATCH_UP_QUEUE, DELIVER_TASK, RETENTION_TASK, SWEEP_TASK
-from relay.shared_redis import redis_client
+from relay.runtime import Runtime
 from workers.engine import run_delivery
 from workers.lease import hand_back_all
 from workers.retention import run_retention
@@ -24,18 +26,18 @@ log = logging.getLogger("relay.worker")
 
 @shared_task(name=DELIVER_TASK)
 def deliver(delivery_id: int) -> str:
-    return run_delivery(delivery_id, current_app.config["RELAY"])
+    return run_delivery(delivery_id, Runtime.of(current_app))
 
 
 @shared_task(name=SWEEP_TASK)
 def sweep_task() -> dict[str, int]:
-    return sweep_and_check_in(current_app.config["RELAY"])
+    return sweep_and_check_in(Runtime.of(current_app))
 
 
 @shared_task(name=RETENTION_TASK)
 def retention_task() -> int | None:
     """Beat's daily purge, a bounded run at a time: what it leaves goes on in the next one."""
-    result = run_retention(current_app.config["RELAY"])
+    result = run_retention(Runtime.of(current_app))
     if result is not None and not result.complete:
         retention_task.apply_async(queue=CATCH_UP_QUEUE)
     return None if result is None else result.purged
@@ -43,23 +45,24 @@ def retention_task() -> int | None:
 
 @worker_init.connect
 def _build_clients(sender, **_):
-    """Before the pool forks: the vendor clients (no connection yet; building one loads the TLS
-    roots), so that no pool process pays for them on its first delivery."""
-    config = sender.app.flask_app.config["RELAY"]
-    for destination in configured(config).values():
-        destination.client(config)
+    """Before the pool forks: the vendor clients, whose first build loads the TLS roots (kept by
+    the process, workers.vendor_http.tls_context), so that no pool process pays for them on its
+    first delivery. The clients themselves each pool process builds again (relay.runtime)."""
+    runtime = Runtime.of(sender.app.flask_app)
+    for destination in configured(runtime.config).values():
+        destination.client(runtime)
 
 
 @worker_process_init.connect
 def _connect(**_):
     """In each new pool process, in the background: the store's and Redis's first connections
-    (a pool process forgets its parent's), so the first delivery does not open them."""
-    flask_app = current_celery_app.flask_app
+    (a pool process forgets its parent's: relay.runtime), so the first delivery does not open them."""
+    runtime = _runtime()
 
     def connect() -> None:
         try:
-            flask_app.extensions["relay.db"].ping()
-            redis_client(flask_app.config["RELAY"].redis_url).ping()
+            runtime.db.ping()
+            runtime.redis.ping()
         except Exception as exc:  # away now: the first delivery connects (or is retried)
             log.info("pool process not warmed up (%s)", type(exc).__name__)
 
@@ -71,5 +74,12 @@ def _connect(**_):
 def _hand_back_running(**_):
     """A stopping worker (a deploy's SIGTERM) hands back what it did not finish, and adds what
     it counted to the shared metrics (a pool process ends without atexit)."""
-    hand_back_all()
-    flush_all()
+    runtime = _runtime()
+    hand_back_all(runtime)
+    runtime.metrics.flush()
+
+
+def _runtime() -> Runtime:
+    """For the worker's signals, which run outside any task: the runtime of the Flask app the
+    worker's Celery app was built with."""
+    return Runtime.of(current_celery_app.flask_app)

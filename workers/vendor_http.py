@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import certifi
 import httpx
 
+from relay.runtime import Runtime
 from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
 from workers.throttle import Pacing
@@ -255,14 +256,16 @@ def tls_context() -> ssl.SSLContext:
 ClientT = TypeVar("ClientT", bound="VendorClient")
 
 
-def shared_client(cls: type[ClientT], config, base_url: str, credential: str | None, rate) -> ClientT:
-    """The process's one client of `cls` for this account, guarded by the account's shared
-    throttle and breaker. Kept by the process's registry (config.destinations), not by this
-    module: a runtime built again (a test's app) makes its own."""
-    key = (cls, base_url, credential or "", rate, config.vendor_timeout_s, config.redis_url, config.breaker_cooldown_s)
+def shared_client(cls: type[ClientT], runtime: Runtime, base_url: str, credential: str | None, rate) -> ClientT:
+    """The runtime's one client of `cls` for this account, guarded by the account's shared
+    throttle and breaker."""
+    config = runtime.config
 
-    def make() -> ClientT:
-        guard = guard_for(cls.vendor, credential or "", config.redis_url, rate, config.breaker_cooldown_s)
-        return cls(base_url, credential or "", timeout=config.vendor_timeout_s, guard=guard)  # type: ignore[call-arg]
+    # Every VendorClient class takes these; VendorClient itself declares no constructor.
+    make: Any = cls
 
-    return cast(ClientT, config.destinations.shared(key, make))
+    def build() -> ClientT:
+        guard = guard_for(cls.vendor, credential or "", runtime.redis, runtime.metrics, rate, config.breaker_cooldown_s)
+        return make(base_url, credential or "", timeout=config.vendor_timeout_s, guard=guard)
+
+    return runtime.shared((cls, base_url, credential or "", rate), build)

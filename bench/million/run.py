@@ -130,7 +130,7 @@ def cases(db: Database) -> list[Case]:
     # ours to split): its count of deliveries out, then its select, FOR UPDATE SKIP LOCKED, so
     # that one runs in a transaction rolled back like the writes.
     (count_sql, count_params), (dispatch_sql, dispatch_params) = statements_until_a_lock(
-        db.engine, lambda: dispatch_module.dispatch(db))
+        db.engine, lambda: dispatch_module.dispatch(db, celery_app=None))  # stops at its lock, before publishing
     assert "FOR UPDATE SKIP LOCKED" in dispatch_sql, dispatch_sql
 
     return [

@@ -43,10 +43,10 @@ SETTINGS = SettingsGroup(
 )
 
 
-def client(config):
+def client(runtime):
     from tests.third_destination.client import ledger_client
 
-    return ledger_client(config)
+    return ledger_client(runtime)
 
 
 def deliver(ctx, sends: Record) -> str | None:

@@ -53,6 +53,6 @@ class LedgerClient(VendorClient):
         return self._http.json("GET", "/whoami", response)
 
 
-def ledger_client(config) -> LedgerClient:
-    own = config.of(SETTINGS)
-    return shared_client(LedgerClient, config, own.url, own.token, own.rate)
+def ledger_client(runtime) -> LedgerClient:
+    own = runtime.config.of(SETTINGS)
+    return shared_client(LedgerClient, runtime, own.url, own.token, own.rate)

@@ -11,13 +11,15 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from operations.backfill import BackfillFailed, PageRead, Tally, check_store, run_backfill
+from operations.backfill import PageRead, Tally, check_store, run_backfill
+from operations.sparkloop import MissingApiKey, require_api_key
 from operations.store import STORE_UNAVAILABLE
 from relay.models import utcnow
 from relay.runtime import Runtime
 from relay.sealing import SealedDataError
 from web.cli.support import When, counted, store_errors
 from workers.sparkloop.client import MAX_PER_PAGE
+from workers.sparkloop.retry import SparkLoopUnavailable
 
 log = logging.getLogger("relay.backfill")
 
@@ -69,12 +71,11 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
     if since >= utcnow():
         raise click.BadParameter("must be in the past", param_hint="--since")
     runtime = Runtime.of(current_app)
-    if not runtime.config.sparkloop_api_key:
-        click.echo(
-            "Error: SPARKLOOP_API_KEY is not set: copy the API key from SparkLoop's Settings → Integrations page",
-            err=True,
-        )
-        raise SystemExit(2)
+    try:
+        require_api_key(runtime)
+    except MissingApiKey as missing:
+        click.echo(f"Error: {missing}", err=True)
+        raise SystemExit(2) from None
     check_store(runtime)  # an unreachable or unmigrated store fails before any API call
 
     mode = " (dry run: nothing will be changed)" if dry_run else ""
@@ -91,7 +92,7 @@ def backfill_command(since: datetime, dry_run: bool, per_page: int, max_pages: i
             on_page=functools.partial(_print_page, dry_run),
             on_retry=_print_retry,
         )
-    except (BackfillFailed, SealedDataError) as failed:
+    except (SparkLoopUnavailable, SealedDataError) as failed:
         click.echo(f"Stopped: {summary(tally, dry_run)}", err=True)
         click.echo(f"Error: {failed}", err=True)
         raise SystemExit(1) from None

@@ -29,10 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-import sqlalchemy as sa
 
 from relay.config import DEV_WEBHOOK_TOKEN
 from relay.destinations import PLUGINS_VARIABLE, Registry, SandboxMount
+from relay.runtime import Runtime
 from sandbox import FIXTURES, SandboxSettings
 from web.cli.live import LiveLines, pump
 
@@ -53,7 +53,7 @@ class DevUsageError(click.ClickException):
 
 
 @dataclass
-class Plan:
+class DevPlan:
     """What this run serves, decided before anything is bound, written or printed."""
 
     env: dict
@@ -63,9 +63,9 @@ class Plan:
     dev_settings: dict[str, str] = field(default_factory=dict)  # what dev chose, for dev.env
 
 
-def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> Plan:
+def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> DevPlan:
     env = dict(os.environ if environ is None else environ)
-    plan = Plan(env=env, ports={"--port": port})
+    plan = DevPlan(env=env, ports={"--port": port})
     if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
         plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
     destinations = Registry.discover(env.get(PLUGINS_VARIABLE))
@@ -275,7 +275,7 @@ def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
     instance.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for handler in root.handlers:
-        if getattr(handler, "relay", False):  # relay.observability's: stderr
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "relay", False):  # stderr
             # Open for the rest of the process: the handler writes to it until exit.
             handler.setStream(open(instance / WEB_LOG, "a", encoding="utf-8"))  # noqa: SIM115
     # A handler's lock: web threads and the worker's reader take turns.
@@ -287,13 +287,10 @@ def _log_to_files(instance: Path, event_type_of) -> logging.Handler:
 def _event_type_reader(app):
     """The stored type of an event: the webhook's log record names only the types Relay knows
     (a label a sender cannot make up), `relay events list` the one stored."""
-    from relay.models import Event
+    from operations.dev import event_type
 
-    def event_type_of(event_id: int) -> str | None:
-        with app.app_context(), app.extensions["relay.db"].session() as session:
-            return session.scalar(sa.select(Event.type).where(Event.id == event_id))
-
-    return event_type_of
+    runtime = Runtime.of(app)
+    return lambda event_id: event_type(runtime, event_id)
 
 
 # --- what the banner says -------------------------------------------------------------------
@@ -308,17 +305,12 @@ class StaleLinks:
 def stale_spruce_links(app, sandbox) -> StaleLinks | None:
     """Spruce ids the store keeps that the sandbox does not know (its records were reset or
     deleted since), or None when there are none."""
-    from relay.models import SubscriberLink
+    from operations.dev import linked_spruce_ids
 
-    with app.app_context(), app.extensions["relay.db"].session() as session:
-        rows = session.execute(
-            sa.select(SubscriberLink.spruce_contact_id, SubscriberLink.spruce_note_conversation_id)
-        ).all()
+    linked_contacts, linked_conversations = linked_spruce_ids(Runtime.of(app))
     with sandbox.state.lock:
         contacts, conversations = set(sandbox.state.contacts), set(sandbox.state.conversations)
-    stale = StaleLinks(
-        len({c for c, _ in rows if c and c not in contacts}), len({v for _, v in rows if v and v not in conversations})
-    )
+    stale = StaleLinks(len(linked_contacts - contacts), len(linked_conversations - conversations))
     return stale if stale.contacts or stale.conversations else None
 
 
@@ -334,7 +326,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _write_settings(plan: Plan, instance: Path) -> Path:
+def _write_settings(plan: DevPlan, instance: Path) -> Path:
     """The settings another terminal needs to reach this run (`. instance/dev.env`): the
     sandbox's, dev's own Redis and webhook token. None is a secret: each is dev's own."""
     path = instance / SETTINGS_FILE
@@ -343,7 +335,9 @@ def _write_settings(plan: Plan, instance: Path) -> Path:
     return path
 
 
-def _print_banner(port: int, plan: Plan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool) -> None:
+def _print_banner(
+    port: int, plan: DevPlan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool
+) -> None:
     env = plan.env
     url = f"http://{HOST}:{port}"
     token = env["SPARKLOOP_WEBHOOK_TOKEN"]
@@ -397,7 +391,7 @@ def seed_subscribers(count: int, sandbox_port: int) -> int:
     batch = secrets.token_hex(3)  # a run of its own: emails no earlier run took
     now = datetime.now(UTC)
     spacing = timedelta(hours=12) / count
-    subscribers = []
+    subscribers: list[dict[str, str]] = []
     for n in range(count):
         subscriber = {
             "email": f"seed-{batch}-{n + 1}@example.com",

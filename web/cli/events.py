@@ -74,7 +74,7 @@ def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool):
 
 def _follower(runtime: Runtime, filters: EventFilter, as_json: bool):
     """What --follow watches, looked at before the list is read (so nothing falls between)."""
-    from web.cli.follow import Follower
+    from operations.follow import Follower
 
     refused = [
         option
@@ -91,7 +91,7 @@ def _follower(runtime: Runtime, filters: EventFilter, as_json: bool):
             f"--follow cannot be combined with {refused[0]}: it follows every new event "
             "and outcome of the --type and --destination given"
         )
-    return Follower(runtime.session, EventFilter(types=filters.types, destination=filters.destination))
+    return Follower(runtime, EventFilter(types=filters.types, destination=filters.destination))
 
 
 def _follow(follower) -> None:

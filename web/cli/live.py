@@ -1,7 +1,8 @@
 """`relay dev`'s terminal: one readable line per webhook and per delivery outcome, made from the
 log records Relay writes anyway (relay.webhooks, relay.delivery), in this process or read back
-from the worker's JSON log lines. Those records carry identifiers and outcomes only, never a
-payload value, so neither do these lines:
+from the worker's JSON log lines. The lines are made from the records' fields, not their
+messages (which are for people and may change); those fields carry identifiers, outcomes and
+scrubbed reasons only, never a payload value, so neither do these lines:
 
     14:02:11  webhook  new_referral  event 12  received
     14:02:12  sprig  event 12  delivered (202)
@@ -54,7 +55,7 @@ def live_line(record: logging.LogRecord, event_type_of: Callable[[int], str | No
     if record.name == "relay.webhooks" and fields.get("outcome"):
         return f"{at}  webhook  {_webhook(fields, event_type_of)}"
     if record.name == "relay.delivery" and fields.get("destination") and fields.get("event_id"):
-        return f"{at}  {fields['destination']}  event {fields['event_id']}  {_outcome(record)}"
+        return f"{at}  {fields['destination']}  event {fields['event_id']}  {_outcome(fields)}"
     if record.levelno >= logging.ERROR or (record.levelno >= logging.WARNING and _relays(record.name)):
         message, _, more = record.getMessage().strip().partition("\n")
         return f"{at}  {record.levelname.lower()}  {record.name}: {message}{' …' if more else ''}"
@@ -84,15 +85,14 @@ def _relays(logger_name: str) -> bool:
     return logger_name == "relay" or logger_name.startswith("relay.")
 
 
-def _outcome(record: logging.LogRecord) -> str:
-    outcome, status = record.__dict__["outcome"], record.__dict__.get("vendor_status")
-    text = OUTCOME_WORDS.get(outcome, outcome) + (f" ({status})" if status else "")
-    # The engine's message is "delivery <id> <outcome>[ <detail>]": the detail is the reason
-    # (Relay's, or the vendor's through the Redactor) and, for a retry, when.
-    detail = record.getMessage().removeprefix(f"delivery {record.__dict__.get('delivery_id')} {outcome}").strip()
-    if not detail:
-        return text
-    return f"{text} {detail}" if detail.startswith("in ") else f"{text}: {detail}"
+def _outcome(fields: dict) -> str:
+    """From the engine's fields (workers.engine): the outcome, the vendor's status, when it runs
+    again and why (Relay's reason, or the vendor's through the Redactor)."""
+    status, retry_in_s, reason = fields.get("vendor_status"), fields.get("retry_in_s"), fields.get("reason")
+    text = OUTCOME_WORDS.get(fields["outcome"], fields["outcome"]) + (f" ({status})" if status else "")
+    if isinstance(retry_in_s, int | float):
+        text += f" in {retry_in_s:.1f} s"
+    return f"{text}: {reason}" if reason else text
 
 
 class LiveLines(logging.Handler):

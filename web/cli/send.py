@@ -14,6 +14,7 @@ import json
 import secrets
 import string
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -119,7 +120,7 @@ def apply_set(payload: dict, assignment: str) -> None:
     if not equals or not path.strip():
         raise SendError(f"--set {assignment!r}: write PATH=VALUE, e.g. --set subscriber.email=ann@example.com")
     keys = path.strip().split(".")
-    parent = payload
+    parent: Any = payload
     for key in keys[:-1]:
         parent = parent.get(key) if isinstance(parent, dict) else None
     if not isinstance(parent, dict) or keys[-1] not in parent:

@@ -98,7 +98,8 @@ class SparkLoopClient(VendorClient):
         )
 
 
-def sparkloop_client(config) -> SparkLoopClient:
+def sparkloop_client(runtime) -> SparkLoopClient:
+    config = runtime.config
     return shared_client(
-        SparkLoopClient, config, config.sparkloop_api_url, config.sparkloop_api_key, config.sparkloop_rate_limit
+        SparkLoopClient, runtime, config.sparkloop_api_url, config.sparkloop_api_key, config.sparkloop_rate_limit
     )

@@ -16,10 +16,10 @@ from workers.sprig.settings import SETTINGS
 USER, REWARD_USER = SprigUser(), SprigUser(reward_attributes)
 
 
-def client(config) -> Any:
+def client(runtime) -> Any:
     from workers.sprig.client import sprig_client
 
-    return sprig_client(config)
+    return sprig_client(runtime)
 
 
 def deliver(ctx, sends: SprigUser) -> str | None:

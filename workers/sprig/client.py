@@ -69,6 +69,6 @@ class SprigClient(VendorClient):
         return request_ids
 
 
-def sprig_client(config) -> SprigClient:
-    sprig = sprig_settings(config)
-    return shared_client(SprigClient, config, sprig.api_url, sprig.api_key, sprig.rate_limit)
+def sprig_client(runtime) -> SprigClient:
+    sprig = sprig_settings(runtime.config)
+    return shared_client(SprigClient, runtime, sprig.api_url, sprig.api_key, sprig.rate_limit)

@@ -54,7 +54,7 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
             )
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None
-        applied = identity.sprig_versions(subscriber)
+        applied = identity.sprig_versions(ctx.runtime, subscriber)
         body["attributes"] = (
             {}
             if progress.done(attributes_step)
@@ -82,7 +82,9 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
                 progress.forget(sent_step)
             raise
         if body["attributes"]:
-            identity.remember(subscriber, sprig_attribute_versions=applied | dict.fromkeys(body["attributes"], version))
+            identity.remember(
+                ctx.runtime, subscriber, sprig_attribute_versions=applied | dict.fromkeys(body["attributes"], version)
+            )
         # One save for both: the one call did both.
         progress.record(attributes_step, True, *([events_step] if "events" in body else []))
     return DeliveryStatus.SUPERSEDED if nothing_to_send == len(ctx.subscribers) else None

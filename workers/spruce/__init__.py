@@ -21,10 +21,10 @@ SANDBOX_NOTE_MEMBERS = "entity_0SANDB0XTEAM04"
 CONTACT = SpruceContact()
 
 
-def client(config) -> Any:
+def client(runtime) -> Any:
     from workers.spruce.client import spruce_client
 
-    return spruce_client(config)
+    return spruce_client(runtime)
 
 
 def deliver(ctx, sends: SpruceContact | SpruceNote) -> str | None:

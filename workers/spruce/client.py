@@ -159,6 +159,6 @@ def _check_idempotency_key(key: str) -> None:
         raise ValueError("idempotency key must be printable ASCII (it is sent as a header)")
 
 
-def spruce_client(config) -> SpruceClient:
-    spruce = spruce_settings(config)
-    return shared_client(SpruceClient, config, spruce.api_url, spruce.api_token, spruce.rate_limit)
+def spruce_client(runtime) -> SpruceClient:
+    spruce = spruce_settings(runtime.config)
+    return shared_client(SpruceClient, runtime, spruce.api_url, spruce.api_token, spruce.rate_limit)

@@ -189,13 +189,13 @@ def _contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONTACT])
     if progress.done(CONTACT) and progress.result(CONTACT) != stale:
         return progress.result(CONTACT)
-    link = identity.lookup(subscriber)
+    link = identity.lookup(ctx.runtime, subscriber)
     contact_id = link.spruce_contact_id if link else None
     if contact_id is None or contact_id == stale:
         contact_id = _find_or_create_contact(ctx, subscriber, replaces=stale)
         # A new contact starts without the old one's note conversation.
         forgotten = {"spruce_note_conversation_id": None} if stale else {}
-        identity.remember(subscriber, spruce_contact_id=contact_id, **forgotten)
+        identity.remember(ctx.runtime, subscriber, spruce_contact_id=contact_id, **forgotten)
     progress.record(CONTACT, contact_id)
     return contact_id
 
@@ -204,7 +204,7 @@ def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscribe
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONVERSATION])
     if progress.done(CONVERSATION) and progress.result(CONVERSATION) != stale:
         return progress.result(CONVERSATION)
-    link = identity.lookup(subscriber)
+    link = identity.lookup(ctx.runtime, subscriber)
     conversation_id = link.spruce_note_conversation_id if link and link.spruce_contact_id == contact_id else None
     if conversation_id == stale:
         conversation_id = None
@@ -224,7 +224,7 @@ def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscribe
             conversation_id = _find_note_conversation(ctx, contact_id)
             if conversation_id is None:
                 raise RetryLater("Spruce note conversation created earlier is not listed yet") from None
-    identity.remember(subscriber, spruce_note_conversation_id=conversation_id)
+    identity.remember(ctx.runtime, subscriber, spruce_note_conversation_id=conversation_id)
     progress.record(CONVERSATION, conversation_id)
     return conversation_id
 
