@@ -35,9 +35,11 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
-from tests.conftest import events, fresh_services, make_app, migrated_from_scratch, run_pending  # noqa: E402
-from tests.payloads import bodies, headers  # noqa: E402
-from tests.test_fuzz import TERMINAL, check_answer  # noqa: E402
+from testbed.apps import events, fresh_services, make_app, run_pending
+from testbed.services import migrated_from_scratch
+from testbed.payloads import bodies, headers
+from testbed.apps import TERMINAL
+from testbed.payloads import check_answer
 
 PG_URL = os.environ.get("RELAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_fuzz")
 REDIS_URL = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PG_URL
-from tests.drills import HEAL_WITHIN_S, TcpProxy, postgres_restarted
+from testbed.services import PG_URL
+from testbed.drills import HEAL_WITHIN_S, TcpProxy, postgres_restarted
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 bench/drills/redis_flushed.py runs it at full size."""
 from __future__ import annotations
 
-from tests.drills import HEAL_WITHIN_S, redis_restarted_empty
+from testbed.drills import HEAL_WITHIN_S, redis_restarted_empty
 
 
 def test_redis_restarted_empty_loses_and_duplicates_nothing(drill_for, sandbox, redis_server):

@@ -12,7 +12,7 @@ import workers.classify
 import workers.guard
 
 from sandbox import SandboxSettings
-from tests.conftest import fresh_services, make_app, sandbox_state
+from testbed.apps import fresh_services, make_app, sandbox_state
 from web.cli import main
 from workers.sparkloop.client import SparkLoopClient
 from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS

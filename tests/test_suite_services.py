@@ -12,8 +12,9 @@ import redis
 import sqlalchemy as sa
 
 from relay.db import Database
-from tests.conftest import (DRILL_REDIS_DBS, DRILLS, MIGRATION_URL, REDIS_DBS, drop_database,
-                            empty_redis, ensure_database, existing_databases, require_service, suite_footprint)
+from testbed.services import (
+    DRILLS, DRILL_REDIS_DBS, MIGRATION_URL, REDIS_DBS, drop_database, empty_redis, ensure_database, existing_databases, require_service, suite_footprint,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS_REDIS_DB = 14  # bench/README.md

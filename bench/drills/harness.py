@@ -25,8 +25,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sandbox import RunningSandbox, SandboxSettings, serve_in_thread  # noqa: E402
-from tests.conftest import PG_URL, fresh_services, migrated_from_scratch  # noqa: E402
-from tests.drills import Drill, Healed, RedisServer  # noqa: E402
+from testbed.apps import fresh_services
+from testbed.services import PG_URL, migrated_from_scratch
+from testbed.drills import Drill, Healed, RedisServer
 
 SERVER = PG_URL.rsplit("/", 1)[0]
 PG_PORT = int(PG_URL.rsplit(":", 1)[1].split("/")[0])

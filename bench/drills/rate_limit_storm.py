@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.drills import harness  # noqa: E402
-from tests.drills import rate_limit_storm  # noqa: E402
+from testbed.drills import rate_limit_storm
 
 NAME = "rate_limit_storm"
 

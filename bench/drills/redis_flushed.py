@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.drills import harness  # noqa: E402
-from tests.drills import redis_restarted_empty  # noqa: E402
+from testbed.drills import redis_restarted_empty
 
 NAME = "redis_flushed"
 

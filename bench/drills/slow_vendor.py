@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.drills import harness  # noqa: E402
-from tests.drills import slow_vendor  # noqa: E402
+from testbed.drills import slow_vendor
 
 NAME = "slow_vendor"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.drills import harness  # noqa: E402
-from tests.drills import killed_workers  # noqa: E402
+from testbed.drills import killed_workers
 
 NAME = "workers_killed"
 

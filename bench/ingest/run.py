@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import PG_URL, migrated_from_scratch  # noqa: E402
+from testbed.services import PG_URL, migrated_from_scratch
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

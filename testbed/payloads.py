@@ -2,15 +2,20 @@
 mutations of every documented example (types swapped, fields dropped or duplicated, huge
 strings, unicode edge cases, deep nesting, NaN and Infinity), and random header sets. Bodies
 are bytes written by hand, so they can hold what json.dumps never writes: duplicate keys,
-NaN, lone surrogates, NUL escapes, numbers that overflow."""
+NaN, lone surrogates, NUL escapes, numbers that overflow. And what the endpoint promises for each (`check_answer`)."""
 from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
 from hypothesis import strategies as st
 
-from schemas.events import EVENTS
-from tests.conftest import FIXTURE_NAMES, TOKEN, load_fixture
+from relay import storable
+from relay.models import Event
+from relay.planning import plan_event
+from schemas.events import EVENTS, raw_dedup_key
+from testbed.apps import TOKEN
+from testbed.examples import FIXTURE_NAMES, load_fixture
 
 EDGE_TEXT = ["", " ", "\u0000", "a\u0000b", "\ud800", "\udfff Doe", "\ufeff", "\u202e", "é", "😀",
              "\\", '"', "x" * 5000, "line\nbreak", "John Doe ", "JOHN.DOE@EMAIL.COM"]
@@ -135,3 +140,29 @@ headers = st.fixed_dictionaries(
         "X-Forwarded-For": st.just("203.0.113.9"),
     },
 )
+
+
+def check_answer(app, body: bytes, response) -> str:
+    """Assert what the endpoint promises for one post; return the outcome's name."""
+    status = response.status_code
+    assert status < 500, (status, response.data[:300], body[:300])
+    if status == 200:
+        assert response.data == b""
+        assert stored(app, body), body[:300]
+        return "200"
+    answer = response.get_json()
+    assert isinstance(answer, dict) and answer.get("error"), (status, response.data[:300])
+    if status == 400:
+        assert answer.get("fields"), answer  # names the field (or `_body`)
+    else:
+        assert status in (401, 413), (status, answer)
+    return str(status)
+
+
+def stored(app, body: bytes) -> bool:
+    """The event this body is, by its key: new or a duplicate of one stored before. Read as the
+    endpoint reads it (a whole number written 5.0 is the integer 5)."""
+    payload = storable.loads(body)
+    key = plan_event(payload, app.config["RELAY"]).key or raw_dedup_key(body)
+    with app.extensions["relay.db"].session() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(Event).where(Event.dedup_key == key)) == 1

@@ -31,15 +31,16 @@ import sqlalchemy as sa
 
 from relay.models import DeliveryStatus, Event, EventStatus
 from schemas.events import dedup_key, validate_event
-from tests.conftest import TOKEN, deliveries, events, load_fixture, post_event, sandbox_state, wait_for
-from tests.net import free_port
+from testbed.apps import TERMINAL, TOKEN, deliveries, events, post_event, sandbox_state
+from testbed.examples import load_fixture
+from testbed.net import free_port
+from testbed.waiting import wait_for
 from web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 HEAL_WITHIN_S = 60.0
 STOP_WITHIN_S = 8.0
 PROCFILE = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip())
-TERMINAL = {"done", "failed", "invalid", "unhandled"}
 
 
 # --- processes ------------------------------------------------------------------------------
