@@ -1,4 +1,4 @@
-"""The suite's own use of the test services (tests/conftest.py): only the databases and Redis
+"""The suite's own use of the test services (testbed/services.py, tests/conftest.py): only the databases and Redis
 dbs README.md lists, never Redis' default db 0, each taken away again by whoever made it, and the
 test servers' access lines kept out of pytest's output."""
 from __future__ import annotations

@@ -6,11 +6,8 @@ mid-delivery). No webhook goes unanswered and no delivery waits for a lease."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
+from bench.drills import harness
 from testbed.drills import rolling_restart
 
 NAME = "restart"
