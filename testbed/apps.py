@@ -1,6 +1,7 @@
 """A Relay on the test services, and what a test does with it in its own process: post a
 webhook, read the store, and run what a worker (a delivery, the dispatcher) or beat (the sweep)
 would run."""
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,9 @@ def delivery_to(app, destination: str) -> Delivery:
 
 def received_days_ago(app, event_id: int, days: float) -> None:
     with app.extensions["relay.db"].session() as session:
-        session.execute(sa.update(Event).where(Event.id == event_id)
-                        .values(received_at=utcnow() - timedelta(days=days)))
+        session.execute(
+            sa.update(Event).where(Event.id == event_id).values(received_at=utcnow() - timedelta(days=days))
+        )
         session.commit()
 
 

@@ -1,6 +1,7 @@
 """`relay backfill` in a test: SparkLoop subscribers made in the sandbox's API, the command run
 through Flask's CLI runner (its output checked for personal data and the key every time), and
 the events it created."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,11 +16,17 @@ API_KEY = "sandbox-sparkloop-key"
 def seed(sandbox, *hours_ago: float, first: int = 0, **fields) -> list[dict]:
     """SparkLoop subscribers created that many hours ago, numbered from `first`."""
     now = utcnow()
-    return sandbox.add_sparkloop_subscribers([
-        {"email": f"person{n}@example.com", "name": f"Person Number{n}",
-         "created_at": (now - timedelta(hours=h)).isoformat(), **fields}
-        for n, h in enumerate(hours_ago, start=first)
-    ])
+    return sandbox.add_sparkloop_subscribers(
+        [
+            {
+                "email": f"person{n}@example.com",
+                "name": f"Person Number{n}",
+                "created_at": (now - timedelta(hours=h)).isoformat(),
+                **fields,
+            }
+            for n, h in enumerate(hours_ago, start=first)
+        ]
+    )
 
 
 def backfill(app, *args: str):

@@ -1,4 +1,5 @@
 """The `relay` command in a test process, through Flask's CLI runner on a test app."""
+
 from __future__ import annotations
 
 from web.cli import main

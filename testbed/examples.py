@@ -1,4 +1,5 @@
 """SparkLoop's example webhooks, one file per event type, from the sandbox's fixtures."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,11 @@ from schemas.events import EVENTS
 # README says which SparkLoop documents and which are built from its documented fields), and
 # the types SparkLoop publishes no complete example of: their schemas require only `type`.
 FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
-WITHOUT_EXAMPLE = sorted(name for name, spec in EVENTS.items()
-                         if [key for key, field in spec.schema.fields.items() if field.required] == ["type"])
+WITHOUT_EXAMPLE = sorted(
+    name
+    for name, spec in EVENTS.items()
+    if [key for key, field in spec.schema.fields.items() if field.required] == ["type"]
+)
 
 
 def load_fixture(name: str) -> dict:

@@ -3,6 +3,7 @@ mutations of every documented example (types swapped, fields dropped or duplicat
 strings, unicode edge cases, deep nesting, NaN and Infinity), and random header sets. Bodies
 are bytes written by hand, so they can hold what json.dumps never writes: duplicate keys,
 NaN, lone surrogates, NUL escapes, numbers that overflow. And what the endpoint promises for each (`check_answer`)."""
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,39 @@ from schemas.events import EVENTS, raw_dedup_key
 from testbed.apps import TOKEN
 from testbed.examples import FIXTURE_NAMES, load_fixture
 
-EDGE_TEXT = ["", " ", "\u0000", "a\u0000b", "\ud800", "\udfff Doe", "\ufeff", "\u202e", "é", "😀",
-             "\\", '"', "x" * 5000, "line\nbreak", "John Doe ", "JOHN.DOE@EMAIL.COM"]
-EDGE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1e-999", "0", "-0",
-                "123456789012345678901234567890", "1.5", "true", "false", "null"]
+EDGE_TEXT = [
+    "",
+    " ",
+    "\u0000",
+    "a\u0000b",
+    "\ud800",
+    "\udfff Doe",
+    "\ufeff",
+    "\u202e",
+    "é",
+    "😀",
+    "\\",
+    '"',
+    "x" * 5000,
+    "line\nbreak",
+    "John Doe ",
+    "JOHN.DOE@EMAIL.COM",
+]
+EDGE_NUMBERS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "1e-999",
+    "0",
+    "-0",
+    "123456789012345678901234567890",
+    "1.5",
+    "true",
+    "false",
+    "null",
+]
 
 
 class Raw(str):
@@ -48,16 +78,39 @@ class Pairs(list):
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30),
-    st.sampled_from(EDGE_TEXT), st.sampled_from(EDGE_NUMBERS).map(Raw),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.sampled_from(EDGE_TEXT),
+    st.sampled_from(EDGE_NUMBERS).map(Raw),
     st.sampled_from([r'"\u0000"', r'"\ud800"', r'"a\udfffb"']).map(Raw),  # escapes json.dumps never writes
 )
-keys = st.one_of(st.sampled_from(["type", "subscriber", "email", "id", "name", "reward", "referrer",
-                                  "campaign_id", "shipping_details", "lead", "campaign"]),
-                 st.text(max_size=12), st.sampled_from(EDGE_TEXT[:8]))
-json_trees = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)), max_leaves=20)
+keys = st.one_of(
+    st.sampled_from(
+        [
+            "type",
+            "subscriber",
+            "email",
+            "id",
+            "name",
+            "reward",
+            "referrer",
+            "campaign_id",
+            "shipping_details",
+            "lead",
+            "campaign",
+        ]
+    ),
+    st.text(max_size=12),
+    st.sampled_from(EDGE_TEXT[:8]),
+)
+json_trees = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)),
+    max_leaves=20,
+)
 
 
 def deeply_nested(depth: int) -> Raw:
@@ -68,8 +121,11 @@ def deeply_nested(depth: int) -> Raw:
 def mutated_examples(draw) -> str:
     """A documented example, or a payload of a type without one, with a few random changes."""
     name = draw(st.sampled_from([*FIXTURE_NAMES, *sorted(EVENTS)]))
-    payload = load_fixture(name) if name in FIXTURE_NAMES else {"type": name, "subscriber": {
-        "id": "sub_1", "email": "jane@example.com", "referral_status": "pending"}}
+    payload = (
+        load_fixture(name)
+        if name in FIXTURE_NAMES
+        else {"type": name, "subscriber": {"id": "sub_1", "email": "jane@example.com", "referral_status": "pending"}}
+    )
     for _ in range(draw(st.integers(0, 3))):
         payload = _mutate(draw, payload)
     return encode(payload)
@@ -125,7 +181,10 @@ def _replace(payload, path, new):
 
 
 bodies = st.one_of(
-    mutated_examples(), mutated_examples(), mutated_examples(), mutated_examples(),
+    mutated_examples(),
+    mutated_examples(),
+    mutated_examples(),
+    mutated_examples(),
     json_trees.map(encode),
     st.dictionaries(keys, json_trees, max_size=6).map(lambda d: encode({"type": "new_referral", **d})),
     st.sampled_from([deeply_nested(50_000), Raw("{" * 10), Raw("not json"), Raw("")]),

@@ -1,4 +1,5 @@
 """Whether personal data shows in text the tests read (logs, errors, output)."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 `SentryCapture` keeps what an in-process client would send; `SentryIngest` is a loopback
 stand-in for Sentry's ingest endpoint, for processes that send to SENTRY_DSN over real HTTP: it
 keeps every envelope it is sent (gzip-encoded or not) and answers 200, as Sentry does."""
+
 from __future__ import annotations
 
 import gzip
@@ -66,7 +67,7 @@ class SentryIngest:
             envelopes = list(self.envelopes)
         for envelope in envelopes:
             lines = envelope.splitlines()[1:]
-            for header, body in zip(lines[0::2], lines[1::2]):
+            for header, body in zip(lines[0::2], lines[1::2], strict=False):
                 try:
                     found.append({"_type": json.loads(header).get("type"), **json.loads(body)})
                 except (ValueError, TypeError):

@@ -3,6 +3,7 @@ on 127.0.0.1, with a database and a Redis db for each test process (pytest-xdist
 and for each drill, so that no process truncates or flushes what another one uses; and making,
 emptying and dropping them. Locally a missing service skips its tests; under CI=true it fails
 them. README.md's test section lists the names and dbs."""
+
 from __future__ import annotations
 
 import os
@@ -22,12 +23,20 @@ WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 # clear of the drills' and the benchmarks' 14. Never db 0: Redis' default, where whatever else
 # uses the server keeps its data.
 REDIS_DBS = (15, 13, 12, 10, 9, 8, 3)
-# Each drill's PostgreSQL database and Redis db on the test servers (testbed/drills.py): its own,
+# Each drill's PostgreSQL database and Redis db on the test servers (testbed/drills/): its own,
 # so that no test process truncates, flushes or takes its work. None: a redis-server of the
 # drill's own (the `redis_server` fixture), for the Redis drill and the hand-back drill.
-DRILLS = {"relay_drills": 11, "relay_drill_workers": 7, "relay_drill_restart": 4, "relay_drill_postgres": 6,
-          "relay_drill_production": 5, "relay_drill_storms": 1, "relay_drill_vendors": 2,
-          "relay_drill_handback": None, "relay_drill_redis": None}
+DRILLS = {
+    "relay_drills": 11,
+    "relay_drill_workers": 7,
+    "relay_drill_restart": 4,
+    "relay_drill_postgres": 6,
+    "relay_drill_production": 5,
+    "relay_drill_storms": 1,
+    "relay_drill_vendors": 2,
+    "relay_drill_handback": None,
+    "relay_drill_redis": None,
+}
 DRILL_DATABASES = tuple(DRILLS)
 DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
 

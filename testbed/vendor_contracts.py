@@ -1,6 +1,7 @@
 """What Relay's clients send to Sprig and Spruce, and what the sandbox answers, checked against
 the OpenAPI documents the vendors publish (openapi-core). The documents are the vendors', not
 ours: they are read from ../shared/vendors/openapi/; tests that need them skip without them."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ from testbed.exchanges import Exchange
 
 DOCUMENTS = Path(__file__).resolve().parents[2] / "shared" / "vendors" / "openapi"
 # Where each vendor's sandbox lives, and the server its document names.
-VENDORS = {"sprig": ("/sprig", "https://api.sprig.com", ""),
-           "spruce": ("/spruce/v1", "https://api.sprucehealth.com", "/v1")}
+VENDORS = {
+    "sprig": ("/sprig", "https://api.sprig.com", ""),
+    "spruce": ("/spruce/v1", "https://api.sprucehealth.com", "/v1"),
+}
 
 
 class VendorRequest:
@@ -28,8 +31,8 @@ class VendorRequest:
         self.host_url, self.path, self.method = host_url, path, exchange.method.lower()
         query = urlsplit(exchange.url).query
         self.parameters = RequestParameters(
-            query=ImmutableMultiDict(httpx.QueryParams(query).multi_items()),
-            header=Headers(exchange.request_headers))
+            query=ImmutableMultiDict(httpx.QueryParams(query).multi_items()), header=Headers(exchange.request_headers)
+        )
         self.body = exchange.request_body or None
         self.content_type = exchange.request_headers.get("content-type", "")
 
@@ -43,9 +46,12 @@ class VendorResponse:
 
 def documents() -> dict[str, OpenAPI]:
     # Not validated as documents: Sprig's repeats a tag name, which says nothing of its schemas.
-    return {vendor: OpenAPI.from_dict(json.loads((DOCUMENTS / f"{vendor}.json").read_text()),
-                                      config=Config(spec_validator_cls=None))
-            for vendor in VENDORS}
+    return {
+        vendor: OpenAPI.from_dict(
+            json.loads((DOCUMENTS / f"{vendor}.json").read_text()), config=Config(spec_validator_cls=None)
+        )
+        for vendor in VENDORS
+    }
 
 
 def problems(exchanges: list[Exchange]) -> list[str]:
@@ -56,12 +62,16 @@ def problems(exchanges: list[Exchange]) -> list[str]:
         if vendor is None:
             continue
         prefix, host_url, base = VENDORS[vendor]
-        request = VendorRequest(exchange, host_url, base + path[len(prefix):])
+        request = VendorRequest(exchange, host_url, base + path[len(prefix) :])
         where = f"{exchange.method} {path} -> {exchange.status}"
-        for check, validate in (("request", lambda: specs[vendor].validate_request(request)),
-                                ("response", lambda: specs[vendor].validate_response(request, VendorResponse(exchange)))):
+        spec, response = specs[vendor], VendorResponse(exchange)
+        checks = (
+            ("request", spec.validate_request, (request,)),
+            ("response", spec.validate_response, (request, response)),
+        )
+        for check, validate, args in checks:
             try:
-                validate()
+                validate(*args)
             except ResponseNotFound:
                 # Spruce documents its 429 in the overview (rate limiting), not per operation.
                 if exchange.status != 429:
@@ -77,6 +87,8 @@ def _explain(exc: Exception) -> str:
     errors = getattr(cause, "schema_errors", None)
     if not errors:
         return f"{type(exc).__name__}: {str(cause)[:300]}"
-    return "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: "
-                     + (e.message if e.validator == "required" else f"{e.validator} {str(e.validator_value)[:120]}")
-                     for e in errors)
+    return "; ".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: "
+        + (e.message if e.validator == "required" else f"{e.validator} {str(e.validator_value)[:120]}")
+        for e in errors
+    )

@@ -1,4 +1,5 @@
 """Bounded waiting: every wait of the tests ends, with an answer, after `timeout` seconds."""
+
 from __future__ import annotations
 
 import time

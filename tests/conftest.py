@@ -35,7 +35,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from relay.observability import init_sentry  # noqa: E402
 from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
 from testbed.apps import TOKEN, fresh_services, make_app  # noqa: E402
-from testbed.drills import Drill, RedisServer  # noqa: E402
+from testbed.drills.processes import Drill, RedisServer  # noqa: E402
 from testbed.exchanges import Exchange, record_exchanges  # noqa: E402
 from testbed.sentry import SentryCapture, sentry_off  # noqa: E402
 from testbed.services import (  # noqa: E402

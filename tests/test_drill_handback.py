@@ -8,8 +8,9 @@ import time
 
 from relay.models import DeliveryStatus
 from testbed.apps import deliveries
+from testbed.drills.traffic import post_all, reward_event
+from testbed.drills.verdicts import in_flight
 from testbed.waiting import wait_for
-from testbed.drills import in_flight, post_all, reward_event
 
 
 def test_a_worker_stopped_mid_delivery_hands_it_back_at_once(drill_for, sandbox, redis_server):

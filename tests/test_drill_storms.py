@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from testbed.apps import deliveries
-from testbed.drills import assert_all_done, duplicate_storm, rate_limit_storm
+from testbed.drills.scenarios import duplicate_storm, rate_limit_storm
+from testbed.drills.verdicts import assert_all_done
 
 # A database and a Redis db of these drills' own (drill_for): clear of the suite's processes
 # (testbed.services.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 2) and the benchmarks (14).

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from testbed.apps import deliveries
-from testbed.drills import assert_all_done, slow_vendor, vendor_down
+from testbed.drills.scenarios import slow_vendor, vendor_down
+from testbed.drills.verdicts import assert_all_done
 
 # A database and a Redis db of these drills' own (drill_for): clear of the suite's processes
 # (testbed.services.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 1) and the benchmarks (14).

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("tests", "testbed", "bench")
 SOURCES = sorted(path for folder in FOLDERS for path in (ROOT / folder).rglob("*.py"))
@@ -49,20 +47,22 @@ def _is_sys_path(node: ast.AST) -> bool:
     return isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=relative)
-def test_no_module_imports_a_test_module_or_conftest(path):
-    folder = relative(path).split("/")[0]
-    wrong = [
-        name for name in imported(path) if name.startswith(".") or name.split(".")[0].startswith(FORBIDDEN[folder])
-    ]
-    assert wrong == [], f"{relative(path)} imports {wrong}: what tests share is in testbed/, fixtures in conftest.py"
+def forbidden_imports(path: Path, folder: str) -> list[str]:
+    """What `path`, in `folder` (tests, testbed or bench), imports that it may not."""
+    return [name for name in imported(path) if name.startswith(".") or name.split(".")[0].startswith(FORBIDDEN[folder])]
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=relative)
-def test_nothing_edits_sys_path(path):
-    assert edits_sys_path(path) == [], (
-        f"{relative(path)} touches sys.path: run bench scripts as `python -m bench.…` from the project's root"
-    )
+def test_no_module_imports_a_test_module_or_conftest():
+    wrong = {}
+    for path in SOURCES:
+        if found := forbidden_imports(path, path.relative_to(ROOT).parts[0]):
+            wrong[relative(path)] = found
+    assert wrong == {}, "what tests share is in testbed/, fixtures in conftest.py"
+
+
+def test_nothing_edits_sys_path():
+    wrong = {relative(path): lines for path in SOURCES if (lines := edits_sys_path(path))}
+    assert wrong == {}, "run bench scripts as `python -m bench.…` from the project's root"
 
 
 def test_tests_holds_only_test_modules_and_conftest():
@@ -109,4 +109,5 @@ def test_the_checks_find_what_they_look_for(tmp_path):
         "def f():\n    from test_backfill import seed\n    sys.path.insert(0, '.')\n"
     )
     assert imported(module) == ["sys", ".conftest", "tests.test_cli", "test_backfill"]
+    assert forbidden_imports(module, "tests") == [".conftest", "tests.test_cli", "test_backfill"]
     assert edits_sys_path(module) == [6]

@@ -1,5 +1,5 @@
 """Relay's fault drills at the size of the incidents they stand for, one script each (the suite
-runs the same scenarios small, tests/test_drill_*.py; the scenarios are in testbed/drills.py),
+runs the same scenarios small, tests/test_drill_*.py; the scenarios are in testbed/drills/),
 run from the project's root:
 
     python -m bench.drills.workers_killed      # workers SIGKILLed every few seconds, 3000 events

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import duplicate_storm
+from testbed.drills.scenarios import duplicate_storm
 
 NAME = "duplicate_storm"
 

@@ -3,7 +3,7 @@
 Each drill gets the sandbox (in this process), a PostgreSQL database of its own
 (`relay_bench_drill_<name>`, recreated) and a redis-server of its own on a free loopback port,
 keeping nothing on disk: the machine's Redis is never touched. The scenarios themselves are in
-testbed/drills.py, which the suite runs small (tests/test_drill_*.py).
+testbed/drills/, which the suite runs small (tests/test_drill_*.py).
 
 A drill prints a line of details, then its summary line, and exits 1 when anything accepted was
 lost or anything was done twice at a vendor (its process logs are then kept; their folder is
@@ -22,7 +22,8 @@ from typing import Callable
 
 from sandbox import RunningSandbox, SandboxSettings, serve_in_thread
 from testbed.apps import fresh_services
-from testbed.drills import Drill, Healed, RedisServer
+from testbed.drills.processes import Drill, RedisServer
+from testbed.drills.verdicts import Healed
 from testbed.services import PG_URL, migrated_from_scratch
 
 SERVER = PG_URL.rsplit("/", 1)[0]

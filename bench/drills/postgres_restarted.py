@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import TcpProxy, postgres_restarted
+from testbed.drills.processes import TcpProxy
+from testbed.drills.scenarios import postgres_restarted
 
 NAME = "postgres_restarted"
 

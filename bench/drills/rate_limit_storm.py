@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import rate_limit_storm
+from testbed.drills.scenarios import rate_limit_storm
 
 NAME = "rate_limit_storm"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import redis_restarted_empty
+from testbed.drills.scenarios import redis_restarted_empty
 
 NAME = "redis_flushed"
 

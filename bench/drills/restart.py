@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import rolling_restart
+from testbed.drills.scenarios import rolling_restart
 
 NAME = "restart"
 

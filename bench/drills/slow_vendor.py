@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import slow_vendor
+from testbed.drills.scenarios import slow_vendor
 
 NAME = "slow_vendor"
 

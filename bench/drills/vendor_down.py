@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import vendor_down
+from testbed.drills.scenarios import vendor_down
 
 NAME = "vendor_down"
 

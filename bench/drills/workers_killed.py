@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from bench.drills import harness
-from testbed.drills import killed_workers
+from testbed.drills.scenarios import killed_workers
 
 NAME = "workers_killed"
 
