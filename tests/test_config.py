@@ -150,7 +150,7 @@ def test_config_error_message_does_not_echo_secrets():
 def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     import sentry_sdk
 
-    from tests.conftest import sentry_off
+    from testbed.sentry import sentry_off
 
     create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
@@ -308,9 +308,9 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
     import httpx
 
     from relay.config import DEV_WEBHOOK_TOKEN
-    from tests.conftest import wait_for
-    from tests.dev_processes import group_alive
-    from tests.net import free_port
+    from testbed.dev_processes import group_alive
+    from testbed.net import free_port
+    from testbed.waiting import wait_for
     from web.cli.dev import SAMPLE
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
