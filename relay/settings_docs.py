@@ -22,7 +22,7 @@ ENV_EXAMPLE_INTRO = """\
 # and beat) reads .env from its working directory at start, and a variable set in the real
 # environment wins over the file. An empty value, here or in the environment, means the default.
 # .env is in .gitignore and .dockerignore: never commit real secrets.
-# Made from the declarations (relay/config.py, relay.settings) by `python -m relay.settings_docs`.
+# Made from the settings' declarations (relay.settings) by `python -m relay.settings_docs`.
 """
 TABLE_HEADER = "| Variable | Default | Meaning |\n|---|---|---|\n"
 

@@ -163,7 +163,7 @@ def test_config_error_message_does_not_echo_secrets():
 def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     import sentry_sdk
 
-    from tests.conftest import sentry_off
+    from testbed.sentry import sentry_off
 
     create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
@@ -213,7 +213,8 @@ def test_a_changed_declaration_changes_all_three_files(tmp_path):
     import dataclasses
 
     from relay import settings_docs
-    from relay.config import DOCUMENTED_GROUPS, SECURITY
+    from relay.config import DOCUMENTED_GROUPS
+    from relay.core_settings import SECURITY
 
     for name in (".env.example", "app.json", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
@@ -246,14 +247,15 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 def test_config_reads_only_declared_variables():
-    """Every variable relay/config.py names is declared (or is the platform's commit, read for
+    """Every variable the configuration modules name is declared (or is the platform's commit, read for
     SENTRY_RELEASE's default), and VARIABLES is what load_config reads."""
     import re
 
-    from relay.config import CORE_GROUPS, DESTINATION_GROUPS, DOCUMENTED_GROUPS, RELEASE_VARIABLES, VARIABLES
+    from relay.config import DESTINATION_GROUPS, DOCUMENTED_GROUPS, VARIABLES
+    from relay.core_settings import CORE_GROUPS, RELEASE_VARIABLES
 
     declared = {setting.name for group in DOCUMENTED_GROUPS for setting in group.settings}
-    for path in ("relay/config.py", "workers/sprig/settings.py", "workers/spruce/settings.py"):
+    for path in ("relay/config.py", "relay/core_settings.py", "workers/sprig/settings.py", "workers/spruce/settings.py"):
         named = set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', (ROOT / path).read_text()))
         assert named - declared - set(RELEASE_VARIABLES) <= {"DEV_WEBHOOK_TOKEN", "VARIABLES"}, path
     assert set(VARIABLES) == {s.name for group in CORE_GROUPS + DESTINATION_GROUPS for s in group.settings}
@@ -318,9 +320,9 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
     import httpx
 
     from relay.config import DEV_WEBHOOK_TOKEN
-    from tests.conftest import wait_for
-    from tests.dev_processes import group_alive
-    from tests.net import free_port
+    from testbed.dev_processes import group_alive
+    from testbed.net import free_port
+    from testbed.waiting import wait_for
     from web.cli.dev import SAMPLE
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")

@@ -17,9 +17,11 @@ from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
 import operations.doctor
 from relay.app import create_base_app
+from testbed.apps import TOKEN, post_event
+from testbed.examples import load_fixture
+from testbed.exchanges import Exchange
+from testbed.vendor_contracts import DOCUMENTS, problems
 from relay.runtime import Runtime
-from tests.conftest import TOKEN, load_fixture, post_event
-from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
 from web import create_app
 from web.cli import main
 from workers.spruce.organization import MEMBERS_PAGE_SIZE

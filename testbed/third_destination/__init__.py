@@ -1,7 +1,8 @@
 """A third destination, Ledger, declared in this one folder: an HTTP endpoint this folder serves
 on loopback (endpoint.py) that keeps a record per subscriber an event names. Nothing outside this
-folder names it: RELAY_PLUGINS=tests.third_destination adds it to a Relay, as an installed
-vendor's package is added by its entry point (relay.destinations).
+folder names it but the test that shows it at work (tests/test_third_destination.py):
+RELAY_PLUGINS=testbed.third_destination adds it to a Relay, as an installed vendor's package is
+added by its entry point (relay.destinations).
 
 Like Sprig's and Spruce's, this declaration is light: its client, delivery and probe are imported
 when first called."""
@@ -44,19 +45,19 @@ SETTINGS = SettingsGroup(
 
 
 def client(runtime):
-    from tests.third_destination.client import ledger_client
+    from testbed.third_destination.client import ledger_client
 
     return ledger_client(runtime)
 
 
 def deliver(ctx, sends: Record) -> str | None:
-    from tests.third_destination.delivery import deliver
+    from testbed.third_destination.delivery import deliver
 
     return deliver(ctx, sends)
 
 
 def probe(config, timeout_s: float) -> list:
-    from tests.third_destination.doctor import probe
+    from testbed.third_destination.doctor import probe
 
     return probe(config, timeout_s)
 

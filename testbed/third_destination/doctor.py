@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from relay.checks import NOT_CONFIGURED, Check, failed, passed
-from tests.third_destination import NAME, SETTINGS
-from tests.third_destination.client import LedgerClient
+from testbed.third_destination import NAME, SETTINGS
+from testbed.third_destination.client import LedgerClient
 from workers.outcomes import ErrorKind
 from workers.vendor_errors import VendorError
 

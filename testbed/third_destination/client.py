@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.third_destination import SETTINGS
+from testbed.third_destination import SETTINGS
 from workers.guard import Guard
 from workers.vendor_errors import retry_after_seconds
 from workers.vendor_http import RateLimitHeaders, VendorClient, VendorHTTP, shared_client

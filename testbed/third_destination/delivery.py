@@ -3,8 +3,8 @@ last one Ledger took), keyed by the delivery and the role so that a repeated cal
 
 from __future__ import annotations
 
-from tests.third_destination import Record
-from tests.third_destination.client import LedgerClient
+from testbed.third_destination import Record
+from testbed.third_destination.client import LedgerClient
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed
 
