@@ -20,7 +20,7 @@ def test_documented_payload_is_stored_with_its_deliveries(client, app, fixture):
     [event] = events(app)
     assert (event.type, event.status) == (payload["type"], "received")
     assert event.payload == payload  # stored as sent, unknown fields included
-    assert [d.destination for d in deliveries(app)] == list(EVENTS[payload["type"]].destinations)
+    assert [d.destination for d in deliveries(app)] == list(app.config["RELAY"].destinations.receiving(payload["type"]))
 
 
 def test_both_shapes_of_reward_unlocked_are_two_events(client, app):
@@ -36,7 +36,7 @@ def test_event_types_without_an_example_are_accepted_and_kept_raw(client, app, e
     assert post_event(client, payload).status_code == 200
     [event] = events(app)
     assert event.type == event_type and event.payload == payload
-    assert [d.destination for d in deliveries(app)] == list(EVENTS[event_type].destinations)
+    assert [d.destination for d in deliveries(app)] == list(app.config["RELAY"].destinations.receiving(event_type))
 
 
 def test_unknown_fields_are_tolerated_and_kept(client, app):
