@@ -16,7 +16,7 @@ from relay.models import Delivery, utcnow
 from relay.sealing import key_id
 from relay.runtime import Runtime
 from schemas.events import validate_event
-from schemas.spruce import note_message_body
+from workers.spruce.sends import note_message_body
 from testbed.apps import (
     deliver, deliveries, delivery_to, dispatch_stored, events, post_event, run_pending, run_sweep, sandbox_state,
 )

@@ -17,8 +17,8 @@ from relay.subjects import email_digest, id_digest
 from schemas.events import EVENTS, EventSpec
 from schemas.fields import OpenSchema, TrimmedString
 from schemas.sparkloop import REWARD_PEOPLE, EventSchema, PeopleAt, ReferralProgramSubscriberSchema
-from schemas.sprig import SprigUser
-from schemas.spruce import SpruceContact, SpruceNote
+from workers.sprig.sends import SprigUser
+from workers.spruce.sends import SpruceContact, SpruceNote
 from testbed.apps import deliveries, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
 from web.cli import main

@@ -9,8 +9,8 @@ import pytest
 from relay.destinations import Registry
 from schemas.events import EVENTS, PersonPlaces, dedup_key, person_places, raw_dedup_key, validate_event
 from schemas.sparkloop import Subscriber
-from schemas.sprig import SprigUser, SprigUserSchema, sprig_user_body
-from schemas.spruce import (
+from workers.sprig.sends import SprigUser, SprigUserSchema, sprig_user_body
+from workers.spruce.sends import (
     SpruceNote, contact_body, note_conversation_body, note_message_body, search_by_email_body,
 )
 from testbed.examples import FIXTURE_NAMES, WITHOUT_EXAMPLE

@@ -10,9 +10,9 @@ from workers.sprig import DESTINATION as SPRIG
 from workers.spruce import DESTINATION as SPRUCE
 from workers.spruce.settings import spruce_settings
 from workers.sprig.settings import sprig_settings
-from schemas.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
-from schemas.sprig import ATTRIBUTES, sprig_user_body
-from schemas.spruce import SpruceNote
+from workers.spruce.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
+from workers.sprig.sends import ATTRIBUTES, sprig_user_body
+from workers.spruce.sends import SpruceNote
 from testbed.apps import post_event, run_pending, sandbox_state
 from testbed.examples import FIXTURE_NAMES, load_fixture
 

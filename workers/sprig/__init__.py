@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.destinations import Destination, SandboxMount
-from schemas.sprig import SprigUser, reward_attributes
+from workers.sprig.sends import SprigUser, reward_attributes
 from workers.sprig.settings import SETTINGS
 
 USER, REWARD_USER = SprigUser(), SprigUser(reward_attributes)

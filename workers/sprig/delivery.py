@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 
 from relay.models import DeliveryStatus
-from schemas.sprig import SprigUser, sprig_user_body
 from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind
 from workers.sprig.client import SprigClient
+from workers.sprig.sends import SprigUser, sprig_user_body
 from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import VendorError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relay.settings import CallRate, Choice, CommaList, Parsed, Rate, Reading, Setting, SettingsGroup, Text, Url
-from schemas.sprig import ATTRIBUTES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
+from workers.sprig.sends import ATTRIBUTES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
 
 # SPRIG_ATTRIBUTE_PREFIX: a namespace for Relay's attributes among the product's own.
 PREFIX_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -18,7 +18,7 @@ class SprigSettings:
     api_key: str | None
     api_url: str
     user_id_source: str
-    # None: every attribute (schemas.sprig.ATTRIBUTES).
+    # None: every attribute (workers.sprig.sends.ATTRIBUTES).
     attributes: frozenset[str] | None
     attribute_prefix: str
     rate_limit: CallRate

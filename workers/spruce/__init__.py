@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.destinations import Destination, SandboxMount
-from schemas.spruce import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
+from workers.spruce.sends import SpruceContact, SpruceNote, reward_redeemed_note, reward_unlocked_note
 from workers.spruce.settings import SETTINGS
 
 # The time of a note's first attempt (Progress.times), which a forced replay keeps.

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 
-from schemas.spruce import search_by_email_body
 from workers.guard import Guard
 from workers.outcomes import ErrorKind
+from workers.spruce.sends import search_by_email_body
 from workers.spruce.settings import spruce_settings
 from workers.vendor_http import RateLimitHeaders, VendorClient, VendorHTTP, shared_client
 

@@ -13,20 +13,20 @@ import hashlib
 import logging
 import time
 
-from schemas.note_template import note_text
 from schemas.sparkloop import Subscriber
-from schemas.spruce import (
+from workers import identity
+from workers.context import DeliveryContext
+from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
+from workers.spruce import NOTE_FIRST_ATTEMPT
+from workers.spruce.client import SpruceClient
+from workers.spruce.note_template import note_text
+from workers.spruce.sends import (
     SpruceContact,
     SpruceNote,
     contact_body,
     note_conversation_body,
     note_message_body,
 )
-from workers import identity
-from workers.context import DeliveryContext
-from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
-from workers.spruce import NOTE_FIRST_ATTEMPT
-from workers.spruce.client import SpruceClient
 from workers.spruce.settings import spruce_settings
 from workers.vendor_errors import VendorError
 

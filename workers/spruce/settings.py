@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.settings import CallRate, CommaList, Parsed, Rate, Reading, Setting, SettingsGroup, Text, Url, invalid
-from schemas.note_template import NoteTemplate, TemplateError
+from workers.spruce.note_template import NoteTemplate, TemplateError
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class SpruceSettings:
     api_token: str | None
     api_url: str
     note_member_ids: tuple[str, ...]
-    # None: each event's own note text (schemas.spruce), as before templates.
+    # None: each event's own note text (workers.spruce.sends), as before templates.
     note_template: NoteTemplate | None
     rate_limit: CallRate
 
