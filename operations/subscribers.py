@@ -5,8 +5,10 @@ meanwhile; both raise workers.erasure.Busy when one holds them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from relay.destinations import configured
 from relay.runtime import Runtime
 from workers import erasure, identity
 
@@ -20,30 +22,39 @@ def forget_plan(runtime: Runtime, person: erasure.Person) -> erasure.ErasurePlan
 @dataclass(frozen=True)
 class Forgotten:
     done: erasure.ErasurePlan
-    sprig_request_ids: list[str] | None  # None: Sprig was not asked
+    # Each vendor asked (`purge`): its request ids.
+    requests: dict[str, list[str]]
 
 
-def forget(runtime: Runtime, person: erasure.Person, *, purge_sprig: bool) -> Forgotten:
-    """Erase `person` from the store (planned again under their locks), after asking Sprig to
-    purge them when `purge_sprig`; a Sprig refusal (VendorError, Deferred) changes nothing."""
+def erasing_vendors(runtime: Runtime) -> list[str]:
+    """The configured destinations that take an erasure request of their own."""
+    return [name for name, destination in configured(runtime.config).items() if destination.erasure]
+
+
+def vendor_asks(runtime: Runtime, person: erasure.Person, vendor: str) -> dict[str, int]:
+    """What an erasure request would ask `vendor` about `person`, counted."""
+    step = runtime.destinations[vendor].erasure
+    assert step is not None, f"{vendor} takes no erasure request"
+    return step.asked(person, runtime.config)
+
+
+def forget(runtime: Runtime, person: erasure.Person, *, purge: Sequence[str] = ()) -> Forgotten:
+    """Erase `person` from the store (planned again under their locks), after asking each vendor
+    in `purge` (destinations with an erasure step) to erase them too; a vendor's refusal
+    (VendorError, Deferred) changes nothing in the store."""
     config = runtime.config
     with erasure.locked(person, runtime) as locks, runtime.session() as session:
         found = erasure.plan(session, person, config.lookup_key)
-        request_ids = _purge_sprig(found.person, runtime) if purge_sprig else None
-        for lock in locks:  # the Sprig call may have taken part of their lease
+        requests = {}
+        for vendor in purge:
+            step = runtime.destinations[vendor].erasure
+            assert step is not None, f"{vendor} takes no erasure request"
+            requests[vendor] = step.request(found.person, runtime)
+        for lock in locks:  # the vendors' calls may have taken part of their lease
             lock.reacquire()
         erasure.erase(session, found, config.lookup_key)
         session.commit()
-    return Forgotten(found, request_ids)
-
-
-def _purge_sprig(person: erasure.Person, runtime: Runtime) -> list[str]:
-    from workers.sprig.client import sprig_client
-
-    user_ids, emails = erasure.sprig_ids(person, runtime.config)
-    if not user_ids and not emails:
-        return []
-    return sprig_client(runtime).purge_visitors(user_ids=user_ids, emails=emails)
+    return Forgotten(found, requests)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,16 @@ class SandboxMount:
     settings: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """A vendor's part of an erasure request (workers.erasure has the store's): what it would ask
+    the vendor about a person (counts, for a dry run), and the request itself, which returns the
+    vendor's request ids and raises VendorError or Deferred when the vendor does not take it."""
+
+    asked: Callable[[Any, Any], dict[str, int]]  # (person, config)
+    request: Callable[[Any, Any], list[str]]  # (person, runtime)
+
+
 @dataclass(frozen=True, eq=False)  # one object per vendor: the same when it is this one
 class Destination:
     """A vendor Relay delivers to. Heavy parts are called with the process's runtime (its client),
@@ -71,6 +81,8 @@ class Destination:
     checks: tuple[str, ...]
     # Where `relay dev`'s sandbox imitates it, if it does.
     sandbox: SandboxMount | None = None
+    # Its part of an erasure request, if the vendor takes one (Sprig purges visitors).
+    erasure: Erasure | None = None
     # Step times a forced replay keeps (workers.context.Progress); everything else is forgotten.
     kept_on_force: tuple[str, ...] = ()
 

@@ -1,7 +1,7 @@
 """A destination is a plug-in: Ledger, declared in one folder alone (testbed/third_destination/)
-and added to Relay by RELAY_PLUGINS, is configured from its own variables, planned and delivered to, retried with its
-own error text, throttled by its own rate headers, replayed, and shown by `relay doctor` and
-`relay events stats`, with no other file naming it."""
+and added to Relay by RELAY_PLUGINS, is configured from its own variables, planned and delivered
+to, retried with its own error text, throttled by its own rate headers, replayed, asked to erase
+a person, and shown by `relay doctor` and `relay events stats`, with no other file naming it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from operations.subscribers import erasing_vendors, forget, vendor_asks
 from relay.config import ConfigError, load_config
+from relay.runtime import Runtime
 from testbed.apps import deliver, deliveries, events, make_due, post_event, run_pending
 from testbed.examples import load_fixture
 from testbed.third_destination import NAME, SETTINGS
 from testbed.third_destination.endpoint import TOKEN, Served
 from web.cli import main
+from workers.erasure import Person
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "testbed" / "third_destination"
@@ -36,9 +39,8 @@ def with_ledger(relay_app, ledger):
     """A Relay with Ledger added (RELAY_PLUGINS) and configured, with some variables changed."""
 
     def build(**overrides: str):
-        return relay_app(
-            **{"RELAY_PLUGINS": "testbed.third_destination", "LEDGER_URL": ledger.url, "LEDGER_TOKEN": TOKEN} | overrides
-        )
+        plugged = {"RELAY_PLUGINS": "testbed.third_destination", "LEDGER_URL": ledger.url, "LEDGER_TOKEN": TOKEN}
+        return relay_app(**plugged | overrides)
 
     return build
 
@@ -148,6 +150,22 @@ def test_a_replay_sends_it_again(with_ledger, ledger):
     # Sent again (a forced replay forgets the finished steps), under the same keys: one record each.
     assert ledger.calls == 2 * PEOPLE and len(ledger.records) == PEOPLE
     assert [e.status for e in events(app)] == ["done"]
+
+
+def test_an_erasure_request_reaches_it(with_ledger, ledger):
+    app = with_ledger()
+    post_event(app.test_client(), load_fixture("new_referral"))
+    run_pending(app)
+    example = load_fixture("new_referral")
+    person = Person.given(example["subscriber"]["email"])
+    runtime = Runtime.of(app)
+    assert NAME in erasing_vendors(runtime) and vendor_asks(runtime, person, NAME) == {"email": 1}
+
+    forgotten = forget(runtime, person, purge=(NAME,))
+
+    assert forgotten.requests == {NAME: ["del_1"]}
+    assert [r["email"] for r in ledger.records] == [example["referrer"]["email"]]
+    assert forgotten.done.counts()["events_deleted"] == 1
 
 
 def test_doctor_and_stats_show_it(with_ledger, ledger):

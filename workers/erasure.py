@@ -65,7 +65,6 @@ from schemas.values import clean, clean_email
 from workers import identity
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
-from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import Redactor
 
 log = logging.getLogger("relay.erasure")
@@ -213,13 +212,6 @@ def erase(session: Session, found: ErasurePlan, lookup_key: str | None) -> None:
     session.execute(
         sa.delete(SubscriberLink).where(SubscriberLink.subscriber_key.in_(found.person.subject_keys(lookup_key)))
     )
-
-
-def sprig_ids(person: Person, config: Config) -> tuple[list[str], list[str]]:
-    """(userIds, emails) to purge: the userId Relay gave them (SPRIG_USER_ID_SOURCE), and every
-    email of theirs (Sprig also purges by email)."""
-    user_ids = person.emails if sprig_settings(config).user_id_source == "email" else person.ids
-    return sorted(user_ids), sorted(person.emails)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.destinations import Destination
+from relay.destinations import Destination, Erasure
 from relay.settings import CallRate, Rate, Setting, SettingsGroup, Text, Url
 
 NAME = "ledger"
@@ -62,6 +62,16 @@ def probe(config, timeout_s: float) -> list:
     return probe(config, timeout_s)
 
 
+def asked(person, config) -> dict[str, int]:
+    return {"email": len(person.emails)}
+
+
+def erase(person, runtime) -> list[str]:
+    from testbed.third_destination.client import ledger_client
+
+    return [ledger_client(runtime).erase(sorted(person.emails))] if person.emails else []
+
+
 DESTINATION = Destination(
     name=NAME,
     settings=SETTINGS,
@@ -72,4 +82,5 @@ DESTINATION = Destination(
     most_calls=lambda sends, subscribers: max(subscribers, 1),
     probe=probe,
     checks=("Ledger token",),
+    erasure=Erasure(asked, erase),
 )

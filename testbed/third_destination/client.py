@@ -48,6 +48,11 @@ class LedgerClient(VendorClient):
         response = self._request("POST", RECORDS, json=body, headers={"Idempotency-Key": key})
         return str(self._http.json("POST", RECORDS, response)["id"])
 
+    def erase(self, emails: list[str]) -> str:
+        """Ledger deletes every record of these emails; its request id."""
+        response = self._request("POST", "/erasures", json={"emails": emails})
+        return str(self._http.json("POST", "/erasures", response)["request"])
+
     def whoami(self) -> dict:
         response = self._request("GET", "/whoami")
         return self._http.json("GET", "/whoami", response)

@@ -48,6 +48,14 @@ class Ledger:
             limits = {"x-ledger-limit": str(LIMIT), "x-ledger-remaining": str(LIMIT - len(self.records))}
             return jsonify(id=f"rec_{next(ids)}"), 201, {**request_id, **limits}
 
+        @app.post("/erasures")
+        def erasures():
+            if (refusal := refused()) is not None:
+                return refusal
+            gone = set(request.get_json()["emails"])
+            self.records[:] = [record for record in self.records if record["email"] not in gone]
+            return jsonify(request=f"del_{len(gone)}"), 202
+
         @app.get("/whoami")
         def whoami():
             return refused() or jsonify(account="acct_1")

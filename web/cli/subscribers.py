@@ -68,7 +68,7 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
         raise click.UsageError("--purge-sprig needs SPRIG_API_KEY: Sprig is not configured")
     found = requests.forget_plan(runtime, subscriber)
     if dry_run:
-        _report(ref, found, purge_sprig, config, done=False)
+        _report(ref, found, purge_sprig, runtime, done=False)
         click.echo("dry run: nothing changed")
         return
     if not yes:
@@ -76,7 +76,7 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
             raise click.UsageError("not on a terminal: pass --yes to confirm the erasure")
         click.confirm(f"Erase {ref} ({_summary(found)})?", abort=True)
     try:
-        forgotten = requests.forget(runtime, found.person, purge_sprig=purge_sprig)
+        forgotten = requests.forget(runtime, found.person, purge=("sprig",) if purge_sprig else ())
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None
@@ -88,8 +88,8 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
             err=True,
         )
         raise SystemExit(1) from None
-    found, request_ids = forgotten.done, forgotten.sprig_request_ids
-    _report(ref, found, purge_sprig, config, done=True, request_ids=request_ids)
+    found, request_ids = forgotten.done, forgotten.requests.get("sprig")
+    _report(ref, found, purge_sprig, runtime, done=True, request_ids=request_ids)
     log.info(
         "erasure request %s done: %s",
         ref,
@@ -103,7 +103,7 @@ def _summary(found: erasure.ErasurePlan) -> str:
 
 
 def _report(
-    ref: str, found: erasure.ErasurePlan, purge_sprig: bool, config, done: bool, request_ids: list[str] | None = None
+    ref: str, found: erasure.ErasurePlan, purge_sprig: bool, runtime, done: bool, request_ids: list[str] | None = None
 ) -> None:
     verb = (lambda past, future: past) if done else (lambda past, future: future)
     counts = found.counts()
@@ -126,8 +126,8 @@ def _report(
         f"{counts['identity_links_deleted']}"
     )
     if purge_sprig:
-        user_ids, emails = erasure.sprig_ids(found.person, config)
-        if not user_ids and not emails:
+        asked = requests.vendor_asks(runtime, found.person, "sprig")
+        if not any(asked.values()):
             click.echo("  Sprig: no userId or email of theirs is known: nothing to purge")
         elif done:
             click.echo(
@@ -136,7 +136,7 @@ def _report(
                 "10 days by default"
             )
         else:
-            click.echo(f"  Sprig: would ask to purge {len(user_ids)} userId(s) and {len(emails)} email(s)")
+            click.echo(f"  Sprig: would ask to purge {asked['userId']} userId(s) and {asked['email']} email(s)")
     else:
         click.echo("  Sprig: not asked (--purge-sprig asks Sprig to purge the visitor)")
     click.echo(f"  {SPRUCE_STAYS}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.destinations import Destination, SandboxMount
+from relay.destinations import Destination, Erasure, SandboxMount
 from workers.sprig.sends import SprigUser, reward_attributes
 from workers.sprig.settings import SETTINGS
 
@@ -34,6 +34,18 @@ def probe(config, timeout_s: float) -> list:
     return probe(config, timeout_s)
 
 
+def asked(person, config) -> dict[str, int]:
+    from workers.sprig.erasure import asked
+
+    return asked(person, config)
+
+
+def purge(person, runtime) -> list[str]:
+    from workers.sprig.erasure import purge
+
+    return purge(person, runtime)
+
+
 DESTINATION = Destination(
     name="sprig",
     settings=SETTINGS,
@@ -53,4 +65,5 @@ DESTINATION = Destination(
     probe=probe,
     checks=("Sprig key",),
     sandbox=SandboxMount("SPRIG_API_KEY", "sandbox-sprig-key", "SPRIG_API_URL", "/sprig"),
+    erasure=Erasure(asked, purge),
 )
