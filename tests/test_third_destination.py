@@ -97,6 +97,10 @@ def test_it_is_planned_and_delivered_to(with_ledger, ledger):
     assert [(r["kind"], r["event"]) for r in ledger.records] == [("referral", "new_referral")] * PEOPLE
     example = load_fixture("new_referral")
     assert {r["email"] for r in ledger.records} == {example["subscriber"]["email"], example["referrer"]["email"]}
+    Runtime.of(app).metrics.flush()
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert f'relay_vendor_requests_total{{status="201",vendor="{NAME}"}} {PEOPLE}.0' in scraped
+    assert f'relay_deliveries_total{{destination="{NAME}",outcome="succeeded"}} 1.0' in scraped
 
     unconfigured = with_ledger(LEDGER_TOKEN="")
     assert post_event(unconfigured.test_client(), load_fixture("new_referral")).status_code == 200
