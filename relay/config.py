@@ -29,7 +29,7 @@ from relay.core_settings import (
     WEBHOOK,
     terminal_format,
 )
-from relay.destinations import PLUGINS_VARIABLE, Registry
+from relay.destinations import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, Registry
 from relay.settings import CallRate, Choice, ConfigError, SettingsGroup, invalid, read_groups
 
 __all__ = ["DEV_WEBHOOK_TOKEN", "VARIABLES", "CallRate", "Config", "ConfigError", "load_config", "load_env_file"]
@@ -130,10 +130,16 @@ def load_config(
 
 def _destinations(env: Mapping[str, str]) -> Registry:
     try:
-        return Registry.discover(env.get(PLUGINS_VARIABLE))
+        found = Registry.discover(env.get(PLUGINS_VARIABLE))
     except (ImportError, AttributeError) as exc:
         problem = f"must name importable modules that each declare a DESTINATION ({exc})"
         raise invalid(PLUGINS_VARIABLE, problem) from None
+    if not found:  # Relay's own are entry points of its installed package
+        raise ConfigError(
+            f"no destination found: Relay is not installed (its entry points, group {ENTRY_POINT_GROUP}, "
+            "declare Sprig and Spruce): run it through ./run, or install it (pip install .)"
+        )
+    return found
 
 
 def load_env_file(

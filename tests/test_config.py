@@ -360,3 +360,13 @@ def test_retention_purge_is_daily_unless_off(value, daily):
     assert config(RELAY_RETENTION_PURGE=value).retention_purge_daily is daily
     with pytest.raises(ConfigError, match="RELAY_RETENTION_PURGE must be one of daily, off"):
         config(RELAY_RETENTION_PURGE="weekly")
+
+
+def test_a_relay_that_finds_no_destination_refuses_to_start(monkeypatch):
+    """Sprig and Spruce are entry points of Relay's installed package: a checkout run without
+    installing it would otherwise start with nowhere to deliver."""
+    import relay.destinations
+
+    monkeypatch.setattr(relay.destinations.metadata, "entry_points", lambda group: [])
+    with pytest.raises(ConfigError, match="no destination found: Relay is not installed"):
+        config()
