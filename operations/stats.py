@@ -10,7 +10,6 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from relay.destinations import configured
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
 from relay.runtime import Runtime
 
@@ -79,7 +78,7 @@ def store_stats(session: Session, since: datetime) -> dict:
 def vendor_states(runtime: Runtime) -> dict[str, dict]:
     config = runtime.config
     states = {}
-    for name, destination in configured(config).items():
+    for name, destination in config.configured().items():
         guard = destination.client(runtime).guard
         states[name] = {"breaker": guard.breaker.state(), **guard.throttle.snapshot()}
     return states

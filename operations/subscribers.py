@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relay.destinations import configured
 from relay.runtime import Runtime
 from workers import erasure, identity
 
@@ -28,7 +27,7 @@ class Forgotten:
 
 def erasing_vendors(runtime: Runtime) -> list[str]:
     """The configured destinations that take an erasure request of their own."""
-    return [name for name, destination in configured(runtime.config).items() if destination.erasure]
+    return [name for name, destination in runtime.config.configured().items() if destination.erasure]
 
 
 def vendor_asks(runtime: Runtime, person: erasure.Person, vendor: str) -> dict[str, int]:

@@ -29,7 +29,7 @@ from relay.core_settings import (
     WEBHOOK,
     terminal_format,
 )
-from relay.destinations import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, Registry
+from relay.destinations import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, Destination, Registry
 from relay.settings import CallRate, Choice, ConfigError, SettingsGroup, invalid, read_groups
 
 __all__ = ["DEV_WEBHOOK_TOKEN", "VARIABLES", "CallRate", "Config", "ConfigError", "load_config", "load_env_file"]
@@ -100,6 +100,10 @@ class Config:
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def configured(self) -> dict[str, Destination]:
+        """The destinations that have credentials, by name."""
+        return {name: self.destinations[name] for name in sorted(self.configured_destinations)}
 
     def of(self, group: SettingsGroup[T]) -> T:
         """A destination's settings, as its group built them."""

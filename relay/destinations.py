@@ -19,12 +19,9 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relay.settings import SettingsGroup
-
-if TYPE_CHECKING:
-    from relay.config import Config
 
 ENTRY_POINT_GROUP = "relay.destinations"
 PLUGINS_VARIABLE = "RELAY_PLUGINS"
@@ -131,8 +128,3 @@ class Registry(Mapping[str, Destination]):
     def receiving(self, event_type: str) -> tuple[str, ...]:
         """The destinations that receive `event_type` unless RELAY_ROUTES says otherwise."""
         return tuple(name for name, destination in self._by_name.items() if event_type in destination.receives)
-
-
-def configured(config: Config) -> dict[str, Destination]:
-    """The destinations that have credentials, by name."""
-    return {name: config.destinations[name] for name in sorted(config.configured_destinations)}

@@ -13,7 +13,6 @@ from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from flask import current_app
 
-from relay.destinations import configured
 from relay.queue import CATCH_UP_QUEUE, DELIVER_TASK, RETENTION_TASK, SWEEP_TASK
 from relay.runtime import Runtime
 from workers.engine import run_delivery
@@ -49,7 +48,7 @@ def _build_clients(sender, **_):
     the process, workers.vendor_http.tls_context), so that no pool process pays for them on its
     first delivery. The clients themselves each pool process builds again (relay.runtime)."""
     runtime = Runtime.of(sender.app.flask_app)
-    for destination in configured(runtime.config).values():
+    for destination in runtime.config.configured().values():
         destination.client(runtime)
 
 
