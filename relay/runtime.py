@@ -1,6 +1,7 @@
 """What a Relay process runs with, built once per process (`Runtime.build`, by the base app
 factory relay.app) and handed to the engine (workers/), the operations (operations/) and the web
-app: its configuration, its store, its Redis (REDIS_URL's, shared by every process; without it
+app (`Runtime.of(app)`; the worker's signals take it from its Celery app, relay.queue.RelayCelery):
+its configuration, its store, its Redis (REDIS_URL's, shared by every process; without it
 an in-process fakeredis, correct for this process alone) and its metrics buffer. No module keeps
 any of these: what a process holds is here.
 
