@@ -1,8 +1,8 @@
 """Delivery under the throttle, with the Procfile's worker (`relay worker --concurrency 4`):
 
-    python bench/delivery.py latency          # 20 new_referral/s for 30 s, far under every limit
-    python bench/delivery.py spruce-headers   # SPRUCE_RATE_LIMIT ten times what Spruce allows
-    python bench/delivery.py drain            # 10,000 queued Sprig deliveries against its limit
+    python -m bench.delivery latency          # 20 new_referral/s for 30 s, far under every limit
+    python -m bench.delivery spruce-headers   # SPRUCE_RATE_LIMIT ten times what Spruce allows
+    python -m bench.delivery drain            # 10,000 queued Sprig deliveries against its limit
 
 latency: the time from each webhook's 200 to its Sprig delivery's end (`finished_at`, written
 right after Sprig answered: an upper bound of the call's time), p50/p90/p99/max, and any 429.
@@ -33,11 +33,11 @@ from pathlib import Path
 import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.throttle import Processes, _answers, flush_redis, wait_until
+from sandbox import SandboxSettings, serve_in_thread
+from testbed.net import free_port
 
-from bench.throttle import Processes, _answers, flush_redis, free_port, wait_until  # noqa: E402
-from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "relay_bench_delivery"

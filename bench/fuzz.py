@@ -1,5 +1,5 @@
 """The webhook under hostile input, at scale: the test suite's property-based cases (random
-JSON trees, mutated documented examples, random headers; tests/payloads.py), ten thousand or
+JSON trees, mutated documented examples, random headers; testbed/payloads.py), ten thousand or
 more per store, through the real endpoint on SQLite and on PostgreSQL, then the accepted events
 delivered to the sandbox; then schemathesis against the endpoint's own /openapi.json over
 real HTTP, with all its checks and its examples, coverage and fuzzing phases
@@ -7,7 +7,7 @@ real HTTP, with all its checks and its examples, coverage and fuzzing phases
 documents are at hand (../shared/vendors/openapi/), schemathesis against the sandbox's Sprig and
 Spruce with them: its answers must be the ones the vendors document.
 
-    python bench/fuzz.py [--cases 10000] [--schemathesis-examples 500] [--seed N]
+    python -m bench.fuzz [--cases 10000] [--schemathesis-examples 500] [--seed N]
 
 Prints the tally of answers by status and of event states, per store; exits 1 on any 5xx, any
 400 without field errors, any accepted event not stored or not finished, or any schemathesis
@@ -28,16 +28,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from werkzeug.serving import make_server
+
+from sandbox import SandboxSettings, serve_in_thread
+from testbed.apps import TERMINAL, events, fresh_services, make_app, run_pending
+from testbed.payloads import bodies, check_answer, headers
+from testbed.services import migrated_from_scratch
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
-
-from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
-from tests.conftest import events, fresh_services, make_app, migrated_from_scratch, run_pending  # noqa: E402
-from tests.payloads import bodies, headers  # noqa: E402
-from tests.test_fuzz import TERMINAL, check_answer  # noqa: E402
 
 PG_URL = os.environ.get("RELAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_fuzz")
 REDIS_URL = os.environ.get("RELAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")

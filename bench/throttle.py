@@ -1,6 +1,6 @@
 """Throttle benchmark: Relay's shared limiter against Celery's built-in per-worker rate_limit.
 
-    python bench/throttle.py [--processes 4] [--limit 60] [--window 10] [--events 180]
+    python -m bench.throttle [--processes 4] [--limit 60] [--window 10] [--events 180]
 
 Runs the real topology on this machine: the vendor sandbox (its own process, Sprig limited to
 LIMIT requests per WINDOW seconds), gunicorn serving Relay, PROCESSES Celery worker processes
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
+
+from testbed.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "sandbox" / "fixtures" / "sparkloop" / "reward_unlocked.json"
@@ -112,7 +113,6 @@ def run_baseline(processes: Processes, sandbox: str, args, workers_up: int,
            "PYTHONPATH": str(ROOT)}
     workers = [processes.start(f"baseline-worker-{i}", celery_worker("bench.celery_baseline", f"base{i}"), env)
                for i in range(workers_up)]
-    sys.path.insert(0, str(ROOT))
     os.environ.update({k: env[k] for k in ("BENCH_BROKER_URL", "BENCH_SPRIG_URL", "BENCH_SPRIG_KEY")})
     from bench.celery_baseline import upsert_sprig_user
 
@@ -248,12 +248,6 @@ def flush_redis() -> None:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout_s: float, message: str) -> None:

@@ -1,6 +1,6 @@
 """Worker cost: CPU per Sprig delivery beside a no-op Celery task, same worker settings.
 
-    python bench/worker_cost.py [--deliveries 500] [--profile out.html]
+    python -m bench.worker_cost [--deliveries 500] [--profile out.html]
 
 Both workers run as `celery worker --pool solo --concurrency 1` (one process: its CPU is the
 whole cost) against the machine's Redis. Relay's worker gets `--deliveries` reward_unlocked
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.delivery import for_new_people
+from bench.throttle import Processes, _answers, flush_redis, wait_until
+from testbed.net import free_port
 
-from bench.delivery import for_new_people  # noqa: E402
-from bench.throttle import Processes, _answers, flush_redis, free_port, wait_until  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "relay_bench_worker_cost"

@@ -9,14 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import Event, utcnow
-from tests.conftest import (
-    deliveries, events, fresh_services, load_fixture, make_app, post_event, run_pending, sandbox_state,
-)
+from testbed.apps import deliveries, events, fresh_services, make_app, post_event, run_pending, sandbox_state
+from testbed.backfill import API_KEY, backfill, backfilled, seed
+from testbed.examples import load_fixture
 from web.cli.backfill import backfill_command
 from workers.sparkloop import retry
 from workers.sparkloop.client import SparkLoopClient
-
-API_KEY = "sandbox-sparkloop-key"
 
 
 @pytest.fixture
@@ -26,28 +24,6 @@ def sqlite_app(redis_url, sandbox, tmp_path):
     app = make_app(environ)
     yield app
     app.extensions["relay.db"].dispose()
-
-
-def seed(sandbox, *hours_ago: float, first: int = 0, **fields) -> list[dict]:
-    """SparkLoop subscribers created that many hours ago, numbered from `first`."""
-    now = utcnow()
-    return sandbox.add_sparkloop_subscribers([
-        {"email": f"person{n}@example.com", "name": f"Person Number{n}",
-         "created_at": (now - timedelta(hours=h)).isoformat(), **fields}
-        for n, h in enumerate(hours_ago, start=first)
-    ])
-
-
-def backfill(app, *args: str):
-    result = app.test_cli_runner().invoke(backfill_command, list(args))
-    assert "Traceback" not in result.output, result.output
-    assert "@" not in result.output and "Number" not in result.output, "personal data in the output"
-    assert API_KEY not in result.output
-    return result
-
-
-def backfilled(app) -> list[Event]:
-    return [e for e in events(app) if e.source == "backfill"]
 
 
 def subscriber_ids(evts) -> set[str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -10,26 +9,18 @@ from click.testing import CliRunner
 from flask.cli import ScriptInfo
 
 import operations.replay
-from relay.models import Delivery, Event, utcnow
-from tests.conftest import deliveries, delivery_to, events, load_fixture, post_event, run_pending, wait_for
+from relay.models import Delivery, Event
+from testbed.apps import deliveries, delivery_to, events, post_event, received_days_ago, run_pending
+from testbed.cli import invoke
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 from web.cli import main
-
-
-def invoke(app, *args, input=None):
-    return app.test_cli_runner().invoke(main, list(args), input=input, catch_exceptions=False)
 
 
 def listed(app, *filters) -> list[dict]:
     result = invoke(app, "events", "list", "--json", *filters)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def received_days_ago(app, event_id: int, days: float) -> None:
-    with app.extensions["relay.db"].session() as session:
-        session.execute(sa.update(Event).where(Event.id == event_id)
-                        .values(received_at=utcnow() - timedelta(days=days)))
-        session.commit()
 
 
 def post_unlocks(client, count: int) -> None:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import TOKEN, fresh_services, make_app
-from tests.test_backfill import seed
+from testbed.apps import TOKEN, fresh_services, make_app
+from testbed.backfill import seed
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGET = ["subscribers", "forget", "nobody@example.com", "--yes"]

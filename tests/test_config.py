@@ -94,6 +94,53 @@ def test_a_bad_duration_is_refused_everywhere_naming_the_forms(text):
         config(RELAY_BREAKER_COOLDOWN=text or " x")
 
 
+def test_a_destination_declares_its_own_settings_and_load_config_reads_them():
+    """What a plug-in folder does: declare its group, and be handed to load_config."""
+    from dataclasses import dataclass
+
+    from relay.config import DESTINATION_GROUPS
+    from relay.settings import CallRate, Rate, Setting, SettingsGroup, Text, Url
+
+    @dataclass(frozen=True)
+    class HookSettings:
+        url: str
+        secret: str | None
+        rate_limit: CallRate
+
+    hook = SettingsGroup("hook", "Hook", configured=lambda settings: settings.secret is not None,
+                         build=lambda reading: HookSettings(**reading.values), settings=(
+                             Setting("HOOK_URL", "url", Url(), default="http://127.0.0.1:9/", doc="where"),
+                             Setting("HOOK_SECRET", "secret", Text(), secret=True, doc="its key"),
+                             Setting("HOOK_RATE_LIMIT", "rate_limit", Rate(), default="5/1s", doc="its pace")))
+    destinations = (*DESTINATION_GROUPS, hook)
+
+    def load(**env):
+        return load_config(env, instance_path="/tmp/relay-instance", destinations=destinations)
+
+    assert load().of(hook) == HookSettings("http://127.0.0.1:9", None, CallRate(5, 1.0))
+    assert load().configured_destinations == frozenset()
+    configured = load(HOOK_SECRET="s", HOOK_URL=" ", RELAY_ROUTES='{"new_referral": ["hook", "sprig"]}')
+    assert configured.configured_destinations == {"hook"} and configured.of(hook).secret == "s"
+    assert configured.routes_override == {"new_referral": ("hook", "sprig")}
+    with pytest.raises(ConfigError, match="RELAY_ROUTES"):
+        config(RELAY_ROUTES='{"new_referral": ["hook"]}')  # without its group, no such destination
+    with pytest.raises(ConfigError) as raised:
+        load(HOOK_URL="ftp://x", HOOK_RATE_LIMIT="fast", RELAY_RETRY_BASE_S="0")
+    assert str(raised.value) == ("RELAY_RETRY_BASE_S must be greater than zero (got 0); "
+                                 "HOOK_URL must be a URL starting with http://, https:// and naming a host; "
+                                 "HOOK_RATE_LIMIT must look like 1000/300s: calls per period (got 'fast')")
+
+
+def test_a_secrets_value_is_never_in_an_error():
+    from relay.settings import Choice, Setting, SettingsGroup
+
+    group = SettingsGroup("vault", "Vault", build=lambda reading: reading.values, settings=(
+        Setting("VAULT_MODE", "mode", Choice(("a", "b")), secret=True, doc="a or b"),))
+    with pytest.raises(ConfigError) as raised:
+        load_config({"VAULT_MODE": "hunter2"}, instance_path="/tmp/relay-instance", destinations=(group,))
+    assert str(raised.value) == "VAULT_MODE is not valid (the value is a secret: not shown)"
+
+
 def test_config_error_message_does_not_echo_secrets():
     with pytest.raises(ConfigError) as raised:
         config(REDIS_URL="http://:hunter2@redis.example")
@@ -103,7 +150,7 @@ def test_config_error_message_does_not_echo_secrets():
 def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
     import sentry_sdk
 
-    from tests.conftest import sentry_off
+    from testbed.sentry import sentry_off
 
     create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert not sentry_sdk.get_client().is_active()
@@ -122,22 +169,55 @@ def test_sentry_starts_only_with_a_dsn_and_without_personal_data(tmp_path):
         sentry_off()  # no client for the other tests (sentry_sdk.init() would leave an active one)
 
 
-def test_every_variable_is_documented_in_env_example_and_the_readme():
+def test_every_declared_variable_is_documented_in_env_example_the_readme_and_app_json():
     import re
 
-    from relay.config import RELEASE_VARIABLES
+    from relay.config import DOCUMENTED_GROUPS
 
     root = Path(__file__).resolve().parent.parent
-    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', (root / "relay" / "config.py").read_text()))
-    read -= set(RELEASE_VARIABLES)  # the platform's, named in SENTRY_RELEASE's entry
+    declared = {setting.name for group in DOCUMENTED_GROUPS for setting in group.settings}
     example = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.MULTILINE))
     table = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (root / "README.md").read_text(), re.MULTILINE))
-    assert read - example == set(), "read by relay/config.py, missing from .env.example"
-    assert read - table == set(), "read by relay/config.py, missing from the README's configuration table"
-    assert example - table == set(), "in .env.example, missing from the README's configuration table"
+    assert declared == example, "declared and .env.example differ"
+    assert declared == table, "declared and the README's configuration table differ"
     heroku = set(json.loads((root / "app.json").read_text())["env"])
-    add_ons = {"DATABASE_URL", "REDIS_URL"}  # Heroku's PostgreSQL and Redis add-ons set them
-    assert read - add_ons - heroku == set(), "read by relay/config.py, missing from app.json"
+    not_on_heroku = {s.name for group in DOCUMENTED_GROUPS for s in group.settings if s.heroku is None}
+    assert declared - not_on_heroku == heroku, "declared and app.json differ"
+
+
+def test_env_example_app_json_and_the_readme_table_are_made_from_the_declarations():
+    from relay import settings_docs
+    from relay.config import DOCUMENTED_GROUPS
+
+    remake = "made from the declarations: run ./run python -m relay.settings_docs"
+    assert (ROOT / ".env.example").read_text() == settings_docs.env_example(DOCUMENTED_GROUPS), remake
+    assert json.loads((ROOT / "app.json").read_text())["env"] == settings_docs.app_json_env(DOCUMENTED_GROUPS), remake
+    readme = (ROOT / "README.md").read_text()
+    assert settings_docs.readme_with_table(readme, settings_docs.readme_table(DOCUMENTED_GROUPS)) == readme, remake
+
+
+def test_a_changed_declaration_changes_all_three_files(tmp_path):
+    import dataclasses
+
+    from relay import settings_docs
+    from relay.config import DOCUMENTED_GROUPS
+    from relay.core_settings import SECURITY
+
+    for name in (".env.example", "app.json", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    assert settings_docs.write(DOCUMENTED_GROUPS, tmp_path) == []
+    [hops, *others] = SECURITY.settings
+    changed = dataclasses.replace(SECURITY, settings=(dataclasses.replace(hops, doc="routers trusted", default="2"),
+                                                      *others))
+    groups = [changed if group is SECURITY else group for group in DOCUMENTED_GROUPS]
+
+    assert settings_docs.write(groups, tmp_path) == [".env.example", "app.json", "README.md"]
+    assert "# Routers trusted. Default: 2.\nRELAY_PROXY_HOPS=2\n" in (tmp_path / ".env.example").read_text()
+    assert json.loads((tmp_path / "app.json").read_text())["env"]["RELAY_PROXY_HOPS"] == {
+        "description": "Routers trusted. Default: 2.", "required": False, "value": "2"}
+    readme = (tmp_path / "README.md").read_text()
+    assert "\n| `RELAY_PROXY_HOPS` | `2` | routers trusted |\n" in readme
+    assert len(readme.splitlines()) == len((ROOT / "README.md").read_text().splitlines())
 
 
 # --- .env and empty values ---------------------------------------------------------------------
@@ -153,17 +233,22 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in CONFIGURED_ELSEWHERE} | extra
 
 
-def test_every_variable_read_is_listed_in_variables():
+def test_config_reads_only_declared_variables():
+    """Every variable the configuration modules name is declared (or is the platform's commit, read for
+    SENTRY_RELEASE's default), and VARIABLES is what load_config reads."""
     import re
 
-    from relay.config import RELEASE_VARIABLES, VARIABLES
+    from relay import sprig_settings, spruce_settings
+    from relay.config import DESTINATION_GROUPS, DOCUMENTED_GROUPS, VARIABLES
+    from relay.core_settings import CORE_GROUPS, RELEASE_VARIABLES
 
-    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', (ROOT / "relay" / "config.py").read_text()))
-    read |= {"RELAY_INSTANCE_PATH"}  # relay.app's
-    assert read - set(RELEASE_VARIABLES) == set(VARIABLES)
-    example = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
-    platform = {"PORT", "WEB_CONCURRENCY", "WEB_THREADS", "WORKER_CONCURRENCY"}  # gunicorn's and the Procfile's
-    assert example - platform == set(VARIABLES)
+    declared = {setting.name for group in DOCUMENTED_GROUPS for setting in group.settings}
+    for module in ("config", "core_settings", "sprig_settings", "spruce_settings"):
+        named = set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', (ROOT / "relay" / f"{module}.py").read_text()))
+        assert named - declared - set(RELEASE_VARIABLES) <= {"DEV_WEBHOOK_TOKEN", "VARIABLES"}, module
+    assert set(VARIABLES) == {s.name for group in CORE_GROUPS + DESTINATION_GROUPS for s in group.settings}
+    assert [group.name for group in DESTINATION_GROUPS] == [sprig_settings.SETTINGS.name, spruce_settings.SETTINGS.name]
+    assert len(declared) == sum(len(group.settings) for group in DOCUMENTED_GROUPS), "a variable declared twice"
 
 
 def test_env_example_as_it_is_means_every_default():
@@ -223,9 +308,9 @@ def test_relay_dev_starts_with_env_example_copied_to_env(tmp_path):
     import httpx
 
     from relay.config import DEV_WEBHOOK_TOKEN
-    from tests.conftest import wait_for
-    from tests.dev_processes import group_alive
-    from tests.net import free_port
+    from testbed.dev_processes import group_alive
+    from testbed.net import free_port
+    from testbed.waiting import wait_for
     from web.cli.dev import SAMPLE
 
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")

@@ -20,7 +20,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from relay.storable import LARGEST_NUMBER
-from tests.conftest import TOKEN, empty_postgres, load_fixture, post_event
+from testbed.apps import TOKEN, post_event
+from testbed.examples import load_fixture
+from testbed.services import empty_postgres
 from web.openapi import openapi_document
 
 CASES = 20  # per operation and phase; bench/fuzz.py: hundreds

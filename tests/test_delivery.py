@@ -9,9 +9,8 @@ import sqlalchemy as sa
 
 from relay.models import Delivery, utcnow
 from relay.runtime import Runtime
-from tests.conftest import (
-    TOKEN, deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
-)
+from testbed.apps import TOKEN, deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
 from web.cli import main
 from workers.classify import MAX_BACKOFF_S, backoff
 from workers.sprig.client import sprig_client

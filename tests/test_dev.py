@@ -18,14 +18,17 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from relay.models import Event
-from tests.conftest import events, leaked, load_fixture, post_event, run_pending, wait_for
+from testbed.apps import events, post_event, run_pending
+from testbed.examples import load_fixture
+from testbed.privacy import leaked
+from testbed.waiting import wait_for
 from relay.config import DEV_WEBHOOK_TOKEN
 from relay.observability import JSON_FIELDS, JSON_RENAMES
 from schemas.personal import personal_strings
 from web.cli import main
 from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
 from web.cli.live import LiveLines, live_line, record_from_json
-from tests.dev_processes import (
+from testbed.dev_processes import (
     CONFIGURED_ELSEWHERE, LIVE_LINE, dev_env, dev_ports, option, relay_dev, relay_events, run_relay, sourced,
 )
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox import FIXTURES
-from tests.conftest import wait_for
-from tests.dev_processes import dev_env, dev_ports, relay_dev, relay_events, run_relay, sourced
+from testbed.waiting import wait_for
+from testbed.dev_processes import dev_env, dev_ports, relay_dev, relay_events, run_relay, sourced
 
 
 # relay dev start-ups and other terminals' commands: a loaded machine needs more than

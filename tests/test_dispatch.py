@@ -7,7 +7,9 @@ import sqlalchemy as sa
 
 import workers.dispatch
 from relay.models import Delivery, Lane, utcnow
-from tests.conftest import deliveries, dispatch_stored, events, load_fixture, post_event, wait_for
+from testbed.apps import deliveries, dispatch_stored, events, post_event
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 
 
 def test_the_web_stores_and_the_dispatcher_publishes_each_delivery_once(app, client, monkeypatch):

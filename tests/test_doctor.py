@@ -12,14 +12,16 @@ from flask.cli import ScriptInfo
 
 from cryptography.fernet import Fernet
 
+from relay.runtime import Runtime
 from relay.sealing import key_id
 from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
 import web.cli.doctor
 from relay.app import create_base_app
-from relay.runtime import Runtime
-from tests.conftest import TOKEN, load_fixture, post_event
-from tests.test_vendor_contracts import DOCUMENTS, Exchange, problems
+from testbed.apps import TOKEN, post_event
+from testbed.examples import load_fixture
+from testbed.exchanges import Exchange
+from testbed.vendor_contracts import DOCUMENTS, problems
 from web import create_app
 from web.cli import main
 from workers.spruce.organization import MEMBERS_PAGE_SIZE

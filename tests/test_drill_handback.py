@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 
 from relay.models import DeliveryStatus
-from tests.conftest import deliveries, wait_for
-from tests.drills import in_flight, post_all, reward_event
+from testbed.apps import deliveries
+from testbed.drills.traffic import post_all, reward_event
+from testbed.drills.verdicts import in_flight
+from testbed.waiting import wait_for
 
 
 def test_a_worker_stopped_mid_delivery_hands_it_back_at_once(drill_for, sandbox, redis_server):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PG_URL
-from tests.drills import HEAL_WITHIN_S, TcpProxy, postgres_restarted
+from testbed.drills.processes import TcpProxy
+from testbed.drills.scenarios import postgres_restarted
+from testbed.drills.verdicts import HEAL_WITHIN_S
+from testbed.services import PG_URL
 
 
 @pytest.fixture

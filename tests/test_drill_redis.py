@@ -3,7 +3,8 @@
 bench/drills/redis_flushed.py runs it at full size."""
 from __future__ import annotations
 
-from tests.drills import HEAL_WITHIN_S, redis_restarted_empty
+from testbed.drills.scenarios import redis_restarted_empty
+from testbed.drills.verdicts import HEAL_WITHIN_S
 
 
 def test_redis_restarted_empty_loses_and_duplicates_nothing(drill_for, sandbox, redis_server):

@@ -3,7 +3,8 @@ webhooks keep coming. Nothing is lost or done twice, no webhook goes unanswered,
 delivery waits for a stopped worker's lease. bench/drills/restart.py runs it at full size."""
 from __future__ import annotations
 
-from tests.drills import HEAL_WITHIN_S, rolling_restart
+from testbed.drills.scenarios import rolling_restart
+from testbed.drills.verdicts import HEAL_WITHIN_S
 
 
 def test_a_rolling_restart_under_load_loses_and_duplicates_nothing(drill_for, sandbox, redis_url):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import deliveries
-from tests.drills import assert_all_done, duplicate_storm, rate_limit_storm
+from testbed.apps import deliveries
+from testbed.drills.scenarios import duplicate_storm, rate_limit_storm
+from testbed.drills.verdicts import assert_all_done
 
 # A database and a Redis db of these drills' own (drill_for): clear of the suite's processes
-# (conftest.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 2) and the benchmarks (14).
+# (testbed.services.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 2) and the benchmarks (14).
 DRILL_DATABASE, DRILL_REDIS_DB = "relay_drill_storms", 1
 
 

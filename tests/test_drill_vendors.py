@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import deliveries
-from tests.drills import assert_all_done, slow_vendor, vendor_down
+from testbed.apps import deliveries
+from testbed.drills.scenarios import slow_vendor, vendor_down
+from testbed.drills.verdicts import assert_all_done
 
 # A database and a Redis db of these drills' own (drill_for): clear of the suite's processes
-# (conftest.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 1) and the benchmarks (14).
+# (testbed.services.REDIS_DBS), the other drills (11, 7, 6, 5, 4, 1) and the benchmarks (14).
 DRILL_DATABASE, DRILL_REDIS_DB = "relay_drill_vendors", 2
 # The breaker's cooldown is 30 s in production; a CI-sized outage lasts a few seconds.
 SHORT_COOLDOWN = {"RELAY_BREAKER_COOLDOWN": "2s"}

@@ -3,7 +3,8 @@ every event is done within 60 s of the last death, nothing is done twice, and `r
 has each killed worker running again. bench/drills/workers_killed.py runs it at full size."""
 from __future__ import annotations
 
-from tests.drills import HEAL_WITHIN_S, killed_workers
+from testbed.drills.scenarios import killed_workers
+from testbed.drills.verdicts import HEAL_WITHIN_S
 
 
 def test_workers_killed_during_a_stream_lose_and_duplicate_nothing(drill_for, sandbox, redis_url):

@@ -16,8 +16,10 @@ import redis
 import sqlalchemy as sa
 
 from relay.models import Delivery, DeliveryStatus, utcnow
-from tests.conftest import deliveries, run_sweep, sandbox_state, wait_for
-from tests.drills import all_events_done, in_flight, post_all, reward_event, vendor_requests
+from testbed.apps import deliveries, run_sweep, sandbox_state
+from testbed.drills.traffic import post_all, reward_event
+from testbed.drills.verdicts import all_events_done, in_flight, vendor_requests
+from testbed.waiting import wait_for
 
 # A database and a Redis db of the drills' own (drill_for): the rest of the suite truncates and
 # flushes its own, and its in-process workers would take the drills' tasks from a shared queue.

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from tests.conftest import deliveries, leaked, events, load_fixture, post_event, run_pending
+from testbed.apps import deliveries, events, post_event, run_pending
+from testbed.examples import load_fixture
+from testbed.privacy import leaked
 from web.cli import main
 from workers.vendor_errors import Redactor
 

@@ -18,8 +18,9 @@ from relay.sealing import SealedDataError, key_id
 from relay.subjects import email_digest
 from relay.runtime import Runtime
 from schemas.sparkloop import Subscriber
-from tests.conftest import events, load_fixture, post_event, run_pending, sandbox_state
-from tests.test_backfill import backfill, backfilled, seed
+from testbed.apps import events, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
+from testbed.backfill import backfill, backfilled, seed
 from web.cli import main
 from workers import identity
 

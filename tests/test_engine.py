@@ -17,10 +17,11 @@ from relay.sealing import key_id
 from relay.runtime import Runtime
 from schemas.events import sends, validate_event
 from schemas.spruce import note_message_body
-from tests.conftest import (
-    deliver, deliveries, delivery_to, dispatch_stored, events, load_fixture, post_event, run_pending, run_sweep,
-    sandbox_state, wait_for,
+from testbed.apps import (
+    deliver, deliveries, delivery_to, dispatch_stored, events, post_event, run_pending, run_sweep, sandbox_state,
 )
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 from workers.spruce.client import spruce_client
 from workers.spruce.delivery import CONVERSATION, NOTE, NOTE_FIRST_ATTEMPT
 from workers.sweep import OVERDUE

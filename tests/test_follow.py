@@ -13,10 +13,11 @@ from operations.filters import EventFilter
 from operations.follow import Follower
 from relay.runtime import Runtime
 from schemas.personal import personal_strings
-from tests.conftest import (
-    deliveries, deliver, delivery_to, leaked, load_fixture, make_due, post_event, run_pending, wait_for,
-)
-from tests.dev_processes import RELAY
+from testbed.apps import deliver, deliveries, delivery_to, make_due, post_event, run_pending
+from testbed.examples import load_fixture
+from testbed.privacy import leaked
+from testbed.waiting import wait_for
+from testbed.dev_processes import RELAY
 from web.cli import main
 from web.cli.follow import follow, stop_after
 

@@ -15,17 +15,15 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from relay.models import Delivery, Event, EventSubject, SubscriberLink
-from tests import test_vendor_contracts as contracts
-from relay.subjects import email_digest, id_digest
 from relay.runtime import Runtime
-from tests.conftest import (
-    deliver, deliveries, events, load_fixture, post_event, run_pending, sandbox_state, wait_for,
-)
+from testbed import vendor_contracts as contracts
+from relay.subjects import email_digest, id_digest
+from testbed.apps import deliver, deliveries, events, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 from web.cli import main
 from workers import erasure
 from workers.locks import subject_locks
-
-recorded = contracts.recorded  # the fixture: every exchange over httpx's real transport
 
 
 def person(name: str, n: int) -> dict:

@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.runtime import Runtime
 from schemas.events import EVENTS
-from tests.conftest import FIXTURE_NAMES, deliveries, events, load_fixture, post_event, run_pending
+from testbed.apps import deliveries, events, post_event, run_pending
+from testbed.examples import FIXTURE_NAMES, load_fixture
 
 TOKEN = "metrics-token-123"
 

@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from relay.db import Database
 from relay.models import Base
 from relay.subjects import email_digest
-from tests.conftest import MIGRATION_URL, drop_database, ensure_database, require_service
+from testbed.services import MIGRATION_URL, drop_database, ensure_database, require_service
 
 CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 

@@ -18,7 +18,8 @@ from schemas.fields import OpenSchema, TrimmedString
 from schemas.sparkloop import REWARD_PEOPLE, EventSchema, PeopleAt, ReferralProgramSubscriberSchema
 from schemas.sprig import SprigUser
 from schemas.spruce import SpruceContact, SpruceNote
-from tests.conftest import deliveries, events, load_fixture, post_event, run_pending, sandbox_state
+from testbed.apps import deliveries, events, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
 from web.cli import main
 
 TYPE = "webinar_registered"

@@ -14,7 +14,9 @@ from celery.contrib.testing.worker import start_worker
 
 from relay.models import Delivery, utcnow
 from workers.sweep import BACKLOG
-from tests.conftest import TOKEN, deliveries, dispatch_stored, events, load_fixture, post_event, run_sweep, wait_for
+from testbed.apps import TOKEN, deliveries, dispatch_stored, events, post_event, run_sweep
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 
 
 def test_posted_events_reach_the_sandbox_through_a_real_worker(app, server, worker, sandbox):

@@ -16,9 +16,12 @@ import sentry_sdk
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.personal import personal_strings
-from tests.conftest import FIXTURE_NAMES, TOKEN, leaked, load_fixture, wait_for
-from tests.net import free_port
-from tests.sentry_ingest import SentryIngest
+from testbed.apps import TOKEN
+from testbed.examples import FIXTURE_NAMES, load_fixture
+from testbed.privacy import leaked
+from testbed.waiting import wait_for
+from testbed.net import free_port
+from testbed.sentry import SentryIngest
 from web.cli import main
 
 METRICS_TOKEN = "metrics-secret-for-the-test"

@@ -25,8 +25,11 @@ from relay.queue import CATCH_UP_QUEUE, RETENTION_TASK, SWEEP_TASK
 from relay.runtime import Runtime
 from celery.contrib.testing.worker import start_worker
 
-from tests.conftest import events, load_fixture, post_event, run_pending, wait_for
-from tests.test_cli import invoke, received_days_ago
+from testbed.apps import events, post_event, run_pending
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
+from testbed.apps import received_days_ago
+from testbed.cli import invoke
 from workers.retention import RUNNING, last_run, run_retention
 
 PROCFILE = dict(line.split(": ", 1) for line in open("Procfile").read().splitlines() if line.strip())

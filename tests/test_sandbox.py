@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from sandbox import create_sandbox_app, serve_in_thread
-from tests.net import free_port
+from testbed.net import free_port
 
 SPRIG_AUTH = {"Authorization": "API-Key sandbox-sprig-key"}
 SPRUCE_AUTH = {"Authorization": "Bearer sandbox-spruce-token"}

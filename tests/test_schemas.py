@@ -15,8 +15,8 @@ from schemas.sprig import SprigUser, SprigUserSchema, sprig_user_body
 from schemas.spruce import (
     SpruceNote, contact_body, note_conversation_body, note_message_body, search_by_email_body,
 )
-from tests.conftest import FIXTURE_NAMES, WITHOUT_EXAMPLE
-from tests.conftest import load_fixture as fixture
+from testbed.examples import FIXTURE_NAMES, WITHOUT_EXAMPLE
+from testbed.examples import load_fixture as fixture
 
 RECEIVED_AT_MS = 1_700_000_000_123
 

@@ -3,7 +3,8 @@ import pytest
 from flask import Blueprint
 
 from relay.config import DEV_WEBHOOK_TOKEN, ConfigError
-from tests.conftest import PG_URL, make_app, post_event
+from testbed.apps import make_app, post_event
+from testbed.services import PG_URL
 from web import create_app
 
 

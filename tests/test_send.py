@@ -13,8 +13,9 @@ import web.cli.send
 from relay.app import create_base_app
 from relay.config import DEV_WEBHOOK_TOKEN
 from schemas.events import EVENTS
-from tests.conftest import TOKEN, events, load_fixture
-from tests.net import free_port
+from testbed.apps import TOKEN, events
+from testbed.examples import load_fixture
+from testbed.net import free_port
 from web.cli import main
 
 

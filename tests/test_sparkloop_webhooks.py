@@ -13,7 +13,7 @@ import workers.guard
 import workers.sparkloop.retry
 
 from sandbox import SandboxSettings
-from tests.conftest import fresh_services, make_app, sandbox_state
+from testbed.apps import fresh_services, make_app, sandbox_state
 from web.cli import main
 from workers.sparkloop.client import SparkLoopClient
 from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS

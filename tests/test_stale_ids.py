@@ -10,15 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import SubscriberLink
-from tests import test_vendor_contracts as contracts
-from tests.conftest import (
-    deliver, deliveries, delivery_to, events, load_fixture, post_event, run_pending, sandbox_state,
-)
+from testbed import vendor_contracts as contracts
+from testbed.apps import deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
 from web.cli import main
 from workers import identity
 from workers.spruce.delivery import CONTACT, CONVERSATION
 
-recorded = contracts.recorded  # the fixture: every exchange over httpx's real transport
 SPRUCE_AUTH = {"Authorization": "Bearer sandbox-spruce-token"}
 EMAIL, NAME, SUBSCRIBER_ID = "john.doe@email.com", "John Doe", "sub_hjdgc74u"
 

@@ -1,6 +1,6 @@
-"""The suite's own use of the test services (tests/conftest.py): only the databases and Redis
-dbs README.md lists, never Redis' default db 0, each taken away again by whoever made it, and the
-test servers' access lines kept out of pytest's output."""
+"""The suite's own use of the test services (testbed/services.py, tests/conftest.py): only the
+databases and Redis dbs README.md lists, never Redis' default db 0, each taken away again by
+whoever made it, and the test servers' access lines kept out of pytest's output."""
 from __future__ import annotations
 
 import logging
@@ -12,8 +12,10 @@ import redis
 import sqlalchemy as sa
 
 from relay.db import Database
-from tests.conftest import (DRILL_REDIS_DBS, DRILLS, MIGRATION_URL, REDIS_DBS, drop_database,
-                            empty_redis, ensure_database, existing_databases, require_service, suite_footprint)
+from testbed.services import (
+    DRILL_REDIS_DBS, DRILLS, MIGRATION_URL, REDIS_DBS, drop_database, empty_redis, ensure_database, existing_databases,
+    require_service, suite_footprint,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BENCHMARKS_REDIS_DB = 14  # bench/README.md

@@ -6,7 +6,8 @@ import logging
 
 import redis
 
-from tests.conftest import dispatch_stored, load_fixture, post_event, run_sweep
+from testbed.apps import dispatch_stored, post_event, run_sweep
+from testbed.examples import load_fixture
 
 
 def sweep_records(caplog) -> list[logging.LogRecord]:

@@ -9,7 +9,8 @@ from schemas.events import EVENTS, sends, validate_event
 from schemas.note_template import PLACEHOLDERS, NoteTemplate, TemplateError, note_text
 from schemas.sprig import ATTRIBUTES, sprig_user_body
 from schemas.spruce import SpruceNote
-from tests.conftest import FIXTURE_NAMES, load_fixture, post_event, run_pending, sandbox_state
+from testbed.apps import post_event, run_pending, sandbox_state
+from testbed.examples import FIXTURE_NAMES, load_fixture
 
 # Computed from the code before templates existed (commit d04d7fc): the defaults must not move.
 NOTES_BEFORE_TEMPLATES = {

@@ -6,7 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import SubscriberLink
-from tests.conftest import deliveries, load_fixture, post_event, run_pending, sandbox_state
+from testbed.apps import deliveries, post_event, run_pending, sandbox_state
+from testbed.examples import load_fixture
 from web.cli import main
 from workers import identity
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from tests.net import free_port
+from testbed.net import free_port
 from workers.classify import Action, classify
 from workers.sprig.client import SprigClient
 from workers.spruce.client import SpruceClient

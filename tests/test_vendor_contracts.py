@@ -3,118 +3,19 @@ OpenAPI documents the vendors publish (openapi-core). The documents are the vend
 ours: they are read from ../shared/vendors/openapi/ and this module skips without them."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
-from openapi_core import Config, OpenAPI
-from openapi_core.datatypes import RequestParameters
-from openapi_core.templating.responses.exceptions import ResponseNotFound
-from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from relay.runtime import Runtime
-from tests.conftest import FIXTURE_NAMES, WITHOUT_EXAMPLE, deliveries, load_fixture, post_event, run_pending
+from testbed.apps import deliveries, post_event, run_pending
+from testbed.examples import FIXTURE_NAMES, WITHOUT_EXAMPLE, load_fixture
+from testbed.exchanges import Exchange
+from testbed.vendor_contracts import DOCUMENTS, problems
 from workers.sprig.client import sprig_client
 from workers.spruce.client import spruce_client
 
-DOCUMENTS = Path(__file__).resolve().parents[2] / "shared" / "vendors" / "openapi"
-# Where each vendor's sandbox lives, and the server its document names.
-VENDORS = {"sprig": ("/sprig", "https://api.sprig.com", ""),
-           "spruce": ("/spruce/v1", "https://api.sprucehealth.com", "/v1")}
-
 pytestmark = pytest.mark.skipif(not DOCUMENTS.is_dir(), reason="the vendors' OpenAPI documents are not here")
-
-
-@dataclass
-class Exchange:
-    method: str
-    url: str
-    request_headers: dict
-    request_body: bytes
-    status: int
-    response_headers: dict
-    response_body: bytes
-
-
-class VendorRequest:
-    """An httpx request as openapi-core reads one, at the vendor's own server."""
-
-    def __init__(self, exchange: Exchange, host_url: str, path: str):
-        self.host_url, self.path, self.method = host_url, path, exchange.method.lower()
-        query = urlsplit(exchange.url).query
-        self.parameters = RequestParameters(
-            query=ImmutableMultiDict(httpx.QueryParams(query).multi_items()),
-            header=Headers(exchange.request_headers))
-        self.body = exchange.request_body or None
-        self.content_type = exchange.request_headers.get("content-type", "")
-
-
-class VendorResponse:
-    def __init__(self, exchange: Exchange):
-        self.status_code, self.data = exchange.status, exchange.response_body
-        self.headers = Headers(exchange.response_headers)
-        self.content_type = exchange.response_headers.get("content-type", "")
-
-
-@pytest.fixture
-def recorded(monkeypatch):
-    """Every exchange over httpx's real transport in this test."""
-    exchanges: list[Exchange] = []
-    send = httpx.HTTPTransport.handle_request
-
-    def record(transport, request):
-        response = send(transport, request)
-        body = response.read()
-        exchanges.append(Exchange(request.method, str(request.url), dict(request.headers), request.content,
-                                  response.status_code, dict(response.headers), body))
-        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
-
-    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", record)
-    return exchanges
-
-
-def documents() -> dict[str, OpenAPI]:
-    # Not validated as documents: Sprig's repeats a tag name, which says nothing of its schemas.
-    return {vendor: OpenAPI.from_dict(json.loads((DOCUMENTS / f"{vendor}.json").read_text()),
-                                      config=Config(spec_validator_cls=None))
-            for vendor in VENDORS}
-
-
-def problems(exchanges: list[Exchange]) -> list[str]:
-    found, specs = [], documents()
-    for exchange in exchanges:
-        path = urlsplit(exchange.url).path
-        vendor = next((v for v, (prefix, _, _) in VENDORS.items() if path.startswith(prefix + "/")), None)
-        if vendor is None:
-            continue
-        prefix, host_url, base = VENDORS[vendor]
-        request = VendorRequest(exchange, host_url, base + path[len(prefix):])
-        where = f"{exchange.method} {path} -> {exchange.status}"
-        for check, validate in (("request", lambda: specs[vendor].validate_request(request)),
-                                ("response", lambda: specs[vendor].validate_response(request, VendorResponse(exchange)))):
-            try:
-                validate()
-            except ResponseNotFound:
-                # Spruce documents its 429 in the overview (rate limiting), not per operation.
-                if exchange.status != 429:
-                    found.append(f"{vendor} {check} {where}: an answer the document does not list")
-            except Exception as exc:  # openapi-core's errors: each names what differs
-                found.append(f"{vendor} {check} {where}: {_explain(exc)}")
-    return found
-
-
-def _explain(exc: Exception) -> str:
-    """The schema errors behind an openapi-core error, by path and rule (not by value)."""
-    cause = exc.__cause__ or exc
-    errors = getattr(cause, "schema_errors", None)
-    if not errors:
-        return f"{type(exc).__name__}: {str(cause)[:300]}"
-    return "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: "
-                     + (e.message if e.validator == "required" else f"{e.validator} {str(e.validator_value)[:120]}")
-                     for e in errors)
 
 
 def test_every_request_and_answer_follows_the_vendors_documents(client, app, sandbox, recorded):

@@ -9,7 +9,9 @@ import pytest
 
 from celery.contrib.testing.worker import start_worker
 
-from tests.conftest import events, load_fixture, post_event, sandbox_state, wait_for
+from testbed.apps import events, post_event, sandbox_state
+from testbed.examples import load_fixture
+from testbed.waiting import wait_for
 from workers import throttle
 
 

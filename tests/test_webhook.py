@@ -6,7 +6,8 @@ import json
 import pytest
 
 from schemas.events import EVENTS
-from tests.conftest import FIXTURE_NAMES, TOKEN, WITHOUT_EXAMPLE, deliveries, events, load_fixture, post_event
+from testbed.apps import TOKEN, deliveries, events, post_event
+from testbed.examples import FIXTURE_NAMES, WITHOUT_EXAMPLE, load_fixture
 
 
 @pytest.mark.parametrize("fixture", FIXTURE_NAMES)

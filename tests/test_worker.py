@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import wait_for
+from testbed.waiting import wait_for
 
 CHILD = textwrap.dedent("""
     import signal, sys, time

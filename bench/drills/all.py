@@ -1,7 +1,7 @@
 """Every drill, one after the other, each in a process of its own and with its default sizes:
 
-    python bench/drills/all.py                       # all of them
-    python bench/drills/all.py vendor_down restart   # some
+    python -m bench.drills.all                       # all of them
+    python -m bench.drills.all vendor_down restart   # some
 
 Each drill's output passes through; at the end its summary lines again, together. Exits 1 when
 any drill did (something lost or duplicated) or did not end with its summary line.
@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 DRILLS = ("workers_killed", "redis_flushed", "postgres_restarted", "vendor_down", "rate_limit_storm",
           "slow_vendor", "duplicate_storm", "restart")
 # Every drill bounds its own waits; this is for a drill that hangs all the same: SIGINT, so that
@@ -29,7 +29,8 @@ def main(names: list[str]) -> int:
         return 2
     summaries, failed = [], 0
     for name in names or DRILLS:
-        process = subprocess.Popen([sys.executable, str(HERE / f"{name}.py")], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen([sys.executable, "-m", f"bench.drills.{name}"], cwd=ROOT, stdout=subprocess.PIPE,
+                                   text=True)
         timers = [threading.Timer(TIMEOUT_S, process.send_signal, (signal.SIGINT,)),
                   threading.Timer(TIMEOUT_S + 60, process.kill)]
         for timer in timers:

@@ -6,12 +6,9 @@ delivered once. Two supervised workers (Procfile settings) and beat."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import duplicate_storm  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import duplicate_storm
 
 NAME = "duplicate_storm"
 

@@ -3,7 +3,7 @@
 Each drill gets the sandbox (in this process), a PostgreSQL database of its own
 (`relay_bench_drill_<name>`, recreated) and a redis-server of its own on a free loopback port,
 keeping nothing on disk: the machine's Redis is never touched. The scenarios themselves are in
-tests/drills.py, which the suite runs small (tests/test_drill_*.py).
+testbed/drills/, which the suite runs small (tests/test_drill_*.py).
 
 A drill prints a line of details, then its summary line, and exits 1 when anything accepted was
 lost or anything was done twice at a vendor (its process logs are then kept; their folder is
@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sandbox import RunningSandbox, SandboxSettings, serve_in_thread  # noqa: E402
-from tests.conftest import PG_URL, fresh_services, migrated_from_scratch  # noqa: E402
-from tests.drills import Drill, Healed, RedisServer  # noqa: E402
+from sandbox import RunningSandbox, SandboxSettings, serve_in_thread
+from testbed.apps import fresh_services
+from testbed.drills.processes import Drill, RedisServer
+from testbed.drills.verdicts import Healed
+from testbed.services import PG_URL, migrated_from_scratch
 
 SERVER = PG_URL.rsplit("/", 1)[0]
 PG_PORT = int(PG_URL.rsplit(":", 1)[1].split("/")[0])
@@ -39,7 +37,7 @@ def options(name: str, description: str, *, events: int, per_second: float = 10,
             until: str = "the fault is over") -> argparse.ArgumentParser:
     """The options every drill has (the stream's size and pace, how long it may take to heal),
     with its own defaults; each drill adds those of its fault."""
-    parser = argparse.ArgumentParser(prog=f"bench/drills/{name}.py", description=description,
+    parser = argparse.ArgumentParser(prog=f"python -m bench.drills.{name}", description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all is well")
     parser.add_argument("--events", type=int, default=events, help=events_are)

@@ -5,12 +5,10 @@ while, as a restart does. The web answers 503 while the store is away, the sende
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import TcpProxy, postgres_restarted  # noqa: E402
+from bench.drills import harness
+from testbed.drills.processes import TcpProxy
+from testbed.drills.scenarios import postgres_restarted
 
 NAME = "postgres_restarted"
 

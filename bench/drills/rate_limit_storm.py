@@ -5,12 +5,9 @@ vendor, so the storms cost few 429s. Two supervised workers (Procfile settings) 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import rate_limit_storm  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import rate_limit_storm
 
 NAME = "rate_limit_storm"
 

@@ -6,12 +6,9 @@ settings) and beat."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import redis_restarted_empty  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import redis_restarted_empty
 
 NAME = "redis_flushed"
 

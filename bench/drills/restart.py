@@ -6,12 +6,9 @@ mid-delivery). No webhook goes unanswered and no delivery waits for a lease."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import rolling_restart  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import rolling_restart
 
 NAME = "restart"
 

@@ -6,12 +6,9 @@ settings) and beat."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import slow_vendor  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import slow_vendor
 
 NAME = "slow_vendor"
 

@@ -5,12 +5,9 @@ workers (Procfile settings) and beat; RELAY_RETRY_BASE_S=1 as in the suite."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import vendor_down  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import vendor_down
 
 NAME = "vendor_down"
 

@@ -8,12 +8,9 @@ delivers about 6 events a second under the kills, so the default 3000 take about
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench.drills import harness  # noqa: E402
-from tests.drills import killed_workers  # noqa: E402
+from bench.drills import harness
+from testbed.drills.scenarios import killed_workers
 
 NAME = "workers_killed"
 

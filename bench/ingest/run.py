@@ -1,6 +1,6 @@
 """Webhook intake throughput: Relay against a bare Flask app, same gunicorn settings.
 
-    python bench/ingest/run.py [--duration 15] [--connections 16] [--threads 2] [--rounds 2]
+    python -m bench.ingest.run [--duration 15] [--connections 16] [--threads 2] [--rounds 2]
 
 Both apps run under gunicorn with the Procfile's settings (gunicorn.conf.py: WEB_CONCURRENCY=2
 processes), one after the other, alternating for --rounds rounds; wrk posts a new_referral for
@@ -25,11 +25,10 @@ from pathlib import Path
 import httpx
 import redis
 
+from testbed.services import PG_URL, migrated_from_scratch
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import PG_URL, migrated_from_scratch  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

@@ -1,6 +1,6 @@
 """A million events in PostgreSQL, for bench/million/run.py.
 
-    python bench/million/generate.py [--events 1000000] [--revision head]
+    python -m bench.million.generate [--events 1000000] [--revision head]
 
 Recreates the database relay_bench_million (--url to use another), migrates it with Relay's
 own Alembic migrations (to --revision: 0007 gives the schema before issue 11's indexes) and
@@ -32,19 +32,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from relay.db import Database  # noqa: E402
-from relay.models import utcnow  # noqa: E402
-from relay.subjects import subject_rows  # noqa: E402
-from schemas.events import EVENTS  # noqa: E402
+from relay.db import Database
+from relay.models import utcnow
+from relay.subjects import subject_rows
+from schemas.events import EVENTS
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_million"
 TABLES = ("events", "deliveries", "event_subjects")

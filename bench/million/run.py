@@ -1,6 +1,6 @@
 """Relay's store queries against a million events (bench/million/generate.py builds them).
 
-    python bench/million/run.py [--runs 7] [--out bench/million/RESULTS.md] [--only TEXT]
+    python -m bench.million.run [--runs 7] [--out bench/million/RESULTS.md] [--only TEXT]
                                 [--compare bench/million/BEFORE.md]
 
 Each case runs the statements the product issues, built by the product's own code, through a
@@ -31,7 +31,6 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,22 +42,20 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
+from operations.events import list_query
+from operations.filters import EventFilter
+from operations.replay import matching_query
+from operations.stats import store_stats
+from relay.app import create_base_app
+from relay.db import Database
+from relay.durations import parse_when
+from relay.models import utcnow
+from web.cli import main as relay_main  # the whole commands, as an operator runs them
+from workers import dispatch as dispatch_module
+from workers.retention import delete_events, purge_batch, purge_conditions, purge_count
+from workers.sweep import forget_enqueued, forget_overdue, release_expired_leases
 
-from operations.events import list_query  # noqa: E402
-from operations.filters import EventFilter  # noqa: E402
-from operations.replay import matching_query  # noqa: E402
-from operations.stats import store_stats  # noqa: E402
-from relay.app import create_base_app  # noqa: E402
-from relay.db import Database  # noqa: E402
-from relay.durations import parse_when  # noqa: E402
-from relay.models import utcnow  # noqa: E402
-from web.cli import main as relay_main  # noqa: E402  the whole commands, as an operator runs them
-from workers import dispatch as dispatch_module  # noqa: E402
-from workers.retention import delete_events, purge_batch, purge_conditions, purge_count  # noqa: E402
-from workers.sweep import forget_enqueued, forget_overdue, release_expired_leases  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_million"
 LIMIT_MS = 200
@@ -323,7 +320,7 @@ def earlier_figures(path: str | None) -> dict[str, tuple[str, str]]:
 
 def report(args, rows, plans, env) -> str:
     events, deliveries, subjects, size = env["counts"]
-    command = "python bench/million/run.py" + "".join(
+    command = "python -m bench.million.run" + "".join(
         f" {flag} {value}" for flag, value in (("--runs", args.runs), ("--only", args.only), ("--compare", args.compare),
                                                ("--out", args.out))
         if value is not None and (flag, value) not in (("--runs", 7), ("--out", str(HERE / "RESULTS.md"))))
@@ -348,7 +345,7 @@ def report(args, rows, plans, env) -> str:
         "",
         "```",
         ". .venv/bin/activate",
-        "python bench/million/generate.py   # recreates relay_bench_million",
+        "python -m bench.million.generate   # recreates relay_bench_million",
         command,
         "```",
         "",

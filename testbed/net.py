@@ -1,4 +1,5 @@
 """Loopback ports for the servers and processes tests start."""
+
 from __future__ import annotations
 
 import socket

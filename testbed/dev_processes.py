@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from relay.config import DEV_WEBHOOK_TOKEN
-from tests.conftest import wait_for
-from tests.net import free_port
+from testbed.net import free_port
+from testbed.waiting import wait_for
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",

@@ -1,12 +1,34 @@
-"""A loopback stand-in for Sentry's ingest endpoint, for processes that send to SENTRY_DSN over
-real HTTP: it keeps every envelope it is sent (gzip-encoded or not) and answers 200, as Sentry
-does. Sentry is a boundary the tests cannot run; what the SDK sends is the thing under test."""
+"""Sentry is a boundary the tests cannot run; what the SDK sends is the thing under test.
+`SentryCapture` keeps what an in-process client would send; `SentryIngest` is a loopback
+stand-in for Sentry's ingest endpoint, for processes that send to SENTRY_DSN over real HTTP: it
+keeps every envelope it is sent (gzip-encoded or not) and answers 200, as Sentry does."""
+
 from __future__ import annotations
 
 import gzip
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import sentry_sdk
+from sentry_sdk.transport import Transport
+
+
+def sentry_off() -> None:
+    """No Sentry client, as before any init: sentry_sdk.init() without a DSN leaves an active one."""
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+class SentryCapture(Transport):
+    """What Sentry would be sent, as text."""
+
+    def __init__(self):
+        super().__init__()
+        self.sent: list[str] = []
+
+    def capture_envelope(self, envelope):
+        self.sent.append(envelope.serialize().decode("utf-8", "replace"))
 
 
 class SentryIngest:
@@ -45,7 +67,7 @@ class SentryIngest:
             envelopes = list(self.envelopes)
         for envelope in envelopes:
             lines = envelope.splitlines()[1:]
-            for header, body in zip(lines[0::2], lines[1::2]):
+            for header, body in zip(lines[0::2], lines[1::2], strict=False):
                 try:
                     found.append({"_type": json.loads(header).get("type"), **json.loads(body)})
                 except (ValueError, TypeError):

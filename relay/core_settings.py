@@ -1,0 +1,464 @@
+"""Relay's own settings, those of every process, a group per `.env.example` section: each
+declared once (relay.settings). Each destination declares its own group (relay/sprig_settings.py,
+relay/spruce_settings.py); relay.config reads them all.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from relay.settings import (
+    Choice,
+    CommaList,
+    Duration,
+    Fraction,
+    Json,
+    Parsed,
+    Rate,
+    Reading,
+    Setting,
+    SettingsGroup,
+    Text,
+    Url,
+    Whole,
+)
+
+LOG_FORMATS = ("json", "text")
+MIN_LOOKUP_KEY_LENGTH = 32
+# Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
+RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
+# Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
+_SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+class DatabaseUrl(Parsed):
+    """postgres:// (Heroku still hands it out; SQLAlchemy 2 no longer accepts it), postgresql://,
+    postgresql+driver:// or sqlite:///, made SQLAlchemy's."""
+
+    def parse(self, text: str) -> str:
+        scheme = text.split("://", 1)[0] if "://" in text else ""
+        if scheme in ("postgres", "postgresql"):
+            return "postgresql+psycopg://" + text.split("://", 1)[1]
+        if scheme.startswith(("postgresql+", "sqlite")):
+            return text
+        raise ValueError(f"must be a postgres://, postgresql:// or sqlite:/// URL (got scheme {scheme or 'none'!r})")
+
+
+class Routes(Json):
+    """{event_type: [destination, ...]}, merged over the event registry's routes; load_config
+    checks the destinations' names."""
+
+    def parse(self, text: str) -> dict[str, tuple[str, ...]]:
+        parsed = super().parse(text)
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object of event type -> list of destinations")
+        return {event: tuple(names) if isinstance(names, list) else names for event, names in parsed.items()}
+
+
+class LookupKey(Parsed):
+    def parse(self, text: str) -> str:
+        if len(text) < MIN_LOOKUP_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random text (make one with `relay keys new`)"
+            )
+        return text
+
+
+def _fernet_key(position: int, key: str) -> None:
+    try:
+        Fernet(key)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f": key {position} is not a Fernet key (32 url-safe base64-encoded bytes; make one with `relay keys new`)"
+        ) from None
+
+
+WEBHOOK = SettingsGroup(
+    "webhook",
+    "Webhook",
+    build=lambda r: r.values,
+    settings=(
+        Setting(
+            "SPARKLOOP_WEBHOOK_TOKEN",
+            "webhook_tokens",
+            CommaList(),
+            secret=True,
+            shown_default="– (required by the web process)",
+            heroku={"required": True},
+            doc="the token SparkLoop sends in `SparkLoop-Token` (SparkLoop's Webhooks page, Account Settings > "
+            "Integrations); comma-separate two while rotating. `relay-dev-token` is refused unless `DATABASE_URL` "
+            "is SQLite",
+        ),
+        Setting(
+            "RELAY_MAX_BODY_BYTES",
+            "max_body_bytes",
+            Whole(),
+            default=str(256 * 1024),
+            shown_default="`262144` (256 KiB)",
+            doc="webhook body limit in bytes (413 above it)",
+        ),
+    ),
+)
+
+
+def _store(reading: Reading) -> dict[str, Any]:
+    redis_url = reading["redis_url"]
+    return {
+        "database_url": reading["database_url"] or f"sqlite:///{reading.instance / 'relay.sqlite3'}",
+        "redis_url": redis_url,
+        "broker_url": redis_url or "filesystem://",
+        "redis_ssl_cert_reqs": _SSL_CERT_REQS[reading["redis_ssl_cert_reqs"]],
+    }
+
+
+STORE = SettingsGroup(
+    "store",
+    "Store and broker",
+    build=_store,
+    settings=(
+        Setting(
+            "DATABASE_URL",
+            "database_url",
+            DatabaseUrl(),
+            secret=True,
+            shown_default="SQLite file `instance/relay.sqlite3`",
+            heroku=None,  # the PostgreSQL add-on sets it
+            doc="`postgres://…` (Heroku's form is accepted), `postgresql://…` or `sqlite:///…`",
+        ),
+        Setting(
+            "REDIS_URL",
+            "redis_url",
+            Url(("redis", "rediss")),
+            secret=True,
+            shown_default="a folder broker under `instance/broker` (one machine), throttle, breaker and locks "
+            "inside each process (`relay dev` serves a Redis of its own)",
+            heroku=None,  # the Redis add-on sets it
+            doc="the Celery broker and the shared throttle, breaker and locks: `redis://…` or `rediss://…` (TLS)",
+        ),
+        Setting(
+            "REDIS_SSL_CERT_REQS",
+            "redis_ssl_cert_reqs",
+            Choice(tuple(_SSL_CERT_REQS)),
+            default="required",
+            heroku={"value": "none", "required": True},
+            doc="the TLS certificate check for `rediss://`: `required`, `optional` or `none` (for providers with "
+            "self-signed certificates: Heroku Redis)",
+        ),
+        Setting(
+            "RELAY_INSTANCE_PATH",
+            "instance_path",
+            Text(),
+            shown_default="`instance/` in the checkout (`/app/instance` in the Docker image)",
+            doc="where SQLite, the folder broker, the beat schedule, the note template file and `relay dev`'s files "
+            "(`dev.env`, logs, the sandbox's state) live; not needed with PostgreSQL and Redis",
+        ),
+    ),
+)
+
+
+def _delivery(reading: Reading) -> dict[str, Any]:
+    values = dict(reading.values)
+    values["vendor_timeout_s"] = float(values["vendor_timeout_s"])
+    values["retry_base_s"] = float(values["retry_base_s"])
+    values["routes_override"] = values["routes_override"] or {}
+    return values
+
+
+DELIVERY = SettingsGroup(
+    "delivery",
+    "Delivery",
+    build=_delivery,
+    settings=(
+        Setting(
+            "RELAY_ROUTES",
+            "routes_override",
+            Routes(),
+            shown_default="– (the event registry's routes)",
+            doc='JSON object overriding destinations per event type, e.g. `{"sync_subscriber": ["sprig", "spruce"]}`',
+        ),
+        Setting(
+            "RELAY_VENDOR_TIMEOUT_S",
+            "vendor_timeout_s",
+            Whole(),
+            default="10",
+            doc="vendor HTTP read timeout in seconds",
+        ),
+        Setting(
+            "RELAY_RETRY_BASE_S",
+            "retry_base_s",
+            Whole(),
+            default="30",
+            doc="first retry wait in seconds (capped exponential backoff with jitter from there)",
+        ),
+        Setting(
+            "RELAY_RETRY_MAX_ATTEMPTS",
+            "retry_max_attempts",
+            Whole(),
+            default="15",
+            doc="failed attempts (not deferred ones) before a delivery is `failed`",
+        ),
+        Setting(
+            "RELAY_RETRY_MAX_AGE",
+            "retry_max_age_s",
+            Duration(),
+            default="24h",
+            doc="age after which a pending delivery is `failed`",
+        ),
+        Setting(
+            "RELAY_BREAKER_COOLDOWN",
+            "breaker_cooldown_s",
+            Duration(),
+            default="30s",
+            doc="how long the circuit breaker stays open after a run of transient failures",
+        ),
+        Setting(
+            "RELAY_SHUTDOWN_GRACE",
+            "shutdown_grace_s",
+            Duration(),
+            default="20s",
+            doc="on SIGTERM, how long a worker lets deliveries under way finish before it hands them back; keep it "
+            "under the platform's kill timeout (Heroku and Render 30 s, Fly's `kill_timeout`)",
+        ),
+    ),
+)
+
+SPARKLOOP = SettingsGroup(
+    "sparkloop",
+    "SparkLoop API (relay backfill, relay sparkloop webhooks, relay doctor)",
+    build=lambda r: r.values,
+    settings=(
+        Setting(
+            "SPARKLOOP_API_KEY",
+            "sparkloop_api_key",
+            Text(),
+            secret=True,
+            doc="SparkLoop API v2 key, used by `relay backfill`, `relay sparkloop webhooks` and `relay doctor`",
+        ),
+        Setting(
+            "RELAY_PUBLIC_URL",
+            "public_url",
+            Url(base=True),
+            doc="this Relay's public base URL (`https://relay.example.com`; no credentials, query or fragment): "
+            "`relay sparkloop webhooks register` registers `RELAY_PUBLIC_URL/webhooks/sparkloop`, and "
+            "`relay doctor` checks that SparkLoop holds it",
+        ),
+        Setting(
+            "SPARKLOOP_API_URL",
+            "sparkloop_api_url",
+            Url(),
+            default="https://api.sparkloop.app/v2",
+            doc="SparkLoop API base URL",
+        ),
+        Setting(
+            "SPARKLOOP_RATE_LIMIT",
+            "sparkloop_rate_limit",
+            Rate(),
+            # Only `relay backfill` calls SparkLoop: 60 per rolling minute per key (the older,
+            # lower of the two published figures).
+            default="60/60s",
+            doc="SparkLoop API calls per period, per key (the lower of its two published limits)",
+        ),
+    ),
+)
+
+
+def _retention(reading: Reading) -> dict[str, Any]:
+    values = dict(reading.values)
+    values["retention_purge_daily"] = values.pop("retention_purge") == "daily"
+    return values
+
+
+RETENTION = SettingsGroup(
+    "retention",
+    "Retention",
+    build=_retention,
+    settings=(
+        Setting(
+            "RELAY_RETENTION",
+            "retention_s",
+            Duration(),
+            default="30d",
+            doc="how old a finished event must be to be purged (daily by beat, or `relay events purge --retention`)",
+        ),
+        Setting(
+            "RELAY_RETENTION_FAILED",
+            "retention_failed_s",
+            Duration(),
+            default="90d",
+            doc="the same for `failed` and `invalid` events, kept longer to be looked at",
+        ),
+        Setting(
+            "RELAY_RETENTION_PURGE",
+            "retention_purge",
+            # Beat purges what the retention ages allow once a day, unless off.
+            Choice(("daily", "off")),
+            default="daily",
+            doc="`daily`: beat purges what `RELAY_RETENTION` and `RELAY_RETENTION_FAILED` allow every day at "
+            '03:00 UTC, in batches (see "Retention"; `relay doctor` shows the last run); `off`: only '
+            "`relay events purge --retention` does",
+        ),
+    ),
+)
+
+
+def _observability(reading: Reading) -> dict[str, Any]:
+    values = dict(reading.values)
+    values["log_format"] = values["log_format"] or terminal_format()
+    env = reading.environ
+    platform = next((env[name].strip() for name in RELEASE_VARIABLES if env.get(name, "").strip()), None)
+    values["sentry_release"] = values["sentry_release"] or platform
+    return values
+
+
+OBSERVABILITY = SettingsGroup(
+    "observability",
+    "Logs, metrics and Sentry",
+    build=_observability,
+    settings=(
+        Setting(
+            "LOG_FORMAT",
+            "log_format",
+            Choice(LOG_FORMATS),
+            shown_default="`json` when stderr is not a terminal, else `text` (`relay dev`: `text`)",
+            heroku={"value": "json"},
+            doc="`json`: every line of web, worker and beat is one JSON object; or `text`",
+        ),
+        Setting(
+            "METRICS_TOKEN",
+            "metrics_token",
+            Text(),
+            secret=True,
+            shown_default="– (`/metrics` open)",
+            heroku={"generator": "secret"},
+            doc="when set, `GET /metrics` needs `Authorization: Bearer <token>` (401 without, 403 wrong)",
+        ),
+        Setting(
+            "SENTRY_DSN",
+            "sentry_dsn",
+            Text(),
+            secret=True,
+            shown_default="– (Sentry off)",
+            doc="when set, Sentry starts (Flask, Celery and logging integrations; `data_collection` with nothing "
+            "personal, no request bodies, a scrubber on every event and breadcrumb); its cron monitor "
+            "`relay-sweep` pages when beat stops",
+        ),
+        Setting(
+            "SENTRY_ENVIRONMENT",
+            "sentry_environment",
+            Text(),
+            default="production",
+            doc="Sentry's environment name",
+        ),
+        Setting(
+            "SENTRY_RELEASE",
+            "sentry_release",
+            Text(),
+            shown_default="the platform's commit: " + ", ".join(f"`{name}`" for name in RELEASE_VARIABLES),
+            doc="Sentry's release (on Heroku, `heroku labs:enable runtime-dyno-metadata` sets `HEROKU_SLUG_COMMIT`)",
+        ),
+        Setting(
+            "SENTRY_TRACES_SAMPLE_RATE",
+            "sentry_traces_sample_rate",
+            Fraction(),
+            default="0",
+            shown_default="`0` (no tracing)",
+            doc="share of requests and tasks traced for Sentry's performance pages (0 to 1)",
+        ),
+    ),
+)
+
+SECURITY = SettingsGroup(
+    "security",
+    "Security",
+    build=lambda r: r.values,
+    settings=(
+        Setting(
+            "RELAY_PROXY_HOPS",
+            "proxy_hops",
+            Whole(minimum=0),
+            default="1",
+            doc="proxies in front of the web (the PaaS router) trusted for `X-Forwarded-For/Proto/Host/Port`; "
+            "`0` trusts none",
+        ),
+        Setting(
+            "RELAY_PAYLOAD_KEYS",
+            "payload_keys",
+            CommaList(_fernet_key),
+            secret=True,
+            shown_default="– (payloads stored in clear)",
+            doc="comma-separated Fernet keys (`relay keys new`): the first encrypts stored payloads and errors, all "
+            'decrypt (rotation: `relay keys rotate`; see "Personal data at rest")',
+        ),
+        Setting(
+            "RELAY_LOOKUP_KEY",
+            "lookup_key",
+            LookupKey(),
+            secret=True,
+            shown_default="– (plain SHA-256)",
+            heroku={"generator": "secret"},
+            doc="at least 32 random characters (`relay keys new`): keys the digests of subscriber ids and emails "
+            "stored beside each event (HMAC-SHA256), so the database alone cannot be searched for a person "
+            '(see "Personal data at rest"); after changing it run `relay keys rotate --digests`',
+        ),
+    ),
+)
+
+# Read by gunicorn.conf.py and the Procfile, not by load_config: declared for the documentation.
+PLATFORM: SettingsGroup[Any] = SettingsGroup(
+    "platform",
+    "Platform",
+    build=None,
+    settings=(
+        Setting(
+            "PORT",
+            "port",
+            Whole(),
+            default="8000",
+            heroku=None,  # the platform sets it
+            doc="the web's port (`gunicorn.conf.py`; the platform sets it)",
+        ),
+        Setting(
+            "WEB_CONCURRENCY",
+            "web_concurrency",
+            Whole(),
+            default="2",
+            heroku={"value": None},  # Heroku's Python buildpack sets it from the dyno size
+            doc="gunicorn processes per web dyno or container (Heroku's Python buildpack sets it from the dyno size)",
+        ),
+        Setting(
+            "WEB_THREADS",
+            "web_threads",
+            Whole(),
+            default="1",
+            heroku={"value": None},
+            doc="threads per gunicorn process (above 1: gunicorn's gthread worker; measured slower here, see "
+            "`gunicorn.conf.py`)",
+        ),
+        Setting(
+            "WORKER_CONCURRENCY",
+            "worker_concurrency",
+            Whole(),
+            default="4",
+            doc="Celery processes per worker dyno or container (the Procfile's `--concurrency`)",
+        ),
+    ),
+)
+
+CORE_GROUPS: tuple[SettingsGroup[dict[str, Any]], ...] = (
+    WEBHOOK,
+    STORE,
+    DELIVERY,
+    SPARKLOOP,
+    RETENTION,
+    OBSERVABILITY,
+    SECURITY,
+)
+
+
+def terminal_format() -> str:
+    """LOG_FORMAT's default: json when stderr is not a terminal (a PaaS, a container), text when it is."""
+    return "text" if sys.stderr.isatty() else "json"

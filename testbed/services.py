@@ -1,0 +1,156 @@
+"""The test services: PostgreSQL and Redis, found through TEST_DATABASE_URL / TEST_REDIS_URL or
+on 127.0.0.1, with a database and a Redis db for each test process (pytest-xdist's gw0, gw1, …)
+and for each drill, so that no process truncates or flushes what another one uses; and making,
+emptying and dropping them. Locally a missing service skips its tests; under CI=true it fails
+them. README.md's test section lists the names and dbs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from relay.db import Database
+
+# gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+# Redis dbs on the test server by process (gw6 is for a single file run beside a full suite),
+# clear of the drills' and the benchmarks' 14. Never db 0: Redis' default, where whatever else
+# uses the server keeps its data.
+REDIS_DBS = (15, 13, 12, 10, 9, 8, 3)
+# Each drill's PostgreSQL database and Redis db on the test servers (testbed/drills/): its own,
+# so that no test process truncates, flushes or takes its work. None: a redis-server of the
+# drill's own (the `redis_server` fixture), for the Redis drill and the hand-back drill.
+DRILLS = {
+    "relay_drills": 11,
+    "relay_drill_workers": 7,
+    "relay_drill_restart": 4,
+    "relay_drill_postgres": 6,
+    "relay_drill_production": 5,
+    "relay_drill_storms": 1,
+    "relay_drill_vendors": 2,
+    "relay_drill_handback": None,
+    "relay_drill_redis": None,
+}
+DRILL_DATABASES = tuple(DRILLS)
+DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
+
+
+def _for_this_process(url: str, suffix: str) -> str:
+    return url if WORKER == 0 else f"{url}{suffix}"
+
+
+PG_FIRST_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = _for_this_process(PG_FIRST_URL, f"_gw{WORKER}")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+if WORKER:
+    REDIS_URL = f"{REDIS_URL.rsplit('/', 1)[0]}/{REDIS_DBS[WORKER]}"
+# The migration tests' database, one per process as PG_URL is: test_migrations, test_gw1_migrations, …
+MIGRATION_URL = f"{PG_URL}_migrations"
+
+
+def reachable(url: str) -> bool:
+    parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str) -> None:
+    if reachable(url):
+        return
+    message = f"{name} is not reachable at {urlsplit(url).hostname}:{urlsplit(url).port}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: a missing service is a failure)")
+    pytest.skip(message)
+
+
+def empty_redis(url: str) -> None:
+    """Empty the Redis db `url` names (what the tests' runtimes counted is flushed as each closes)."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(f"{url.rsplit('/', 1)[0]}/postgres", isolation_level="AUTOCOMMIT")
+
+
+def existing_databases(url: str) -> set[str]:
+    """The databases on the PostgreSQL server of `url`."""
+    admin = _admin(url)
+    with admin.connect() as conn:
+        names = set(conn.scalars(sa.text("SELECT datname FROM pg_database")))
+    admin.dispose()
+    return names
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database `url` names, unless it exists; whether it was created."""
+    name = url.rsplit("/", 1)[1]
+    admin = _admin(url)
+    with admin.connect() as conn:
+        missing = not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+        if missing:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return missing
+
+
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database `url` names, if it exists, with any connection still open to
+    it (a killed worker's, which the server has not noticed yet)."""
+    admin = _admin(url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def empty_database(url: str) -> None:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    db.dispose()
+
+
+def migrated_from_scratch(url: str) -> str:
+    """The PostgreSQL database `url` names, created if missing, emptied and migrated."""
+    ensure_database(url)
+    empty_database(url)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    return url
+
+
+def empty_postgres(url: str) -> None:
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE events, deliveries, subscriber_links RESTART IDENTITY CASCADE"))
+    db.dispose()
+
+
+def suite_databases() -> set[str]:
+    """Every PostgreSQL database the suite may make (the processes', their migration tests',
+    the drills'), named from TEST_DATABASE_URL's."""
+    first = PG_FIRST_URL.rsplit("/", 1)[1]
+    processes = [first, *(f"{first}_gw{n}" for n in range(1, len(REDIS_DBS)))]
+    return {*processes, *(f"{name}_migrations" for name in processes), *DRILL_DATABASES}
+
+
+def suite_footprint() -> tuple[set[str], set[int]]:
+    """The suite's databases on the PostgreSQL server and its Redis dbs holding a key on the
+    Redis server, as they are now (empty sets where a server is not reachable)."""
+    databases = existing_databases(PG_URL) & suite_databases() if reachable(PG_URL) else set()
+    filled = set()
+    if reachable(REDIS_URL):
+        client = redis.Redis.from_url(REDIS_URL)
+        filled = {int(db.removeprefix("db")) for db in client.info("keyspace")} & {*REDIS_DBS, *DRILL_REDIS_DBS}
+        client.close()
+    return databases, filled
