@@ -23,6 +23,7 @@ from kombu import Queue
 
 from relay.models import Delivery, Lane, utcnow
 from relay.observability import configure_logging, say_as_json
+from relay.runtime import Runtime
 
 log = logging.getLogger("relay.queue")
 
@@ -46,14 +47,25 @@ TASK_MODULE = "workers.tasks"
 DISPATCH_STEP = "workers.dispatch:Dispatcher"
 
 
+class RelayCelery(Celery):
+    """Celery holding the runtime of the process that built it (relay.runtime): a task reads it
+    from the Flask app (Flask's pattern), but the worker's signals and its dispatcher step run
+    outside any task and take it from here."""
+
+    def __init__(self, main: str, runtime: Runtime, **kwargs):
+        super().__init__(main, **kwargs)
+        self.runtime = runtime
+
+
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args, **kwargs):
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    config = app.config["RELAY"]
-    celery_app = Celery(app.name, task_cls=FlaskTask)
+    runtime = Runtime.of(app)
+    config = runtime.config
+    celery_app = RelayCelery(app.name, runtime, task_cls=FlaskTask)
     celery_app.conf.update(
         broker_url=config.broker_url,
         broker_transport_options=_transport_options(config.broker_url, app.instance_path),
@@ -87,7 +99,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.conf.worker_hijack_root_logger = False
     setup_logging.connect(lambda **_: _worker_logging(config.log_format), weak=False, dispatch_uid="relay-logging")
     celery_app.steps["worker"].add(DISPATCH_STEP)
-    celery_app.flask_app = app
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

@@ -1,6 +1,7 @@
 """What a Relay process runs with, built once per process (`Runtime.build`, by the base app
 factory relay.app) and handed to the engine (workers/), the operations (operations/) and the web
-app: its configuration, its store, its Redis (REDIS_URL's, shared by every process; without it
+app (`Runtime.of(app)`; the worker's signals take it from its Celery app, relay.queue.RelayCelery):
+its configuration, its store, its Redis (REDIS_URL's, shared by every process; without it
 an in-process fakeredis, correct for this process alone) and its metrics buffer. No module keeps
 any of these: what a process holds is here.
 
@@ -11,11 +12,14 @@ rebuilt, here and nowhere else (`_after_fork_in_child`):
   parent's sockets left to the parent);
 - the metrics' unflushed counts (the parent adds them, not the child too) and their flushing
   thread (a fork has none; the child starts its own on its first count);
-- the claims of running deliveries (the parent's runs are not the child's to hand back);
+- the claims of running deliveries (the parent's runs are not the child's to hand back), and
+  the missing payload keys it warned about (the child warns for itself);
 - the objects kept with `shared` (the vendor clients): dropped, and built again on first use.
 redis-py rebuilds its own connection pool when it sees a new process id, so the Redis client
 needs nothing. The destination registry (`destinations`: the configuration's, found with it,
-since each destination declares settings of its own) holds no connection.
+since each destination declares settings of its own) holds no connection. Kept by the process on purpose,
+fork or not: read-only things built once (the TLS roots, workers.vendor_http.tls_context; the
+Celery app of `celery -A workers`, workers/__init__.py; logging and Sentry, set up once).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class Runtime:
     # The claims of the deliveries this process is running (workers.lease): what a stopping
     # worker hands back.
     running: set[Any] = field(default_factory=set)
+    # The ids of payload keys this process lacks and has warned about (once each, not per delivery).
+    warned_keys: set[str] = field(default_factory=set)
     _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -103,6 +109,7 @@ class Runtime:
         self.db.forget_connections()
         self.metrics.forget_inherited()
         self.running.clear()
+        self.warned_keys.clear()
         self._shared.clear()
 
 

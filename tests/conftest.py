@@ -33,7 +33,7 @@ from celery.contrib.testing.worker import start_worker  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from relay.observability import init_sentry  # noqa: E402
-from relay.runtime import Runtime
+from relay.runtime import Runtime  # noqa: E402
 from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
 from testbed.apps import TOKEN, fresh_services, make_app  # noqa: E402
 from testbed.drills.processes import Drill, RedisServer  # noqa: E402

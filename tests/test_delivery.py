@@ -8,9 +8,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from relay.models import Delivery, utcnow
+from relay.runtime import Runtime
 from testbed.apps import TOKEN, deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
-from relay.runtime import Runtime
 from web.cli import main
 from workers.classify import MAX_BACKOFF_S, backoff
 from workers.sprig.client import sprig_client

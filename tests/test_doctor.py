@@ -12,6 +12,7 @@ from flask.cli import ScriptInfo
 
 from cryptography.fernet import Fernet
 
+from relay.runtime import Runtime
 from relay.sealing import key_id
 from sandbox import SandboxSettings
 from sandbox.spruce import MEMBERS
@@ -21,7 +22,6 @@ from testbed.apps import TOKEN, post_event
 from testbed.examples import load_fixture
 from testbed.exchanges import Exchange
 from testbed.vendor_contracts import DOCUMENTS, problems
-from relay.runtime import Runtime
 from web import create_app
 from web.cli import main
 from workers.spruce.organization import MEMBERS_PAGE_SIZE

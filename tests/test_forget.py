@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from relay.models import Delivery, Event, EventSubject, SubscriberLink
+from relay.runtime import Runtime
 from testbed import vendor_contracts as contracts
 from relay.subjects import email_digest, id_digest
 from testbed.apps import deliver, deliveries, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
 from testbed.waiting import wait_for
-from relay.runtime import Runtime
 from web.cli import main
 from workers import erasure
 from workers.locks import subject_locks

@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from relay.runtime import Runtime
 from testbed.apps import deliveries, post_event, run_pending
 from testbed.examples import FIXTURE_NAMES, WITHOUT_EXAMPLE, load_fixture
 from testbed.exchanges import Exchange
 from testbed.vendor_contracts import DOCUMENTS, problems
-from relay.runtime import Runtime
 from workers.sprig.client import sprig_client
 from workers.spruce.client import spruce_client
 

@@ -34,7 +34,6 @@ MAX_BACKOFF_S = 3600
 AUTH_RECHECK_S = 60.0
 # A key is added by a deploy or a restart: minutes, not seconds, and no retry budget is spent.
 MISSING_KEY_RECHECK_S = 300.0
-_MISSING_KEYS_WARNED: set[str] = set()
 MAX_FRAMES = 12
 # Frames are named from here: `workers/engine.py`, or `httpx/_client.py` for a library.
 _ROOTS = sorted(
@@ -84,9 +83,6 @@ def classify(exc: Exception) -> Verdict:
             f"the payload is sealed with key id {exc.key_id}, which RELAY_PAYLOAD_KEYS of the worker on "
             f"{socket.gethostname()} does not hold: add that key there (the delivery waits)"
         )
-        if exc.key_id not in _MISSING_KEYS_WARNED:  # once per process: each delivery's own line says it too
-            _MISSING_KEYS_WARNED.add(exc.key_id)
-            log.warning("deliveries wait: %s", reason)
         return Verdict(Action.DEFER, reason, kind=ErrorKind.MISSING_KEY, wait_s=MISSING_KEY_RECHECK_S)
     if isinstance(exc, DeliveryFailed):
         return Verdict(Action.FAIL, str(exc))

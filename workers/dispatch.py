@@ -24,7 +24,6 @@ from celery import Celery, bootsteps
 from relay.db import Database
 from relay.models import OUTSTANDING, Delivery, DeliveryStatus, utcnow
 from relay.queue import mark_enqueued, publish, queue_for
-from relay.runtime import Runtime
 
 log = logging.getLogger("relay.dispatch")
 
@@ -113,7 +112,7 @@ class Dispatcher(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def create(self, worker):
-        return DispatchThread(Runtime.of(worker.app.flask_app).db, worker.app)
+        return DispatchThread(worker.app.runtime.db, worker.app)
 
 
 class DispatchThread:

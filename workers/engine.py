@@ -56,7 +56,11 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     try:
         payload = _payload(runtime, event.id)
     except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
-        return _apply(runtime, run, classify(exc))
+        verdict = classify(exc)
+        if exc.key_id not in runtime.warned_keys:  # once per process: each delivery's own line says it too
+            runtime.warned_keys.add(exc.key_id)
+            log.warning("deliveries wait: %s", verdict.reason)
+        return _apply(runtime, run, verdict)
     _, data, errors = validate_event(payload)
     if errors is not None or data is None:
         no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")

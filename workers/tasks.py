@@ -47,7 +47,7 @@ def _build_clients(sender, **_):
     """Before the pool forks: the vendor clients, whose first build loads the TLS roots (kept by
     the process, workers.vendor_http.tls_context), so that no pool process pays for them on its
     first delivery. The clients themselves each pool process builds again (relay.runtime)."""
-    runtime = Runtime.of(sender.app.flask_app)
+    runtime = sender.app.runtime
     for destination in runtime.config.configured().values():
         destination.client(runtime)
 
@@ -79,6 +79,6 @@ def _hand_back_running(**_):
 
 
 def _runtime() -> Runtime:
-    """For the worker's signals, which run outside any task: the runtime of the Flask app the
-    worker's Celery app was built with."""
-    return Runtime.of(current_celery_app.flask_app)
+    """For the worker's signals, which run outside any task: the runtime the worker's Celery app
+    was built with (relay.queue.RelayCelery)."""
+    return current_celery_app.runtime
