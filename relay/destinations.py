@@ -8,9 +8,14 @@ pytest: a test's own folder). Entry points let this module, in the foundation, l
 declarations without importing a layer above: the intake plans deliveries (relay.planning) from
 what each destination receives, and must not load the engine.
 
-So a declaration module is light: it imports only schemas/ and relay/ at its top (the
-architecture test checks it), and its heavy parts (client, delivery, doctor probe, erasure
-step) are functions that import them on first call.
+So a declaration module is light: at its top it imports only schemas/, relay/ and its own
+package's light modules (its settings, what it receives), and its heavy parts (client,
+delivery, doctor probe, erasure step) are small functions that import them on first call:
+imports inside functions, not "module:attribute" strings, so that the architecture test sees
+them (tests/test_architecture.py checks both, and what the intake loads).
+
+The registry is found once per process by the configuration (relay.config), since each
+destination declares settings of its own that it reads; Config and the runtime carry it.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class Destination:
     receives: Mapping[str, Any]
     # What it receives for an event type RELAY_ROUTES sends it and `receives` does not name.
     default_sends: Any
-    # The runtime's client for the configured account (the engine paces it per run).
+    # The runtime's client for the configured account (the engine paces it per run): a
+    # workers.vendor_http.VendorClient, whose hooks read the vendor's error bodies, rate-limit
+    # headers and request ids its own way (the shared HTTP layer names no vendor).
     client: Callable[[Any], Any]
     # Performs one delivery; returns "superseded" when nothing was left to send, else None.
     deliver: Callable[[Any, Any], str | None]
