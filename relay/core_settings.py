@@ -1,6 +1,6 @@
 """Relay's own settings, those of every process, a group per `.env.example` section: each
-declared once (relay.settings). Each destination declares its own group (relay/sprig_settings.py,
-relay/spruce_settings.py); relay.config reads them all.
+declared once (relay.settings). Each destination declares its own group (workers/sprig/settings.py,
+workers/spruce/settings.py, found through relay.destinations); relay.config reads them all.
 """
 
 from __future__ import annotations

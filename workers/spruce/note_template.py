@@ -4,7 +4,7 @@ RELAY_SPRUCE_NOTE_TEMPLATE_FILE): literal text with `{placeholder}`s, `{{` and `
 Only the plain names in PLACEHOLDERS are accepted: no attribute or index lookups (`{x.y}`,
 `{x[0]}`), no conversions (`{x!r}`), no format specs (`{x:>10}`), no positional fields (`{}`),
 so a template can only ever insert these values. Without a template, each event's note is the
-text its spec says (workers.spruce.sends), unchanged.
+text Spruce receives for its type (workers.spruce: SpruceNote), unchanged.
 
 The note is an internal message on Spruce (https://developer.sprucehealth.com/reference/postconversationmessage):
 it is for staff and may hold the subscriber's name and shipping address. A TemplateError names the
