@@ -6,6 +6,7 @@ records outlive a restart (sandbox.state.StateFile).
 
 Sprig is served under /sprig, Spruce under /spruce/v1, SparkLoop under /sparkloop/v2, the
 switches under /_sandbox."""
+
 from __future__ import annotations
 
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.state import SandboxSettings, SandboxState, StateFile
@@ -27,12 +29,16 @@ MAX_BODY_BYTES = 1024 * 1024
 READS = ("GET", "HEAD", "OPTIONS")
 
 
+class _VendorOrderJSON(DefaultJSONProvider):
+    sort_keys = False  # keys in the order the vendors' examples show them
+
+
 def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
     from sandbox import control, gate, sparkloop, sprig, spruce
 
     app = Flask("sandbox")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    app.json = _VendorOrderJSON(app)
     app.url_map.strict_slashes = False
     app.url_map.converters["spruce_id"] = spruce.IdConverter
     settings = settings or SandboxSettings()
@@ -136,8 +142,7 @@ class RunningSandbox:
         self.stop()
 
 
-def serve_in_thread(host: str = "127.0.0.1", port: int = 0,
-                    settings: SandboxSettings | None = None) -> RunningSandbox:
+def serve_in_thread(host: str = "127.0.0.1", port: int = 0, settings: SandboxSettings | None = None) -> RunningSandbox:
     """Serve the sandbox from a daemon thread; port 0 picks a free port (see `.url`)."""
     app = create_sandbox_app(settings)
     server = make_server(host, port, app, threaded=True)

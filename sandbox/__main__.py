@@ -3,6 +3,7 @@ in the foreground; with --state-file, its records outlive a restart.
 
 SANDBOX_SPRIG_API_KEY / SANDBOX_SPRUCE_API_TOKEN / SANDBOX_SPARKLOOP_API_KEY override the
 (non-secret) sandbox credentials."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,16 @@ from sandbox import SandboxSettings, create_sandbox_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Serve the Sprig, Spruce and SparkLoop sandbox.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description="Serve the Sprig, Spruce and SparkLoop sandbox."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
-    parser.add_argument("--state-file", metavar="PATH",
-                        help="keep the records in this JSON file: read at start, written after every change")
+    parser.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="keep the records in this JSON file: read at start, written after every change",
+    )
     args = parser.parse_args(argv)
     defaults = SandboxSettings()
     settings = SandboxSettings(
@@ -37,8 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     sparkloop_key = _shown(settings.sparkloop_api_key, defaults.sparkloop_api_key, "SANDBOX_SPARKLOOP_API_KEY")
     print(f"  SPRUCE_API_URL={base}/spruce/v1  Authorization: Bearer {spruce_token}")
     print(f"  SPARKLOOP_API_URL={base}/sparkloop/v2  X-Api-Key: {sparkloop_key}")
-    print(f"  control: {base}/_sandbox/state  /_sandbox/stats  /_sandbox/config  /_sandbox/reset"
-          "  /_sandbox/sparkloop/subscribers", flush=True)
+    print(
+        f"  control: {base}/_sandbox/state  /_sandbox/stats  /_sandbox/config  /_sandbox/reset"
+        "  /_sandbox/sparkloop/subscribers",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

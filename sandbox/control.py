@@ -2,6 +2,7 @@
 visibility delays, idempotency TTL), seed SparkLoop subscribers, and do what Spruce's staff do in
 its app but its API cannot: delete a conversation, merge a contact into another. JSON, no auth, loopback
 clients only. The same operations are methods of RunningSandbox; both go through SandboxState."""
+
 from __future__ import annotations
 
 import copy

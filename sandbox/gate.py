@@ -4,6 +4,7 @@ faults; then the vendor's own headers and the request log on the way out. It als
 
 The hooks are app-level and pick the vendor by path prefix, so requests that match no route
 are authenticated, counted, logged and answered in the vendor's format too."""
+
 from __future__ import annotations
 
 import logging
@@ -21,10 +22,20 @@ log = logging.getLogger("sandbox")
 # The `type` a vendor error carries when the caller does not name one. Spruce publishes no list:
 # BAD_PARAMETER is documented (the error example in https://developer.sprucehealth.com/reference/contact),
 # internal_error was observed by a public client, the rest are ours.
-DEFAULT_ERROR_TYPES = {400: "BAD_PARAMETER", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                       405: "method_not_allowed", 413: "payload_too_large", 422: "duplicate_request",
-                       429: "rate_limited", 500: "internal_error", 502: "bad_gateway",
-                       503: "service_unavailable", 504: "timeout"}
+DEFAULT_ERROR_TYPES = {
+    400: "BAD_PARAMETER",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "duplicate_request",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "timeout",
+}
 INJECTED = "injected fault"
 ECHOED_CHARS = 2000
 
@@ -54,13 +65,14 @@ class Vendor:
     def refusal(self, settings: SandboxSettings) -> Response | None:
         if self.refuse is not None:
             return self.refuse(settings)
+        assert self.authorization is not None, f"{self.name} declares neither authorization nor refuse"
         if request.headers.get("Authorization") != self.authorization(settings):
             return self.error(403, "forbidden", "invalid or disabled credentials")
         return None
 
     def path(self) -> str:
         """The request path relative to the vendor's base URL."""
-        return request.path[len(self.prefix):] or "/"
+        return request.path[len(self.prefix) :] or "/"
 
 
 def state() -> SandboxState:
@@ -113,11 +125,17 @@ def _finish(response: Response) -> Response:
     if fault:
         response = _fault_response(vendor, fault, handled=response)
     response.headers.update(vendor.response_headers(g.request_id, g.window))
-    state().log_request({
-        "vendor": vendor.name, "method": request.method, "path": vendor.path(),
-        "status": response.status_code, "idempotency_key": request.headers.get("s-idempotency-key"),
-        "request_id": g.request_id, "at": time.time(),
-    })
+    state().log_request(
+        {
+            "vendor": vendor.name,
+            "method": request.method,
+            "path": vendor.path(),
+            "status": response.status_code,
+            "idempotency_key": request.headers.get("s-idempotency-key"),
+            "request_id": g.request_id,
+            "at": time.time(),
+        }
+    )
     return response
 
 

@@ -5,12 +5,13 @@ https://docs.sparkloop.app/api-v2/endpoints/webhooks): `X-Api-Key` auth answered
 `meta` block, 429 without headers (none are documented). Relay reads subscribers for `relay
 backfill` (seeded through the control API, because Relay never creates them) and manages its
 webhook with `relay sparkloop webhooks`."""
+
 from __future__ import annotations
 
 import copy
 import math
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -18,7 +19,8 @@ from flask import Blueprint, Response, jsonify, request
 from sandbox.gate import Rejected, Vendor, state
 from sandbox.state import SandboxSettings, SandboxState
 
-bp = Blueprint("sparkloop", __name__, url_prefix="/sparkloop/v2")
+PREFIX = "/sparkloop/v2"
+bp = Blueprint("sparkloop", __name__, url_prefix=PREFIX)
 
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 50, 200
 LIST_TYPES = ("all", "referrals", "advocates")
@@ -26,14 +28,34 @@ REFERRAL_STATUSES = ("verified", "pending", "rejected")
 # The Subscriber Object (https://docs.sparkloop.app/api-v2/objects-schema/subscriber-object), with
 # what a seeded subscriber gets when a field is left out.
 DEFAULTS: dict[str, Any] = {
-    "name": None, "referrer_code": None, "referral_status": "verified", "ip_address": None,
-    "user_agent": None, "origin": "signup", "utm_source": None, "utm_campaign": None,
+    "name": None,
+    "referrer_code": None,
+    "referral_status": "verified",
+    "ip_address": None,
+    "user_agent": None,
+    "origin": "signup",
+    "utm_source": None,
+    "utm_campaign": None,
 }
 OPTIONAL_FIELDS = {"country_code", "cpa"}
 # The documented order, kept in answers for readability.
-FIELDS = ("uuid", "email", "name", "ref_code", "referrer_code", "referred", "referral_status",
-          "ip_address", "user_agent", "origin", "country_code", "cpa", "utm_source", "utm_campaign",
-          "created_at")
+FIELDS = (
+    "uuid",
+    "email",
+    "name",
+    "ref_code",
+    "referrer_code",
+    "referred",
+    "referral_status",
+    "ip_address",
+    "user_agent",
+    "origin",
+    "country_code",
+    "cpa",
+    "utm_source",
+    "utm_campaign",
+    "created_at",
+)
 
 
 def error(status: int, _error_type: str, message: str) -> Response:
@@ -54,7 +76,11 @@ def refuse(settings: SandboxSettings) -> Response | None:
 
 
 VENDOR = Vendor(
-    name="sparkloop", prefix=bp.url_prefix, authorization=None, refuse=refuse, error=error,
+    name="sparkloop",
+    prefix=PREFIX,
+    authorization=None,
+    refuse=refuse,
+    error=error,
     throttle_headers=lambda _seconds: {},
     response_headers=lambda _request_id, _window: {},
 )
@@ -74,10 +100,15 @@ def list_subscribers():
         codes = {row["referrer_code"] for row in rows if row["referrer_code"]}
         rows = [row for row in rows if row["ref_code"] in codes]
     start = (page - 1) * per_page
-    return jsonify(subscribers=rows[start:start + per_page], meta={
-        "per_page": per_page, "page": page, "total_pages": math.ceil(len(rows) / per_page),
-        "total_subscribers": len(rows),
-    })
+    return jsonify(
+        subscribers=rows[start : start + per_page],
+        meta={
+            "per_page": per_page,
+            "page": page,
+            "total_pages": math.ceil(len(rows) / per_page),
+            "total_subscribers": len(rows),
+        },
+    )
 
 
 @bp.get("/subscribers/<path:identifier>")
@@ -104,8 +135,11 @@ def create_webhook():
         raise Rejected(400, "Url can't be blank")
     sandbox = state()
     with sandbox.lock:
-        webhook = {"uuid": f"webhook_{secrets.token_hex(5)}", "url": body["url"],
-                   "events": {name: body.get(name) for name in WEBHOOK_EVENTS}}
+        webhook = {
+            "uuid": f"webhook_{secrets.token_hex(5)}",
+            "url": body["url"],
+            "events": {name: body.get(name) for name in WEBHOOK_EVENTS},
+        }
         sandbox.sparkloop_webhooks[webhook["uuid"]] = webhook
         return jsonify(webhook=copy.deepcopy(webhook)), 201
 
@@ -236,13 +270,13 @@ def _iso_time(value: Any, where: str) -> str:
     """ISO-8601 in UTC with milliseconds, as the API writes it ("2021-03-24T11:55:02.113Z");
     a time without a zone is UTC; none at all is now."""
     if value is None:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
     else:
         try:
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where} must be an ISO-8601 date and time") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -10,6 +10,7 @@ after submission (10 days when not given): the sandbox then deletes every visito
 names, as they are at that moment (inferred: Sprig does not say whether a visitor upserted
 after the request is purged too), at the first Sprig request after it is due. The jobs are in
 the state under `sprig.purges`."""
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from sandbox.gate import Rejected, Vendor, state
 
-bp = Blueprint("sprig", __name__, url_prefix="/sprig")
+PREFIX = "/sprig"
+bp = Blueprint("sprig", __name__, url_prefix=PREFIX)
 
 MAX_ATTRIBUTE_VALUES = 100
 # Event timestamps are Unix milliseconds (https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1).
@@ -46,15 +48,17 @@ def error(status: int, _error_type: str, message: str) -> Response:
 def refuse(settings) -> Response | None:
     """The one accepted Authorization header: `Bearer <key>` for the purge, `API-Key <key>`
     elsewhere (https://docs.sprig.com/docs/apis and the OpenAPI's per-operation headers)."""
-    scheme = "Bearer" if request.path == bp.url_prefix + PURGE_PATH else "API-Key"
+    scheme = "Bearer" if request.path == PREFIX + PURGE_PATH else "API-Key"
     if request.headers.get("Authorization") != f"{scheme} {settings.sprig_api_key}":
         return error(403, "forbidden", "invalid or disabled credentials")
     return None
 
 
 VENDOR = Vendor(
-    name="sprig", prefix=bp.url_prefix,
-    authorization=None, refuse=refuse,
+    name="sprig",
+    prefix=PREFIX,
+    authorization=None,
+    refuse=refuse,
     error=error,
     # Sprig documents no throttle headers (its OpenAPI: https://docs.sprig.com/reference/sprig-api.json);
     # its own web SDK reads `ratelimit-reset` (seen in the SDK's code, not documented).
@@ -73,9 +77,13 @@ def run_due_purges():
 
 
 def _purge(sandbox, job: dict) -> None:
-    gone = [user_id for user_id, user in sandbox.sprig_users.items()
-            if user_id in job["userIds"] or user["id"] in job["visitorIds"]
-            or (user.get("emailAddress") or "").lower() in {e.lower() for e in job["emails"]}]
+    gone = [
+        user_id
+        for user_id, user in sandbox.sprig_users.items()
+        if user_id in job["userIds"]
+        or user["id"] in job["visitorIds"]
+        or (user.get("emailAddress") or "").lower() in {e.lower() for e in job["emails"]}
+    ]
     for user_id in gone:
         del sandbox.sprig_users[user_id]
     job["done"], job["purged"] = True, len(gone)
@@ -86,9 +94,15 @@ def purge_visitors():
     body = request.get_json(force=True, silent=True)
     _validate_purge(body)
     delay_s = body.get("delaySeconds", DEFAULT_PURGE_DELAY_S)
-    job = {"requestId": str(uuid.uuid4()), **{name: list(body.get(name) or []) for name in PURGE_FIELDS},
-           "delaySeconds": delay_s, "submittedAt": time.time(), "purgeAt": time.time() + delay_s,
-           "done": False, "purged": None}
+    job = {
+        "requestId": str(uuid.uuid4()),
+        **{name: list(body.get(name) or []) for name in PURGE_FIELDS},
+        "delaySeconds": delay_s,
+        "submittedAt": time.time(),
+        "purgeAt": time.time() + delay_s,
+        "done": False,
+        "purged": None,
+    }
     sandbox = state()
     with sandbox.lock:
         sandbox.sprig_purges.append(job)
@@ -116,8 +130,7 @@ def upsert_user():
             # Every posted occurrence counts, a retried request again: inferred from the per-event
             # `count` (https://docs.sprig.com/reference/sprig-api/v2/get-v2-users-userid-1).
             name, stamp = occurrence["event"], occurrence["timestamp"]
-            event = user["events"].setdefault(
-                name, {"event": name, "count": 0, "createdAt": stamp, "updatedAt": stamp})
+            event = user["events"].setdefault(name, {"event": name, "count": 0, "createdAt": stamp, "updatedAt": stamp})
             event["count"] += 1
             event["createdAt"] = min(event["createdAt"], stamp)
             event["updatedAt"] = max(event["updatedAt"], stamp)
@@ -131,9 +144,13 @@ def get_user(user_id: str):
         user = sandbox.sprig_users.get(user_id)
         if user is None or not sandbox.visible(user_id, "sprig_users"):
             return Response(status=404)
-        userv2 = {"id": user["id"], "externalUserId": user_id, "createdAt": user["createdAt"],
-                  "attributes": dict(user["attributes"]),
-                  "events": [dict(event) for event in user["events"].values()]}
+        userv2 = {
+            "id": user["id"],
+            "externalUserId": user_id,
+            "createdAt": user["createdAt"],
+            "attributes": dict(user["attributes"]),
+            "events": [dict(event) for event in user["events"].values()],
+        }
     return jsonify(userv2)
 
 
@@ -148,8 +165,7 @@ def _validate(body: Any) -> None:
         raise Rejected(400, f"unknown fields: {', '.join(sorted(unknown))}")
     if not isinstance(body.get("userId"), str) or not body["userId"].strip():
         raise Rejected(400, "userId is required and must be a non-empty string")
-    if "emailAddress" in body and not (isinstance(body["emailAddress"], str)
-                                       and _EMAIL.match(body["emailAddress"])):
+    if "emailAddress" in body and not (isinstance(body["emailAddress"], str) and _EMAIL.match(body["emailAddress"])):
         raise Rejected(400, "emailAddress must be a valid email address")
     _validate_attributes(body.get("attributes"))
     _validate_events(body.get("events"))
@@ -166,8 +182,9 @@ def _validate_purge(body: Any) -> None:
         raise Rejected(400, "delaySeconds must be a non-negative integer")
     for name in PURGE_FIELDS:
         values = body.get(name)
-        if values is not None and not (isinstance(values, list)
-                                       and all(isinstance(v, str) and v.strip() for v in values)):
+        if values is not None and not (
+            isinstance(values, list) and all(isinstance(v, str) and v.strip() for v in values)
+        ):
             raise Rejected(400, f"{name} must be an array of non-empty strings")
     count = sum(len(body.get(name) or []) for name in PURGE_FIELDS)
     if not count:

@@ -3,6 +3,7 @@ https://developer.sprucehealth.com/docs/overview): Bearer auth, camelCase, bare 
 responses as documented, pageSize/paginationToken paging, `s-idempotency-key` with 422 on a
 repeat, `s-request-id` and `s-ratelimit-*` on every response, and {"statusCode", "type",
 "message"} errors. Record shapes and input rules: spruce_records."""
+
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,8 @@ from sandbox import spruce_records as records
 from sandbox.gate import Rejected, Vendor, state
 from sandbox.state import Window
 
-bp = Blueprint("spruce", __name__, url_prefix="/spruce/v1")
+PREFIX = "/spruce/v1"
+bp = Blueprint("spruce", __name__, url_prefix=PREFIX)
 
 MAX_IDEMPOTENCY_KEY = 255
 # Spruce takes the header on POST/PATCH (https://developer.sprucehealth.com/docs/overview) but
@@ -25,6 +27,7 @@ IDEMPOTENCY_EXEMPT = {"spruce.search_contacts"}
 class IdConverter(BaseConverter):
     """`entity_…`, `t_…`: anything else under /contacts/ is a route, not an id, so GET
     /contacts/search is a 405 (as observed at Spruce) rather than a missing contact."""
+
     regex = r"[A-Za-z]+_[A-Za-z0-9]+"
 
 
@@ -46,7 +49,8 @@ def _response_headers(request_id: str, window: Window | None) -> dict[str, str]:
 
 
 VENDOR = Vendor(
-    name="spruce", prefix=bp.url_prefix,
+    name="spruce",
+    prefix=PREFIX,
     authorization=lambda settings: f"Bearer {settings.spruce_api_token}",
     error=error,
     throttle_headers=lambda seconds: {"Retry-After": str(seconds)},
@@ -117,8 +121,10 @@ def search_contacts():
     matches = records.search_predicate(_json_body(required=False))
     sandbox = state()
     with sandbox.lock:
-        found = sorted((c for c in sandbox.contacts.values()
-                        if sandbox.visible(c["id"], "spruce_search") and matches(c)), key=lambda c: c["id"])
+        found = sorted(
+            (c for c in sandbox.contacts.values() if sandbox.visible(c["id"], "spruce_search") and matches(c)),
+            key=lambda c: c["id"],
+        )
         result = copy.deepcopy(records.page(found, request.args, "contacts", max_size=500))
     return jsonify(result | {"totalCountRelation": "eq"})
 
@@ -157,9 +163,14 @@ def contact_conversations(contact_id: str):
     sandbox = state()
     with sandbox.lock:
         _contact(contact_id)
-        found = sorted((c for c in sandbox.conversations.values()
-                        if contact_id in c["associatedContactIds"]
-                        and sandbox.visible(c["id"], "spruce_conversations")), key=lambda c: c["id"])
+        found = sorted(
+            (
+                c
+                for c in sandbox.conversations.values()
+                if contact_id in c["associatedContactIds"] and sandbox.visible(c["id"], "spruce_conversations")
+            ),
+            key=lambda c: c["id"],
+        )
         result = copy.deepcopy(found)
     # Not paginated (Spruce API: https://developer.sprucehealth.com/reference/contactconversations).
     return jsonify(conversations=result)
@@ -226,12 +237,32 @@ ORGANIZATION = {"id": records.ORG_ID, "name": records.ORG_NAME, "type": "organiz
 # The sandbox organization's teammates and team; the suspended teammate stays a member, as at
 # Spruce (the teammate schema: https://developer.sprucehealth.com/reference/organizationmembers).
 MEMBERS = (
-    {"id": "entity_0SANDB0XDOC001", "type": "teammate", "displayName": "Dana Reyes, MD",
-     "email": "dana@sandbox-clinic.example", "isAdmin": True, "isSuspended": False, "object": "teammate"},
-    {"id": "entity_0SANDB0XNRS002", "type": "teammate", "displayName": "Sam Okafor, RN",
-     "email": "sam@sandbox-clinic.example", "isAdmin": False, "isSuspended": False, "object": "teammate"},
-    {"id": "entity_0SANDB0XOLD003", "type": "teammate", "displayName": "Lee Marsh",
-     "isAdmin": False, "isSuspended": True, "object": "teammate"},
+    {
+        "id": "entity_0SANDB0XDOC001",
+        "type": "teammate",
+        "displayName": "Dana Reyes, MD",
+        "email": "dana@sandbox-clinic.example",
+        "isAdmin": True,
+        "isSuspended": False,
+        "object": "teammate",
+    },
+    {
+        "id": "entity_0SANDB0XNRS002",
+        "type": "teammate",
+        "displayName": "Sam Okafor, RN",
+        "email": "sam@sandbox-clinic.example",
+        "isAdmin": False,
+        "isSuspended": False,
+        "object": "teammate",
+    },
+    {
+        "id": "entity_0SANDB0XOLD003",
+        "type": "teammate",
+        "displayName": "Lee Marsh",
+        "isAdmin": False,
+        "isSuspended": True,
+        "object": "teammate",
+    },
     {"id": "entity_0SANDB0XTEAM04", "type": "team", "name": "Referrals Team", "object": "team"},
     ORGANIZATION,
 )

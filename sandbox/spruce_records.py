@@ -5,13 +5,14 @@ paging. Everything invalid raises Rejected(400, ...).
 Shapes (Spruce API): https://developer.sprucehealth.com/reference/contact,
 https://developer.sprucehealth.com/reference/conversation,
 https://developer.sprucehealth.com/reference/conversationitems."""
+
 from __future__ import annotations
 
 import base64
 import binascii
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sandbox.gate import Rejected
@@ -21,9 +22,23 @@ ORG_NAME = "Sandbox Clinic"
 APP_URL = f"https://app.sprucehealth.com/org/{ORG_ID}"
 DEFAULT_PAGE_SIZE = 50  # undocumented; within every documented range
 
-CONTACT_FIELDS = {"category", "givenName", "middleName", "familyName", "companyName", "dateOfBirth",
-                  "gender", "genderDetail", "pronouns", "emailAddresses", "phoneNumbers", "faxNumbers",
-                  "organizationContactFields", "tagIds", "internalMemberIds"}
+CONTACT_FIELDS = {
+    "category",
+    "givenName",
+    "middleName",
+    "familyName",
+    "companyName",
+    "dateOfBirth",
+    "gender",
+    "genderDetail",
+    "pronouns",
+    "emailAddresses",
+    "phoneNumbers",
+    "faxNumbers",
+    "organizationContactFields",
+    "tagIds",
+    "internalMemberIds",
+}
 IDENTIFYING_FIELDS = ("givenName", "familyName", "phoneNumbers", "faxNumbers", "emailAddresses")
 TEXT_FIELDS = ("givenName", "middleName", "familyName", "companyName", "genderDetail", "pronouns")
 ENTRY_LISTS = ("emailAddresses", "phoneNumbers", "faxNumbers")
@@ -34,7 +49,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- contacts ---------------------------------------------------------------------------------
@@ -47,8 +62,9 @@ def validate_contact(body: Any, creating: bool) -> dict:
     if unknown:
         raise Rejected(400, f"unknown fields: {', '.join(sorted(unknown))}")
     if creating and not any(body.get(name) for name in IDENTIFYING_FIELDS):
-        raise Rejected(400, "at least one of givenName, familyName, phoneNumbers, faxNumbers, "
-                            "emailAddresses is required")
+        raise Rejected(
+            400, "at least one of givenName, familyName, phoneNumbers, faxNumbers, emailAddresses is required"
+        )
     given = {name: value for name, value in body.items() if value is not None}
     for name in TEXT_FIELDS:
         if name in given and not isinstance(given[name], str):
@@ -73,12 +89,26 @@ def validate_contact(body: Any, creating: bool) -> dict:
 
 def new_contact(contact_id: str, api_base: str) -> dict:
     return {
-        "id": contact_id, "object": "contact", "apiURL": f"{api_base}/contacts/{contact_id}",
-        "appURL": f"{APP_URL}/contact/{contact_id}", "category": "patient", "created": now_iso(),
-        "canDelete": True, "canEdit": True, "displayName": "", "gender": "unknown",
-        "emailAddresses": [], "phoneNumbers": [], "faxNumbers": [], "tags": [],
-        "customContactFields": [], "organizationContactFields": [], "integrationLinks": [],
-        "internalMemberIds": [], "hasAccount": False, "hasPendingInvite": False,
+        "id": contact_id,
+        "object": "contact",
+        "apiURL": f"{api_base}/contacts/{contact_id}",
+        "appURL": f"{APP_URL}/contact/{contact_id}",
+        "category": "patient",
+        "created": now_iso(),
+        "canDelete": True,
+        "canEdit": True,
+        "displayName": "",
+        "gender": "unknown",
+        "emailAddresses": [],
+        "phoneNumbers": [],
+        "faxNumbers": [],
+        "tags": [],
+        "customContactFields": [],
+        "organizationContactFields": [],
+        "integrationLinks": [],
+        "internalMemberIds": [],
+        "hasAccount": False,
+        "hasPendingInvite": False,
         # Required by Spruce's OpenAPI document, which describes no such property: kept empty.
         "customFields": [],
     }
@@ -92,13 +122,18 @@ def apply_contact(contact: dict, fields: dict, new_id: Callable[[str], str]) -> 
         elif name not in ("tagIds", "organizationContactFields"):
             contact[name] = list(value) if isinstance(value, list) else value
     names = " ".join(contact.get(k) or "" for k in ("givenName", "middleName", "familyName")).split()
-    contact["displayName"] = (" ".join(names) or contact.get("companyName")
-                              or next((e["value"] for e in contact["emailAddresses"]), None)
-                              or next((p["displayValue"] for p in contact["phoneNumbers"]), ""))
+    contact["displayName"] = (
+        " ".join(names)
+        or contact.get("companyName")
+        or next((e["value"] for e in contact["emailAddresses"]), None)
+        or next((p["displayValue"] for p in contact["phoneNumbers"]), "")
+    )
 
 
 def _entry(list_name: str, raw: dict, existing: list[dict], new_id: Callable[[str], str]) -> dict:
-    value = normalize_phone(raw["value"]) if list_name != "emailAddresses" else raw["value"].strip()
+    value = raw["value"].strip()
+    if list_name != "emailAddresses":  # a phone number the request's check found valid
+        value = normalize_phone(value) or value
     # An unchanged value keeps its entry id across a PATCH.
     same = next((e for e in existing if e["value"] == value), None)
     entry = {"id": same["id"] if same else new_id("entityContact"), "value": value}
@@ -186,8 +221,9 @@ def merge_contact(contacts: dict, conversations: dict, merged_id: str, into_id: 
     for conversation in conversations.values():
         ids = conversation["associatedContactIds"]
         if merged_id in ids:
-            conversation["associatedContactIds"] = list(dict.fromkeys(
-                into_id if contact_id == merged_id else contact_id for contact_id in ids))
+            conversation["associatedContactIds"] = list(
+                dict.fromkeys(into_id if contact_id == merged_id else contact_id for contact_id in ids)
+            )
     return into
 
 
@@ -234,8 +270,7 @@ def _filters(filters: Any, name: str) -> list[dict]:
     return filters
 
 
-def _value_filter(flt: dict, have_of: Callable[[dict], set],
-                  normalize: Callable[[str], str]) -> Callable[[dict], bool]:
+def _value_filter(flt: dict, have_of: Callable[[dict], set], normalize: Callable[[str], str]) -> Callable[[dict], bool]:
     wanted = {normalize(v) for v in flt["values"]}
     if flt["match"] == "all":
         return lambda c: wanted <= have_of(c)
@@ -287,14 +322,21 @@ def validate_note_conversation(body: Any) -> dict:
 def new_conversation(conversation_id: str, note: dict, api_base: str) -> dict:
     created = now_iso()
     return {
-        "id": conversation_id, "object": "conversation",
+        "id": conversation_id,
+        "object": "conversation",
         "apiURL": f"{api_base}/conversations/{conversation_id}",
-        "appURL": f"{APP_URL}/thread/{conversation_id}", "type": "note",
-        "title": note.get("title") or "Note", "subtitle": "", "archived": False, "isReadOnly": False,
-        "createdAt": created, "lastMessageAt": created,
+        "appURL": f"{APP_URL}/thread/{conversation_id}",
+        "type": "note",
+        "title": note.get("title") or "Note",
+        "subtitle": "",
+        "archived": False,
+        "isReadOnly": False,
+        "createdAt": created,
+        "lastMessageAt": created,
         "associatedContactIds": list(note.get("associatedContactIds") or []),
         "internalMemberIds": list(note.get("memberIds") or []),
-        "tags": [], "externalParticipants": [],
+        "tags": [],
+        "externalParticipants": [],
     }
 
 
@@ -306,8 +348,12 @@ def validate_message(body: Any, conversation_type: str) -> dict:
     if not isinstance(elements, list) or not elements:
         raise Rejected(400, "body is required and must be a non-empty list")
     for n, element in enumerate(elements):
-        if (not isinstance(element, dict) or element.get("type") not in ("text", "page")
-                or not isinstance(element.get("value"), str) or not element["value"]):
+        if (
+            not isinstance(element, dict)
+            or element.get("type") not in ("text", "page")
+            or not isinstance(element.get("value"), str)
+            or not element["value"]
+        ):
             raise Rejected(400, f"body[{n}] must be {{type: text|page, value}}")
     if not isinstance(body.get("internal", False), bool):
         raise Rejected(400, "internal must be a boolean")
@@ -324,16 +370,24 @@ def new_item(item_id: str, conversation_id: str, message: dict, request_id: str,
     created = now_iso()
     author = message.get("author")
     return {
-        "id": item_id, "object": "conversationItem", "conversationId": conversation_id,
+        "id": item_id,
+        "object": "conversationItem",
+        "conversationId": conversation_id,
         "apiURL": f"{api_base}/conversationItems/{item_id}",
-        "appURL": f"{APP_URL}/thread/{conversation_id}/message/{item_id}", "canDelete": True,
-        "createdAt": created, "modifiedAt": created, "direction": "none",
+        "appURL": f"{APP_URL}/thread/{conversation_id}/message/{item_id}",
+        "canDelete": True,
+        "createdAt": created,
+        "modifiedAt": created,
+        "direction": "none",
         "text": "".join(e["value"] for e in message["body"] if e["type"] == "text"),
-        "isInternalNote": bool(message.get("internal")), "requestId": request_id,
+        "isInternalNote": bool(message.get("internal")),
+        "requestId": request_id,
         # The author defaults to the organization
         # (Spruce API: https://developer.sprucehealth.com/reference/postconversationmessage).
         "author": {"id": author, "displayName": author} if author else {"id": ORG_ID, "displayName": ORG_NAME},
-        "attachments": [], "buttons": [], "pages": [],
+        "attachments": [],
+        "buttons": [],
+        "pages": [],
     }
 
 
@@ -349,7 +403,7 @@ def page(records: list, args, name: str, max_size: int) -> dict:
     if not 1 <= size <= max_size:
         raise Rejected(400, f"pageSize must be between 1 and {max_size}")
     offset = _offset(args.get("paginationToken") or "")
-    chunk = records[offset:offset + size]
+    chunk = records[offset : offset + size]
     result = {name: chunk, "hasMore": offset + size < len(records), "totalCount": len(records)}
     if result["hasMore"]:
         result["paginationToken"] = base64.urlsafe_b64encode(f"offset:{offset + size}".encode()).decode()

@@ -1,6 +1,7 @@
 """The sandbox's memory: vendor records, switches, rate-limit windows, idempotency keys and the
 request log. One lock guards all of it; nothing sleeps or does I/O while holding it. The vendor
 modules mutate the record dicts directly, inside `with state.lock:`."""
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,15 @@ _REQUEST_ID_ALPHABET = string.ascii_uppercase + string.digits
 _PENDING = math.inf  # an idempotency key whose first request is still running: taken
 # What a saved state keeps: the vendors' records (and, below, the ids handed out and Spruce's
 # idempotency keys), not the switches, rate-limit windows or request log, which a restart resets.
-RECORDS = {"sprig_users": dict, "sprig_purges": list, "contacts": dict, "conversations": dict, "items": dict,
-           "sparkloop_subscribers": dict, "sparkloop_webhooks": dict}
+RECORDS = {
+    "sprig_users": dict,
+    "sprig_purges": list,
+    "contacts": dict,
+    "conversations": dict,
+    "items": dict,
+    "sparkloop_subscribers": dict,
+    "sparkloop_webhooks": dict,
+}
 SAVED_VERSION = 1
 
 log = logging.getLogger("sandbox")
@@ -36,17 +44,17 @@ class SandboxSettings:
     sprig_api_key: str = "sandbox-sprig-key"
     spruce_api_token: str = "sandbox-spruce-token"
     # Sprig: 1000 per 5 minutes per API key (https://docs.sprig.com/docs/apis).
-    sprig_rate_limit: int = 1000          # requests per window per API key
+    sprig_rate_limit: int = 1000  # requests per window per API key
     sprig_rate_window_s: float = 300
     # Spruce: per organization, no published figure; 100 is only its reference's example value
     # (https://developer.sprucehealth.com/docs/overview).
-    spruce_rate_limit: int = 100          # requests per window per organization
+    spruce_rate_limit: int = 100  # requests per window per organization
     spruce_rate_window_s: float = 60
     spruce_daily_limit: int | None = None
     sparkloop_api_key: str = "sandbox-sparkloop-key"
     # SparkLoop: 60 per rolling 60 s per API key; newer versions of the page say 120
     # (https://docs.sparkloop.app).
-    sparkloop_rate_limit: int = 60        # requests per window per API key
+    sparkloop_rate_limit: int = 60  # requests per window per API key
     sparkloop_rate_window_s: float = 60
     idempotency_ttl_s: float = switches.DAY_S
     request_log_size: int = 10_000
@@ -58,6 +66,7 @@ class SandboxSettings:
 @dataclass(frozen=True)
 class Window:
     """The outcome of counting one request against a vendor's rate-limit windows."""
+
     allowed: bool
     limit: int
     remaining: int
@@ -69,6 +78,7 @@ class Window:
 @dataclass
 class _Span:
     """One fixed window: it starts with the first request counted in it."""
+
     name: str
     start: float
     count: int
@@ -108,7 +118,7 @@ class SandboxState:
             self.sparkloop_subscribers: dict[str, dict] = {}  # by uuid, in insertion order
             self.sparkloop_webhooks: dict[str, dict] = {}  # by uuid, in creation order
             self._visible_at: dict[str, float] = {}
-            self._idempotency: dict[tuple[str, str, str], float] = {}
+            self._idempotency: dict[tuple[str, str], float] = {}  # (path, key) -> expires
             self._windows: dict[tuple[str, str], tuple[float, int]] = {}
             self._requests: deque[dict] = deque(maxlen=self.settings.request_log_size)
             self._counts: Counter[tuple[str, int]] = Counter()
@@ -176,7 +186,9 @@ class SandboxState:
                     span.count += 1
                     self._windows[(vendor, span.name)] = (span.start, span.count)
             return Window(
-                allowed=not exhausted, limit=window.limit, remaining=window.remaining,
+                allowed=not exhausted,
+                limit=window.limit,
+                remaining=window.remaining,
                 reset_after=max(span.reset_after(now) for span in exhausted or [window]),
                 daily_limit=daily.limit if daily else None,
                 daily_remaining=daily.remaining if daily else None,
@@ -192,8 +204,12 @@ class SandboxState:
         """The first configured fault matching this request, with one use spent."""
         with self.lock:
             for fault in self._config["faults"]:
-                if (fault["vendor"] == vendor and fault["method"] in (None, method)
-                        and path.startswith(fault["path_prefix"]) and fault["path"] in (None, path)):
+                if (
+                    fault["vendor"] == vendor
+                    and fault["method"] in (None, method)
+                    and path.startswith(fault["path_prefix"])
+                    and fault["path"] in (None, path)
+                ):
                     if fault["times"] is not None:
                         fault["times"] -= 1
                         if fault["times"] == 0:
@@ -238,13 +254,18 @@ class SandboxState:
         """What a restart keeps, as JSON-ready data (see RECORDS)."""
         now = time.time()
         with self.lock:
-            return copy.deepcopy({
-                "version": SAVED_VERSION,
-                "last_id": self._last_id,
-                "records": {name: getattr(self, name) for name in RECORDS},
-                "idempotency": [[path, key, expires] for (path, key), expires in self._idempotency.items()
-                                if expires != _PENDING and expires > now],
-            })
+            return copy.deepcopy(
+                {
+                    "version": SAVED_VERSION,
+                    "last_id": self._last_id,
+                    "records": {name: getattr(self, name) for name in RECORDS},
+                    "idempotency": [
+                        [path, key, expires]
+                        for (path, key), expires in self._idempotency.items()
+                        if expires != _PENDING and expires > now
+                    ],
+                }
+            )
 
     def restore(self, saved: Any) -> None:
         """Replace the records with `saved` (from saved()); the switches start at their defaults.
@@ -252,8 +273,12 @@ class SandboxState:
         if not isinstance(saved, dict) or saved.get("version") != SAVED_VERSION:
             raise ValueError(f"not a saved sandbox state of version {SAVED_VERSION}")
         records, keys, last_id = saved.get("records"), saved.get("idempotency"), saved.get("last_id")
-        if (not isinstance(records, dict) or not isinstance(keys, list) or not isinstance(last_id, int)
-                or any(not isinstance(records.get(name), kind) for name, kind in RECORDS.items())):
+        if (
+            not isinstance(records, dict)
+            or not isinstance(keys, list)
+            or not isinstance(last_id, int)
+            or any(not isinstance(records.get(name), kind) for name, kind in RECORDS.items())
+        ):
             raise ValueError("a saved sandbox state needs version, last_id, records and idempotency")
         if any(not (isinstance(k, list) and len(k) == 3 and isinstance(k[2], (int, float))) for k in keys):
             raise ValueError("a saved idempotency key is [path, key, expires]")
@@ -282,19 +307,30 @@ class SandboxState:
     def snapshot(self) -> dict[str, Any]:
         """Everything the vendors hold, including records not yet visible to reads."""
         with self.lock:
-            return copy.deepcopy({
-                "sprig": {"users": {
-                    user_id: {"id": user["id"], "createdAt": user["createdAt"],
-                              "emailAddress": user.get("emailAddress"), "attributes": user["attributes"],
-                              "events": list(user["events"].values())}
-                    for user_id, user in self.sprig_users.items()},
-                    "purges": self.sprig_purges},
-                "spruce": {"contacts": sorted(self.contacts.values(), key=lambda c: c["id"]),
-                           "conversations": sorted(self.conversations.values(), key=lambda c: c["id"]),
-                           "items": self.items},
-                "sparkloop": {"subscribers": self.sparkloop_newest_first()},
-                "requests": list(self._requests),
-            })
+            return copy.deepcopy(
+                {
+                    "sprig": {
+                        "users": {
+                            user_id: {
+                                "id": user["id"],
+                                "createdAt": user["createdAt"],
+                                "emailAddress": user.get("emailAddress"),
+                                "attributes": user["attributes"],
+                                "events": list(user["events"].values()),
+                            }
+                            for user_id, user in self.sprig_users.items()
+                        },
+                        "purges": self.sprig_purges,
+                    },
+                    "spruce": {
+                        "contacts": sorted(self.contacts.values(), key=lambda c: c["id"]),
+                        "conversations": sorted(self.conversations.values(), key=lambda c: c["id"]),
+                        "items": self.items,
+                    },
+                    "sparkloop": {"subscribers": self.sparkloop_newest_first()},
+                    "requests": list(self._requests),
+                }
+            )
 
 
 class StateFile:
@@ -318,8 +354,7 @@ class StateFile:
         except ValueError as exc:  # a JSON error is one too
             aside = self.path.with_name(self.path.name + ".unreadable")
             os.replace(self.path, aside)
-            log.error("sandbox: its state file could not be read (%s): starting empty; the file is now %s",
-                      exc, aside)
+            log.error("sandbox: its state file could not be read (%s): starting empty; the file is now %s", exc, aside)
 
     def save(self, state: SandboxState) -> None:
         with self._writing:

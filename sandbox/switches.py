@@ -1,6 +1,7 @@
 """The sandbox's switches (latency, rate limits, faults, eventual consistency, idempotency TTL):
 their defaults and the validation of partial updates. Pure functions; SandboxState applies them
 under its lock, and both the control API and RunningSandbox.configure() go through here."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,20 @@ DEFAULT_TIMEOUT_DELAY_S = 5.0
 # https://developer.sprucehealth.com/reference/conversationitems). A lagging search index is our
 # assumption; Spruce does not document one.
 VISIBILITY_KINDS = ("sprig_users", "spruce_search", "spruce_conversations", "spruce_items")
-FAULT_FIELDS = {"vendor", "status", "times", "method", "path_prefix", "path", "when", "delay_s",
-                "retry_after", "type", "message", "echo"}
+FAULT_FIELDS = {
+    "vendor",
+    "status",
+    "times",
+    "method",
+    "path_prefix",
+    "path",
+    "when",
+    "delay_s",
+    "retry_after",
+    "type",
+    "message",
+    "echo",
+}
 
 
 def defaults(settings) -> dict[str, Any]:
@@ -24,10 +37,12 @@ def defaults(settings) -> dict[str, Any]:
         "latency_ms": {vendor: 0 for vendor in VENDORS},
         "rate_limit": {
             "sprig": {"limit": settings.sprig_rate_limit, "window_s": settings.sprig_rate_window_s},
-            "spruce": {"limit": settings.spruce_rate_limit, "window_s": settings.spruce_rate_window_s,
-                       "daily_limit": settings.spruce_daily_limit},
-            "sparkloop": {"limit": settings.sparkloop_rate_limit,
-                          "window_s": settings.sparkloop_rate_window_s},
+            "spruce": {
+                "limit": settings.spruce_rate_limit,
+                "window_s": settings.spruce_rate_window_s,
+                "daily_limit": settings.spruce_daily_limit,
+            },
+            "sparkloop": {"limit": settings.sparkloop_rate_limit, "window_s": settings.sparkloop_rate_window_s},
         },
         "faults": [],
         "visibility_delay_ms": {kind: 0 for kind in VISIBILITY_KINDS},
@@ -73,8 +88,7 @@ def _rate_limit(vendor: str, limits: Any) -> dict[str, Any]:
         checked["window_s"] = _number(limits["window_s"], f"rate_limit.{vendor}.window_s", minimum=0.001)
     if "daily_limit" in limits:
         daily = limits["daily_limit"]
-        checked["daily_limit"] = None if daily is None else _integer(daily, "rate_limit.spruce.daily_limit",
-                                                                     minimum=0)
+        checked["daily_limit"] = None if daily is None else _integer(daily, "rate_limit.spruce.daily_limit", minimum=0)
     return checked
 
 
@@ -88,8 +102,7 @@ def _fault(raw: Any, n: int) -> dict[str, Any]:
     if raw.get("vendor") not in VENDORS:
         raise ValueError(f"{where}.vendor must be one of {', '.join(VENDORS)}")
     status = raw.get("status")
-    if status != "timeout" and not (isinstance(status, int) and not isinstance(status, bool)
-                                    and 400 <= status <= 599):
+    if status != "timeout" and not (isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599):
         raise ValueError(f'{where}.status must be an HTTP error status (400-599) or "timeout"')
     times = raw.get("times", 1)
     if times is not None:
@@ -115,10 +128,17 @@ def _fault(raw: Any, n: int) -> dict[str, Any]:
     if not isinstance(raw.get("echo", False), bool):
         raise ValueError(f"{where}.echo must be true or false")
     return {
-        "vendor": raw["vendor"], "status": status, "times": times,
-        "method": method.upper() if method else None, "path_prefix": path_prefix, "path": path, "when": when,
+        "vendor": raw["vendor"],
+        "status": status,
+        "times": times,
+        "method": method.upper() if method else None,
+        "path_prefix": path_prefix,
+        "path": path,
+        "when": when,
         "delay_s": _number(raw.get("delay_s", DEFAULT_TIMEOUT_DELAY_S), f"{where}.delay_s", minimum=0),
-        "retry_after": retry_after, "type": raw.get("type"), "message": raw.get("message"),
+        "retry_after": retry_after,
+        "type": raw.get("type"),
+        "message": raw.get("message"),
         "echo": raw.get("echo", False),
     }
 
