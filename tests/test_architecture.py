@@ -94,7 +94,7 @@ def test_the_checks_see_imports_inside_functions_and_package_imports():
     # The `relay dev` command imports the sandbox inside a function; the intake imports the
     # foundation's modules by `from package import module` as well as by name.
     assert "sandbox" in imports("web.cli.dev")
-    assert {"relay.app", "relay.config"} <= imports("web")
+    assert {"relay.app", "web.health"} <= imports("web")
     assert "workers.sprig.client" in imports("workers.sprig")
     assert {"operations.replay", "relay.runtime"} <= imports("web.cli.replay")
 

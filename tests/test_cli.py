@@ -75,6 +75,12 @@ def test_events_list_filters_combine(client, app, sandbox):
     assert [e["id"] for e in listed(app, "--limit", "1")] == [unhandled]
 
 
+def test_an_unknown_destination_is_refused_naming_the_known_ones(app):
+    result = invoke(app, "events", "list", "--destination", "sprigg")
+    assert result.exit_code == 2, result.output
+    assert "'sprigg' is not a destination; choose from sprig, spruce" in result.output
+
+
 def test_events_list_table_shows_statuses_and_errors(client, app, sandbox):
     post_event(client, load_fixture("new_referral"))
     fail_spruce(sandbox)

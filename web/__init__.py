@@ -7,7 +7,6 @@ from __future__ import annotations
 from flask import Flask
 
 from relay.app import create_base_app
-from relay.config import Config, ConfigError
 
 
 def create_app(environ: dict[str, str] | None = None) -> Flask:
@@ -25,4 +24,4 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
     return app
 
 
-__all__ = ["Config", "ConfigError", "create_app"]
+__all__ = ["create_app"]

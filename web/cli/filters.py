@@ -13,6 +13,19 @@ from relay.destinations import PLUGINS_VARIABLE, Registry
 from web.cli.support import When
 
 
+class DestinationName(click.ParamType):
+    """A destination's name, checked when the command runs: after `.env` is read (the group
+    reads it first), so a plug-in that RELAY_PLUGINS names there is one of the choices."""
+
+    name = "destination"
+
+    def convert(self, value, param, ctx):
+        known = sorted(Registry.discover(os.environ.get(PLUGINS_VARIABLE)))
+        if value not in known:
+            self.fail(f"{value!r} is not a destination; choose from {', '.join(known)}", param, ctx)
+        return value
+
+
 def filter_options(command):
     """Adds the shared filter options; the command receives them as `filters` (EventFilter)."""
 
@@ -32,8 +45,9 @@ def filter_options(command):
     )
     @click.option(
         "--destination",
-        type=click.Choice(list(Registry.discover(os.environ.get(PLUGINS_VARIABLE)))),
-        help="Only events with a delivery to this vendor.",
+        type=DestinationName(),
+        metavar="NAME",
+        help="Only events with a delivery to this vendor (sprig, spruce, or a plug-in's name).",
     )
     @click.option(
         "--since",
