@@ -142,6 +142,24 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "john.doe@email.com" in state["sprig"]["users"]
         assert len(state["spruce"]["contacts"]) == 1
 
+        # `relay doctor`: every check passes or does not apply. The sweep's check passes once
+        # beat has swept (10 s after it starts): its mark is read here, not by a doctor a second.
+        # Before backfill: a first sweep that finds deliveries enqueued warns of a lost broker.
+        sweeps = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            assert wait_for(lambda: sweeps.exists(LAST_SWEPT), timeout=40, interval=0.5), dev.shown()
+        finally:
+            sweeps.close()
+        report = {}
+
+        def doctor_passed() -> bool:
+            done = run_relay(env, "doctor", "--json")
+            report.update(json.loads(done.stdout) if done.stdout.startswith("{") else {"ok": False, "checks": []})
+            return report["ok"]
+
+        assert wait_for(doctor_passed, timeout=30, interval=3), report
+        assert {c["status"] for c in report["checks"]} <= {"ok", "not_configured", "skipped"}, report
+
         # The worker's throttle, seen by another process: the calls it made count in the window.
         stats = json.loads(run_relay(env, "events", "stats", "--json").stdout)
         assert stats["vendors"]["sprig"]["calls_in_window"] >= 1, stats["vendors"]
@@ -160,23 +178,6 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "added 4 subscribers" in seeded.stdout
         assert len(dev.sandbox_state()["sparkloop"]["subscribers"]) == 4
         assert run_relay(env, "backfill", "--since", "1d").returncode == 0
-
-        # `relay doctor`: every check passes or does not apply. The sweep's check passes once
-        # beat has swept (10 s after it starts): its mark is read here, not by a doctor a second.
-        sweeps = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            assert wait_for(lambda: sweeps.exists(LAST_SWEPT), timeout=40, interval=0.5), dev.shown()
-        finally:
-            sweeps.close()
-        report = {}
-
-        def doctor_passed() -> bool:
-            done = run_relay(env, "doctor", "--json")
-            report.update(json.loads(done.stdout) if done.stdout.startswith("{") else {"ok": False, "checks": []})
-            return report["ok"]
-
-        assert wait_for(doctor_passed, timeout=30, interval=3), report
-        assert {c["status"] for c in report["checks"]} <= {"ok", "not_configured", "skipped"}, report
         assert dev.stop() == 0
 
     shown = dev.shown()
