@@ -26,7 +26,8 @@ CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_AP
 def relay_events(env: dict) -> list[dict]:
     listed = subprocess.run([RELAY, "events", "list", "--json"], env=env, capture_output=True,
                             text=True, timeout=60)
-    return json.loads(listed.stdout) if listed.returncode == 0 else []
+    assert listed.returncode == 0, listed.stderr  # a failed listing is no empty store
+    return json.loads(listed.stdout)
 
 LIVE_LINE = re.compile(r"^\d\d:\d\d:\d\d  ")
 

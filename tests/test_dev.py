@@ -178,6 +178,9 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "added 4 subscribers" in seeded.stdout
         assert len(dev.sandbox_state()["sparkloop"]["subscribers"]) == 4
         assert run_relay(env, "backfill", "--since", "1d").returncode == 0
+        # Their events delivered before Ctrl-C, which would wait on deliveries under way.
+        assert wait_for(lambda: sum(line.startswith("sprig  event ") and " delivered (" in line
+                                    for line in dev.live()) == 5, timeout=60, interval=0.5), dev.shown()
         assert dev.stop() == 0
 
     shown = dev.shown()
