@@ -1,6 +1,7 @@
 """Running `relay dev` as an operator does: a real process group on free loopback ports, its
 terminal captured to a file, other terminals' commands with `. instance/dev.env`'s settings, and
 Ctrl-C to the whole group. Shared by tests/test_dev.py and tests/test_dev_restart.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,14 +20,21 @@ from testbed.net import free_port
 from testbed.waiting import wait_for
 
 RELAY = str(Path(sys.executable).with_name("relay"))
-CONFIGURED_ELSEWHERE = ("DATABASE_URL", "REDIS_URL", "SPRIG_API_KEY", "SPRUCE_API_TOKEN",
-                        "SPARKLOOP_API_KEY", "SPARKLOOP_WEBHOOK_TOKEN")
+CONFIGURED_ELSEWHERE = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SPRIG_API_KEY",
+    "SPRUCE_API_TOKEN",
+    "SPARKLOOP_API_KEY",
+    "SPARKLOOP_WEBHOOK_TOKEN",
+)
 
 
 def relay_events(env: dict) -> list[dict]:
-    listed = subprocess.run([RELAY, "events", "list", "--json"], env=env, capture_output=True,
-                            text=True, timeout=60)
-    return json.loads(listed.stdout) if listed.returncode == 0 else []
+    listed = subprocess.run([RELAY, "events", "list", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr  # a failed listing is no empty store
+    return json.loads(listed.stdout)
+
 
 LIVE_LINE = re.compile(r"^\d\d:\d\d:\d\d  ")
 
@@ -72,8 +80,12 @@ class RunningDev:
         return self.terminal.read_text()
 
     def post(self, fixture: Path) -> int:
-        return httpx.post(f"{self.url}/webhooks/sparkloop", content=fixture.read_bytes(), timeout=5, headers={
-            "SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"}).status_code
+        return httpx.post(
+            f"{self.url}/webhooks/sparkloop",
+            content=fixture.read_bytes(),
+            timeout=5,
+            headers={"SparkLoop-Token": DEV_WEBHOOK_TOKEN, "Content-Type": "application/json"},
+        ).status_code
 
     def live(self) -> set[str]:
         return {line[10:] for line in self.shown().splitlines() if LIVE_LINE.match(line)}
@@ -95,10 +107,17 @@ def relay_dev(tmp_path: Path, instance: Path, args: list[str], name: str = "term
     stopped (its group killed if Ctrl-C did not end it)."""
     terminal = tmp_path / f"{name}.txt"
     with open(terminal, "wb") as out:
-        process = subprocess.Popen([RELAY, "dev", *args], env=dev_env(instance), stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [RELAY, "dev", *args],
+            env=dev_env(instance),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     dev = RunningDev(process, terminal, args)
     try:
+
         def answering() -> bool:
             try:
                 return httpx.get(f"{dev.url}/healthz", timeout=2).status_code == 200
@@ -115,8 +134,10 @@ def relay_dev(tmp_path: Path, instance: Path, args: list[str], name: str = "term
 
 
 def run_relay(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([RELAY, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [RELAY, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
 
 def group_alive(pgid: int) -> bool:
     try:

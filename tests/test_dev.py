@@ -1,7 +1,7 @@
 """`relay dev`, the README's first command: on embedded defaults, a posted example is delivered
 to the sandbox, and the settings file it writes lets other `relay` commands reach the sandbox;
 its terminal shows one line per webhook and per delivery outcome, Celery logs to a file under
-instance/, and Ctrl-C stops everything."""
+instance/, Ctrl-C stops everything, and a restart keeps the store and the sandbox's records."""
 from __future__ import annotations
 
 import json
@@ -12,25 +12,34 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pythonjsonlogger.json import JsonFormatter
-
+import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
+from pythonjsonlogger.json import JsonFormatter
 
+from relay.config import DEV_WEBHOOK_TOKEN
 from relay.models import Event
+from relay.observability import JSON_FIELDS, JSON_RENAMES
+from schemas.personal import personal_strings
 from testbed.apps import events, post_event, run_pending
+from testbed.dev_processes import (
+    CONFIGURED_ELSEWHERE,
+    LIVE_LINE,
+    dev_env,
+    dev_ports,
+    option,
+    relay_dev,
+    relay_events,
+    run_relay,
+    sourced,
+)
 from testbed.examples import load_fixture
 from testbed.privacy import leaked
 from testbed.waiting import wait_for
-from relay.config import DEV_WEBHOOK_TOKEN
-from relay.observability import JSON_FIELDS, JSON_RENAMES
-from schemas.personal import personal_strings
 from web.cli import main
 from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
 from web.cli.live import LiveLines, live_line, record_from_json
-from testbed.dev_processes import (
-    CONFIGURED_ELSEWHERE, LIVE_LINE, dev_env, dev_ports, option, relay_dev, relay_events, run_relay, sourced,
-)
+from workers.sweep import LAST_SWEPT
 
 # --- watching it live ------------------------------------------------------------------------
 
@@ -120,7 +129,8 @@ def test_the_workers_json_lines_make_the_same_lines(app, sandbox, live_lines):
 @pytest.mark.timeout(300)
 def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_env(tmp_path):
     """Live lines, log files, Ctrl-C; and `. instance/dev.env` makes doctor, stats, metrics and
-    backfill see this run; a second `relay dev` on its ports changes nothing."""
+    backfill see this run; a second `relay dev` on its ports changes nothing; started again, it
+    keeps the store and the sandbox's records (`--fresh`: tests/test_dev_restart.py)."""
     instance, args = tmp_path / "instance", dev_ports()
     with relay_dev(tmp_path, instance, args) as dev:
         settings = (instance / "dev.env").read_text()
@@ -142,7 +152,14 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "john.doe@email.com" in state["sprig"]["users"]
         assert len(state["spruce"]["contacts"]) == 1
 
-        # `relay doctor`: every check passes or does not apply (the sweep's mark: once beat swept).
+        # `relay doctor`: every check passes or does not apply. The sweep's check passes once
+        # beat has swept (10 s after it starts): its mark is read here, not by a doctor a second.
+        # Before backfill: a first sweep that finds deliveries enqueued warns of a lost broker.
+        sweeps = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            assert wait_for(lambda: sweeps.exists(LAST_SWEPT), timeout=40, interval=0.5), dev.shown()
+        finally:
+            sweeps.close()
         report = {}
 
         def doctor_passed() -> bool:
@@ -150,7 +167,7 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
             report.update(json.loads(done.stdout) if done.stdout.startswith("{") else {"ok": False, "checks": []})
             return report["ok"]
 
-        assert wait_for(doctor_passed, timeout=40, interval=1), report
+        assert wait_for(doctor_passed, timeout=30, interval=3), report
         assert {c["status"] for c in report["checks"]} <= {"ok", "not_configured", "skipped"}, report
 
         # The worker's throttle, seen by another process: the calls it made count in the window.
@@ -171,7 +188,9 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "added 4 subscribers" in seeded.stdout
         assert len(dev.sandbox_state()["sparkloop"]["subscribers"]) == 4
         assert run_relay(env, "backfill", "--since", "1d").returncode == 0
-        assert sum(e["type"] == "sync_subscriber" for e in relay_events(env)) == 4
+        # Their events delivered before Ctrl-C, which would wait on deliveries under way.
+        assert wait_for(lambda: sum(line.startswith("sprig  event ") and " delivered (" in line
+                                    for line in dev.live()) == 5, timeout=60, interval=0.5), dev.shown()
         assert dev.stop() == 0
 
     shown = dev.shown()
@@ -188,6 +207,16 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
     assert "[queues]" in worker_log  # Celery's banner, kept out of the terminal
     assert "POST /webhooks/sparkloop" in (instance / "dev.log").read_text()
     assert "john.doe@email.com" not in shown
+
+    # Restarted: the store and the sandbox's records outlive it (the Spruce ids Relay keeps stay
+    # valid, so the banner has no note about them).
+    with relay_dev(tmp_path, instance, args, "restarted") as dev:
+        assert len(dev.sandbox_state()["spruce"]["contacts"]) == 1
+        assert "Note:" not in dev.shown()
+        # What the first run stored, backfill's four subscribers included.
+        kept = relay_events(sourced(instance))
+        assert [e["type"] for e in kept].count("sync_subscriber") == 4 and "new_referral" in {e["type"] for e in kept}
+        assert dev.stop() == 0
 
 
 def test_the_banner_says_when_the_store_links_to_spruce_ids_the_sandbox_lost(app, sandbox):

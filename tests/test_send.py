@@ -26,13 +26,21 @@ def send(app, *args):
 @contextlib.contextmanager
 def served(app):
     http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    # Polled for shutdown every 20 ms, not every 0.5 s: stopping it is no longer half a second a test.
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{http.server_port}"
     finally:
         http.shutdown()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(app):
+    """conftest's `server` (the app served over real HTTP), stopped as `served` stops it."""
+    with served(app) as url:
+        yield url
 
 
 def one_line_error(result, exit_code: int, *fragments: str) -> None:
