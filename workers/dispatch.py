@@ -24,6 +24,8 @@ from celery import Celery, bootsteps
 from relay.db import Database
 from relay.models import OUTSTANDING, Delivery, DeliveryStatus, utcnow
 from relay.queue import mark_enqueued, publish, queue_for
+from relay.runtime import Runtime
+from workers.sweep import recover_from_lost_broker
 
 log = logging.getLogger("relay.dispatch")
 
@@ -112,14 +114,14 @@ class Dispatcher(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def create(self, worker):
-        return DispatchThread(worker.app.runtime.db, worker.app)
+        return DispatchThread(worker.app.runtime, worker.app)
 
 
 class DispatchThread:
     """Runs `dispatch` in a thread of the worker's main process."""
 
-    def __init__(self, db: Database, celery_app: Celery) -> None:
-        self._db, self._celery_app = db, celery_app
+    def __init__(self, runtime: Runtime, celery_app: Celery) -> None:
+        self._runtime, self._celery_app = runtime, celery_app
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,11 +137,15 @@ class DispatchThread:
     def _run(self) -> None:
         # A broker connection of this thread's own: kombu's Redis connections are not safe to
         # share with the consumer's thread (seen here: publishes stalled for socket_timeout).
+        try:
+            recover_from_lost_broker(self._runtime)  # before anything is published into this Redis
+        except Exception as exc:  # the store or Redis away: the sweep looks again
+            log.warning("the broker check at start failed (%s)", type(exc).__name__)
         with self._celery_app.connection_for_write() as connection:
             wait = DISPATCH_EVERY_S
             while not self._stopping.wait(wait):
                 try:
-                    found = dispatch(self._db, self._celery_app, connection=connection)
+                    found = dispatch(self._runtime.db, self._celery_app, connection=connection)
                 except Exception as exc:  # the store or the broker away: the next round retries
                     log.warning("dispatch failed (%s)", type(exc).__name__)
                     wait = WAIT_AFTER_ERROR_S

@@ -12,6 +12,9 @@ limit of deliveries out per destination.
   message per sweep, each a claim that finds nothing to do;
 - when Redis has lost its data (restarted empty: the marker the sweep keeps there is gone), no
   message can be trusted, so every pending delivery that counted as enqueued is handed back.
+  A worker looks first, as it starts and before its dispatcher publishes
+  (`recover_from_lost_broker`): the first sweep comes 10 s later, and would take what that
+  dispatcher had just enqueued into the new Redis for lost.
 A duplicate message is harmless: only one worker can claim a pending delivery.
 """
 
@@ -80,6 +83,19 @@ def sweep(runtime: Runtime, now=None) -> dict[str, int]:
     if forgotten:
         _report_forgotten(republished)
     return {"released": released, "handed_back": handed_back, "broker_forgot": int(forgotten)}
+
+
+def recover_from_lost_broker(runtime: Runtime) -> bool:
+    """What a worker does as it starts: if Redis lost its data since the last process used it
+    (the marker is gone), every pending delivery that counted as enqueued is handed back, as
+    the sweep would. Returns whether the marker was gone."""
+    if not _broker_forgot(runtime.redis):
+        return False
+    with runtime.session() as session:
+        republished = _changed(session, forget_enqueued())
+        session.commit()
+    _report_forgotten(republished)
+    return True
 
 
 def _changed(session: Session, update: sa.Update) -> int:
