@@ -37,7 +37,7 @@ from testbed.examples import load_fixture
 from testbed.privacy import leaked
 from testbed.waiting import wait_for
 from web.cli import main
-from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
+from web.cli.dev import SAMPLE, plan_dev, stale_note, stale_spruce_links
 from web.cli.live import LiveLines, live_line, record_from_json
 from workers.sweep import LAST_SWEPT
 
@@ -275,3 +275,8 @@ def test_fresh_asks_first_and_keeps_everything_unless_told_yes(tmp_path, monkeyp
     assert all((instance / name).read_text() == "kept" for name in ("relay.sqlite3", "sandbox-state.json"))
 
 
+
+
+def test_relay_dev_stops_within_seconds_unless_told_otherwise():
+    assert plan_dev(8000, 8025, 8026, environ={}).env["RELAY_SHUTDOWN_GRACE"] == "3s"
+    assert plan_dev(8000, 8025, 8026, environ={"RELAY_SHUTDOWN_GRACE": "30s"}).env["RELAY_SHUTDOWN_GRACE"] == "30s"

@@ -63,6 +63,9 @@ class DevPlan:
     dev_settings: dict[str, str] = field(default_factory=dict)  # what dev chose, for dev.env
 
 
+DEV_SHUTDOWN_GRACE = "3s"
+
+
 def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None = None) -> DevPlan:
     env = dict(os.environ if environ is None else environ)
     plan = DevPlan(env=env, ports={"--port": port})
@@ -82,6 +85,9 @@ def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None
         plan.dev_settings["REDIS_URL"] = plan.redis_url
     env.update(plan.sandboxed | plan.dev_settings)
     env.setdefault("LOG_FORMAT", "text")  # a terminal's reader, whatever stderr is
+    # Ctrl-C answers within seconds, not production's 20: what the worker has not finished by
+    # then is handed back, and the next `relay dev` delivers it.
+    env.setdefault("RELAY_SHUTDOWN_GRACE", DEV_SHUTDOWN_GRACE)
     return plan
 
 
