@@ -73,12 +73,27 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+def cpu_seconds(group: int) -> float:
+    """User and system CPU time of the processes in process group `group` (gunicorn's master and
+    its workers), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, args) -> dict:
     output = subprocess.run(
         ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency",
          "-s", str(HERE / "unique.lua"), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True, timeout=args.duration + 60).stdout
     return {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50": _latency(output, "50%"), "p99": _latency(output, "99%"),
         "non_2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0,
@@ -99,6 +114,7 @@ def main() -> int:
     parser.add_argument("--before", type=Path, help="another checkout of Relay, served as `before`")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--port", type=int, default=18100)
+    parser.add_argument("--apps", default="bare,bare+insert,relay,before", help="which of them to run")
     args = parser.parse_args()
 
     database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/relay_bench_ingest")
@@ -117,6 +133,7 @@ def main() -> int:
     if args.before:
         before = args.before.resolve()
         apps.append(("before", "web:create_app()", before, {**relay_env, "PYTHONPATH": str(before)}))
+    apps = [app for app in apps if app[0] in args.apps.split(",")]
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, gunicorn.conf.py with 2 processes; "
           f"logs in {logs}")
     ratios: dict[str, list[float]] = {}
@@ -129,20 +146,34 @@ def main() -> int:
             redis.Redis.from_url(args.redis_url).flushdb()
             process = serve(app, args.port, cwd, env, logs / f"{name}-{round_}.log")
             try:
+                cpu = cpu_seconds(process.pid)
                 results[name] = r = wrk(args.port, args)
+                r["cpu_ms"] = (cpu_seconds(process.pid) - cpu) * 1000 / r["requests"]
             finally:
                 stop(process)
             print(f"round {round_} {name:11}: {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms"
-                  f"  non-2xx {r['non_2xx']}", flush=True)
+                  f"  non-2xx {r['non_2xx']}  CPU {r['cpu_ms']:.2f} ms/request", flush=True)
         for relay in ("relay", "before"):
             for reference in ("bare", "bare+insert"):
-                if relay in results:
-                    ratio = results[relay]["rps"] / results[reference]["rps"]
-                    ratios.setdefault(f"{relay} / {reference}", []).append(ratio)
-                    print(f"round {round_} {relay} / {reference}: {ratio:.2f}")
-    print("median of the rounds: " + ", ".join(f"{name} {statistics.median(v):.2f}" for name, v in ratios.items()))
+                if relay in results and reference in results:
+                    _ratio(ratios, round_, f"{relay} / {reference}", results[relay], results[reference])
+        if "before" in results and "relay" in results:
+            _ratio(ratios, round_, "relay / before", results["relay"], results["before"])
+    print("medians of the rounds: req/s ratio (CPU per request, inverse ratio)")
+    for name, values in ratios.items():
+        print(f"  {name:20}: {statistics.median(v for v, _ in values):.2f} "
+              f"({statistics.median(c for _, c in values):.2f})")
     engine.dispose()
     return 0
+
+
+def _ratio(ratios: dict, round_: int, name: str, app: dict, reference: dict) -> None:
+    """Throughput of `app` over `reference`'s, and the same measured by CPU: the reference's CPU
+    time per request over the app's (the wrk runs are one after the other and the machine's load
+    changes between them; CPU per request changes less)."""
+    by_rate, by_cpu = app["rps"] / reference["rps"], reference["cpu_ms"] / app["cpu_ms"]
+    ratios.setdefault(name, []).append((by_rate, by_cpu))
+    print(f"round {round_} {name}: {by_rate:.2f} (by CPU per request {by_cpu:.2f})")
 
 
 if __name__ == "__main__":
