@@ -11,13 +11,15 @@ extracted with `git archive`), served from its own folder with this checkout's v
 a change is measured beside what it changes in the same run.
 
 Every app runs under gunicorn with the Procfile's settings (gunicorn.conf.py: WEB_CONCURRENCY=2
-sync processes), one after the other, in an order that turns each round; wrk posts a
-new_referral for a new subscriber with every request (unique.lua). Relay runs on PostgreSQL (it
-recreates the database relay_bench_ingest, and empties its tables before every run) and Redis
-(--redis-url; it flushes that db), with both vendors configured, so every webhook stores an
-event, two deliveries and its subject digests; no worker runs, so what is measured is the
-intake alone. Prints req/s, p50 and p99 latency and non-2xx answers per run, Relay's ratios to
-both references per round, and their medians at the end. Needs wrk (Debian's package).
+sync processes), one after the other, in an order that turns (and reverses) each round; wrk
+posts a new_referral for a new subscriber with every request (unique.lua). All run on
+PostgreSQL (the database relay_bench_ingest, recreated; its tables emptied and a checkpoint
+taken before every run) and Relay on Redis too (--redis-url; that db flushed), with both
+vendors configured, so every webhook stores an event, two deliveries and its subject digests;
+no worker runs, so what is measured is the intake alone. Prints per run req/s, p50 and p99
+latency, non-2xx answers and the app's CPU time per request (its gunicorn processes', from
+/proc), and per round Relay's ratios to the references (and to `before`), by req/s and by CPU
+per request, with their medians at the end. Needs wrk (Debian's package).
 """
 from __future__ import annotations
 
@@ -140,9 +142,14 @@ def main() -> int:
     for round_ in range(1, args.rounds + 1):
         results = {}
         turn = (round_ - 1) % len(apps)
-        for name, app, cwd, env in apps[turn:] + apps[:turn]:
+        order = apps[turn:] + apps[:turn]
+        if round_ % 2 == 0:  # no app always runs right after the same one
+            order.reverse()
+        for name, app, cwd, env in order:
             with engine.connect() as conn:
                 conn.exec_driver_sql(EMPTY)
+                # The previous run's writes on disk now, not in a checkpoint during this run.
+                conn.exec_driver_sql("CHECKPOINT")
             redis.Redis.from_url(args.redis_url).flushdb()
             process = serve(app, args.port, cwd, env, logs / f"{name}-{round_}.log")
             try:
