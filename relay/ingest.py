@@ -12,12 +12,15 @@ inserts in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from relay.config import Config
 from relay.db import Database
@@ -107,7 +110,8 @@ def _store(connection: sa.Connection, stored: _Rows) -> int | None:
     """The event, its deliveries and its subjects; None (and nothing written) when its dedup key
     is taken. The caller commits (or is in autocommit)."""
     if connection.dialect.name == "postgresql":
-        return connection.execute(one_statement(), _one_statement_parameters(stored)).scalar()
+        compiled = _compiled(connection.dialect)
+        return connection.exec_driver_sql(compiled.sql, compiled.parameters(_one_statement_parameters(stored))).scalar()
     return _store_in_three(connection, stored)
 
 
@@ -128,15 +132,48 @@ def _store_in_three(connection: sa.Connection, stored: _Rows) -> int | None:
     return event_id
 
 
+@dataclass(frozen=True)
+class _DriverStatement:
+    """`one_statement()` compiled once for a dialect, executed as the driver's SQL. Its SQL, its
+    defaults and its types' processing (sealing included) are Core's, from the models; what is
+    left out is what Core does around every execution of a statement (its cache key looked up,
+    an execution context): measured, that cost a webhook more than all its parameters did."""
+
+    compiled: SQLCompiler
+    processors: tuple[tuple[str, Callable | None], ...]
+
+    @property
+    def sql(self) -> str:
+        return self.compiled.string
+
+    def parameters(self, given: dict) -> MutableMapping[str, Any]:
+        values = self.compiled.construct_params(given)  # the given, and the models' defaults
+        for name, process in self.processors:
+            if process is not None:
+                values[name] = process(values[name])
+        return values
+
+
+@cache
+def _compiled(dialect: sa.Dialect) -> _DriverStatement:
+    compiled = one_statement().compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)  # a SELECT's, so its parameters are a dict
+    processors = tuple(
+        (name, bind.type.dialect_impl(dialect).bind_processor(dialect)) for name, bind in compiled.binds.items()
+    )
+    return _DriverStatement(compiled, processors)
+
+
 @cache
 def one_statement() -> sa.Select:
     """PostgreSQL: the event, its deliveries and its subjects in one INSERT ... RETURNING; no
     row when the dedup key is taken (the CTEs then insert nothing). Built from the models'
     tables as they are when first used (once per process)."""
     events, deliveries, subjects = (_table(model) for model in (Event, Delivery, EventSubject))
+    defaults = _Defaults()
     new_event = (
         postgresql.insert(events)
-        .values(_written(events, {name: _parameter(events, name) for name in _EVENT_FIELDS}))
+        .values(defaults.written(events, {name: _parameter(events, name) for name in _EVENT_FIELDS}))
         .on_conflict_do_nothing(index_elements=[events.c.dedup_key])
         .returning(events.c.id)
         .cte("new_event")
@@ -148,12 +185,14 @@ def one_statement() -> sa.Select:
         .render_derived("subjects")
     )
     new_deliveries = _insert_per_row(
+        defaults,
         deliveries,
         {"event_id": new_event.c.id, "destination": destinations.c.destination, "lane": _parameter(deliveries, "lane")},
         new_event,
         destinations,
     )
     new_subjects = _insert_per_row(
+        defaults,
         subjects,
         {"event_id": new_event.c.id, **{name: subject.c[name] for name in _SUBJECT_FIELDS}},
         new_event,
@@ -171,34 +210,44 @@ def _one_statement_parameters(stored: _Rows) -> dict:
     }
 
 
-def _insert_per_row(table: sa.Table, given: dict, new_event, rows) -> sa.CTE:
+def _insert_per_row(defaults: _Defaults, table: sa.Table, given: dict, new_event, rows) -> sa.CTE:
     """INSERT INTO table SELECT ... FROM new_event JOIN rows: one row per element of `rows`, none
     when new_event inserted nothing."""
-    written = _written(table, given)
+    written = defaults.written(table, given)
     select = sa.select(*written.values()).join_from(new_event, rows, sa.true())
     return table.insert().from_select(list(written), select, include_defaults=False).cte(f"new_{table.name}")
 
 
-def _written(table: sa.Table, given: dict) -> dict:
-    """What an insert into `table` writes: `given`, and every other column's default from the
-    model (a callable one called at each execution, as for any Core insert). Columns with
-    neither are left to the database (their server default, or null)."""
-    written = {}
-    for column in table.columns:
-        if column.name in given:
-            written[column.name] = given[column.name]
-        elif isinstance(column.default, sa.ColumnDefault):
-            written[column.name] = _default(table, column.name, column.default)
-    return written
+class _Defaults:
+    """The models' defaults of the columns an insert is not given. A callable one is called once
+    per statement, as Core does for an INSERT ... SELECT, and shared by every column it is the
+    default of (one time in received_at, created_at, next_attempt_at ...)."""
 
+    def __init__(self):
+        self._called: dict[tuple, sa.BindParameter] = {}
 
-def _default(table: sa.Table, column: str, default: sa.ColumnDefault):
-    name, type_ = f"{table.name}_{column}", table.c[column].type
-    if default.is_callable:
-        return sa.bindparam(name, type_=type_, callable_=lambda: default.arg(None))
-    if default.is_clause_element:
-        return default.arg
-    return sa.bindparam(name, default.arg, type_=type_)
+    def written(self, table: sa.Table, given: dict) -> dict:
+        """`given`, and every other column's default. Columns with neither are left to the
+        database (their server default, or null)."""
+        written = {}
+        for column in table.columns:
+            if column.name in given:
+                written[column.name] = given[column.name]
+            elif isinstance(column.default, sa.ColumnDefault):
+                written[column.name] = self._default(table.name, column, column.default)
+        return written
+
+    def _default(self, table: str, column: sa.Column, default: sa.ColumnDefault):
+        if default.is_clause_element:
+            return default.arg
+        if not default.is_callable:
+            return sa.bindparam(f"{table}_{column.name}", default.arg, type_=column.type)
+        function = getattr(default.arg, "__wrapped__", default.arg)  # Core's wrapper, unwrapped
+        key = (function, type(column.type))
+        if key not in self._called:
+            name = f"default_{len(self._called)}"
+            self._called[key] = sa.bindparam(name, type_=column.type, callable_=function)
+        return self._called[key]
 
 
 def _table(model: type[Base]) -> sa.Table:
