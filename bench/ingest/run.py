@@ -131,7 +131,7 @@ def main() -> int:
     bare_env = {"PYTHONPATH": str(HERE), "LOG_FORMAT": "json", "WEB_CONCURRENCY": "2",
                 "BARE_DATABASE_URL": database.replace("postgresql+psycopg://", "postgresql://")}
     apps = [("bare", "bare_app:app", ROOT, bare_env), ("bare+insert", "bare_insert_app:app", ROOT, bare_env),
-            ("relay", "web:create_app()", ROOT, relay_env)]
+            ("relay", "web:create_app()", ROOT, {**relay_env, "PYTHONPATH": str(ROOT)})]
     if args.before:
         before = args.before.resolve()
         apps.append(("before", "web:create_app()", before, {**relay_env, "PYTHONPATH": str(before)}))
