@@ -7,8 +7,9 @@ store on PostgreSQL: the web process's whole path, without gunicorn and the netw
     # the same with 50; (I refs of 350 - I refs of 50) / 300 = instructions per webhook
 
 Both runs start the same way (imports, the app, 50 warm-up webhooks), so the difference is the
-webhooks alone. Run from another checkout (cd there, PYTHONPATH=.) to count its intake. The
-database relay_bench_ingest_in_process is recreated (not run.py's: both can run at once).
+webhooks alone. To count another checkout's intake, copy this file into it and run it there.
+It recreates the database --database (relay_bench_ingest_in_process; not run.py's, so both can
+run at once; a database each for runs side by side).
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("webhooks", type=int)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--database", default="relay_bench_ingest_in_process", help="recreated")
     args = parser.parse_args()
-    database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/relay_bench_ingest_in_process")
+    database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/{args.database}")
     os.environ.update({
         "DATABASE_URL": database, "REDIS_URL": args.redis_url, "SPARKLOOP_WEBHOOK_TOKEN": "bench-token",
         "SPRIG_API_KEY": "bench", "SPRUCE_API_TOKEN": "bench", "LOG_FORMAT": "json",
