@@ -11,17 +11,28 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from relay.db import Database
-from relay.models import JSONType
+from relay.models import Base, Event, EventSubject, JSONType
 from relay.runtime import Runtime
-from relay.sealing import SealedDataError
+from relay.sealing import SealedDataError, SealedJSON
 from relay.subjects import subject_rows
 
 BATCH = 500
-# The stored form of the columns: envelopes as they are, not opened (unlike the models).
-events = sa.table("events", sa.column("id", sa.Integer), sa.column("payload", JSONType), sa.column("errors", JSONType))
-event_subjects = sa.table(
-    "event_subjects", *(sa.column(name) for name in ("event_id", "kind", "digest", "referral_status"))
-)
+
+
+def as_stored(table: sa.Table) -> sa.TableClause:
+    """The model's table with its sealed columns read and written as the JSON they are stored as
+    (envelopes as they are, not opened), the other columns as the model declares them."""
+    return sa.table(
+        table.name,
+        *(
+            sa.column(column.name, JSONType if isinstance(column.type, SealedJSON) else column.type)
+            for column in table.c
+        ),
+    )
+
+
+events = as_stored(Base.metadata.tables[Event.__tablename__])
+event_subjects = Base.metadata.tables[EventSubject.__tablename__]
 
 
 class RotationStopped(Exception):

@@ -1,22 +1,36 @@
 """Accepting an event: validate, de-duplicate, store the event and its planned deliveries (the
-web intake, web.webhooks, and backfill, operations.backfill)."""
+web intake, web.webhooks, and backfill, operations.backfill).
+
+What is written is built from the models' tables (relay.models), with SQLAlchemy Core: every
+column the models declare gets its given value or the model's default, and the sealed columns
+are sealed by their type. On PostgreSQL it is one statement, an INSERT ... RETURNING with
+data-modifying CTEs (one round trip; in autocommit on the web's path, durable when it returns),
+built once per process so that its SQL, compiled once, is the same text for every webhook and
+psycopg prepares it. SQLite has no data-modifying CTEs: there the same rows go in as three
+inserts in one transaction.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from relay.config import Config
 from relay.db import Database
-from relay.models import Delivery, Event, EventSubject, Lane, utcnow
+from relay.models import Base, Delivery, Event, EventSubject, Lane
 from relay.planning import Plan, plan_event
-from relay.sealing import sealer_for
 from relay.subjects import subject_rows
 from schemas.events import raw_dedup_key
+
+_EVENT_FIELDS = ("type", "status", "dedup_key", "payload", "errors", "source")
+_SUBJECT_FIELDS = ("kind", "digest", "referral_status")
 
 
 @dataclass(frozen=True)
@@ -30,23 +44,23 @@ class Ingested:
 def ingest(session: Session, payload: dict, raw_body: bytes, config: Config, source: str = "webhook") -> Ingested:
     """Store an event (and its deliveries and subjects) in `session`'s transaction, committed."""
     stored = _rows(payload, raw_body, config, source)
-    event_id = _store(session, stored)
+    event_id = _store(session.connection(), stored)
     if event_id is None:
+        session.rollback()
         return stored.duplicate_of(session.scalar(_stored_id(stored)))
+    session.commit()
     return stored.ingested(event_id)
 
 
 def ingest_webhook(db: Database, payload: dict, raw_body: bytes, config: Config) -> Ingested:
-    """The web's path: on PostgreSQL one statement in autocommit (one round trip, durable when
-    it returns); elsewhere `ingest`."""
+    """The web's path: on PostgreSQL the one statement in autocommit (durable when it returns);
+    elsewhere `ingest`."""
     if db.engine.dialect.name != "postgresql":
         with db.session() as session:
             return ingest(session, payload, raw_body, config)
     stored = _rows(payload, raw_body, config, "webhook")
     with db.intake_engine.connect() as connection:
-        event_id = connection.exec_driver_sql(
-            _ONE_STATEMENT, _one_statement_parameters(stored, connection.dialect)
-        ).scalar()
+        event_id = _store(connection, stored)
         if event_id is None:
             return stored.duplicate_of(connection.scalar(_stored_id(stored)))
     return stored.ingested(event_id)
@@ -92,63 +106,158 @@ def _stored_id(stored: _Rows):
     return sa.select(Event.id).where(Event.dedup_key == stored.event["dedup_key"])
 
 
-def _store(session: Session, stored: _Rows) -> int | None:
-    """The event, its deliveries and its subjects in one transaction, in three statements
-    (Core, not the unit of work: a third of the time); None when its dedup key is taken."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    event_id = session.scalar(
-        insert(Event).values(**stored.event).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Event.id)
+def _store(connection: sa.Connection, stored: _Rows) -> int | None:
+    """The event, its deliveries and its subjects; None (and nothing written) when its dedup key
+    is taken. The caller commits (or is in autocommit)."""
+    if connection.dialect.name == "postgresql":
+        compiled = _compiled(connection.dialect)
+        return connection.exec_driver_sql(compiled.sql, compiled.parameters(_one_statement_parameters(stored))).scalar()
+    return _store_in_three(connection, stored)
+
+
+def _store_in_three(connection: sa.Connection, stored: _Rows) -> int | None:
+    events = _table(Event)
+    event_id = connection.scalar(
+        sqlite.insert(events)
+        .values(**stored.event)
+        .on_conflict_do_nothing(index_elements=[events.c.dedup_key])
+        .returning(events.c.id)
     )
     if event_id is None:
-        session.rollback()
         return None
     deliveries = [{"destination": d, "lane": stored.lane} for d in stored.plan.destinations]
     for model, rows in ((Delivery, deliveries), (EventSubject, stored.subjects)):
         if rows:
-            session.execute(sa.insert(model), [{"event_id": event_id, **row} for row in rows])
-    session.commit()
+            connection.execute(sa.insert(_table(model)), [{"event_id": event_id, **row} for row in rows])
     return event_id
 
 
-# PostgreSQL: the event, its deliveries and its subjects in one INSERT ... RETURNING with
-# data-modifying CTEs; no row when the dedup key is taken (the CTEs then insert nothing). Plain
-# SQL, one text for every webhook, so that psycopg prepares it once per connection: building
-# the same statement with SQLAlchemy's constructs cost more than the database did.
-_ONE_STATEMENT = """
-WITH new_event AS (
-    INSERT INTO events (type, status, dedup_key, payload, errors, source, received_at, updated_at)
-    VALUES (%(type)s, %(status)s, %(dedup_key)s, %(payload)s::jsonb, %(errors)s::jsonb, %(source)s, %(now)s, %(now)s)
-    ON CONFLICT (dedup_key) DO NOTHING RETURNING id
-), new_deliveries AS (
-    INSERT INTO deliveries (event_id, destination, lane, status, attempts, deferrals, progress, step_times,
-                            next_attempt_at, created_at, updated_at)
-    SELECT new_event.id, destination, %(lane)s, 'pending', 0, 0, '{}', '{}', %(now)s, %(now)s, %(now)s
-    FROM new_event, unnest(%(destinations)s::text[]) AS destination
-), new_subjects AS (
-    INSERT INTO event_subjects (event_id, kind, digest, referral_status)
-    SELECT new_event.id, subject.kind, subject.digest, subject.referral_status
-    FROM new_event, unnest(%(kinds)s::text[], %(digests)s::text[], %(statuses)s::text[])
-         AS subject (kind, digest, referral_status)
-)
-SELECT id FROM new_event
-"""
+@dataclass(frozen=True)
+class _DriverStatement:
+    """`one_statement()` compiled once for a dialect, executed as the driver's SQL. Its SQL, its
+    defaults and its types' processing (sealing included) are Core's, from the models; what is
+    left out is what Core does around every execution of a statement (its cache key looked up,
+    an execution context): measured, that cost a webhook more than all its parameters did."""
+
+    compiled: SQLCompiler
+    processors: tuple[tuple[str, Callable | None], ...]
+
+    @property
+    def sql(self) -> str:
+        return self.compiled.string
+
+    def parameters(self, given: dict) -> MutableMapping[str, Any]:
+        values = self.compiled.construct_params(given)  # the given, and the models' defaults
+        for name, process in self.processors:
+            if process is not None:
+                values[name] = process(values[name])
+        return values
 
 
-def _one_statement_parameters(stored: _Rows, dialect) -> dict:
-    event = stored.event
-    sealed = sealer_for(dialect)
+@cache
+def _compiled(dialect: sa.Dialect) -> _DriverStatement:
+    compiled = one_statement().compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)  # a SELECT's, so its parameters are a dict
+    processors = tuple(
+        (name, bind.type.dialect_impl(dialect).bind_processor(dialect)) for name, bind in compiled.binds.items()
+    )
+    return _DriverStatement(compiled, processors)
+
+
+@cache
+def one_statement() -> sa.Select:
+    """PostgreSQL: the event, its deliveries and its subjects in one INSERT ... RETURNING; no
+    row when the dedup key is taken (the CTEs then insert nothing). Built from the models'
+    tables as they are when first used (once per process)."""
+    events, deliveries, subjects = (_table(model) for model in (Event, Delivery, EventSubject))
+    defaults = _Defaults()
+    new_event = (
+        postgresql.insert(events)
+        .values(defaults.written(events, {name: _parameter(events, name) for name in _EVENT_FIELDS}))
+        .on_conflict_do_nothing(index_elements=[events.c.dedup_key])
+        .returning(events.c.id)
+        .cte("new_event")
+    )
+    destinations = sa.func.unnest(_list("destinations")).table_valued("destination").render_derived("destinations")
+    subject = (
+        sa.func.unnest(*(_list(f"subject_{name}") for name in _SUBJECT_FIELDS))
+        .table_valued(*_SUBJECT_FIELDS)
+        .render_derived("subjects")
+    )
+    new_deliveries = _insert_per_row(
+        defaults,
+        deliveries,
+        {"event_id": new_event.c.id, "destination": destinations.c.destination, "lane": _parameter(deliveries, "lane")},
+        new_event,
+        destinations,
+    )
+    new_subjects = _insert_per_row(
+        defaults,
+        subjects,
+        {"event_id": new_event.c.id, **{name: subject.c[name] for name in _SUBJECT_FIELDS}},
+        new_event,
+        subject,
+    )
+    return sa.select(new_event.c.id).add_cte(new_deliveries, new_subjects)
+
+
+def _one_statement_parameters(stored: _Rows) -> dict:
     return {
-        "type": event["type"],
-        "status": event["status"],
-        "dedup_key": event["dedup_key"],
-        "payload": json.dumps(sealed.seal(event["payload"])),
-        "errors": json.dumps(sealed.seal(event["errors"])),
-        "source": event["source"],
-        "now": utcnow(),
-        "lane": stored.lane.value,
+        **{f"events_{name}": stored.event[name] for name in _EVENT_FIELDS},
+        "deliveries_lane": stored.lane.value,
         "destinations": list(stored.plan.destinations),
-        "kinds": [s["kind"] for s in stored.subjects],
-        "digests": [s["digest"] for s in stored.subjects],
-        "statuses": [s["referral_status"] for s in stored.subjects],
+        **{f"subject_{name}": [row[name] for row in stored.subjects] for name in _SUBJECT_FIELDS},
     }
+
+
+def _insert_per_row(defaults: _Defaults, table: sa.Table, given: dict, new_event, rows) -> sa.CTE:
+    """INSERT INTO table SELECT ... FROM new_event JOIN rows: one row per element of `rows`, none
+    when new_event inserted nothing."""
+    written = defaults.written(table, given)
+    select = sa.select(*written.values()).join_from(new_event, rows, sa.true())
+    return table.insert().from_select(list(written), select, include_defaults=False).cte(f"new_{table.name}")
+
+
+class _Defaults:
+    """The models' defaults of the columns an insert is not given. A callable one is called once
+    per statement, as Core does for an INSERT ... SELECT, and shared by every column it is the
+    default of (one time in received_at, created_at, next_attempt_at ...)."""
+
+    def __init__(self):
+        self._called: dict[tuple, sa.BindParameter] = {}
+
+    def written(self, table: sa.Table, given: dict) -> dict:
+        """`given`, and every other column's default. Columns with neither are left to the
+        database (their server default, or null)."""
+        written = {}
+        for column in table.columns:
+            if column.name in given:
+                written[column.name] = given[column.name]
+            elif isinstance(column.default, sa.ColumnDefault):
+                written[column.name] = self._default(table.name, column, column.default)
+        return written
+
+    def _default(self, table: str, column: sa.Column, default: sa.ColumnDefault):
+        if default.is_clause_element:
+            return default.arg
+        if not default.is_callable:
+            return sa.bindparam(f"{table}_{column.name}", default.arg, type_=column.type)
+        function = getattr(default.arg, "__wrapped__", default.arg)  # Core's wrapper, unwrapped
+        key = (function, type(column.type))
+        if key not in self._called:
+            name = f"default_{len(self._called)}"
+            self._called[key] = sa.bindparam(name, type_=column.type, callable_=function)
+        return self._called[key]
+
+
+def _table(model: type[Base]) -> sa.Table:
+    return Base.metadata.tables[model.__tablename__]
+
+
+def _parameter(table: sa.Table, column: str) -> sa.BindParameter:
+    # Named apart from the column: Core reserves a column's own name in an insert's VALUES.
+    return sa.bindparam(f"{table.name}_{column}", type_=table.c[column].type)
+
+
+def _list(name: str) -> sa.BindParameter:
+    return sa.bindparam(name, type_=postgresql.ARRAY(sa.Text))
