@@ -14,12 +14,10 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from schemas.personal import leaves, without_contact_details
 from workers.outcomes import ErrorKind
 
 MAX_MESSAGE_CHARS = 200
-_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+")
-# Seven or more digits, maybe with separators: a phone number, or a number that might be one.
-_PHONE = re.compile(r"(?<!\w)\+?\d(?:[\s().-]*\d){6,}(?!\w)")
 # Shorter known values ("US", "2") would redact ordinary words; they identify no one.
 MIN_KNOWN_CHARS = 3
 
@@ -228,17 +226,13 @@ class Redactor:
         text = " ".join(text.split())
         if self._known:
             text = self._known.sub("<redacted>", text)
-        text = _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+        text = without_contact_details(text)
         return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def strings_in(value) -> set[str]:
     """Every string value in a request body (its keys are the vendor's field names)."""
-    if isinstance(value, dict):
-        return set().union(*(strings_in(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(strings_in(item) for item in value))
-    return {value} if isinstance(value, str) else set()
+    return {leaf for _, leaf in leaves(value) if isinstance(leaf, str)}
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
