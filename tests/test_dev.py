@@ -26,7 +26,7 @@ from relay.config import DEV_WEBHOOK_TOKEN
 from relay.observability import JSON_FIELDS, JSON_RENAMES
 from schemas.personal import personal_strings
 from web.cli import main
-from web.cli.dev import SAMPLE, stale_note, stale_spruce_links
+from web.cli.dev import SAMPLE, stale_links, stale_note
 from web.cli.live import LiveLines, live_line, record_from_json
 from testbed.dev_processes import (
     CONFIGURED_ELSEWHERE, LIVE_LINE, dev_env, dev_ports, option, relay_dev, relay_events, run_relay, sourced,
@@ -193,12 +193,12 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
 def test_the_banner_says_when_the_store_links_to_spruce_ids_the_sandbox_lost(app, sandbox):
     assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
     run_pending(app)
-    assert stale_spruce_links(app, sandbox) is None  # the sandbox knows every id the store keeps
+    assert stale_links(app, sandbox) is None  # the sandbox knows every id the store keeps
 
     sandbox.reset()  # as a sandbox started without its state file
-    stale = stale_spruce_links(app, sandbox)
-    assert stale_note(stale).startswith("Note: the store links subscribers to Spruce ids the sandbox does not "
-                                        "know (1 contact, 1 note conversation)")
+    stale = stale_links(app, sandbox)
+    assert stale_note(stale).startswith("Note: the store remembers vendor ids the sandbox does not know "
+                                        "(Spruce contact ids: 1, Spruce note conversation ids: 1)")
     assert "relay dev --fresh" in stale_note(stale)
 
 
