@@ -201,7 +201,7 @@ def test_0010_gives_each_destination_its_own_row_of_links_and_can_be_downgraded(
     }
     with old_store.engine.begin() as conn:  # one a third destination remembers: no old column holds it
         conn.execute(sa.text("INSERT INTO destination_links (subscriber_key, destination, data, updated_at) "
-                             "VALUES ('id:sub_5', 'ledger', :data, :at)"), {"data": '{"account": "a_5"}', "at": CREATED})
+                             "VALUES ('id:sub_5', 'another', :data, :at)"), {"data": '{"account": "a_5"}', "at": CREATED})
 
     old_store.downgrade("0009")
 
