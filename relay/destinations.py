@@ -99,6 +99,8 @@ class Destination:
     # vendor, versions), key -> how output names it (never its value). `relay subscribers
     # unlink` drops them, an erasure deletes them.
     remembers: Mapping[str, str] = field(default_factory=dict)
+    # What its next delivery for a subscriber does without them (`relay subscribers unlink` says it).
+    unlinked: str = ""
 
     def sends(self, event_type: str) -> Any:
         return self.receives.get(event_type) or self.default_sends

@@ -86,4 +86,5 @@ DESTINATION = Destination(
     checks=("Ledger token",),
     erasure=Erasure(asked, erase),
     remembers={ACCOUNT_ID: "Ledger account id"},
+    unlinked="opens a new account at Ledger",
 )

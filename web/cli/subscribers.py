@@ -50,9 +50,11 @@ def _person(ctx, param, value) -> erasure.Person:
 def _installed(fits: Callable[[Destination], object]) -> list[str]:
     """The installed destinations (and RELAY_PLUGINS') that `fits`, for a help text; what the
     command accepts is the app's registry's (see _purged, _unlinked)."""
-    return [
-        name for name, destination in Registry.discover(os.environ.get(PLUGINS_VARIABLE)).items() if fits(destination)
-    ]
+    return [name for name, destination in _registry().items() if fits(destination)]
+
+
+def _registry() -> Registry:
+    return Registry.discover(os.environ.get(PLUGINS_VARIABLE))
 
 
 @subscribers_group.command("forget")
@@ -63,8 +65,9 @@ def _installed(fits: Callable[[Destination], object]) -> list[str]:
     multiple=True,
     metavar="DESTINATION",
     help="Also ask this destination to erase them (repeatable): one that takes an erasure request"
-    f" ({', '.join(_installed(lambda d: d.erasure)) or 'none installed'}). sprig: POST /v2/purge/visitors;"
-    " Sprig deletes the visitor after its delay, 10 days by default.",
+    f" ({', '.join(_installed(lambda d: d.erasure)) or 'none installed'}). "
+    + "; ".join(f"{name}: {d.erasure.then}" for name, d in _registry().items() if d.erasure and d.erasure.then)
+    + ".",
 )
 @click.option("--purge-sprig", is_flag=True, hidden=True, help="Deprecated: --purge sprig.")
 @click.option("--dry-run", is_flag=True, help="Say what would go; change nothing, ask no vendor.")
@@ -197,11 +200,9 @@ def _report(
     multiple=True,
     metavar="DESTINATION",
     help="Only what this destination remembers (repeatable; default: all of them: "
-    f"{', '.join(_installed(lambda d: d.remembers)) or 'none installed'}). spruce: the contact and "
-    "note conversation ids (the next note looks them up first, by email and among the "
-    "contact's conversations, then creates what it did not find); sprig: the attribute "
-    "versions (the next delivery sends every attribute its event carries, even one a newer "
-    "event set: for a Sprig user that lost its attributes).",
+    f"{', '.join(_installed(lambda d: d.remembers)) or 'none installed'}). What the next delivery does without it: "
+    + "; ".join(f"{name} {d.unlinked}" for name, d in _registry().items() if d.remembers and d.unlinked)
+    + ".",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; change nothing.")
 @with_appcontext
@@ -222,7 +223,7 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         )
         raise SystemExit(1)
     if dry_run:
-        _report_links(ref, found.held, chosen, done=False)
+        _report_links(ref, found.held, [runtime.destinations[name] for name in chosen], done=False)
         click.echo("dry run: nothing changed")
         return
     try:
@@ -243,7 +244,7 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         ", ".join(dropped) or "none held",
         extra={"subscriber_ref": ref, "destinations": chosen, "links_dropped": len(dropped)},
     )
-    _report_links(ref, dropped, chosen, done=True)
+    _report_links(ref, dropped, [runtime.destinations[name] for name in chosen], done=True)
 
 
 def _unlinked(runtime: Runtime, names: list[str]) -> list[str]:
@@ -258,18 +259,14 @@ def _unlinked(runtime: Runtime, names: list[str]) -> list[str]:
     return [name for name in remembering if name in (names or remembering)]
 
 
-def _report_links(ref: str, found: list[str], destinations: list[str], done: bool) -> None:
-    click.echo(f"Links of {ref} ({', '.join(destinations)}):")
+def _report_links(ref: str, found: list[str], destinations: list[Destination], done: bool) -> None:
+    click.echo(f"Links of {ref} ({', '.join(d.name for d in destinations)}):")
     if not found:
         click.echo("  none kept: nothing to drop")
         return
     counts = {name: found.count(name) for name in dict.fromkeys(found)}
     listed = ", ".join(name + (f" ({n} links)" if n > 1 else "") for name, n in counts.items())
     click.echo(f"  {'dropped' if done else 'would drop'}: {listed}")
-    if any(name.startswith("Spruce") for name in found):
-        click.echo(
-            f"  the next Spruce delivery for them {'looks' if done else 'would look'} the "
-            "contact up by email (and creates it only if none is found), then its note conversation"
-        )
-    if any(name.startswith("Sprig") for name in found):
-        click.echo(f"  the next Sprig delivery for them {'sends' if done else 'would send'} every attribute it carries")
+    for destination in destinations:
+        if destination.unlinked and set(destination.remembers.values()) & set(found):
+            click.echo(f"  {destination.settings.title}'s next delivery for them: {destination.unlinked}")

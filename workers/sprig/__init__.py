@@ -70,6 +70,8 @@ DESTINATION = Destination(
     probe=probe,
     checks=("Sprig key",),
     remembers={ATTRIBUTE_VERSIONS: "Sprig attribute versions"},
+    unlinked="sends every attribute its event carries, even one a newer event set (for a Sprig user "
+    "that lost its attributes)",
     sandbox=SandboxMount("SPRIG_API_KEY", "sandbox-sprig-key", "SPRIG_API_URL", "/sprig"),
     erasure=Erasure(asked, purge, then="Sprig deletes the visitor after its delay, 10 days by default"),
 )
