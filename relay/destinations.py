@@ -93,6 +93,8 @@ class Destination:
     sandbox: SandboxMount | None = None
     # Its part of an erasure request, if the vendor takes one (Sprig purges visitors).
     erasure: Erasure | None = None
+    # Without one: what of the person stays at the vendor, and why (`relay subscribers forget`).
+    unerased: str = ""
     # Step times a forced replay keeps (workers.context.Progress); everything else is forgotten.
     kept_on_force: tuple[str, ...] = ()
     # What it remembers of a subscriber between deliveries (workers.identity: its ids at the

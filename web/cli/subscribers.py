@@ -29,11 +29,6 @@ from workers.vendor_errors import VendorError
 log = logging.getLogger("relay.erasure")
 links_log = logging.getLogger("relay.identity")
 
-SPRUCE_STAYS = (
-    "Spruce: the contact stays: it is the practice's clinical record, which Relay does not "
-    "delete (ask the practice if it must go)"
-)
-
 
 @click.group("subscribers")
 def subscribers_group():
@@ -77,8 +72,8 @@ def _registry() -> Registry:
 def subscribers_forget(subscriber: erasure.Person, purge: tuple[str, ...], purge_sprig: bool, dry_run: bool, yes: bool):
     """An erasure request: delete this person's events, deliveries and what the destinations
     remember of them from Relay's store, and anonymize them where someone else's event names
-    them (as its referrer); everyone else's data stays. Running it again is harmless. Spruce's
-    contact stays."""
+    them (as its referrer); everyone else's data stays. Running it again is harmless. What a
+    vendor that takes no erasure request keeps (Spruce's contact) stays."""
     runtime = Runtime.of(current_app)
     config = runtime.config
     ref = erasure.reference(subscriber, config)
@@ -189,7 +184,9 @@ def _report(
         else:
             listed = " and ".join(f"{count} {what}(s)" for what, count in asked.items())
             click.echo(f"  {title}: would ask to purge {listed}")
-    click.echo(f"  {SPRUCE_STAYS}")
+    for destination in runtime.config.configured().values():
+        if destination.unerased and not destination.erasure:
+            click.echo(f"  {destination.settings.title}: {destination.unerased}")
 
 
 @subscribers_group.command("unlink")

@@ -61,6 +61,8 @@ DESTINATION = Destination(
     probe=probe,
     checks=("Spruce token", "Spruce note members"),
     remembers={CONTACT_ID: "Spruce contact id", NOTE_CONVERSATION_ID: "Spruce note conversation id"},
+    unerased="the contact stays: it is the practice's clinical record, which Relay does not delete (ask "
+    "the practice if it must go)",
     unlinked="looks the contact up by email (and creates it only if none is found), then its note "
     "conversation among the contact's",
     sandbox=SandboxMount(
