@@ -1,11 +1,11 @@
 """What `relay dev` reads from the store: the stored type of an event (its terminal's lines) and
-the vendor ids the store links subscribers to (its banner's note on a reset sandbox)."""
+the ids the destinations remember of subscribers (its banner's note on a reset sandbox)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from relay.models import Event, SubscriberLink
+from relay.models import DestinationLink, Event
 from relay.runtime import Runtime
 
 
@@ -16,10 +16,8 @@ def event_type(runtime: Runtime, event_id: int) -> str | None:
         return session.scalar(sa.select(Event.type).where(Event.id == event_id))
 
 
-def linked_spruce_ids(runtime: Runtime) -> tuple[set[str], set[str]]:
-    """The Spruce contacts and note conversations the store links subscribers to."""
+def remembered_ids(runtime: Runtime, destination: str, key: str) -> set[str]:
+    """The values `destination` remembers under `key` (workers.identity) for any subscriber."""
     with runtime.session() as session:
-        rows = session.execute(
-            sa.select(SubscriberLink.spruce_contact_id, SubscriberLink.spruce_note_conversation_id)
-        ).all()
-    return {c for c, _ in rows if c}, {v for _, v in rows if v}
+        data = session.scalars(sa.select(DestinationLink.data).where(DestinationLink.destination == destination))
+        return {str(kept[key]) for kept in data if kept.get(key)}

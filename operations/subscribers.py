@@ -1,5 +1,5 @@
 """Requests about one subscriber's data: an erasure (`forget`: workers.erasure says what goes and
-what stays) and dropping the vendor ids and versions Relay keeps for them (`unlink`:
+what stays) and dropping what the destinations remember of them, their ids and versions (`unlink`:
 workers.identity). Both take the person's delivery locks, so that no delivery for them runs
 meanwhile; both raise workers.erasure.Busy when one holds them."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from relay.destinations import Destination
 from relay.runtime import Runtime
 from workers import erasure, identity
 
@@ -23,6 +24,11 @@ class Forgotten:
     done: erasure.ErasurePlan
     # Each vendor asked (`purge`): its request ids.
     requests: dict[str, list[str]]
+
+
+def remembering(runtime: Runtime) -> list[str]:
+    """The destinations that remember something of a subscriber (Destination.remembers)."""
+    return [name for name, destination in runtime.destinations.items() if destination.remembers]
 
 
 def erasing_vendors(runtime: Runtime) -> list[str]:
@@ -72,8 +78,8 @@ def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str])
     with runtime.session() as session:
         person, events = erasure.identify(session, subscriber, lookup_key)
         keys = person.subject_keys(lookup_key)
-        known = bool(events) or bool(identity.held(session, keys, sorted(identity.LINKED)))
-        return Links(person, keys, known, identity.held(session, keys, destinations))
+        known = bool(events) or identity.kept(session, keys)
+        return Links(person, keys, known, identity.held(session, keys, _named(runtime, destinations)))
 
 
 def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]:
@@ -81,6 +87,10 @@ def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]
     redis.RedisError when the locks cannot be taken (nothing changed)."""
     # A delivery for them finishes before, or starts after.
     with erasure.locked(found.person, runtime), runtime.session() as session:
-        dropped = identity.unlink(session, found.keys, destinations)
+        dropped = identity.unlink(session, found.keys, _named(runtime, destinations))
         session.commit()
     return dropped
+
+
+def _named(runtime: Runtime, names: list[str]) -> list[Destination]:
+    return [runtime.destinations[name] for name in names]

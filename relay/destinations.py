@@ -43,6 +43,10 @@ class SandboxMount:
     path: str
     # Variables `relay dev` sets when it sandboxes the vendor and they are unset.
     settings: Mapping[str, str] = field(default_factory=dict)
+    # A key the destination remembers (Destination.remembers) -> the sandbox's records of that
+    # kind (an attribute of sandbox.state, by id): `relay dev` says when the store remembers
+    # ids the sandbox lost.
+    records: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Erasure:
 
     asked: Callable[[Any, Any], dict[str, int]]  # (person, config)
     request: Callable[[Any, Any], list[str]]  # (person, runtime)
+    # What the vendor does once it took the request, as `relay subscribers forget` says it.
+    then: str = ""
 
 
 @dataclass(frozen=True, eq=False)  # one object per vendor: the same when it is this one
@@ -87,8 +93,16 @@ class Destination:
     sandbox: SandboxMount | None = None
     # Its part of an erasure request, if the vendor takes one (Sprig purges visitors).
     erasure: Erasure | None = None
+    # Without one: what of the person stays at the vendor, and why (`relay subscribers forget`).
+    unerased: str = ""
     # Step times a forced replay keeps (workers.context.Progress); everything else is forgotten.
     kept_on_force: tuple[str, ...] = ()
+    # What it remembers of a subscriber between deliveries (workers.identity: its ids at the
+    # vendor, versions), key -> how output names it (never its value). `relay subscribers
+    # unlink` drops them, an erasure deletes them.
+    remembers: Mapping[str, str] = field(default_factory=dict)
+    # What its next delivery for a subscriber does without them (`relay subscribers unlink` says it).
+    unlinked: str = ""
 
     def sends(self, event_type: str) -> Any:
         return self.receives.get(event_type) or self.default_sends

@@ -194,16 +194,19 @@ class Delivery(Base):
     event: Mapped[Event] = relationship(back_populates="deliveries")
 
 
-class SubscriberLink(Base):
-    """SparkLoop subscriber -> Spruce ids, so a known subscriber costs no search call."""
+class DestinationLink(Base):
+    """What a destination remembers of a subscriber (its ids at the vendor, the versions of what
+    it holds), so that a known subscriber costs no search call: one row per subscriber and
+    destination, whose `data` only that destination's deliveries write (workers.identity), so
+    that two vendors' deliveries for one subscriber, which run at the same time, never write
+    the same row."""
 
-    __tablename__ = "subscriber_links"
+    __tablename__ = "destination_links"
+    __table_args__ = (sa.UniqueConstraint("subscriber_key", "destination", name="uq_destination_link"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    subscriber_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
-    spruce_contact_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
-    spruce_note_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
-    # Sprig attribute -> [received_at_ms, event_id] of the event whose value Sprig holds, so an
-    # older event delivered late (or replayed) never overwrites a newer value.
-    sprig_attribute_versions: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    subscriber_key: Mapped[str] = mapped_column(sa.String(255))
+    destination: Mapped[str] = mapped_column(sa.String(20))
+    # The destination's own keys (Destination.remembers names them), e.g. Spruce's contact_id.
+    data: Mapped[dict] = mapped_column(JSONType, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

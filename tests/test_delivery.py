@@ -7,11 +7,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from relay.models import Delivery, utcnow
+from relay.models import Delivery, DestinationLink, utcnow
 from relay.runtime import Runtime
+from schemas.sparkloop import Subscriber
 from testbed.apps import TOKEN, deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
 from web.cli import main
+from workers import identity
 from workers.classify import MAX_BACKOFF_S, backoff
 from workers.sprig.client import sprig_client
 
@@ -59,6 +61,27 @@ def test_later_notes_reuse_the_contact_and_conversation_without_searching(client
     [conversation] = spruce["conversations"]
     assert len(spruce["items"][conversation["id"]]) == 2
     assert _count(sandbox, "POST", "/contacts/search") == searches_before
+
+
+def test_each_destination_remembers_a_subscriber_in_a_row_of_its_own(client, app, sandbox):
+    """Sprig's and Spruce's deliveries for one subscriber run at the same time (their locks are per
+    subscriber and destination): each saves its own row, so neither overwrites the other's."""
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+    runtime = Runtime.of(app)
+    john = Subscriber(id="sub_hjdgc74u", email="john.doe@email.com")
+    spruce = identity.recall(runtime, "spruce", john)
+    assert set(spruce) == {"contact_id", "note_conversation_id"}
+    assert set(identity.recall(runtime, "sprig", john)) == {"attribute_versions"}
+    with app.extensions["relay.db"].session() as session:
+        rows = session.execute(sa.select(DestinationLink.subscriber_key, DestinationLink.destination)).all()
+    assert sorted(rows) == [("id:sub_hjdgc74u", "sprig"), ("id:sub_hjdgc74u", "spruce")]
+
+    identity.remember(runtime, "sprig", john, attribute_versions={"sparkloop_x": [1, 1]})
+    identity.remember(runtime, "spruce", john, note_conversation_id=None)  # as a stale id is forgotten
+
+    assert identity.recall(runtime, "spruce", john) == {"contact_id": spruce["contact_id"]}
+    assert identity.recall(runtime, "sprig", john) == {"attribute_versions": {"sparkloop_x": [1, 1]}}
 
 
 def test_transient_vendor_error_is_retried_and_a_finished_step_is_not_repeated(client, app, sandbox):

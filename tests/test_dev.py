@@ -37,7 +37,7 @@ from testbed.examples import load_fixture
 from testbed.privacy import leaked
 from testbed.waiting import wait_for
 from web.cli import main
-from web.cli.dev import SAMPLE, plan_dev, stale_note, stale_spruce_links
+from web.cli.dev import SAMPLE, plan_dev, stale_links, stale_note
 from web.cli.live import LiveLines, live_line, record_from_json
 from workers.sweep import LAST_SWEPT
 
@@ -222,12 +222,12 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
 def test_the_banner_says_when_the_store_links_to_spruce_ids_the_sandbox_lost(app, sandbox):
     assert post_event(app.test_client(), load_fixture("reward_unlocked")).status_code == 200
     run_pending(app)
-    assert stale_spruce_links(app, sandbox) is None  # the sandbox knows every id the store keeps
+    assert stale_links(app, sandbox) is None  # the sandbox knows every id the store keeps
 
     sandbox.reset()  # as a sandbox started without its state file
-    stale = stale_spruce_links(app, sandbox)
-    assert stale_note(stale).startswith("Note: the store links subscribers to Spruce ids the sandbox does not "
-                                        "know (1 contact, 1 note conversation)")
+    stale = stale_links(app, sandbox)
+    assert stale_note(stale).startswith("Note: the store remembers vendor ids the sandbox does not know "
+                                        "(Spruce contact ids: 1, Spruce note conversation ids: 1)")
     assert "relay dev --fresh" in stale_note(stale)
 
 

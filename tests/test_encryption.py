@@ -295,14 +295,12 @@ def test_the_identity_map_keys_email_only_subscribers_by_the_keyed_digest(relay_
     subscriber = Subscriber(email="lead@example.com")
     plain_runtime, keyed_runtime = Runtime.of(plain), Runtime.of(keyed)
     assert identity_key(plain, subscriber) == "email:" + hashlib.sha256(b"lead@example.com").hexdigest()
-    identity.remember(plain_runtime, subscriber, spruce_contact_id="c_1")  # made before the lookup key was set
+    identity.remember(plain_runtime, "spruce", subscriber, contact_id="c_1")  # made before the lookup key was set
     assert identity_key(keyed, subscriber) == "email:" + email_digest("lead@example.com", LOOKUP_KEY)
-    assert identity.lookup(keyed_runtime, subscriber).spruce_contact_id == "c_1"
-    identity.remember(keyed_runtime, subscriber, spruce_note_conversation_id="n_1")
-    link = identity.lookup(keyed_runtime, subscriber)
-    assert link.subscriber_key == identity_key(keyed, subscriber)
-    assert (link.spruce_contact_id, link.spruce_note_conversation_id) == ("c_1", "n_1")
-    assert [r["subscriber_key"] for r in raw_rows(keyed, "subscriber_links")] == [link.subscriber_key]
+    assert identity.recall(keyed_runtime, "spruce", subscriber) == {"contact_id": "c_1"}
+    identity.remember(keyed_runtime, "spruce", subscriber, note_conversation_id="n_1")
+    assert identity.recall(keyed_runtime, "spruce", subscriber) == {"contact_id": "c_1", "note_conversation_id": "n_1"}
+    assert [r["subscriber_key"] for r in raw_rows(keyed, "destination_links")] == [identity_key(keyed, subscriber)]
 
 
 def identity_key(app, subscriber: Subscriber) -> str:

@@ -14,7 +14,7 @@ import redis
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from relay.models import Delivery, Event, EventSubject, SubscriberLink
+from relay.models import Delivery, Event, EventSubject, DestinationLink
 from relay.runtime import Runtime
 from testbed import vendor_contracts as contracts
 from relay.subjects import email_digest, id_digest
@@ -64,8 +64,8 @@ def store(app) -> dict[str, list]:
                            session.scalars(sa.select(Delivery).order_by(Delivery.id))],
             "subjects": sorted(session.execute(sa.select(EventSubject.event_id, EventSubject.kind,
                                                          EventSubject.digest)).all()),
-            "links": sorted(session.execute(sa.select(SubscriberLink.subscriber_key,
-                                                      SubscriberLink.spruce_contact_id)).all()),
+            "links": sorted(session.execute(sa.select(DestinationLink.subscriber_key, DestinationLink.destination,
+                                                      DestinationLink.data)).all()),
         }
 
 
@@ -139,7 +139,9 @@ def test_forget_deletes_their_events_and_links_and_anonymizes_them_elsewhere(app
     assert not [s for s in after["subjects"] if s[2] in ann_digests]
     assert {s for s in before["subjects"] if s[2] not in ann_digests and s[0] in remaining} \
         == set(after["subjects"])
-    assert [key for key, _ in after["links"]] == sorted(f"id:{p['id']}" for p in (BOB, CARL))
+    assert {f"id:{ANN['id']}"} == {key for key, _, _ in before["links"]} - {key for key, _, _ in after["links"]}
+    assert sorted({key for key, _, _ in after["links"]}) == sorted(f"id:{p['id']}" for p in (BOB, CARL))
+    assert [link for link in before["links"] if link[0] != f"id:{ANN['id']}"] == after["links"]
     assert stats_counts(app) == {("new_referral", "done"): 1, ("reward_unlocked", "done"): 1}
 
 
@@ -147,7 +149,7 @@ def test_forget_by_subscriber_id_finds_their_email_too(app, client, sandbox):
     post_all(client)
     run_pending(app)
 
-    result = invoke(app, ANN["id"], "--yes", "--purge-sprig")
+    result = invoke(app, ANN["id"], "--yes", "--purge", "sprig")
 
     assert result.exit_code == 0, result.output
     assert not leaks(ANN, result.output)
@@ -186,7 +188,7 @@ def test_dry_run_changes_nothing_and_says_what_would_go(app, client, sandbox):
     before = store(app)
     requests_before = len(sandbox_state(sandbox)["requests"])
 
-    result = invoke(app, ANN["email"], "--dry-run", "--purge-sprig")
+    result = invoke(app, ANN["email"], "--dry-run", "--purge", "sprig")
 
     assert result.exit_code == 0, result.output
     assert "to delete: 3" in result.output and "would ask to purge 1 userId(s)" in result.output
@@ -198,11 +200,11 @@ def test_dry_run_changes_nothing_and_says_what_would_go(app, client, sandbox):
 def test_running_it_twice_is_harmless(app, client, sandbox):
     post_all(client)
     run_pending(app)
-    first = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    first = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
     assert first.exit_code == 0, first.output
     after_first = store(app)
 
-    second = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    second = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
 
     assert second.exit_code == 0, second.output
     assert "holds nothing of them" in second.output
@@ -216,7 +218,7 @@ def test_purge_sprig_reaches_the_sandbox_with_bearer_auth_and_schedules_the_visi
     run_pending(app)
     assert ANN["email"] in sandbox_state(sandbox)["sprig"]["users"]
 
-    result = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    result = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
 
     assert result.exit_code == 0, result.output
     assert "purge requested" in result.output
@@ -235,7 +237,7 @@ def test_the_purge_request_and_answer_follow_sprigs_document(app, client, sandbo
     run_pending(app)
     recorded.clear()
 
-    result = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    result = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
 
     assert result.exit_code == 0, result.output
     [purge] = [e for e in recorded if urlsplit(e.url).path.endswith("/v2/purge/visitors")]
@@ -276,7 +278,7 @@ def test_a_delivery_running_meanwhile_ends_harmlessly(app, client, sandbox):
     assert outcome and outcome[0] in ("succeeded", "skipped")
     assert events(app) == [] and deliveries(app) == []
     with app.extensions["relay.db"].session() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(SubscriberLink)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(DestinationLink)) == 0
 
 
 def test_a_person_whose_lock_stays_held_is_left_as_it_was(app, client, sandbox, monkeypatch):
@@ -298,7 +300,7 @@ def test_a_sprig_refusal_leaves_the_store_as_it_was(app, client, sandbox):
     sandbox.configure(faults=[{"vendor": "sprig", "status": 500, "times": None, "path": "/v2/purge/visitors",
                                "echo": True}])
 
-    result = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    result = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
 
     assert result.exit_code == 1
     assert "nothing changed in Relay's store" in result.output
@@ -345,7 +347,7 @@ def test_without_yes_and_no_terminal_it_refuses(app, client):
 def test_purge_sprig_without_a_sprig_key_is_bad_input(relay_app):
     app = relay_app(SPRIG_API_KEY="")
 
-    result = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+    result = invoke(app, ANN["email"], "--yes", "--purge", "sprig")
 
     assert result.exit_code == 2
     assert "SPRIG_API_KEY" in result.output
@@ -354,7 +356,32 @@ def test_purge_sprig_without_a_sprig_key_is_bad_input(relay_app):
 def test_help(app):
     result = invoke(app, "--help")
     assert result.exit_code == 0
-    assert "--purge-sprig" in result.output and "--dry-run" in result.output and "--yes" in result.output
+    assert "--purge DESTINATION" in result.output and "(sprig)" in result.output
+    assert "--dry-run" in result.output and "--yes" in result.output
+    assert "--purge-sprig" not in result.output  # deprecated, hidden
+
+
+def test_purge_names_a_destination_that_takes_an_erasure_request(app, client):
+    post_event(client, unlock(ANN))
+    before = store(app)
+
+    result = invoke(app, ANN["email"], "--yes", "--purge", "spruce")
+
+    assert result.exit_code == 2
+    assert "'spruce' takes no erasure request (choose from sprig)" in result.output
+    assert store(app) == before
+
+
+def test_the_deprecated_purge_sprig_still_purges_and_says_so(app, client, sandbox):
+    post_event(client, unlock(ANN))
+    run_pending(app)
+
+    result = invoke(app, ANN["email"], "--yes", "--purge-sprig")
+
+    assert result.exit_code == 0, result.output
+    assert "--purge-sprig is deprecated: use --purge sprig" in result.output
+    assert "Sprig: purge requested" in result.output
+    assert len(sandbox_state(sandbox)["sprig"]["purges"]) == 1
 
 
 # --- the sandbox's purge ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Migrations carry stored deliveries forward, on both stores: 0004 splits the old `steps` into
 progress, step times and the throttle slot, and gives catch-up work its own lane; 0006 stores
 the subscriber digests of the events already received; 0008 builds the indexes the models
-declare (bench/million's), and each of them can be downgraded."""
+declare (bench/million's), 0010 gives each destination its links in a row of its own;
+and each of them can be downgraded."""
 from __future__ import annotations
 
 import hashlib
@@ -167,4 +168,49 @@ def test_0008_can_be_downgraded(old_store):
     assert stored_indexes(old_store, "events") == {"ix_events_received_at", "ix_events_status", "ix_events_type"}
     assert stored_indexes(old_store, "deliveries") == {"ix_deliveries_due", "ix_deliveries_event_id",
                                                        "ix_deliveries_unpublished"}
+    old_store.upgrade()
+
+
+def test_0010_gives_each_destination_its_own_row_of_links_and_can_be_downgraded(old_store):
+    old_store.upgrade("0009")
+    versions = {"referral_count": [1764064800000, 7]}
+    with old_store.engine.begin() as conn:
+        for key, contact, conversation, sprig in [
+            ("id:sub_1", "c_1", "n_1", versions),  # both vendors
+            ("email:abc", "c_2", None, None),  # Spruce only
+            ("id:sub_3", None, None, versions),  # Sprig only
+            ("id:sub_4", None, None, None),  # nothing left (its ids were dropped)
+        ]:
+            insert(conn, "subscriber_links", subscriber_key=key, spruce_contact_id=contact,
+                   spruce_note_conversation_id=conversation, updated_at=CREATED,
+                   sprig_attribute_versions=json.dumps(sprig) if sprig else None)
+
+    old_store.upgrade()
+
+    as_dict = (lambda value: json.loads(value) if isinstance(value, str) else value)
+    with old_store.engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        rows = {(row.subscriber_key, row.destination): as_dict(row.data) for row in conn.execute(
+            sa.text("SELECT subscriber_key, destination, data FROM destination_links"))}
+    assert "subscriber_links" not in tables
+    assert rows == {
+        ("id:sub_1", "spruce"): {"contact_id": "c_1", "note_conversation_id": "n_1"},
+        ("id:sub_1", "sprig"): {"attribute_versions": versions},
+        ("email:abc", "spruce"): {"contact_id": "c_2"},
+        ("id:sub_3", "sprig"): {"attribute_versions": versions},
+    }
+    with old_store.engine.begin() as conn:  # one a third destination remembers: no old column holds it
+        conn.execute(sa.text("INSERT INTO destination_links (subscriber_key, destination, data, updated_at) "
+                             "VALUES ('id:sub_5', 'another', :data, :at)"), {"data": '{"account": "a_5"}', "at": CREATED})
+
+    old_store.downgrade("0009")
+
+    with old_store.engine.connect() as conn:
+        assert "destination_links" not in sa.inspect(conn).get_table_names()
+        back = {row.subscriber_key: (row.spruce_contact_id, row.spruce_note_conversation_id,
+                                     as_dict(row.sprig_attribute_versions)) for row in conn.execute(sa.text(
+            "SELECT subscriber_key, spruce_contact_id, spruce_note_conversation_id, sprig_attribute_versions "
+            "FROM subscriber_links"))}
+    assert back == {"id:sub_1": ("c_1", "n_1", versions), "email:abc": ("c_2", None, None),
+                    "id:sub_3": (None, None, versions)}
     old_store.upgrade()

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from marshmallow import fields
 
-from relay.models import EventSubject, SubscriberLink, utcnow
+from relay.models import EventSubject, DestinationLink, utcnow
 from relay.subjects import email_digest, id_digest
 from schemas.events import EVENTS, EventSpec
 from schemas.fields import OpenSchema, TrimmedString
@@ -185,7 +185,7 @@ def test_forget_finds_and_erases_a_person_under_a_new_key(course, client, app, s
     assert remaining[zoe_with_ada].payload["student"] == ZOE
     assert not [digest for _, digest in subject_digests(app) if digest in ada]
     with app.extensions["relay.db"].session() as session:
-        keys = set(session.scalars(sa.select(SubscriberLink.subscriber_key)))
+        keys = set(session.scalars(sa.select(DestinationLink.subscriber_key)))
     assert not [key for key in keys if ADA["id"] in key]
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from relay.models import SubscriberLink
+from relay.models import DestinationLink
 from testbed import vendor_contracts as contracts
 from testbed.apps import deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
@@ -44,11 +44,12 @@ def delete_conversation(sandbox, conversation_id: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def the_link(app) -> SubscriberLink:
-    """John Doe's (a new_referral also links its referrer, for Sprig)."""
+def the_link(app) -> dict:
+    """What Spruce remembers of John Doe (a new_referral also links its referrer, for Sprig)."""
     with app.extensions["relay.db"].session() as session:
-        return session.scalars(sa.select(SubscriberLink).where(
-            SubscriberLink.subscriber_key == identity.id_key(SUBSCRIBER_ID))).one()
+        return session.scalars(sa.select(DestinationLink.data).where(
+            DestinationLink.subscriber_key == identity.id_key(SUBSCRIBER_ID),
+            DestinationLink.destination == "spruce")).one()
 
 
 def spruce_deliveries(app):
@@ -79,7 +80,7 @@ def test_a_record_staff_deleted_between_two_rewards_is_made_again_and_the_second
     assert post_event(client, reward(4)).status_code == 200
     run_pending(app)
     first = the_link(app)
-    old_contact, old_conversation = first.spruce_contact_id, first.spruce_note_conversation_id
+    old_contact, old_conversation = first["contact_id"], first["note_conversation_id"]
     assert [len(items) for items in spruce(sandbox)["items"].values()] == [1]  # the first note
     if deleted == "contact":
         delete_contact(sandbox, old_contact)  # and with it the conversation
@@ -101,7 +102,7 @@ def test_a_record_staff_deleted_between_two_rewards_is_made_again_and_the_second
     [note] = state["items"][conversation["id"]]  # the second reward's note, once
     assert note["isInternalNote"] is True
     link = the_link(app)
-    assert (link.spruce_contact_id, link.spruce_note_conversation_id) == (contact["id"], conversation["id"])
+    assert link == {"contact_id": contact["id"], "note_conversation_id": conversation["id"]}
     assert second.progress[CONTACT] == contact["id"] and second.progress[CONVERSATION] == conversation["id"]
     # What was made again has a key of its own: the old one is still in Spruce's 24 h window.
     contact_keys, conversation_keys = relay_posts(sandbox, "/contacts"), relay_posts(sandbox, "/conversations")
@@ -135,7 +136,7 @@ def test_a_contact_merged_into_another_is_found_by_its_email_not_created_again(a
     [conversation] = state["conversations"]
     assert conversation["associatedContactIds"] == [kept["id"]]
     assert len(state["items"][conversation["id"]]) == 1
-    assert the_link(app).spruce_contact_id == kept["id"]
+    assert the_link(app)["contact_id"] == kept["id"]
     [warning] = stale_warnings(caplog)
     assert f"delivery {note.id}:" in warning and "stored contact id" in warning
 
@@ -217,7 +218,7 @@ def test_a_second_404_for_what_replaced_the_stale_id_fails_saying_what_was_stale
 def test_the_deletion_and_the_404s_follow_spruces_document(app, client, sandbox, recorded):
     assert post_event(client, reward(4)).status_code == 200
     run_pending(app)
-    delete_contact(sandbox, the_link(app).spruce_contact_id)
+    delete_contact(sandbox, the_link(app)["contact_id"])
     assert post_event(client, reward(5)).status_code == 200
     run_pending(app)
 

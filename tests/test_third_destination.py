@@ -1,7 +1,8 @@
 """A destination is a plug-in: Ledger, declared in one folder alone (testbed/third_destination/)
 and added to Relay by RELAY_PLUGINS, is configured from its own variables, planned and delivered
 to, retried with its own error text, throttled by its own rate headers, replayed, asked to erase
-a person, and shown by `relay doctor` and `relay events stats`, with no other file naming it."""
+a person, remembers an account per subscriber that `relay subscribers unlink` drops, and is
+shown by `relay doctor` and `relay events stats`, with no other file naming it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from relay.config import ConfigError, load_config
 from relay.runtime import Runtime
 from testbed.apps import deliver, deliveries, events, make_due, post_event, run_pending
 from testbed.examples import load_fixture
-from testbed.third_destination import NAME, SETTINGS
+from schemas.sparkloop import Subscriber
+from testbed.third_destination import ACCOUNT_ID, NAME, SETTINGS
 from testbed.third_destination.endpoint import TOKEN, Served
 from web.cli import main
+from workers import identity
 from workers.erasure import Person
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +173,42 @@ def test_an_erasure_request_reaches_it(with_ledger, ledger):
     assert forgotten.requests == {NAME: ["del_1"]}
     assert [r["email"] for r in ledger.records] == [example["referrer"]["email"]]
     assert forgotten.done.counts()["events_deleted"] == 1
+
+
+def test_it_remembers_each_subscribers_account_and_unlink_drops_it(with_ledger, ledger):
+    app = with_ledger()
+    client = app.test_client()
+    post_event(client, load_fixture("new_referral"))
+    run_pending(app)
+    assert len(ledger.accounts) == PEOPLE  # the first record of each opened their account
+    subscriber = load_fixture("reward_unlocked")["subscriber"]  # the referral's subscriber again
+
+    post_event(client, load_fixture("reward_unlocked"))
+    run_pending(app)
+
+    assert len(ledger.accounts) == PEOPLE
+    [first, then] = [record["account"] for record in ledger.records if record["email"] == subscriber["email"]]
+    assert first == then == opened(app, subscriber)  # remembered, and named in the next record
+    dry = invoke(app, "subscribers", "unlink", subscriber["email"], "--destination", NAME, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "Links of person-" in dry.output and f"({NAME}):" in dry.output
+    assert "would drop: Ledger account id" in dry.output and subscriber["email"] not in dry.output
+    dropped = invoke(app, "subscribers", "unlink", subscriber["email"], "--destination", NAME)
+    assert dropped.exit_code == 0, dropped.output
+    assert "dropped: Ledger account id" in dropped.output
+
+    replayed = invoke(app, "events", "replay", "--type", "reward_unlocked", "--force", "--yes")
+    assert replayed.exit_code == 0, replayed.output
+    run_pending(app)
+
+    assert len(ledger.accounts) == PEOPLE + 1  # forgotten: its next record opened a new one
+    assert {d.status for d in deliveries(app) if d.destination == NAME} == {"succeeded"}
+    assert opened(app, subscriber) == ledger.accounts[-1]
+
+
+def opened(app, subscriber: dict) -> str:
+    """The account Relay remembers for the subscriber at Ledger."""
+    return identity.recall(Runtime.of(app), NAME, Subscriber(id=subscriber["id"], email=subscriber["email"]))[ACCOUNT_ID]
 
 
 def test_doctor_and_stats_show_it(with_ledger, ledger):

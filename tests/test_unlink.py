@@ -1,11 +1,12 @@
-"""`relay subscribers unlink`: drops the Spruce ids and Sprig attribute versions Relay keeps for
-one person, through the CLI runner, on SQLite and PostgreSQL, Redis and the sandbox."""
+"""`relay subscribers unlink`: drops what the destinations remember of one person (Spruce's ids,
+Sprig's attribute versions, each in a row of its own), through the CLI runner, on SQLite and
+PostgreSQL, Redis and the sandbox."""
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
-from relay.models import SubscriberLink
+from relay.models import DestinationLink
 from testbed.apps import deliveries, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
 from web.cli import main
@@ -20,10 +21,18 @@ def unlink(app, *args):
 
 def links(app) -> dict[str, tuple]:
     """Every link by key: (Spruce contact id, note conversation id, Sprig attribute versions)."""
+    kept: dict[str, dict] = {}
     with app.extensions["relay.db"].session() as session:
-        return {link.subscriber_key: (link.spruce_contact_id, link.spruce_note_conversation_id,
-                                      link.sprig_attribute_versions)
-                for link in session.scalars(sa.select(SubscriberLink))}
+        for link in session.scalars(sa.select(DestinationLink)):
+            kept.setdefault(link.subscriber_key, {})[link.destination] = link.data
+    return {key: (data.get("spruce", {}).get("contact_id"), data.get("spruce", {}).get("note_conversation_id"),
+                  data.get("sprig", {}).get("attribute_versions"))
+            for key, data in kept.items()}
+
+
+def rows(app) -> list[tuple[str, str]]:
+    with app.extensions["relay.db"].session() as session:
+        return sorted(session.execute(sa.select(DestinationLink.subscriber_key, DestinationLink.destination)).all())
 
 
 def johns(app) -> tuple:
@@ -68,6 +77,7 @@ def test_unlinking_spruce_makes_the_next_note_find_the_same_contact_and_conversa
     assert "dropped: Spruce contact id, Spruce note conversation id\n" in result.output
     assert "looks the contact up by email" in result.output and names_no_one(result.output)
     assert johns(delivered) == (None, None, versions)  # Sprig's memory stays
+    assert rows(delivered) == [(identity.id_key(SUBSCRIBER_ID), "sprig")]  # Spruce's row went
 
     assert post_event(client, load_fixture("reward_redeemed")).status_code == 200
     run_pending(delivered)
@@ -88,6 +98,7 @@ def test_unlinking_sprig_drops_the_attribute_versions_only(delivered):
     assert "dropped: Sprig attribute versions\n" in result.output
     assert "sends every attribute" in result.output
     assert johns(delivered) == (contact, conversation, None)
+    assert rows(delivered) == [(identity.id_key(SUBSCRIBER_ID), "spruce")]
 
 
 def test_unlinking_everything_removes_the_link_and_a_second_run_finds_nothing_to_drop(delivered):
@@ -112,7 +123,7 @@ def test_an_unknown_person_is_a_clear_error(app):
 @pytest.mark.parametrize("args, message", [
     (["not an id"], "neither an email nor a subscriber id"),
     (["a@b"], "is not an email address"),
-    ([EMAIL, "--destination", "sparkloop"], "'sparkloop' is not one of"),
+    ([EMAIL, "--destination", "sparkloop"], "'sparkloop' remembers nothing of subscribers (choose from sprig, spruce)"),
 ])
 def test_bad_input_is_a_usage_error_that_quotes_no_email(app, args, message):
     result = unlink(app, *args)

@@ -17,8 +17,9 @@ Where a person's data lives in the store, and what happens to it:
   (Sprig upserts the referrer) or their payload no longer validates. SparkLoop redelivering
   that webhook would be stored as a new event: with the erased person's data, as any new
   webhook about them would be.
-- The identity map (subscriber_links): their Spruce contact and note conversation ids and the
-  versions of their Sprig attributes, keyed by id or email digest (keyed and unkeyed): deleted.
+- What each destination remembers of them (destination_links, workers.identity): Spruce's
+  contact and note conversation ids, the versions of their Sprig attributes, any destination's
+  own, keyed by id or email digest (keyed and unkeyed): deleted.
 - Redis holds nothing to erase: the subject locks are digests with a 20 s lease, the queue's
   messages carry delivery ids, the metrics carry vendors, destinations and outcomes.
 - Spruce's contact is the practice's clinical record: Relay does not delete it.
@@ -33,11 +34,12 @@ the Sprig purge until the store is committed. A delivery that claimed its row be
 the lock after finds its claim gone (deleted or ended here) and sends nothing (workers.engine
 checks its claim once it holds the locks).
 
-Sprig (`--purge-sprig`) is asked first, so that a refusal or an outage leaves the store as it
-was and the same command can run again (the store may be the only place that knows the
-person's Sprig userId). Running it twice is harmless: the second run finds nothing in the
-store and asks Sprig again (a Sprig that refuses, say with a 400 for visitors it no longer holds,
-as a third-party client reports, makes the command exit 1 with the store already empty).
+The vendors asked to erase them too (`--purge DESTINATION`, e.g. Sprig) are asked first, so
+that a refusal or an outage leaves the store as it was and the same command can run again (the
+store may be the only place that knows the person's Sprig userId). Running it twice is
+harmless: the second run finds nothing in the store and asks Sprig again (a Sprig that
+refuses, say with a 400 for visitors it no longer holds, as a third-party client reports, makes
+the command exit 1 with the store already empty).
 
 Output and logs name the person by `reference()`, a keyed digest, never the email or id.
 """
@@ -56,11 +58,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from relay.config import Config
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, EventSubject, SubscriberLink, utcnow
+from relay.models import Delivery, DeliveryStatus, DestinationLink, Event, EventStatus, EventSubject, utcnow
 from relay.runtime import Runtime
 from relay.subjects import EMAIL, ID, digest, email_digest, id_digest
 from schemas.events import person_places
-from schemas.personal import personal_strings
+from schemas.personal import map_leaves, personal_strings
 from schemas.values import clean, clean_email
 from workers import identity
 from workers.locks import subject_locks
@@ -189,7 +191,7 @@ def plan(session: Session, person: Person, lookup_key: str | None) -> ErasurePla
         )
     result.links = list(
         session.scalars(
-            sa.select(SubscriberLink.id).where(SubscriberLink.subscriber_key.in_(person.subject_keys(lookup_key)))
+            sa.select(DestinationLink.id).where(DestinationLink.subscriber_key.in_(person.subject_keys(lookup_key)))
         )
     )
     return result
@@ -207,10 +209,10 @@ def erase(session: Session, found: ErasurePlan, lookup_key: str | None) -> None:
         for event in _load(session, ids):
             _anonymize(session, event, found.person, redact, digests)
     if found.links:
-        session.execute(sa.delete(SubscriberLink).where(SubscriberLink.id.in_(found.links)))
+        session.execute(sa.delete(DestinationLink).where(DestinationLink.id.in_(found.links)))
     # A link a delivery saved after the plan was read (it held the lock before the erasure did).
     session.execute(
-        sa.delete(SubscriberLink).where(SubscriberLink.subscriber_key.in_(found.person.subject_keys(lookup_key)))
+        sa.delete(DestinationLink).where(DestinationLink.subscriber_key.in_(found.person.subject_keys(lookup_key)))
     )
 
 
@@ -364,8 +366,4 @@ def _anonymize(session: Session, event: Event, person: Person, redact: Redactor,
 
 
 def _redacted(value, redact: Redactor):
-    if isinstance(value, dict):
-        return {key: _redacted(item, redact) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redacted(item, redact) for item in value]
-    return redact(value) if isinstance(value, str) else value
+    return map_leaves(value, lambda leaf, _key: redact(leaf) if isinstance(leaf, str) else leaf)

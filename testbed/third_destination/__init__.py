@@ -15,6 +15,8 @@ from relay.destinations import Destination, Erasure
 from relay.settings import CallRate, Rate, Setting, SettingsGroup, Text, Url
 
 NAME = "ledger"
+# What its deliveries remember of a subscriber (workers.identity): their account at Ledger.
+ACCOUNT_ID = "account_id"
 
 
 @dataclass(frozen=True)
@@ -83,4 +85,6 @@ DESTINATION = Destination(
     probe=probe,
     checks=("Ledger token",),
     erasure=Erasure(asked, erase),
+    remembers={ACCOUNT_ID: "Ledger account id"},
+    unlinked="opens a new account at Ledger",
 )

@@ -44,9 +44,10 @@ class LedgerClient(VendorClient):
             reset_after=retry_after_seconds(headers),
         )
 
-    def record(self, body: dict, key: str) -> str:
+    def record(self, body: dict, key: str) -> dict:
+        """The record's id and its account's (one Ledger opened when the body names none)."""
         response = self._request("POST", RECORDS, json=body, headers={"Idempotency-Key": key})
-        return str(self._http.json("POST", RECORDS, response)["id"])
+        return self._http.json("POST", RECORDS, response)
 
     def erase(self, emails: list[str]) -> str:
         """Ledger deletes every record of these emails; its request id."""

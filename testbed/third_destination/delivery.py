@@ -1,10 +1,13 @@
 """One record per subscriber the event names, each a step of its own (a retry resumes after the
-last one Ledger took), keyed by the delivery and the role so that a repeated call is one record."""
+last one Ledger took), keyed by the delivery and the role so that a repeated call is one record.
+A record belongs to the subscriber's account at Ledger: the first one opens it, and Relay
+remembers its id (workers.identity) to name it in the next."""
 
 from __future__ import annotations
 
-from testbed.third_destination import Record
+from testbed.third_destination import ACCOUNT_ID, NAME, Record
 from testbed.third_destination.client import LedgerClient
+from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed
 
@@ -16,6 +19,16 @@ def deliver(ctx: DeliveryContext[LedgerClient], sends: Record) -> str | None:
         step = f"ledger.{role}"
         if ctx.progress.done(step):
             continue
-        body = {"kind": sends.kind, "event": ctx.event_type, "role": role, "email": subscriber.email}
-        ctx.progress.record(step, ctx.client.record(body, key=f"relay-{ctx.delivery_id}-{role}"))
+        account = identity.recall(ctx.runtime, NAME, subscriber).get(ACCOUNT_ID)
+        body = {
+            "kind": sends.kind,
+            "event": ctx.event_type,
+            "role": role,
+            "email": subscriber.email,
+            "account": account,
+        }
+        answer = ctx.client.record(body, key=f"relay-{ctx.delivery_id}-{role}")
+        if answer["account"] != account:
+            identity.remember(ctx.runtime, NAME, subscriber, **{ACCOUNT_ID: answer["account"]})
+        ctx.progress.record(step, str(answer["id"]))
     return None

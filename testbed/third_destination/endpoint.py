@@ -21,6 +21,9 @@ class Ledger:
     # Answers to give before any other: (status, body, headers).
     next_answers: list[tuple[int, dict, dict]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
+    # The accounts it opened: one for each record that names none (as a vendor whose records
+    # belong to an account its client must remember).
+    accounts: list[str] = field(default_factory=list)
     url: str = ""
 
     def app(self) -> Flask:
@@ -41,12 +44,16 @@ class Ledger:
             if self.next_answers:
                 status, body, headers = self.next_answers.pop(0)
                 return jsonify(body), status, {**request_id, **headers}
-            key = request.headers["Idempotency-Key"]
+            key, body = request.headers["Idempotency-Key"], request.get_json()
+            account = body.get("account")
+            if account is None:
+                account = f"acc_{len(self.accounts) + 1}"
+                self.accounts.append(account)
             if key not in self.keys:
                 self.keys.add(key)
-                self.records.append(request.get_json())
+                self.records.append(body | {"account": account})
             limits = {"x-ledger-limit": str(LIMIT), "x-ledger-remaining": str(LIMIT - len(self.records))}
-            return jsonify(id=f"rec_{next(ids)}"), 201, {**request_id, **limits}
+            return jsonify(id=f"rec_{next(ids)}", account=account), 201, {**request_id, **limits}
 
         @app.post("/erasures")
         def erasures():

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,7 +122,7 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
         with app.app_context():
             app.extensions["relay.db"].upgrade()
         # Before the worker runs anything that could store new links.
-        stale = stale_spruce_links(app, sandbox) if "SPRUCE_API_TOKEN" in plan.sandboxed else None
+        stale = stale_links(app, sandbox, plan.sandboxed) if sandbox is not None else None
         worker = _start_worker(plan.env, instance, live)
         settings_file = _write_settings(plan, instance)
         _print_banner(port, plan, sandbox, settings_file, stale, fresh)
@@ -304,32 +305,36 @@ def _event_type_reader(app):
 
 @dataclass(frozen=True)
 class StaleLinks:
-    contacts: int
-    conversations: int
+    lost: dict[str, int]  # what a destination remembers (as it names it) -> ids the sandbox lost
 
 
-def stale_spruce_links(app, sandbox) -> StaleLinks | None:
-    """Spruce ids the store keeps that the sandbox does not know (its records were reset or
-    deleted since), or None when there are none."""
-    from operations.dev import linked_spruce_ids
+def stale_links(app, sandbox, sandboxed: Container[str] | None = None) -> StaleLinks | None:
+    """Ids the destinations remember (workers.identity) of records the sandbox does not know (its
+    records were reset or deleted since), for the destinations it imitates (those whose
+    credential variable is in `sandboxed`; all when None), or None when there are none."""
+    from operations.dev import remembered_ids
 
-    linked_contacts, linked_conversations = linked_spruce_ids(Runtime.of(app))
-    with sandbox.state.lock:
-        contacts, conversations = set(sandbox.state.contacts), set(sandbox.state.conversations)
-    stale = StaleLinks(len(linked_contacts - contacts), len(linked_conversations - conversations))
-    return stale if stale.contacts or stale.conversations else None
+    runtime = Runtime.of(app)
+    lost = {}
+    for destination in runtime.destinations.values():
+        mount = destination.sandbox
+        if mount is None or (sandboxed is not None and mount.credential_variable not in sandboxed):
+            continue
+        for key, records in mount.records.items():
+            with sandbox.state.lock:
+                known = set(getattr(sandbox.state, records))
+            count = len(remembered_ids(runtime, destination.name, key) - known)
+            if count:
+                lost[destination.remembers.get(key, f"{destination.name} {key}")] = count
+    return StaleLinks(lost) if lost else None
 
 
 def stale_note(stale: StaleLinks) -> str:
+    listed = ", ".join(f"{name}s: {count}" for name, count in stale.lost.items())
     return (
-        f"Note: the store links subscribers to Spruce ids the sandbox does not know "
-        f"({_count(stale.contacts, 'contact')}, {_count(stale.conversations, 'note conversation')}): its "
-        "records were reset or deleted since. `relay dev --fresh` empties the store and the sandbox together."
+        f"Note: the store remembers vendor ids the sandbox does not know ({listed}): its records were "
+        "reset or deleted since. `relay dev --fresh` empties the store and the sandbox together."
     )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _write_settings(plan: DevPlan, instance: Path) -> Path:

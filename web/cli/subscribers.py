@@ -1,6 +1,6 @@
 """`relay subscribers …`: requests about one subscriber's data. `forget` is an erasure request
-(workers.erasure says what goes and what stays); `unlink` drops the vendor ids and versions
-Relay keeps for them (workers.identity), so that the next delivery finds or creates them again.
+(workers.erasure says what goes and what stays); `unlink` drops what the destinations remember
+of them, vendor ids and versions (workers.identity), so that the next delivery finds or creates them again.
 Both name the person by a keyed digest only.
 
 Without --yes it asks for confirmation on a terminal, and refuses (exit 2, nothing changed)
@@ -9,7 +9,9 @@ when there is none to ask on: a script must say --yes."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable
 
 import click
 import redis
@@ -17,20 +19,15 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from operations import subscribers as requests
+from relay.destinations import PLUGINS_VARIABLE, Destination, Registry
 from relay.runtime import Runtime
 from web.cli.support import store_errors
-from workers import erasure, identity
+from workers import erasure
 from workers.outcomes import Deferred
-from workers.sprig.settings import sprig_settings
 from workers.vendor_errors import VendorError
 
 log = logging.getLogger("relay.erasure")
 links_log = logging.getLogger("relay.identity")
-
-SPRUCE_STAYS = (
-    "Spruce: the contact stays: it is the practice's clinical record, which Relay does not "
-    "delete (ask the practice if it must go)"
-)
 
 
 @click.group("subscribers")
@@ -45,30 +42,47 @@ def _person(ctx, param, value) -> erasure.Person:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
+def _installed(fits: Callable[[Destination], object]) -> list[str]:
+    """The installed destinations (and RELAY_PLUGINS') that `fits`, for a help text; what the
+    command accepts is the app's registry's (see _purged, _unlinked)."""
+    return [name for name, destination in _registry().items() if fits(destination)]
+
+
+def _registry() -> Registry:
+    return Registry.discover(os.environ.get(PLUGINS_VARIABLE))
+
+
 @subscribers_group.command("forget")
 @click.argument("subscriber", metavar="EMAIL|SUBSCRIBER_ID", callback=_person)
 @click.option(
-    "--purge-sprig",
-    is_flag=True,
-    help="Also ask Sprig to purge the visitor (POST /v2/purge/visitors); Sprig deletes it "
-    "after its delay, 10 days by default.",
+    "--purge",
+    "purge",
+    multiple=True,
+    metavar="DESTINATION",
+    help="Also ask this destination to erase them (repeatable): one that takes an erasure request"
+    f" ({', '.join(_installed(lambda d: d.erasure)) or 'none installed'}). "
+    + "; ".join(f"{name}: {d.erasure.then}" for name, d in _registry().items() if d.erasure and d.erasure.then)
+    + ".",
 )
-@click.option("--dry-run", is_flag=True, help="Say what would go; change nothing, ask nothing of Sprig.")
+@click.option("--purge-sprig", is_flag=True, hidden=True, help="Deprecated: --purge sprig.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; change nothing, ask no vendor.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
 @with_appcontext
 @store_errors
-def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: bool, yes: bool):
-    """An erasure request: delete this person's events, deliveries and identity links from
-    Relay's store, and anonymize them where someone else's event names them (as its referrer);
-    everyone else's data stays. Running it again is harmless. Spruce's contact stays."""
+def subscribers_forget(subscriber: erasure.Person, purge: tuple[str, ...], purge_sprig: bool, dry_run: bool, yes: bool):
+    """An erasure request: delete this person's events, deliveries and what the destinations
+    remember of them from Relay's store, and anonymize them where someone else's event names
+    them (as its referrer); everyone else's data stays. Running it again is harmless. What a
+    vendor that takes no erasure request keeps (Spruce's contact) stays."""
     runtime = Runtime.of(current_app)
     config = runtime.config
     ref = erasure.reference(subscriber, config)
-    if purge_sprig and not sprig_settings(config).api_key:
-        raise click.UsageError("--purge-sprig needs SPRIG_API_KEY: Sprig is not configured")
+    if purge_sprig:
+        click.echo("Warning: --purge-sprig is deprecated: use --purge sprig", err=True)
+    vendors = _purged(runtime, [*purge, *(["sprig"] if purge_sprig else [])])
     found = requests.forget_plan(runtime, subscriber)
     if dry_run:
-        _report(ref, found, purge_sprig, runtime, done=False)
+        _report(ref, found, vendors, runtime, done=False)
         click.echo("dry run: nothing changed")
         return
     if not yes:
@@ -76,26 +90,48 @@ def subscribers_forget(subscriber: erasure.Person, purge_sprig: bool, dry_run: b
             raise click.UsageError("not on a terminal: pass --yes to confirm the erasure")
         click.confirm(f"Erase {ref} ({_summary(found)})?", abort=True)
     try:
-        forgotten = requests.forget(runtime, found.person, purge=("sprig",) if purge_sprig else ())
+        forgotten = requests.forget(runtime, found.person, purge=vendors)
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None
     except (VendorError, Deferred) as exc:
         reason = str(exc) if isinstance(exc, VendorError) else f"{exc.reason} (try in {exc.wait_s:.0f} s)"
         click.echo(
-            f"Error: Sprig did not take the purge: {reason}; nothing changed in Relay's store, "
-            "run the same command again (or without --purge-sprig)",
+            f"Error: {exc.vendor if isinstance(exc, VendorError) else 'a vendor'} did not take the erasure"
+            f" request: {reason}; nothing changed in Relay's store, run the same command again (or"
+            " without --purge)",
             err=True,
         )
         raise SystemExit(1) from None
-    found, request_ids = forgotten.done, forgotten.requests.get("sprig")
-    _report(ref, found, purge_sprig, runtime, done=True, request_ids=request_ids)
+    found = forgotten.done
+    _report(ref, found, vendors, runtime, done=True, requested=forgotten.requests)
     log.info(
         "erasure request %s done: %s",
         ref,
         _summary(found),  # after the report, as backfill's
-        extra={"erasure": ref, **found.counts(), "sprig_purge_requests": len(request_ids or [])},
+        extra={
+            "erasure": ref,
+            **found.counts(),
+            **{f"{vendor}_erasure_requests": len(ids) for vendor, ids in forgotten.requests.items()},
+        },
     )
+
+
+def _purged(runtime: Runtime, names: list[str]) -> list[str]:
+    """The destinations `--purge` names, each once, checked: one that takes an erasure request
+    and is configured."""
+    takers = [name for name, destination in runtime.destinations.items() if destination.erasure]
+    for name in dict.fromkeys(names):
+        if name not in takers:
+            raise click.BadParameter(
+                f"{name!r} takes no erasure request (choose from {', '.join(takers) or 'none'})",
+                param_hint="'--purge'",
+            )
+        if name not in requests.erasing_vendors(runtime):
+            group = runtime.destinations[name].settings
+            secrets = ", ".join(setting.name for setting in group.settings if setting.secret)
+            raise click.UsageError(f"--purge {name} needs {secrets}: {group.title} is not configured")
+    return list(dict.fromkeys(names))
 
 
 def _summary(found: erasure.ErasurePlan) -> str:
@@ -103,7 +139,12 @@ def _summary(found: erasure.ErasurePlan) -> str:
 
 
 def _report(
-    ref: str, found: erasure.ErasurePlan, purge_sprig: bool, runtime, done: bool, request_ids: list[str] | None = None
+    ref: str,
+    found: erasure.ErasurePlan,
+    vendors: list[str],
+    runtime: Runtime,
+    done: bool,
+    requested: dict[str, list[str]] | None = None,
 ) -> None:
     verb = (lambda past, future: past) if done else (lambda past, future: future)
     counts = found.counts()
@@ -122,24 +163,30 @@ def _report(
         f"{counts['deliveries_halted']}"
     )
     click.echo(
-        f"  identity links (Spruce ids, Sprig attribute versions) {verb('deleted', 'to delete')}: "
+        f"  identity links (what the destinations remember: vendor ids, versions) {verb('deleted', 'to delete')}: "
         f"{counts['identity_links_deleted']}"
     )
-    if purge_sprig:
-        asked = requests.vendor_asks(runtime, found.person, "sprig")
+    for vendor in requests.erasing_vendors(runtime):
+        title = runtime.destinations[vendor].settings.title
+        if vendor not in vendors:
+            click.echo(f"  {title}: not asked (--purge {vendor} asks {title} to erase them)")
+            continue
+        asked = requests.vendor_asks(runtime, found.person, vendor)
+        then = runtime.destinations[vendor].erasure.then  # type: ignore[union-attr]  # erasing_vendors: it has one
         if not any(asked.values()):
-            click.echo("  Sprig: no userId or email of theirs is known: nothing to purge")
+            click.echo(f"  {title}: no {' or '.join(asked)} of theirs is known: nothing to purge")
         elif done:
+            request_ids = (requested or {}).get(vendor) or []
             click.echo(
-                f"  Sprig: purge requested ({len(request_ids or [])} request, Sprig request id "
-                f"{', '.join(request_ids or []) or '-'}); Sprig deletes the visitor after its delay, "
-                "10 days by default"
+                f"  {title}: purge requested ({len(request_ids)} request, {title} request id "
+                f"{', '.join(request_ids) or '-'})" + (f"; {then}" if then else "")
             )
         else:
-            click.echo(f"  Sprig: would ask to purge {asked['userId']} userId(s) and {asked['email']} email(s)")
-    else:
-        click.echo("  Sprig: not asked (--purge-sprig asks Sprig to purge the visitor)")
-    click.echo(f"  {SPRUCE_STAYS}")
+            listed = " and ".join(f"{count} {what}(s)" for what, count in asked.items())
+            click.echo(f"  {title}: would ask to purge {listed}")
+    for destination in runtime.config.configured().values():
+        if destination.unerased and not destination.erasure:
+            click.echo(f"  {destination.settings.title}: {destination.unerased}")
 
 
 @subscribers_group.command("unlink")
@@ -148,23 +195,22 @@ def _report(
     "--destination",
     "destinations",
     multiple=True,
-    type=click.Choice(sorted(identity.LINKED)),
-    help="Only this destination's links (repeatable; default: all). spruce: the contact and "
-    "note conversation ids (the next note looks them up first, by email and among the "
-    "contact's conversations, then creates what it did not find); sprig: the attribute "
-    "versions (the next delivery sends every attribute its event carries, even one a newer "
-    "event set: for a Sprig user that lost its attributes).",
+    metavar="DESTINATION",
+    help="Only what this destination remembers (repeatable; default: all of them: "
+    f"{', '.join(_installed(lambda d: d.remembers)) or 'none installed'}). What the next delivery does without it: "
+    + "; ".join(f"{name} {d.unlinked}" for name, d in _registry().items() if d.remembers and d.unlinked)
+    + ".",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; change nothing.")
 @with_appcontext
 @store_errors
 def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...], dry_run: bool):
-    """Drop what Relay remembers of this person at the vendors: Spruce ids (say, of a contact
-    staff merged into another), Sprig attribute versions. Their events stay. Relay forgets a
-    Spruce id by itself when Spruce answers 404 for it."""
+    """Drop what Relay remembers of this person at the destinations: Spruce ids (say, of a
+    contact staff merged into another), Sprig attribute versions, any destination's own. Their
+    events stay. Relay forgets a Spruce id by itself when Spruce answers 404 for it."""
     runtime = Runtime.of(current_app)
     ref = erasure.reference(subscriber, runtime.config)
-    chosen = [name for name in sorted(identity.LINKED) if name in (destinations or identity.LINKED)]
+    chosen = _unlinked(runtime, list(destinations))
     found = requests.links(runtime, subscriber, chosen)
     if not found.known:
         click.echo(
@@ -174,7 +220,7 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         )
         raise SystemExit(1)
     if dry_run:
-        _report_links(ref, found.held, chosen, done=False)
+        _report_links(ref, found.held, [runtime.destinations[name] for name in chosen], done=False)
         click.echo("dry run: nothing changed")
         return
     try:
@@ -195,21 +241,29 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         ", ".join(dropped) or "none held",
         extra={"subscriber_ref": ref, "destinations": chosen, "links_dropped": len(dropped)},
     )
-    _report_links(ref, dropped, chosen, done=True)
+    _report_links(ref, dropped, [runtime.destinations[name] for name in chosen], done=True)
 
 
-def _report_links(ref: str, found: list[str], destinations: list[str], done: bool) -> None:
-    click.echo(f"Links of {ref} ({', '.join(destinations)}):")
+def _unlinked(runtime: Runtime, names: list[str]) -> list[str]:
+    """The destinations `--destination` names (all that remember something when none), checked."""
+    remembering = requests.remembering(runtime)
+    for name in names:
+        if name not in remembering:
+            raise click.BadParameter(
+                f"{name!r} remembers nothing of subscribers (choose from {', '.join(remembering)})",
+                param_hint="'--destination'",
+            )
+    return [name for name in remembering if name in (names or remembering)]
+
+
+def _report_links(ref: str, found: list[str], destinations: list[Destination], done: bool) -> None:
+    click.echo(f"Links of {ref} ({', '.join(d.name for d in destinations)}):")
     if not found:
         click.echo("  none kept: nothing to drop")
         return
     counts = {name: found.count(name) for name in dict.fromkeys(found)}
     listed = ", ".join(name + (f" ({n} links)" if n > 1 else "") for name, n in counts.items())
     click.echo(f"  {'dropped' if done else 'would drop'}: {listed}")
-    if any(name.startswith("Spruce") for name in found):
-        click.echo(
-            f"  the next Spruce delivery for them {'looks' if done else 'would look'} the "
-            "contact up by email (and creates it only if none is found), then its note conversation"
-        )
-    if any(name.startswith("Sprig") for name in found):
-        click.echo(f"  the next Sprig delivery for them {'sends' if done else 'would send'} every attribute it carries")
+    for destination in destinations:
+        if destination.unlinked and set(destination.remembers.values()) & set(found):
+            click.echo(f"  {destination.settings.title}'s next delivery for them: {destination.unlinked}")

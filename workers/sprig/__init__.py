@@ -14,6 +14,11 @@ from workers.sprig.sends import SprigUser, reward_attributes
 from workers.sprig.settings import SETTINGS
 
 USER, REWARD_USER = SprigUser(), SprigUser(reward_attributes)
+NAME = "sprig"
+# What its deliveries remember of a subscriber (workers.identity): attribute -> [received_at_ms,
+# event_id] of the event whose value Sprig holds, so an older event delivered late (or
+# replayed) never overwrites a newer value.
+ATTRIBUTE_VERSIONS = "attribute_versions"
 
 
 def client(runtime) -> Any:
@@ -47,7 +52,7 @@ def purge(person, runtime) -> list[str]:
 
 
 DESTINATION = Destination(
-    name="sprig",
+    name=NAME,
     settings=SETTINGS,
     receives={
         "new_referral": USER,
@@ -64,6 +69,9 @@ DESTINATION = Destination(
     most_calls=lambda sends, subscribers: max(subscribers, 1),
     probe=probe,
     checks=("Sprig key",),
+    remembers={ATTRIBUTE_VERSIONS: "Sprig attribute versions"},
+    unlinked="sends every attribute its event carries, even one a newer event set (for a Sprig user "
+    "that lost its attributes)",
     sandbox=SandboxMount("SPRIG_API_KEY", "sandbox-sprig-key", "SPRIG_API_URL", "/sprig"),
-    erasure=Erasure(asked, purge),
+    erasure=Erasure(asked, purge, then="Sprig deletes the visitor after its delay, 10 days by default"),
 )

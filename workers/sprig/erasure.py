@@ -1,4 +1,4 @@
-"""Sprig's part of an erasure request (`relay subscribers forget --purge-sprig`): ask Sprig to purge
+"""Sprig's part of an erasure request (`relay subscribers forget --purge sprig`): ask Sprig to purge
 the visitor, by the userId Relay gave them and by every email of theirs."""
 
 from __future__ import annotations

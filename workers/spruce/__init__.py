@@ -19,6 +19,9 @@ NOTE_FIRST_ATTEMPT = "spruce.note.first_attempt"
 # Whom the sandbox's notes are shared with (sandbox.spruce.MEMBERS: its "Referrals Team").
 SANDBOX_NOTE_MEMBERS = "entity_0SANDB0XTEAM04"
 CONTACT = SpruceContact()
+NAME = "spruce"
+# What its deliveries remember of a subscriber (workers.identity), so a known one costs no search.
+CONTACT_ID, NOTE_CONVERSATION_ID = "contact_id", "note_conversation_id"
 
 
 def client(runtime) -> Any:
@@ -41,7 +44,7 @@ def probe(config, timeout_s: float) -> list:
 
 
 DESTINATION = Destination(
-    name="spruce",
+    name=NAME,
     settings=SETTINGS,
     receives={
         "new_referral": CONTACT,
@@ -57,12 +60,18 @@ DESTINATION = Destination(
     most_calls=lambda sends, subscribers: 5 if isinstance(sends, SpruceNote) else 2,
     probe=probe,
     checks=("Spruce token", "Spruce note members"),
+    remembers={CONTACT_ID: "Spruce contact id", NOTE_CONVERSATION_ID: "Spruce note conversation id"},
+    unerased="the contact stays: it is the practice's clinical record, which Relay does not delete (ask "
+    "the practice if it must go)",
+    unlinked="looks the contact up by email (and creates it only if none is found), then its note "
+    "conversation among the contact's",
     sandbox=SandboxMount(
         "SPRUCE_API_TOKEN",
         "sandbox-spruce-token",
         "SPRUCE_API_URL",
         "/spruce/v1",
         settings={"SPRUCE_NOTE_MEMBER_IDS": SANDBOX_NOTE_MEMBERS},
+        records={CONTACT_ID: "contacts", NOTE_CONVERSATION_ID: "conversations"},
     ),
     # Without it, a note older than Spruce's key window would be posted again instead of being
     # looked for first.
