@@ -35,6 +35,7 @@ from sandbox import SandboxSettings, serve_in_thread
 from testbed.apps import TERMINAL, events, fresh_services, make_app, run_pending
 from testbed.payloads import bodies, check_answer, headers
 from testbed.services import migrated_from_scratch
+from relay.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +98,7 @@ def fuzz(store: str, app, cases: int) -> int:
         print("  problem:", problem)
     if unfinished:
         print("  not finished:", unfinished)
-    app.extensions["relay.db"].dispose()
+    Runtime.of(app).db.dispose()
     return int(bool(problems or unfinished or any(int(s) >= 500 for s in tally)))
 
 

@@ -142,7 +142,7 @@ def profile(env: dict[str, str], count: int, out: Path) -> None:
     store_events(env, count, first=10**6)
     app = create_app(env)
     with app.app_context():
-        with app.extensions["relay.db"].session() as session:
+        with Runtime.of(app).db.session() as session:
             ids = session.scalars(sa.select(Delivery.id).where(Delivery.status == "pending").order_by(Delivery.id)).all()
         runtime = Runtime.of(app)
         profiler = Profiler(interval=0.0005)

@@ -33,7 +33,6 @@ def create_base_app(environ: dict[str, str] | None = None, *, require_webhook_to
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     runtime = Runtime.build(config)
     app.extensions[RUNTIME] = runtime
-    app.extensions["relay.db"] = runtime.db
     configure_logging(config.log_format)
     init_sentry(config)
     celery_init_app(app)

@@ -57,7 +57,7 @@ def make_app(env: dict[str, str], migrate: bool = True):
     app = create_app(env)
     app.config["TESTING"] = True
     if migrate:
-        app.extensions["relay.db"].upgrade()
+        Runtime.of(app).db.upgrade()
     return app
 
 
@@ -70,12 +70,12 @@ def post_event(client, payload, token=TOKEN, **kwargs):
 
 
 def events(app) -> list[Event]:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return list(session.scalars(sa.select(Event).order_by(Event.id)))
 
 
 def deliveries(app) -> list[Delivery]:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return list(session.scalars(sa.select(Delivery).order_by(Delivery.id)))
 
 
@@ -84,7 +84,7 @@ def delivery_to(app, destination: str) -> Delivery:
 
 
 def received_days_ago(app, event_id: int, days: float) -> None:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(
             sa.update(Event).where(Event.id == event_id).values(received_at=utcnow() - timedelta(days=days))
         )
@@ -100,7 +100,7 @@ def deliver(app, delivery_id: int) -> str:
 def dispatch_stored(app) -> int:
     """Publish the deliveries the web stored, as a worker's dispatcher does."""
     with app.app_context():
-        return dispatch(app.extensions["relay.db"], app.extensions["celery"])
+        return dispatch(Runtime.of(app).db, app.extensions["celery"])
 
 
 def run_sweep(app, now=None) -> dict[str, int]:
@@ -114,7 +114,7 @@ def sandbox_state(sandbox) -> dict:
 
 
 def make_due(app) -> None:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).values(next_attempt_at=utcnow()))
         session.commit()
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from relay import storable
 from relay.models import Event
 from relay.planning import plan_event
+from relay.runtime import Runtime
 from schemas.events import EVENTS, raw_dedup_key
 from testbed.apps import TOKEN
 from testbed.examples import FIXTURE_NAMES, load_fixture
@@ -223,5 +224,5 @@ def stored(app, body: bytes) -> bool:
     endpoint reads it (a whole number written 5.0 is the integer 5)."""
     payload = storable.loads(body)
     key = plan_event(payload, app.config["RELAY"]).key or raw_dedup_key(body)
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(Event).where(Event.dedup_key == key)) == 1

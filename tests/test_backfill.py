@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import Event, utcnow
+from relay.runtime import Runtime
 from testbed.apps import deliveries, events, fresh_services, make_app, post_event, run_pending, sandbox_state
 from testbed.backfill import API_KEY, backfill, backfilled, seed
 from testbed.examples import load_fixture
@@ -23,7 +24,7 @@ def sqlite_app(redis_url, sandbox, tmp_path):
     environ = fresh_services(f"sqlite:///{tmp_path / 'relay.sqlite3'}", redis_url, sandbox, tmp_path / "instance")
     app = make_app(environ)
     yield app
-    app.extensions["relay.db"].dispose()
+    Runtime.of(app).db.dispose()
 
 
 def subscriber_ids(evts) -> set[str]:
@@ -35,7 +36,7 @@ def sparkloop_requests(sandbox) -> list[dict]:
 
 
 def set_received_at(app, event_id: int, when) -> None:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Event).where(Event.id == event_id).values(received_at=when))
         session.commit()
 

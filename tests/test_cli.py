@@ -10,6 +10,7 @@ from flask.cli import ScriptInfo
 
 import operations.replay
 from relay.models import Delivery, Event
+from relay.runtime import Runtime
 from testbed.apps import deliveries, delivery_to, events, post_event, received_days_ago, run_pending
 from testbed.cli import invoke
 from testbed.examples import load_fixture
@@ -274,7 +275,7 @@ def test_a_dry_run_takes_no_row_lock_and_writes_nothing(client, app, sandbox):
     fail_spruce(sandbox)
     run_pending(app)
     statements = []
-    engine = app.extensions["relay.db"].engine
+    engine = Runtime.of(app).db.engine
 
     def record(conn, cursor, statement, *args):
         statements.append(statement.upper())
@@ -306,7 +307,7 @@ def test_invalid_event_is_validated_again_on_replay(client, app):
     [event] = events(app)
     assert event.status == "invalid"
     # The stored payload is fixed (as a schema fix would make it valid).
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         stored = session.get(Event, event.id)
         stored.payload = load_fixture("reward_unlocked")
         session.commit()
@@ -391,7 +392,7 @@ def test_purge_deletes_old_finished_events_and_keeps_failed_longer(client, app, 
     result = invoke(app, "events", "purge", "--older-than", "30d", "--include-failed", "--yes")
     assert "purged 1" in result.output
     assert [e.id for e in events(app)] == [recent]
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 2
 
 

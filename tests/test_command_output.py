@@ -11,6 +11,7 @@ from pathlib import Path
 
 from testbed.apps import TOKEN, fresh_services, make_app
 from testbed.backfill import seed
+from relay.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGET = ["subscribers", "forget", "nobody@example.com", "--yes"]
@@ -47,7 +48,7 @@ def relay(env: dict[str, str], args: list[str], stderr_on_a_terminal: bool) -> t
 
 
 def migrated(env: dict[str, str]) -> dict[str, str]:
-    make_app(env).extensions["relay.db"].dispose()
+    Runtime.of(make_app(env)).close()
     return {"PATH": os.environ.get("PATH", ""), "LOG_FORMAT": "text", **env}
 
 

@@ -73,7 +73,7 @@ def test_each_destination_remembers_a_subscriber_in_a_row_of_its_own(client, app
     spruce = identity.recall(runtime, "spruce", john)
     assert set(spruce) == {"contact_id", "note_conversation_id"}
     assert set(identity.recall(runtime, "sprig", john)) == {"attribute_versions"}
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         rows = session.execute(sa.select(DestinationLink.subscriber_key, DestinationLink.destination)).all()
     assert sorted(rows) == [("id:sub_hjdgc74u", "sprig"), ("id:sub_hjdgc74u", "spruce")]
 
@@ -157,7 +157,7 @@ def test_deliveries_past_the_maximum_age_fail_instead_of_waiting_forever(client,
     sandbox.configure(faults=[{"vendor": "sprig", "status": 503, "times": None, "method": "POST",
                                "path_prefix": "/v2/users"}])
     post_event(client, load_fixture("reward_unlocked"))
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).values(created_at=utcnow() - timedelta(hours=25)))
         session.commit()
     run_pending(app, rounds=1)

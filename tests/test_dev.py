@@ -20,6 +20,7 @@ from pythonjsonlogger.json import JsonFormatter
 from relay.config import DEV_WEBHOOK_TOKEN
 from relay.models import Event
 from relay.observability import JSON_FIELDS, JSON_RENAMES
+from relay.runtime import Runtime
 from schemas.personal import personal_strings
 from testbed.apps import events, post_event, run_pending
 from testbed.dev_processes import (
@@ -92,7 +93,7 @@ def test_each_webhook_and_delivery_outcome_is_one_readable_line(app, sandbox, li
 
 def test_an_unknown_type_is_shown_as_stored_as_relay_events_list_shows_it(app):
     lines = []
-    with app.app_context(), app.extensions["relay.db"].session() as session:
+    with app.app_context(), Runtime.of(app).db.session() as session:
         reader = lambda event_id: session.scalar(sa.select(Event.type).where(Event.id == event_id))  # noqa: E731
         handler = LiveLines(lines.append, event_type_of=reader)
         logger = logging.getLogger("relay.webhooks")

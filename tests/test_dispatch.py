@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 import workers.dispatch
 from relay.models import Delivery, Lane, utcnow
+from relay.runtime import Runtime
 from testbed.apps import deliveries, dispatch_stored, events, post_event
 from testbed.examples import load_fixture
 from testbed.waiting import wait_for
@@ -27,7 +28,7 @@ def test_catch_up_work_goes_to_its_own_queue(app, client, monkeypatch):
     sent = []
     monkeypatch.setattr(app.extensions["celery"], "send_task", lambda name, args, queue, **_: sent.append(queue))
     post_event(client, load_fixture("new_referral"))
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).values(lane=Lane.CATCH_UP))
         session.commit()
     assert dispatch_stored(app) == 2 and sent == ["relay-replay", "relay-replay"]
@@ -37,7 +38,7 @@ def test_a_row_another_dispatcher_holds_is_skipped_on_postgresql(app, client, da
     if database_url.startswith("sqlite"):
         pytest.skip("one writer at a time: a second dispatcher waits for the first instead")
     post_event(client, load_fixture("new_referral"))
-    db = app.extensions["relay.db"]
+    db = Runtime.of(app).db
     with db.session() as holder:
         holder.execute(sa.select(Delivery.id).where(Delivery.destination == "sprig").with_for_update())
         assert dispatch_stored(app) == 1  # the other one, without waiting for the lock
@@ -79,7 +80,7 @@ def test_a_backlog_stays_in_the_store_and_no_destination_waits_behind_another(ap
     assert dispatch_stored(app) == 0
 
     first_sprig, second_sprig = by_destination["sprig"][:2]
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         # One finished; one deferred to a throttle slot that is due: it is out, and goes first.
         session.execute(sa.update(Delivery).where(Delivery.id == first_sprig).values(status="succeeded"))
         session.execute(sa.update(Delivery).where(Delivery.id == second_sprig).values(

@@ -343,7 +343,7 @@ def test_the_configuration_fails_without_the_token_the_web_process_needs(environ
 @ONE_STORE
 def test_pending_migrations_say_run_db_upgrade(relay_app, tmp_path):
     app = relay_app(migrate=False, DATABASE_URL=f"sqlite:///{tmp_path / 'behind.sqlite3'}")
-    app.extensions["relay.db"].upgrade("0007")
+    Runtime.of(app).db.upgrade("0007")
 
     code, checks = report(app)
 

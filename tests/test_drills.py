@@ -16,6 +16,7 @@ import redis
 import sqlalchemy as sa
 
 from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.runtime import Runtime
 from testbed.apps import deliveries, run_sweep, sandbox_state
 from testbed.drills.traffic import post_all, reward_event
 from testbed.drills.verdicts import all_events_done, in_flight, vendor_requests
@@ -45,7 +46,7 @@ def most_calls_within(times: list[float], span_s: float) -> int:
 def let_the_leases_run_out(app, redis_url: str) -> None:
     """What the clock does for a dead worker within 20 s: its delivery lease and its subscriber
     locks run out (tests/test_drill_workers.py lets the clock do it)."""
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).where(Delivery.status == DeliveryStatus.IN_FLIGHT)
                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()

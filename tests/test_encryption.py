@@ -40,7 +40,7 @@ def invoke(app, *args):
 
 def raw_rows(app, table: str = "events") -> list[dict]:
     """What the store holds, read with plain SQL (no model type in between)."""
-    with app.extensions["relay.db"].engine.connect() as conn:
+    with Runtime.of(app).db.engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]
 
 
@@ -104,7 +104,7 @@ def test_with_keys_validation_errors_are_sealed_too_also_by_bulk_updates(relay_a
     assert stored(row["errors"]).keys() == {"sealed", "key"} and "x@example.com" not in json.dumps(stored(row["payload"]))
     assert events(app)[0].errors == response.get_json()["fields"]
 
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Event).values(errors={"subscriber": {"email": ["bulk@example.com"]}}))
         session.commit()
     [row] = raw_rows(app)
@@ -181,7 +181,7 @@ def test_rotate_reseals_old_and_plain_rows_under_the_first_key(relay_app):
 def test_an_interrupted_rotation_continues_where_it_stopped(relay_app, monkeypatch):
     post_people(relay_app(RELAY_PAYLOAD_KEYS=OLD), 5)
     app = relay_app(RELAY_PAYLOAD_KEYS=f"{NEW},{OLD}")
-    db = app.extensions["relay.db"]
+    db = Runtime.of(app).db
 
     batches = keys_module.rotate(db, batch_size=2)
     assert next(batches) == 2  # the first batch is committed; then the process stops
@@ -222,7 +222,7 @@ def test_digests_are_keyed_with_the_lookup_key(relay_app):
 def test_relay_db_upgrade_digests_existing_events_with_the_lookup_key(relay_app):
     app = relay_app(RELAY_PAYLOAD_KEYS=NEW, RELAY_LOOKUP_KEY=LOOKUP_KEY)
     post_people(app, 1)
-    app.extensions["relay.db"].downgrade("0005")  # as before this change: no digests stored
+    Runtime.of(app).db.downgrade("0005")  # as before this change: no digests stored
 
     assert invoke(app, "db", "upgrade").exit_code == 0
 
@@ -240,7 +240,7 @@ def test_backfill_recognises_subscribers_of_sealed_events(relay_app, sandbox):
     post_event(app.test_client(), load_fixture("new_referral"))  # sub_hjdgc74u and sub_93ehus8h
     # Stored by a process from before event_subjects: its digests are made when needed.
     post_event(app.test_client(), {"type": "sync_subscriber", "subscriber": {"email": "Older@Example.com"}})
-    with app.extensions["relay.db"].engine.begin() as conn:
+    with Runtime.of(app).db.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM event_subjects WHERE event_id = 2"))
     hour_ago = (utcnow() - timedelta(hours=1)).isoformat()
     [fresh] = sandbox.add_sparkloop_subscribers([
@@ -284,7 +284,7 @@ def test_rotate_digests_recomputes_them_under_a_new_lookup_key(relay_app):
 
 def test_purging_an_event_removes_its_digests(app):
     post_event(app.test_client(), load_fixture("new_referral"))
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.delete(Event))
         session.commit()
     assert raw_rows(app, "event_subjects") == []

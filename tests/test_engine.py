@@ -63,7 +63,7 @@ def test_a_replayed_older_event_is_superseded_and_sends_nothing(client, app, san
     deliver(app, older)
     deliver(app, newer)
     calls_before = len(sandbox_state(sandbox)["requests"])
-    with app.extensions["relay.db"].session() as session:  # replay the older one's attributes
+    with Runtime.of(app).db.session() as session:  # replay the older one's attributes
         delivery = session.get(Delivery, older)
         delivery.status = "pending"
         delivery.progress = {k: v for k, v in delivery.progress.items() if not k.startswith("sprig.attributes")}
@@ -173,7 +173,7 @@ def test_a_note_retried_after_the_idempotency_window_is_looked_for_first(client,
     # and Spruce no longer remembers the key.
     spruce_client(Runtime.of(app)).post_message(
         conversation_id, note_message_body(note_text(app, "reward_redeemed")), idempotency_key="other-key")
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         stored = session.get(Delivery, spruce_id)
         first_attempt = stored.step_times[NOTE_FIRST_ATTEMPT]
         stored.step_times = stored.step_times | {NOTE_FIRST_ATTEMPT: first_attempt - 25 * 3600 * 1000}
@@ -212,7 +212,7 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
             r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out
-            with lease.kept_alive(claim, locks, app.extensions["relay.db"]):
+            with lease.kept_alive(claim, locks, Runtime.of(app).db):
                 time.sleep(0.6)  # longer than that: only a renewal keeps it
             assert r.pttl(locks[0].name) > 10_000
     assert deliveries(app)[0].lease_expires_at > first
@@ -290,7 +290,7 @@ def test_a_worker_without_the_key_that_sealed_a_payload_defers_naming_the_key_id
     # One process forgotten in a key rotation: it holds only the new key. An earlier deferral
     # of Relay's own left its reason behind.
     only_b = relay_app(RELAY_PAYLOAD_KEYS=key_b)
-    with only_b.extensions["relay.db"].session() as session:
+    with Runtime.of(only_b).db.session() as session:
         session.execute(sa.update(Delivery).values(last_error="another delivery for this subscriber is running"))
         session.commit()
 

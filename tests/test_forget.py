@@ -56,7 +56,7 @@ def invoke(app, *args, input=None):
 
 def store(app) -> dict[str, list]:
     """Every row of every table, payloads opened: to tell what changed."""
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return {
             "events": [(e.id, e.type, e.status, e.dedup_key, e.payload, e.errors) for e in
                        session.scalars(sa.select(Event).order_by(Event.id))],
@@ -173,7 +173,7 @@ def test_sealed_payloads_and_digests_from_before_the_lookup_key_are_found(relay_
     assert "their events deleted: 2" in result.output and "anonymized: 1" in result.output
     [carl_event] = events(app)
     assert carl_event.payload["referrer"] == {"erased": True}
-    with app.extensions["relay.db"].engine.connect() as conn:
+    with Runtime.of(app).db.engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT payload FROM events")).scalar_one()
     assert "sealed" in str(stored) and CARL["email"] not in str(stored)  # sealed again, not in clear
     ann_digests = {email_digest(ANN["email"], key) for key in (None, lookup_key)} | \
@@ -277,7 +277,7 @@ def test_a_delivery_running_meanwhile_ends_harmlessly(app, client, sandbox):
     assert result.exit_code == 0, result.output
     assert outcome and outcome[0] in ("succeeded", "skipped")
     assert events(app) == [] and deliveries(app) == []
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(DestinationLink)) == 0
 
 

@@ -14,6 +14,7 @@ from marshmallow import fields
 
 from relay.models import EventSubject, DestinationLink, utcnow
 from relay.subjects import email_digest, id_digest
+from relay.runtime import Runtime
 from schemas.events import EVENTS, EventSpec
 from schemas.fields import OpenSchema, TrimmedString
 from schemas.sparkloop import REWARD_PEOPLE, EventSchema, PeopleAt, ReferralProgramSubscriberSchema
@@ -141,7 +142,7 @@ def course(monkeypatch):
 
 
 def subject_digests(app) -> set[tuple[int, str]]:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return set(session.execute(sa.select(EventSubject.event_id, EventSubject.digest)).all())
 
 
@@ -184,7 +185,7 @@ def test_forget_finds_and_erases_a_person_under_a_new_key(course, client, app, s
     assert remaining[zoe_with_ada].payload["mentor"] == {"erased": True}
     assert remaining[zoe_with_ada].payload["student"] == ZOE
     assert not [digest for _, digest in subject_digests(app) if digest in ada]
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         keys = set(session.scalars(sa.select(DestinationLink.subscriber_key)))
     assert not [key for key in keys if ADA["id"] in key]
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 
 from relay.models import Delivery, utcnow
+from relay.runtime import Runtime
 from workers.sweep import BACKLOG
 from testbed.apps import TOKEN, deliveries, dispatch_stored, events, post_event, run_sweep
 from testbed.examples import load_fixture
@@ -70,12 +71,12 @@ def test_broker_down_at_accept_then_the_workers_deliver(relay_app, sandbox):
 def test_a_delivery_waiting_in_a_backlog_is_not_sent_again(app, redis_url):
     post_event(app.test_client(), load_fixture("reward_unlocked"))
     long_ago = utcnow() - timedelta(minutes=5)
-    with app.extensions["relay.db"].session() as session:  # published long ago, still queued
+    with Runtime.of(app).db.session() as session:  # published long ago, still queued
         session.execute(sa.update(Delivery).values(enqueued_at=long_ago, next_attempt_at=long_ago))
         session.commit()
     broker = redis.Redis.from_url(redis_url)
     run_sweep(app)  # the first sweep of an empty Redis hands every pending delivery back
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).values(enqueued_at=long_ago))
         session.commit()
     broker.rpush("celery", *[b"{}"] * (BACKLOG + 1))  # a backlog: it is only waiting its turn
@@ -88,7 +89,7 @@ def test_a_delivery_waiting_in_a_backlog_is_not_sent_again(app, redis_url):
 
 def test_sweep_releases_a_delivery_whose_worker_died(app):
     post_event(app.test_client(), load_fixture("reward_unlocked"))
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).values(status="in_flight", lease_expires_at=utcnow()))
         session.commit()
     assert run_sweep(app) == {"released": 2, "handed_back": 0, "broker_forgot": 1}

@@ -53,7 +53,7 @@ def stored_ages(client, app, sandbox) -> dict[str, int]:
     pending = events(app)[-1].id
     received_days_ago(app, pending, 400)
     # Not due for a day: the tests' workers must not deliver it (done, it would be due to go).
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         session.execute(sa.update(Delivery).where(Delivery.event_id == pending)
                         .values(next_attempt_at=utcnow() + timedelta(days=1)))
         session.commit()

@@ -18,6 +18,7 @@ from web.cli import main
 from workers.sparkloop.client import SparkLoopClient
 from workers.sparkloop.webhooks import API_EVENTS, DASHBOARD_ONLY_EVENTS
 from workers.vendor_errors import VendorError
+from relay.runtime import Runtime
 
 API_KEY = SandboxSettings().sparkloop_api_key
 PUBLIC_URL = "https://relay.example.com"
@@ -38,7 +39,7 @@ def build(redis_url, sandbox, tmp_path):
 
     yield app
     for each in made:
-        each.extensions["relay.db"].dispose()
+        Runtime.of(each).db.dispose()
 
 
 def run(app, *args: str, input: str | None = None):

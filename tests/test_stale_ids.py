@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import DestinationLink
+from relay.runtime import Runtime
 from testbed import vendor_contracts as contracts
 from testbed.apps import deliver, deliveries, delivery_to, events, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
@@ -46,7 +47,7 @@ def delete_conversation(sandbox, conversation_id: str) -> None:
 
 def the_link(app) -> dict:
     """What Spruce remembers of John Doe (a new_referral also links its referrer, for Sprig)."""
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return session.scalars(sa.select(DestinationLink.data).where(
             DestinationLink.subscriber_key == identity.id_key(SUBSCRIBER_ID),
             DestinationLink.destination == "spruce")).one()

@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from relay.models import DestinationLink
+from relay.runtime import Runtime
 from testbed.apps import deliveries, post_event, run_pending, sandbox_state
 from testbed.examples import load_fixture
 from web.cli import main
@@ -22,7 +23,7 @@ def unlink(app, *args):
 def links(app) -> dict[str, tuple]:
     """Every link by key: (Spruce contact id, note conversation id, Sprig attribute versions)."""
     kept: dict[str, dict] = {}
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         for link in session.scalars(sa.select(DestinationLink)):
             kept.setdefault(link.subscriber_key, {})[link.destination] = link.data
     return {key: (data.get("spruce", {}).get("contact_id"), data.get("spruce", {}).get("note_conversation_id"),
@@ -31,7 +32,7 @@ def links(app) -> dict[str, tuple]:
 
 
 def rows(app) -> list[tuple[str, str]]:
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         return sorted(session.execute(sa.select(DestinationLink.subscriber_key, DestinationLink.destination)).all())
 
 

@@ -50,6 +50,7 @@ from relay.app import create_base_app
 from relay.db import Database
 from relay.durations import parse_when
 from relay.models import utcnow
+from relay.runtime import Runtime
 from web.cli import main as relay_main  # the whole commands, as an operator runs them
 from workers import dispatch as dispatch_module
 from workers.retention import delete_events, purge_batch, purge_conditions, purge_count
@@ -281,7 +282,7 @@ def main() -> None:
             rows.append((name, statistics.median(times), max(times)))
             print(f"{name:<72} {rows[-1][1]:>8.1f} {rows[-1][2]:>8.1f}  {'yes' if rows[-1][2] < LIMIT_MS else 'NO'}",
                   flush=True)
-        app.extensions["relay.db"].dispose()
+        Runtime.of(app).db.dispose()
 
     env = environment(db) | {"load": (load_before, shell("cat /proc/loadavg | cut -d' ' -f1-3"))}
     db.dispose()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from relay.runtime import Runtime
 from testbed.net import free_port
 from testbed.waiting import wait_for
 from web import create_app
@@ -141,7 +142,7 @@ class Drill:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         if self._app is not None:
-            self._app.extensions["relay.db"].dispose()
+            Runtime.of(self._app).db.dispose()
 
 
 class RedisServer:

@@ -13,6 +13,7 @@ import time
 import sqlalchemy as sa
 
 from relay.models import Event, EventStatus
+from relay.runtime import Runtime
 from testbed.drills.processes import Drill, RedisServer, TcpProxy
 from testbed.drills.traffic import Stream, over_http, reward_event, through_app
 from testbed.drills.verdicts import HEAL_WITHIN_S, Healed, unsettled, verdict
@@ -37,7 +38,7 @@ def _first_done(drill: Drill, app, timeout: float = 60.0) -> None:
     otherwise hit workers still starting, on a loaded machine."""
 
     def one_done() -> bool:
-        with app.extensions["relay.db"].session() as session:
+        with Runtime.of(app).db.session() as session:
             return session.scalar(sa.select(Event.id).where(Event.status == EventStatus.DONE).limit(1)) is not None
 
     assert wait_for(one_done, timeout=timeout, interval=0.2), drill.logs()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from relay.models import DeliveryStatus, Event, EventStatus
+from relay.runtime import Runtime
 from schemas.events import dedup_key, validate_event
 from testbed.apps import TERMINAL, deliveries, events, sandbox_state
 from testbed.drills.processes import Drill
@@ -31,7 +32,7 @@ def all_events_done(app) -> bool:
 def unsettled(app) -> int | None:
     """How many stored events are not in a terminal state yet; None while the store is away."""
     try:
-        with app.extensions["relay.db"].session() as session:
+        with Runtime.of(app).db.session() as session:
             return session.scalar(sa.select(sa.func.count()).select_from(Event).where(Event.status.not_in(TERMINAL)))
     except Exception:  # the store itself may be the fault
         return None
@@ -108,7 +109,7 @@ def webhook_key(payload: dict) -> str:
 def tally(app, sandbox, accepted: list[dict]) -> Tally:
     """The drill's figures, from the store, the sandbox's state and its request counts."""
     keys = {webhook_key(payload) for payload in accepted}
-    with app.extensions["relay.db"].session() as session:
+    with Runtime.of(app).db.session() as session:
         stored = dict(session.execute(sa.select(Event.dedup_key, Event.status)).all())
     states = Counter(stored.get(key) for key in keys)
     done, failed = states[EventStatus.DONE], states[EventStatus.FAILED]

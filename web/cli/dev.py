@@ -120,7 +120,7 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
             raise DevUsageError(_taken_message(plan.ports, [binding])) from None
         live = _log_to_files(instance, _event_type_reader(app))
         with app.app_context():
-            app.extensions["relay.db"].upgrade()
+            Runtime.of(app).db.upgrade()
         # Before the worker runs anything that could store new links.
         stale = stale_links(app, sandbox, plan.sandboxed) if sandbox is not None else None
         worker = _start_worker(plan.env, instance, live)
@@ -195,7 +195,7 @@ def start_fresh(app, instance: Path, yes: bool) -> None:
         if not _interactive():
             raise DevUsageError(f"{what} It asks first, and there is no terminal to ask: add --yes")
         click.confirm(f"{what} Go on?", abort=True)
-    app.extensions["relay.db"].dispose()
+    Runtime.of(app).db.dispose()
     for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")), state_file):
         path.unlink(missing_ok=True)
 
