@@ -83,7 +83,7 @@ def test_web_app_refuses_to_start_without_a_webhook_token(tmp_path):
     # The workers and the CLI do not answer webhooks: they start without it.
     worker_side = create_base_app({"RELAY_INSTANCE_PATH": str(tmp_path)})
     assert worker_side.config["RELAY"].webhook_tokens == ()
-    assert "celery" in worker_side.extensions and "relay.db" in worker_side.extensions
+    assert "celery" in worker_side.extensions and "relay.runtime" in worker_side.extensions
 
 
 @pytest.mark.parametrize("text, seconds", [
