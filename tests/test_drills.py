@@ -72,7 +72,10 @@ def test_the_shared_limiter_holds_across_worker_processes(drill, sandbox):
     calls = vendor_requests(sandbox, "sprig")
     statuses = [c["status"] for c in calls]
     assert statuses.count(429) == 0, statuses
-    assert statuses == [202] * 3 * limit
+    # One upsert per event. A call that timed out on a loaded machine (one CI run) is read back
+    # (GET, 404: it never landed) before it is sent again: a call through the same limiter.
+    assert [c["status"] for c in calls if c["method"] == "POST"] == [202] * 3 * limit, statuses
+    assert {c["method"] for c in calls} <= {"POST", "GET"}, statuses
     times = sorted(c["at"] for c in calls)
     rate = (len(times) - 1) / (times[-1] - times[0])
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
