@@ -32,6 +32,7 @@ from workers.throttle import Pacing, Slot
 from workers.vendor_http import RateLimitHeaders
 
 log = logging.getLogger("relay.delivery")
+ATTEMPTS = DeliveryAttempt.metadata.tables[DeliveryAttempt.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -310,9 +311,10 @@ def _record(
 
 def _add_attempt(session, run: Run, delivery: Delivery, outcome: str, verdict: Verdict | None, answer: Answer) -> None:
     """The run's row in the attempt history, in the transaction that records its end: one
-    INSERT. Its error is the reason the delivery records (scrubbed: never a payload value)."""
+    INSERT (on the table: the ORM's insert costs half as much CPU again). Its error is the reason
+    the delivery records (scrubbed: never a payload value)."""
     session.execute(
-        sa.insert(DeliveryAttempt),
+        sa.insert(ATTEMPTS),
         {
             "delivery_id": run.claim.delivery_id,
             "attempt": run.claim.attempt,
