@@ -159,10 +159,14 @@ def test_a_run_that_lost_its_claim_writes_no_attempt(client, app):
 
 
 def delivered_with_attempts(client, app, sandbox, payload: dict) -> None:
-    sandbox.configure(faults=[NOTE_POST | {"status": 500}])
+    """Delivered, Spruce at the second attempt (its first call met a 500): three attempts."""
+    sandbox.configure(faults=[{"vendor": "spruce", "method": "POST", "path_prefix": "/contacts", "times": 1,
+                               "status": 500}])
     post_event(client, payload)
+    before = len(stored_attempts(app))
     run_pending(app)
     assert {d.status for d in deliveries(app)} == {"succeeded"}
+    assert len(stored_attempts(app)) - before == 3
 
 
 def test_a_purge_takes_the_attempts_with_their_deliveries(client, app, sandbox):
@@ -191,3 +195,21 @@ def test_forgetting_a_subscriber_takes_the_attempts_of_their_deliveries(client, 
 
     assert result.exit_code == 0, result.output
     assert events(app) == [] and stored_attempts(app) == []
+
+
+def test_forgetting_someone_an_event_only_names_redacts_them_from_its_attempts(client, app, sandbox):
+    payload = load_fixture("new_referral")  # John Doe's referral, which names John Smith as referrer
+    delivered_with_attempts(client, app, sandbox, payload)
+    referrer = payload["referrer"]
+    # An error that quoted the referrer (as a vendor's could, had the redactor missed it).
+    quoted = f"POST /contacts -> 400 BAD_PARAMETER: {referrer['email']} ({referrer['name']}) is invalid"
+    with Runtime.of(app).db.session() as session:
+        session.execute(sa.update(DeliveryAttempt).where(DeliveryAttempt.outcome == "retried").values(error=quoted))
+        session.commit()
+
+    result = invoke(app, "subscribers", "forget", referrer["email"], "--yes")
+
+    assert result.exit_code == 0, result.output
+    [kept] = [a for a in stored_attempts(app) if a.outcome == "retried"]  # John Doe's event stays
+    assert kept.error == "POST /contacts -> 400 BAD_PARAMETER: <redacted> (<redacted>) is invalid"
+    assert len(stored_attempts(app)) == 3
