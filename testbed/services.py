@@ -133,6 +133,7 @@ def empty_postgres(url: str) -> None:
     db = Database(url)
     with db.engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE events, deliveries, destination_links RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("TRUNCATE accounts, audit_entries RESTART IDENTITY"))
     db.dispose()
 
 
