@@ -12,7 +12,7 @@ from operations import audit
 from operations.audit import Actor
 from operations.filters import EventFilter
 from operations.masking import mask_personal_data
-from relay.models import DeliveryStatus, Event
+from relay.models import DeliveryAttempt, DeliveryStatus, Event
 from relay.runtime import Runtime
 
 
@@ -35,9 +35,9 @@ def list_query(filters: EventFilter, limit: int) -> sa.Select:
 
 
 def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor: Actor | None = None) -> dict | None:
-    """One event in full: every delivery, its validation errors, and its payload with personal
-    data masked unless `reveal` (recorded in the audit log as `actor`'s before it is returned).
-    None when there is no such event."""
+    """One event in full: every delivery with its attempts (oldest first), its validation
+    errors, and its payload with personal data masked unless `reveal` (recorded in the audit log
+    as `actor`'s before it is returned). None when there is no such event."""
     if reveal:
         assert actor is not None, "a reveal is audited: say whose it is"
     with runtime.session() as session:
@@ -47,6 +47,9 @@ def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor
         if event is None:
             return None
         detail = event_summary(event, full=True)
+        attempts = attempts_of(session, [d.id for d in event.deliveries])
+        for delivery in detail["deliveries"]:
+            delivery["attempt_history"] = attempts.get(delivery["id"], [])
         payload = event.payload if reveal else mask_personal_data(event.payload)
         return detail | {"payload": payload, "validation_errors": event.errors}
 
@@ -92,3 +95,27 @@ def event_summary(event: Event, full: bool = False) -> dict:
                 "throttle_slot_at": when(datetime.fromtimestamp(slot["at_ms"] / 1000, UTC)) if slot else None,
             }
     return summary
+
+
+def attempts_of(session, delivery_ids: list[int]) -> dict[int, list[dict]]:
+    """Each delivery's attempts, oldest first (one query)."""
+    found: dict[int, list[dict]] = {}
+    rows = session.scalars(
+        sa.select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(delivery_ids)).order_by(DeliveryAttempt.id)
+    )
+    for a in rows:
+        found.setdefault(a.delivery_id, []).append(
+            {
+                "attempt": a.attempt,
+                "started_at": a.started_at.isoformat(),
+                "finished_at": a.finished_at.isoformat(),
+                "outcome": a.outcome,
+                "vendor_status": a.vendor_status,
+                "vendor_request_id": a.vendor_request_id,
+                "duration_ms": a.duration_ms,
+                "error": a.error,
+                "steps": a.steps or [],
+                "rate_limits": a.rate_limits or {},
+            }
+        )
+    return found

@@ -194,6 +194,33 @@ class Delivery(Base):
     event: Mapped[Event] = relationship(back_populates="deliveries")
 
 
+class DeliveryAttempt(Base):
+    """One run of a delivery, as it ended (workers.engine writes it with the run's outcome):
+    what an operator reads to see how a delivery went, attempt by attempt. Never a payload
+    value: the error is the scrubbed one the delivery records, the rate limits are numbers."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(sa.ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    # The claim's number (Delivery.attempts when it ran): a replay counts from 1 again.
+    attempt: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # succeeded, superseded, failed, retried or deferred.
+    outcome: Mapped[str] = mapped_column(sa.String(20))
+    vendor_status: Mapped[int | None] = mapped_column(nullable=True)
+    vendor_request_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    duration_ms: Mapped[int]
+    # Why it failed, was retried or deferred (the delivery's scrubbed reason).
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # The steps this run finished (their names), for a multi-step delivery.
+    steps: Mapped[list | None] = mapped_column(JSONType, nullable=True)
+    # The vendor's rate limits as its last answer in this run stated them (workers.vendor_http's
+    # RateLimitHeaders: limit, remaining, reset_after (s), daily_limit, daily_remaining).
+    rate_limits: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+
+
 class DestinationLink(Base):
     """What a destination remembers of a subscriber (its ids at the vendor, the versions of what
     it holds), so that a known subscriber costs no search call: one row per subscriber and

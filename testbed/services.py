@@ -132,7 +132,9 @@ def migrated_from_scratch(url: str) -> str:
 def empty_postgres(url: str) -> None:
     db = Database(url)
     with db.engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE events, deliveries, destination_links RESTART IDENTITY CASCADE"))
+        conn.execute(
+            sa.text("TRUNCATE events, deliveries, delivery_attempts, destination_links RESTART IDENTITY CASCADE")
+        )
         conn.execute(sa.text("TRUNCATE accounts, audit_entries RESTART IDENTITY"))
     db.dispose()
 

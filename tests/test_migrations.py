@@ -1,8 +1,9 @@
 """Migrations carry stored deliveries forward, on both stores: 0004 splits the old `steps` into
 progress, step times and the throttle slot, and gives catch-up work its own lane; 0006 stores
 the subscriber digests of the events already received; 0008 builds the indexes the models
-declare (bench/million's), 0010 gives each destination its links in a row of its own; 0012
-adds the console's accounts and the audit log; and each of them can be downgraded."""
+declare (bench/million's), 0010 gives each destination its links in a row of its own,
+0011 adds the attempt history (its rows go with their delivery), 0012 the console's accounts
+and the audit log; and each of them can be downgraded."""
 from __future__ import annotations
 
 import hashlib
@@ -213,6 +214,33 @@ def test_0010_gives_each_destination_its_own_row_of_links_and_can_be_downgraded(
             "FROM subscriber_links"))}
     assert back == {"id:sub_1": ("c_1", "n_1", versions), "email:abc": ("c_2", None, None),
                     "id:sub_3": (None, None, versions)}
+    old_store.upgrade()
+
+
+def test_0011_adds_the_attempt_history_whose_rows_go_with_their_delivery_and_can_be_downgraded(old_store):
+    old_store.upgrade("0010")
+    with old_store.engine.begin() as conn:
+        event_id = event(conn, "k1", "webhook")
+        kept, deleted = (insert(conn, "deliveries", event_id=event_id, destination=name, status="succeeded",
+                                attempts=1, deferrals=0, progress="{}", step_times="{}", next_attempt_at=CREATED,
+                                created_at=CREATED, updated_at=CREATED) for name in ("sprig", "spruce"))
+
+    old_store.upgrade("0011")
+
+    assert stored_indexes(old_store, "delivery_attempts") == {"ix_delivery_attempts_delivery_id"}
+    with old_store.engine.begin() as conn:
+        for delivery_id in (kept, deleted):
+            insert(conn, "delivery_attempts", delivery_id=delivery_id, attempt=1, started_at=CREATED,
+                   finished_at=CREATED, outcome="succeeded", vendor_status=200, vendor_request_id="r_1",
+                   duration_ms=12, error=None, steps='["spruce.note"]', rate_limits='{"remaining": 9}')
+        conn.execute(sa.text("DELETE FROM deliveries WHERE id = :id"), {"id": deleted})
+    with old_store.engine.connect() as conn:
+        left = conn.execute(sa.text("SELECT delivery_id, outcome, duration_ms FROM delivery_attempts")).all()
+    assert [tuple(row) for row in left] == [(kept, "succeeded", 12)]  # ON DELETE CASCADE, on both stores
+
+    old_store.downgrade("0010")
+    with old_store.engine.connect() as conn:
+        assert "delivery_attempts" not in sa.inspect(conn).get_table_names()
     old_store.upgrade()
 
 

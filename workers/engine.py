@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
+from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.observability import report, report_exception
 from relay.runtime import Runtime
 from relay.sealing import SealedDataError
@@ -29,20 +29,43 @@ from workers.context import DeliveryContext, Progress
 from workers.lease import LEASE, Claim, handed_back_if_stopped, kept_alive
 from workers.locks import subject_locks
 from workers.throttle import Pacing, Slot
+from workers.vendor_http import RateLimitHeaders
 
 log = logging.getLogger("relay.delivery")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a delivery, for the outcome's log line and metrics."""
+    """One run of a delivery, for the outcome's log line, metrics and attempt row."""
 
     claim: Claim
     event_id: int
     event_type: str
     destination: str
     received_at: datetime
+    steps_before: frozenset[str] = frozenset()  # the steps finished when it started
     started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The vendor's last answer in a run: its status, request id and stated rate limits."""
+
+    status: int | None = None
+    request_id: str | None = None
+    rate_limits: dict | None = None
+
+    @classmethod
+    def of(cls, client, limits_before: RateLimitHeaders | None) -> Answer:
+        """`client`'s last answer in this run. Its rate limits are the account's latest answer,
+        whichever run got it: they are this run's only if they changed while it ran (each answer
+        reads new ones)."""
+        limits = client.last_rate_limit
+        stated = None
+        if limits is not None and limits is not limits_before:
+            stated = {name: value for name, value in asdict(limits).items() if value is not None} or None
+        return cls(client.last_status, client.last_request_id, stated)
 
 
 def run_delivery(delivery_id: int, runtime: Runtime) -> str:
@@ -52,7 +75,7 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     if claimed is None:
         return "skipped"
     claim, delivery, event = claimed
-    run = Run(claim, event.id, event.type, delivery.destination, event.received_at)
+    run = Run(claim, event.id, event.type, delivery.destination, event.received_at, frozenset(delivery.progress or {}))
     try:
         payload = _payload(runtime, event.id)
     except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
@@ -69,6 +92,7 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     destination = runtime.config.destinations[delivery.destination]
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
     client = destination.client(runtime).for_run(pacing, personal_strings(payload))
+    limits_before = client.last_rate_limit
     ctx = DeliveryContext(
         delivery_id=delivery.id,
         event_id=event.id,
@@ -98,12 +122,9 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
         verdict = classify(exc)
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
-        return _apply(runtime, run, verdict)
+        return _apply(runtime, run, verdict, Answer.of(client, limits_before))
     return _finish(
-        runtime,
-        run,
-        superseded=outcome == DeliveryStatus.SUPERSEDED,
-        answer=(client.last_status, client.last_request_id),
+        runtime, run, superseded=outcome == DeliveryStatus.SUPERSEDED, answer=Answer.of(client, limits_before)
     )
 
 
@@ -154,10 +175,10 @@ def _save_progress(runtime: Runtime, claim: Claim, steps: dict, times: dict) -> 
         session.commit()
 
 
-def _apply(runtime: Runtime, run: Run, verdict: Verdict) -> str:
+def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer()) -> str:
     config = runtime.config
     if verdict.action == Action.FAIL:
-        return _finish(runtime, run, failed=verdict)
+        return _finish(runtime, run, failed=verdict, answer=answer)
     deferred = verdict.action == Action.DEFER
     with runtime.session() as session:
         delivery = _locked(session, run)
@@ -176,7 +197,7 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict) -> str:
         if gave_up:
             session.commit()
             reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
-            return _finish(runtime, run, failed=replace(verdict, reason=reason, call=None))
+            return _finish(runtime, run, failed=replace(verdict, reason=reason, call=None), answer=answer)
         wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
         delivery.status = DeliveryStatus.PENDING
         delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
@@ -188,9 +209,18 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict) -> str:
         if not deferred or verdict.kind is not None or not delivery.last_error:
             delivery.last_error, delivery.last_status_code = verdict.reason_for(run.destination), verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
+        outcome = "deferred" if deferred else "retried"
+        _add_attempt(session, run, delivery, outcome, verdict, answer)
         session.commit()
-    outcome = "deferred" if deferred else "retried"
-    _record(runtime, run, outcome, f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}", verdict, wait_s=wait_s)
+    _record(
+        runtime,
+        run,
+        outcome,
+        f"in {wait_s:.1f} s: {verdict.reason_for(run.destination)}",
+        verdict,
+        answer,
+        wait_s=wait_s,
+    )
     return outcome
 
 
@@ -199,9 +229,9 @@ def _finish(
     run: Run,
     failed: Verdict | None = None,
     superseded: bool = False,
-    answer: tuple[int | None, str | None] = (None, None),
+    answer: Answer = Answer(),
 ) -> str:
-    """`answer`: the status and request id of the vendor's last answer, for the log line."""
+    """`answer`: the vendor's last answer, for the log line and the attempt's row."""
     status = DeliveryStatus.FAILED if failed else DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED
     with runtime.session() as session:
         delivery = _locked(session, run)
@@ -212,6 +242,7 @@ def _finish(
         if failed:
             delivery.last_error, delivery.last_status_code = failed.reason_for(run.destination), failed.status_code
             delivery.last_error_trace = list(failed.trace) or None
+        _add_attempt(session, run, delivery, status, failed, answer)
         session.flush()
         _roll_up(session, run.event_id)
         attempts = delivery.attempts
@@ -242,7 +273,7 @@ def _record(
     outcome: str,
     detail: str,
     verdict: Verdict | None = None,
-    answer: tuple[int | None, str | None] = (None, None),
+    answer: Answer = Answer(),
     finished: bool = False,
     wait_s: float | None = None,
 ) -> None:
@@ -269,10 +300,31 @@ def _record(
             "attempt": run.claim.attempt,
             "outcome": outcome,
             "duration_ms": round((time.monotonic() - run.started) * 1000, 1),
-            "vendor_status": (verdict.status_code if verdict else None) or answer[0],
-            "vendor_request_id": (verdict.request_id if verdict else None) or answer[1],
+            "vendor_status": (verdict.status_code if verdict else None) or answer.status,
+            "vendor_request_id": (verdict.request_id if verdict else None) or answer.request_id,
             "reason": verdict.reason_for(run.destination) if verdict else None,
             "retry_in_s": round(wait_s, 1) if wait_s is not None else None,
+        },
+    )
+
+
+def _add_attempt(session, run: Run, delivery: Delivery, outcome: str, verdict: Verdict | None, answer: Answer) -> None:
+    """The run's row in the attempt history, in the transaction that records its end: one
+    INSERT. Its error is the reason the delivery records (scrubbed: never a payload value)."""
+    session.execute(
+        sa.insert(DeliveryAttempt),
+        {
+            "delivery_id": run.claim.delivery_id,
+            "attempt": run.claim.attempt,
+            "started_at": run.started_at,
+            "finished_at": utcnow(),
+            "outcome": outcome,
+            "vendor_status": (verdict.status_code if verdict else None) or answer.status,
+            "vendor_request_id": (verdict.request_id if verdict else None) or answer.request_id,
+            "duration_ms": round((time.monotonic() - run.started) * 1000),
+            "error": verdict.reason_for(run.destination) if verdict else None,
+            "steps": sorted(set(delivery.progress or {}) - run.steps_before) or None,
+            "rate_limits": answer.rate_limits,
         },
     )
 

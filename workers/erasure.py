@@ -4,14 +4,15 @@ and on request Sprig is asked to purge them too.
 Where a person's data lives in the store, and what happens to it:
 
 - Their own events (they are the subscriber the event is about): deleted, with the payload, the
-  validation errors, every delivery (its errors, traces, progress: vendor ids) and the event's
-  subject digests. A delivery not yet finished is deleted with them, so nothing is sent later.
+  validation errors, every delivery (its errors, traces, progress: vendor ids; its attempts, by
+  ON DELETE CASCADE) and the event's subject digests. A delivery not yet finished is deleted
+  with them, so nothing is sent later.
 - Events about someone else that name them too (a new_referral names its referrer; an
   undocumented event may name a second person): the other person's event, so it stays. Their
   part is anonymized: the object that describes them becomes `{"erased": true}` (a top-level
   email becomes null), their subject digests are deleted, their strings are removed from the
-  event's errors and its deliveries' errors, and the de-duplication key (an unkeyed hash of
-  both subscribers' ids) is replaced by a random one. Deleting these events would delete the
+  event's errors and its deliveries' errors (their attempts' too), and the de-duplication key
+  (an unkeyed hash of both subscribers' ids) is replaced by a random one. Deleting these events would delete the
   other person's data; keeping the person in them would keep them. Such an event's unfinished
   deliveries are ended, failed with a reason that says so: they would send the erased person
   (Sprig upserts the referrer) or their payload no longer validates. SparkLoop redelivering
@@ -58,7 +59,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from relay.config import Config
-from relay.models import Delivery, DeliveryStatus, DestinationLink, Event, EventStatus, EventSubject, utcnow
+from relay.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    DestinationLink,
+    Event,
+    EventStatus,
+    EventSubject,
+    utcnow,
+)
 from relay.runtime import Runtime
 from relay.subjects import EMAIL, ID, digest, email_digest, id_digest
 from schemas.events import person_places
@@ -361,6 +371,13 @@ def _anonymize(session: Session, event: Event, person: Person, redact: Redactor,
             delivery.status, delivery.finished_at, delivery.lease_expires_at = DeliveryStatus.FAILED, now, None
             delivery.last_error, delivery.last_error_trace, delivery.throttle_slot = HALTED, None, None
             halted = True
+    attempts = (
+        sa.select(DeliveryAttempt)
+        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+        .where(Delivery.event_id == event.id, DeliveryAttempt.error.is_not(None))
+    )
+    for attempt in session.scalars(attempts):  # their errors, as the deliveries' own
+        attempt.error = redact(attempt.error or "")
     if halted:
         event.status = EventStatus.FAILED
 

@@ -94,7 +94,7 @@ def purge_batch(session: Session, condition: sa.ColumnElement[bool]) -> list[int
 
 
 def delete_events(session: Session, event_ids: list[int]) -> int:
-    """Delete these events and their deliveries (their subjects go by ON DELETE CASCADE)."""
+    """Delete these events and their deliveries (their subjects and attempts go by ON DELETE CASCADE)."""
     session.execute(sa.delete(Delivery).where(Delivery.event_id.in_(event_ids)))
     deleted = cast(CursorResult, session.execute(sa.delete(Event).where(Event.id.in_(event_ids))))  # a DML result
     return deleted.rowcount

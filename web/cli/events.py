@@ -112,7 +112,8 @@ def _follow(follower) -> None:
 @with_appcontext
 @store_errors
 def events_show(event_id: int, reveal: bool, as_json: bool):
-    """Show one event: its stored payload (personal data masked) and every delivery."""
+    """Show one event: its stored payload (personal data masked) and every delivery, with each
+    of its attempts."""
     runtime = Runtime.of(current_app)
     detail = event_detail(runtime, event_id, reveal=reveal, actor=cli_actor(runtime))
     if detail is None:
@@ -146,6 +147,12 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
                 step if result is True else f"{step} ({result})" for step, result in sorted(d["progress"].items())
             )
             out.print(f"    finished steps: {done}", markup=False)
+        if d["attempt_history"]:
+            out.print("    attempts (UTC):")
+            for attempt in d["attempt_history"]:
+                out.print(f"      {_attempt_line(attempt)}", markup=False, soft_wrap=True)
+                if attempt["error"]:
+                    out.print(f"        {attempt['error']}", markup=False)
     if detail["validation_errors"]:
         out.print("\nValidation errors:", json.dumps(detail["validation_errors"], indent=2), markup=False)
     note = "" if reveal else "  (personal data masked; --reveal shows it)"
@@ -223,3 +230,24 @@ _LABELS = {"throttle_slot_at": "throttle slot reserved for"}
 def _attempts(delivery: dict) -> str:
     text = f"{delivery['attempts']} attempt{'' if delivery['attempts'] == 1 else 's'}"
     return text + (f", {delivery['deferrals']} deferred" if delivery["deferrals"] else "")
+
+
+def _attempt_line(attempt: dict) -> str:
+    """One attempt, its error aside: `2  2026-12-07 13:40:01  retried  HTTP 500  req r_1  120 ms  …`."""
+    parts = [
+        str(attempt["attempt"]),
+        f"{attempt['started_at'][:10]} {attempt['started_at'][11:19]}",
+        attempt["outcome"],
+        f"HTTP {attempt['vendor_status']}" if attempt["vendor_status"] else "no answer",
+    ]
+    if attempt["vendor_request_id"]:
+        parts.append(f"req {attempt['vendor_request_id']}")
+    parts.append(f"{attempt['duration_ms']} ms")
+    limits = attempt["rate_limits"]
+    if limits.get("remaining") is not None:
+        parts.append(f"{limits['remaining']}/{limits.get('limit', '?')} calls left")
+    if limits.get("daily_remaining") is not None:
+        parts.append(f"{limits['daily_remaining']}/{limits.get('daily_limit', '?')} today")
+    if attempt["steps"]:
+        parts.append(f"finished {', '.join(attempt['steps'])}")
+    return "  ".join(parts)
