@@ -150,6 +150,18 @@ def test_a_forget_refused_because_a_delivery_holds_the_lock_is_recorded(app, cli
     assert entry["targets"] == {"person": person_ref(app, unlock["subscriber"]["id"])}
 
 
+def test_a_forget_a_vendor_refused_is_recorded_as_failed_naming_the_vendor(app, client, sandbox):
+    unlock = load_fixture("reward_unlocked")
+    assert post_event(client, unlock).status_code == 200
+    sandbox.configure(faults=[{"vendor": "sprig", "status": 500, "times": None, "path": "/v2/purge/visitors",
+                               "echo": True}])
+    assert invoke(app, "subscribers", "forget", unlock["subscriber"]["email"], "--yes", "--purge", "sprig").exit_code == 1
+    [entry] = entries(app)
+    assert (entry["outcome"], entry["reason"]) == ("failed", "sprig did not take the erasure request (HTTP 500)")
+    assert entry["details"] == {"purge": ["sprig"]}
+    assert not [value for value in personal_strings(unlock) if leaked(value, json.dumps(entry))]
+
+
 def test_purge_and_key_rotation_are_recorded_with_their_counts(relay_app):
     app = relay_app(RELAY_OPERATOR=OPERATOR, RELAY_PAYLOAD_KEYS=Fernet.generate_key().decode())
     web = app.test_client()
