@@ -46,9 +46,14 @@ def audit_list(actor: str | None, action: str | None, limit: int, as_json: bool)
         click.echo("no audit entry matches")
         return
     from rich.markup import escape
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("id", "when (UTC)", "who", "from", "action", "on", "outcome")
+    # Whole times and names, folded rather than cut short on a narrow terminal.
+    table = Table(
+        "id",
+        Column("when (UTC)", no_wrap=True),
+        *(Column(name, overflow="fold") for name in ("who", "from", "action", "on", "outcome")),
+    )
     for e in entries:
         where = e["interface"] + (f" {e['address']}" if e["address"] else "")
         outcome = f"[{OUTCOME_STYLES.get(e['outcome'], '')}]{e['outcome']}[/]"
