@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from operations import audit
+from operations.audit import Actor
 from operations.filters import EventFilter
 from operations.masking import mask_personal_data
 from relay.models import DeliveryAttempt, DeliveryStatus, Event
@@ -32,12 +34,16 @@ def list_query(filters: EventFilter, limit: int) -> sa.Select:
     )
 
 
-def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False) -> dict | None:
+def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor: Actor | None = None) -> dict | None:
     """One event in full: every delivery with its attempts (oldest first), its validation
-    errors, and its payload with personal data masked unless `reveal`. None when there is no
-    such event."""
+    errors, and its payload with personal data masked unless `reveal` (recorded in the audit log
+    as `actor`'s before it is returned). None when there is no such event."""
+    if reveal:
+        assert actor is not None, "a reveal is audited: say whose it is"
     with runtime.session() as session:
         event = session.get(Event, event_id, options=[selectinload(Event.deliveries)])
+        if reveal and actor is not None:
+            audit.record(runtime, actor, "events.reveal", {"events": [event_id]}, *_found(event))
         if event is None:
             return None
         detail = event_summary(event, full=True)
@@ -46,6 +52,10 @@ def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False) -> di
             delivery["attempt_history"] = attempts.get(delivery["id"], [])
         payload = event.payload if reveal else mask_personal_data(event.payload)
         return detail | {"payload": payload, "validation_errors": event.errors}
+
+
+def _found(event: Event | None) -> tuple[str, str | None]:
+    return (audit.OK, None) if event is not None else (audit.REFUSED, "no such event")
 
 
 def event_summary(event: Event, full: bool = False) -> dict:

@@ -5,11 +5,13 @@ key. What `relay keys` does; its module docstring says how rotation goes."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from operations import audit
+from operations.audit import Actor
 from relay.db import Database
 from relay.models import Base, Event, EventSubject, JSONType
 from relay.runtime import Runtime
@@ -88,9 +90,25 @@ def rotation_count(runtime: Runtime, digests: bool) -> int:
     return count(runtime.db, digests)
 
 
-def rotation(runtime: Runtime, batch_size: int, digests: bool = False) -> Iterator[int]:
-    """`rotate` on the runtime's store, with its RELAY_LOOKUP_KEY for the digests."""
-    return rotate(runtime.db, batch_size, digests, runtime.config.lookup_key)
+def rotation(
+    runtime: Runtime, batch_size: int, digests: bool = False, *, actor: Actor, on_batch: Callable[[int], None]
+) -> int:
+    """`rotate` on the runtime's store, with its RELAY_LOOKUP_KEY for the digests: `on_batch`
+    hears each committed batch's size; how many events were done. Audited as `actor`'s (how
+    many events were done, also when stopped or interrupted)."""
+    done = 0
+    with audit.audited(runtime, actor, "keys.rotate") as entry:
+        entry.details["digests"] = digests
+        try:
+            for batch in rotate(runtime.db, batch_size, digests, runtime.config.lookup_key):
+                done += batch
+                on_batch(batch)
+        except RotationStopped as stopped:
+            entry.failed(f"stopped at {stopped}")  # an event id and the key's id (SealedDataError): no data
+            raise
+        finally:
+            entry.details["events"] = done
+    return done
 
 
 def _to_do(db: Database, digests: bool):

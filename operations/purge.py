@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from operations import audit
+from operations.audit import Actor
 from relay.models import utcnow
 from relay.runtime import Runtime
 from workers import retention
@@ -29,10 +31,13 @@ def plan_purge(runtime: Runtime, *, older_than_s: float | None = None, include_f
         return PurgePlan(ages, retention.purge_count(session, ages.conditions(utcnow())))
 
 
-def purge(runtime: Runtime, ages: Ages, *, recorded_as: str | None = None) -> RunResult:
-    """Delete what `ages` allow, batch by batch; with `recorded_as`, record the run as a
-    retention run by that name (what `relay doctor` reports)."""
-    result = retention.purge(ages, db=runtime.db)
+def purge(runtime: Runtime, ages: Ages, *, actor: Actor, recorded_as: str | None = None) -> RunResult:
+    """Delete what `ages` allow, batch by batch, audited as `actor`'s; with `recorded_as`, record
+    the run as a retention run by that name (what `relay doctor` reports)."""
+    with audit.audited(runtime, actor, "events.purge") as entry:
+        entry.details |= {"older_than_s": ages.finished_s, "failed_older_than_s": ages.failed_s}
+        result = retention.purge(ages, db=runtime.db)
+        entry.details |= {"purged": result.purged, "complete": result.complete}
     if recorded_as is not None:
         retention.record_run(runtime.redis, by=recorded_as, result=result)
     return result

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
+from operations import audit
+from operations.audit import Actor
 from operations.filters import EventFilter
 from relay.config import Config
 from relay.destinations import Destination, Registry
@@ -71,11 +73,34 @@ def replay(
     dry_run: bool,
     destination: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    actor: Actor,
 ) -> ReplayResult:
     """Replay the events (or, dry, count what a replay would do: no row lock, no write).
-    `on_batch` hears how many events each committed batch held."""
-    config = runtime.config
+    `on_batch` hears how many events each committed batch held. A replay is audited as `actor`'s,
+    with the deliveries it sent again (interrupted: those replayed so far)."""
     result = ReplayResult()
+    if dry_run:
+        return _replay(runtime, event_ids, result, force, True, destination, on_batch)
+    with audit.audited(runtime, actor, "events.replay") as entry:
+        entry.details |= {"force": force, "destination": destination}
+        try:
+            return _replay(runtime, event_ids, result, force, False, destination, on_batch)
+        finally:
+            entry.ids("events", event_ids)
+            entry.ids("deliveries", result.delivery_ids)
+            entry.details["skipped"] = sum(result.skipped.values())
+
+
+def _replay(
+    runtime: Runtime,
+    event_ids: list[int],
+    result: ReplayResult,
+    force: bool,
+    dry_run: bool,
+    destination: str | None,
+    on_batch: Callable[[int], None] | None,
+) -> ReplayResult:
+    config = runtime.config
     for batch in _batches(event_ids):
         with runtime.session() as session:
             query = (

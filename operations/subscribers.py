@@ -8,9 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from operations import audit
+from operations.audit import Actor
 from relay.destinations import Destination
 from relay.runtime import Runtime
 from workers import erasure, identity
+from workers.outcomes import Deferred
+from workers.vendor_errors import VendorError
 
 
 def forget_plan(runtime: Runtime, person: erasure.Person) -> erasure.ErasurePlan:
@@ -43,34 +47,53 @@ def vendor_asks(runtime: Runtime, person: erasure.Person, vendor: str) -> dict[s
     return step.asked(person, runtime.config)
 
 
-def forget(runtime: Runtime, person: erasure.Person, *, purge: Sequence[str] = ()) -> Forgotten:
+def forget(
+    runtime: Runtime, person: erasure.Person, *, named: erasure.Person, actor: Actor, purge: Sequence[str] = ()
+) -> Forgotten:
     """Erase `person` from the store (planned again under their locks), after asking each vendor
     in `purge` (destinations with an erasure step) to erase them too; a vendor's refusal
-    (VendorError, Deferred) changes nothing in the store."""
+    (VendorError, Deferred) changes nothing in the store. Audited as `actor`'s, the person by
+    the digest of how the operator `named` them (erasure.reference, as the CLI prints it)."""
     config = runtime.config
-    with erasure.locked(person, runtime) as locks, runtime.session() as session:
-        found = erasure.plan(session, person, config.lookup_key)
-        requests = {}
-        for vendor in purge:
-            step = runtime.destinations[vendor].erasure
-            assert step is not None, f"{vendor} takes no erasure request"
-            requests[vendor] = step.request(found.person, runtime)
-        for lock in locks:  # the vendors' calls may have taken part of their lease
-            lock.reacquire()
-        erasure.erase(session, found, config.lookup_key)
-        session.commit()
+    with audit.audited(runtime, actor, "subscribers.forget", person=erasure.reference(named, config)) as entry:
+        entry.details["purge"] = list(purge)
+        try:
+            with erasure.locked(person, runtime) as locks, runtime.session() as session:
+                found = erasure.plan(session, person, config.lookup_key)
+                requests = {}
+                for vendor in purge:
+                    step = runtime.destinations[vendor].erasure
+                    assert step is not None, f"{vendor} takes no erasure request"
+                    requests[vendor] = step.request(found.person, runtime)
+                for lock in locks:  # the vendors' calls may have taken part of their lease
+                    lock.reacquire()
+                erasure.erase(session, found, config.lookup_key)
+                session.commit()
+        except erasure.Busy:
+            entry.refused("busy: a delivery for them holds their locks")
+            raise
+        except VendorError as exc:
+            status = f" (HTTP {exc.status})" if exc.status else ""
+            entry.failed(f"{exc.vendor} did not take the erasure request{status}")
+            raise
+        except Deferred:
+            entry.failed("a vendor deferred the erasure request")
+            raise
+        entry.details |= found.counts() | {f"{vendor}_requests": len(ids) for vendor, ids in requests.items()}
     return Forgotten(found, requests)
 
 
 @dataclass(frozen=True)
 class Links:
     """What Relay keeps of a person at the vendors: `held` names the links of the destinations
-    asked about; `known` says whether the store knows them at all (an event or any link)."""
+    asked about; `known` says whether the store knows them at all (an event or any link);
+    `reference` is the digest of the person as the operator named them (erasure.reference)."""
 
     person: erasure.Person
     keys: list[str]
     known: bool
     held: list[str]
+    reference: str
 
 
 def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str]) -> Links:
@@ -79,16 +102,24 @@ def links(runtime: Runtime, subscriber: erasure.Person, destinations: list[str])
         person, events = erasure.identify(session, subscriber, lookup_key)
         keys = person.subject_keys(lookup_key)
         known = bool(events) or identity.kept(session, keys)
-        return Links(person, keys, known, identity.held(session, keys, _named(runtime, destinations)))
+        held = identity.held(session, keys, _named(runtime, destinations))
+        return Links(person, keys, known, held, erasure.reference(subscriber, runtime.config))
 
 
-def unlink(runtime: Runtime, found: Links, destinations: list[str]) -> list[str]:
+def unlink(runtime: Runtime, found: Links, destinations: list[str], *, actor: Actor) -> list[str]:
     """Drop the links of `destinations`, under the person's locks; what was dropped. Raises
-    redis.RedisError when the locks cannot be taken (nothing changed)."""
-    # A delivery for them finishes before, or starts after.
-    with erasure.locked(found.person, runtime), runtime.session() as session:
-        dropped = identity.unlink(session, found.keys, _named(runtime, destinations))
-        session.commit()
+    redis.RedisError when the locks cannot be taken (nothing changed). Audited as `actor`'s."""
+    with audit.audited(runtime, actor, "subscribers.unlink", person=found.reference) as entry:
+        entry.details["destinations"] = destinations
+        try:
+            # A delivery for them finishes before, or starts after.
+            with erasure.locked(found.person, runtime), runtime.session() as session:
+                dropped = identity.unlink(session, found.keys, _named(runtime, destinations))
+                session.commit()
+        except erasure.Busy:
+            entry.refused("busy: a delivery for them holds their locks")
+            raise
+        entry.details["dropped"] = dropped
     return dropped
 
 

@@ -90,6 +90,7 @@ class Config:
     proxy_hops: int
     payload_keys: tuple[str, ...]
     lookup_key: str | None
+    operator: str | None
     # Every destination this process knows (relay.destinations: the installed ones and RELAY_PLUGINS').
     destinations: Registry
     # Each destination group's settings object by group name (`of`).

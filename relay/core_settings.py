@@ -9,6 +9,7 @@ import ssl
 import sys
 from typing import Any
 
+import marshmallow as ma
 from cryptography.fernet import Fernet
 
 from relay.settings import (
@@ -412,6 +413,16 @@ SECURITY = SettingsGroup(
             doc="at least 32 random characters (`relay keys new`): keys the digests of subscriber ids and emails "
             "stored beside each event (HMAC-SHA256), so the database alone cannot be searched for a person "
             '(see "Personal data at rest"); after changing it run `relay keys rotate --digests`',
+        ),
+        Setting(
+            "RELAY_OPERATOR",
+            "operator",
+            Text(validate=ma.validate.Length(max=254, error="must be at most {max} characters")),
+            shown_default="the OS user",
+            # One person's name, set where they run `relay` (their shell, `heroku run -e`), not the app's.
+            heroku=None,
+            doc="who the audit log says ran a `relay` command that acts (replay, reveal, forget, unlink, purge, "
+            'key rotation, `relay users`): your email or name, where you run `relay` (see "Audit log")',
         ),
     ),
 )

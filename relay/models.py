@@ -237,3 +237,48 @@ class DestinationLink(Base):
     # The destination's own keys (Destination.remembers names them), e.g. Spruce's contact_id.
     data: Mapped[dict] = mapped_column(JSONType, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Account(Base):
+    """A person who signs in to the console: a viewer sees, an operator also acts
+    (operations.accounts). Sessions carry `session_version`; a change of password or role raises
+    it, and a removed account has no row, so both end every session signed in before."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Lowercase, trimmed: one account per address whatever its case.
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(20))
+    # werkzeug.security's scrypt hash (method, salt and hash in one string), never the password.
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    session_version: Mapped[int] = mapped_column(default=1, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    """One operator action, from the CLI or the console (operations.audit): who, when, from
+    where, what, on which ids, and how it ended. Ids, digests and account emails only: never a
+    subscriber's data or a payload value."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        # `relay audit list --actor` / `--action`, newest first.
+        sa.Index("ix_audit_entries_actor_id", "actor", "id"),
+        sa.Index("ix_audit_entries_action_id", "action", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # An account's email (console), RELAY_OPERATOR or the OS user (CLI).
+    actor: Mapped[str] = mapped_column(sa.String(254))
+    interface: Mapped[str] = mapped_column(sa.String(10))  # "cli" or "console"
+    address: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # the console's client
+    action: Mapped[str] = mapped_column(sa.String(40))
+    # {"events": [ids], "deliveries": [ids], "account": email, "person": "person-…"}, as the action has them.
+    targets: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # What else the action was given or did, in counts and flags (force, role, events re-sealed).
+    details: Mapped[dict] = mapped_column(JSONType, default=dict)
+    outcome: Mapped[str] = mapped_column(sa.String(10))  # "ok", "refused" or "failed"
+    reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)

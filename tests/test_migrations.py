@@ -2,8 +2,8 @@
 progress, step times and the throttle slot, and gives catch-up work its own lane; 0006 stores
 the subscriber digests of the events already received; 0008 builds the indexes the models
 declare (bench/million's), 0010 gives each destination its links in a row of its own,
-0011 adds the attempt history (its rows go with their delivery); and each of them can be
-downgraded."""
+0011 adds the attempt history (its rows go with their delivery), 0012 the console's accounts
+and the audit log; and each of them can be downgraded."""
 from __future__ import annotations
 
 import hashlib
@@ -241,4 +241,35 @@ def test_0011_adds_the_attempt_history_whose_rows_go_with_their_delivery_and_can
     old_store.downgrade("0010")
     with old_store.engine.connect() as conn:
         assert "delivery_attempts" not in sa.inspect(conn).get_table_names()
+    old_store.upgrade()
+
+
+def test_0012_adds_accounts_and_the_audit_log_as_the_models_declare_and_can_be_downgraded(old_store):
+    old_store.upgrade("0011")
+    with old_store.engine.connect() as conn:
+        assert not {"accounts", "audit_entries"} & set(sa.inspect(conn).get_table_names())
+
+    old_store.upgrade()
+
+    with old_store.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for table in ("accounts", "audit_entries"):
+            assert {c["name"] for c in inspector.get_columns(table)} == set(Base.metadata.tables[table].c.keys())
+        assert [u["column_names"] for u in inspector.get_unique_constraints("accounts")] == [["email"]]
+    assert stored_indexes(old_store, "audit_entries") == {index.name for index in
+                                                          Base.metadata.tables["audit_entries"].indexes}
+    with old_store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (email, role, password_hash, created_at, updated_at) "
+                             "VALUES ('a@clinic.example', 'viewer', 'scrypt:x', :at, :at)"), {"at": CREATED})
+        version = conn.execute(sa.text("SELECT session_version FROM accounts")).scalar()
+        with pytest.raises(sa.exc.IntegrityError):  # one account per email
+            with conn.begin_nested():
+                conn.execute(sa.text("INSERT INTO accounts (email, role, password_hash, created_at, updated_at) "
+                                     "VALUES ('a@clinic.example', 'operator', 'scrypt:y', :at, :at)"), {"at": CREATED})
+    assert version == 1
+
+    old_store.downgrade("0011")
+
+    with old_store.engine.connect() as conn:
+        assert not {"accounts", "audit_entries"} & set(sa.inspect(conn).get_table_names())
     old_store.upgrade()

@@ -10,6 +10,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from relay.app import create_base_app
 from relay.config import ConfigError, load_env_file
 from relay.runtime import Runtime
+from web.cli.audit import audit_group
 from web.cli.backfill import backfill_command
 from web.cli.doctor import doctor_command
 from web.cli.events import events_group
@@ -18,6 +19,7 @@ from web.cli.send import send_command
 from web.cli.sparkloop import sparkloop_group
 from web.cli.subscribers import subscribers_group
 from web.cli.support import store_errors
+from web.cli.users import users_group
 from web.cli.worker import worker_command
 
 
@@ -147,3 +149,5 @@ main.add_command(subscribers_group)
 main.add_command(sparkloop_group)
 main.add_command(doctor_command)
 main.add_command(send_command)
+main.add_command(users_group)
+main.add_command(audit_group)

@@ -15,6 +15,7 @@ from operations.stats import collect_stats
 from relay.durations import human_duration
 from relay.models import DeliveryStatus, Lane
 from relay.runtime import Runtime
+from web.cli.audit import cli_actor
 from web.cli.filters import filter_options
 from web.cli.replay import replay_command
 from web.cli.support import Duration, When, console, store_errors, styled
@@ -113,7 +114,8 @@ def _follow(follower) -> None:
 def events_show(event_id: int, reveal: bool, as_json: bool):
     """Show one event: its stored payload (personal data masked) and every delivery, with each
     of its attempts."""
-    detail = event_detail(Runtime.of(current_app), event_id, reveal=reveal)
+    runtime = Runtime.of(current_app)
+    detail = event_detail(runtime, event_id, reveal=reveal, actor=cli_actor(runtime))
     if detail is None:
         raise click.BadParameter(f"no event with id {event_id}", param_hint="EVENT_ID")
     payload = detail["payload"]
@@ -218,7 +220,7 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
     if not yes:
         click.confirm(f"Delete {count} {scope}?", abort=True)
     recorded_as = "relay events purge --retention" if retention and not include_failed else None
-    result = purging.purge(runtime, ages, recorded_as=recorded_as)
+    result = purging.purge(runtime, ages, actor=cli_actor(runtime), recorded_as=recorded_as)
     click.echo(f"purged {result.purged} {scope}")
 
 

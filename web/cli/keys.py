@@ -24,6 +24,7 @@ from flask.cli import with_appcontext
 
 from operations.keys import BATCH, RotationStopped, key_counts, rotation, rotation_count
 from relay.runtime import Runtime
+from web.cli.audit import cli_actor
 from web.cli.support import console, store_errors
 
 
@@ -73,12 +74,16 @@ def keys_rotate(batch_size: int, digests: bool):
     from rich.progress import Progress
 
     done = 0
+
+    def advance(batch: int) -> None:
+        nonlocal done
+        done += batch
+        progress.advance(task, batch)
+
     try:
         with Progress(console=console(), transient=True) as progress:
             task = progress.add_task("re-sealing", total=total)
-            for batch in rotation(runtime, batch_size, digests):
-                done += batch
-                progress.advance(task, batch)
+            rotation(runtime, batch_size, digests, actor=cli_actor(runtime), on_batch=advance)
     except KeyboardInterrupt:
         click.echo(
             f"interrupted after {done} of {total} events: what was done stays done; run "

@@ -23,6 +23,7 @@ from operations.replay import (
 from relay.durations import human_duration
 from relay.models import DeliveryStatus
 from relay.runtime import Runtime
+from web.cli.audit import cli_actor
 from web.cli.filters import filter_options
 from web.cli.support import Duration, console, store_errors
 
@@ -70,7 +71,9 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
         click.echo("no event matches: nothing to replay")
         return
     if dry_run:
-        result = replay(runtime, event_ids, force=force, dry_run=True, destination=filters.destination)
+        result = replay(
+            runtime, event_ids, force=force, dry_run=True, destination=filters.destination, actor=cli_actor(runtime)
+        )
         _print_plan(result, sending_estimates(runtime, result))
         return
     if len(event_ids) > CONFIRM_ABOVE and not yes:
@@ -88,6 +91,7 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
                 dry_run=False,
                 destination=filters.destination,
                 on_batch=lambda n: progress.advance(task, n),
+                actor=cli_actor(runtime),
             )
     except KeyboardInterrupt:
         click.echo(

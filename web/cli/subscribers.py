@@ -21,6 +21,7 @@ from flask.cli import with_appcontext
 from operations import subscribers as requests
 from relay.destinations import PLUGINS_VARIABLE, Destination, Registry
 from relay.runtime import Runtime
+from web.cli.audit import cli_actor
 from web.cli.support import store_errors
 from workers import erasure
 from workers.outcomes import Deferred
@@ -90,7 +91,7 @@ def subscribers_forget(subscriber: erasure.Person, purge: tuple[str, ...], purge
             raise click.UsageError("not on a terminal: pass --yes to confirm the erasure")
         click.confirm(f"Erase {ref} ({_summary(found)})?", abort=True)
     try:
-        forgotten = requests.forget(runtime, found.person, purge=vendors)
+        forgotten = requests.forget(runtime, found.person, named=subscriber, actor=cli_actor(runtime), purge=vendors)
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None
@@ -224,7 +225,7 @@ def subscribers_unlink(subscriber: erasure.Person, destinations: tuple[str, ...]
         click.echo("dry run: nothing changed")
         return
     try:
-        dropped = requests.unlink(runtime, found, chosen)
+        dropped = requests.unlink(runtime, found, chosen, actor=cli_actor(runtime))
     except erasure.Busy as exc:
         click.echo(f"Error: {exc}; nothing changed, run the same command again", err=True)
         raise SystemExit(1) from None
