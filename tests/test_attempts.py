@@ -4,16 +4,16 @@ with their delivery; a run that lost its claim writes none; no row holds a paylo
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from operations.events import event_detail
-from relay.models import Delivery, DeliveryAttempt, utcnow
+from relay.models import DeliveryAttempt, utcnow
 from relay.runtime import Runtime
 from schemas.personal import personal_strings
 from testbed.apps import (
-    deliver, deliveries, delivery_to, events, post_event, received_days_ago, run_pending, run_sweep, sandbox_state,
+    deliver, deliveries, delivery_to, events, post_event, received_days_ago, run_pending, sandbox_state,
 )
 from testbed.cli import invoke
 from testbed.examples import load_fixture
@@ -133,29 +133,6 @@ def test_no_attempt_holds_a_payload_value_even_when_the_vendor_quotes_the_reques
     for text, where in ((rows, "the attempts' rows"), (shown, "relay events show")):
         assert "<redacted>" in text, where  # the vendor did quote them
         assert not [value for value in personal if leaked(value, text)], where
-
-
-def test_a_run_that_lost_its_claim_writes_no_attempt(client, app):
-    from workers.engine import Run, _claim, _finish
-
-    post_event(client, load_fixture("reward_unlocked"))
-    delivery_id = delivery_to(app, "sprig").id
-    runtime = Runtime.of(app)
-
-    def run(claim) -> Run:
-        return Run(claim, event_id=1, event_type="reward_unlocked", destination="sprig", received_at=utcnow())
-
-    stale, _, _ = _claim(runtime, delivery_id)
-    with runtime.session() as session:  # its worker froze past the lease
-        session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-        session.commit()
-    assert run_sweep(app)["released"] == 1
-    current, _, _ = _claim(runtime, delivery_id)
-    assert _finish(runtime, run(stale)) == "skipped"
-    assert stored_attempts(app) == []
-    assert _finish(runtime, run(current)) == "succeeded"
-    assert [(a.delivery_id, a.attempt, a.outcome) for a in stored_attempts(app)] == [(delivery_id, 2, "succeeded")]
 
 
 def delivered_with_attempts(client, app, sandbox, payload: dict) -> None:

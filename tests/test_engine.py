@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 from cryptography.fernet import Fernet
 
-from relay.models import Delivery, utcnow
+from relay.models import Delivery, DeliveryAttempt, utcnow
 from relay.sealing import key_id
 from relay.runtime import Runtime
 from schemas.events import validate_event
@@ -237,7 +237,15 @@ def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
     current, _, _ = _claim(runtime, delivery_id)
     assert _finish(runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
     assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
+    assert attempt_rows(app) == []  # nor an attempt of its own
     assert _finish(runtime, run(current)) == "succeeded"
+    assert attempt_rows(app) == [(delivery_id, 2, "succeeded")]
+
+
+def attempt_rows(app) -> list[tuple[int, int, str]]:
+    with Runtime.of(app).db.session() as session:
+        return [tuple(row) for row in session.execute(
+            sa.select(DeliveryAttempt.delivery_id, DeliveryAttempt.attempt, DeliveryAttempt.outcome))]
 
 
 def test_a_sprig_event_whose_answer_was_lost_is_not_counted_twice(client, app, sandbox):
