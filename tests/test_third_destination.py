@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from operations.audit import Actor
 from operations.subscribers import erasing_vendors, forget, vendor_asks
 from relay.config import ConfigError, load_config
 from relay.runtime import Runtime
@@ -168,7 +169,7 @@ def test_an_erasure_request_reaches_it(with_ledger, ledger):
     runtime = Runtime.of(app)
     assert NAME in erasing_vendors(runtime) and vendor_asks(runtime, person, NAME) == {"email": 1}
 
-    forgotten = forget(runtime, person, purge=(NAME,))
+    forgotten = forget(runtime, person, named=person, actor=Actor.cli("test"), purge=(NAME,))
 
     assert forgotten.requests == {NAME: ["del_1"]}
     assert [r["email"] for r in ledger.records] == [example["referrer"]["email"]]
