@@ -98,7 +98,7 @@ def fuzz(store: str, app, cases: int) -> int:
         print("  problem:", problem)
     if unfinished:
         print("  not finished:", unfinished)
-    Runtime.of(app).db.dispose()
+    Runtime.of(app).close()
     return int(bool(problems or unfinished or any(int(s) >= 500 for s in tally)))
 
 

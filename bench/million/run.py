@@ -282,7 +282,7 @@ def main() -> None:
             rows.append((name, statistics.median(times), max(times)))
             print(f"{name:<72} {rows[-1][1]:>8.1f} {rows[-1][2]:>8.1f}  {'yes' if rows[-1][2] < LIMIT_MS else 'NO'}",
                   flush=True)
-        Runtime.of(app).db.dispose()
+        Runtime.of(app).close()
 
     env = environment(db) | {"load": (load_before, shell("cat /proc/loadavg | cut -d' ' -f1-3"))}
     db.dispose()

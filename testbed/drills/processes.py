@@ -142,7 +142,7 @@ class Drill:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         if self._app is not None:
-            Runtime.of(self._app).db.dispose()
+            Runtime.of(self._app).close()
 
 
 class RedisServer:
