@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import click
 
 from operations.filters import EVENT_STATUSES, EventFilter
-from relay.destinations import PLUGINS_VARIABLE, Registry
-from web.cli.support import When
+from web.cli.support import When, known_destinations
 
 
 class DestinationName(click.ParamType):
@@ -20,7 +18,7 @@ class DestinationName(click.ParamType):
     name = "destination"
 
     def convert(self, value, param, ctx):
-        known = sorted(Registry.discover(os.environ.get(PLUGINS_VARIABLE)))
+        known = sorted(known_destinations())
         if value not in known:
             self.fail(f"{value!r} is not a destination; choose from {', '.join(known)}", param, ctx)
         return value

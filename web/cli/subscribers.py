@@ -9,7 +9,6 @@ when there is none to ask on: a script must say --yes."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -19,10 +18,10 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from operations import subscribers as requests
-from relay.destinations import PLUGINS_VARIABLE, Destination, Registry
+from relay.destinations import Destination
 from relay.runtime import Runtime
 from web.cli.audit import cli_actor
-from web.cli.support import store_errors
+from web.cli.support import known_destinations, store_errors
 from workers import erasure
 from workers.outcomes import Deferred
 from workers.vendor_errors import VendorError
@@ -46,11 +45,7 @@ def _person(ctx, param, value) -> erasure.Person:
 def _installed(fits: Callable[[Destination], object]) -> list[str]:
     """The installed destinations (and RELAY_PLUGINS') that `fits`, for a help text; what the
     command accepts is the app's registry's (see _purged, _unlinked)."""
-    return [name for name, destination in _registry().items() if fits(destination)]
-
-
-def _registry() -> Registry:
-    return Registry.discover(os.environ.get(PLUGINS_VARIABLE))
+    return [name for name, destination in known_destinations().items() if fits(destination)]
 
 
 @subscribers_group.command("forget")
@@ -62,7 +57,7 @@ def _registry() -> Registry:
     metavar="DESTINATION",
     help="Also ask this destination to erase them (repeatable): one that takes an erasure request"
     f" ({', '.join(_installed(lambda d: d.erasure)) or 'none installed'}). "
-    + "; ".join(f"{name}: {d.erasure.then}" for name, d in _registry().items() if d.erasure and d.erasure.then)
+    + "; ".join(f"{name}: {d.erasure.then}" for name, d in known_destinations().items() if d.erasure and d.erasure.then)
     + ".",
 )
 @click.option("--purge-sprig", is_flag=True, hidden=True, help="Deprecated: --purge sprig.")
@@ -199,7 +194,7 @@ def _report(
     metavar="DESTINATION",
     help="Only what this destination remembers (repeatable; default: all of them: "
     f"{', '.join(_installed(lambda d: d.remembers)) or 'none installed'}). What the next delivery does without it: "
-    + "; ".join(f"{name} {d.unlinked}" for name, d in _registry().items() if d.remembers and d.unlinked)
+    + "; ".join(f"{name} {d.unlinked}" for name, d in known_destinations().items() if d.remembers and d.unlinked)
     + ".",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; change nothing.")

@@ -4,11 +4,13 @@ option types, rich output."""
 from __future__ import annotations
 
 import functools
+import os
 from datetime import datetime
 
 import click
 
 from operations.store import STORE_UNAVAILABLE
+from relay.destinations import PLUGINS_VARIABLE, Registry
 from relay.durations import parse_duration, parse_when
 from relay.sealing import SealedDataError
 
@@ -24,6 +26,12 @@ STATUS_STYLES = {
     "received": "yellow",
     "processing": "cyan",
 }
+
+
+def known_destinations() -> Registry:
+    """The destinations a command's options name before its app exists (help texts, option
+    checks): the installed ones and RELAY_PLUGINS' (`.env` is read by then: web.cli.RelayGroup)."""
+    return Registry.discover(os.environ.get(PLUGINS_VARIABLE))
 
 
 def store_errors(command):
