@@ -72,30 +72,27 @@ def _record_finished(client: redis.Redis) -> None:
 
 def sweep(runtime: Runtime, now=None) -> dict[str, int]:
     now = now or utcnow()
-    forgotten = _broker_forgot(runtime.redis)
+    republished = recover_from_lost_broker(runtime)
     with runtime.session() as session:
         released = _changed(session, release_expired_leases(now))
-        republished = _changed(session, forget_enqueued()) if forgotten else 0
-        handed_back = republished
+        handed_back = republished or 0
         if not _backlogged(runtime.redis):
             handed_back += _changed(session, forget_overdue(now))
         session.commit()
-    if forgotten:
-        _report_forgotten(republished)
-    return {"released": released, "handed_back": handed_back, "broker_forgot": int(forgotten)}
+    return {"released": released, "handed_back": handed_back, "broker_forgot": int(republished is not None)}
 
 
-def recover_from_lost_broker(runtime: Runtime) -> bool:
-    """What a worker does as it starts: if Redis lost its data since the last process used it
-    (the marker is gone), every pending delivery that counted as enqueued is handed back, as
-    the sweep would. Returns whether the marker was gone."""
+def recover_from_lost_broker(runtime: Runtime) -> int | None:
+    """If Redis lost its data since the last process used it (the marker is gone), every
+    pending delivery that counted as enqueued is handed back: how many, or None when the marker
+    was there. Each sweep does it, and each worker as it starts."""
     if not _broker_forgot(runtime.redis):
-        return False
+        return None
     with runtime.session() as session:
         republished = _changed(session, forget_enqueued())
         session.commit()
     _report_forgotten(republished)
-    return True
+    return republished
 
 
 def _changed(session: Session, update: sa.Update) -> int:
