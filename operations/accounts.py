@@ -96,6 +96,17 @@ def list_accounts(runtime: Runtime) -> list[AccountView]:
         return [AccountView.of(a) for a in session.scalars(sa.select(Account).order_by(Account.email))]
 
 
+def find_account(runtime: Runtime, email: str) -> AccountView | None:
+    """The account with this email (any case), or None (also for text that is no email)."""
+    try:
+        email = normal_email(email)
+    except AccountError:
+        return None
+    with runtime.session() as session:
+        account = _find(session, email)
+        return AccountView.of(account) if account is not None else None
+
+
 def add_account(runtime: Runtime, email: str, role: str, password: str, *, actor: Actor) -> AccountView:
     """A new account; AccountError (recorded as refused) when one has this email already."""
     email, role, hashed = normal_email(email), checked_role(role), _hashed(password)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from relay.core_settings import (
+    CONSOLE,
     CORE_GROUPS,
     DELIVERY,
     LOG_FORMATS,
@@ -53,6 +54,7 @@ DOCUMENTED_GROUPS: tuple[SettingsGroup[Any], ...] = (
     RETENTION,
     OBSERVABILITY,
     SECURITY,
+    CONSOLE,
     PLATFORM,
 )
 # Every variable load_config reads (load_env_file, tests/test_compose.py).
@@ -91,6 +93,8 @@ class Config:
     payload_keys: tuple[str, ...]
     lookup_key: str | None
     operator: str | None
+    console_secret_key: str | None
+    console_idle_s: float
     # Every destination this process knows (relay.destinations: the installed ones and RELAY_PLUGINS').
     destinations: Registry
     # Each destination group's settings object by group name (`of`).

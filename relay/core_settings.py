@@ -30,6 +30,8 @@ from relay.settings import (
 
 LOG_FORMATS = ("json", "text")
 MIN_LOOKUP_KEY_LENGTH = 32
+# A random 32-character key of `relay keys new`'s alphabet has about 25 different characters.
+MIN_CONSOLE_KEY_DISTINCT = 12
 # Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
@@ -427,6 +429,47 @@ SECURITY = SettingsGroup(
     ),
 )
 
+
+class ConsoleKey(Parsed):
+    """The console's session-signing key: long and not guessable (a word padded out, or a pattern
+    repeated, has few different characters), because whoever knows it can sign a session cookie for any account."""
+
+    def parse(self, text: str) -> str:
+        if len(text) < MIN_LOOKUP_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_LOOKUP_KEY_LENGTH} characters of random text (make one with `relay keys new`)"
+            )
+        if len(set(text)) < MIN_CONSOLE_KEY_DISTINCT:
+            raise ValueError(
+                "is guessable (too few different characters): use random text (make one with `relay keys new`)"
+            )
+        return text
+
+
+CONSOLE = SettingsGroup(
+    "console",
+    "Console",
+    build=lambda r: r.values,
+    settings=(
+        Setting(
+            "RELAY_CONSOLE_SECRET_KEY",
+            "console_secret_key",
+            ConsoleKey(),
+            secret=True,
+            shown_default="– (console off)",
+            doc="at least 32 random characters (`relay keys new`): turns the web console on at `/console/` and "
+            'signs its sessions; changing it signs everyone out (see "Console")',
+        ),
+        Setting(
+            "RELAY_CONSOLE_IDLE",
+            "console_idle_s",
+            Duration(),
+            default="30m",
+            doc="a console session ends after this long without a request",
+        ),
+    ),
+)
+
 # Read by gunicorn.conf.py and the Procfile, not by load_config: declared for the documentation.
 PLATFORM: SettingsGroup[Any] = SettingsGroup(
     "platform",
@@ -476,6 +519,7 @@ CORE_GROUPS: tuple[SettingsGroup[dict[str, Any]], ...] = (
     RETENTION,
     OBSERVABILITY,
     SECURITY,
+    CONSOLE,
 )
 
 

@@ -36,6 +36,7 @@ from relay.observability import init_sentry  # noqa: E402
 from relay.runtime import Runtime  # noqa: E402
 from sandbox import SandboxSettings, serve_in_thread  # noqa: E402
 from testbed.apps import TOKEN, fresh_services, make_app  # noqa: E402
+from testbed.console import CONSOLE_KEY, signed_in_client  # noqa: E402
 from testbed.drills.processes import Drill, RedisServer  # noqa: E402
 from testbed.exchanges import Exchange, record_exchanges  # noqa: E402
 from testbed.sentry import SentryCapture, sentry_off  # noqa: E402
@@ -212,6 +213,24 @@ def app(relay_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def console_app(relay_app):
+    """The web app with the console on."""
+    return relay_app(RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY)
+
+
+@pytest.fixture
+def operator(console_app):
+    """A test client signed in to the console as an operator (operator@example.org)."""
+    return signed_in_client(console_app, "operator@example.org", "operator")
+
+
+@pytest.fixture
+def viewer(console_app):
+    """A test client signed in to the console as a viewer (viewer@example.org)."""
+    return signed_in_client(console_app, "viewer@example.org", "viewer")
 
 
 @pytest.fixture

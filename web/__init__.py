@@ -10,8 +10,10 @@ from relay.app import create_base_app
 
 
 def create_app(environ: dict[str, str] | None = None) -> Flask:
-    """The webhook intake and health checks; needs SPARKLOOP_WEBHOOK_TOKEN."""
+    """The webhook intake, health checks and (with RELAY_CONSOLE_SECRET_KEY) the console; needs
+    SPARKLOOP_WEBHOOK_TOKEN."""
     app = create_base_app(environ, require_webhook_token=True)
+    from web.console import register_console
     from web.health import bp as health_bp
     from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
@@ -20,6 +22,7 @@ def create_app(environ: dict[str, str] | None = None) -> Flask:
 
     for blueprint in (health_bp, webhooks_bp, openapi_bp, metrics_bp):
         app.register_blueprint(blueprint)
+    register_console(app)
     secure(app, app.config["RELAY"].proxy_hops)
     return app
 
