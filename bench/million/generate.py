@@ -19,6 +19,8 @@ fills it inside PostgreSQL (INSERT … SELECT over generate_series; no row cross
   resolved 429/503; a failed event has one failed delivery with a vendor error as
   workers.vendor_errors writes them; received events' deliveries pending and published, a
   processing event's delivery in flight under a lease or pending for a retry.
+- delivery_attempts: one per run of each delivery that ran (a retried one's earlier runs
+  retried with a 503), Spruce's with its rate headers; audit_entries: 20,000 operator actions.
 - event_subjects: derived from the stored payloads in SQL by relay.subjects' rules (digests
   without RELAY_LOOKUP_KEY: plain SHA-256), checked against relay.subjects.subject_rows for a
   sample of events.
@@ -42,8 +44,9 @@ from relay.subjects import subject_rows
 from schemas.events import EVENTS
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/relay_bench_million"
-TABLES = ("events", "deliveries", "event_subjects")
+TABLES = ("events", "deliveries", "event_subjects", "delivery_attempts", "audit_entries")
 SUBSCRIBERS = 400_000
+AUDIT_ENTRIES = 20_000
 SAMPLE = 2_000
 
 # Share of events per type (cumulative thresholds below); the rest are types without a spec.
@@ -262,6 +265,45 @@ FROM (
 ) planned
 """
 
+# Each run of each delivery that ran (workers.engine writes one per run): a retried one's earlier
+# runs were retried with a transient error, its last ended as the delivery did; pending and
+# in-flight deliveries' earlier runs retried. Spruce answers with its rate headers, daily window
+# included.
+ATTEMPTS_INSERT = r"""
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, vendor_status,
+                               vendor_request_id, duration_ms, error, steps, rate_limits)
+SELECT d.id, n, started, started + interval '1 millisecond' * ms,
+       CASE WHEN n < d.attempts OR d.status IN ('pending', 'in_flight') THEN 'retried' ELSE d.status END,
+       CASE WHEN n < d.attempts OR d.status IN ('pending', 'in_flight') THEN 503
+            WHEN d.status = 'failed' THEN d.last_status_code
+            ELSE CASE d.destination WHEN 'sprig' THEN 202 ELSE 201 END END,
+       'req_' || substr(md5('a' || d.id || '.' || n), 1, 16), ms,
+       CASE WHEN n < d.attempts OR d.status IN ('pending', 'in_flight')
+            THEN d.destination || ' POST -> 503 Service Unavailable'
+            WHEN d.status = 'failed' THEN d.last_error END,
+       '[]'::json,
+       CASE d.destination WHEN 'spruce' THEN json_build_object('limit', 100, 'remaining', 60, 'reset_after', 30,
+            'daily_limit', 50000, 'daily_remaining', 40000) ELSE '{}'::json END
+FROM deliveries d
+CROSS JOIN LATERAL generate_series(1, d.attempts) AS n
+CROSS JOIN LATERAL (SELECT d.created_at + interval '4 seconds' * (n - 1) AS started,
+                           40 + (hashtext(d.id || '.' || n) & 511) AS ms) t
+WHERE d.attempts > 0
+"""
+
+# Operators at work: replays, reveals, sign-ins over the 90 days.
+AUDIT_INSERT = r"""
+INSERT INTO audit_entries (at, actor, interface, address, action, targets, details, outcome, reason)
+SELECT CAST(:now AS timestamptz) - interval '90 days' * (k::float / :entries),
+       (ARRAY['lead@clinic.example', 'nurse@clinic.example', 'ops'])[1 + k % 3],
+       CASE WHEN k % 3 = 2 THEN 'cli' ELSE 'console' END,
+       CASE WHEN k % 3 = 2 THEN NULL ELSE '10.0.0.' || (k % 250) END,
+       (ARRAY['console.sign-in', 'events.reveal', 'events.replay', 'console.sign-out'])[1 + k % 4],
+       json_build_object('events', json_build_array(1 + (k * 7919) % :events)),
+       '{}'::json, 'ok', NULL
+FROM generate_series(1, :entries) AS k
+"""
+
 # relay.subjects in SQL: ids and emails of the payload's people and its top-level email,
 # normalised (clean: trimmed, strings and numbers only; emails lower-cased) and digested.
 SUBJECTS_INSERT = r"""
@@ -378,6 +420,8 @@ def main() -> None:
         step("events", conn, EVENTS_INSERT, params)
         step("deliveries", conn, DELIVERIES_INSERT, params)
         step("event_subjects", conn, SUBJECTS_INSERT)
+        step("delivery_attempts", conn, ATTEMPTS_INSERT)
+        step("audit_entries", conn, AUDIT_INSERT, params | {"entries": AUDIT_ENTRIES})
         conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('events', 'id'), :n)"), {"n": args.events})
         for table, name, definition in constraints:
             step(f"constraint {name}", conn, f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
@@ -391,10 +435,10 @@ def main() -> None:
         step("VACUUM ANALYZE", conn, "VACUUM ANALYZE")
         counts = conn.execute(sa.text(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM event_subjects), "
-            "pg_size_pretty(pg_database_size(current_database()))")).one()
+            "(SELECT count(*) FROM delivery_attempts), pg_size_pretty(pg_database_size(current_database()))")).one()
     db.dispose()
     print(f"done in {time.monotonic() - started:.0f} s: {counts[0]:,} events, {counts[1]:,} deliveries, "
-          f"{counts[2]:,} event_subjects, {counts[3]} on disk")
+          f"{counts[2]:,} event_subjects, {counts[3]:,} delivery_attempts, {counts[4]} on disk")
 
 
 if __name__ == "__main__":
