@@ -1,12 +1,14 @@
-"""Finding events: the list an operator filters, and one event in full."""
+"""Finding events: the list an operator filters (all at once, or a page at a time), and one
+event in full."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import load_only, selectinload
 
 from operations import audit
 from operations.audit import Actor
@@ -14,6 +16,11 @@ from operations.filters import EventFilter
 from operations.masking import mask_personal_data
 from relay.models import DeliveryAttempt, DeliveryStatus, Event
 from relay.runtime import Runtime
+from relay.subjects import email_digest
+
+PAGE_SIZE = 50
+# Event ids are 32-bit integers on PostgreSQL: a larger one names no event (and is no query).
+MAX_EVENT_ID = 2**31 - 1
 
 
 def list_events(runtime: Runtime, filters: EventFilter, limit: int) -> list[dict]:
@@ -34,6 +41,83 @@ def list_query(filters: EventFilter, limit: int) -> sa.Select:
     )
 
 
+@dataclass(frozen=True)
+class EventPage:
+    """A page of events, newest first, and whether there are matching events beyond each end."""
+
+    events: list[dict]
+    has_older: bool
+    has_newer: bool
+
+
+def events_page(
+    runtime: Runtime,
+    filters: EventFilter,
+    *,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> EventPage:
+    """A page of matching events, newest first: the newest `limit`, or (keyset paging by id) the
+    `limit` just older than the event `older_than`, or just newer than `newer_than`. Whether more
+    lie beyond is read as one more id past each end, never counted; each statement walks an index
+    in id order and stops after a few rows (list_query's approach: ids first, then the rows,
+    without their payloads)."""
+    assert older_than is None or newer_than is None, "a page is older or newer than one event"
+    newer = newer_than is not None
+    with runtime.session() as session:
+        bounded = _bounded_by_time(session, replace(filters, older_than=older_than, newer_than=newer_than), newer)
+        ids = list(session.scalars(_ids(bounded, limit + 1, oldest_first=newer))) if bounded else []
+        more, ids = len(ids) > limit, sorted(ids[:limit], reverse=True)
+        beyond = False  # matching events on the other side of the page, when it was reached by a cursor
+        if ids and (older_than is not None or newer):
+            other_side = replace(filters, older_than=ids[-1]) if newer else replace(filters, newer_than=ids[0])
+            beyond = session.scalar(_ids(other_side, 1, oldest_first=not newer)) is not None
+        rows = session.scalars(
+            sa.select(Event)
+            .where(Event.id.in_(ids))
+            .options(
+                load_only(Event.id, Event.type, Event.status, Event.source, Event.received_at),
+                selectinload(Event.deliveries),
+            )
+            .order_by(Event.id.desc())
+        )
+        events = [event_summary(e) for e in rows] if ids else []
+        return EventPage(events, has_older=beyond if newer else more, has_newer=more if newer else beyond)
+
+
+def _ids(filters: EventFilter, limit: int, *, oldest_first: bool) -> sa.Select:
+    order = Event.id.asc() if oldest_first else Event.id.desc()
+    return filters.apply(sa.select(Event.id)).order_by(order).limit(limit)
+
+
+def _bounded_by_time(session, filters: EventFilter, oldest_first: bool) -> EventFilter | None:
+    """`filters` with the id bound its time window implies on the side a page starts from (None
+    when no event lies in it), for a destination filter. PostgreSQL's planner takes ids and
+    times as unrelated, and would merge the deliveries from the newest (oldest) event down to
+    the window's first (0.2 s for Received before 80 days ago among a million events)."""
+    if not filters.destination:
+        return filters
+    if filters.until and not oldest_first:
+        before = sa.select(Event.id).where(Event.received_at < filters.until).order_by(Event.id.desc()).limit(1)
+        newest = session.scalar(before)
+        if newest is None:
+            return None
+        return replace(filters, older_than=min(newest + 1, filters.older_than or newest + 1))
+    if filters.since and oldest_first:
+        after = sa.select(Event.id).where(Event.received_at >= filters.since).order_by(Event.id).limit(1)
+        oldest = session.scalar(after)
+        if oldest is None:
+            return None
+        return replace(filters, newer_than=max(oldest - 1, filters.newer_than or 0))
+    return filters
+
+
+def person_digest(runtime: Runtime, email: str) -> str:
+    """What stands for an email in a filter (EventFilter.person) and in the event_subjects table."""
+    return email_digest(email, runtime.config.lookup_key)
+
+
 def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor: Actor | None = None) -> dict | None:
     """One event in full: every delivery with its attempts (oldest first), its validation
     errors, and its payload with personal data masked unless `reveal` (recorded in the audit log
@@ -41,7 +125,7 @@ def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor
     if reveal:
         assert actor is not None, "a reveal is audited: say whose it is"
     with runtime.session() as session:
-        event = session.get(Event, event_id, options=[selectinload(Event.deliveries)])
+        event = session.get(Event, event_id, options=[selectinload(Event.deliveries)]) if _is_id(event_id) else None
         if reveal and actor is not None:
             audit.record(runtime, actor, "events.reveal", {"events": [event_id]}, *_found(event))
         if event is None:
@@ -52,6 +136,17 @@ def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor
             delivery["attempt_history"] = attempts.get(delivery["id"], [])
         payload = event.payload if reveal else mask_personal_data(event.payload)
         return detail | {"payload": payload, "validation_errors": event.errors}
+
+
+def event_exists(runtime: Runtime, event_id: int) -> bool:
+    if not _is_id(event_id):
+        return False
+    with runtime.session() as session:
+        return session.scalar(sa.select(Event.id).where(Event.id == event_id)) is not None
+
+
+def _is_id(event_id: int) -> bool:
+    return 0 < event_id <= MAX_EVENT_ID
 
 
 def _found(event: Event | None) -> tuple[str, str | None]:
