@@ -6,8 +6,8 @@ webhook.
 Every query reads a bounded window or a few rows of an index (0013_overview's, and the
 primary keys), so the page answers in milliseconds on a million events:
 - backlog: ix_deliveries_backlog (pending and in-flight deliveries only);
-- finished in the last hour, day, per minute, and the last failure:
-  ix_deliveries_destination_finished (destination, status, finished_at);
+- finished in the last hour, day (and when the day's newest failure did), per minute, and that
+  failure's error: ix_deliveries_destination_finished (destination, status, finished_at);
 - the vendor's rate limits: the newest RATE_SCAN attempts by primary key, each joined to its
   delivery by primary key;
 - the last webhook: ix_events_webhook_received.
@@ -90,7 +90,8 @@ class Counts:
 
 @dataclass(frozen=True)
 class LastError:
-    """The newest failed delivery's error (scrubbed by the engine), cut to BRIEF_ERROR characters."""
+    """The error of the newest delivery that failed in the last 24 hours (scrubbed by the engine),
+    cut to BRIEF_ERROR characters."""
 
     brief: str
     at: datetime
@@ -144,11 +145,11 @@ def overview(runtime: Runtime) -> Overview:
     states = _states(runtime, names)
     with runtime.session() as session:
         backlogs = _backlogs(session, names, now)
-        last_hour = _finished_since(session, names, now - timedelta(hours=1))
-        last_day = _finished_since(session, names, now - timedelta(days=1))
+        last_hour, _ = _finished_since(session, names, now - timedelta(hours=1))
+        last_day, newest_failures = _finished_since(session, names, now - timedelta(days=1))
         minutes = _per_minute(session, names, now)
         rate_limits = _rate_limits(session, names)
-        last_errors = {name: _last_error(session, name) for name in names}
+        last_errors = {name: _last_error(session, name, at) for name, at in newest_failures.items()}
         last_webhook_at = session.scalar(
             sa.select(Event.received_at).where(WEBHOOK).order_by(Event.received_at.desc()).limit(1)
         )
@@ -160,7 +161,7 @@ def overview(runtime: Runtime) -> Overview:
             backlog=backlogs.get(name, Backlog()),
             last_hour=last_hour.get(name, Counts()),
             last_day=last_day.get(name, Counts()),
-            last_error=last_errors[name],
+            last_error=last_errors.get(name),
             rate_limits=rate_limits.get(name),
         )
         for name, destination in configured.items()
@@ -218,16 +219,23 @@ def _backlogs(session: Session, names: list[str], now: datetime) -> dict[str, Ba
     }
 
 
-def _finished_since(session: Session, names: list[str], since: datetime) -> dict[str, Counts]:
+def _finished_since(
+    session: Session, names: list[str], since: datetime
+) -> tuple[dict[str, Counts], dict[str, datetime]]:
+    """What each destination finished since `since`, and when its newest failure among them did."""
     rows = session.execute(
-        sa.select(Delivery.destination, Delivery.status, sa.func.count())
+        sa.select(Delivery.destination, Delivery.status, sa.func.count(), sa.func.max(Delivery.finished_at))
         .where(*_ended(names, since))
         .group_by(Delivery.destination, Delivery.status)
     )
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for destination, status, count in rows:
-        counts[destination]["failed" if status == DeliveryStatus.FAILED else "succeeded"] += count
-    return {destination: Counts(**by_outcome) for destination, by_outcome in counts.items()}
+    newest_failures: dict[str, datetime] = {}
+    for destination, status, count, newest in rows:
+        failed = status == DeliveryStatus.FAILED
+        counts[destination]["failed" if failed else "succeeded"] += count
+        if failed and newest is not None:  # a group's max: never None, as finished_at is not
+            newest_failures[destination] = newest
+    return {destination: Counts(**by_outcome) for destination, by_outcome in counts.items()}, newest_failures
 
 
 def _per_minute(session: Session, names: list[str], now: datetime) -> list[Minute]:
@@ -249,11 +257,13 @@ def _per_minute(session: Session, names: list[str], now: datetime) -> list[Minut
 
 
 def _minute_number(session: Session) -> sa.ColumnElement[Any]:
-    """The minute a delivery finished in, counted from the Unix epoch, as the store computes it."""
+    """The minute a delivery finished in, counted from the Unix epoch, as the store computes it
+    (a whole number: grouped by a fraction, each second would be a group of its own)."""
     if session.get_bind().dialect.name == "postgresql":
         return sa.func.floor(sa.extract("epoch", Delivery.finished_at) / 60)
-    # SQLite keeps naive UTC text ("2026-12-08 10:00:00.123456"); %s reads it as UTC.
-    return sa.cast(sa.func.strftime("%s", Delivery.finished_at), sa.Integer) / 60
+    # SQLite keeps naive UTC text ("2026-12-08 10:00:00.123456"); %s reads it as UTC; // is
+    # SQLite's integer division.
+    return sa.cast(sa.func.strftime("%s", Delivery.finished_at), sa.Integer) // 60
 
 
 def _ended(names: list[str], since: datetime) -> tuple[sa.ColumnElement[bool], ...]:
@@ -265,17 +275,20 @@ def _ended(names: list[str], since: datetime) -> tuple[sa.ColumnElement[bool], .
     )
 
 
-def _last_error(session: Session, name: str) -> LastError | None:
-    row = session.execute(
-        sa.select(Delivery.last_error, Delivery.finished_at)
+def _last_error(session: Session, name: str, finished_at: datetime) -> LastError:
+    """The error of the failure that finished at `finished_at`, found by the finished index's whole key.
+
+    Not `ORDER BY finished_at DESC LIMIT 1`: PostgreSQL reads that one from
+    ix_deliveries_failed_finished, every destination's failures newest first, and when this
+    destination's last failure is old it reads all the others' since (0.15 s for 22,000 on the
+    development machine)."""
+    error = session.scalar(
+        sa.select(Delivery.last_error)
         .where(Delivery.destination == name, Delivery.status == DeliveryStatus.FAILED)
-        .where(Delivery.finished_at.is_not(None))
-        .order_by(Delivery.finished_at.desc())
+        .where(Delivery.finished_at == finished_at)
         .limit(1)
-    ).first()
-    if row is None or row.finished_at is None:
-        return None
-    return LastError(_brief(row.last_error or "(no error recorded)"), _utc(row.finished_at))
+    )
+    return LastError(_brief(error or "(no error recorded)"), _utc(finished_at))
 
 
 def _brief(error: str) -> str:

@@ -41,6 +41,7 @@ class Bar:
     succeeded_height: float
     failed_y: float
     failed_height: float
+    width: float = BAR_WIDTH
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Chart:
     height: int
     bars: list[Bar]  # only the minutes with deliveries
     summary: str
+    first: str  # the first minute and the last, as the axis says them ("09:12 UTC")
+    last: str
 
     @classmethod
     def of(cls, minutes: list[health.Minute]) -> Chart:
@@ -71,7 +74,8 @@ class Chart:
                     failed_height=failed_height,
                 )
             )
-        return cls(len(minutes), CHART_HEIGHT, bars, _summary(minutes, busiest))
+        first, last = (f"{minute.start:%H:%M} UTC" for minute in (minutes[0], minutes[-1]))
+        return cls(len(minutes), CHART_HEIGHT, bars, _summary(minutes, busiest), first, last)
 
 
 def _summary(minutes: list[health.Minute], busiest: health.Minute) -> str:
