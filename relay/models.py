@@ -81,6 +81,14 @@ class Event(Base):
         # `relay events list --until`: newest first among older events, skipping the newer ones
         # in the index instead of reading each from the table.
         sa.Index("ix_events_id_received", "id", "received_at"),
+        # The console's overview: when the intake last took a webhook (a backfill's events, newer
+        # by thousands after a run, are not in it).
+        sa.Index(
+            "ix_events_webhook_received",
+            "received_at",
+            postgresql_where=sa.text("source = 'webhook'"),
+            sqlite_where=sa.text("source = 'webhook'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -123,6 +131,10 @@ OUTSTANDING = sa.text(
     "status = 'in_flight' OR (status = 'pending' AND (enqueued_at IS NOT NULL OR throttle_slot IS NOT NULL))"
 )
 
+# Deliveries that ended (succeeded, superseded or failed), and those still to run.
+FINISHED = sa.text("finished_at IS NOT NULL")
+BACKLOG = sa.text("status IN ('pending', 'in_flight')")
+
 
 class Delivery(Base):
     """One event x destination: its own status, attempts and progress, so destinations never
@@ -149,6 +161,25 @@ class Delivery(Base):
             "finished_at",
             postgresql_where=sa.text("status = 'failed'"),
             sqlite_where=sa.text("status = 'failed'"),
+        ),
+        # The console's overview, per destination: what finished in a window (counts, the chart)
+        # and its last failure; deliveries still waiting are not in it (the intake never writes it).
+        sa.Index(
+            "ix_deliveries_destination_finished",
+            "destination",
+            "status",
+            "finished_at",
+            postgresql_where=FINISHED,
+            sqlite_where=FINISHED,
+        ),
+        # The console's overview, per destination: its backlog and the oldest in it, a few rows.
+        sa.Index(
+            "ix_deliveries_backlog",
+            "destination",
+            "status",
+            "created_at",
+            postgresql_where=BACKLOG,
+            sqlite_where=BACKLOG,
         ),
         # `--error TEXT` (ILIKE '%TEXT%') among the deliveries that have an error: trigrams
         # (PostgreSQL's pg_trgm) instead of reading every delivery. SQLite has no equivalent.
