@@ -1,6 +1,6 @@
 """indexes for the console's overview: each destination's finished deliveries, its backlog, the last webhook
 
-Revision ID: 0013_overview
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-08
 
