@@ -60,22 +60,24 @@ def record(
     outcome: str = OK,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
-    """Write one entry, committed on its own."""
+) -> int:
+    """Write one entry, committed on its own; its id."""
     with runtime.session() as session:
-        session.add(
-            AuditEntry(
-                actor=actor.name,
-                interface=actor.interface,
-                address=actor.address,
-                action=action,
-                targets=targets or {},
-                details=details or {},
-                outcome=outcome,
-                reason=reason[:200] if reason else None,
-            )
+        entry = AuditEntry(
+            actor=actor.name,
+            interface=actor.interface,
+            address=actor.address,
+            action=action,
+            targets=targets or {},
+            details=details or {},
+            outcome=outcome,
+            reason=reason[:200] if reason else None,
         )
+        session.add(entry)
+        session.flush()
+        entry_id = entry.id
         session.commit()
+        return entry_id
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Draft:
     details: dict[str, Any] = field(default_factory=dict)
     outcome: str = OK
     reason: str | None = None
+    # The entry's id, once written (a console page links to it: a replay's progress).
+    entry_id: int | None = None
 
     def ids(self, kind: str, ids: Iterable[int]) -> None:
         """The ids of a kind (`events`, `deliveries`): the first MAX_IDS listed, all counted."""
@@ -117,7 +121,7 @@ def audited(runtime: Runtime, actor: Actor, action: str, **targets: Any) -> Iter
         except Exception as unrecorded:  # the store is what failed: say so, raise what happened
             log.error("audit entry for %s not written (%s)", action, type(unrecorded).__name__)
         raise
-    record(runtime, actor, action, draft.targets, draft.outcome, draft.reason, draft.details)
+    draft.entry_id = record(runtime, actor, action, draft.targets, draft.outcome, draft.reason, draft.details)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ Each batch is committed, and the workers' dispatcher publishes its deliveries on
 queue as the vendors' limits let them through (workers.dispatch); an interruption leaves every
 delivery either untouched or pending, and the same command run again continues without
 repeating what was replayed.
+
+Every delivery one replay sends again gets the same `replayed_at`, the replay's start, which its
+audit entry records (`details["replayed_at"]`): that is how `replay_progress` finds a replay's
+deliveries, however many (the entry lists only the first audit.MAX_IDS ids), from an index.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
@@ -30,12 +35,13 @@ from operations.audit import Actor
 from operations.filters import EventFilter
 from relay.config import Config
 from relay.destinations import Destination, Registry
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
+from relay.models import AuditEntry, Delivery, DeliveryStatus, Event, EventStatus, Lane, utcnow
 from relay.planning import Plan, plan_event
 from relay.runtime import Runtime
 from schemas.events import EVENTS, validate_event
 
 BATCH = 200
+REPLAY_ACTION = "events.replay"
 FORCEABLE = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)
 
 
@@ -46,6 +52,9 @@ class ReplayResult:
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     delivery_ids: list[int] = field(default_factory=list)
     events: int = 0
+    # A replay that ran (not dry): the `replayed_at` its deliveries got, and its audit entry.
+    replayed_at: datetime | None = None
+    audit_entry_id: int | None = None
 
 
 def matching_event_ids(runtime: Runtime, filters: EventFilter) -> list[int]:
@@ -74,21 +83,31 @@ def replay(
     destination: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     actor: Actor,
+    details: dict | None = None,
 ) -> ReplayResult:
     """Replay the events (or, dry, count what a replay would do: no row lock, no write).
     `on_batch` hears how many events each committed batch held. A replay is audited as `actor`'s,
-    with the deliveries it sent again (interrupted: those replayed so far)."""
+    with the deliveries it sent again (interrupted: those replayed so far) and `details` (what
+    chose the events: counts, flags, a failure group; never a payload value)."""
     result = ReplayResult()
     if dry_run:
         return _replay(runtime, event_ids, result, force, True, destination, on_batch)
-    with audit.audited(runtime, actor, "events.replay") as entry:
-        entry.details |= {"force": force, "destination": destination}
+    result.replayed_at = utcnow()
+    with audit.audited(runtime, actor, REPLAY_ACTION) as entry:
+        entry.details |= {
+            **(details or {}),
+            "force": force,
+            "destination": destination,
+            "replayed_at": result.replayed_at.isoformat(),
+        }
         try:
-            return _replay(runtime, event_ids, result, force, False, destination, on_batch)
+            _replay(runtime, event_ids, result, force, False, destination, on_batch)
         finally:
             entry.ids("events", event_ids)
             entry.ids("deliveries", result.delivery_ids)
             entry.details["skipped"] = sum(result.skipped.values())
+    result.audit_entry_id = entry.entry_id
+    return result
 
 
 def _replay(
@@ -111,7 +130,8 @@ def _replay(
                 decision = _decide(session, event, config, force, destination)
                 _count(event, decision, result, config.destinations)
                 if not dry_run:
-                    batch_ids += _apply(session, event, decision, config.destinations)
+                    assert result.replayed_at is not None  # replay() sets it before a replay that writes
+                    batch_ids += _apply(session, event, decision, config.destinations, result.replayed_at)
             if not dry_run:
                 session.commit()
         result.delivery_ids += batch_ids
@@ -182,7 +202,9 @@ def _count(event: Event, decision: Decision, result: ReplayResult, destinations:
         result.events += 1
 
 
-def _apply(session: Session, event: Event, decision: Decision, destinations: Registry) -> list[int]:
+def _apply(
+    session: Session, event: Event, decision: Decision, destinations: Registry, replayed_at: datetime
+) -> list[int]:
     if decision.plan:
         assert decision.plan.key is not None  # _not_yet passes only valid, handled plans: they have a key
         event.type, event.errors, event.dedup_key = decision.plan.event_type, None, decision.plan.key
@@ -200,7 +222,7 @@ def _apply(session: Session, event: Event, decision: Decision, destinations: Reg
             delivery.progress = {}
             delivery.step_times = {k: v for k, v in (delivery.step_times or {}).items() if k in kept}
         delivery.status, delivery.attempts, delivery.deferrals = DeliveryStatus.PENDING, 0, 0
-        delivery.next_attempt_at, delivery.replayed_at, delivery.lane = now, now, Lane.CATCH_UP
+        delivery.next_attempt_at, delivery.replayed_at, delivery.lane = now, replayed_at, Lane.CATCH_UP
         delivery.enqueued_at = delivery.finished_at = delivery.lease_expires_at = None
         delivery.throttle_slot = None
     if again:
@@ -261,3 +283,47 @@ def delivery_statuses(runtime: Runtime, delivery_ids: list[int]) -> list[tuple[s
                 sa.select(Delivery.status, Delivery.last_error).where(Delivery.id.in_(delivery_ids))
             )
         ]
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    """Where the deliveries one replay sent again are now, by status."""
+
+    audit_entry_id: int
+    replayed_at: datetime
+    actor: str
+    outcome: str
+    details: dict
+    by_status: dict[str, int]
+
+    def count(self, *statuses: str) -> int:
+        return sum(self.by_status.get(status, 0) for status in statuses)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def done(self) -> bool:
+        """Nothing of it pending or in flight: each delivery succeeded, or failed again."""
+        return not self.count(DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT)
+
+
+def replay_progress(runtime: Runtime, audit_entry_id: int) -> ReplayProgress | None:
+    """The progress of the replay that audit entry recorded; None if it recorded no replay that
+    wrote (a dry run records none; a replay from before replays stamped `replayed_at` has none).
+    A delivery replayed again since belongs to the later replay, whose time it carries now."""
+    with runtime.session() as session:
+        entry = session.get(AuditEntry, audit_entry_id)
+        if entry is None or entry.action != REPLAY_ACTION or not isinstance(entry.details.get("replayed_at"), str):
+            return None
+        replayed_at = datetime.fromisoformat(entry.details["replayed_at"])
+        by_status: dict[str, int] = {
+            status: count
+            for status, count in session.execute(
+                sa.select(Delivery.status, sa.func.count())
+                .where(Delivery.replayed_at == replayed_at)
+                .group_by(Delivery.status)
+            )
+        }
+        return ReplayProgress(entry.id, replayed_at, entry.actor, entry.outcome, dict(entry.details), by_status)

@@ -181,6 +181,14 @@ class Delivery(Base):
             postgresql_where=BACKLOG,
             sqlite_where=BACKLOG,
         ),
+        # A replay's progress (operations.replay.replay_progress): the deliveries one replay sent
+        # again share its `replayed_at`; only replayed deliveries are in the index.
+        sa.Index(
+            "ix_deliveries_replayed_at",
+            "replayed_at",
+            postgresql_where=sa.text("replayed_at IS NOT NULL"),
+            sqlite_where=sa.text("replayed_at IS NOT NULL"),
+        ),
         # `--error TEXT` (ILIKE '%TEXT%') among the deliveries that have an error: trigrams
         # (PostgreSQL's pg_trgm) instead of reading every delivery. SQLite has no equivalent.
         sa.Index(

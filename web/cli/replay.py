@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from operations.failures import BadGroup, FailureGroup, group_event_ids
 from operations.filters import EventFilter
 from operations.replay import (
     ReplayResult,
@@ -40,6 +41,12 @@ CONFIRM_ABOVE = 10
     help="Also replay succeeded and superseded deliveries (their effect happened once; "
     "Spruce notes are still never posted twice).",
 )
+@click.option(
+    "--failure-group",
+    metavar="TEXT",
+    help="Only the deliveries that failed with this cause, as the console's Failures page names it "
+    "(DESTINATION STATUS KIND: WORDS, e.g. 'spruce 400 refused: POST /contacts -> 400: invalid email').",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed and how long it takes; change nothing.")
 @click.option("--yes", is_flag=True, help=f"Do not ask for confirmation (asked above {CONFIRM_ABOVE} events).")
 @click.option("--wait", is_flag=True, help="Watch the replayed deliveries until they finish.")
@@ -52,27 +59,38 @@ CONFIRM_ABOVE = 10
 )
 @with_appcontext
 @store_errors
-def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, wait: bool, timeout: float):
+def replay_command(
+    filters: EventFilter,
+    failure_group: str | None,
+    force: bool,
+    dry_run: bool,
+    yes: bool,
+    wait: bool,
+    timeout: float,
+):
     """Send events again: by IDS, or every event matching the filters (--status failed is the
     usual one). Invalid events are validated again and unhandled ones routed again. Replays
     share the vendor throttle with live traffic and take only the slots it leaves."""
-    if filters.is_empty():
+    if filters.is_empty() and not failure_group:
         raise click.UsageError(
             "say which events to replay: event ids or at least one filter (--status failed is the usual one)"
         )
     if dry_run and wait:
         raise click.UsageError("--dry-run and --wait exclude each other")
     runtime = Runtime.of(current_app)
+    group = _failure_group(runtime, failure_group, filters.destination)
     missing = missing_event_ids(runtime, filters.ids)
     if missing:
         raise click.BadParameter(f"no event with id {', '.join(map(str, missing))}", param_hint="IDS")
-    event_ids = matching_event_ids(runtime, filters)
+    event_ids = _chosen_event_ids(runtime, filters, group)
     if not event_ids:
         click.echo("no event matches: nothing to replay")
         return
+    destination = group.destination if group else filters.destination
+    details = {"failure_group": group.text} if group else None
     if dry_run:
         result = replay(
-            runtime, event_ids, force=force, dry_run=True, destination=filters.destination, actor=cli_actor(runtime)
+            runtime, event_ids, force=force, dry_run=True, destination=destination, actor=cli_actor(runtime)
         )
         _print_plan(result, sending_estimates(runtime, result))
         return
@@ -89,9 +107,10 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
                 event_ids,
                 force=force,
                 dry_run=False,
-                destination=filters.destination,
+                destination=destination,
                 on_batch=lambda n: progress.advance(task, n),
                 actor=cli_actor(runtime),
+                details=details,
             )
     except KeyboardInterrupt:
         click.echo(
@@ -104,6 +123,28 @@ def replay_command(filters: EventFilter, force: bool, dry_run: bool, yes: bool, 
     _print_skipped(result.skipped)
     if wait and result.delivery_ids:
         _watch(runtime, result.delivery_ids, timeout)
+
+
+def _failure_group(runtime: Runtime, text: str | None, destination: str | None) -> FailureGroup | None:
+    if not text:
+        return None
+    try:
+        group = FailureGroup.parse(text, runtime.destinations)
+    except BadGroup as exc:
+        raise click.BadParameter(str(exc), param_hint="--failure-group") from None
+    if destination and destination != group.destination:
+        raise click.UsageError(f"--destination {destination} is not the failure group's ({group.destination})")
+    return group
+
+
+def _chosen_event_ids(runtime: Runtime, filters: EventFilter, group: FailureGroup | None) -> list[int]:
+    """The events the filters match, of those whose delivery failed with the group's cause."""
+    if group is None:
+        return matching_event_ids(runtime, filters)
+    in_group = group_event_ids(runtime, group)
+    if filters.is_empty():
+        return in_group
+    return sorted(set(in_group) & set(matching_event_ids(runtime, filters)))
 
 
 def _print_plan(result: ReplayResult, estimates: list[SendingEstimate]) -> None:
