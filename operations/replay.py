@@ -187,7 +187,7 @@ def _not_yet(session: Session, event: Event, plan: Plan) -> str | None:
 
 def _skip_reason(delivery: Delivery, force: bool) -> str | None:
     if delivery.status in FORCEABLE:
-        return None if force else f"{delivery.status} (use --force)"
+        return None if force else f"{delivery.status} (a forced replay sends it again)"
     return None if delivery.status == DeliveryStatus.FAILED else f"already {delivery.status}"
 
 

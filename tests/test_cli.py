@@ -243,7 +243,7 @@ def test_replay_of_failed_deliveries_resumes_them_and_skips_what_succeeded(clien
     result = invoke(app, "events", "replay", "--status", "failed", "--yes")
     assert result.exit_code == 0, result.output
     assert "replayed 1 deliveries of 1 events" in result.output
-    assert "skipped 1: succeeded (use --force)" in result.output
+    assert "skipped 1: succeeded (a forced replay sends it again)" in result.output
     spruce = delivery_to(app, "spruce")
     assert (spruce.status, spruce.attempts, spruce.event_id) == ("pending", 0, events(app)[0].id)
     assert spruce.replayed_at is not None and spruce.lane == "catch_up"

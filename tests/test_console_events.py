@@ -304,7 +304,7 @@ def test_replay_shows_what_will_be_sent_then_confirm_sends_the_failed_delivery_a
     text = words(confirm.text)
     assert "1 delivery:" in text and "reward_unlocked spruce 1" in text
     assert re.search(r"spruce 5 ", text)  # Spruce's calls for a note, at most
-    assert "1: succeeded (Replay all sends these too)" in text
+    assert "1: succeeded (a forced replay sends it again)" in text
     assert '<button type="submit">Confirm replay</button>' in confirm.text
     assert list_entries(Runtime.of(console_app), AuditFilter(action="events.replay"), 10) == []  # a look only
     forced = words(operator.get(f"/console/events/{event_id}/replay?force=1").text)

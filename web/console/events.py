@@ -29,8 +29,6 @@ FILTER_LABELS = {
 }
 DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_EMAIL_LENGTH = 254
-# The replay's own words for what only a forced replay sends, in the console's.
-FORCE_HINT = "(use --force)"
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,6 @@ def event_replay_confirm(event_id: int):
     _must_exist(event_id)
     force = _force(request.args)
     result = replay(runtime(), [event_id], force=force, dry_run=True, actor=actor())
-    skipped = {reason.replace(FORCE_HINT, "(Replay all sends these too)"): n for reason, n in result.skipped.items()}
     return render_template(
         "console/replay_confirm.html",
         event_id=event_id,
@@ -102,7 +99,7 @@ def event_replay_confirm(event_id: int):
         deliveries=sorted(result.deliveries.items()),
         total=sum(result.deliveries.values()),
         estimates=sending_estimates(runtime(), result),
-        skipped=sorted(skipped.items()),
+        skipped=sorted(result.skipped.items()),
         human_duration=human_duration,
     )
 
