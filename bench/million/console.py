@@ -1,6 +1,6 @@
 """The console's pages against a million events (bench/million/generate.py builds them).
 
-    python -m bench.million.console [--runs 20] [--url URL] [--redis redis://127.0.0.1:6379/13]
+    python -m bench.million.console [--runs 20] [--url URL] [--redis redis://127.0.0.1:6379/14]
 
 Builds the web app on the bench database with the console on, signs in as an operator (an
 account `bench@relay.localhost` is added the first time), then loads each page once to warm the
@@ -19,12 +19,14 @@ import statistics
 import tempfile
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import redis
 import sqlalchemy as sa
 
 from operations.accounts import add_account, find_account
 from operations.audit import Actor
+from operations.failures import failure_groups, window_start
 from relay.models import Delivery, Event, EventSubject, utcnow
 from relay.runtime import Runtime
 from testbed.console import CONSOLE_KEY, PASSWORD, post_form, sign_in
@@ -63,9 +65,14 @@ def pages(app) -> list[tuple[str, str]]:
             sa.select(Delivery.event_id).where(Delivery.status == "failed").order_by(Delivery.id.desc()).limit(1)
         )
         email_digest = session.scalar(
-            sa.select(EventSubject.digest).where(EventSubject.kind == "email").order_by(EventSubject.event_id.desc())
+            sa.select(EventSubject.digest)
+            .where(EventSubject.kind == "email")
+            .order_by(EventSubject.event_id.desc())
             .limit(1)
         )
+    since = window_start(7)
+    biggest = max(failure_groups(runtime, since).groups, key=lambda g: g.count)
+    confirm = urlencode({"group": biggest.group.text, "since": since.isoformat()})
     day_ago = (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     month_ago = (utcnow() - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")
     return [
@@ -81,6 +88,8 @@ def pages(app) -> list[tuple[str, str]]:
         (f"Event (failed, id {failed_event})", f"/console/events/{failed_event}"),
         ("Event, Replay confirmation", f"/console/events/{failed_event}/replay"),
         ("Failures", "/console/failures"),
+        ("Failures, 30 days", "/console/failures?days=30"),
+        (f"Failures, Replay confirmation ({biggest.count} deliveries)", f"/console/failures/replay?{confirm}"),
         ("Audit log", "/console/audit"),
         ("Audit log, Action events.replay", "/console/audit?action=events.replay"),
     ]
@@ -101,7 +110,7 @@ def timed(client, url: str, runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=DEFAULT_URL)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     app = build_app(args.url, args.redis)
@@ -121,8 +130,10 @@ def main() -> None:
         flush.flushdb()
         flush.close()
     print()
-    print(f"{platform.node()}: {os.cpu_count()} cores, load average {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after; {args.runs} loads a page after one to warm up\n")
+    print(
+        f"{platform.node()}: {os.cpu_count()} cores, load average {load_before[0]:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after; {args.runs} loads a page after one to warm up\n"
+    )
     print("| page | median ms | max ms | max under 200 ms |")
     print("|---|---:|---:|---|")
     for case, median, worst in rows:
