@@ -106,6 +106,7 @@ def test_event_ids_link_to_their_event_and_long_lists_are_counted(console_app, o
     with audit.audited(runtime, Actor("lead", "cli"), "events.replay") as entry:
         entry.ids("events", [7, 9])
         entry.ids("deliveries", [13, 14])
+        entry.details |= {"force": False, "destination": None, "skipped": 0}
     with audit.audited(runtime, Actor("lead", "cli"), "events.replay") as entry:
         entry.ids("events", range(1, 26))
 
@@ -113,7 +114,7 @@ def test_event_ids_link_to_their_event_and_long_lists_are_counted(console_app, o
 
     assert [row[5] for row in page.rows] == [
         "events 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 (+15 more)",
-        "events 7, 9 deliveries 13, 14",
+        "events 7, 9 deliveries 13, 14 force no, skipped 0",
     ]
     assert page.links["9"] == "/console/events/9" and page.links["10"] == "/console/events/10"
     assert "13" not in page.links  # a delivery id is no event

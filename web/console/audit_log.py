@@ -79,6 +79,14 @@ def _row(entry: dict) -> dict:
         else:
             targets.append({"kind": kind, "value": str(value)})
     details = ", ".join(
-        f"{key} {value}" for key, value in entry["details"].items() if not key.endswith("_total") and value is not None
+        f"{key} {_flag(value)}"
+        for key, value in entry["details"].items()
+        if not key.endswith("_total") and value is not None
     )
     return entry | {"when": entry["at"][:19].replace("T", " "), "target_list": targets, "details_text": details}
+
+
+def _flag(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
