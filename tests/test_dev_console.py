@@ -32,13 +32,8 @@ def test_a_random_console_key_is_made_unless_one_is_set():
     assert "RELAY_CONSOLE_SECRET_KEY" not in given.dev_settings  # not written to dev.env: it is the user's
 
 
-@pytest.fixture
-def dev_app(bare_app, tmp_path):
-    """An app on dev's own SQLite store, with the console on."""
-    return bare_app(RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY)
-
-
-def test_dev_makes_an_operator_in_its_own_store_once_and_keeps_the_password_for_its_owner(dev_app, tmp_path):
+def test_dev_makes_an_operator_in_its_own_store_once_and_keeps_the_password_for_its_owner(bare_app, tmp_path):
+    dev_app = bare_app(RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY)  # dev's own SQLite store, the console on
     instance = tmp_path / "instance"
     runtime = Runtime.of(dev_app)
 
@@ -67,7 +62,8 @@ def test_dev_makes_an_operator_in_its_own_store_once_and_keeps_the_password_for_
     assert changed.password is None and "relay users list" in console_lines(URL, changed)[0]
 
 
-def test_no_account_is_made_where_an_operator_exists_or_in_a_database_url_store(dev_app, tmp_path):
+def test_no_account_is_made_where_an_operator_exists_or_in_a_database_url_store(bare_app, tmp_path):
+    dev_app = bare_app(RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY)
     instance = tmp_path / "instance"
     elsewhere = dev_console(dev_app, {"DATABASE_URL": "postgresql+psycopg://postgres@db.example/relay"}, instance)
     assert elsewhere.password is None and "DATABASE_URL" in console_lines(URL, elsewhere)[0]
