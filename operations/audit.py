@@ -28,6 +28,23 @@ OK, REFUSED, FAILED = "ok", "refused", "failed"
 CLI, CONSOLE = "cli", "console"
 # An entry lists at most this many ids of a kind; `details` counts them all.
 MAX_IDS = 1000
+# Every action an entry can name (group.action), for the console's filter; the tests check
+# that each action the operations record is here.
+ACTIONS = (
+    "console.sign-in",
+    "console.sign-out",
+    "events.purge",
+    "events.replay",
+    "events.reveal",
+    "keys.rotate",
+    "subscribers.forget",
+    "subscribers.unlink",
+    "users.add",
+    "users.remove",
+    "users.set-password",
+    "users.set-role",
+)
+GROUPS = tuple(sorted({action.split(".")[0] for action in ACTIONS}))
 
 
 @dataclass(frozen=True)
@@ -131,16 +148,43 @@ class AuditFilter:
     action: str | None = None
 
 
-def list_entries(runtime: Runtime, filters: AuditFilter, limit: int) -> list[dict]:
-    """The newest `limit` entries that match, newest first."""
-    query = sa.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+def list_entries(
+    runtime: Runtime, filters: AuditFilter, limit: int, *, before: int | None = None, after: int | None = None
+) -> list[dict]:
+    """The newest `limit` entries that match, newest first: of those older than entry `before`
+    when given, or the oldest `limit` of those newer than entry `after` (a page back towards
+    the newest, keyset paging by id)."""
+    query = _matching(filters)
+    if after is not None:
+        query = query.where(AuditEntry.id > after).order_by(AuditEntry.id.asc())
+    else:
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
+        query = query.order_by(AuditEntry.id.desc())
+    with runtime.session() as session:
+        entries = [entry_summary(entry) for entry in session.scalars(query.limit(limit))]
+    return entries[::-1] if after is not None else entries
+
+
+def any_entry(runtime: Runtime, filters: AuditFilter, *, before: int | None = None, after: int | None = None) -> bool:
+    """Whether an entry that matches is older than entry `before` (or newer than `after`)."""
+    query = _matching(filters).with_only_columns(AuditEntry.id)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    if after is not None:
+        query = query.where(AuditEntry.id > after)
+    with runtime.session() as session:
+        return session.scalar(query.limit(1)) is not None
+
+
+def _matching(filters: AuditFilter) -> sa.Select:
+    query = sa.select(AuditEntry)
     if filters.actor:
         query = query.where(AuditEntry.actor == filters.actor)
     if filters.action:
         group = AuditEntry.action.startswith(filters.action + ".", autoescape=True)
         query = query.where(sa.or_(AuditEntry.action == filters.action, group))
-    with runtime.session() as session:
-        return [entry_summary(entry) for entry in session.scalars(query)]
+    return query
 
 
 def entry_summary(entry: AuditEntry) -> dict:

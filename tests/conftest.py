@@ -273,3 +273,40 @@ def recorded(monkeypatch) -> list[Exchange]:
     """Every exchange over httpx's real transport in this test (testbed.vendor_contracts checks
     them against the vendors' documents)."""
     return record_exchanges(monkeypatch)
+
+
+# --- browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (testbed.browser), launched once per test module;
+    skipped without chromium, failed under CI=true."""
+    from playwright.sync_api import sync_playwright
+
+    from testbed.browser import launch, require_chromium
+
+    executable = require_chromium()
+    with sync_playwright() as playwright:
+        running = launch(playwright, executable)
+        yield running
+        running.close()
+
+
+@pytest.fixture
+def console_server(console_app):
+    """The console's app served over HTTP on loopback, for a browser: its address."""
+    http = make_server("127.0.0.1", 0, console_app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    """Screenshots into the test's folder (and RELAY_SCREENSHOTS' folder when it is set)."""
+    from testbed.browser import SCREENSHOTS_VARIABLE, Screenshots
+
+    return Screenshots(tmp_path / "screenshots", os.environ.get(SCREENSHOTS_VARIABLE))

@@ -9,6 +9,11 @@ memory: a restart begins with an empty Redis, which the sweep recovers from as a
 restart. Without DATABASE_URL the store is a SQLite file under instance/; the sandbox keeps its
 records in instance/sandbox-state.json, so a restart keeps both.
 
+The console is on: without RELAY_CONSOLE_SECRET_KEY, dev makes a random key (in instance/dev.env),
+and in its own SQLite store an operator account when there is none (dev@relay.localhost, a
+random password kept in instance/dev-console.json); the banner prints the address and the
+credentials.
+
 The terminal shows one line per webhook and per delivery outcome (web.cli.live); every log line
 goes to instance/dev.log (this process: web app, sandbox) and instance/dev-worker.log (the
 worker, beat and Celery: its banner, then JSON lines). Ctrl-C stops them all.
@@ -16,6 +21,7 @@ worker, beat and Celery: its banner, then JSON lines). Ctrl-C stops them all.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -40,6 +46,8 @@ from web.cli.live import LiveLines, pump
 SAMPLE = FIXTURES / "new_referral.json"
 WEB_LOG, WORKER_LOG = "dev.log", "dev-worker.log"
 SANDBOX_STATE, SETTINGS_FILE = "sandbox-state.json", "dev.env"
+CONSOLE_ACCOUNT_FILE = "dev-console.json"
+DEV_OPERATOR = "dev@relay.localhost"
 HOST = "127.0.0.1"
 # SparkLoop's API in the sandbox (the destinations declare their own mounts: relay.destinations).
 SPARKLOOP_MOUNT = SandboxMount(
@@ -72,6 +80,9 @@ def plan_dev(port: int, sandbox_port: int, redis_port: int, environ: dict | None
     plan = DevPlan(env=env, ports={"--port": port})
     if not env.get("SPARKLOOP_WEBHOOK_TOKEN"):
         plan.dev_settings["SPARKLOOP_WEBHOOK_TOKEN"] = DEV_WEBHOOK_TOKEN  # not a secret: dev's own
+    if not env.get("RELAY_CONSOLE_SECRET_KEY"):
+        # A new one each run: dev's sessions live in its in-memory Redis, which a restart empties anyway.
+        plan.dev_settings["RELAY_CONSOLE_SECRET_KEY"] = secrets.token_urlsafe(32)
     destinations = Registry.discover(env.get(PLUGINS_VARIABLE))
     mounts = [d.sandbox for d in destinations.values() if d.sandbox] + [SPARKLOOP_MOUNT]
     missing = {mount.credential_variable: mount for mount in mounts if not env.get(mount.credential_variable)}
@@ -123,9 +134,10 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
             Runtime.of(app).db.upgrade()
         # Before the worker runs anything that could store new links.
         stale = stale_links(app, sandbox, plan.sandboxed) if sandbox is not None else None
+        console = dev_console(app, plan.env, instance)
         worker = _start_worker(plan.env, instance, live)
         settings_file = _write_settings(plan, instance)
-        _print_banner(port, plan, sandbox, settings_file, stale, fresh)
+        _print_banner(port, plan, sandbox, settings_file, stale, fresh, console)
         # SIGTERM (e.g. from a process manager) ends the dev server like Ctrl-C does; and Ctrl-C
         # does even when started where SIGINT was ignored (a shell's background job).
         signal.signal(signal.SIGTERM, _interrupt)
@@ -300,6 +312,64 @@ def _event_type_reader(app):
     return lambda event_id: event_type(runtime, event_id)
 
 
+# --- the console -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DevConsole:
+    """How to sign in to the console, as the banner says it."""
+
+    email: str | None = None
+    password: str | None = None  # dev's own account's, when it still signs in with it
+    made: bool = False  # made by this run
+    note: str | None = None  # when there are no credentials to print: what to do instead
+
+
+def dev_console(app, env: dict, instance: Path) -> DevConsole | None:
+    """The console's credentials for the banner (None: the console is off). In dev's own SQLite
+    store, an operator account is made when there is none, its random password kept beside the
+    store (readable by its owner only); never in a store DATABASE_URL names."""
+    from operations.accounts import authenticate
+    from operations.audit import Actor
+    from operations.dev import add_dev_operator
+
+    runtime = Runtime.of(app)
+    if not runtime.config.console_secret_key:
+        return None
+    if env.get("DATABASE_URL"):
+        return DevConsole(note="sign in with an operator account of DATABASE_URL's store (`relay users add`)")
+    saved = instance / CONSOLE_ACCOUNT_FILE
+    password = secrets.token_urlsafe(12)
+    made = add_dev_operator(runtime, DEV_OPERATOR, password, actor=Actor.cli(runtime.config.operator))
+    if made is not None:
+        saved.touch(mode=0o600)
+        saved.chmod(0o600)
+        saved.write_text(json.dumps({"email": made.email, "password": password}) + "\n")
+        return DevConsole(made.email, password, made=True)
+    kept = _saved_credentials(saved)
+    if kept is not None and authenticate(runtime, *kept) is not None:
+        return DevConsole(*kept)
+    return DevConsole(note="sign in with an operator account of this store (`relay users list` names them)")
+
+
+def _saved_credentials(path: Path) -> tuple[str, str] | None:
+    try:
+        kept = json.loads(path.read_text())
+        return str(kept["email"]), str(kept["password"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def console_lines(url: str, console: DevConsole | None) -> list[str]:
+    if console is None:
+        return []
+    address = f"Console: {url}/console/"
+    if console.password is None:
+        return [f"{address}  ({console.note})"]
+    kept = f"made now, kept in {CONSOLE_ACCOUNT_FILE}" if console.made else f"from {CONSOLE_ACCOUNT_FILE}"
+    return [f"{address}  sign in as {console.email}, password {console.password}  ({kept})"]
+
+
 # --- what the banner says -------------------------------------------------------------------
 
 
@@ -339,15 +409,24 @@ def stale_note(stale: StaleLinks) -> str:
 
 def _write_settings(plan: DevPlan, instance: Path) -> Path:
     """The settings another terminal needs to reach this run (`. instance/dev.env`): the
-    sandbox's, dev's own Redis and webhook token. None is a secret: each is dev's own."""
+    sandbox's, dev's own Redis, webhook token and console key. Each is dev's own; the console's
+    key signs sessions, so the file is its owner's to read only."""
     path = instance / SETTINGS_FILE
     variables = plan.sandboxed | plan.dev_settings | {"RELAY_INSTANCE_PATH": str(instance)}
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text("".join(f"export {name}={value}\n" for name, value in variables.items()))
     return path
 
 
 def _print_banner(
-    port: int, plan: DevPlan, sandbox, settings_file: Path, stale: StaleLinks | None, fresh: bool
+    port: int,
+    plan: DevPlan,
+    sandbox,
+    settings_file: Path,
+    stale: StaleLinks | None,
+    fresh: bool,
+    console: DevConsole | None = None,
 ) -> None:
     env = plan.env
     url = f"http://{HOST}:{port}"
@@ -360,6 +439,7 @@ def _print_banner(
         f"SparkLoop-Token: {shown_token}",
         f"Store: {'DATABASE_URL' if env.get('DATABASE_URL') else 'SQLite under instance/'};"
         f" broker, throttle, breaker and metrics: {redis}",
+        *console_lines(url, console),
     ]
     if sandbox is not None:
         lines.append(
