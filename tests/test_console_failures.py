@@ -92,7 +92,7 @@ def test_failures_are_grouped_by_cause_and_one_group_is_replayed_until_done(cons
     assert "Deliveries that failed since" in shown and "the last 7 days" in shown and "it read 4" in shown
     buttons = replay_buttons(page.get_data(as_text=True))
     # Newest group first: the 422, then the 400s.
-    assert [text for text, _ in buttons] == ["Replay 1 deliveries", "Replay 3 deliveries"]
+    assert [text for text, _ in buttons] == ["Replay 1 delivery", "Replay 3 deliveries"]
     newest, oldest = (FailureGroup.parse(fields["group"], ["spruce", "sprig"]) for _, fields in buttons)
     assert (newest.destination, newest.status, newest.kind) == ("spruce", 422, "refused")
     assert (oldest.destination, oldest.status, oldest.kind) == ("spruce", 400, "refused")
@@ -134,7 +134,7 @@ def test_failures_are_grouped_by_cause_and_one_group_is_replayed_until_done(cons
     assert spruce_statuses(console_app) == {**dict.fromkeys(refused, "succeeded"), other[0]: "failed"}
 
     assert [text for text, _ in replay_buttons(operator.get("/console/failures").get_data(as_text=True))] == [
-        "Replay 1 deliveries"]
+        "Replay 1 delivery"]
     again = operator.get("/console/failures/replay", query_string=buttons[1][1])
     assert "Nothing to replay" in text_of(again) and "Confirm replay" not in text_of(again)
 
@@ -232,7 +232,7 @@ def test_the_page_says_when_it_read_only_the_newest_failures(console_app, operat
     assert "More than 2 deliveries failed in this window" in text_of(page)
     # The newest two: the 422, then the newest 400; the confirmation counts all three 400s.
     buttons = replay_buttons(page.get_data(as_text=True))
-    assert [text for text, _ in buttons] == ["Replay 1 deliveries", "Replay 1 deliveries"]
+    assert [text for text, _ in buttons] == ["Replay 1 delivery", "Replay 1 delivery"]
     confirmation = operator.get("/console/failures/replay", query_string=buttons[1][1])
     assert "Would replay 3 deliveries of 3 events" in text_of(confirmation)
 
