@@ -20,6 +20,9 @@ from relay.runtime import Runtime
 from testbed.apps import make_app
 from testbed.console import CONSOLE_KEY, PASSWORD, TEST_ACTOR, make_account, post_form, sign_in, signed_in_client
 
+# Sign-in and sessions live in Redis and the accounts table: one store is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
 PAGES = ["/console/", "/console/events", "/console/failures", "/console/audit"]
 EMAIL = "lead@clinic.example"
 

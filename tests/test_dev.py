@@ -158,7 +158,7 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         # Before backfill: a first sweep that finds deliveries enqueued warns of a lost broker.
         sweeps = redis.Redis.from_url(env["REDIS_URL"])
         try:
-            assert wait_for(lambda: sweeps.exists(LAST_SWEPT), timeout=40, interval=0.5), dev.shown()
+            assert wait_for(lambda: sweeps.exists(LAST_SWEPT), timeout=60, interval=0.5), dev.shown()
         finally:
             sweeps.close()
         report = {}
