@@ -37,13 +37,7 @@ def sign_in(runtime: Runtime, email: str, password: str, address: str | None) ->
     # redis-py types async results too
     waits = [cast(int, runtime.redis.ttl(key)) for key in counters if _failures(runtime, key) >= MAX_FAILURES]
     if waits:
-        audit.record(
-            runtime,
-            _actor(runtime, email, address),
-            "console.sign-in",
-            outcome=audit.REFUSED,
-            reason="too many failed sign-ins",
-        )
+        _refused(runtime, email, address, "too many failed sign-ins")
         raise TooManyFailures(max(max(waits), 1))
     account = authenticate(runtime, email, password)
     if account is None:
@@ -52,13 +46,7 @@ def sign_in(runtime: Runtime, email: str, password: str, address: str | None) ->
                 pipe.set(key, 0, ex=FAILURE_WINDOW_S, nx=True)
                 pipe.incr(key)
             pipe.execute()
-        audit.record(
-            runtime,
-            _actor(runtime, email, address),
-            "console.sign-in",
-            outcome=audit.REFUSED,
-            reason="wrong email or password",
-        )
+        _refused(runtime, email, address, "wrong email or password")
         return None
     runtime.redis.delete(counters[0])
     audit.record(runtime, Actor(account.email, audit.CONSOLE, address), "console.sign-in")
@@ -78,7 +66,9 @@ def _counters(email: str, address: str | None) -> list[str]:
     return [_KEY + "account:" + hashlib.sha256(typed).hexdigest(), _KEY + "address:" + (address or "unknown")]
 
 
-def _actor(runtime: Runtime, email: str, address: str | None) -> Actor:
-    """The account a failed sign-in named, if it names one; else UNKNOWN, never the text typed."""
+def _refused(runtime: Runtime, email: str, address: str | None, reason: str) -> None:
+    """Audit a refused sign-in under the account it named, if it names one; else UNKNOWN, never
+    the text typed."""
     account = find_account(runtime, email)
-    return Actor(account.email if account is not None else UNKNOWN, audit.CONSOLE, address)
+    actor = Actor(account.email if account is not None else UNKNOWN, audit.CONSOLE, address)
+    audit.record(runtime, actor, "console.sign-in", outcome=audit.REFUSED, reason=reason)

@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import threading
 
 import pytest
 
@@ -30,7 +29,6 @@ import pytest
 pytest.register_assert_rewrite("testbed")
 
 from celery.contrib.testing.worker import start_worker  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from relay.observability import init_sentry  # noqa: E402
 from relay.runtime import Runtime  # noqa: E402
@@ -39,6 +37,7 @@ from testbed.apps import TOKEN, fresh_services, make_app  # noqa: E402
 from testbed.console import CONSOLE_KEY, signed_in_client  # noqa: E402
 from testbed.drills.processes import Drill, RedisServer  # noqa: E402
 from testbed.exchanges import Exchange, record_exchanges  # noqa: E402
+from testbed.net import served  # noqa: E402
 from testbed.sentry import SentryCapture, sentry_off  # noqa: E402
 from testbed.services import (  # noqa: E402
     DRILLS,
@@ -260,12 +259,8 @@ def worker(app):
 
 @pytest.fixture
 def server(app):
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
+    with served(app) as address:
+        yield address
 
 
 @pytest.fixture
@@ -296,12 +291,8 @@ def browser():
 @pytest.fixture
 def console_server(console_app):
     """The console's app served over HTTP on loopback, for a browser: its address."""
-    http = make_server("127.0.0.1", 0, console_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
+    with served(console_app) as address:
+        yield address
 
 
 @pytest.fixture

@@ -124,6 +124,7 @@ def test_filters_by_person_and_by_action_or_its_group(console_app, operator, vie
     runtime = Runtime.of(console_app)
     audit.record(runtime, Actor("lead", "cli"), "events.reveal", {"events": [1]})
     audit.record(runtime, Actor("lead", "cli"), "keys.rotate", outcome=audit.FAILED, reason="StoreError")
+    make_account(console_app, "ann@clinic.example", "viewer")
 
     assert who_what(audit_page(viewer, "?person=lead")) == [
         ("lead", "cli", "–", "keys.rotate", "failed: StoreError"),
