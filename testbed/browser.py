@@ -30,6 +30,8 @@ SCREENSHOTS_VARIABLE = "RELAY_SCREENSHOTS"
 # A desktop window for the screenshots; every wait of a test ends after this long.
 VIEWPORT = {"width": 1280, "height": 860}
 TIMEOUT_MS = 10_000
+# A phone's screen, in CSS pixels (an iPhone 12 to 15's width).
+PHONE = {"width": 390, "height": 844}
 
 
 def chromium_path() -> str | None:
@@ -82,9 +84,10 @@ class Screenshots:
 
 
 @contextmanager
-def browsing(browser: Browser, base_url: str) -> Iterator[Page]:
-    """A page in a browser context of its own (its own cookies: one person), closed after."""
-    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+def browsing(browser: Browser, base_url: str, viewport: dict | None = None) -> Iterator[Page]:
+    """A page in a browser context of its own (its own cookies: one person), closed after; a
+    desktop window unless `viewport` says otherwise (PHONE)."""
+    context = browser.new_context(base_url=base_url, viewport=viewport or VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
     try:
         yield context.new_page()

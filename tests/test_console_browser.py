@@ -19,7 +19,7 @@ from operations.audit import AuditFilter, list_entries
 from relay.runtime import Runtime
 from schemas.personal import NOT_PERSONAL_KEYS, leaves, personal_strings
 from testbed.apps import deliveries, events, post_event, run_pending
-from testbed.browser import browsing, csrf_token_of, form_action, require_chromium, sign_in
+from testbed.browser import PHONE, browsing, csrf_token_of, form_action, require_chromium, sign_in
 from testbed.console import PASSWORD, make_account
 from testbed.examples import FIXTURE_NAMES, load_fixture
 from testbed.privacy import leaked
@@ -157,6 +157,23 @@ def test_search_a_subscriber_by_email_and_see_both_attempts_of_a_delivery_that_f
             expect(main).to_contain_text(shown)
         assert "mia.search@example.com" not in page.content()  # masked until Reveal
         screenshots.take(page, "event")
+
+
+@on_postgresql
+def test_every_page_fits_a_phone_s_width(console_app, console_server, browser, screenshots, sandbox):
+    sandbox.configure(faults=[SPRUCE_REFUSES_CONTACTS])
+    [event_id] = stored(console_app, referral(1))
+    run_pending(console_app)
+    make_account(console_app, OPERATOR, "operator")
+    with browsing(browser, console_server, viewport=PHONE) as page:
+        sign_in(page, OPERATOR, PASSWORD)
+        for path in ("/console/", "/console/events", f"/console/events/{event_id}", "/console/failures",
+                     "/console/audit"):
+            page.goto(path)
+            # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+        page.goto("/console/")
+        screenshots.take(page, "phone-overview")
 
 
 @on_postgresql
