@@ -75,6 +75,7 @@ BUDGET_LEVELS = (50, 80, 90, 100)
 RATE_LIMITS_FRESH = timedelta(days=1)
 # A failure group lasts while its deliveries failed this recently.
 FAILURES_WINDOW = timedelta(hours=1)
+FAILURES_WINDOW_WORDS = "the last hour"
 # The newest groups alerted about at once; the others wait their turn (neither opened nor resolved).
 MAX_FAILURE_GROUPS = 10
 OVERVIEW_PAGE = "/console/"
@@ -107,7 +108,8 @@ class Unknown:
 
 @dataclass
 class Readings:
-    """What one evaluation's checks read, each read once."""
+    """What the checks of one evaluation read from: the runtime, the time it runs at, and what
+    several checks need, read once."""
 
     runtime: Runtime
     now: datetime
@@ -220,12 +222,11 @@ def failure_group_conditions(readings: Readings) -> Found:
             continue
         title = readings.titles.get(group.destination, group.destination.capitalize())
         status = "" if group.status is None else f", HTTP {group.status}"
-        window = human_duration(FAILURES_WINDOW.total_seconds())
         yield Condition(
             subject,
-            f"{title}: {summary.count} {_deliveries(summary.count)} failed in the last {window} "
+            f"{title}: {summary.count} {_deliveries(summary.count)} failed in {FAILURES_WINDOW_WORDS} "
             f"({group.kind_label}{status})",
-            f"{title}: no more deliveries failed ({group.kind_label}{status}) in the last {window}",
+            f"{title}: no more deliveries failed ({group.kind_label}{status}) in {FAILURES_WINDOW_WORDS}",
             page=FAILURES_PAGE,
             facts={
                 "destination": group.destination,
@@ -268,7 +269,6 @@ def sweep_conditions(readings: Readings) -> Found:
             "relay",
             f"The sweep is not running: {check.detail}",
             "The sweep runs again",
-            facts={"check": check.name},
         )
 
 
@@ -286,7 +286,7 @@ ALERT_CHECKS: list[AlertCheck] = [
 
 
 @dataclass
-class Reading:
+class Observed:
     """What the checks said: the conditions that hold, by key, and what they could not tell."""
 
     holding: dict[str, tuple[str, Condition]] = field(default_factory=dict)  # key -> (type, condition)
@@ -297,8 +297,8 @@ class Reading:
         return alert_type not in self.unknown_types and key not in self.unknown_keys
 
 
-def read_conditions(readings: Readings, checks: Iterable[AlertCheck]) -> Reading:
-    reading = Reading()
+def read_conditions(readings: Readings, checks: Iterable[AlertCheck]) -> Observed:
+    reading = Observed()
     for check in checks:
         try:
             found = list(check.read(readings))
@@ -350,7 +350,7 @@ Decision = tuple[str, str, dict[str, Any], str]  # key, status, the entry as sto
 
 
 def decide(
-    reading: Reading, state: dict[str, dict[str, Any]], now: float, repeat_s: float
+    reading: Observed, state: dict[str, dict[str, Any]], now: float, repeat_s: float
 ) -> tuple[list[Decision], dict[str, dict[str, Any]], list[str]]:
     """The transitions (see the module's docstring): the alerts (key, status, entry, marker), the
     entries to store and the keys to forget. A pure function of its arguments."""

@@ -265,7 +265,7 @@ def test_the_sinks_get_each_alert_once_per_window_signed_and_without_personal_da
         "destination": "spruce", "status_code": 400, "kind": "refused", "failures": 1, "newest_event_id": failed.event_id,
         "vendor_request_id": failed.last_error.split("[req ")[1].split("]")[0],
         "first_failed_at": None, "last_failed_at": None}
-    assert group["summary"] == "Spruce: 1 delivery failed in the last 60m (refused by the vendor, HTTP 400)"
+    assert group["summary"] == "Spruce: 1 delivery failed in the last hour (refused by the vendor, HTTP 400)"
     assert group["console_url"] == PUBLIC_URL + "/console/failures?days=1"
 
     assert any(line.startswith(":red_circle: Relay alert: Spruce: circuit breaker ") for line in lines)
