@@ -11,6 +11,7 @@ URL's password or a person.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import cast
@@ -24,8 +25,10 @@ from relay.checks import NOT_CONFIGURED, OK, SKIPPED, Check, failed, passed, war
 from relay.config import Config
 from relay.db import MIGRATIONS
 from relay.durations import human_duration
+from relay.models import utcnow
 from relay.queue import RETENTION_INTERVAL, SWEEP_INTERVAL
 from relay.runtime import Runtime
+from workers.alerts import SENTRY, SLACK, TEST, WEBHOOK, Alert, SinkError, console_url, record_sent, send
 from workers.outcomes import ErrorKind
 from workers.retention import Ages, last_run
 from workers.sparkloop.client import SparkLoopClient
@@ -40,6 +43,14 @@ SWEEP_STALE_S = 6 * SWEEP_INTERVAL.total_seconds()
 # Beat sends a retention run every RETENTION_INTERVAL; a few hours late is no sign of trouble.
 RETENTION_STALE_S = RETENTION_INTERVAL.total_seconds() + 6 * 3600
 SPARKLOOP_CHECKS = ("SparkLoop key", "SparkLoop webhook")
+# `relay doctor --send-test-alert`: a line per alert sink, after the other checks.
+ALERT_SINK_CHECKS = {WEBHOOK: "alert webhook", SLACK: "alert Slack", SENTRY: "alert Sentry"}
+_SINK_SETTINGS = {WEBHOOK: "RELAY_ALERT_WEBHOOK_URL", SLACK: "RELAY_ALERT_SLACK_URL", SENTRY: "SENTRY_DSN"}
+_SINK_FIXES = {
+    WEBHOOK: "check RELAY_ALERT_WEBHOOK_URL, and that the receiver is up and verifies with RELAY_ALERT_WEBHOOK_SECRET",
+    SLACK: "check RELAY_ALERT_SLACK_URL: the incoming webhook's URL in Slack's app settings (a removed one "
+    "answers 403 or 404)",
+}
 
 
 def check_names(config: Config | None) -> list[str]:
@@ -277,3 +288,39 @@ def check_sparkloop(config: Config) -> list[Check]:
             f"{', '.join(DASHBOARD_ONLY_EVENTS)} in SparkLoop's dashboard (the API cannot)",
         ),
     ]
+
+
+def send_test_alerts(runtime: Runtime) -> list[Check]:
+    """A test alert posted to each configured alert sink at once (not through a worker), and how
+    each answered. Sentry's client sends in the background: the line says it was handed over."""
+    config = runtime.config
+    now = utcnow().isoformat(timespec="seconds")
+    alert = Alert(
+        id=f"alert_test_{secrets.token_hex(8)}",
+        type=TEST,
+        status=TEST,
+        subject="relay",
+        summary="a test alert from `relay doctor --send-test-alert`: alerts reach this sink",
+        at=now,
+        since=now,
+        console_url=console_url(config, "/console/"),
+    )
+    checks = []
+    for sink, name in ALERT_SINK_CHECKS.items():
+        if sink not in config.alert_sinks:
+            checks.append(Check(name, NOT_CONFIGURED, f"{_SINK_SETTINGS[sink]} is not set"))
+            continue
+        try:
+            answer = send(config, alert, sink)
+        except SinkError as exc:
+            checks.append(failed(name, f"the test alert was not taken: {exc}", _SINK_FIXES[sink]))
+            continue
+        record_sent(runtime, alert, sink, answer)
+        if sink == SENTRY:
+            import sentry_sdk
+
+            sentry_sdk.flush(timeout=VENDOR_TIMEOUT_S)
+            checks.append(passed(name, f"a test message went to Sentry ({alert.id}): look for it among the issues"))
+        else:
+            checks.append(passed(name, f"a test alert was taken ({answer}, {alert.id})"))
+    return checks

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from relay.core_settings import (
+    ALERTS,
     CONSOLE,
     CORE_GROUPS,
     DELIVERY,
@@ -53,6 +54,7 @@ DOCUMENTED_GROUPS: tuple[SettingsGroup[Any], ...] = (
     SPARKLOOP,
     RETENTION,
     OBSERVABILITY,
+    ALERTS,
     SECURITY,
     CONSOLE,
     PLATFORM,
@@ -95,6 +97,11 @@ class Config:
     operator: str | None
     console_secret_key: str | None
     console_idle_s: float
+    alert_webhook_url: str | None
+    alert_webhook_secret: str | None
+    alert_slack_url: str | None
+    alert_repeat_s: float
+    alert_backlog_age_s: float
     # Every destination this process knows (relay.destinations: the installed ones and RELAY_PLUGINS').
     destinations: Registry
     # Each destination group's settings object by group name (`of`).
@@ -105,6 +112,12 @@ class Config:
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def alert_sinks(self) -> tuple[str, ...]:
+        """Where alerts go (operations.alerts): the webhook, Slack and Sentry, those configured."""
+        wanted = (("webhook", self.alert_webhook_url), ("slack", self.alert_slack_url), ("sentry", self.sentry_dsn))
+        return tuple(sink for sink, setting in wanted if setting)
 
     def configured(self) -> dict[str, Destination]:
         """The destinations that have credentials, by name."""

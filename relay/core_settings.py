@@ -5,6 +5,8 @@ workers/spruce/settings.py, found through relay.destinations); relay.config read
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ssl
 import sys
 from typing import Any
@@ -26,6 +28,7 @@ from relay.settings import (
     Text,
     Url,
     Whole,
+    invalid,
 )
 
 LOG_FORMATS = ("json", "text")
@@ -34,6 +37,10 @@ MIN_LOOKUP_KEY_LENGTH = 32
 MIN_CONSOLE_KEY_DISTINCT = 12
 # Where PaaS put the deployed commit, for SENTRY_RELEASE's default.
 RELEASE_VARIABLES = ("HEROKU_SLUG_COMMIT", "SOURCE_VERSION", "RENDER_GIT_COMMIT")
+# The Standard Webhooks spec's secrets: "whsec_" and the base64 of 24 to 64 random bytes.
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)
+MIN_ALERT_REPEAT_S = 60
 # Heroku Redis presents a self-signed certificate: such deploys set REDIS_SSL_CERT_REQS=none.
 _SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
@@ -446,6 +453,87 @@ class ConsoleKey(Parsed):
         return text
 
 
+class WebhookSecret(Parsed):
+    """A Standard Webhooks signing secret: `whsec_` (optional) and standard base64 of 24 to 64
+    bytes. Decoded strictly: a URL-safe alphabet (a Fernet key's) would otherwise lose characters
+    and sign with another key than the receiver's."""
+
+    def parse(self, text: str) -> str:
+        encoded = text.removeprefix(WEBHOOK_SECRET_PREFIX)
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        low, high = WEBHOOK_SECRET_BYTES
+        if not low <= len(raw) <= high:
+            raise ValueError(
+                f"must be {WEBHOOK_SECRET_PREFIX} followed by the standard base64 of {low} to {high} random bytes "
+                "(the Standard Webhooks form)"
+            )
+        return WEBHOOK_SECRET_PREFIX + encoded
+
+
+def _alerts(reading: Reading) -> dict[str, Any]:
+    values = dict(reading.values)
+    if values["alert_webhook_url"] and not values["alert_webhook_secret"]:
+        raise invalid("RELAY_ALERT_WEBHOOK_SECRET", "is required with RELAY_ALERT_WEBHOOK_URL (alerts are signed)")
+    if values["alert_repeat_s"] < MIN_ALERT_REPEAT_S:
+        raise invalid("RELAY_ALERT_REPEAT", "must be at least 1m")
+    return values
+
+
+ALERTS = SettingsGroup(
+    "alerts",
+    "Alerts",
+    build=_alerts,
+    settings=(
+        Setting(
+            "RELAY_ALERT_WEBHOOK_URL",
+            "alert_webhook_url",
+            Url(),
+            secret=True,
+            shown_default="– (no webhook alerts)",
+            doc="where beat's alert check posts each alert as JSON, signed per the Standard Webhooks spec "
+            '(`webhook-id`, `webhook-timestamp`, `webhook-signature` headers; see "Alerts")',
+        ),
+        Setting(
+            "RELAY_ALERT_WEBHOOK_SECRET",
+            "alert_webhook_secret",
+            WebhookSecret(),
+            secret=True,
+            shown_default="– (required with `RELAY_ALERT_WEBHOOK_URL`)",
+            doc="the alert webhook's signing secret: `whsec_` and the base64 of 24 to 64 random bytes "
+            "(`python -c \"import base64, secrets; print('whsec_' + base64.b64encode(secrets.token_bytes(32))"
+            '.decode())"`); the receiver verifies with it',
+        ),
+        Setting(
+            "RELAY_ALERT_SLACK_URL",
+            "alert_slack_url",
+            Url(),
+            secret=True,
+            shown_default="– (no Slack alerts)",
+            doc="a Slack incoming webhook's URL: each alert is one line there, with a link to the console "
+            "(when `RELAY_PUBLIC_URL` is set)",
+        ),
+        Setting(
+            "RELAY_ALERT_REPEAT",
+            "alert_repeat_s",
+            Duration(),
+            default="1h",
+            doc="an alert is sent when a condition starts, again at most this often while it lasts, and once "
+            "when it ends",
+        ),
+        Setting(
+            "RELAY_ALERT_BACKLOG_AGE",
+            "alert_backlog_age_s",
+            Duration(),
+            default="15m",
+            doc="a destination's oldest waiting live delivery older than this is an alert (replays and backfills "
+            "are left out: they wait by design)",
+        ),
+    ),
+)
+
 CONSOLE = SettingsGroup(
     "console",
     "Console",
@@ -520,6 +608,7 @@ CORE_GROUPS: tuple[SettingsGroup[dict[str, Any]], ...] = (
     OBSERVABILITY,
     SECURITY,
     CONSOLE,
+    ALERTS,
 )
 
 

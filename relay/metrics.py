@@ -42,6 +42,11 @@ COUNTERS = {
         ("vendor", "status"),
     ),
     "relay_throttle_deferrals_total": ("Vendor calls the shared throttle held back, by vendor.", ("vendor",)),
+    "relay_alerts_sent_total": (
+        "Alerts a sink accepted, by alert type, status (opened, repeat, resolved, test) and sink.",
+        ("type", "status", "sink"),
+    ),
+    "relay_alert_send_failures_total": ("Alert sends that failed (each try), by sink.", ("sink",)),
 }
 HISTOGRAMS = {
     "relay_vendor_request_duration_seconds": ("Vendor HTTP request time, by vendor.", ("vendor",), SECONDS),

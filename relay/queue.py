@@ -37,6 +37,13 @@ SWEEP_INTERVAL = timedelta(seconds=10)
 RETENTION_TASK = "relay.retention"
 RETENTION_SCHEDULE = crontab(hour=3, minute=0)  # UTC
 RETENTION_INTERVAL = timedelta(days=1)
+# Alerts (operations.alerts): beat has the conditions evaluated every ALERTS_INTERVAL, when a
+# sink is configured and Redis keeps the alerts' state; each alert is then sent by a task of its
+# own per sink (workers.alerts), retried with backoff. Both on the catch-up queue: behind no
+# live delivery; a stale evaluation is dropped (the next one is due anyway).
+EVALUATE_ALERTS_TASK = "relay.alerts.evaluate"
+SEND_ALERT_TASK = "relay.alerts.send"
+ALERTS_INTERVAL = timedelta(seconds=30)
 LIVE_QUEUE = "celery"
 # Catch-up work (replays, backfills) waits in a queue of its own, so a large replay never
 # stands between live deliveries and the workers (workers take from both queues in turn).
@@ -44,6 +51,9 @@ CATCH_UP_QUEUE = "relay-replay"
 # Where a worker finds the task functions, and the step that publishes new deliveries; only
 # worker processes load them.
 TASK_MODULE = "workers.tasks"
+# The alerts' tasks: sending (the engine's layer) and evaluating, which reads the operations'
+# views (the Failures page's groups, the overview's rate limits, doctor's sweep check).
+ALERT_TASK_MODULES = ("workers.alerts", "operations.alerts")
 DISPATCH_STEP = "workers.dispatch:Dispatcher"
 
 
@@ -81,7 +91,7 @@ def celery_init_app(app: Flask) -> Celery:
         beat_schedule=beat_schedule(config),
         task_queues=[Queue(LIVE_QUEUE), Queue(CATCH_UP_QUEUE)],
         task_default_queue=LIVE_QUEUE,
-        imports=[TASK_MODULE],
+        imports=[TASK_MODULE, *ALERT_TASK_MODULES],
         # SIGTERM (a deploy; Heroku sends SIGKILL 30 s later): tasks under way get 20 s to
         # finish; then they are stopped, and their deliveries handed back at once (workers.engine).
         worker_soft_shutdown_timeout=config.shutdown_grace_s,
@@ -105,14 +115,22 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def beat_schedule(config) -> dict:
-    """What beat sends: the sweep every SWEEP_INTERVAL and, unless turned off, the retention
-    run once a day, on the catch-up queue (behind no live delivery)."""
+    """What beat sends: the sweep every SWEEP_INTERVAL; unless turned off, the retention run once
+    a day; and, when an alert sink is configured and REDIS_URL is set (the alerts' state is
+    shared there), the alert check every ALERTS_INTERVAL; those two on the catch-up queue (behind
+    no live delivery)."""
     schedule = {"relay-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_INTERVAL}}
     if config.retention_purge_daily:
         schedule["relay-retention"] = {
             "task": RETENTION_TASK,
             "schedule": RETENTION_SCHEDULE,
             "options": {"queue": CATCH_UP_QUEUE},
+        }
+    if config.alert_sinks and config.redis_url:
+        schedule["relay-alerts"] = {
+            "task": EVALUATE_ALERTS_TASK,
+            "schedule": ALERTS_INTERVAL,
+            "options": {"queue": CATCH_UP_QUEUE, "expires": ALERTS_INTERVAL.total_seconds()},
         }
     return schedule
 

@@ -45,21 +45,26 @@ def check_configuration(info: ScriptInfo) -> tuple[Check, Flask | None]:
     return passed(name, "every variable is valid"), app
 
 
-def run_checks(info: ScriptInfo) -> list[Check]:
+def run_checks(info: ScriptInfo, send_test_alert: bool = False) -> list[Check]:
     configuration, app = check_configuration(info)
     if app is None:
-        return [
-            configuration,
-            *(Check(name, SKIPPED, "the configuration is not valid") for name in doctor.check_names(None)),
-        ]
+        names = [*doctor.check_names(None), *(doctor.ALERT_SINK_CHECKS.values() if send_test_alert else ())]
+        return [configuration, *(Check(name, SKIPPED, "the configuration is not valid") for name in names)]
     with app.app_context():
-        return [configuration, *doctor.run_checks(Runtime.of(app), app.extensions["celery"])]
+        runtime = Runtime.of(app)
+        checks = [configuration, *doctor.run_checks(runtime, app.extensions["celery"])]
+        return checks + (doctor.send_test_alerts(runtime) if send_test_alert else [])
 
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON for scripts.")
+@click.option(
+    "--send-test-alert",
+    is_flag=True,
+    help="Also post a test alert to each configured alert sink (webhook, Slack, Sentry) and say how each answered.",
+)
 @click.pass_context
-def doctor_command(ctx: click.Context, as_json: bool):
+def doctor_command(ctx: click.Context, as_json: bool, send_test_alert: bool):
     """Check that this deploy can work, one line per check.
 
     In order: the configuration (the validation every process runs), the database (reachable,
@@ -69,11 +74,12 @@ def doctor_command(ctx: click.Context, as_json: bool):
     (when SPARKLOOP_API_KEY is set) and Relay's webhook (when RELAY_PUBLIC_URL is set too),
     whether the sweep ran recently (beat is alive), and the last daily retention run. Each vendor
     check is one harmless read with a 5 s timeout. A vendor without credentials is "not
-    configured", not a failure; a warning (!) deserves a look but fails nothing.
+    configured", not a failure; a warning (!) deserves a look but fails nothing. With
+    --send-test-alert, a line per alert sink: a test alert posted to it, and its answer.
 
     Exit code 0 when no check failed, 1 otherwise. No token or key is printed.
     """
-    checks = run_checks(ctx.ensure_object(ScriptInfo))
+    checks = run_checks(ctx.ensure_object(ScriptInfo), send_test_alert)
     healthy = all(check.status != FAILED for check in checks)
     if as_json:
         click.echo(json.dumps({"ok": healthy, "checks": [asdict(check) for check in checks]}, indent=2))
