@@ -752,11 +752,17 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
             "idempotency_key": None}.items() <= state["requests"][0].items()
     assert control.get("/stats").json() == {"sprig": {"202": 1}, "spruce": {"200": 1, "201": 3}}
 
+    assert state["budgets"]["spruce"]["relay"] == 4 and state["budgets"]["sprig"]["relay"] == 0  # limits set anew
+
     assert control.post("/reset").status_code == 200
-    assert control.get("/state").json() == {"sprig": {"users": {}, "purges": []},
-                                            "spruce": {"contacts": [], "conversations": [], "items": {}},
-                                            "sparkloop": {"subscribers": []},
-                                            "requests": []}
+    emptied = control.get("/state").json()
+    budgets = emptied.pop("budgets")
+    assert emptied == {"sprig": {"users": {}, "purges": []},
+                       "spruce": {"contacts": [], "conversations": [], "items": {}},
+                       "sparkloop": {"subscribers": []},
+                       "requests": []}
+    assert {vendor: (b["relay"], b["windows"]["minute"]) for vendor, b in budgets.items()} == {
+        "sprig": (0, []), "spruce": (0, []), "sparkloop": (0, [])}
     assert control.get("/stats").json() == {}
     config = control.get("/config").json()
     assert (config["faults"], config["latency_ms"]["spruce"], config["rate_limit"]["sprig"]["limit"]) == ([], 0, 1000)
