@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from sandbox.state import SandboxSettings, SandboxState, Window, new_request_id
+from sandbox.budget import Window
+from sandbox.state import SandboxSettings, SandboxState, new_request_id
 
 log = logging.getLogger("sandbox")
 

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from sandbox import spruce_records as records
+from sandbox.budget import Window
 from sandbox.gate import Rejected, Vendor, state
-from sandbox.state import Window
 
 PREFIX = "/spruce/v1"
 bp = Blueprint("spruce", __name__, url_prefix=PREFIX)

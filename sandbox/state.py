@@ -1,5 +1,5 @@
-"""The sandbox's memory: vendor records, switches, rate-limit windows, idempotency keys and the
-request log. One lock guards all of it; nothing sleeps or does I/O while holding it. The vendor
+"""The sandbox's memory: vendor records, switches, rate-limit budgets (sandbox.budget),
+idempotency keys and the request log. One lock guards all of it; nothing sleeps or does I/O while holding it. The vendor
 modules mutate the record dicts directly, inside `with state.lock:`."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import switches
+from sandbox.budget import Budget, Window
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _REQUEST_ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -51,6 +52,7 @@ class SandboxSettings:
     spruce_rate_limit: int = 100  # requests per window per organization
     spruce_rate_window_s: float = 60
     spruce_daily_limit: int | None = None
+    spruce_day_s: float = switches.DAY_S  # the daily window's length: shorter in drills
     sparkloop_api_key: str = "sandbox-sparkloop-key"
     # SparkLoop: 60 per rolling 60 s per API key; newer versions of the page say 120
     # (https://docs.sparkloop.app).
@@ -61,36 +63,6 @@ class SandboxSettings:
     # A JSON file the records are kept in, read at start and written after every change: a
     # restarted sandbox still knows the ids Relay stored (`relay dev`). None: memory only.
     state_file: str | None = None
-
-
-@dataclass(frozen=True)
-class Window:
-    """The outcome of counting one request against a vendor's rate-limit windows."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: int  # whole seconds until the exhausted (or the per-minute) window resets
-    daily_limit: int | None = None
-    daily_remaining: int | None = None
-
-
-@dataclass
-class _Span:
-    """One fixed window: it starts with the first request counted in it."""
-
-    name: str
-    start: float
-    count: int
-    limit: int
-    length_s: float
-
-    @property
-    def remaining(self) -> int:
-        return max(self.limit - self.count, 0)
-
-    def reset_after(self, now: float) -> int:
-        return max(1, math.ceil(self.start + self.length_s - now))
 
 
 def new_request_id() -> str:
@@ -119,18 +91,22 @@ class SandboxState:
             self.sparkloop_webhooks: dict[str, dict] = {}  # by uuid, in creation order
             self._visible_at: dict[str, float] = {}
             self._idempotency: dict[tuple[str, str], float] = {}  # (path, key) -> expires
-            self._windows: dict[tuple[str, str], tuple[float, int]] = {}
             self._requests: deque[dict] = deque(maxlen=self.settings.request_log_size)
             self._counts: Counter[tuple[str, int]] = Counter()
             self._config = switches.defaults(self.settings)
+            now = time.monotonic()
+            self._budgets = {vendor: Budget(self._config["rate_limit"][vendor], now) for vendor in switches.VENDORS}
 
     def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply a partial update (see switches.merge); returns the resulting configuration."""
         with self.lock:
             merged = switches.merge(self._config, changes)
-            for vendor in changes.get("rate_limit") or {}:
-                # New limits start with fresh windows.
-                self._windows = {k: v for k, v in self._windows.items() if k[0] != vendor}
+            now = time.monotonic()
+            for vendor, limits in (changes.get("rate_limit") or {}).items():
+                if set(limits) - {switches.OTHER_INTEGRATION}:  # new limits start with fresh windows
+                    self._budgets[vendor] = Budget(merged["rate_limit"][vendor], now)
+                else:  # the other integration alone: the windows go on
+                    self._budgets[vendor].pace_other(merged["rate_limit"][vendor][switches.OTHER_INTEGRATION], now)
             self._config = merged
             return copy.deepcopy(merged)
 
@@ -170,35 +146,17 @@ class SandboxState:
     # --- rate limits, faults --------------------------------------------------------------
 
     def count_request(self, vendor: str) -> Window:
-        """Count one request against the vendor's fixed windows (per key / per organization:
-        the sandbox accepts one credential per vendor). A refused request is not counted."""
-        now = time.monotonic()
+        """Count one request against the vendor's windows (per key / per organization: the
+        sandbox accepts one credential per vendor). A refused request is not counted."""
         with self.lock:
-            limits = self._config["rate_limit"][vendor]
-            window = self._span(vendor, "window", limits["limit"], limits["window_s"], now)
-            daily = None
-            if limits.get("daily_limit") is not None:
-                daily = self._span(vendor, "daily", limits["daily_limit"], switches.DAY_S, now)
-            spans = [span for span in (window, daily) if span]
-            exhausted = [span for span in spans if span.count >= span.limit]
-            if not exhausted:
-                for span in spans:
-                    span.count += 1
-                    self._windows[(vendor, span.name)] = (span.start, span.count)
-            return Window(
-                allowed=not exhausted,
-                limit=window.limit,
-                remaining=window.remaining,
-                reset_after=max(span.reset_after(now) for span in exhausted or [window]),
-                daily_limit=daily.limit if daily else None,
-                daily_remaining=daily.remaining if daily else None,
-            )
+            return self._budgets[vendor].spend(time.monotonic())
 
-    def _span(self, vendor: str, name: str, limit: int, length_s: float, now: float) -> _Span:
-        start, count = self._windows.get((vendor, name), (now, 0))
-        if now - start >= length_s:
-            start, count = now, 0
-        return _Span(name, start, count, limit, length_s)
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        """Each vendor's rate-limit windows and what was spent in them, by Relay and by the other
+        integration, since its limits were last set (sandbox.budget.Budget.shown)."""
+        with self.lock:
+            now = time.monotonic()
+            return {vendor: budget.shown(now) for vendor, budget in self._budgets.items()}
 
     def take_fault(self, vendor: str, method: str, path: str) -> dict | None:
         """The first configured fault matching this request, with one use spent."""
@@ -329,6 +287,7 @@ class SandboxState:
                     },
                     "sparkloop": {"subscribers": self.sparkloop_newest_first()},
                     "requests": list(self._requests),
+                    "budgets": self.budgets(),
                 }
             )
 

@@ -1,4 +1,5 @@
-"""The sandbox's switches (latency, rate limits, faults, eventual consistency, idempotency TTL):
+"""The sandbox's switches (latency, rate limits and another integration spending Spruce's, faults,
+eventual consistency, idempotency TTL):
 their defaults and the validation of partial updates. Pure functions; SandboxState applies them
 under its lock, and both the control API and RunningSandbox.configure() go through here."""
 
@@ -10,6 +11,10 @@ from typing import Any
 VENDORS = ("sprig", "spruce", "sparkloop")
 DAY_S = 24 * 3600
 DEFAULT_TIMEOUT_DELAY_S = 5.0
+# Spruce counts every integration of an organization against one budget: this one's calls, one
+# every so many seconds, come out of the same windows as Relay's (sandbox.budget).
+OTHER_INTEGRATION = "other_integration_every_s"
+SPRUCE_LIMITS = ("limit", "window_s", "daily_limit", "day_s", OTHER_INTEGRATION)
 # Reads that lag behind writes: Sprig processes upserts asynchronously
 # (https://docs.sprig.com/reference/sprig-api/v2/post-user-v2-1); Spruce's conversation and item
 # listings are eventually consistent (https://developer.sprucehealth.com/reference/listconversations,
@@ -41,6 +46,8 @@ def defaults(settings) -> dict[str, Any]:
                 "limit": settings.spruce_rate_limit,
                 "window_s": settings.spruce_rate_window_s,
                 "daily_limit": settings.spruce_daily_limit,
+                "day_s": settings.spruce_day_s,
+                OTHER_INTEGRATION: None,
             },
             "sparkloop": {"limit": settings.sparkloop_rate_limit, "window_s": settings.sparkloop_rate_window_s},
         },
@@ -79,7 +86,7 @@ def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rate_limit(vendor: str, limits: Any) -> dict[str, Any]:
-    allowed = ("limit", "window_s", "daily_limit") if vendor == "spruce" else ("limit", "window_s")
+    allowed = SPRUCE_LIMITS if vendor == "spruce" else ("limit", "window_s")
     limits = _mapping(limits, f"rate_limit.{vendor}", allowed)
     checked: dict[str, Any] = {}
     if "limit" in limits:
@@ -89,6 +96,13 @@ def _rate_limit(vendor: str, limits: Any) -> dict[str, Any]:
     if "daily_limit" in limits:
         daily = limits["daily_limit"]
         checked["daily_limit"] = None if daily is None else _integer(daily, "rate_limit.spruce.daily_limit", minimum=0)
+    if "day_s" in limits:
+        checked["day_s"] = _number(limits["day_s"], "rate_limit.spruce.day_s", minimum=0.001)
+    if OTHER_INTEGRATION in limits:
+        every = limits[OTHER_INTEGRATION]
+        checked[OTHER_INTEGRATION] = (
+            None if every is None else _number(every, f"rate_limit.spruce.{OTHER_INTEGRATION}", minimum=0.001)
+        )
     return checked
 
 

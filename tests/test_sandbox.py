@@ -654,6 +654,49 @@ def test_spruce_daily_limit_throttles_until_the_next_day(spruce, box):
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 86_000
 
 
+def test_spruce_sends_daily_headers_only_with_a_daily_limit(spruce, box):
+    answer = spruce.get("/contacts")
+    assert answer.headers["s-ratelimit-limit"] == "100"
+    assert not [name for name in answer.headers if "daily" in name]
+
+
+def test_spruce_daily_window_of_a_set_length_refuses_when_spent_then_turns_over(spruce, box):
+    box.configure(rate_limit={"spruce": {"limit": 100, "daily_limit": 2, "day_s": 1.5}})
+    spent = [spruce.get("/contacts") for _ in range(2)]
+    assert [(r.headers["s-ratelimit-daily-limit"], r.headers["s-ratelimit-daily-remaining"]) for r in spent] == [
+        ("2", "1"), ("2", "0")]
+    refused = spruce.post("/contacts", json={"givenName": "Ann"}, headers=key())
+    assert refused.status_code == 429 and refused.json()["type"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2  # until the day turns over
+    assert (refused.headers["s-ratelimit-remaining"], refused.headers["s-ratelimit-daily-remaining"]) == ("98", "0")
+    assert box.snapshot()["spruce"]["contacts"] == []
+    assert wait_until(lambda: spruce.get("/contacts").status_code == 200, timeout_s=3)
+    budget = box.snapshot()["budgets"]["spruce"]
+    first_day, *_, today = budget["windows"]["day"]
+    assert (first_day["relay"], first_day["lowest_remaining"]) == (2, 0) and first_day["relay_refused"] >= 1
+    assert (today["relay"], today["remaining"], today["limit"]) == (1, 1, 2)
+    assert budget["relay_refused"] == budget["relay_refused_by_day"] == box.stats()["spruce"]["429"]
+
+
+def test_another_integration_spends_the_organizations_budget(spruce, control, box):
+    limits = {"limit": 1000, "daily_limit": 5000, "day_s": 60, "other_integration_every_s": 0.1}
+    assert control.post("/config", json={"rate_limit": {"spruce": limits}}).status_code == 200
+    time.sleep(0.55)
+    answer = spruce.get("/contacts")
+    other = 5000 - 1 - int(answer.headers["s-ratelimit-daily-remaining"])
+    assert other >= 5 and 1000 - 1 - int(answer.headers["s-ratelimit-remaining"]) == other
+    budget = control.get("/state").json()["budgets"]["spruce"]
+    assert budget["relay"] == 1 and budget["other"] >= other and budget["other_integration_every_s"] == 0.1
+    assert box.stats()["spruce"] == {"200": 1} and len(box.snapshot()["requests"]) == 1  # not Relay's requests
+
+    # Stopping it keeps the windows (new limits would start fresh ones).
+    assert control.post("/config", json={"rate_limit": {"spruce": {"other_integration_every_s": None}}}).status_code == 200
+    stopped = control.get("/state").json()["budgets"]["spruce"]["other"]
+    time.sleep(0.25)
+    later = spruce.get("/contacts")
+    assert int(later.headers["s-ratelimit-daily-remaining"]) == 5000 - 2 - stopped
+
+
 def test_rate_limit_windows_reset(sprig, box):
     box.configure(rate_limit={"sprig": {"limit": 1, "window_s": 0.3}})
     assert sprig.get("/v2/users/u1").status_code == 404
@@ -752,11 +795,17 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
             "idempotency_key": None}.items() <= state["requests"][0].items()
     assert control.get("/stats").json() == {"sprig": {"202": 1}, "spruce": {"200": 1, "201": 3}}
 
+    assert state["budgets"]["spruce"]["relay"] == 4 and state["budgets"]["sprig"]["relay"] == 0  # limits set anew
+
     assert control.post("/reset").status_code == 200
-    assert control.get("/state").json() == {"sprig": {"users": {}, "purges": []},
-                                            "spruce": {"contacts": [], "conversations": [], "items": {}},
-                                            "sparkloop": {"subscribers": []},
-                                            "requests": []}
+    emptied = control.get("/state").json()
+    budgets = emptied.pop("budgets")
+    assert emptied == {"sprig": {"users": {}, "purges": []},
+                       "spruce": {"contacts": [], "conversations": [], "items": {}},
+                       "sparkloop": {"subscribers": []},
+                       "requests": []}
+    assert {vendor: (b["relay"], b["windows"]["minute"]) for vendor, b in budgets.items()} == {
+        "sprig": (0, []), "spruce": (0, []), "sparkloop": (0, [])}
     assert control.get("/stats").json() == {}
     config = control.get("/config").json()
     assert (config["faults"], config["latency_ms"]["spruce"], config["rate_limit"]["sprig"]["limit"]) == ([], 0, 1000)
@@ -769,6 +818,9 @@ def test_control_state_stats_and_reset(sprig, spruce, control, box):
     ({"latency_ms": {"mailchimp": 5}}, "unknown keys"),
     ({"rate_limit": {"sparkloop": {"daily_limit": 5}}}, "unknown keys"),
     ({"rate_limit": {"sprig": {"daily_limit": 5}}}, "unknown keys"),
+    ({"rate_limit": {"sprig": {"other_integration_every_s": 2}}}, "unknown keys"),
+    ({"rate_limit": {"spruce": {"day_s": 0}}}, "day_s"),
+    ({"rate_limit": {"spruce": {"other_integration_every_s": "2"}}}, "other_integration_every_s"),
     ({"rate_limit": {"spruce": {"limit": -1}}}, "limit"),
     ({"faults": [{"vendor": "spruce", "status": 200}]}, "status"),
     ({"faults": [{"vendor": "nobody", "status": 500}]}, "vendor"),

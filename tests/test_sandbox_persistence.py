@@ -19,7 +19,7 @@ def started(path):
 
 
 def records(snapshot: dict) -> dict:
-    return {name: value for name, value in snapshot.items() if name != "requests"}
+    return {name: value for name, value in snapshot.items() if name not in ("requests", "budgets")}
 
 
 def test_a_restarted_sandbox_knows_every_record_id_and_idempotency_key_it_had(tmp_path):
@@ -40,6 +40,7 @@ def test_a_restarted_sandbox_knows_every_record_id_and_idempotency_key_it_had(tm
     with started(path) as box:
         assert records(box.snapshot()) == before
         assert box.snapshot()["requests"] == [] and box.state.config()["faults"] == []  # switches start afresh
+        assert box.snapshot()["budgets"]["spruce"]["windows"] == {"minute": [], "day": []}  # and the windows
         with httpx.Client(base_url=box.spruce_url, headers=SPRUCE_AUTH, timeout=TIMEOUT) as spruce:
             assert spruce.get(f"/contacts/{contact['id']}").status_code == 200
             assert spruce.get(f"/conversations/{conversation['id']}").status_code == 200

@@ -27,6 +27,15 @@ def reward_event(event_type: str, n: int) -> dict:
     return payload
 
 
+def referral_event(n: int) -> dict:
+    """The fixture's new_referral for subscriber number `n` (and a referrer of their own): two
+    Spruce calls when the subscriber is new (search, create the contact)."""
+    payload = load_fixture("new_referral")
+    payload["subscriber"].update(id=f"sub_live{n}", email=f"live{n}@example.com", referral_code=f"live{n:04d}")
+    payload["referrer"].update(id=f"sub_referrer{n}", email=f"referrer{n}@example.com", referral_code=f"ref{n:04d}")
+    return payload
+
+
 def post_all(app, payloads: list[dict]) -> None:
     client = app.test_client()
     for payload in payloads:

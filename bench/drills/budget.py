@@ -1,0 +1,133 @@
+"""The Budget drill (issue 19): the sandbox's Spruce allows 240 calls a minute and 400 a "day" of
+120 s, and another integration of the clinic spends one every 2 s of the same budget. 300 Spruce
+deliveries that failed earlier (a note Spruce refused) are replayed (catch-up) while live webhooks
+arrive at 1 a second for two and a half minutes, past the first turn of the day. Relay is told
+Spruce's minute limit (SPRUCE_RATE_LIMIT=240/60s); two supervised workers (Procfile settings)
+and beat.
+
+Live webhooks (--live): `note`, a reward note for a subscriber whose Spruce contact and note
+conversation Relay knows (one Spruce call each), or `referral`, a new subscriber's referral (two:
+search, create the contact). It prints the figures, then each criterion of the issue with its
+verdict, and exits 1 when one fails: live webhooks all done at Spruce within 10 s of their 200;
+0 Spruce 429s; the daily remaining never below the live reserve after a call of Relay's; the
+replay finished; everything done by the end, nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.drills import harness
+from sandbox import SandboxSettings, serve_in_thread
+from testbed.apps import fresh_services
+from testbed.drills.budget import LIVE_KINDS, BudgetRun, budget_drill
+from testbed.drills.processes import Drill, RedisServer
+from testbed.services import PG_URL, drop_database, migrated_from_scratch
+
+NAME = "budget"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.options(NAME, __doc__, events=150, per_second=1, within=60,
+                             events_are="live webhooks", until="the last live webhook")
+    parser.add_argument("--replays", type=int, default=300, help="earlier failed Spruce deliveries replayed")
+    parser.add_argument("--live", choices=LIVE_KINDS, default="note", help="what the live webhooks are")
+    parser.add_argument("--limit", type=int, default=240, help="Spruce's calls a minute (and SPRUCE_RATE_LIMIT's)")
+    parser.add_argument("--daily-limit", type=int, default=400, help="Spruce's calls a day")
+    parser.add_argument("--day", type=float, default=120, help="the day's length, seconds")
+    parser.add_argument("--other-every", type=float, default=2, help="the other integration's pace, seconds a call")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--live-within", type=float, default=10, help="seconds a live webhook may take to Spruce")
+    parser.add_argument("--live-reserve", type=float, default=0.02,
+                        help="the live reserve's share of the daily limit (RELAY_RESERVE_LIVE)")
+    args = parser.parse_args(argv)
+    for quiet in ("werkzeug", "relay"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{NAME}-"))
+    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
+    redis_server = RedisServer(workdir)
+    redis_server.start()
+    # Named after TEST_DATABASE_URL's database, recreated, and dropped at the end.
+    database = migrated_from_scratch(f"{PG_URL}_drill_{NAME}")
+    drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
+    try:
+        run = budget_drill(drill, sandbox, replays=args.replays, live=args.events, per_second=args.per_second,
+                           limit=args.limit, daily_limit=args.daily_limit, day_s=args.day,
+                           other_every_s=args.other_every, live_kind=args.live, workers=args.workers,
+                           within_s=args.within)
+    finally:
+        drill.stop()
+        redis_server.stop()
+        sandbox.stop()
+        drop_database(database)
+
+    print(figures(run, args.live_within), flush=True)
+    verdicts = criteria(run, args.live_within, math.ceil(args.live_reserve * args.daily_limit))
+    for name, (passed, shown) in verdicts.items():
+        print(f"{'PASS' if passed else 'FAIL'}  {name}: {shown}", flush=True)
+    print(summary(run, args.live_within), flush=True)
+    failed = not all(passed for passed, _ in verdicts.values())
+    if failed or args.keep_logs:
+        print(f"logs: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def figures(run: BudgetRun, live_within: float) -> str:
+    slowest = f"{run.slowest_s:.1f} s" if run.slowest_s is not None else "none reached"
+    finished = (f"the last done {run.replay_finished_s:.0f} s into the drill" if run.replay_finished_s is not None
+                else "not all done when the drill ended")
+    waiting = (f", the longest still waiting {run.longest_wait_left_s:.0f} s more"
+               if run.longest_wait_left_s is not None else "")
+    days = "; ".join(
+        f"day {n}: Relay {d['relay']}, other {d['other']}, refused to Relay {d['relay_refused']}, "
+        f"lowest remaining {d['lowest_remaining']}" for n, d in enumerate(run.days, 1))
+    return "\n".join([
+        f"{NAME}: live {run.live_kind} webhooks: {run.live_posted} posted, {run.live_accepted} answered 200; "
+        f"{run.within(live_within)} done at Spruce within {live_within:g} s of their 200, slowest {slowest}, "
+        f"{run.live_unreached} not done when the drill ended",
+        f"{NAME}: replay: {run.replayed} Spruce deliveries, {run.replayed_done} done, {finished} "
+        f"(days of {run.day_s:g} s)",
+        f"{NAME}: Spruce answered 429 {run.spruce_429s} times; lowest daily remaining "
+        f"{run.lowest_daily_remaining} (after a call of Relay's: {run.lowest_daily_remaining_after_relay}); "
+        f"calls counted: Relay {run.relay_calls}, the other integration {run.other_calls}",
+        f"{NAME}: {days}",
+        f"{NAME}: not done when the drill ended: {run.unfinished} (Spruce deliveries by status: "
+        f"{run.unfinished_statuses or 'none'}{waiting}); done twice: {run.duplicates}",
+        f"{NAME}: vendor answers {run.vendor_answers}; took {run.took_s:.0f} s",
+    ])
+
+
+def criteria(run: BudgetRun, live_within: float, live_reserve: int) -> dict[str, tuple[bool, str]]:
+    lowest = run.lowest_daily_remaining_after_relay
+    return {
+        f"live webhooks all at Spruce within {live_within:g} s": (
+            run.within(live_within) == run.live_accepted == run.live_posted,
+            f"{run.within(live_within)} of {run.live_posted}"),
+        "0 Spruce 429s": (run.spruce_429s == 0, f"{run.spruce_429s}"),
+        f"daily remaining never below the live reserve ({live_reserve}) because of Relay": (
+            lowest is None or lowest >= live_reserve, f"lowest after a call of Relay's: {lowest}"),
+        "the replay finished": (run.replayed_done == run.replayed, f"{run.replayed_done} of {run.replayed}"),
+        "everything done by the end, nothing twice": (run.unfinished == 0 and run.duplicates == 0,
+                                                      f"not done {run.unfinished}, done twice {run.duplicates}"),
+    }
+
+
+def summary(run: BudgetRun, live_within: float) -> str:
+    slowest = f"{run.slowest_s:.0f} s" if run.slowest_s is not None else "-"
+    return (f"drill {NAME}: live {run.within(live_within)}/{run.live_posted} within {live_within:g} s "
+            f"(slowest {slowest}, {run.live_unreached} not done), replay {run.replayed_done}/{run.replayed}, "
+            f"429s {run.spruce_429s}, lowest daily remaining {run.lowest_daily_remaining} "
+            f"(after Relay {run.lowest_daily_remaining_after_relay}), not done {run.unfinished}, "
+            f"duplicates {run.duplicates}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
