@@ -135,7 +135,7 @@ def empty_postgres(url: str) -> None:
         conn.execute(
             sa.text("TRUNCATE events, deliveries, delivery_attempts, destination_links RESTART IDENTITY CASCADE")
         )
-        conn.execute(sa.text("TRUNCATE accounts, audit_entries RESTART IDENTITY"))
+        conn.execute(sa.text("TRUNCATE accounts, audit_entries, destination_holds RESTART IDENTITY"))
     db.dispose()
 
 
