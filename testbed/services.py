@@ -35,6 +35,7 @@ DRILLS = {
     "relay_drill_vendors": 2,
     "relay_drill_handback": None,
     "relay_drill_redis": None,
+    "relay_drill_hold": None,
 }
 DRILL_DATABASES = tuple(DRILLS)
 DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
