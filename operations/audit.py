@@ -33,6 +33,8 @@ MAX_IDS = 1000
 ACTIONS = (
     "console.sign-in",
     "console.sign-out",
+    "destinations.hold",
+    "destinations.resume",
     "events.purge",
     "events.replay",
     "events.reveal",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import load_only, selectinload
 
 from operations import audit
 from operations.audit import Actor
+from operations.destinations import Hold, holds
 from operations.filters import EventFilter
 from operations.masking import mask_personal_data
 from relay.models import DeliveryAttempt, DeliveryStatus, Event
@@ -25,8 +26,9 @@ MAX_EVENT_ID = 2**31 - 1
 
 def list_events(runtime: Runtime, filters: EventFilter, limit: int) -> list[dict]:
     """The newest `limit` matching events, newest first, each with its deliveries."""
+    held = holds(runtime)
     with runtime.session() as session:
-        return [event_summary(e) for e in session.scalars(list_query(filters, limit))]
+        return [event_summary(e, held=held) for e in session.scalars(list_query(filters, limit))]
 
 
 def list_query(filters: EventFilter, limit: int) -> sa.Select:
@@ -65,6 +67,7 @@ def events_page(
     without their payloads)."""
     assert older_than is None or newer_than is None, "a page is older or newer than one event"
     newer = newer_than is not None
+    held = holds(runtime)
     with runtime.session() as session:
         bounded = _bounded_by_time(session, replace(filters, older_than=older_than, newer_than=newer_than), newer)
         ids = list(session.scalars(_ids(bounded, limit + 1, oldest_first=newer))) if bounded else []
@@ -82,7 +85,7 @@ def events_page(
             )
             .order_by(Event.id.desc())
         )
-        events = [event_summary(e) for e in rows] if ids else []
+        events = [event_summary(e, held=held) for e in rows] if ids else []
         return EventPage(events, has_older=beyond if newer else more, has_newer=more if newer else beyond)
 
 
@@ -124,13 +127,14 @@ def event_detail(runtime: Runtime, event_id: int, *, reveal: bool = False, actor
     as `actor`'s before it is returned). None when there is no such event."""
     if reveal:
         assert actor is not None, "a reveal is audited: say whose it is"
+    held = holds(runtime)
     with runtime.session() as session:
         event = session.get(Event, event_id, options=[selectinload(Event.deliveries)]) if _is_id(event_id) else None
         if reveal and actor is not None:
             audit.record(runtime, actor, "events.reveal", {"events": [event_id]}, *_found(event))
         if event is None:
             return None
-        detail = event_summary(event, full=True)
+        detail = event_summary(event, full=True, held=held)
         attempts = attempts_of(session, [d.id for d in event.deliveries])
         for delivery in detail["deliveries"]:
             delivery["attempt_history"] = attempts.get(delivery["id"], [])
@@ -153,7 +157,11 @@ def _found(event: Event | None) -> tuple[str, str | None]:
     return (audit.OK, None) if event is not None else (audit.REFUSED, "no such event")
 
 
-def event_summary(event: Event, full: bool = False) -> dict:
+def event_summary(event: Event, full: bool = False, held: dict[str, Hold] | None = None) -> dict:
+    """`held`: the holds in force (operations.destinations.holds); a pending delivery of a held
+    destination says so (`held`: the hold's reason, who and since when), else `held` is None."""
+    held = held or {}
+
     def when(value):
         return value.isoformat() if value else None
 
@@ -176,6 +184,9 @@ def event_summary(event: Event, full: bool = False) -> dict:
                 "next_attempt_at": when(d.next_attempt_at) if d.status == DeliveryStatus.PENDING else None,
                 "finished_at": when(d.finished_at),
                 "replayed_at": when(d.replayed_at),
+                "held": held[d.destination].to_json()
+                if d.status == DeliveryStatus.PENDING and d.destination in held
+                else None,
             }
             for d in event.deliveries
         ],

@@ -321,3 +321,36 @@ class AuditEntry(Base):
     details: Mapped[dict] = mapped_column(JSONType, default=dict)
     outcome: Mapped[str] = mapped_column(sa.String(10))  # "ok", "refused" or "failed"
     reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+
+
+class DestinationHold(Base):
+    """An operator's hold on a destination (operations.destinations): while a row of it has no
+    `resumed_at`, that destination's deliveries wait, pending, and none is run (workers.dispatch
+    publishes none, workers.engine claims none); the intake goes on storing them. Resumed holds
+    stay, so that the time a delivery spent held does not count towards its age
+    (RELAY_RETRY_MAX_AGE). The reason is the operator's own words, shown to every console user."""
+
+    __tablename__ = "destination_holds"
+    __table_args__ = (
+        # One current hold per destination: a second `relay destinations hold` finds it held.
+        sa.Index(
+            "uq_destination_holds_current",
+            "destination",
+            unique=True,
+            postgresql_where=sa.text("resumed_at IS NULL"),
+            sqlite_where=sa.text("resumed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    destination: Mapped[str] = mapped_column(sa.String(20))
+    reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    # An account's email (console), RELAY_OPERATOR or the OS user (CLI), as the audit log has them.
+    held_by: Mapped[str] = mapped_column(sa.String(254))
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resumed_by: Mapped[str | None] = mapped_column(sa.String(254), nullable=True)
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# The holds in force (workers.dispatch, workers.engine and workers.sweep leave their destinations' deliveries alone).
+CURRENT_HOLD = DestinationHold.resumed_at.is_(None)

@@ -35,6 +35,7 @@ DRILLS = {
     "relay_drill_vendors": 2,
     "relay_drill_handback": None,
     "relay_drill_redis": None,
+    "relay_drill_hold": None,
 }
 DRILL_DATABASES = tuple(DRILLS)
 DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
@@ -135,7 +136,7 @@ def empty_postgres(url: str) -> None:
         conn.execute(
             sa.text("TRUNCATE events, deliveries, delivery_attempts, destination_links RESTART IDENTITY CASCADE")
         )
-        conn.execute(sa.text("TRUNCATE accounts, audit_entries RESTART IDENTITY"))
+        conn.execute(sa.text("TRUNCATE accounts, audit_entries, destination_holds RESTART IDENTITY"))
     db.dispose()
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from celery import Celery, bootsteps
 
 from relay.db import Database
-from relay.models import OUTSTANDING, Delivery, DeliveryStatus, utcnow
+from relay.models import CURRENT_HOLD, OUTSTANDING, Delivery, DeliveryStatus, DestinationHold, utcnow
 from relay.queue import mark_enqueued, publish, queue_for
 from relay.runtime import Runtime
 from workers.sweep import recover_from_lost_broker
@@ -49,9 +49,11 @@ def dispatch(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, connecti
     unmarked, and a dispatcher that dies in between leaves them to the sweep (overdue).
     A delivery holding a throttle slot always goes (it is counted already); others only while
     their destination and lane have fewer than MAX_OUT_PER_DESTINATION_LANE out (a soft bound:
-    the dispatchers of several workers may fill the same places in one round)."""
+    the dispatchers of several workers may fill the same places in one round). A held
+    destination's deliveries wait in the store (operations.destinations): none is published."""
     now = utcnow()
     with db.session() as session:
+        held = list(session.scalars(sa.select(DestinationHold.destination).where(CURRENT_HOLD)))
         places_left = _places_left(session)
         full_lanes = [key for key, places in places_left.items() if places <= 0]
         holds_slot = Delivery.throttle_slot.is_not(None)
@@ -61,6 +63,7 @@ def dispatch(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, connecti
                 Delivery.status == DeliveryStatus.PENDING,
                 Delivery.enqueued_at.is_(None),
                 Delivery.next_attempt_at <= now,
+                Delivery.destination.not_in(held) if held else sa.true(),
                 sa.or_(
                     holds_slot,
                     sa.tuple_(Delivery.destination, Delivery.lane).not_in(full_lanes) if full_lanes else sa.true(),

@@ -17,7 +17,17 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
-from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, EventStatus, Lane, utcnow
+from relay.models import (
+    CURRENT_HOLD,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    DestinationHold,
+    Event,
+    EventStatus,
+    Lane,
+    utcnow,
+)
 from relay.observability import report, report_exception
 from relay.runtime import Runtime
 from relay.sealing import SealedDataError
@@ -71,10 +81,11 @@ class Answer:
 
 def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     """Perform delivery `delivery_id` if it is due and pending; return the run's outcome:
-    succeeded, superseded, failed, retried, deferred, or skipped (not due, or not ours)."""
+    succeeded, superseded, failed, retried, deferred, held (its destination is held: back to the
+    store, untouched), or skipped (not due, or not ours)."""
     claimed = _claim(runtime, delivery_id)
     if claimed is None:
-        return "skipped"
+        return "held" if _returned_if_held(runtime, delivery_id) else "skipped"
     claim, delivery, event = claimed
     run = Run(claim, event.id, event.type, delivery.destination, event.received_at, frozenset(delivery.progress or {}))
     try:
@@ -131,7 +142,8 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
 
 def _claim(runtime: Runtime, delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
     """Claimed, with its event but not the event's payload: one this process cannot open must not
-    undo the claim (see `_payload`)."""
+    undo the claim (see `_payload`). Not while its destination is held: published before the hold
+    began, it waits like the rest (`_returned_if_held`)."""
     now = utcnow()
     with runtime.session() as session:
         delivery = session.scalars(
@@ -140,6 +152,7 @@ def _claim(runtime: Runtime, delivery_id: int) -> tuple[Claim, Delivery, Event] 
                 Delivery.id == delivery_id,
                 Delivery.status == DeliveryStatus.PENDING,
                 Delivery.next_attempt_at <= now + timedelta(seconds=1),
+                ~_held(Delivery.destination),
             )
             .values(
                 status=DeliveryStatus.IN_FLIGHT,
@@ -157,6 +170,47 @@ def _claim(runtime: Runtime, delivery_id: int) -> tuple[Claim, Delivery, Event] 
             event.status = EventStatus.PROCESSING
         session.commit()
         return Claim(delivery_id, delivery.attempts), delivery, event
+
+
+def _held(destination) -> sa.Exists:
+    return sa.exists().where(DestinationHold.destination == destination, CURRENT_HOLD)
+
+
+def _held_s(session, destination: str, since: datetime, until: datetime) -> float:
+    """How long `destination` was held between `since` and `until` (operators' holds, current
+    and resumed: a few rows)."""
+    spans = session.execute(
+        sa.select(DestinationHold.held_at, DestinationHold.resumed_at).where(
+            DestinationHold.destination == destination,
+            DestinationHold.held_at < until,
+            sa.or_(CURRENT_HOLD, DestinationHold.resumed_at > since),
+        )
+    )
+    return sum(
+        max((min(resumed_at or until, until) - max(held_at, since)).total_seconds(), 0.0)
+        for held_at, resumed_at in spans
+    )
+
+
+def _returned_if_held(runtime: Runtime, delivery_id: int) -> bool:
+    """Whether the delivery waits because its destination is held. One published before the hold
+    began, and taken by a worker since, goes back to the store as it was (no attempt, nothing
+    spent), no longer enqueued, so that it counts as out neither for the dispatcher nor for the
+    sweep, and the dispatcher publishes it after the resume."""
+    held = (Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING, _held(Delivery.destination))
+    with runtime.session() as session:
+        found = session.execute(sa.select(Delivery.enqueued_at).where(*held)).one_or_none()
+        if found is None:
+            return False
+        if found.enqueued_at is not None:
+            session.execute(sa.update(Delivery).where(*held).values(enqueued_at=None))
+            session.commit()
+            log.info(
+                "delivery %s held: its destination is held; it waits in the store",
+                delivery_id,
+                extra={"delivery_id": delivery_id, "outcome": "held"},
+            )
+    return True
 
 
 def _payload(runtime: Runtime, event_id: int) -> dict:
@@ -187,8 +241,9 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer
             return _lost(run)
         if deferred:
             delivery.deferrals += 1
-        # A replay starts a new life: its age counts from the replay.
-        age_s = (utcnow() - (delivery.replayed_at or delivery.created_at)).total_seconds()
+        # A replay starts a new life: its age counts from the replay. Time held is not its own.
+        born, now = delivery.replayed_at or delivery.created_at, utcnow()
+        age_s = (now - born).total_seconds() - _held_s(session, run.destination, born, now)
         failures = delivery.attempts - delivery.deferrals
         gave_up = None
         if not deferred and failures >= config.retry_max_attempts:

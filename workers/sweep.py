@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from relay.models import Delivery, DeliveryStatus, utcnow
+from relay.models import CURRENT_HOLD, Delivery, DeliveryStatus, DestinationHold, utcnow
 from relay.observability import check_in
 from relay.queue import CATCH_UP_QUEUE, LIVE_QUEUE
 from relay.runtime import Runtime
@@ -138,13 +138,17 @@ def forget_enqueued() -> sa.Update:
 
 
 def forget_overdue(now) -> sa.Update:
-    """Pending deliveries enqueued more than OVERDUE ago and due as long: presumed lost."""
+    """Pending deliveries enqueued more than OVERDUE ago and due as long: presumed lost. Not those
+    of a held destination: they wait on purpose (a worker that takes one returns it to the
+    store, workers.engine); after the resume, one still enqueued is handed back as any other."""
+    held = sa.exists().where(DestinationHold.destination == Delivery.destination, CURRENT_HOLD)
     return (
         sa.update(Delivery)
         .where(
             Delivery.status == DeliveryStatus.PENDING,
             Delivery.enqueued_at <= now - OVERDUE,
             Delivery.next_attempt_at <= now - OVERDUE,
+            ~held,
         )
         .values(enqueued_at=None)
     )

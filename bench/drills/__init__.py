@@ -10,8 +10,10 @@ run from the project's root:
     python -m bench.drills.slow_vendor         # a vendor slower than Relay's client timeout
     python -m bench.drills.duplicate_storm     # every webhook three times, some at once
     python -m bench.drills.restart             # rolling restarts of web and workers
+    python -m bench.drills.hold                # Spruce held, every process restarted, resumed
     python -m bench.drills.all [names]         # all of them, one after the other
 
 Each ends with one line, `drill <name>: accepted A, done D, failed F, lost L, duplicates U,
-429s R`, and exits 1 when L or U is not 0. `--help` shows a drill's sizes.
+429s R`, and exits 1 when L or U is not 0 (the hold drill: a line of its own figures, and exit 1
+when a webhook did not reach a vendor once, in order, or Spruce was called while held). `--help` shows a drill's sizes.
 """

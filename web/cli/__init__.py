@@ -12,6 +12,7 @@ from relay.config import ConfigError, load_env_file
 from relay.runtime import Runtime
 from web.cli.audit import audit_group
 from web.cli.backfill import backfill_command
+from web.cli.destinations import destinations_group
 from web.cli.doctor import doctor_command
 from web.cli.events import events_group
 from web.cli.keys import keys_group
@@ -151,3 +152,4 @@ main.add_command(doctor_command)
 main.add_command(send_command)
 main.add_command(users_group)
 main.add_command(audit_group)
+main.add_command(destinations_group)

@@ -59,7 +59,7 @@ def events_list(filters: EventFilter, limit: int, as_json: bool, follow: bool):
 
     table = Table("id", "type", "status", "received (UTC)", "deliveries", "last error")
     for e in events:
-        deliveries = ", ".join(f"{d['destination']} {styled(d['status'])} ({_attempts(d)})" for d in e["deliveries"])
+        deliveries = ", ".join(f"{d['destination']} {_status(d)} ({_attempts(d)})" for d in e["deliveries"])
         errors = "; ".join(
             f"{d['destination']}: {d['last_error']}"
             for d in e["deliveries"]
@@ -129,9 +129,17 @@ def events_show(event_id: int, reveal: bool, as_json: bool):
     )
     for d in detail["deliveries"]:
         out.print(
-            f"\n  delivery {d['id']} → {d['destination']}: {styled(d['status'])}, "
+            f"\n  delivery {d['id']} → {d['destination']}: {_status(d)}, "
             f"{_attempts(d)}, last HTTP status {d['last_status_code'] or '-'}"
         )
+        if d["held"]:
+            held = d["held"]
+            since, reason = held["held_at"][:19].replace("T", " "), f": {held['reason']}" if held["reason"] else ""
+            out.print(
+                f"    {d['destination']} is held since {since} UTC by {held['held_by']}{reason}",
+                markup=False,
+                soft_wrap=True,
+            )
         if d["lane"] == Lane.CATCH_UP:
             out.print("    catch-up work: replay queue, throttle slots live traffic leaves")
         for label in ("created_at", "next_attempt_at", "throttle_slot_at", "finished_at", "replayed_at"):
@@ -225,6 +233,11 @@ def events_purge(older_than, retention: bool, include_failed: bool, dry_run: boo
 
 
 _LABELS = {"throttle_slot_at": "throttle slot reserved for"}
+
+
+def _status(delivery: dict) -> str:
+    """A pending delivery of a held destination reads `held` (operations.destinations)."""
+    return "[yellow]held[/]" if delivery["held"] else styled(delivery["status"])
 
 
 def _attempts(delivery: dict) -> str:

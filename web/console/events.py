@@ -49,8 +49,10 @@ def events():
     return render_template(
         "console/events.html",
         page=page,
-        # Each event with its deliveries' statuses by destination (a column each).
-        rows=[(e, {d["destination"]: d["status"] for d in e["deliveries"]}) for e in page.events],
+        # Each event with its deliveries' statuses by destination (a column each); a held one's reads "held".
+        rows=[
+            (e, {d["destination"]: "held" if d["held"] else d["status"] for d in e["deliveries"]}) for e in page.events
+        ],
         params=chosen.params,
         everyone={name: value for name, value in chosen.params.items() if name != "person"},
         statuses=EVENT_STATUSES,

@@ -1,16 +1,20 @@
-"""Overview: each destination's health at a glance (operations.overview), and the chart of
-deliveries per minute drawn here as inline SVG: bars, no script."""
+"""Overview: each destination's health at a glance (operations.overview), whether it is held,
+and the chart of deliveries per minute drawn here as inline SVG: bars, no script. Operators hold
+a destination here and resume it, after a page that shows what is held and how long it takes
+(operations.destinations)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import render_template
+from flask import abort, flash, get_flashed_messages, redirect, render_template, request, url_for
 
+from operations import destinations
 from operations import overview as health
+from operations.destinations import BadDestination, BadReason
 from relay.durations import human_duration
-from web.console.blueprint import bp, runtime
+from web.console.blueprint import actor, bp, operator_only, runtime
 
 # The chart's drawing units: one per minute across, CHART_HEIGHT for the busiest minute.
 CHART_HEIGHT = 60
@@ -27,10 +31,59 @@ def overview():
     return render_template(
         "console/overview.html",
         overview=seen,
+        holds=destinations.holds(runtime()),
         chart=Chart.of(seen.minutes),
         duration=human_duration,
         since=since,
+        max_reason=destinations.MAX_REASON,
+        notices=get_flashed_messages(),
     )
+
+
+@bp.post("/destinations/<name>/hold")
+@operator_only
+def destination_hold(name: str):
+    try:
+        held = destinations.hold(runtime(), name, reason=request.form.get("reason"), actor=actor())
+    except BadDestination as exc:
+        abort(404, f"{_sentence(str(exc))}.")
+    except BadReason as exc:
+        abort(400, f"Reason: {exc}.")
+    if held.changed:
+        flash(f"Held {name}: its deliveries wait until you resume it; the other destinations go on.")
+    else:
+        flash(f"{name} was already held; that hold stands as it was.")
+    return redirect(url_for("console.overview"))
+
+
+@bp.get("/destinations/<name>/resume")
+@operator_only
+def destination_resume_confirm(name: str):
+    """What is held and how long it takes: the button that resumes."""
+    try:
+        found = destinations.destination_status(runtime(), name)
+    except BadDestination as exc:
+        abort(404, f"{_sentence(str(exc))}.")
+    return render_template("console/destination_resume.html", name=name, found=found, duration=human_duration)
+
+
+@bp.post("/destinations/<name>/resume")
+@operator_only
+def destination_resume(name: str):
+    try:
+        resumed = destinations.resume(runtime(), name, actor=actor())
+    except BadDestination as exc:
+        abort(404, f"{_sentence(str(exc))}.")
+    if resumed.changed:
+        go = "1 delivery goes" if resumed.pending == 1 else f"{resumed.pending} deliveries go"
+        flash(f"Resumed {name}: {go}, live before catch-up, within its limits.")
+    else:
+        flash(f"{name} is not held: nothing to resume.")
+    return redirect(url_for("console.overview"))
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""The Hold drill at the issue's size, as production runs: Spruce held while 50 webhooks come in
+(10 subscribers, 5 each); `relay worker` as the Procfile runs it, twice, and beat; Relay's
+default Spruce limit (50 calls a minute) and the sandbox's Spruce (100 a minute), so the
+resumed backlog drains at the throttle's pace. Sprig gets every webhook while Spruce is held,
+Spruce none; every process restarts and the hold stands; after `relay destinations resume
+spruce` each reaches Spruce once, in the order it arrived for its subscriber. Prints what
+`resume` estimated and how long the backlog took."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.drills.harness import SERVER
+from sandbox import SandboxSettings, serve_in_thread
+from testbed.apps import fresh_services
+from testbed.drills.hold import hold_drill
+from testbed.drills.processes import Drill, RedisServer
+from testbed.services import migrated_from_scratch
+
+NAME = "hold"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.drills.{NAME}", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=10)
+    parser.add_argument("--each", type=int, default=5, help="webhooks per subscriber")
+    parser.add_argument("--spruce-rate", default="50/60s", help="Relay's SPRUCE_RATE_LIMIT")
+    parser.add_argument("--sandbox-limit", type=int, default=100, help="the sandbox's Spruce calls a minute")
+    parser.add_argument("--within", type=float, default=600, help="seconds for each phase (the drain above all)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all is well")
+    args = parser.parse_args(argv)
+    for quiet in ("werkzeug", "relay"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{NAME}-"))
+    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
+    redis_server = RedisServer(workdir)
+    redis_server.start()
+    database = migrated_from_scratch(f"{SERVER}/relay_bench_drill_{NAME}")
+    drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
+    sandbox.configure(rate_limit={"spruce": {"limit": args.sandbox_limit, "window_s": 60}})
+    started = time.monotonic()
+    try:
+        seen = hold_drill(drill, sandbox, subscribers=args.subscribers, events_each=args.each, as_procfile=True,
+                          within_s=args.within, SPRUCE_RATE_LIMIT=args.spruce_rate)
+    finally:
+        drill.stop()
+        redis_server.stop()
+        sandbox.stop()
+    throttled = sum(counts.get("429", 0) for counts in sandbox.stats().values())
+    print(f"resume said: {' / '.join(seen.resume_output.strip().splitlines())}")
+    print(f"{seen.line()}; Spruce 429s {throttled}; took {time.monotonic() - started:.0f} s", flush=True)
+    ok = (
+        seen.sprig_done == seen.webhooks == seen.held_shown == seen.spruce_done
+        and seen.spruce_calls_held == seen.spruce_calls_after_restart == seen.spruce_attempts_held == 0
+        and seen.hold_after_restart
+        and not seen.twice
+        and not seen.out_of_order
+        and not seen.dead
+    )
+    if ok and not args.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"logs: {workdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
