@@ -15,9 +15,10 @@ check that raises counts as Unknown for its whole kind (logged), and the other k
   (catch-up work, replays and backfills, waits by design and is left out);
 - failure_group: a group of deliveries failed in the last FAILURES_WINDOW, grouped as the
   console's Failures page groups them (operations.failures);
-- sweep: doctor's sweep check failing (no sweep finished lately: beat or every worker down).
-To add one (e.g. `held`, when operations.destinations has holds), write its function and add an
-AlertCheck to ALERT_CHECKS; nothing else changes.
+- sweep: doctor's sweep check failing (no sweep finished lately: beat or every worker down);
+- held: a destination an operator holds (operations.destinations; its resume resolves it). The
+  operator's reason and name stay out of the alert (the audit log has them).
+To add one, write its function and add an AlertCheck to ALERT_CHECKS; nothing else changes.
 
 What an alert may carry: ids, counts, states, status codes, vendor request ids and console
 links. A failure group is named by its destination, vendor status and kind; the first words of
@@ -50,6 +51,7 @@ import redis
 import sqlalchemy as sa
 from celery import shared_task
 
+from operations.destinations import Hold, holds
 from operations.doctor import check_sweep
 from operations.failures import FailureGroup, failure_groups
 from operations.overview import RateLimits, _rate_limits
@@ -63,8 +65,9 @@ from workers.alerts import OPENED, REPEAT, RESOLVED, Alert, console_url, publish
 
 log = logging.getLogger("relay.alerts")
 
-BREAKER, DAILY_BUDGET, BACKLOG_AGE, FAILURE_GROUP, SWEEP = (
+BREAKER, HELD, DAILY_BUDGET, BACKLOG_AGE, FAILURE_GROUP, SWEEP = (
     "breaker",
+    "held",
     "daily_budget",
     "backlog_age",
     "failure_group",
@@ -113,6 +116,10 @@ class Readings:
 
     runtime: Runtime
     now: datetime
+
+    @cached_property
+    def holds(self) -> dict[str, Hold]:
+        return holds(self.runtime)
 
     @cached_property
     def titles(self) -> dict[str, str]:
@@ -200,6 +207,8 @@ def backlog_conditions(readings: Readings) -> Found:
         ).all()
     for name, waiting, oldest in rows:
         age = (readings.now - _utc(oldest)).total_seconds()
+        if name in readings.holds:  # waiting is what a hold does: the held alert says so
+            continue
         if age > threshold:
             title = readings.titles[name]
             yield Condition(
@@ -209,6 +218,17 @@ def backlog_conditions(readings: Readings) -> Found:
                 f"{title}: no delivery waits longer than {human_duration(threshold)}",
                 facts={"destination": name, "waiting": waiting, "oldest_age_s": round(age)},
             )
+
+
+def held_conditions(readings: Readings) -> Found:
+    for name, hold in readings.holds.items():
+        title = readings.titles.get(name, name.capitalize())
+        yield Condition(
+            name,
+            f"{title}: held by an operator; its deliveries wait",
+            f"{title}: resumed; its deliveries drain",
+            facts={"destination": name, "held_at": hold.held_at.isoformat()},
+        )
 
 
 def failure_group_conditions(readings: Readings) -> Found:
@@ -275,6 +295,7 @@ def sweep_conditions(readings: Readings) -> Found:
 # The registry: one entry per kind of condition, in the order their alerts go out.
 ALERT_CHECKS: list[AlertCheck] = [
     AlertCheck(BREAKER, breaker_conditions),
+    AlertCheck(HELD, held_conditions),
     AlertCheck(DAILY_BUDGET, budget_conditions),
     AlertCheck(BACKLOG_AGE, backlog_conditions),
     AlertCheck(FAILURE_GROUP, failure_group_conditions),

@@ -21,6 +21,7 @@ from operations.alerts import (
     BACKLOG_AGE,
     BREAKER,
     DAILY_BUDGET,
+    HELD,
     FAILURE_GROUP,
     SWEEP,
     ALERT_CHECKS,
@@ -28,6 +29,8 @@ from operations.alerts import (
     evaluate,
     evaluate_and_publish,
 )
+from operations import destinations
+from operations.audit import Actor
 from relay.config import ConfigError, load_config
 from relay.models import Delivery, DeliveryAttempt, utcnow
 from relay.queue import CATCH_UP_QUEUE, EVALUATE_ALERTS_TASK
@@ -134,6 +137,24 @@ def test_a_condition_alerts_when_it_starts_again_after_the_window_and_when_it_en
     trip(breaker)
     assert evaluate(runtime, t1 + 20 * MINUTE, checks) == []
     assert states(evaluate(runtime, t1 + 61 * MINUTE, checks)) == [(BREAKER, "opened", "spruce")]
+
+
+@PG
+def test_a_hold_alerts_once_without_its_reason_and_its_resume_resolves_it_with_no_backlog_alert(relay_app, sandbox):
+    app = relay_app(RELAY_ALERT_SLACK_URL="http://127.0.0.1:9/slack", RELAY_ALERT_BACKLOG_AGE="1m")
+    runtime, checks, t0 = Runtime.of(app), only(HELD, BACKLOG_AGE), utcnow()
+    operator = Actor("lead@clinic.example", "cli")
+    destinations.hold(runtime, "spruce", reason="Spruce support is repairing our org", actor=operator)
+    assert post_event(app.test_client(), unlock(1)).status_code == 200
+    run_pending(app)  # Sprig's delivery goes; Spruce's waits
+    assert {d.destination: d.status for d in deliveries(app)} == {"sprig": "succeeded", "spruce": "pending"}
+    # Spruce's delivery has waited an hour: because of the hold, which the held alert says.
+    [opened] = evaluate(runtime, t0 + 60 * MINUTE, checks)
+    assert states([opened]) == [(HELD, "opened", "spruce")]
+    assert "repairing" not in json.dumps(opened.facts) + opened.summary and operator.name not in opened.summary
+    assert evaluate(runtime, t0 + 61 * MINUTE, checks) == []
+    destinations.resume(runtime, "spruce", actor=operator)
+    assert states(evaluate(runtime, t0 + 62 * MINUTE, only(HELD))) == [(HELD, "resolved", "spruce")]
 
 
 def state_the_budget(app, delivery_id: int, remaining: int, limit: int = 1000) -> None:
