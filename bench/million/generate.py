@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import time
 
 import sqlalchemy as sa
@@ -371,6 +372,15 @@ def schema_objects(conn) -> tuple[list[tuple[str, str, str]], list[tuple[str, st
     return [tuple(c) for c in constraints], [tuple(i) for i in indexes]
 
 
+def same_schema(one, other) -> bool:
+    """The same constraints and indexes, a definition's casts and parentheses aside: PostgreSQL
+    prints a rebuilt `status IN ('pending', 'in_flight')` predicate with its casts elsewhere."""
+    def normal(objects):
+        return [tuple(re.sub(r"::[a-z ]+(\[\])?|[()]", "", part) for part in row) for row in objects]
+
+    return all(normal(a) == normal(b) for a, b in zip(one, other, strict=True))
+
+
 def step(label: str, conn, sql: str, params: dict | None = None) -> None:
     started = time.monotonic()
     result = conn.execute(sa.text(sql), params or {})
@@ -430,7 +440,7 @@ def main() -> None:
         conn.commit()
         check_subjects(conn, args.events)
         rebuilt = schema_objects(conn)
-        assert rebuilt == (constraints, indexes), "the rebuilt schema differs from the migrated one"
+        assert same_schema(rebuilt, (constraints, indexes)), "the rebuilt schema differs from the migrated one"
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         step("VACUUM ANALYZE", conn, "VACUUM ANALYZE")
         counts = conn.execute(sa.text(
