@@ -15,19 +15,12 @@ replay finished; everything done by the end, nothing twice.
 
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 from bench.drills import harness
-from sandbox import SandboxSettings, serve_in_thread
-from testbed.apps import fresh_services
 from testbed.drills.budget import LIVE_KINDS, BudgetRun, budget_drill
-from testbed.drills.processes import Drill, RedisServer
-from testbed.services import PG_URL, drop_database, migrated_from_scratch
 
 NAME = "budget"
 
@@ -46,26 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live-reserve", type=float, default=0.02,
                         help="the live reserve's share of the daily limit (RELAY_RESERVE_LIVE)")
     args = parser.parse_args(argv)
-    for quiet in ("werkzeug", "relay"):
-        logging.getLogger(quiet).setLevel(logging.WARNING)
-
-    workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{NAME}-"))
-    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
-    redis_server = RedisServer(workdir)
-    redis_server.start()
-    # Named after TEST_DATABASE_URL's database, recreated, and dropped at the end.
-    database = migrated_from_scratch(f"{PG_URL}_drill_{NAME}")
-    drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
-    try:
+    with harness.services(NAME) as (drill, sandbox, _, workdir):
         run = budget_drill(drill, sandbox, replays=args.replays, live=args.events, per_second=args.per_second,
                            limit=args.limit, daily_limit=args.daily_limit, day_s=args.day,
                            other_every_s=args.other_every, live_kind=args.live, workers=args.workers,
                            within_s=args.within)
-    finally:
-        drill.stop()
-        redis_server.stop()
-        sandbox.stop()
-        drop_database(database)
 
     print(figures(run, args.live_within), flush=True)
     verdicts = criteria(run, args.live_within, math.ceil(args.live_reserve * args.daily_limit))

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 from sandbox import RunningSandbox, SandboxSettings, serve_in_thread
@@ -51,8 +53,10 @@ def half_way(args) -> float:
     return args.after if args.after is not None else args.events / args.per_second / 2
 
 
-def run(name: str, parser: argparse.ArgumentParser, scenario: Scenario, argv: list[str] | None = None) -> int:
-    args = parser.parse_args(argv)
+@contextmanager
+def services(name: str) -> Iterator[tuple[Drill, RunningSandbox, RedisServer, Path]]:
+    """The drill's sandbox, redis-server and database (`relay_bench_drill_<name>`, recreated) and
+    its working folder, stopped when the block ends (the folder is the caller's to keep or not)."""
     for quiet in ("werkzeug", "relay"):  # the sandbox's request lines, the web's line per webhook
         logging.getLogger(quiet).setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{name}-"))
@@ -61,13 +65,19 @@ def run(name: str, parser: argparse.ArgumentParser, scenario: Scenario, argv: li
     redis_server.start()
     database = migrated_from_scratch(f"{SERVER}/relay_bench_drill_{name}")
     drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
-    started = time.monotonic()
     try:
-        healed = scenario(drill, sandbox, redis_server, args)
+        yield drill, sandbox, redis_server, workdir
     finally:
         drill.stop()
         redis_server.stop()
         sandbox.stop()
+
+
+def run(name: str, parser: argparse.ArgumentParser, scenario: Scenario, argv: list[str] | None = None) -> int:
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with services(name) as (drill, sandbox, redis_server, workdir):
+        healed = scenario(drill, sandbox, redis_server, args)
     print(details(name, healed, time.monotonic() - started), flush=True)
     print(healed.tally.line(name), flush=True)
     if healed.tally.ok and not args.keep_logs:

@@ -8,19 +8,12 @@ spruce` each reaches Spruce once, in the order it arrived for its subscriber. Pr
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.drills.harness import SERVER
-from sandbox import SandboxSettings, serve_in_thread
-from testbed.apps import fresh_services
+from bench.drills.harness import services
 from testbed.drills.hold import hold_drill
-from testbed.drills.processes import Drill, RedisServer
-from testbed.services import migrated_from_scratch
 
 NAME = "hold"
 
@@ -35,23 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=600, help="seconds for each phase (the drain above all)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs even when all is well")
     args = parser.parse_args(argv)
-    for quiet in ("werkzeug", "relay"):
-        logging.getLogger(quiet).setLevel(logging.WARNING)
-    workdir = Path(tempfile.mkdtemp(prefix=f"relay-drill-{NAME}-"))
-    sandbox = serve_in_thread("127.0.0.1", 0, settings=SandboxSettings())
-    redis_server = RedisServer(workdir)
-    redis_server.start()
-    database = migrated_from_scratch(f"{SERVER}/relay_bench_drill_{NAME}")
-    drill = Drill(fresh_services(database, redis_server.url, sandbox, workdir / "instance"), workdir)
-    sandbox.configure(rate_limit={"spruce": {"limit": args.sandbox_limit, "window_s": 60}})
     started = time.monotonic()
-    try:
+    with services(NAME) as (drill, sandbox, _, workdir):
+        sandbox.configure(rate_limit={"spruce": {"limit": args.sandbox_limit, "window_s": 60}})
         seen = hold_drill(drill, sandbox, subscribers=args.subscribers, events_each=args.each, as_procfile=True,
                           within_s=args.within, SPRUCE_RATE_LIMIT=args.spruce_rate)
-    finally:
-        drill.stop()
-        redis_server.stop()
-        sandbox.stop()
     throttled = sum(counts.get("429", 0) for counts in sandbox.stats().values())
     print(f"resume said: {' / '.join(seen.resume_output.strip().splitlines())}")
     print(f"{seen.line()}; Spruce 429s {throttled}; took {time.monotonic() - started:.0f} s", flush=True)
