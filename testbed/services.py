@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -158,3 +161,24 @@ def suite_footprint() -> tuple[set[str], set[int]]:
         filled = {int(db.removeprefix("db")) for db in client.info("keyspace")} & {*REDIS_DBS, *DRILL_REDIS_DBS}
         client.close()
     return databases, filled
+
+
+@contextmanager
+def store_at(kind: str, folder: Path, revision: str) -> Iterator[Database]:
+    """A store migrated up to `revision` only, as an older deploy left it: a SQLite file in
+    `folder`, or (kind "postgresql") the migration tests' database, recreated and dropped after."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'old.sqlite3'}"
+    else:
+        require_service("PostgreSQL", MIGRATION_URL)
+        drop_database(MIGRATION_URL)
+        ensure_database(MIGRATION_URL)
+        url = MIGRATION_URL
+    db = Database(url)
+    db.upgrade(revision)
+    try:
+        yield db
+    finally:
+        db.dispose()
+        if url == MIGRATION_URL:
+            drop_database(url)

@@ -21,7 +21,7 @@ from testbed.apps import deliver, deliveries, dispatch_stored, events, post_even
     sandbox_state
 from testbed.cli import invoke
 from testbed.drills.traffic import reward_event
-from testbed.services import MIGRATION_URL, drop_database, ensure_database, require_service
+from testbed.services import store_at
 
 OPERATOR = "lead@clinic.example"
 NOTE_POST = {"vendor": "spruce", "method": "POST", "path_prefix": "/conversations/t_"}
@@ -281,19 +281,8 @@ def test_resume_asks_first_and_without_a_terminal_wants_yes(app, monkeypatch):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_at_0014(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
-    else:
-        require_service("PostgreSQL", MIGRATION_URL)
-        drop_database(MIGRATION_URL)
-        ensure_database(MIGRATION_URL)
-        url = MIGRATION_URL
-    db = Database(url)
-    db.upgrade("0014")
-    yield db
-    db.dispose()
-    if url == MIGRATION_URL:
-        drop_database(url)
+    with store_at(request.param, tmp_path, "0014") as db:
+        yield db
 
 
 def test_0015_adds_the_holds_as_the_models_declare_one_current_per_destination_and_can_be_downgraded(store_at_0014):

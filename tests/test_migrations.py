@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 from relay.db import Database
 from relay.models import Base
 from relay.subjects import email_digest
-from testbed.services import MIGRATION_URL, drop_database, ensure_database, require_service
+from testbed.services import store_at
 
 CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
@@ -25,19 +25,8 @@ CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_store(request, tmp_path):
     """A store at revision 0003, as a deploy before this change left it."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
-    else:
-        require_service("PostgreSQL", MIGRATION_URL)
-        drop_database(MIGRATION_URL)
-        ensure_database(MIGRATION_URL)
-        url = MIGRATION_URL
-    db = Database(url)
-    db.upgrade("0003")
-    yield db
-    db.dispose()
-    if url == MIGRATION_URL:
-        drop_database(url)
+    with store_at(request.param, tmp_path, "0003") as db:
+        yield db
 
 
 def insert(conn, table: str, **values) -> int:
