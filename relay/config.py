@@ -77,6 +77,10 @@ class Config:
     retry_max_attempts: int
     retry_max_age_s: float
     breaker_cooldown_s: float
+    reserve_catch_up: float
+    reserve_retry: float
+    reserve_live: float
+    park_probe_s: float
     shutdown_grace_s: float
     sparkloop_api_key: str | None
     public_url: str | None

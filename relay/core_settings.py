@@ -58,6 +58,20 @@ class DatabaseUrl(Parsed):
         raise ValueError(f"must be a postgres://, postgresql:// or sqlite:/// URL (got scheme {scheme or 'none'!r})")
 
 
+class Share(Parsed):
+    """A share of a whole: 25% (or 0.25)."""
+
+    def parse(self, text: str) -> float:
+        number = text.strip().removesuffix("%")
+        try:
+            value = float(number) / (100 if text.strip().endswith("%") else 1)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"must be a share like 25% (from 0% to under 100%) (got {text!r})")
+        return value
+
+
 class Routes(Json):
     """{event_type: [destination, ...]}, merged over the event registry's routes; load_config
     checks the destinations' names."""
@@ -233,6 +247,36 @@ DELIVERY = SettingsGroup(
             Duration(),
             default="30s",
             doc="how long the circuit breaker stays open after a run of transient failures",
+        ),
+        Setting(
+            "RELAY_RESERVE_CATCH_UP",
+            "reserve_catch_up",
+            Share(),
+            default="25%",
+            doc="catch-up work (replays, backfills) stops while the remaining share of any window a vendor reports "
+            "(Spruce's minute and day) is at or under this; it is parked, and resumes when the headers show room",
+        ),
+        Setting(
+            "RELAY_RESERVE_RETRY",
+            "reserve_retry",
+            Share(),
+            default="10%",
+            doc="the same for a live delivery's later attempts (retries)",
+        ),
+        Setting(
+            "RELAY_RESERVE_LIVE",
+            "reserve_live",
+            Share(),
+            default="2%",
+            doc="the same for new live deliveries: kept for the clinic's other tools and for operators' hands",
+        ),
+        Setting(
+            "RELAY_PARK_PROBE",
+            "park_probe_s",
+            Duration(),
+            default="5m",
+            doc="while work is parked on a vendor's daily window, one call of the highest waiting lane goes at most "
+            "this often to read its headers again (the day's turnover is learned from them, not documented)",
         ),
         Setting(
             "RELAY_SHUTDOWN_GRACE",

@@ -1,7 +1,7 @@
 """Spruce's budget in the sandbox, per organization: the minute window, the daily window (its length
 set, so a test day can last seconds), another integration of the organization spending the same
 budget, and what /_sandbox/state says each window saw; then what Relay makes of the daily headers
-(its attempts record them; a day spent makes it wait an hour, then probe). The sandbox's own
+(its attempts record them; a day spent makes it wait RELAY_PARK_PROBE, then probe). The sandbox's own
 windows are driven here on a made-up clock (sandbox.budget.Budget takes the time it counts at);
 tests/test_sandbox.py checks the same over HTTP."""
 from __future__ import annotations
@@ -18,7 +18,6 @@ from relay.runtime import Runtime
 from sandbox.budget import Budget
 from testbed.apps import deliver, deliveries, delivery_to, make_due, post_event, sandbox_state
 from testbed.drills.traffic import referral_event
-from workers import guard
 
 SPRUCE = {"limit": 240, "window_s": 60, "daily_limit": 400, "day_s": 120, "other_integration_every_s": None}
 ONE_STORE = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # about the vendor, not the store
@@ -142,30 +141,29 @@ def test_relay_records_the_daily_headers_of_a_real_delivery(relay_app, sandbox):
 
 
 @ONE_STORE
-def test_a_spent_day_makes_relay_wait_an_hour_without_calling(relay_app, sandbox):
+def test_a_spent_day_makes_relay_wait_a_probe_interval_without_calling(relay_app, sandbox):
     sandbox.configure(rate_limit={"spruce": {"limit": 240, "daily_limit": 4, "day_s": 120}})
-    app = relay_app()
+    app = relay_app(RELAY_PARK_PROBE="10m")
     client = app.test_client()
     for n in range(3):
         post_event(client, referral_event(n))
     spruce = [d.id for d in deliveries(app) if d.destination == "spruce"]
     assert [deliver(app, delivery_id) for delivery_id in spruce[:2]] == ["succeeded", "succeeded"]
     assert spruce_attempts(app)[-1].rate_limits["daily_remaining"] == 0
-    assert vendor_states(Runtime.of(app))["spruce"]["paused_for_s"] > 3500
+    assert vendor_states(Runtime.of(app))["spruce"]["paused_for_s"] > 590
 
     assert deliver(app, spruce[2]) == "deferred"
     [waiting] = [d for d in deliveries(app) if d.id == spruce[2]]
     assert (waiting.status, waiting.attempts - waiting.deferrals) == (DeliveryStatus.PENDING, 0)
-    assert waiting.next_attempt_at - utcnow() > timedelta(minutes=58)
+    assert waiting.next_attempt_at - utcnow() > timedelta(minutes=9)
     assert sandbox_state(sandbox)["budgets"]["spruce"]["relay_refused"] == 0  # it did not ask
 
 
 @ONE_STORE
-def test_after_the_wait_one_call_probes_and_finds_the_new_day(relay_app, sandbox, monkeypatch):
-    """The hour shortened to outlast a three-second day: the call after it meets the new day."""
-    monkeypatch.setattr(guard, "DAILY_EXHAUSTED_WAIT_S", 3.5)
+def test_after_the_wait_one_call_probes_and_finds_the_new_day(relay_app, sandbox):
+    """The probe interval outlasts a three-second day: the call after it meets the new day."""
     sandbox.configure(rate_limit={"spruce": {"limit": 240, "daily_limit": 2, "day_s": 3}})
-    app = relay_app()
+    app = relay_app(RELAY_PARK_PROBE="4s")
     client = app.test_client()
     for n in range(2):
         post_event(client, referral_event(n))
@@ -173,7 +171,7 @@ def test_after_the_wait_one_call_probes_and_finds_the_new_day(relay_app, sandbox
     assert deliver(app, first) == "succeeded"
     assert deliver(app, second) == "deferred"  # paused until the day is surely over
     assert sandbox_state(sandbox)["budgets"]["spruce"]["relay_refused"] == 0
-    time.sleep(3.6)
+    time.sleep(4.1)
     make_due(app)
     assert deliver(app, second) == "succeeded"
     assert spruce_attempts(app)[-1].rate_limits["daily_remaining"] == 0  # the new day's two calls

@@ -102,7 +102,9 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
         return _finish(runtime, run, failed=no_longer_valid)
 
     destination = runtime.config.destinations[delivery.destination]
-    pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot))
+    # A live delivery that failed before is the retry lane (its own reserve, workers.reserves).
+    retry = delivery.attempts - 1 - delivery.deferrals > 0
+    pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot), retry=retry)
     client = destination.client(runtime).for_run(pacing, personal_strings(payload))
     limits_before = client.last_rate_limit
     ctx = DeliveryContext(
@@ -262,7 +264,8 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer
         delivery.enqueued_at = None
         # Why it is still pending, for the operator. Relay's own passing deferrals (throttle,
         # breaker, lock: no kind) do not hide the vendor error that led to them.
-        if not deferred or verdict.kind is not None or not delivery.last_error:
+        parked = verdict.reason.startswith("parked:")  # a reserve's: the operator must see it
+        if not deferred or verdict.kind is not None or parked or not delivery.last_error:
             delivery.last_error, delivery.last_status_code = verdict.reason_for(run.destination), verdict.status_code
             delivery.last_error_trace = list(verdict.trace) or None
         outcome = "deferred" if deferred else "retried"

@@ -12,6 +12,7 @@ from relay.config import CallRate
 from relay.metrics import Metrics
 from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
+from workers.reserves import ReserveCheck, Reserves, lane_of
 from workers.throttle import Grant, Pacing, Throttle
 
 # A wait for a throttle slot this short is slept through in the task: a deferral (a database
@@ -19,7 +20,9 @@ from workers.throttle import Grant, Pacing, Throttle
 NAP_WITHIN_S = 2.0
 MAX_NAPS = 4
 THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
-DAILY_EXHAUSTED_WAIT_S = 3600.0  # Spruce publishes no reset time for its daily budget: probe hourly
+# Spruce publishes no reset time for its daily budget: without reserves, probe hourly; with
+# them, every RELAY_PARK_PROBE (workers.reserves learns the turnover).
+DAILY_EXHAUSTED_WAIT_S = 3600.0
 
 
 class Guard:
@@ -30,16 +33,25 @@ class Guard:
         metrics: Metrics | None = None,
         nap_within_s: float = NAP_WITHIN_S,
         sleep=time.sleep,
+        reserves: ReserveCheck | None = None,
     ):
-        self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
+        self.throttle, self.breaker, self.metrics, self.reserves = throttle, breaker, metrics, reserves
         self._nap_within_s, self._sleep = nap_within_s, sleep
 
     def before(self, pacing: Pacing) -> Grant:
         """Return the throttle's Grant once the call may go; a short wait for a slot is slept
-        through. May raise Deferred: the breaker is open, or the wait is long."""
+        through. May raise Deferred: the breaker is open, the wait is long, or a reserve parks
+        the call's lane (its grant is taken back)."""
         probing = self.breaker.check()
         try:
-            return self._acquire(pacing)
+            grant = self._acquire(pacing)
+            if self.reserves is not None:
+                try:
+                    self.reserves.check(lane_of(pacing.lane, pacing.retry), grant.at_ms)
+                except Deferred:
+                    self.throttle.forget(grant)
+                    raise
+            return grant
         except Deferred:
             if probing:  # no call, no outcome: a probe left standing would block everyone
                 self.breaker.release_probe()
@@ -66,6 +78,7 @@ class Guard:
         retry_after: float | None = None,
         grant: Grant | None = None,
         limit: int | None = None,
+        daily_limit: int | None = None,
     ) -> None:
         """`kind` None: the call succeeded. The counts are the vendor's rate-limit headers on
         the answer to the call the throttle let through with `grant`."""
@@ -79,17 +92,31 @@ class Guard:
             self.breaker.success()
         if grant is not None:
             self.throttle.finished(grant, limit, remaining)
+            if self.reserves is not None:
+                self.reserves.learn(grant.at_ms, daily_limit, daily_remaining)
         if daily_remaining == 0:
-            self.throttle.push(DAILY_EXHAUSTED_WAIT_S)
+            self.throttle.push(DAILY_EXHAUSTED_WAIT_S if self.reserves is None else self.reserves.reserves.probe_s)
 
 
 def guard_for(
-    vendor: str, credential: str, client: redis.Redis, metrics: Metrics, rate: CallRate, cooldown_s: float
+    vendor: str,
+    credential: str,
+    client: redis.Redis,
+    metrics: Metrics,
+    rate: CallRate,
+    cooldown_s: float,
+    reserves: Reserves | None = None,
 ) -> Guard:
     """The guard of the vendor account `credential` names, kept in `client` (the runtime's Redis)."""
     account = account_key(vendor, credential)
+    throttle = Throttle(client, account, rate)
     return Guard(
-        Throttle(client, account, rate), Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics), metrics
+        throttle,
+        Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics),
+        metrics,
+        reserves=None
+        if reserves is None
+        else ReserveCheck(client, account, vendor, reserves, throttle.vendor_window_ms),
     )
 
 

@@ -105,6 +105,7 @@ class Pacing:
 
     lane: Lane = Lane.LIVE
     reserved: Slot | None = None
+    retry: bool = False  # a live delivery's later attempt: the retry lane's reserve (workers.reserves)
 
     def take_reserved(self, account: str) -> Slot | None:
         if self.reserved is None or self.reserved.account != account:
@@ -125,7 +126,7 @@ class Throttle:
         margin_ms: int = JITTER_MARGIN_MS,
     ):
         self._client, self.account, self.rate, self._margin_ms = client, account, rate, margin_ms
-        self._vendor_window_ms = int((VENDOR_WINDOW_S if vendor_window_s is None else vendor_window_s) * 1000)
+        self.vendor_window_ms = int((VENDOR_WINDOW_S if vendor_window_s is None else vendor_window_s) * 1000)
         self._key = f"relay:throttle:{account}"
         self._reserve, self._use, self._take, self._pause, self._finished = (
             client.register_script(source) for source in (_RESERVE, _USE, _TAKE, _PAUSE, _FINISHED)
@@ -163,12 +164,16 @@ class Throttle:
             self._client,
             f"{self.account}:replay",
             CallRate(1, self.rate.interval_s),
-            self._vendor_window_ms / 1000,
+            self.vendor_window_ms / 1000,
             margin_ms=0,
         )
 
     def sending_time_s(self, calls: int, lane: Lane) -> float:
         return sending_time_s(calls, self.rate, lane, self._margin_ms)
+
+    def forget(self, grant: Grant) -> None:
+        """Take back a call granted but not made (a reserve parked it)."""
+        self._client.zrem(f"{self._key}:calls", grant.member)
 
     def push(self, wait_s: float) -> None:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
@@ -214,7 +219,7 @@ class Throttle:
                 member,
                 value,
                 self._interval_ms(),
-                self._vendor_window_ms,
+                self.vendor_window_ms,
                 IN_FLIGHT_MS,
                 *extra,
             ],

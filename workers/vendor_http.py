@@ -23,6 +23,7 @@ import httpx
 from relay.runtime import Runtime
 from workers.guard import Guard, guard_for
 from workers.outcomes import ErrorKind
+from workers.reserves import Reserves
 from workers.throttle import Pacing
 from workers.vendor_errors import (
     ErrorHooks,
@@ -163,6 +164,7 @@ class VendorHTTP:
                 err.retry_after if err else None,
                 grant=grant,
                 limit=rate.limit,
+                daily_limit=rate.daily_limit,
             )
         if err:
             raise err
@@ -265,7 +267,10 @@ def shared_client(cls: type[ClientT], runtime: Runtime, base_url: str, credentia
     make: Any = cls
 
     def build() -> ClientT:
-        guard = guard_for(cls.vendor, credential or "", runtime.redis, runtime.metrics, rate, config.breaker_cooldown_s)
+        reserves = Reserves(config.reserve_catch_up, config.reserve_retry, config.reserve_live, config.park_probe_s)
+        guard = guard_for(
+            cls.vendor, credential or "", runtime.redis, runtime.metrics, rate, config.breaker_cooldown_s, reserves
+        )
         return make(base_url, credential or "", timeout=config.vendor_timeout_s, guard=guard)
 
     return runtime.shared((cls, base_url, credential or "", rate), build)
