@@ -133,6 +133,16 @@ def migrated_from_scratch(url: str) -> str:
     return url
 
 
+def migrated_sqlite(path: Path) -> Path:
+    """A SQLite store at `path`, migrated, its write-ahead log folded back into the file (all
+    of it is in the file: a copy is the same store)."""
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
+    assert not path.with_name(path.name + "-wal").exists(), "the store's log is still open"
+    return path
+
+
 def empty_postgres(url: str) -> None:
     db = Database(url)
     with db.engine.begin() as conn:
