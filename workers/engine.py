@@ -243,9 +243,12 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer
             return _lost(run)
         if deferred:
             delivery.deferrals += 1
-        # A replay starts a new life: its age counts from the replay. Time held is not its own.
+        # A replay starts a new life: its age counts from the replay. Time held is not its own
+        # (read only when the age would end it: a hold can only make it younger).
         born, now = delivery.replayed_at or delivery.created_at, utcnow()
-        age_s = (now - born).total_seconds() - _held_s(session, run.destination, born, now)
+        age_s = (now - born).total_seconds()
+        if age_s >= config.retry_max_age_s:
+            age_s -= _held_s(session, run.destination, born, now)
         failures = delivery.attempts - delivery.deferrals
         gave_up = None
         if not deferred and failures >= config.retry_max_attempts:
