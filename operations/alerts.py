@@ -54,7 +54,7 @@ from celery import shared_task
 from operations.destinations import Hold, holds
 from operations.doctor import check_sweep
 from operations.failures import FailureGroup, failure_groups
-from operations.overview import RateLimits, _rate_limits
+from operations.overview import RateLimits, stated_rate_limits
 from operations.stats import vendor_states
 from relay.checks import FAILED
 from relay.durations import human_duration
@@ -158,7 +158,7 @@ def breaker_conditions(readings: Readings) -> Found:
 
 def budget_conditions(readings: Readings) -> Found:
     with readings.runtime.session() as session:
-        stated = _rate_limits(session, list(readings.titles))
+        stated = stated_rate_limits(session, list(readings.titles))
     for name, title in readings.titles.items():
         limits = stated.get(name)
         if limits is None:  # no recent attempt of its stated any: not a sign the day turned over

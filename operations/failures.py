@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from operations.audit import Actor
 from operations.replay import ReplayResult, replay
-from operations.stats import _REQUEST_ID
+from operations.stats import REQUEST_ID
 from relay.models import Delivery, DeliveryStatus, utcnow
 from relay.runtime import Runtime
 
@@ -111,7 +111,7 @@ class FailureGroup:
     @classmethod
     def of(cls, destination: str, status: int | None, error: str | None) -> FailureGroup:
         """The group of a delivery that failed with this status and error."""
-        text = _REQUEST_ID.sub("", error or "").strip()
+        text = REQUEST_ID.sub("", error or "").strip()
         gave_up = _GAVE_UP.match(text)
         if gave_up:
             kind = RETRIES_SPENT if gave_up["attempts"] else TOO_OLD

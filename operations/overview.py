@@ -148,7 +148,7 @@ def overview(runtime: Runtime) -> Overview:
         last_hour, _ = _finished_since(session, names, now - timedelta(hours=1))
         last_day, newest_failures = _finished_since(session, names, now - timedelta(days=1))
         minutes = _per_minute(session, names, now)
-        rate_limits = _rate_limits(session, names)
+        rate_limits = stated_rate_limits(session, names)
         last_errors = {name: _last_error(session, name, at) for name, at in newest_failures.items()}
         last_webhook_at = session.scalar(
             sa.select(Event.received_at).where(WEBHOOK).order_by(Event.received_at.desc()).limit(1)
@@ -295,7 +295,7 @@ def _brief(error: str) -> str:
     return error if len(error) <= BRIEF_ERROR else error[: BRIEF_ERROR - 1].rstrip() + "…"
 
 
-def _rate_limits(session: Session, names: list[str]) -> dict[str, RateLimits]:
+def stated_rate_limits(session: Session, names: list[str]) -> dict[str, RateLimits]:
     """Each destination's newest stated rate limits among the newest RATE_SCAN attempts."""
     newest = sa.select(DeliveryAttempt.id).order_by(DeliveryAttempt.id.desc()).limit(RATE_SCAN).subquery()
     rows = session.execute(

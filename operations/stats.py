@@ -16,7 +16,7 @@ from relay.runtime import Runtime
 TOP_ERRORS = 5
 ERRORS_SCANNED = 10_000
 # Vendor errors end with the vendor's request id: the same error, told apart only by it.
-_REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
+REQUEST_ID = re.compile(r"\s*\[req [^\]]*\]")
 
 
 # Without REDIS_URL the throttle and breaker live inside each process: the reading process's would
@@ -61,7 +61,7 @@ def store_stats(session: Session, since: datetime) -> dict:
         .order_by(Delivery.destination)
     ).all()
     errors = Counter(
-        (destination, _REQUEST_ID.sub("", error or "").strip())
+        (destination, REQUEST_ID.sub("", error or "").strip())
         for destination, error in session.execute(
             sa.select(Delivery.destination, Delivery.last_error).where(*recent_failures).limit(ERRORS_SCANNED)
         )
