@@ -2,12 +2,9 @@
 Flask's CLI runner; and its refusals, each one line."""
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 import web.cli.send
 from relay.app import create_base_app
@@ -15,32 +12,12 @@ from relay.config import DEV_WEBHOOK_TOKEN
 from schemas.events import EVENTS
 from testbed.apps import TOKEN, events
 from testbed.examples import load_fixture
-from testbed.net import free_port
+from testbed.net import free_port, served
 from web.cli import main
 
 
 def send(app, *args):
     return app.test_cli_runner().invoke(main, ["send", *args], catch_exceptions=False)
-
-
-@contextlib.contextmanager
-def served(app):
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    # Polled for shutdown every 20 ms, not every 0.5 s: stopping it is no longer half a second a test.
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
-
-
-@pytest.fixture
-def server(app):
-    """conftest's `server` (the app served over real HTTP), stopped as `served` stops it."""
-    with served(app) as url:
-        yield url
 
 
 def one_line_error(result, exit_code: int, *fragments: str) -> None:
