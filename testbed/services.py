@@ -40,7 +40,6 @@ DRILLS = {
     "relay_drill_redis": None,
     "relay_drill_hold": None,
 }
-DRILL_DATABASES = tuple(DRILLS)
 DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
 
 
@@ -49,6 +48,7 @@ def _for_this_process(url: str, suffix: str) -> str:
 
 
 PG_FIRST_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+FIRST_DATABASE = PG_FIRST_URL.rsplit("/", 1)[1]
 PG_URL = _for_this_process(PG_FIRST_URL, f"_gw{WORKER}")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 if WORKER:
@@ -156,9 +156,14 @@ def empty_postgres(url: str) -> None:
 def suite_databases() -> set[str]:
     """Every PostgreSQL database the suite may make (the processes', their migration tests',
     the drills'), named from TEST_DATABASE_URL's."""
-    first = PG_FIRST_URL.rsplit("/", 1)[1]
-    processes = [first, *(f"{first}_gw{n}" for n in range(1, len(REDIS_DBS)))]
-    return {*processes, *(f"{name}_migrations" for name in processes), *DRILL_DATABASES}
+    processes = [FIRST_DATABASE, *(f"{FIRST_DATABASE}_gw{n}" for n in range(1, len(REDIS_DBS)))]
+    return {*processes, *(f"{name}_migrations" for name in processes), *map(drill_database, DRILLS)}
+
+
+def drill_database(drill: str) -> str:
+    """A drill's database, named after TEST_DATABASE_URL's (`test_relay_drills`), so that two
+    runs of the suite with different TEST_DATABASE_URLs on one server never drop each other's."""
+    return f"{FIRST_DATABASE}_{drill}"
 
 
 def suite_footprint() -> tuple[set[str], set[int]]:

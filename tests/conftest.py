@@ -44,6 +44,7 @@ from testbed.services import (  # noqa: E402
     PG_URL,
     REDIS_URL,
     WORKER,
+    drill_database,
     drop_database,
     empty_database,
     empty_postgres,
@@ -142,7 +143,7 @@ def drill_for(sandbox, tmp_path):
         assert database in DRILLS and DRILLS[database] == (int(redis_url.rsplit("/", 1)[1]) if shared else None), (
             f"{database} on {redis_url}: not as DRILLS says (and README.md's test section)"
         )
-        url = f"{PG_URL.rsplit('/', 1)[0]}/{database}"
+        url = f"{PG_URL.rsplit('/', 1)[0]}/{drill_database(database)}"
         require_service("PostgreSQL", url)
         migrated_from_scratch(url)
         log_dir = tmp_path / "processes"

@@ -32,7 +32,7 @@ def test_readme_lists_every_database_and_redis_db_the_tests_use():
              if line.startswith("| ") and line.count(" | ") == 2]
     redis_db = {database: redis for _, database, redis in table}
     for name, db in DRILLS.items():
-        [row] = [database for database in redis_db if f"`{name}`" in database]
+        [row] = [database for database in redis_db if f"`test_{name}`" in database]  # TEST_DATABASE_URL `test`
         assert redis_db[row].strip() == (str(db) if db is not None else "a `redis-server` of its own, on a free port")
     processes = [redis for used_by, _, redis in table if "test process" in used_by or "second to sixth" in used_by]
     assert [int(db) for db in re.findall(r"\d+", " ".join(processes))] == list(REDIS_DBS)
