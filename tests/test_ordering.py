@@ -70,7 +70,7 @@ def test_while_an_earlier_delivery_retries_the_later_ones_of_its_subscriber_wait
         assert wait_for(lambda: [e.status for e in events(app)] == ["done"] * 4, timeout=30)
 
     assert notes_in_order(sandbox) == [[1, 2, 3, 4]]
-    deferred = {error for delivery_id in later for outcome, error in attempts_of(app, delivery_id) if outcome == "deferred"}
+    deferred = {error for later_id in later for outcome, error in attempts_of(app, later_id) if outcome == "deferred"}
     assert f"waits for delivery {first}, which arrived earlier for this subscriber" in deferred, deferred
     for delivery in deliveries(app):
         if delivery.id in later:  # only the run that reached Spruce counts against the retry budget

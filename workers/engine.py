@@ -1,5 +1,6 @@
-"""Running one delivery: claim it, take the subscriber's lock, let its destination deliver, and
-record the outcome that `workers.classify` decides.
+"""Running one delivery: claim it, take the subscriber's lock, wait for its turn (a subscriber's
+deliveries reach a destination in the order their events arrived: `_turn`), let its destination
+deliver, and record the outcome that `workers.classify` decides.
 
 Retry times live in the database (next_attempt_at): a delivery that waits is pending with no
 `enqueued_at`, and the workers' dispatcher (workers.dispatch) publishes it once it is due. No
@@ -233,7 +234,7 @@ def _payload(runtime: Runtime, event_id: int) -> dict:
 
 @dataclass(frozen=True)
 class Turn:
-    """The earliest-arrived of the unfinished deliveries that come before this one (none: its
+    """The first (lowest id) of the unfinished deliveries that come before this one (None: its
     turn), and the latest time any of them is due."""
 
     before: int | None
