@@ -82,13 +82,16 @@ def test_a_later_delivery_waits_for_an_earlier_one_of_its_lane_but_not_another_s
     post_event(client, unlock(1))
     post_event(client, unlock(1, subscriber=1))
     post_event(client, unlock(2))
-    first, other_subscriber, second = spruce_ids(app)
+    post_event(client, unlock(3))
+    first, other_subscriber, second, third = spruce_ids(app)
 
     assert deliver(app, second) == "deferred"  # the first is pending: not its turn
     assert deliver(app, other_subscriber) == "succeeded"  # another subscriber's
-    set_lane(app, first, Lane.CATCH_UP)  # as a replay or a backfill would have it
-    assert deliver(app, second) == "succeeded"  # a catch-up delivery holds back no live one
-    assert deliver(app, first) == "succeeded"  # nor the reverse
+    set_lane(app, third, Lane.CATCH_UP)  # as a replay or a backfill would have it
+    assert deliver(app, third) == "succeeded"  # live deliveries hold back no catch-up one
+    set_lane(app, first, Lane.CATCH_UP)
+    assert deliver(app, second) == "succeeded"  # nor the reverse
+    assert deliver(app, first) == "succeeded"
     assert attempts_of(app, second)[0] == (
         "deferred", f"waits for delivery {first}, which arrived earlier for this subscriber"
     )
