@@ -181,6 +181,15 @@ class Delivery(Base):
             postgresql_where=BACKLOG,
             sqlite_where=BACKLOG,
         ),
+        # Whether a delivery's turn has come (workers.engine._turn): the unfinished deliveries of
+        # a subscriber's earlier events, probed by event; finished ones are not in it.
+        sa.Index(
+            "ix_deliveries_unfinished_event",
+            "event_id",
+            "destination",
+            postgresql_where=BACKLOG,
+            sqlite_where=BACKLOG,
+        ),
         # A replay's progress (operations.replay.replay_progress): the deliveries one replay sent
         # again share its `replayed_at`; only replayed deliveries are in the index.
         sa.Index(

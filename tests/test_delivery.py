@@ -128,7 +128,9 @@ def test_throttled_delivery_waits_without_spending_attempts(client, app, sandbox
 def test_a_rejected_key_opens_the_breaker_and_keeps_deliveries_pending(relay_app, sandbox):
     app = relay_app(SPRIG_API_KEY="revoked", SPRUCE_API_TOKEN="")
     post_event(app.test_client(), load_fixture("reward_unlocked"))
-    post_event(app.test_client(), load_fixture("new_referral"))
+    referral = load_fixture("new_referral")  # another subscriber's: the first's would wait for its turn instead
+    referral["subscriber"].update(id="sub_another", email="another@example.com")
+    post_event(app.test_client(), referral)
     run_pending(app, rounds=3)
 
     # Every run was deferred: three attempts each, no retry budget spent.

@@ -1,5 +1,6 @@
-"""Running one delivery: claim it, take the subscriber's lock, let its destination deliver, and
-record the outcome that `workers.classify` decides.
+"""Running one delivery: claim it, take the subscriber's lock, wait for its turn (a subscriber's
+deliveries reach a destination in the order their events arrived: `_turn`), let its destination
+deliver, and record the outcome that `workers.classify` decides.
 
 Retry times live in the database (next_attempt_at): a delivery that waits is pending with no
 `enqueued_at`, and the workers' dispatcher (workers.dispatch) publishes it once it is due. No
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
 from relay.models import (
+    BACKLOG,
     CURRENT_HOLD,
     Delivery,
     DeliveryAttempt,
@@ -25,12 +27,14 @@ from relay.models import (
     DestinationHold,
     Event,
     EventStatus,
+    EventSubject,
     Lane,
     utcnow,
 )
 from relay.observability import report, report_exception
 from relay.runtime import Runtime
 from relay.sealing import SealedDataError
+from relay.subjects import email_digest, id_digest
 from schemas.events import EVENTS, validate_event
 from schemas.personal import personal_strings
 from workers import identity
@@ -38,11 +42,16 @@ from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
 from workers.lease import LEASE, Claim, handed_back_if_stopped, kept_alive
 from workers.locks import subject_locks
+from workers.outcomes import Deferred
 from workers.throttle import Pacing, Slot
 from workers.vendor_http import RateLimitHeaders
 
 log = logging.getLogger("relay.delivery")
 ATTEMPTS = DeliveryAttempt.metadata.tables[DeliveryAttempt.__tablename__]
+# A delivery whose turn has not come looks again this long after the earlier one is due (it
+# runs then: a vendor call or three), and at least once a minute whatever that one's backoff.
+TURN_WAIT_S = 0.5
+MAX_TURN_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -122,15 +131,18 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
             save=lambda steps, times: _save_progress(runtime, claim, steps, times),
         ),
     )
-    subjects = [identity.subscriber_key(s, runtime.config.lookup_key) for _, s in ctx.subscribers]
+    lookup_key = runtime.config.lookup_key
+    subjects = [identity.subscriber_key(s, lookup_key) for _, s in ctx.subscribers]
     try:
         with (
             handed_back_if_stopped(claim, runtime),
             subject_locks(runtime.redis, delivery.destination, subjects) as locks,
             kept_alive(claim, locks, runtime.db),
         ):
-            if not _still_held(runtime, claim):  # erased (relay subscribers forget) while it waited for the locks
+            turn = _turn(runtime, claim, delivery, _digests(ctx.subscribers, lookup_key))
+            if turn is None:  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
+            turn.wait_if_not_ours()
             outcome = destination.deliver(ctx, destination.sends(event.type))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
@@ -220,9 +232,56 @@ def _payload(runtime: Runtime, event_id: int) -> dict:
         return session.execute(sa.select(Event.payload).where(Event.id == event_id)).scalar_one()
 
 
-def _still_held(runtime: Runtime, claim: Claim) -> bool:
+@dataclass(frozen=True)
+class Turn:
+    """The first (lowest id) of the unfinished deliveries that come before this one (None: its
+    turn), and the latest time any of them is due."""
+
+    before: int | None
+    due_at: datetime | None
+
+    def wait_if_not_ours(self) -> None:
+        if self.before is None or self.due_at is None:
+            return
+        wait_s = min(max((self.due_at - utcnow()).total_seconds(), 0.0) + TURN_WAIT_S, MAX_TURN_WAIT_S)
+        raise Deferred(wait_s, f"waits for delivery {self.before}, which arrived earlier for this subscriber")
+
+
+def _turn(runtime: Runtime, claim: Claim, delivery: Delivery, digests: list[str]) -> Turn | None:
+    """None if the run no longer holds the delivery (erased while it waited for the locks); else
+    whether it is the delivery's turn. Deliveries reach a destination in the order their events
+    arrived (event ids) for each subscriber they name, within a lane: one waits while an earlier
+    delivery of its destination and lane, of an event naming one of its subscribers (any id or
+    email of theirs: event_subjects' digests), is pending or in flight, retries and holds
+    included; a finished one (succeeded, superseded, failed) never holds it back. A catch-up
+    delivery never holds back a live one, nor the reverse: a replay or a backfill of old events
+    must not stop live traffic for hours; the destinations' versions keep an older value from
+    replacing a newer one (workers.sprig). One statement, the run's check that it still holds
+    the delivery in it: the subjects' digest index, then the index of unfinished deliveries by
+    event (ix_deliveries_unfinished_event)."""
+    earlier = (
+        sa.select(sa.func.min(Delivery.id), sa.func.max(Delivery.next_attempt_at))
+        .join(EventSubject, EventSubject.event_id == Delivery.event_id)
+        .where(
+            EventSubject.digest.in_(digests),
+            EventSubject.event_id < delivery.event_id,
+            Delivery.destination == delivery.destination,
+            Delivery.lane == delivery.lane,
+            BACKLOG,
+        )
+        .subquery()
+    )
+    still_ours = sa.select(Delivery.id).where(claim.where()).exists()
     with runtime.session() as session:
-        return session.scalar(sa.select(Delivery.id).where(claim.where())) is not None
+        ours, before, due_at = session.execute(sa.select(still_ours, *earlier.c)).one()
+    return Turn(before, due_at) if ours else None
+
+
+def _digests(subscribers, lookup_key: str | None) -> list[str]:
+    """The event_subjects digests of every id and email of the delivery's subscribers."""
+    return [id_digest(s.id, lookup_key) for _, s in subscribers if s.id] + [
+        email_digest(s.email, lookup_key) for _, s in subscribers if s.email
+    ]
 
 
 def _save_progress(runtime: Runtime, claim: Claim, steps: dict, times: dict) -> None:

@@ -36,12 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     throttled = sum(counts.get("429", 0) for counts in sandbox.stats().values())
     print(f"resume said: {' / '.join(seen.resume_output.strip().splitlines())}")
     print(f"{seen.line()}; Spruce 429s {throttled}; took {time.monotonic() - started:.0f} s", flush=True)
+    arrived = list(range(1, args.each + 1))  # each subscriber's referral counts, in the order posted
+    others = [counts for counts in seen.notes_in_order.values() if counts != arrived]
+    in_order = len(seen.notes_in_order) - len(others)
+    print(f"order of arrival: {in_order} of {args.subscribers} subscribers' notes all there, in order"
+          f"{f'; the others hold {others}' if others else ''}", flush=True)
     ok = (
-        seen.sprig_done == seen.webhooks == seen.held_shown == seen.spruce_done
+        in_order == args.subscribers
+        and seen.sprig_done == seen.webhooks == seen.held_shown == seen.spruce_done
         and seen.spruce_calls_held == seen.spruce_calls_after_restart == seen.spruce_attempts_held == 0
         and seen.hold_after_restart
         and not seen.twice
-        and not seen.out_of_order
         and not seen.dead
     )
     if ok and not args.keep_logs:
