@@ -12,6 +12,10 @@ order it arrived, each lane on its queue (live before catch-up) and within the v
 
 Both are audited (`destinations.hold`, `destinations.resume`). The reason is the operator's own
 words, shown to every console user: it is refused when it holds an email address.
+
+A destination's status also shows what a reserve parked (workers.reserves: pending, deferred, by
+reserve lane and reason) and the vendor's daily reading as the reserves keep it in Redis; the
+scrape's gauges (`waiting_gauges`) count parked and held deliveries per destination and lane.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from operations import audit
 from operations.audit import Actor
 from operations.overview import DestinationHealth, overview
+from operations.stats import PENDING, RESERVE_LANE, RESERVE_LANES, Parked, parked_deliveries, parked_json
 from relay.models import BACKLOG, CURRENT_HOLD, Delivery, DeliveryStatus, DestinationHold, Event, Lane, utcnow
 from relay.runtime import Runtime
 from schemas.events import EVENTS
@@ -129,6 +135,7 @@ class DestinationStatus:
     hold: Hold | None
     pending_by_lane: dict[str, int] = field(default_factory=dict)
     estimate: Estimate | None = None
+    day: DailyReading | None = None
 
     @property
     def name(self) -> str:
@@ -144,7 +151,14 @@ class DestinationStatus:
         return sum(self.pending_by_lane.values())
 
     @property
+    def parked(self) -> list[Parked]:
+        return self.health.parked
+
+    @property
     def daily(self) -> tuple[int, int | None] | None:
+        """(remaining, limit) of the vendor's day: the reserves' reading, else the attempts'."""
+        if self.day is not None:
+            return self.day.remaining, self.day.limit
         return _daily(self.health)
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +178,10 @@ class DestinationStatus:
                 "next_slot_in_s": throttle.next_slot_in_s,
                 "vendor_remaining": throttle.vendor_remaining,
             },
-            "daily": None if daily is None else {"remaining": daily[0], "limit": daily[1]},
+            "daily": None
+            if daily is None
+            else {"remaining": daily[0], "limit": daily[1]} | (self.day.to_json() if self.day else {}),
+            "parked": parked_json(self.parked),
             "backlog": {
                 "pending": health.backlog.pending,
                 "in_flight": health.backlog.in_flight,
@@ -173,6 +190,58 @@ class DestinationStatus:
             },
             "estimate": self.estimate.to_json() if self.estimate else None,
         }
+
+
+@dataclass(frozen=True)
+class DailyReading:
+    """The vendor's day as the reserves keep it in Redis (workers.reserves.ReserveCheck.day): its
+    newest answer's daily remaining and limit, read at `at`; and what was learned of its length,
+    since Spruce documents none: when it last turned over and how long a day lasted."""
+
+    remaining: int
+    limit: int | None
+    at: datetime
+    turned_at: datetime | None = None
+    day_s: float | None = None
+
+    @property
+    def next_turn(self) -> datetime | None:
+        if self.turned_at is None or self.day_s is None:
+            return None
+        return self.turned_at + timedelta(seconds=self.day_s)
+
+    def to_json(self) -> dict[str, Any]:
+        def when(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {"read_at": when(self.at), "turned_over_at": when(self.turned_at), "day_s": self.day_s}
+
+
+def daily_readings(runtime: Runtime) -> dict[str, DailyReading]:
+    """Each configured destination's daily reading, where its vendor stated a day (Spruce's); none
+    without a shared Redis (each process would read its own) or while Redis is away."""
+    if not runtime.shares_redis:
+        return {}
+    found = {}
+    try:
+        for name, destination in runtime.config.configured().items():
+            reserves = destination.client(runtime).guard.reserves
+            day = reserves.day() if reserves is not None else {}
+            if "remaining" in day and "at" in day:
+                found[name] = DailyReading(
+                    day["remaining"],
+                    day.get("limit"),
+                    _from_ms(day["at"]),
+                    _from_ms(day["turned_at"]) if "turned_at" in day else None,
+                    day["day_ms"] / 1000 if "day_ms" in day else None,
+                )
+    except redis.RedisError:
+        return {}
+    return found
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _daily(health: DestinationHealth) -> tuple[int, int | None] | None:
@@ -192,6 +261,7 @@ def status(runtime: Runtime) -> list[DestinationStatus]:
     resume's confirmation, not for a page loaded every few seconds."""
     seen = overview(runtime)
     current = holds(runtime)
+    days = daily_readings(runtime)
     backlog = _backlog_by_lane_and_type(runtime, [d.name for d in seen.destinations if d.backlog.total])
     found = []
     for health in seen.destinations:
@@ -200,9 +270,9 @@ def status(runtime: Runtime) -> list[DestinationStatus]:
         for (status_, lane, _), count in mine.items():
             if status_ == DeliveryStatus.PENDING:
                 pending[lane] += count
-        found.append(
-            DestinationStatus(health, current.get(health.name), dict(pending), _estimate(runtime, health, mine))
-        )
+        day = days.get(health.name)
+        estimate = _estimate(runtime, health, mine, day)
+        found.append(DestinationStatus(health, current.get(health.name), dict(pending), estimate, day))
     return found
 
 
@@ -234,7 +304,9 @@ def _backlog_by_lane_and_type(runtime: Runtime, names: list[str]) -> dict[str, d
     return found
 
 
-def _estimate(runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[str, str, str], int]) -> Estimate | None:
+def _estimate(
+    runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[str, str, str], int], day: DailyReading | None
+) -> Estimate | None:
     if not backlog:
         return None
     destination = runtime.destinations[health.name]
@@ -244,14 +316,42 @@ def _estimate(runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[s
     throttle = destination.client(runtime).guard.throttle
     # Live work goes first, then catch-up work in the slots it leaves (workers.throttle).
     took_s = sum(throttle.sending_time_s(calls, lane) for lane, calls in calls_by_lane.items())
-    daily = _daily(health)
-    return Estimate(
-        sum(calls_by_lane.values()),
-        took_s,
-        throttle.rate.limit,
-        throttle.rate.period_s,
-        None if daily is None else daily[0],
-    )
+    daily = day.remaining if day is not None else None
+    if daily is None and (stated := _daily(health)) is not None:
+        daily = stated[0]
+    return Estimate(sum(calls_by_lane.values()), took_s, throttle.rate.limit, throttle.rate.period_s, daily)
+
+
+@dataclass(frozen=True)
+class WaitingGauges:
+    """What GET /metrics reads at scrape time: parked and held deliveries, by destination and
+    reserve lane (live, retry, catch-up; zero where none), and each vendor's daily reading."""
+
+    parked: dict[tuple[str, str], int]
+    held: dict[tuple[str, str], int]
+    daily: dict[str, DailyReading]
+
+
+def waiting_gauges(runtime: Runtime) -> WaitingGauges:
+    """Parked: the pending rows of ix_deliveries_backlog that a reserve stopped (read for their
+    error); held: a held destination's pending rows (none read while nothing is held)."""
+    names = list(runtime.config.configured())
+    held_names = list(holds(runtime))
+    lanes = [(name, lane) for name in dict.fromkeys([*names, *held_names]) for lane in RESERVE_LANES]
+    parked, held = dict.fromkeys(lanes, 0), dict.fromkeys(lanes, 0)
+    with runtime.session() as session:
+        for name, found in parked_deliveries(session, names).items():
+            for p in found:
+                parked[(name, p.lane)] += p.count
+        if held_names:
+            rows = session.execute(
+                sa.select(Delivery.destination, RESERVE_LANE, sa.func.count())
+                .where(BACKLOG, PENDING, Delivery.destination.in_(held_names))
+                .group_by(Delivery.destination, RESERVE_LANE)
+            )
+            for name, lane, count in rows:
+                held[(name, lane)] = count
+    return WaitingGauges(parked, held, daily_readings(runtime))
 
 
 def _lane(lane: str) -> Lane:
