@@ -20,7 +20,7 @@ check that raises counts as Unknown for its whole kind (logged), and the other k
   operator's reason and name stay out of the alert (the audit log has them);
 - parked: a destination with deliveries a reserve parked (workers.reserves: its vendor's window
   is down to a lane's reserve, kept for the organization's other tools), by lane; unparked (its
-  resolution) when none is left. A held destination's are left out (the held alert says it).
+  resolution) when none is left. While a destination is held, its state is kept as it was.
 To add one, write its function and add an AlertCheck to ALERT_CHECKS; nothing else changes.
 
 What an alert may carry: ids, counts, states, status codes, vendor request ids and console
@@ -241,7 +241,8 @@ def parked_conditions(readings: Readings) -> Found:
     with readings.runtime.session() as session:
         parked = parked_deliveries(session, list(readings.titles))
     for name, found in parked.items():
-        if name in readings.holds:
+        if name in readings.holds:  # nothing runs, so nothing is parked or unparked: kept as it was
+            yield Unknown(name)
             continue
         by_lane = parked_json(found)["by_lane"]
         count = sum(by_lane.values())

@@ -176,13 +176,17 @@ def test_parking_alerts_once_with_counts_and_lanes_only_and_the_day_turning_over
             assert webhook.wait_for_taken(1)
             assert evaluate(runtime, utcnow() + 59 * MINUTE, checks) == []  # within the window: once
             [repeat] = evaluate(runtime, utcnow() + 61 * MINUTE, checks)
+            operator = Actor("lead@clinic.example", "cli")
+            destinations.hold(runtime, "spruce", reason=None, actor=operator)
+            assert evaluate(runtime, utcnow() + 125 * MINUTE, checks) == []  # held: neither repeated nor resolved
+            destinations.resume(runtime, "spruce", actor=operator)
 
             sandbox.configure(rate_limit={"spruce": {"daily_limit": 1000}})  # a new day, with room
             time.sleep(1.1)  # RELAY_PARK_PROBE: the next parked delivery's first call reads the new day
             make_due(app)
             run_pending(app)
             assert {d.status for d in deliveries(app)} == {"succeeded"}
-            [resolved] = evaluate(runtime, utcnow() + 62 * MINUTE, checks)
+            [resolved] = evaluate(runtime, utcnow() + 126 * MINUTE, checks)
             publish(celery_app, [resolved], runtime.config.alert_sinks)
             assert webhook.wait_for_taken(2)
         metrics = app.test_client().get("/metrics").get_data(as_text=True)

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from operations.destinations import waiting_gauges
 from relay.metrics import SCRAPE_GAUGES
 from relay.models import Delivery, DeliveryStatus, utcnow
 from relay.runtime import Runtime
@@ -46,6 +45,9 @@ class _Collector:
 
 
 def _waiting(runtime: Runtime):
+    # Imported at the first scrape: the intake's app loads no operation (tests/test_architecture).
+    from operations.destinations import waiting_gauges
+
     found = waiting_gauges(runtime)
     parked, held = _gauge("relay_parked_deliveries"), _gauge("relay_held_deliveries")
     for family, counts in ((parked, found.parked), (held, found.held)):
