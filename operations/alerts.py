@@ -58,7 +58,8 @@ from operations.destinations import Hold, holds
 from operations.doctor import check_sweep
 from operations.failures import FailureGroup, failure_groups
 from operations.overview import RateLimits, stated_rate_limits
-from operations.stats import parked_deliveries, parked_json, vendor_states
+from operations.reserves import parked_deliveries, parked_json
+from operations.stats import vendor_states
 from relay.checks import FAILED
 from relay.durations import human_duration
 from relay.models import BACKLOG, Delivery, DeliveryAttempt, Lane, utcnow

@@ -23,17 +23,25 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from operations import audit
 from operations.audit import Actor
 from operations.overview import DestinationHealth, overview
-from operations.stats import PENDING, RESERVE_LANE, RESERVE_LANES, Parked, parked_deliveries, parked_json
+from operations.reserves import (
+    PENDING,
+    RESERVE_LANE,
+    RESERVE_LANES,
+    DailyReading,
+    Parked,
+    daily_readings,
+    parked_deliveries,
+    parked_json,
+)
 from relay.models import BACKLOG, CURRENT_HOLD, Delivery, DeliveryStatus, DestinationHold, Event, Lane, utcnow
 from relay.runtime import Runtime
 from schemas.events import EVENTS
@@ -190,58 +198,6 @@ class DestinationStatus:
             },
             "estimate": self.estimate.to_json() if self.estimate else None,
         }
-
-
-@dataclass(frozen=True)
-class DailyReading:
-    """The vendor's day as the reserves keep it in Redis (workers.reserves.ReserveCheck.day): its
-    newest answer's daily remaining and limit, read at `at`; and what was learned of its length,
-    since Spruce documents none: when it last turned over and how long a day lasted."""
-
-    remaining: int
-    limit: int | None
-    at: datetime
-    turned_at: datetime | None = None
-    day_s: float | None = None
-
-    @property
-    def next_turn(self) -> datetime | None:
-        if self.turned_at is None or self.day_s is None:
-            return None
-        return self.turned_at + timedelta(seconds=self.day_s)
-
-    def to_json(self) -> dict[str, Any]:
-        def when(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
-
-        return {"read_at": when(self.at), "turned_over_at": when(self.turned_at), "day_s": self.day_s}
-
-
-def daily_readings(runtime: Runtime) -> dict[str, DailyReading]:
-    """Each configured destination's daily reading, where its vendor stated a day (Spruce's); none
-    without a shared Redis (each process would read its own) or while Redis is away."""
-    if not runtime.shares_redis:
-        return {}
-    found = {}
-    try:
-        for name, destination in runtime.config.configured().items():
-            reserves = destination.client(runtime).guard.reserves
-            day = reserves.day() if reserves is not None else {}
-            if "remaining" in day and "at" in day:
-                found[name] = DailyReading(
-                    day["remaining"],
-                    day.get("limit"),
-                    _from_ms(day["at"]),
-                    _from_ms(day["turned_at"]) if "turned_at" in day else None,
-                    day["day_ms"] / 1000 if "day_ms" in day else None,
-                )
-    except redis.RedisError:
-        return {}
-    return found
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _daily(health: DestinationHealth) -> tuple[int, int | None] | None:

@@ -6,7 +6,7 @@ webhook.
 Every query reads a bounded window or a few rows of an index (0013_overview's, and the
 primary keys), so the page answers in milliseconds on a million events:
 - backlog: ix_deliveries_backlog (pending and in-flight deliveries only);
-- parked (what a reserve stopped, workers.reserves): operations.stats.parked_deliveries, the one
+- parked (what a reserve stopped, workers.reserves): operations.reserves.parked_deliveries, the one
   query that reads a row per delivery it counts (milliseconds for a few thousand parked);
 - finished in the last hour, day (and when the day's newest failure did), per minute, and that
   failure's error: ix_deliveries_destination_finished (destination, status, finished_at);
@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from operations.doctor import check_sweep
-from operations.stats import VENDORS_UNSEEN, Parked, parked_deliveries, vendor_states
+from operations.reserves import Parked, parked_deliveries
+from operations.stats import VENDORS_UNSEEN, vendor_states
 from relay.checks import Check
 from relay.models import BACKLOG, Delivery, DeliveryAttempt, DeliveryStatus, Event, utcnow
 from relay.runtime import Runtime

@@ -4,15 +4,14 @@ reserve parked now (workers.reserves), and each vendor's throttle and breaker.""
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from relay.models import BACKLOG, Delivery, DeliveryStatus, Event, utcnow
+from operations.reserves import parked_deliveries, parked_json
+from relay.models import Delivery, DeliveryStatus, Event, utcnow
 from relay.runtime import Runtime
 
 TOP_ERRORS = 5
@@ -75,63 +74,6 @@ def store_stats(session: Session, since: datetime) -> dict:
         "failed_by_destination": dict(failed),
         "top_errors": [{"destination": d, "error": e, "count": n} for (d, e), n in errors.most_common(TOP_ERRORS)],
         "parked_by_destination": {d: parked_json(p) for d, p in sorted(parked_deliveries(session).items())},
-    }
-
-
-@dataclass(frozen=True)
-class Parked:
-    """Pending deliveries a reserve stopped (workers.reserves), of one reserve lane (live,
-    retry: a live delivery's later attempts, catch-up) and one reason, the engine's own words
-    ("parked: Spruce's daily remaining at its catch-up reserve (25%)")."""
-
-    lane: str
-    reason: str
-    count: int
-
-
-# A reserve's deferral reason (workers.reserves), and the lane it stopped as the engine tells it:
-# catch-up work, a live delivery that failed before (its later attempts: the retry lane), live.
-PARKED = sa.text("last_error LIKE 'parked:%'")
-PENDING = sa.text("status = 'pending'")
-RESERVE_LANE = sa.case(
-    (Delivery.lane == sa.literal_column("'catch_up'"), sa.literal_column("'catch-up'")),
-    (Delivery.attempts > Delivery.deferrals, sa.literal_column("'retry'")),
-    else_=sa.literal_column("'live'"),
-)
-RESERVE_LANES = ("live", "retry", "catch-up")
-
-
-def parked_deliveries(session: Session, names: list[str] | None = None) -> dict[str, list[Parked]]:
-    """Each destination's parked deliveries (of `names`; None: all), by reserve lane and reason.
-
-    PostgreSQL finds them from two indexes (the pending ones of ix_deliveries_due, ANDed with
-    ix_deliveries_last_error_trgm's `parked:` rows: a finished delivery keeps its last error),
-    then reads each row for its lane and attempts: linear in what is parked, 0.5 s for 150,000
-    parked among 1.2 million deliveries on the 2-core development machine, milliseconds for a
-    few thousand. Its predicates are literal SQL, as the indexes' are."""
-    query = sa.select(Delivery.destination, RESERVE_LANE, Delivery.last_error, sa.func.count()).where(
-        BACKLOG, PENDING, PARKED
-    )
-    if names is not None:
-        query = query.where(Delivery.destination.in_(names))
-    rows = session.execute(query.group_by(Delivery.destination, RESERVE_LANE, Delivery.last_error))
-    found: dict[str, list[Parked]] = defaultdict(list)
-    for destination, lane_name, reason, count in rows:
-        found[destination].append(Parked(lane_name, reason, count))
-    for parked in found.values():
-        parked.sort(key=lambda p: (RESERVE_LANES.index(p.lane), p.reason))
-    return dict(found)
-
-
-def parked_json(parked: list[Parked]) -> dict[str, Any]:
-    """One destination's parked deliveries as `--json` shows them."""
-    by_lane: dict[str, int] = defaultdict(int)
-    for p in parked:
-        by_lane[p.lane] += p.count
-    return {
-        "count": sum(by_lane.values()),
-        "by_lane": dict(by_lane),
-        "reasons": [{"lane": p.lane, "reason": p.reason, "count": p.count} for p in parked],
     }
 
 

@@ -13,7 +13,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from operations import destinations
-from operations.destinations import BadDestination, BadReason, DailyReading, DestinationStatus, Estimate, Hold
+from operations.destinations import BadDestination, BadReason, DestinationStatus, Estimate, Hold
+from operations.reserves import DailyReading
 from relay.durations import human_duration
 from relay.runtime import Runtime
 from web.cli.audit import cli_actor
