@@ -17,7 +17,10 @@ check that raises counts as Unknown for its whole kind (logged), and the other k
   console's Failures page groups them (operations.failures);
 - sweep: doctor's sweep check failing (no sweep finished lately: beat or every worker down);
 - held: a destination an operator holds (operations.destinations; its resume resolves it). The
-  operator's reason and name stay out of the alert (the audit log has them).
+  operator's reason and name stay out of the alert (the audit log has them);
+- parked: a destination with deliveries a reserve parked (workers.reserves: its vendor's window
+  is down to a lane's reserve, kept for the organization's other tools), by lane; unparked (its
+  resolution) when none is left. While a destination is held, its state is kept as it was.
 To add one, write its function and add an AlertCheck to ALERT_CHECKS; nothing else changes.
 
 What an alert may carry: ids, counts, states, status codes, vendor request ids and console
@@ -55,6 +58,7 @@ from operations.destinations import Hold, holds
 from operations.doctor import check_sweep
 from operations.failures import FailureGroup, failure_groups
 from operations.overview import RateLimits, stated_rate_limits
+from operations.reserves import parked_deliveries, parked_json
 from operations.stats import vendor_states
 from relay.checks import FAILED
 from relay.durations import human_duration
@@ -65,9 +69,10 @@ from workers.alerts import OPENED, REPEAT, RESOLVED, Alert, console_url, publish
 
 log = logging.getLogger("relay.alerts")
 
-BREAKER, HELD, DAILY_BUDGET, BACKLOG_AGE, FAILURE_GROUP, SWEEP = (
+BREAKER, HELD, PARKED, DAILY_BUDGET, BACKLOG_AGE, FAILURE_GROUP, SWEEP = (
     "breaker",
     "held",
+    "parked",
     "daily_budget",
     "backlog_age",
     "failure_group",
@@ -231,6 +236,28 @@ def held_conditions(readings: Readings) -> Found:
         )
 
 
+def parked_conditions(readings: Readings) -> Found:
+    """The pending deliveries a reserve stopped, per destination and lane (ix_deliveries_backlog's
+    pending rows whose last error says so). Counts and lanes only: the reason stays in Relay."""
+    with readings.runtime.session() as session:
+        parked = parked_deliveries(session, list(readings.titles))
+    for name, found in parked.items():
+        if name in readings.holds:  # nothing runs, so nothing is parked or unparked: kept as it was
+            yield Unknown(name)
+            continue
+        by_lane = parked_json(found)["by_lane"]
+        count = sum(by_lane.values())
+        lanes = ", ".join(f"{lane} {n}" for lane, n in by_lane.items())
+        title = readings.titles[name]
+        yield Condition(
+            name,
+            f"{title}: {count} {_deliveries(count)} parked by a reserve ({lanes}): the vendor's window is "
+            "down to what is kept for the organization's other tools; they wait, spending no attempt",
+            f"{title}: unparked, no delivery waits for a reserve",
+            facts={"destination": name, "parked": count, "parked_by_lane": by_lane},
+        )
+
+
 def failure_group_conditions(readings: Readings) -> Found:
     scan = failure_groups(readings.runtime, readings.now - FAILURES_WINDOW)
     if scan.more:  # the oldest of the window were not read: a group missing may only be unread
@@ -296,6 +323,7 @@ def sweep_conditions(readings: Readings) -> Found:
 ALERT_CHECKS: list[AlertCheck] = [
     AlertCheck(BREAKER, breaker_conditions),
     AlertCheck(HELD, held_conditions),
+    AlertCheck(PARKED, parked_conditions),
     AlertCheck(DAILY_BUDGET, budget_conditions),
     AlertCheck(BACKLOG_AGE, backlog_conditions),
     AlertCheck(FAILURE_GROUP, failure_group_conditions),

@@ -12,6 +12,10 @@ order it arrived, each lane on its queue (live before catch-up) and within the v
 
 Both are audited (`destinations.hold`, `destinations.resume`). The reason is the operator's own
 words, shown to every console user: it is refused when it holds an email address.
+
+A destination's status also shows what a reserve parked (workers.reserves: pending, deferred, by
+reserve lane and reason) and the vendor's daily reading as the reserves keep it in Redis; the
+scrape's gauges (`waiting_gauges`) count parked and held deliveries per destination and lane.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ from sqlalchemy.exc import IntegrityError
 from operations import audit
 from operations.audit import Actor
 from operations.overview import DestinationHealth, overview
+from operations.reserves import (
+    PENDING,
+    RESERVE_LANE,
+    RESERVE_LANES,
+    DailyReading,
+    Parked,
+    daily_readings,
+    parked_deliveries,
+    parked_json,
+)
 from relay.models import BACKLOG, CURRENT_HOLD, Delivery, DeliveryStatus, DestinationHold, Event, Lane, utcnow
 from relay.runtime import Runtime
 from schemas.events import EVENTS
@@ -129,6 +143,7 @@ class DestinationStatus:
     hold: Hold | None
     pending_by_lane: dict[str, int] = field(default_factory=dict)
     estimate: Estimate | None = None
+    day: DailyReading | None = None
 
     @property
     def name(self) -> str:
@@ -144,7 +159,14 @@ class DestinationStatus:
         return sum(self.pending_by_lane.values())
 
     @property
+    def parked(self) -> list[Parked]:
+        return self.health.parked
+
+    @property
     def daily(self) -> tuple[int, int | None] | None:
+        """(remaining, limit) of the vendor's day: the reserves' reading, else the attempts'."""
+        if self.day is not None:
+            return self.day.remaining, self.day.limit
         return _daily(self.health)
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +186,10 @@ class DestinationStatus:
                 "next_slot_in_s": throttle.next_slot_in_s,
                 "vendor_remaining": throttle.vendor_remaining,
             },
-            "daily": None if daily is None else {"remaining": daily[0], "limit": daily[1]},
+            "daily": None
+            if daily is None
+            else {"remaining": daily[0], "limit": daily[1]} | (self.day.to_json() if self.day else {}),
+            "parked": parked_json(self.parked),
             "backlog": {
                 "pending": health.backlog.pending,
                 "in_flight": health.backlog.in_flight,
@@ -192,6 +217,7 @@ def status(runtime: Runtime) -> list[DestinationStatus]:
     resume's confirmation, not for a page loaded every few seconds."""
     seen = overview(runtime)
     current = holds(runtime)
+    days = daily_readings(runtime)
     backlog = _backlog_by_lane_and_type(runtime, [d.name for d in seen.destinations if d.backlog.total])
     found = []
     for health in seen.destinations:
@@ -200,9 +226,9 @@ def status(runtime: Runtime) -> list[DestinationStatus]:
         for (status_, lane, _), count in mine.items():
             if status_ == DeliveryStatus.PENDING:
                 pending[lane] += count
-        found.append(
-            DestinationStatus(health, current.get(health.name), dict(pending), _estimate(runtime, health, mine))
-        )
+        day = days.get(health.name)
+        estimate = _estimate(runtime, health, mine, day)
+        found.append(DestinationStatus(health, current.get(health.name), dict(pending), estimate, day))
     return found
 
 
@@ -234,7 +260,9 @@ def _backlog_by_lane_and_type(runtime: Runtime, names: list[str]) -> dict[str, d
     return found
 
 
-def _estimate(runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[str, str, str], int]) -> Estimate | None:
+def _estimate(
+    runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[str, str, str], int], day: DailyReading | None
+) -> Estimate | None:
     if not backlog:
         return None
     destination = runtime.destinations[health.name]
@@ -244,14 +272,42 @@ def _estimate(runtime: Runtime, health: DestinationHealth, backlog: dict[tuple[s
     throttle = destination.client(runtime).guard.throttle
     # Live work goes first, then catch-up work in the slots it leaves (workers.throttle).
     took_s = sum(throttle.sending_time_s(calls, lane) for lane, calls in calls_by_lane.items())
-    daily = _daily(health)
-    return Estimate(
-        sum(calls_by_lane.values()),
-        took_s,
-        throttle.rate.limit,
-        throttle.rate.period_s,
-        None if daily is None else daily[0],
-    )
+    daily = day.remaining if day is not None else None
+    if daily is None and (stated := _daily(health)) is not None:
+        daily = stated[0]
+    return Estimate(sum(calls_by_lane.values()), took_s, throttle.rate.limit, throttle.rate.period_s, daily)
+
+
+@dataclass(frozen=True)
+class WaitingGauges:
+    """What GET /metrics reads at scrape time: parked and held deliveries, by destination and
+    reserve lane (live, retry, catch-up; zero where none), and each vendor's daily reading."""
+
+    parked: dict[tuple[str, str], int]
+    held: dict[tuple[str, str], int]
+    daily: dict[str, DailyReading]
+
+
+def waiting_gauges(runtime: Runtime) -> WaitingGauges:
+    """Parked: the pending rows of ix_deliveries_backlog that a reserve stopped (read for their
+    error); held: a held destination's pending rows (none read while nothing is held)."""
+    names = list(runtime.config.configured())
+    held_names = list(holds(runtime))
+    lanes = [(name, lane) for name in dict.fromkeys([*names, *held_names]) for lane in RESERVE_LANES]
+    parked, held = dict.fromkeys(lanes, 0), dict.fromkeys(lanes, 0)
+    with runtime.session() as session:
+        for name, found in parked_deliveries(session, names).items():
+            for p in found:
+                parked[(name, p.lane)] += p.count
+        if held_names:
+            rows = session.execute(
+                sa.select(Delivery.destination, RESERVE_LANE, sa.func.count())
+                .where(BACKLOG, PENDING, Delivery.destination.in_(held_names))
+                .group_by(Delivery.destination, RESERVE_LANE)
+            )
+            for name, lane, count in rows:
+                held[(name, lane)] = count
+    return WaitingGauges(parked, held, daily_readings(runtime))
 
 
 def _lane(lane: str) -> Lane:

@@ -6,6 +6,8 @@ webhook.
 Every query reads a bounded window or a few rows of an index (0013_overview's, and the
 primary keys), so the page answers in milliseconds on a million events:
 - backlog: ix_deliveries_backlog (pending and in-flight deliveries only);
+- parked (what a reserve stopped, workers.reserves): operations.reserves.parked_deliveries, the one
+  query that reads a row per delivery it counts (milliseconds for a few thousand parked);
 - finished in the last hour, day (and when the day's newest failure did), per minute, and that
   failure's error: ix_deliveries_destination_finished (destination, status, finished_at);
 - the vendor's rate limits: the newest RATE_SCAN attempts by primary key, each joined to its
@@ -18,7 +20,7 @@ source = 'webhook'): a bound parameter would not prove that the index covers the
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from operations.doctor import check_sweep
+from operations.reserves import Parked, parked_deliveries
 from operations.stats import VENDORS_UNSEEN, vendor_states
 from relay.checks import Check
 from relay.models import BACKLOG, Delivery, DeliveryAttempt, DeliveryStatus, Event, utcnow
@@ -116,6 +119,7 @@ class DestinationHealth:
     last_day: Counts
     last_error: LastError | None
     rate_limits: RateLimits | None
+    parked: list[Parked] = field(default_factory=list)  # by lane (live, retry, catch-up), then reason
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def overview(runtime: Runtime) -> Overview:
     states = _states(runtime, names)
     with runtime.session() as session:
         backlogs = _backlogs(session, names, now)
+        parked = parked_deliveries(session, names)
         last_hour, _ = _finished_since(session, names, now - timedelta(hours=1))
         last_day, newest_failures = _finished_since(session, names, now - timedelta(days=1))
         minutes = _per_minute(session, names, now)
@@ -163,6 +168,7 @@ def overview(runtime: Runtime) -> Overview:
             last_day=last_day.get(name, Counts()),
             last_error=last_errors.get(name),
             rate_limits=rate_limits.get(name),
+            parked=parked.get(name, []),
         )
         for name, destination in configured.items()
     ]

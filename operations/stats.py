@@ -1,5 +1,5 @@
-"""What `relay events stats` reports: the store's counts over a window of time, and each vendor's
-throttle and breaker."""
+"""What `relay events stats` reports: the store's counts over a window of time, the deliveries a
+reserve parked now (workers.reserves), and each vendor's throttle and breaker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from operations.reserves import parked_deliveries, parked_json
 from relay.models import Delivery, DeliveryStatus, Event, utcnow
 from relay.runtime import Runtime
 
@@ -72,6 +73,7 @@ def store_stats(session: Session, since: datetime) -> dict:
         "oldest_pending_s": (now - oldest_pending).total_seconds() if oldest_pending else None,
         "failed_by_destination": dict(failed),
         "top_errors": [{"destination": d, "error": e, "count": n} for (d, e), n in errors.most_common(TOP_ERRORS)],
+        "parked_by_destination": {d: parked_json(p) for d, p in sorted(parked_deliveries(session).items())},
     }
 
 

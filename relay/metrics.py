@@ -59,6 +59,19 @@ HISTOGRAMS = {
 GAUGES = {
     "relay_breaker_open": ("1 while the vendor's circuit breaker is open or half-open.", ("vendor",)),
 }
+# Read at scrape time (web.metrics), not stored: from the store, and the reserves' daily reading.
+SCRAPE_GAUGES = {
+    "relay_parked_deliveries": (
+        "Pending deliveries a reserve parked, by destination and reserve lane (live, retry, catch-up).",
+        ("destination", "lane"),
+    ),
+    "relay_held_deliveries": (
+        "Pending deliveries of a held destination, by destination and reserve lane.",
+        ("destination", "lane"),
+    ),
+    "relay_vendor_daily_remaining": ("The vendor's daily calls remaining, as its newest answer said.", ("vendor",)),
+    "relay_vendor_daily_limit": ("The vendor's daily call limit, as its newest answer said.", ("vendor",)),
+}
 _KEY = "relay:metrics:"
 FLUSH_EVERY_S = 1.0
 

@@ -23,6 +23,7 @@ from operations.alerts import (
     DAILY_BUDGET,
     HELD,
     FAILURE_GROUP,
+    PARKED,
     SWEEP,
     ALERT_CHECKS,
     AlertCheck,
@@ -37,15 +38,18 @@ from relay.queue import CATCH_UP_QUEUE, EVALUATE_ALERTS_TASK
 from relay.runtime import Runtime
 from schemas.personal import personal_strings
 from testbed.alert_sinks import WEBHOOK_SECRET, RecordingSink, sentry_captured
-from testbed.apps import TOKEN, deliveries, post_event, run_pending
+from testbed.apps import TOKEN, deliveries, make_due, post_event, run_pending
 from testbed.console import CONSOLE_KEY
 from testbed.examples import load_fixture
 from testbed.net import served
 from testbed.privacy import leaked
+from testbed.reserves import RESERVES, park_spruce
+from testbed.drills.traffic import referral_event
 from web.cli import main
 from workers.sweep import LAST_SWEPT
 
 import workers.alerts  # noqa: F401  (the send task, registered for the worker)
+from workers.alerts import publish
 
 PG = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 # For what reads Redis only (the breaker).
@@ -155,6 +159,55 @@ def test_a_hold_alerts_once_without_its_reason_and_its_resume_resolves_it_with_n
     assert evaluate(runtime, t0 + 61 * MINUTE, checks) == []
     destinations.resume(runtime, "spruce", actor=operator)
     assert states(evaluate(runtime, t0 + 62 * MINUTE, only(HELD))) == [(HELD, "resolved", "spruce")]
+
+
+@PG
+def test_parking_alerts_once_with_counts_and_lanes_only_and_the_day_turning_over_resolves_it(relay_app, sandbox):
+    webhook = RecordingSink()
+    with served(webhook) as webhook_url:
+        app = relay_app(RELAY_ALERT_WEBHOOK_URL=webhook_url, RELAY_ALERT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                        RELAY_PUBLIC_URL=PUBLIC_URL, RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY, RELAY_PARK_PROBE="1s",
+                        **RESERVES)
+        runtime, checks, celery_app = Runtime.of(app), only(PARKED), app.extensions["celery"]
+        park_spruce(app, sandbox)
+        with running_worker(app), app.app_context():
+            [opened] = evaluate(runtime, checks=checks)
+            publish(celery_app, [opened], runtime.config.alert_sinks)
+            assert webhook.wait_for_taken(1)
+            assert evaluate(runtime, utcnow() + 59 * MINUTE, checks) == []  # within the window: once
+            [repeat] = evaluate(runtime, utcnow() + 61 * MINUTE, checks)
+            operator = Actor("lead@clinic.example", "cli")
+            destinations.hold(runtime, "spruce", reason=None, actor=operator)
+            assert evaluate(runtime, utcnow() + 125 * MINUTE, checks) == []  # held: neither repeated nor resolved
+            destinations.resume(runtime, "spruce", actor=operator)
+
+            sandbox.configure(rate_limit={"spruce": {"daily_limit": 1000}})  # a new day, with room
+            time.sleep(1.1)  # RELAY_PARK_PROBE: the next parked delivery's first call reads the new day
+            make_due(app)
+            run_pending(app)
+            assert {d.status for d in deliveries(app)} == {"succeeded"}
+            [resolved] = evaluate(runtime, utcnow() + 126 * MINUTE, checks)
+            publish(celery_app, [resolved], runtime.config.alert_sinks)
+            assert webhook.wait_for_taken(2)
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+
+    assert states([opened, repeat, resolved]) == [(PARKED, "opened", "spruce"), (PARKED, "repeat", "spruce"),
+                                                  (PARKED, "resolved", "spruce")]
+    assert opened.facts == {"destination": "spruce", "parked": 4,
+                            "parked_by_lane": {"live": 2, "retry": 1, "catch-up": 1}}
+    assert opened.summary == (
+        "Spruce: 4 deliveries parked by a reserve (live 2, retry 1, catch-up 1): the vendor's window is down to "
+        "what is kept for the organization's other tools; they wait, spending no attempt")
+    assert resolved.summary == "Spruce: unparked, no delivery waits for a reserve"
+    assert resolved.console_url == PUBLIC_URL + "/console/"
+    sent = [post.json["data"] for post in webhook.posted]
+    assert [(d["type"], d["status"]) for d in sent] == [(PARKED, "opened"), (PARKED, "resolved")]
+    everything = "\n".join(post.body.decode() for post in webhook.posted)
+    personal = set().union(*(personal_strings(referral_event(n)) for n in range(14)))
+    assert personal and not sorted(value for value in personal if leaked(value, everything))
+    assert "remaining at its" not in everything  # the engine's reason stays in Relay: counts and lanes only
+    assert 'relay_alerts_sent_total{sink="webhook",status="opened",type="parked"} 1.0' in metrics
+    assert 'relay_alerts_sent_total{sink="webhook",status="resolved",type="parked"} 1.0' in metrics
 
 
 def state_the_budget(app, delivery_id: int, remaining: int, limit: int = 1000) -> None:
@@ -349,6 +402,9 @@ def test_doctor_sends_a_test_alert_to_each_sink_on_request(relay_app):
     assert (checks["alert Sentry"]["status"], checks["alert Sentry"]["detail"]) == (
         "not_configured", "SENTRY_DSN is not set")
     assert list(checks)[-3:] == ["alert webhook", "alert Slack", "alert Sentry"]
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'relay_alerts_sent_total{sink="webhook",status="test",type="test"} 1.0' in metrics
+    assert 'sink="slack"' not in metrics  # not taken: not counted as sent
 
 
 @PG

@@ -18,6 +18,7 @@ from relay.runtime import Runtime
 from testbed.apps import deliveries, delivery_to, post_event, run_pending
 from testbed.console import CONSOLE_KEY, signed_in_client
 from testbed.examples import load_fixture
+from testbed.reserves import RESERVES, park_spruce
 from workers.sweep import sweep_and_check_in
 
 VOID = {"meta", "link", "input", "br", "hr", "img"}
@@ -124,6 +125,7 @@ def test_each_destination_has_a_section_headed_by_its_name_and_the_page_is_not_c
         assert fact(found[name], "State") == "delivering"
         assert fact(found[name], "Backlog") == "0 waiting (0 pending, 0 in flight)"
         assert fact(found[name], "Last error (24 hours)") == "no delivery failed"
+        assert fact(found[name], "Parked") == "none: no reserve stops its work"
         assert finished_counts(found[name]) == {"Last hour": (0, 0), "Last 24 hours": (0, 0)}
         assert re.fullmatch(r"0 calls in the current window \(limit 1000/1s\)", fact(found[name], "Rate window"))
 
@@ -243,6 +245,20 @@ def test_the_vendors_stated_rate_limits_are_shown_as_it_stated_them(console_app,
     assert "daily limit: 5000" in shown and f"daily remaining: {spruce_stated['daily_remaining']}" in shown
     assert f"remaining: {spruce_stated['remaining']}" in shown
     assert fact(found["Sprig"], "Vendor's rate limits") == "none stated lately"  # Sprig states none unthrottled
+
+
+def test_what_a_reserve_parked_is_shown_by_lane_and_why(relay_app, sandbox):
+    app = relay_app(RELAY_CONSOLE_SECRET_KEY=CONSOLE_KEY, **RESERVES)
+    park_spruce(app, sandbox)
+
+    found = sections(overview(signed_in_client(app, "viewer@example.org", "viewer")))
+
+    assert fact(found["Sprig"], "Parked") == "none: no reserve stops its work"
+    assert fact(found["Spruce"], "Parked") == (
+        "2 live (pending, no attempt spent): Spruce's daily remaining at its live reserve (20%) "
+        "1 retry (pending, no attempt spent): Spruce's daily remaining at its retry reserve (20%) "
+        "1 catch-up (pending, no attempt spent): Spruce's daily remaining at its catch-up reserve (25%)")
+    assert fact(found["Spruce"], "State") == "delivering"
 
 
 def test_the_sweeps_last_run_and_the_last_webhook(console_app, operator):

@@ -21,6 +21,7 @@ from testbed.apps import deliver, deliveries, dispatch_stored, events, post_even
     sandbox_state
 from testbed.cli import invoke
 from testbed.drills.traffic import reward_event
+from testbed.reserves import CATCH_UP_PARKED, DAILY_LIMIT, LIVE_PARKED, RESERVES, RETRY_PARKED, park_spruce
 from testbed.services import store_at
 
 OPERATOR = "lead@clinic.example"
@@ -225,6 +226,46 @@ def test_the_estimate_says_when_the_day_has_fewer_calls_left_than_the_backlog_ma
     resumed = invoke(app, "destinations", "resume", "spruce", "--yes").output
     assert f"; spruce said {spruce.estimate.daily_remaining} calls remain today: what they do not cover waits " \
            "for its daily window to turn" in resumed
+
+
+def test_status_stats_and_show_say_what_a_reserve_parked_by_lane_and_why(relay_app, sandbox):
+    app = relay_app(RELAY_OPERATOR=OPERATOR, **RESERVES)
+    parked = park_spruce(app, sandbox)
+
+    sprig, spruce = json.loads(invoke(app, "destinations", "status", "--json").output)
+    assert sprig["parked"] == {"count": 0, "by_lane": {}, "reasons": []}
+    assert spruce["state"] == "delivering"  # live goes on at the vendor's pace; what waits is in `parked`
+    assert spruce["parked"] == {
+        "count": 4,
+        "by_lane": {"live": 2, "retry": 1, "catch-up": 1},
+        "reasons": [{"lane": "live", "reason": LIVE_PARKED, "count": 2},
+                    {"lane": "retry", "reason": RETRY_PARKED, "count": 1},
+                    {"lane": "catch-up", "reason": CATCH_UP_PARKED, "count": 1}],
+    }
+    day = spruce["daily"]  # the reserves' reading in Redis: the newest answer's
+    assert day["limit"] == DAILY_LIMIT and day["remaining"] == DAILY_LIMIT - budget_spent(sandbox)
+    assert day["read_at"] and day["turned_over_at"] is None and day["day_s"] is None
+
+    text = invoke(app, "destinations", "status").output
+    assert "spruce: delivering\n  parked: 2 live, no attempt spent: Spruce's daily remaining at its live reserve " \
+           "(20%)\n  parked: 1 retry, no attempt spent: Spruce's daily remaining at its retry reserve (20%)\n" \
+           "  parked: 1 catch-up, no attempt spent: Spruce's daily remaining at its catch-up reserve (25%)\n" in text
+    assert f"  today: {day['remaining']} of {DAILY_LIMIT} calls remain, as the vendor last said\n" in text
+
+    stats = invoke(app, "events", "stats").output
+    parked_table = stats[stats.index("Parked by a reserve now (pending, no attempt spent)"):]
+    assert [lane in parked_table for lane in (" live ", " retry ", " catch-up ")] == [True] * 3
+    stats_json = json.loads(invoke(app, "events", "stats", "--json").output)
+    assert stats_json["parked_by_destination"] == {"spruce": spruce["parked"]}
+
+    [catch_up] = [d for d in deliveries(app) if d.id == parked.catch_up]
+    shown = invoke(app, "events", "show", str(catch_up.event_id)).output
+    assert f"delivery {parked.catch_up} → spruce: pending" in shown
+    assert f"    last error: {CATCH_UP_PARKED}\n" in shown
+
+
+def budget_spent(sandbox) -> int:
+    return sandbox_state(sandbox)["budgets"]["spruce"]["relay"]
 
 
 def test_holding_twice_keeps_the_first_hold_and_resuming_what_is_not_held_changes_nothing(app):

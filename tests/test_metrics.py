@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from operations import destinations
+from operations.audit import Actor
+from relay.models import Lane
 from relay.runtime import Runtime
 from schemas.events import EVENTS
 from testbed.apps import deliveries, events, post_event, run_pending
 from testbed.examples import FIXTURE_NAMES, load_fixture
+from testbed.reserves import DAILY_LIMIT, RESERVES, park_spruce
 
 TOKEN = "metrics-token-123"
 
@@ -74,6 +79,34 @@ def test_the_backlog_and_the_breaker_are_gauges(relay_app, sandbox):
     assert value(samples, "relay_pending_deliveries") == 1
     assert value(samples, "relay_oldest_pending_seconds") > 0
     assert value(samples, "relay_deliveries_total", destination="sprig", outcome="deferred") == 1
+
+
+def test_parked_and_held_deliveries_and_the_daily_reading_are_gauges(relay_app, sandbox):
+    app = relay_app(**RESERVES)
+    park_spruce(app, sandbox)
+    client, runtime = app.test_client(), Runtime.of(app)
+    samples = scrape(client, token=None)
+    parked = {(d, lane): value(samples, "relay_parked_deliveries", destination=d, lane=lane)
+              for d in ("sprig", "spruce") for lane in ("live", "retry", "catch-up")}
+    assert parked == {("sprig", "live"): 0, ("sprig", "retry"): 0, ("sprig", "catch-up"): 0,
+                      ("spruce", "live"): 2, ("spruce", "retry"): 1, ("spruce", "catch-up"): 1}
+    assert ("relay_parked_deliveries", (("destination", "sprig"), ("lane", "live"))) in samples  # zero, not absent
+    assert value(samples, "relay_held_deliveries", destination="spruce", lane="live") == 0
+    [reading] = [key for key in runtime.redis.scan_iter("relay:reserve:spruce:*") if key.count(b":") == 3]
+    remaining = int(runtime.redis.hget(reading, "remaining"))
+    assert 0 <= remaining <= 4  # the live reserve: 20% of 20
+    assert value(samples, "relay_vendor_daily_remaining", vendor="spruce") == remaining
+    assert value(samples, "relay_vendor_daily_limit", vendor="spruce") == DAILY_LIMIT
+    assert not [key for key in samples if key[0].startswith("relay_vendor_daily") and key[1] != (("vendor", "spruce"),)]
+
+    destinations.hold(runtime, "spruce", reason=None, actor=Actor("lead@clinic.example", "cli"))
+    held = scrape(client, token=None)
+    waiting = Counter(d.lane if d.lane == Lane.CATCH_UP else "retry" if d.attempts > d.deferrals else "live"
+                      for d in deliveries(app) if d.destination == "spruce" and d.status == "pending")
+    assert (waiting[Lane.CATCH_UP], waiting["retry"]) == (1, 1) and waiting["live"] >= 2  # the parked, the unrun
+    assert [value(held, "relay_held_deliveries", destination="spruce", lane=lane)
+            for lane in ("live", "retry", "catch-up")] == [waiting["live"], 1, 1]
+    assert value(held, "relay_held_deliveries", destination="sprig", lane="live") == 0
 
 
 def test_a_scrape_without_the_token_is_401_and_with_another_403(bare_app):

@@ -14,12 +14,13 @@ from flask.cli import with_appcontext
 
 from operations import destinations
 from operations.destinations import BadDestination, BadReason, DestinationStatus, Estimate, Hold
+from operations.reserves import DailyReading
 from relay.durations import human_duration
 from relay.runtime import Runtime
 from web.cli.audit import cli_actor
 from web.cli.support import counted, store_errors
 
-LANE_WORDS = {"live": "live", "catch_up": "catch-up"}
+LANE_WORDS = {"live": "live", "catch_up": "catch-up", "retry": "retry"}
 
 
 @click.group("destinations")
@@ -47,8 +48,9 @@ def _bad_input(command):
 @with_appcontext
 @store_errors
 def destinations_status(as_json: bool):
-    """Each destination: delivering, held (why, by whom, since when) or its breaker open; its rate
-    window, the vendor's daily remaining, its backlog and how long that takes at the current limits."""
+    """Each destination: delivering, held (why, by whom, since when) or its breaker open; what a
+    reserve parked (by lane, and why); its rate window, the vendor's daily remaining, its backlog
+    and how long that takes at the current limits."""
     found = destinations.status(Runtime.of(current_app))
     if as_json:
         click.echo(json.dumps([d.to_json() for d in found], indent=2))
@@ -65,6 +67,9 @@ def _print_status(d: DestinationStatus) -> None:
     click.echo(f"{d.name}: {_held(d.hold) if d.hold else calls}")
     if d.hold and health.state.name != "delivering":
         click.echo(f"  calls: {calls}")
+    for parked in d.parked:
+        why = parked.reason.removeprefix("parked: ")
+        click.echo(f"  parked: {parked.count} {LANE_WORDS.get(parked.lane, parked.lane)}, no attempt spent: {why}")
     throttle = health.state.throttle
     if throttle is not None:
         window = f"{throttle.calls_in_window} calls in the current window (limit {throttle.limit})"
@@ -74,7 +79,7 @@ def _print_status(d: DestinationStatus) -> None:
     if d.daily is not None:
         remaining, limit = d.daily
         of = "" if limit is None else f" of {limit}"
-        click.echo(f"  today: {remaining}{of} calls remain, as the vendor last said")
+        click.echo(f"  today: {remaining}{of} calls remain, as the vendor last said{_turnover(d.day)}")
     backlog = health.backlog
     if not backlog.total:
         click.echo("  backlog: none waiting")
@@ -86,6 +91,13 @@ def _print_status(d: DestinationStatus) -> None:
         )
     if d.estimate is not None:
         click.echo(f"  estimate: {_estimate(d.name, d.estimate)}")
+
+
+def _turnover(day: DailyReading | None) -> str:
+    """When the vendor's day turns over, as the reserves learned it (Spruce documents none)."""
+    if day is None or day.next_turn is None:
+        return ""
+    return f"; its day turns over about {day.next_turn:%Y-%m-%d %H:%M} UTC (learned)"
 
 
 def _held(hold: Hold) -> str:

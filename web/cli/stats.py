@@ -30,6 +30,23 @@ def print_stats(stats: dict, out) -> None:
         f"Failed deliveries since {since}: "
         + (", ".join(f"{destination} {count}" for destination, count in failed.items()) or "none")
     )
+    parked = stats["parked_by_destination"]
+    if not parked:
+        out.print("Parked by a reserve now: none")
+    else:
+        table = Table(
+            Column("deliveries", justify="right"),
+            "destination",
+            "lane",
+            Column("why", overflow="fold"),
+            title="Parked by a reserve now (pending, no attempt spent)",
+            title_justify="left",
+        )
+        for destination, found in parked.items():
+            for group in found["reasons"]:
+                why = group["reason"].removeprefix("parked: ")
+                table.add_row(str(group["count"]), destination, group["lane"], escape(why))
+        out.print(table)
     if stats["top_errors"]:
         errors = Table(
             Column("deliveries", justify="right"),
