@@ -76,6 +76,7 @@ class Share(Parsed):
 
 
 def percent(share: float) -> str:
+    """A share as an operator writes it: 25% for 0.25, 2.5% for 0.025."""
     return f"{share * 100:g}%"
 
 
