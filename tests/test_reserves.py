@@ -19,6 +19,7 @@ from relay.models import Delivery, DeliveryStatus, Lane
 from relay.runtime import Runtime
 from testbed.apps import deliver, deliveries, make_due, post_event, sandbox_state
 from testbed.drills.traffic import referral_event
+from workers.outcomes import Deferred
 from workers.reserves import Parked, Reserves
 from workers.throttle import Pacing, Throttle
 
@@ -175,6 +176,32 @@ def test_catch_up_and_retry_park_on_the_configured_window_of_a_vendor_that_repor
 
     time.sleep(catch_up.value.wait_s + 0.5)  # the wait is until the first call leaves; then the first 15 left
     assert granted(throttle, CATCH_UP)
+
+
+def test_a_replays_estimate_counts_the_catch_up_reserve_of_the_configured_window(r):
+    # 4 calls per 2 s, one each 0.5 s: catch-up keeps 1, so the 4th call waits for a park (1 s).
+    throttle = Throttle(r, "sprig:acct", CallRate(4, 2.0), reserves=Reserves())
+    estimate = throttle.sending_time_s(4, Lane.CATCH_UP)
+    assert estimate == pytest.approx(2.5) and Throttle(r, "a", CallRate(4, 2.0)).sending_time_s(4, Lane.CATCH_UP) == 1.5
+    started = time.monotonic()
+    for _ in range(4):
+        sent_after_waits(throttle, Lane.CATCH_UP)
+    assert estimate - 0.02 <= time.monotonic() - started <= estimate * 1.25 + 0.15
+    spruce_said(throttle, daily_limit=1000, daily_remaining=900)  # a vendor's own window: no configured one
+    assert throttle.sending_time_s(4, Lane.CATCH_UP) == 1.5
+
+
+def sent_after_waits(throttle: Throttle, lane: Lane) -> None:
+    """One call, as a delivery's runs make it: each sleeps the wait it was told (parked or not)."""
+    pacing = Pacing(lane=lane)
+    for _ in range(20):
+        try:
+            throttle.acquire(pacing)
+            return
+        except Deferred as deferred:
+            pacing = Pacing(lane=lane, reserved=deferred.slot)
+            time.sleep(deferred.wait_s)
+    pytest.fail("the throttle never let the call through")
 
 
 def test_the_windows_a_vendor_reports_replace_the_configured_one(r):

@@ -25,6 +25,7 @@ the grant: a call it stops is parked, and never logged.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,6 +46,8 @@ JITTER_MARGIN_MS = 100
 IN_FLIGHT_MS = 2000
 # Spruce's s-ratelimit-* window.
 VENDOR_WINDOW_S = 60.0
+# The least wait of a call a reserve parked (workers/lua/throttle_reserves.lua).
+PARK_MIN_S = 1.0
 
 # The scripts, in workers/lua/: each is the common prelude (the keys and arguments every one
 # takes, described there) and the reserves' part, followed by its own part.
@@ -59,15 +62,24 @@ def _script(name: str) -> str:
 _RESERVE, _USE, _TAKE, _PAUSE, _FINISHED = (_script(name) for name in ("reserve", "use", "take", "pause", "finished"))
 
 
-def sending_time_s(calls: int, rate: CallRate, lane: Lane, margin_ms: int = JITTER_MARGIN_MS) -> float:
+def sending_time_s(
+    calls: int, rate: CallRate, lane: Lane, margin_ms: int = JITTER_MARGIN_MS, catch_up_kept: int = 0
+) -> float:
     """The least time `calls` calls take through an idle throttle, by the rules above. Live calls
     go at once while the window (plus the margin) holds fewer than the limit, then one interval
     apart from when it frees. Catch-up calls go one interval apart; the call a full window turns
-    away takes the lane's next slot after the window frees. Live traffic and the vendor's own
-    headers can only make it longer."""
+    away takes the lane's next slot after the window frees. When the catch-up reserve keeps
+    `catch_up_kept` calls of the window (workers.reserves: a vendor that states no window of its
+    own), the call it parks goes when the window's first call has left, a park's least wait
+    (PARK_MIN_S) after it at the soonest. Live traffic and the vendor's own headers can only
+    make it longer."""
     if calls <= 1:
         return 0.0
     last, margin_s = calls - 1, margin_ms / 1000
+    if lane == Lane.CATCH_UP and catch_up_kept > 0:
+        per_turn = rate.limit - catch_up_kept
+        turn_s = max(rate.period_s + margin_s, per_turn * rate.interval_s + PARK_MIN_S)
+        return (last // per_turn) * turn_s + (last % per_turn) * rate.interval_s
     if lane == Lane.CATCH_UP:
         window_turn_s = rate.period_s + max(margin_s, rate.interval_s)
     elif last < rate.limit:
@@ -174,7 +186,14 @@ class Throttle:
         )
 
     def sending_time_s(self, calls: int, lane: Lane) -> float:
-        return sending_time_s(calls, self.rate, lane, self._margin_ms)
+        return sending_time_s(calls, self.rate, lane, self._margin_ms, self._catch_up_kept())
+
+    def _catch_up_kept(self) -> int:
+        """The calls of the configured window the catch-up reserve keeps: none once the vendor
+        stated a window of its own (its reading in Redis), which replaces the configured one."""
+        if self.reserves is None or self._client.exists(f"{self._key}:vendor", self._reserves_key):
+            return 0
+        return math.floor(self.rate.limit * self.reserves.catch_up)
 
     def push(self, wait_s: float) -> None:
         """Every process, reserved slots included, waits `wait_s` from now (a 429)."""
