@@ -29,6 +29,8 @@ from relay.core_settings import (
     SPARKLOOP,
     STORE,
     WEBHOOK,
+    ReserveShares,
+    reserves_of,
     terminal_format,
 )
 from relay.destinations import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, Destination, Registry
@@ -81,6 +83,8 @@ class Config:
     reserve_retry: float
     reserve_live: float
     park_probe_s: float
+    # Each destination's reserves: its own where it declares and sets them (RELAY_<NAME>_RESERVE_*), else Relay's.
+    destination_reserves: Mapping[str, ReserveShares]
     shutdown_grace_s: float
     sparkloop_api_key: str | None
     public_url: str | None
@@ -127,6 +131,11 @@ class Config:
         """The destinations that have credentials, by name."""
         return {name: self.destinations[name] for name in sorted(self.configured_destinations)}
 
+    def reserves(self, name: str) -> ReserveShares:
+        """The reserves of the calls to `name` (a destination, or SparkLoop: Relay's own)."""
+        relays = ReserveShares(self.reserve_catch_up, self.reserve_retry, self.reserve_live)
+        return self.destination_reserves.get(name, relays)
+
     def of(self, group: SettingsGroup[T]) -> T:
         """A destination's settings, as its group built them."""
         return cast(T, self.destination_settings[group.name])
@@ -151,7 +160,17 @@ def load_config(
     configured = frozenset(
         group.name for group in groups if group.configured is not None and group.configured(read[group.name])
     )
-    return Config(**core, destinations=registry, destination_settings=read, configured_destinations=configured)
+    reserves = {
+        name: reserves_of(name, getattr(read[destination.settings.name], "reserves", {}), core)
+        for name, destination in registry.items()
+    }
+    return Config(
+        **core,
+        destination_reserves=reserves,
+        destinations=registry,
+        destination_settings=read,
+        configured_destinations=configured,
+    )
 
 
 def _destinations(env: Mapping[str, str]) -> Registry:

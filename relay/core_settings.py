@@ -9,6 +9,9 @@ import base64
 import binascii
 import ssl
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import marshmallow as ma
@@ -70,6 +73,71 @@ class Share(Parsed):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"must be a share like 25% (from 0% to under 100%) (got {text!r})")
         return value
+
+
+def percent(share: float) -> str:
+    """A share as an operator writes it: 25% for 0.25, 2.5% for 0.025."""
+    return f"{share * 100:g}%"
+
+
+# Each lane's reserve (workers.reserves), from the highest: each keeps no more than the one before.
+RESERVE_LANES = ("catch_up", "retry", "live")
+RESERVE_ORDER = "catch-up keeps at least what retry keeps, retry at least what live keeps"
+
+
+@dataclass(frozen=True)
+class ReserveShares:
+    """Each lane's reserve, a share of a window's limit."""
+
+    catch_up: float
+    retry: float
+    live: float
+
+
+def reserve_overrides(destination: str, title: str, lanes: tuple[str, ...] = RESERVE_LANES) -> tuple[Setting, ...]:
+    """The settings of a destination's own reserves, RELAY_<DESTINATION>_RESERVE_<LANE>, for its
+    group to declare (workers/spruce/settings.py); its build takes them out with `own_reserves`."""
+    return tuple(
+        Setting(
+            f"RELAY_{destination.upper()}_RESERVE_{lane.upper()}",
+            f"reserve_{lane}",
+            Share(),
+            shown_default=f"`RELAY_RESERVE_{lane.upper()}`",
+            doc=f"the {lane.replace('_', '-')} reserve of {title}'s windows alone, a share like 25%",
+        )
+        for lane in lanes
+    )
+
+
+def own_reserves(values: dict[str, Any]) -> dict[str, float]:
+    """Take a destination's own reserves (`reserve_overrides`) out of its group's values: those
+    set, by lane."""
+    taken = {lane: values.pop(f"reserve_{lane}", None) for lane in RESERVE_LANES}
+    return {lane: share for lane, share in taken.items() if share is not None}
+
+
+def reserves_of(destination: str, own: Mapping[str, float], relays: Mapping[str, Any]) -> ReserveShares:
+    """A destination's `own` reserves (by lane) over Relay's (`relays`: RELAY_RESERVE_*'s values);
+    a ConfigError naming the destination's variable when a lane would keep more than the one
+    above it."""
+    named = [
+        (f"RELAY_{destination.upper()}_RESERVE_{lane.upper()}", own[lane], True)
+        if lane in own
+        else (f"RELAY_RESERVE_{lane.upper()}", relays[f"reserve_{lane}"], False)
+        for lane in RESERVE_LANES
+    ]
+    _in_order(named)
+    return ReserveShares(*(share for _, share, _ in named))
+
+
+def _in_order(named: list[tuple[str, float, bool]]) -> None:
+    """Each (variable, share, whether a destination's own) keeps no more than the one before."""
+    for (higher, high, higher_own), (lower, low, lower_own) in pairwise(named):
+        if low <= high:
+            continue
+        if higher_own and not lower_own:  # name the destination's variable: it is the one to change
+            raise invalid(higher, f"must be at least {lower} ({percent(low)}) (got {percent(high)}): {RESERVE_ORDER}")
+        raise invalid(lower, f"must be at most {higher} ({percent(high)}) (got {percent(low)}): {RESERVE_ORDER}")
 
 
 class Routes(Json):
@@ -190,6 +258,7 @@ def _delivery(reading: Reading) -> dict[str, Any]:
     values["retry_base_s"] = float(values["retry_base_s"])
     values["routes_override"] = values["routes_override"] or {}
     del values["plugins"]  # relay.config finds the destinations first (they declare settings of their own)
+    _in_order([(f"RELAY_RESERVE_{lane.upper()}", values[f"reserve_{lane}"], False) for lane in RESERVE_LANES])
     return values
 
 
@@ -254,21 +323,23 @@ DELIVERY = SettingsGroup(
             Share(),
             default="25%",
             doc="catch-up work (replays, backfills) stops while the remaining share of any window a vendor reports "
-            "(Spruce's minute and day) is at or under this; it is parked, and resumes when the headers show room",
+            "(Spruce's minute and day) is at or under this, or of its configured rate limit's when it reports none "
+            "(Sprig); it is parked, and resumes when the window has room. At least `RELAY_RESERVE_RETRY`",
         ),
         Setting(
             "RELAY_RESERVE_RETRY",
             "reserve_retry",
             Share(),
             default="10%",
-            doc="the same for a live delivery's later attempts (retries)",
+            doc="the same for a live delivery's later attempts (retries); at least `RELAY_RESERVE_LIVE`",
         ),
         Setting(
             "RELAY_RESERVE_LIVE",
             "reserve_live",
             Share(),
             default="2%",
-            doc="the same for new live deliveries: kept for the clinic's other tools and for operators' hands",
+            doc="the same for new live deliveries, on the windows a vendor reports only (a configured rate limit is "
+            "live's own): kept for the clinic's other tools and for operators' hands",
         ),
         Setting(
             "RELAY_PARK_PROBE",

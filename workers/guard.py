@@ -12,7 +12,7 @@ from relay.config import CallRate
 from relay.metrics import Metrics
 from workers.breaker import Breaker
 from workers.outcomes import Deferred, ErrorKind
-from workers.reserves import ReserveCheck, Reserves, lane_of
+from workers.reserves import Parked, Reserves
 from workers.throttle import Grant, Pacing, Throttle
 
 # A wait for a throttle slot this short is slept through in the task: a deferral (a database
@@ -21,7 +21,7 @@ NAP_WITHIN_S = 2.0
 MAX_NAPS = 4
 THROTTLED_DEFAULT_WAIT_S = 10.0  # Sprig's SDK waits 10 s when a 429 names no wait
 # Spruce publishes no reset time for its daily budget: without reserves, probe hourly; with
-# them, every RELAY_PARK_PROBE (workers.reserves learns the turnover).
+# them, every RELAY_PARK_PROBE (the throttle learns the turnover, workers.reserves).
 DAILY_EXHAUSTED_WAIT_S = 3600.0
 
 
@@ -33,25 +33,17 @@ class Guard:
         metrics: Metrics | None = None,
         nap_within_s: float = NAP_WITHIN_S,
         sleep=time.sleep,
-        reserves: ReserveCheck | None = None,
     ):
-        self.throttle, self.breaker, self.metrics, self.reserves = throttle, breaker, metrics, reserves
+        self.throttle, self.breaker, self.metrics = throttle, breaker, metrics
         self._nap_within_s, self._sleep = nap_within_s, sleep
 
     def before(self, pacing: Pacing) -> Grant:
         """Return the throttle's Grant once the call may go; a short wait for a slot is slept
         through. May raise Deferred: the breaker is open, the wait is long, or a reserve parks
-        the call's lane (its grant is taken back)."""
+        the call's lane (Parked, workers.reserves)."""
         probing = self.breaker.check()
         try:
-            grant = self._acquire(pacing)
-            if self.reserves is not None:
-                try:
-                    self.reserves.check(lane_of(pacing.lane, pacing.retry), grant.at_ms)
-                except Deferred:
-                    self.throttle.forget(grant)
-                    raise
-            return grant
+            return self._acquire(pacing)
         except Deferred:
             if probing:  # no call, no outcome: a probe left standing would block everyone
                 self.breaker.release_probe()
@@ -64,7 +56,7 @@ class Guard:
             try:
                 return self.throttle.acquire(pacing)
             except Deferred as deferred:
-                if deferred.wait_s > self._nap_within_s:
+                if isinstance(deferred, Parked) or deferred.wait_s > self._nap_within_s:
                     raise
                 pacing.reserved = deferred.slot or pacing.reserved
                 self._sleep(deferred.wait_s)
@@ -91,11 +83,10 @@ class Guard:
         else:  # success, permanent, duplicate: the vendor is up and answering
             self.breaker.success()
         if grant is not None:
-            self.throttle.finished(grant, limit, remaining)
-            if self.reserves is not None:
-                self.reserves.learn(grant.at_ms, daily_limit, daily_remaining)
+            self.throttle.finished(grant, limit, remaining, daily_limit, daily_remaining)
         if daily_remaining == 0:
-            self.throttle.push(DAILY_EXHAUSTED_WAIT_S if self.reserves is None else self.reserves.reserves.probe_s)
+            reserves = self.throttle.reserves
+            self.throttle.push(DAILY_EXHAUSTED_WAIT_S if reserves is None else reserves.probe_s)
 
 
 def guard_for(
@@ -109,15 +100,8 @@ def guard_for(
 ) -> Guard:
     """The guard of the vendor account `credential` names, kept in `client` (the runtime's Redis)."""
     account = account_key(vendor, credential)
-    throttle = Throttle(client, account, rate)
-    return Guard(
-        throttle,
-        Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics),
-        metrics,
-        reserves=None
-        if reserves is None
-        else ReserveCheck(client, account, vendor, reserves, throttle.vendor_window_ms),
-    )
+    throttle = Throttle(client, account, rate, reserves=reserves)
+    return Guard(throttle, Breaker(client, account, cooldown_s=cooldown_s, metrics=metrics), metrics)
 
 
 def account_key(vendor: str, credential: str) -> str:

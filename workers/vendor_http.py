@@ -267,7 +267,8 @@ def shared_client(cls: type[ClientT], runtime: Runtime, base_url: str, credentia
     make: Any = cls
 
     def build() -> ClientT:
-        reserves = Reserves(config.reserve_catch_up, config.reserve_retry, config.reserve_live, config.park_probe_s)
+        shares = config.reserves(cls.vendor)
+        reserves = Reserves(shares.catch_up, shares.retry, shares.live, config.park_probe_s)
         guard = guard_for(
             cls.vendor, credential or "", runtime.redis, runtime.metrics, rate, config.breaker_cooldown_s, reserves
         )

@@ -5,7 +5,9 @@
 -- ARGV: [1] limit, [2] window + margin (ms), [3] a unique member for KEYS[3], [4] the script's
 -- own value, [5] the interval (ms), [6] the vendor's window (ms), [7] how long a call may be in
 -- flight (ms): a vendor's reading may not count ours granted that long before the call it
--- answered. Each script returns {wait_ms, slot_ms}.
+-- answered. KEYS[5], KEYS[6] and ARGV[8] to ARGV[12] are the reserves' (throttle_reserves.lua,
+-- run after this). Each script returns {wait_ms, slot_ms}, and a granting one the window that
+-- parked the call, if a reserve did.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window, value = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])

@@ -1,8 +1,7 @@
 -- Go now if no one waits and the window allows; else take the next place in the queue.
 local at = ready()
 if at <= now and tail() <= now then
-  go()
-  return {0, now}
+  return grant()
 end
 local slot = queue_at(at)
 return {slot - now, slot}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.core_settings import own_reserves, reserve_overrides
 from relay.settings import CallRate, Choice, CommaList, Parsed, Rate, Reading, Setting, SettingsGroup, Text, Url
 from workers.sprig.sends import ATTRIBUTES, DEFAULT_ATTRIBUTE_PREFIX, USER_ID_SOURCES
 
@@ -22,6 +23,7 @@ class SprigSettings:
     attributes: frozenset[str] | None
     attribute_prefix: str
     rate_limit: CallRate
+    reserves: dict[str, float]  # its own reserves, those set, by lane (relay.core_settings.reserve_overrides)
 
 
 def _known_attribute(position: int, name: str) -> None:
@@ -39,6 +41,7 @@ class AttributePrefix(Parsed):
 def _build(reading: Reading) -> SprigSettings:
     values = dict(reading.values)
     values["attributes"] = frozenset(values["attributes"]) or None
+    values["reserves"] = own_reserves(values)
     return SprigSettings(**values)
 
 
@@ -87,6 +90,9 @@ SETTINGS = SettingsGroup(
             default="1000/300s",
             doc="Sprig calls per period, per API key, shared by every worker",
         ),
+        # Sprig states no window: its reserves keep a share of SPRIG_RATE_LIMIT's, which is live's
+        # own limit (workers.reserves), so only the lanes below live have one.
+        *reserve_overrides("sprig", "Sprig", ("catch_up", "retry")),
     ),
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.core_settings import own_reserves, reserve_overrides
 from relay.settings import CallRate, CommaList, Parsed, Rate, Reading, Setting, SettingsGroup, Text, Url, invalid
 from workers.spruce.note_template import NoteTemplate, TemplateError
 
@@ -18,6 +19,7 @@ class SpruceSettings:
     # None: each event's own note text (workers.spruce.sends), as before templates.
     note_template: NoteTemplate | None
     rate_limit: CallRate
+    reserves: dict[str, float]  # its own reserves, those set, by lane (relay.core_settings.reserve_overrides)
 
 
 class Template(Parsed):
@@ -33,6 +35,7 @@ def _build(reading: Reading) -> SpruceSettings:
     if inline and file_name:
         raise invalid("RELAY_SPRUCE_NOTE_TEMPLATE", "and RELAY_SPRUCE_NOTE_TEMPLATE_FILE are both set: keep one")
     values = {name: value for name, value in reading.values.items() if name != "note_template_file"}
+    values["reserves"] = own_reserves(values)
     if file_name:
         values["note_template"] = _template_file(reading.instance / Path(file_name).expanduser())
     return SpruceSettings(**values)
@@ -98,6 +101,8 @@ SETTINGS = SettingsGroup(
             default="50/60s",
             doc="Spruce calls per period, per organization token; Spruce's own headers can slow it further",
         ),
+        # Spruce's budget is the organization's: how much of it each lane leaves to the others.
+        *reserve_overrides("spruce", "Spruce"),
     ),
 )
 
