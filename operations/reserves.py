@@ -80,7 +80,7 @@ def parked_json(parked: list[Parked]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DailyReading:
-    """The vendor's day as the reserves keep it in Redis (workers.reserves.ReserveCheck.day): its
+    """The vendor's day as the reserves keep it in Redis (workers.throttle.Throttle.day): its
     newest answer's daily remaining and limit, read at `at`; and what was learned of its length,
     since Spruce documents none: when it last turned over and how long a day lasted."""
 
@@ -111,8 +111,8 @@ def daily_readings(runtime: Runtime) -> dict[str, DailyReading]:
     found = {}
     try:
         for name, destination in runtime.config.configured().items():
-            reserves = destination.client(runtime).guard.reserves
-            day = reserves.day() if reserves is not None else {}
+            guard = destination.client(runtime).guard
+            day = guard.throttle.day() if guard is not None else {}
             if "remaining" in day and "at" in day:
                 found[name] = DailyReading(
                     day["remaining"],

@@ -214,6 +214,12 @@ class Throttle:
         said = (limit, remaining, daily_limit, daily_remaining)
         self._run(self._finished, grant.at_ms, *(-1 if count is None else count for count in said), member=grant.member)
 
+    def day(self) -> dict[str, int]:
+        """The vendor's daily reading as the reserves keep it (at, limit, remaining) and what was
+        learned of its day (turned_at, day_ms); empty where the vendor stated no day."""
+        stored = cast(dict, self._client.hgetall(self._reserves_key))
+        return {k.decode(): int(v) for k, v in stored.items()}
+
     def snapshot(self) -> dict:
         """For operators: calls in the current window, the wait for a new slot, any pause, and
         what the vendor last said remains."""
