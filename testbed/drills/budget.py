@@ -113,7 +113,8 @@ def budget_drill(
     assert live_kind in LIVE_KINDS, live_kind
     started = time.monotonic()
     live_subscribers = range(replays, replays + live)
-    failed_ids = _earlier_failures(drill, sandbox, replays, live_subscribers if live_kind == "note" else range(0))
+    known = live_subscribers if live_kind == "note" else range(0)
+    failed_ids = _earlier_failures(drill, sandbox, replays, known, workers)
 
     app = drill.app(SPRUCE_RATE_LIMIT=f"{limit}/60s", **settings)
     runtime = Runtime.of(app)
@@ -150,11 +151,14 @@ def criteria(
     run: BudgetRun, live_within: float, live_reserve: int, catch_up_reserve: int
 ) -> dict[str, tuple[bool, str]]:
     """Issue 19's five criteria: each one's verdict and what it was judged on. The reserves in
-    calls (the daily limit's share, rounded up)."""
+    calls (the daily limit's share, rounded up). The replay parked "at" its reserve when no
+    replayed call before it saw much more remaining: at most the reserve and the calls the live
+    reserve keeps (calls in flight, the other integration's)."""
     lowest = run.lowest_daily_remaining_after_relay
+    lowest_before_parking = run.replay_lowest_remaining_before_parking
     parked = (
         f"parked {run.replay_parked} times on the day, the first {run.replay_parked_s:.0f} s in, "
-        f"the lowest daily remaining a replayed call saw before {run.replay_lowest_remaining_before_parking} "
+        f"the lowest daily remaining a replayed call saw before {lowest_before_parking} "
         f"(its reserve {catch_up_reserve}); "
         if run.replay_parked_s is not None
         else "never parked on the day; "
@@ -168,6 +172,8 @@ def criteria(
         "the replay parked on the day's reserve and finished after the day turned": (
             run.replay_parked_s is not None
             and run.replay_parked_s < run.day_s
+            and lowest_before_parking is not None
+            and lowest_before_parking <= catch_up_reserve + max(live_reserve, 2)
             and run.replay_finished_s is not None
             and run.replay_finished_s > run.day_s,
             f"{parked}{run.replayed_done} of {run.replayed} done, {finished} (the day turned at {run.day_s:g} s)",
@@ -189,12 +195,12 @@ def reserve_calls(share: float, daily_limit: int) -> int:
     return math.ceil(share * daily_limit)
 
 
-def _earlier_failures(drill: Drill, sandbox, replays: int, known: range) -> list[int]:
-    """Relay at full speed: the `known` subscribers' reward notes delivered, then `replays`
+def _earlier_failures(drill: Drill, sandbox, replays: int, known: range, workers: int) -> list[int]:
+    """Relay at full speed (`workers` workers): the `known` subscribers' reward notes delivered, then `replays`
     notes refused by Spruce. Its processes stop afterwards, and the throttle forgets their calls
     (hours have passed, as far as the drill is concerned). The ids of the failed events."""
     app = drill.app(SPRUCE_RATE_LIMIT=SETUP_RATE)
-    setup = [drill.start_worker(f"setup{n}", supervised=True, as_procfile=True) for n in range(2)]
+    setup = [drill.start_worker(f"setup{n}", supervised=True, as_procfile=True) for n in range(workers)]
     settle = SETTLE_S + (replays + len(known)) / 5
     if known:
         post_all(app, [reward_event("reward_redeemed", n) for n in known])
