@@ -1,6 +1,6 @@
 """The Alerts drill (issue 19): a loopback Standard Webhooks receiver and a Slack stand-in
-(testbed.alert_sinks) get the held, breaker, backlog-age and daily-budget alerts as real
-worker and beat processes decide and send them, each opened once and resolved once. The suite
+(testbed.alert_sinks) get the held, breaker, backlog-age and daily-budget alerts as a real
+worker process decides and sends them, each opened once and resolved once. The suite
 runs it small (tests/test_drill_alerts.py), bench/drills/alerts.py at full size.
 
 Its phases, one condition after the other, each brought about as in production and ended once
@@ -122,9 +122,8 @@ def alerts_drill(
     beat: bool = True,
 ) -> AlertsRun:
     """The phases above with `subscribers` webhooks during Sprig's outage; each wait at most
-    `within_s`; after the last, `settle_s` more for anything sent twice to arrive. Without
-    `beat` (a drill shorter than beat's first alert check), the drill sends the sweep and the
-    alert check itself."""
+    `within_s`; after the last, `settle_s` more for anything sent twice to arrive. `beat`:
+    start beat too (a CI-sized drill ends before its first alert check)."""
     started = time.monotonic()
     webhook, slack = RecordingSink(), RecordingSink()
     with served(webhook) as webhook_url, served(slack) as slack_url:
@@ -141,8 +140,8 @@ def alerts_drill(
         watched = [drill.start_worker("worker", supervised=True, as_procfile=True)]
         if beat:
             watched.append(drill.start_beat())
-        # A sweep first, as beat's first beat sends it (its schedule's first is 10 s away): the
-        # sweep alert would rightly go out before any sweep is done.
+        # A sweep first, sent as beat sends it, rather than waiting for beat's first (10 s after
+        # it starts, if it runs): until a sweep is done the sweep alert would rightly go out.
         app.extensions["celery"].send_task(SWEEP_TASK)
         assert wait_for(lambda: runtime.redis.exists(LAST_SWEPT), timeout=within_s, interval=0.2), drill.logs()
         run = AlertsRun(webhook.posted, slack.posted, set())
