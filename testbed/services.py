@@ -39,6 +39,8 @@ DRILLS = {
     "relay_drill_handback": None,
     "relay_drill_redis": None,
     "relay_drill_hold": None,
+    "relay_drill_budget": None,
+    "relay_drill_alerts": None,
 }
 DRILL_REDIS_DBS = tuple(db for db in DRILLS.values() if db is not None)
 

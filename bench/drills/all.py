@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DRILLS = ("workers_killed", "redis_flushed", "postgres_restarted", "vendor_down", "rate_limit_storm",
-          "slow_vendor", "duplicate_storm", "restart", "hold")
+          "slow_vendor", "duplicate_storm", "restart", "hold", "budget", "alerts")
 # Every drill bounds its own waits; this is for a drill that hangs all the same: SIGINT, so that
 # it stops its processes on the way out, and SIGKILL a minute later.
 TIMEOUT_S = 1800

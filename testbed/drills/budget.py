@@ -5,12 +5,14 @@ spends one call every `other_every_s`. Deliveries of notes Spruce refused earlie
 (catch-up) while live webhooks come in, past the first turn of the day.
 
 What it measures: how soon after its 200 each live webhook's Spruce delivery was done, Spruce's
-429s, the lowest daily remaining (after anyone's call, and after Relay's), when the replay
-finished, what was still waiting at the end, and whether anything was done twice. bench/drills/budget.py runs it at the
-issue's size and judges it."""
+429s, the lowest daily remaining (after anyone's call, and after Relay's), when the replay parked
+on the day and when it finished, what was still waiting at the end, and whether anything was
+done twice; `criteria` judges it by the issue's five. bench/drills/budget.py runs it at the
+issue's size, tests/test_drill_budget.py small."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 
 from operations.audit import Actor
 from operations.replay import replay
-from relay.models import Delivery, DeliveryStatus, Event, EventStatus, utcnow
+from relay.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, EventStatus, utcnow
 from relay.runtime import Runtime
 from testbed.drills.processes import Drill
 from testbed.drills.traffic import Stream, post_all, referral_event, reward_event, through_app
@@ -36,6 +38,8 @@ WORKERS_READY_S = 60.0
 # knows (one Spruce call: the note), or a referral of a new subscriber (two: search, create).
 LIVE_KINDS = ("note", "referral")
 FINISHED = (DeliveryStatus.SUCCEEDED, DeliveryStatus.SUPERSEDED)
+# The reason a reserve gives a catch-up delivery it parks on Spruce's day (workers.reserves).
+PARKED_ON_THE_DAY = "parked: Spruce's daily remaining at its catch-up reserve%"
 
 
 @dataclass
@@ -54,6 +58,11 @@ class BudgetRun:
     replayed: int
     replayed_done: int
     replay_finished_s: float | None  # when the last replayed delivery was done
+    # Replayed deliveries' runs a reserve parked on the day, the first of them, and the lowest
+    # daily remaining Spruce stated to a replayed call made before it.
+    replay_parked: int
+    replay_parked_s: float | None
+    replay_lowest_remaining_before_parking: int | None
     spruce_429s: int
     lowest_daily_remaining: int | None
     lowest_daily_remaining_after_relay: int | None
@@ -94,18 +103,20 @@ def budget_drill(
     live_kind: str = "note",
     workers: int = 2,
     within_s: float = 60.0,
+    **settings: str,
 ) -> BudgetRun:
     """Earlier: `replays` reward notes Spruce refused (failed), and for a "note" drill one
     delivered note for each of the `live` subscribers to come. Then the budget is set, the failed
     deliveries are replayed and `live` webhooks arrive at `per_second`, with Relay told Spruce's
-    minute limit (SPRUCE_RATE_LIMIT); the drill waits at most `within_s` after the last one for
-    everything to be done."""
+    minute limit (SPRUCE_RATE_LIMIT) and `settings` (RELAY_PARK_PROBE: shorter than the day);
+    the drill waits at most `within_s` after the last one for everything to be done."""
     assert live_kind in LIVE_KINDS, live_kind
     started = time.monotonic()
     live_subscribers = range(replays, replays + live)
-    failed_ids = _earlier_failures(drill, sandbox, replays, live_subscribers if live_kind == "note" else range(0))
+    known = live_subscribers if live_kind == "note" else range(0)
+    failed_ids = _earlier_failures(drill, sandbox, replays, known, workers)
 
-    app = drill.app(SPRUCE_RATE_LIMIT=f"{limit}/60s")
+    app = drill.app(SPRUCE_RATE_LIMIT=f"{limit}/60s", **settings)
     runtime = Runtime.of(app)
     watched = [drill.start_worker(f"worker{n}", supervised=True, as_procfile=True) for n in range(workers)]
     watched.append(drill.start_beat())
@@ -136,12 +147,60 @@ def budget_drill(
     return BudgetRun(live_kind, day_s, time.monotonic() - started, **measured)
 
 
-def _earlier_failures(drill: Drill, sandbox, replays: int, known: range) -> list[int]:
-    """Relay at full speed: the `known` subscribers' reward notes delivered, then `replays`
+def criteria(
+    run: BudgetRun, live_within: float, live_reserve: int, catch_up_reserve: int
+) -> dict[str, tuple[bool, str]]:
+    """Issue 19's five criteria: each one's verdict and what it was judged on. The reserves in
+    calls (the daily limit's share, rounded up). The replay parked "at" its reserve when no
+    replayed call before it saw much more remaining: at most the reserve and the calls the live
+    reserve keeps (calls in flight, the other integration's)."""
+    lowest = run.lowest_daily_remaining_after_relay
+    lowest_before_parking = run.replay_lowest_remaining_before_parking
+    parked = (
+        f"parked {run.replay_parked} times on the day, the first {run.replay_parked_s:.0f} s in, "
+        f"the lowest daily remaining a replayed call saw before {lowest_before_parking} "
+        f"(its reserve {catch_up_reserve}); "
+        if run.replay_parked_s is not None
+        else "never parked on the day; "
+    )
+    finished = f"the last done {run.replay_finished_s:.0f} s in" if run.replay_finished_s is not None else "not done"
+    return {
+        f"live webhooks all at Spruce within {live_within:g} s": (
+            run.within(live_within) == run.live_accepted == run.live_posted,
+            f"{run.within(live_within)} of {run.live_posted}",
+        ),
+        "the replay parked on the day's reserve and finished after the day turned": (
+            run.replay_parked_s is not None
+            and run.replay_parked_s < run.day_s
+            and lowest_before_parking is not None
+            and lowest_before_parking <= catch_up_reserve + max(live_reserve, 2)
+            and run.replay_finished_s is not None
+            and run.replay_finished_s > run.day_s,
+            f"{parked}{run.replayed_done} of {run.replayed} done, {finished} (the day turned at {run.day_s:g} s)",
+        ),
+        "0 Spruce 429s": (run.spruce_429s == 0, f"{run.spruce_429s}"),
+        f"daily remaining never below the live reserve ({live_reserve}) because of Relay": (
+            lowest is None or lowest >= live_reserve,
+            f"lowest after a call of Relay's: {lowest}",
+        ),
+        "nothing lost or done twice": (
+            run.unfinished == 0 and run.duplicates == 0,
+            f"not done {run.unfinished}, done twice {run.duplicates}",
+        ),
+    }
+
+
+def reserve_calls(share: float, daily_limit: int) -> int:
+    """A reserve's share of the daily limit in calls."""
+    return math.ceil(share * daily_limit)
+
+
+def _earlier_failures(drill: Drill, sandbox, replays: int, known: range, workers: int) -> list[int]:
+    """Relay at full speed (`workers` workers): the `known` subscribers' reward notes delivered, then `replays`
     notes refused by Spruce. Its processes stop afterwards, and the throttle forgets their calls
     (hours have passed, as far as the drill is concerned). The ids of the failed events."""
     app = drill.app(SPRUCE_RATE_LIMIT=SETUP_RATE)
-    setup = [drill.start_worker(f"setup{n}", supervised=True, as_procfile=True) for n in range(2)]
+    setup = [drill.start_worker(f"setup{n}", supervised=True, as_procfile=True) for n in range(workers)]
     settle = SETTLE_S + (replays + len(known)) / 5
     if known:
         post_all(app, [reward_event("reward_redeemed", n) for n in known])
@@ -191,7 +250,27 @@ def _measured(app, sandbox, stream: Stream, replayed_ids: list[int], day_one_at:
             .where(Delivery.destination == "spruce", Delivery.status.not_in(FINISHED))
             .group_by(Delivery.status)
         ).all()
+        parkings = session.execute(
+            sa.select(DeliveryAttempt.finished_at)
+            .where(
+                DeliveryAttempt.delivery_id.in_(replayed_ids),
+                DeliveryAttempt.outcome == "deferred",
+                DeliveryAttempt.error.like(PARKED_ON_THE_DAY),
+            )
+            .order_by(DeliveryAttempt.finished_at)
+        ).all()
+        first_parked = parkings[0][0] if parkings else None
         ended_at = utcnow()
+        stated_to_replays = session.scalars(
+            sa.select(DeliveryAttempt.rate_limits).where(
+                DeliveryAttempt.delivery_id.in_(replayed_ids),
+                DeliveryAttempt.started_at >= day_one_at,
+                DeliveryAttempt.finished_at < (first_parked or ended_at),
+            )
+        ).all()
+    daily_readings = [
+        stated["daily_remaining"] for stated in stated_to_replays if (stated or {}).get("daily_remaining") is not None
+    ]
     delays: list[float | None] = []
     for key, received_at, status, finished_at in rows:
         if key not in accepted:
@@ -216,6 +295,9 @@ def _measured(app, sandbox, stream: Stream, replayed_ids: list[int], day_one_at:
             if len(replayed_done) == len(replayed_ids) and replayed_done
             else None
         ),
+        replay_parked=len(parkings),
+        replay_parked_s=(first_parked - day_one_at).total_seconds() if first_parked else None,
+        replay_lowest_remaining_before_parking=min(daily_readings, default=None),
         spruce_429s=stats.get("spruce", {}).get("429", 0),
         lowest_daily_remaining=budget["lowest_daily_remaining"],
         lowest_daily_remaining_after_relay=budget["lowest_daily_remaining_after_relay"],
