@@ -28,6 +28,7 @@ import pytest
 # Before testbed is imported: its helpers' asserts explain themselves as a test module's do.
 pytest.register_assert_rewrite("testbed")
 
+import redis  # noqa: E402
 from celery.contrib.testing.worker import start_worker  # noqa: E402
 
 from relay.observability import init_sentry  # noqa: E402
@@ -77,6 +78,16 @@ def redis_url():
     require_service("Redis", REDIS_URL)
     yield REDIS_URL
     empty_redis(REDIS_URL)
+
+
+@pytest.fixture
+def r(redis_url):
+    """A client of this process's Redis db, empty before and after the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture

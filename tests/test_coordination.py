@@ -16,15 +16,6 @@ from workers.outcomes import Deferred
 from workers.throttle import JITTER_MARGIN_MS, Grant, Pacing, Slot, Throttle
 
 
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
 def acquire(throttle, slot=None, lane=Lane.LIVE) -> Grant:
     """One call, as the run of a delivery that reserved `slot` on its previous run."""
     return throttle.acquire(Pacing(lane=lane, reserved=slot))

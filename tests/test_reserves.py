@@ -116,15 +116,6 @@ def daily_reading(app) -> dict[str, int]:
 LIVE, RETRY, CATCH_UP = Pacing(), Pacing(retry=True), Pacing(lane=Lane.CATCH_UP)
 
 
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
 def spruce_said(throttle: Throttle, **said: int) -> None:
     """One call, answered with Spruce's headers `said` (limit, remaining, daily_limit, daily_remaining)."""
     throttle.finished(throttle.acquire(Pacing()), **said)
