@@ -32,6 +32,9 @@ VIEWPORT = {"width": 1280, "height": 860}
 TIMEOUT_MS = 10_000
 # A phone's screen, in CSS pixels (an iPhone 12 to 15's width).
 PHONE = {"width": 390, "height": 844}
+# The narrowest phone still about (an iPhone SE's first model): the pages fit it too, so a
+# machine whose fonts run wider still fits PHONE.
+NARROW_PHONE = {"width": 320, "height": 568}
 
 
 def chromium_path() -> str | None:

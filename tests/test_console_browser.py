@@ -19,7 +19,7 @@ from operations.audit import AuditFilter, list_entries
 from relay.runtime import Runtime
 from schemas.personal import NOT_PERSONAL_KEYS, leaves, personal_strings
 from testbed.apps import deliveries, events, post_event, run_pending
-from testbed.browser import PHONE, browsing, csrf_token_of, form_action, require_chromium, sign_in
+from testbed.browser import NARROW_PHONE, PHONE, browsing, csrf_token_of, form_action, require_chromium, sign_in
 from testbed.console import PASSWORD, make_account
 from testbed.examples import FIXTURE_NAMES, load_fixture
 from testbed.privacy import leaked
@@ -165,15 +165,17 @@ def test_every_page_fits_a_phone_s_width(console_app, console_server, browser, s
     [event_id] = stored(console_app, referral(1))
     run_pending(console_app)
     make_account(console_app, OPERATOR, "operator")
-    with browsing(browser, console_server, viewport=PHONE) as page:
-        sign_in(page, OPERATOR, PASSWORD)
-        for path in ("/console/", "/console/events", f"/console/events/{event_id}", "/console/failures",
-                     "/console/audit"):
-            page.goto(path)
-            # Wide tables scroll inside their own box; the page itself never scrolls sideways.
-            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
-        page.goto("/console/")
-        screenshots.take(page, "phone-overview")
+    for phone in (PHONE, NARROW_PHONE):
+        with browsing(browser, console_server, viewport=phone) as page:
+            sign_in(page, OPERATOR, PASSWORD)
+            for path in ("/console/", "/console/events", f"/console/events/{event_id}", "/console/failures",
+                         "/console/audit"):
+                page.goto(path)
+                # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+                assert page.evaluate("document.documentElement.scrollWidth") <= phone["width"], (path, phone)
+            if phone is PHONE:
+                page.goto("/console/")
+                screenshots.take(page, "phone-overview")
 
 
 @on_postgresql
