@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,12 +42,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=500)
     parser.add_argument("--profile", type=Path, help="also profile the deliveries in process (HTML)")
+    parser.add_argument("--py-spy", type=Path, dest="spy", help="record the Relay worker with py-spy (raw, collapsed stacks) into this file")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="relay-bench-worker-cost-"))
     with Processes(logs) as processes:
         sandbox = start_sandbox(processes)
         env = relay_env(sandbox)
-        relay_ms = relay_cpu_ms(processes, env, args.deliveries)
+        relay_ms = relay_cpu_ms(processes, env, args.deliveries, args.spy)
         noop_ms = noop_cpu_ms(processes, args.deliveries)
         print(f"CPU per task, {args.deliveries} each, solo pool: Relay's Sprig delivery {relay_ms:.2f} ms, "
               f"no-op task {noop_ms:.2f} ms, ratio {relay_ms / noop_ms:.1f}")
@@ -84,15 +87,24 @@ def store_events(env: dict[str, str], count: int, first: int = 0) -> None:
         assert client.post("/webhooks/sparkloop", json=payload, headers={"SparkLoop-Token": "bench-token"}).status_code == 200
 
 
-def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int) -> float:
+def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int, spy: Path | None = None) -> float:
     flush_redis()
     worker = processes.start("relay-worker", [sys.executable, "-m", "celery", "-A", "workers", "worker", *SOLO],
                              {**os.environ, **env})
     time.sleep(5)  # started and idle: its start-up is not the deliveries' cost
+    recorder = None
+    if spy is not None:  # py-spy's own CPU is its process's, not the worker's
+        recorder = subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "--rate", "250", "--gil",
+                                     "--format", "raw", "--nonblocking", "--output", str(spy)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
     before = cpu_seconds(worker.pid)
     store_events(env, count)
     wait_until(lambda: unfinished(env) == 0, 600, "Relay did not deliver every event")
     spent = cpu_seconds(worker.pid) - before
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(30)
     processes.stop(worker)
     return spent * 1000 / count
 

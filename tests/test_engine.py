@@ -204,14 +204,14 @@ def test_a_paced_multi_step_delivery_moves_forward_with_every_call_it_spends(rel
 
 def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url, monkeypatch):
     from workers import lease
-    from workers.engine import _claim
+    from workers.run_store import RunStore
     from workers.locks import subject_locks
 
     monkeypatch.setattr(lease, "RENEW_EVERY_S", 0.1)
     post_event(client, unlock(1))
     r = redis.Redis.from_url(redis_url)
-    with app.app_context():
-        claim, _, _ = _claim(Runtime.of(app), sprig_delivery_ids(app)[0])
+    with app.app_context(), Runtime.of(app).db.engine.connect() as connection:
+        claim, _, _ = RunStore(connection).claim(sprig_delivery_ids(app)[0])
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
             r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out
@@ -222,26 +222,29 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
 
 
 def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
-    from workers.engine import Run, _claim, _finish
+    from workers.engine import Run, _finish
+    from workers.run_store import RunStore
 
     post_event(client, unlock(1))
     delivery_id = sprig_delivery_ids(app)[0]
     runtime = Runtime.of(app)
+    store = RunStore(runtime.db.engine.connect())
 
     def run(claim) -> Run:
         return Run(claim, event_id=1, event_type="reward_unlocked", destination="sprig", received_at=utcnow())
 
-    stale, _, _ = _claim(runtime, delivery_id)
+    stale, _, _ = store.claim(delivery_id)
     with runtime.session() as session:  # its worker froze past the lease
         session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
     assert run_sweep(app)["released"] == 1
-    current, _, _ = _claim(runtime, delivery_id)
-    assert _finish(runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
+    current, _, _ = store.claim(delivery_id)
+    assert _finish(store, runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
     assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
     assert attempt_rows(app) == []  # nor an attempt of its own
-    assert _finish(runtime, run(current)) == "succeeded"
+    assert _finish(store, runtime, run(current)) == "succeeded"
+    store.connection.close()
     assert attempt_rows(app) == [(delivery_id, 2, "succeeded")]
 
 

@@ -36,10 +36,14 @@ class Breaker:
     def check(self) -> bool:
         """Raise Deferred while open, or while another caller's probe runs; True when this
         caller holds the half-open probe (its call's outcome decides)."""
-        open_ms = cast(int, self._client.pttl(self._open))  # redis-py types the async result too
+        # One round trip for both reads: this runs before every vendor call.
+        reads = self._client.pipeline(transaction=False)
+        reads.pttl(self._open)
+        reads.exists(self._was_open)
+        open_ms, was_open = reads.execute()
         if open_ms > 0:
             raise Deferred(open_ms / 1000, f"circuit open for {self.vendor}")
-        if not self._client.exists(self._was_open):
+        if not was_open:
             return False
         if not self._client.set(self._probe, 1, nx=True, px=int(self.cooldown_s * 1000)):
             raise Deferred(2.0, f"circuit half-open for {self.vendor}: a probe is running")
@@ -50,8 +54,11 @@ class Breaker:
         self._client.delete(self._probe)
 
     def success(self) -> None:
-        self._client.delete(self._failures, self._probe)
-        if self._client.delete(self._was_open):
+        clears = self._client.pipeline(transaction=False)  # one round trip: after every call
+        clears.delete(self._failures, self._probe)
+        clears.delete(self._was_open)
+        _, was_open = clears.execute()
+        if was_open:
             log.warning("circuit closed for %s: calls resume", self.vendor, extra={"vendor": self.vendor})
             self._gauge(0)
 

@@ -7,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from sqlalchemy.engine import Connection
+
 from relay.config import Config
 from relay.runtime import Runtime
-from schemas.sparkloop import People
+from schemas.sparkloop import People, Subscriber
+from workers import identity
 from workers.vendor_http import VendorClient
 
 ClientT = TypeVar("ClientT", bound=VendorClient)  # a destination's own client class
@@ -48,6 +51,7 @@ class Progress:
 
 @dataclass
 class DeliveryContext(Generic[ClientT]):
+    destination: str
     delivery_id: int
     event_id: int
     event_type: str
@@ -57,7 +61,16 @@ class DeliveryContext(Generic[ClientT]):
     runtime: Runtime
     client: ClientT  # this destination's client, paced for this run
     progress: Progress
+    connection: Connection  # the store's, which the run holds (workers.run_store)
 
     @property
     def config(self) -> Config:
         return self.runtime.config
+
+    def recall(self, subscriber: Subscriber) -> dict:
+        """What this destination remembers of the subscriber (workers.identity)."""
+        return identity.recall_on(self.connection, self.config.lookup_key, self.destination, subscriber)
+
+    def remember(self, subscriber: Subscriber, **values) -> None:
+        """Save `values` among what this destination remembers of the subscriber; a None forgets."""
+        identity.remember_on(self.connection, self.config.lookup_key, self.destination, subscriber, **values)

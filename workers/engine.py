@@ -15,22 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
-from sqlalchemy.orm import defer
-
-from relay.models import (
-    BACKLOG,
-    CURRENT_HOLD,
-    Delivery,
-    DeliveryAttempt,
-    DeliveryStatus,
-    DestinationHold,
-    Event,
-    EventStatus,
-    EventSubject,
-    Lane,
-    utcnow,
-)
+from relay.models import DeliveryStatus, Lane, utcnow
 from relay.observability import report, report_exception
 from relay.runtime import Runtime
 from relay.sealing import SealedDataError
@@ -40,14 +25,14 @@ from schemas.personal import personal_strings
 from workers import identity
 from workers.classify import Action, Verdict, backoff, classify
 from workers.context import DeliveryContext, Progress
-from workers.lease import LEASE, Claim, handed_back_if_stopped, kept_alive
+from workers.lease import Claim, handed_back_if_stopped, kept_alive
 from workers.locks import subject_locks
 from workers.outcomes import Deferred
+from workers.run_store import RunStore
 from workers.throttle import Pacing, Slot
 from workers.vendor_http import RateLimitHeaders
 
 log = logging.getLogger("relay.delivery")
-ATTEMPTS = DeliveryAttempt.metadata.tables[DeliveryAttempt.__tablename__]
 # A delivery whose turn has not come looks again this long after the earlier one is due (it
 # runs then: a vendor call or three), and at least once a minute whatever that one's backoff.
 TURN_WAIT_S = 0.5
@@ -91,24 +76,31 @@ class Answer:
 def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     """Perform delivery `delivery_id` if it is due and pending; return the run's outcome:
     succeeded, superseded, failed, retried, deferred, held (its destination is held: back to the
-    store, untouched), or skipped (not due, or not ours)."""
-    claimed = _claim(runtime, delivery_id)
+    store, untouched), or skipped (not due, or not ours). The run holds one connection of the
+    store throughout (workers.run_store)."""
+    with runtime.db.engine.connect() as connection:
+        return _run(RunStore(connection), delivery_id, runtime)
+
+
+def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
+    claimed = store.claim(delivery_id)
     if claimed is None:
-        return "held" if _returned_if_held(runtime, delivery_id) else "skipped"
+        return "held" if _returned_if_held(store, delivery_id) else "skipped"
     claim, delivery, event = claimed
     run = Run(claim, event.id, event.type, delivery.destination, event.received_at, frozenset(delivery.progress or {}))
     try:
-        payload = _payload(runtime, event.id)
+        # Opened only now the claim is committed: one this process cannot open must not undo it.
+        payload = runtime.db.sealer.open(event.stored_payload)
     except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
         verdict = classify(exc)
         if exc.key_id not in runtime.warned_keys:  # once per process: each delivery's own line says it too
             runtime.warned_keys.add(exc.key_id)
             log.warning("deliveries wait: %s", verdict.reason)
-        return _apply(runtime, run, verdict)
+        return _apply(store, runtime, run, verdict)
     _, data, errors = validate_event(payload)
     if errors is not None or data is None:
         no_longer_valid = Verdict(Action.FAIL, "stored payload no longer validates; replay after a fix")
-        return _finish(runtime, run, failed=no_longer_valid)
+        return _finish(store, runtime, run, failed=no_longer_valid)
 
     destination = runtime.config.destinations[delivery.destination]
     # A live delivery that failed before is the retry lane (its own reserve, workers.reserves).
@@ -117,19 +109,21 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     client = destination.client(runtime).for_run(pacing, personal_strings(payload))
     limits_before = client.last_rate_limit
     ctx = DeliveryContext(
-        delivery_id=delivery.id,
+        destination=delivery.destination,
+        delivery_id=delivery_id,
         event_id=event.id,
         event_type=event.type,
         data=data,
         subscribers=EVENTS[event.type].subscribers(data),
-        received_at_ms=event.received_at_ms,
+        received_at_ms=int(event.received_at.timestamp() * 1000),
         runtime=runtime,
         client=client,
         progress=Progress(
             delivery.progress or {},
             delivery.step_times or {},
-            save=lambda steps, times: _save_progress(runtime, claim, steps, times),
+            save=lambda steps, times: store.save_progress(claim, steps, times),
         ),
+        connection=store.connection,
     )
     lookup_key = runtime.config.lookup_key
     subjects = [identity.subscriber_key(s, lookup_key) for _, s in ctx.subscribers]
@@ -139,7 +133,7 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
             subject_locks(runtime.redis, delivery.destination, subjects) as locks,
             kept_alive(claim, locks, runtime.db),
         ):
-            turn = _turn(runtime, claim, delivery, _digests(ctx.subscribers, lookup_key))
+            turn = _turn(store, claim, delivery, event.id, _digests(ctx.subscribers, lookup_key))
             if turn is None:  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
             turn.wait_if_not_ours()
@@ -148,88 +142,25 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
         verdict = classify(exc)
         if verdict.trace:
             report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
-        return _apply(runtime, run, verdict, Answer.of(client, limits_before))
+        return _apply(store, runtime, run, verdict, Answer.of(client, limits_before))
     return _finish(
-        runtime, run, superseded=outcome == DeliveryStatus.SUPERSEDED, answer=Answer.of(client, limits_before)
+        store, runtime, run, superseded=outcome == DeliveryStatus.SUPERSEDED, answer=Answer.of(client, limits_before)
     )
 
 
-def _claim(runtime: Runtime, delivery_id: int) -> tuple[Claim, Delivery, Event] | None:
-    """Claimed, with its event but not the event's payload: one this process cannot open must not
-    undo the claim (see `_payload`). Not while its destination is held: published before the hold
-    began, it waits like the rest (`_returned_if_held`)."""
-    now = utcnow()
-    with runtime.session() as session:
-        delivery = session.scalars(
-            sa.update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.status == DeliveryStatus.PENDING,
-                Delivery.next_attempt_at <= now + timedelta(seconds=1),
-                ~_held(Delivery.destination),
-            )
-            .values(
-                status=DeliveryStatus.IN_FLIGHT,
-                attempts=Delivery.attempts + 1,
-                lease_expires_at=now + LEASE,
-                updated_at=now,
-            )
-            .returning(Delivery)
-        ).one_or_none()
-        if delivery is None:
-            session.rollback()
-            return None
-        event = session.get_one(Event, delivery.event_id, options=[defer(Event.payload), defer(Event.errors)])
-        if event.status == EventStatus.RECEIVED:
-            event.status = EventStatus.PROCESSING
-        session.commit()
-        return Claim(delivery_id, delivery.attempts), delivery, event
-
-
-def _held(destination) -> sa.Exists:
-    return sa.exists().where(DestinationHold.destination == destination, CURRENT_HOLD)
-
-
-def _held_s(session, destination: str, since: datetime, until: datetime) -> float:
-    """How long `destination` was held between `since` and `until` (operators' holds, current
-    and resumed: a few rows)."""
-    spans = session.execute(
-        sa.select(DestinationHold.held_at, DestinationHold.resumed_at).where(
-            DestinationHold.destination == destination,
-            DestinationHold.held_at < until,
-            sa.or_(CURRENT_HOLD, DestinationHold.resumed_at > since),
-        )
-    )
-    return sum(
-        max((min(resumed_at or until, until) - max(held_at, since)).total_seconds(), 0.0)
-        for held_at, resumed_at in spans
-    )
-
-
-def _returned_if_held(runtime: Runtime, delivery_id: int) -> bool:
+def _returned_if_held(store: RunStore, delivery_id: int) -> bool:
     """Whether the delivery waits because its destination is held. One published before the hold
     began, and taken by a worker since, goes back to the store as it was (no attempt, nothing
     spent), no longer enqueued, so that it counts as out neither for the dispatcher nor for the
     sweep, and the dispatcher publishes it after the resume."""
-    held = (Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING, _held(Delivery.destination))
-    with runtime.session() as session:
-        found = session.execute(sa.select(Delivery.enqueued_at).where(*held)).one_or_none()
-        if found is None:
-            return False
-        if found.enqueued_at is not None:
-            session.execute(sa.update(Delivery).where(*held).values(enqueued_at=None))
-            session.commit()
-            log.info(
-                "delivery %s held: its destination is held; it waits in the store",
-                delivery_id,
-                extra={"delivery_id": delivery_id, "outcome": "held"},
-            )
-    return True
-
-
-def _payload(runtime: Runtime, event_id: int) -> dict:
-    with runtime.session() as session:
-        return session.execute(sa.select(Event.payload).where(Event.id == event_id)).scalar_one()
+    held, unpublished = store.returned_if_held(delivery_id)
+    if unpublished:
+        log.info(
+            "delivery %s held: its destination is held; it waits in the store",
+            delivery_id,
+            extra={"delivery_id": delivery_id, "outcome": "held"},
+        )
+    return held
 
 
 @dataclass(frozen=True)
@@ -247,7 +178,7 @@ class Turn:
         raise Deferred(wait_s, f"waits for delivery {self.before}, which arrived earlier for this subscriber")
 
 
-def _turn(runtime: Runtime, claim: Claim, delivery: Delivery, digests: list[str]) -> Turn | None:
+def _turn(store: RunStore, claim: Claim, delivery, event_id: int, digests: list[str]) -> Turn | None:
     """None if the run no longer holds the delivery (erased while it waited for the locks); else
     whether it is the delivery's turn. Deliveries reach a destination in the order their events
     arrived (event ids) for each subscriber they name, within a lane: one waits while an earlier
@@ -259,21 +190,7 @@ def _turn(runtime: Runtime, claim: Claim, delivery: Delivery, digests: list[str]
     replacing a newer one (workers.sprig). One statement, the run's check that it still holds
     the delivery in it: the subjects' digest index, then the index of unfinished deliveries by
     event (ix_deliveries_unfinished_event)."""
-    earlier = (
-        sa.select(sa.func.min(Delivery.id), sa.func.max(Delivery.next_attempt_at))
-        .join(EventSubject, EventSubject.event_id == Delivery.event_id)
-        .where(
-            EventSubject.digest.in_(digests),
-            EventSubject.event_id < delivery.event_id,
-            Delivery.destination == delivery.destination,
-            Delivery.lane == delivery.lane,
-            BACKLOG,
-        )
-        .subquery()
-    )
-    still_ours = sa.select(Delivery.id).where(claim.where()).exists()
-    with runtime.session() as session:
-        ours, before, due_at = session.execute(sa.select(still_ours, *earlier.c)).one()
+    ours, before, due_at = store.turn(claim, event_id, delivery.destination, delivery.lane, digests)
     return Turn(before, due_at) if ours else None
 
 
@@ -284,55 +201,49 @@ def _digests(subscribers, lookup_key: str | None) -> list[str]:
     ]
 
 
-def _save_progress(runtime: Runtime, claim: Claim, steps: dict, times: dict) -> None:
-    # Fenced like every write of a run: a run whose lease was taken over records nothing.
-    with runtime.session() as session:
-        session.execute(sa.update(Delivery).where(claim.where()).values(progress=steps, step_times=times))
-        session.commit()
-
-
-def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer()) -> str:
+def _apply(store: RunStore, runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer()) -> str:
     config = runtime.config
     if verdict.action == Action.FAIL:
-        return _finish(runtime, run, failed=verdict, answer=answer)
+        return _finish(store, runtime, run, failed=verdict, answer=answer)
     deferred = verdict.action == Action.DEFER
-    with runtime.session() as session:
-        delivery = _locked(session, run)
-        if delivery is None:
-            return _lost(run)
+    delivery = store.locked(run.claim)
+    if delivery is None:
+        store.release()
+        return _lost(run)
+    deferrals = delivery.deferrals + (1 if deferred else 0)
+    # A replay starts a new life: its age counts from the replay. Time held is not its own
+    # (read only when the age would end it: a hold can only make it younger).
+    born, now = delivery.replayed_at or delivery.created_at, utcnow()
+    age_s = (now - born).total_seconds()
+    if age_s >= config.retry_max_age_s:
+        age_s -= store.held_s(run.destination, born, now)
+    failures = delivery.attempts - deferrals
+    gave_up = None
+    if not deferred and failures >= config.retry_max_attempts:
+        gave_up = f"gave up after {failures} failed attempts"
+    elif age_s >= config.retry_max_age_s:  # deferrals too: nothing stays pending forever
+        gave_up = f"gave up after {age_s / 3600:.1f} h"
+    if gave_up:
         if deferred:
-            delivery.deferrals += 1
-        # A replay starts a new life: its age counts from the replay. Time held is not its own
-        # (read only when the age would end it: a hold can only make it younger).
-        born, now = delivery.replayed_at or delivery.created_at, utcnow()
-        age_s = (now - born).total_seconds()
-        if age_s >= config.retry_max_age_s:
-            age_s -= _held_s(session, run.destination, born, now)
-        failures = delivery.attempts - delivery.deferrals
-        gave_up = None
-        if not deferred and failures >= config.retry_max_attempts:
-            gave_up = f"gave up after {failures} failed attempts"
-        elif age_s >= config.retry_max_age_s:  # deferrals too: nothing stays pending forever
-            gave_up = f"gave up after {age_s / 3600:.1f} h"
-        if gave_up:
-            session.commit()
-            reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
-            return _finish(runtime, run, failed=replace(verdict, reason=reason, call=None), answer=answer)
-        wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
-        delivery.status = DeliveryStatus.PENDING
-        delivery.throttle_slot = verdict.slot.to_json() if verdict.slot else None
-        delivery.next_attempt_at = utcnow() + timedelta(seconds=wait_s)
-        delivery.lease_expires_at = None
-        delivery.enqueued_at = None
-        # Why it is still pending, for the operator. Relay's own passing deferrals (throttle,
-        # breaker, lock: no kind) do not hide the vendor error that led to them.
-        parked = verdict.reason.startswith("parked:")  # a reserve's: the operator must see it
-        if not deferred or verdict.kind is not None or parked or not delivery.last_error:
-            delivery.last_error, delivery.last_status_code = verdict.reason_for(run.destination), verdict.status_code
-            delivery.last_error_trace = list(verdict.trace) or None
-        outcome = "deferred" if deferred else "retried"
-        _add_attempt(session, run, delivery, outcome, verdict, answer)
-        session.commit()
+            store.add_deferral(run.claim)
+        store.commit()
+        reason = f"{gave_up}: {verdict.reason_for(run.destination)}"
+        return _finish(store, runtime, run, failed=replace(verdict, reason=reason, call=None), answer=answer)
+    wait_s = verdict.wait_s if verdict.wait_s is not None else backoff(failures, config.retry_base_s)
+    waiting = {
+        "deferrals": deferrals,
+        "throttle_slot": verdict.slot.to_json() if verdict.slot else None,
+        "next_attempt_at": utcnow() + timedelta(seconds=wait_s),
+    }
+    # Why it is still pending, for the operator. Relay's own passing deferrals (throttle,
+    # breaker, lock: no kind) do not hide the vendor error that led to them.
+    parked = verdict.reason.startswith("parked:")  # a reserve's: the operator must see it
+    if not deferred or verdict.kind is not None or parked or not delivery.last_error:
+        waiting |= _error_of(verdict, run.destination)
+    outcome = "deferred" if deferred else "retried"
+    store.pending_again(run.claim, waiting)
+    store.add_attempt(_attempt(run, delivery.progress, outcome, verdict, answer))
+    store.commit()
     _record(
         runtime,
         run,
@@ -345,7 +256,16 @@ def _apply(runtime: Runtime, run: Run, verdict: Verdict, answer: Answer = Answer
     return outcome
 
 
+def _error_of(verdict: Verdict, destination: str) -> dict:
+    return {
+        "last_error": verdict.reason_for(destination),
+        "last_status_code": verdict.status_code,
+        "last_error_trace": list(verdict.trace) or None,
+    }
+
+
 def _finish(
+    store: RunStore,
     runtime: Runtime,
     run: Run,
     failed: Verdict | None = None,
@@ -354,20 +274,13 @@ def _finish(
 ) -> str:
     """`answer`: the vendor's last answer, for the log line and the attempt's row."""
     status = DeliveryStatus.FAILED if failed else DeliveryStatus.SUPERSEDED if superseded else DeliveryStatus.SUCCEEDED
-    with runtime.session() as session:
-        delivery = _locked(session, run)
-        if delivery is None:
-            return _lost(run)
-        delivery.status, delivery.finished_at, delivery.lease_expires_at = status, utcnow(), None
-        delivery.throttle_slot = None
-        if failed:
-            delivery.last_error, delivery.last_status_code = failed.reason_for(run.destination), failed.status_code
-            delivery.last_error_trace = list(failed.trace) or None
-        _add_attempt(session, run, delivery, status, failed, answer)
-        session.flush()
-        _roll_up(session, run.event_id)
-        attempts = delivery.attempts
-        session.commit()
+    delivery = store.locked(run.claim)
+    if delivery is None:
+        store.release()
+        return _lost(run)
+    store.finished(run.claim, status, run.event_id, _error_of(failed, run.destination) if failed else None)
+    store.add_attempt(_attempt(run, delivery.progress, status, failed, answer))
+    store.commit()
     reason = failed.reason_for(run.destination) if failed else ""
     _record(runtime, run, status, reason, failed, answer, finished=True)
     if failed:
@@ -380,7 +293,7 @@ def _finish(
                 "destination": run.destination,
                 "event_type": run.event_type,
                 "error_kind": kind,
-                "attempts": str(attempts),
+                "attempts": str(delivery.attempts),
             },
             extras={"delivery_id": run.claim.delivery_id, "event_id": run.event_id},
             fingerprint=["delivery-failed", run.destination, kind, str(failed.status_code or "")],
@@ -429,26 +342,22 @@ def _record(
     )
 
 
-def _add_attempt(session, run: Run, delivery: Delivery, outcome: str, verdict: Verdict | None, answer: Answer) -> None:
-    """The run's row in the attempt history, in the transaction that records its end: one
-    INSERT (on the table: the ORM's insert costs half as much CPU again). Its error is the reason
-    the delivery records (scrubbed: never a payload value)."""
-    session.execute(
-        sa.insert(ATTEMPTS),
-        {
-            "delivery_id": run.claim.delivery_id,
-            "attempt": run.claim.attempt,
-            "started_at": run.started_at,
-            "finished_at": utcnow(),
-            "outcome": outcome,
-            "vendor_status": (verdict.status_code if verdict else None) or answer.status,
-            "vendor_request_id": (verdict.request_id if verdict else None) or answer.request_id,
-            "duration_ms": round((time.monotonic() - run.started) * 1000),
-            "error": verdict.reason_for(run.destination) if verdict else None,
-            "steps": sorted(set(delivery.progress or {}) - run.steps_before) or None,
-            "rate_limits": answer.rate_limits,
-        },
-    )
+def _attempt(run: Run, progress: dict | None, outcome: str, verdict: Verdict | None, answer: Answer) -> dict:
+    """The run's row in the attempt history, written in the transaction that records its end.
+    Its error is the reason the delivery records (scrubbed: never a payload value)."""
+    return {
+        "delivery_id": run.claim.delivery_id,
+        "attempt": run.claim.attempt,
+        "started_at": run.started_at,
+        "finished_at": utcnow(),
+        "outcome": outcome,
+        "vendor_status": (verdict.status_code if verdict else None) or answer.status,
+        "vendor_request_id": (verdict.request_id if verdict else None) or answer.request_id,
+        "duration_ms": round((time.monotonic() - run.started) * 1000),
+        "error": verdict.reason_for(run.destination) if verdict else None,
+        "steps": sorted(set(progress or {}) - run.steps_before) or None,
+        "rate_limits": answer.rate_limits,
+    }
 
 
 def _lost(run: Run) -> str:
@@ -459,33 +368,3 @@ def _lost(run: Run) -> str:
         extra={"delivery_id": run.claim.delivery_id, "outcome": "skipped"},
     )
     return "skipped"
-
-
-def _locked(session, run: Run) -> Delivery | None:
-    """The delivery if this run still holds it, with its event row locked (one statement): two
-    deliveries of one event finishing at once must not both miss the other's result when
-    rolling up."""
-    claim = run.claim
-    delivery = session.scalars(
-        sa.select(Delivery)
-        .join(Event, Event.id == Delivery.event_id)
-        .where(Delivery.id == claim.delivery_id)
-        .with_for_update(of=Event)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    return delivery if delivery is not None and claim.holds(delivery) else None
-
-
-def _roll_up(session, event_id: int) -> None:
-    """The event is done, or failed, once every delivery of it has ended."""
-    others = sa.select(Delivery.id).where(Delivery.event_id == event_id)
-    session.execute(
-        sa.update(Event)
-        .where(Event.id == event_id, ~others.where(Delivery.status.not_in(DeliveryStatus.TERMINAL)).exists())
-        .values(
-            status=sa.case(
-                (others.where(Delivery.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED),
-                else_=EventStatus.DONE,
-            )
-        )
-    )

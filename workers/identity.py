@@ -9,7 +9,8 @@ A subscriber is keyed by their SparkLoop id, or, without one, by the digest of t
 that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made before the lookup
 key was set carry the plain SHA-256 digest: they are still found, and take the keyed digest the
 next time they are saved. Reads and saves go to the runtime's store (relay.runtime), keyed with
-its RELAY_LOOKUP_KEY.
+its RELAY_LOOKUP_KEY; a delivery's go through the connection its run holds (`recall_on`,
+`remember_on`, as Core statements built once: workers.run_store says why).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,43 +52,76 @@ def _keys(subscriber: Subscriber, lookup_key: str | None) -> list[str]:
     return [key, email_key(subscriber.email or "", None)]
 
 
-def _find(session: Session, destination: str, keys: list[str]) -> DestinationLink | None:
-    links = {
-        link.subscriber_key: link
-        for link in session.scalars(
-            sa.select(DestinationLink).where(
-                DestinationLink.destination == destination, DestinationLink.subscriber_key.in_(keys)
-            )
-        )
-    }
+LINKS = DestinationLink.metadata.tables[DestinationLink.__tablename__]
+# A subscriber has one key, or two (`_keys`): a statement for each count, as an expanding IN
+# would render the statement anew at every delivery.
+_FIND = sa.select(LINKS.c.id, LINKS.c.subscriber_key, LINKS.c.data)
+FIND = {
+    1: _FIND.where(
+        LINKS.c.destination == sa.bindparam("link_destination"), LINKS.c.subscriber_key == sa.bindparam("key0")
+    ),
+    2: _FIND.where(
+        LINKS.c.destination == sa.bindparam("link_destination"),
+        LINKS.c.subscriber_key.in_([sa.bindparam("key0"), sa.bindparam("key1")]),
+    ),
+}
+UPDATE = (
+    sa.update(LINKS)
+    .where(LINKS.c.id == sa.bindparam("link_id"))
+    .values(subscriber_key=sa.bindparam("key"), data=sa.bindparam("values"))
+)
+INSERT = sa.insert(LINKS).values(
+    subscriber_key=sa.bindparam("key"), destination=sa.bindparam("link_destination"), data=sa.bindparam("values")
+)
+
+
+def _find(connection: Connection, destination: str, keys: list[str]) -> Row | None:
+    found = connection.execute(
+        FIND[len(keys)], {"link_destination": destination, **{f"key{n}": key for n, key in enumerate(keys)}}
+    )
+    links = {link.subscriber_key: link for link in found}
     return next((links[key] for key in keys if key in links), None)
 
 
 def recall(runtime: Runtime, destination: str, subscriber: Subscriber) -> dict[str, Any]:
     """What `destination` remembers of the subscriber (empty when nothing)."""
-    with runtime.session() as session:
-        link = _find(session, destination, _keys(subscriber, runtime.config.lookup_key))
-        return dict(link.data) if link else {}
+    with runtime.db.engine.connect() as connection:
+        return recall_on(connection, runtime.config.lookup_key, destination, subscriber)
 
 
 def remember(runtime: Runtime, destination: str, subscriber: Subscriber, **values: Any) -> None:
+    """Save `values` among what `destination` remembers of the subscriber (see `remember_on`)."""
+    with runtime.db.engine.connect() as connection:
+        remember_on(connection, runtime.config.lookup_key, destination, subscriber, **values)
+
+
+def recall_on(connection: Connection, lookup_key: str | None, destination: str, subscriber: Subscriber) -> dict:
+    """`recall` on a connection a run holds (workers.context.DeliveryContext.recall); ends its
+    read transaction, so that no snapshot stays open through a vendor's call."""
+    link = _find(connection, destination, _keys(subscriber, lookup_key))
+    connection.commit()
+    return dict(link.data) if link else {}
+
+
+def remember_on(
+    connection: Connection, lookup_key: str | None, destination: str, subscriber: Subscriber, **values: Any
+) -> None:
     """Save `values` among what `destination` remembers of the subscriber; a None forgets its key.
     Callers hold the subscriber's lock for the destination (workers.locks.subject_locks)."""
-    keys = _keys(subscriber, runtime.config.lookup_key)
+    keys = _keys(subscriber, lookup_key)
     for _ in range(2):  # a concurrent first insert (an erasure's or a lease that ran out): update theirs
-        with runtime.session() as session:
-            link = _find(session, destination, keys)
+        link = _find(connection, destination, keys)
+        merged = (link.data if link else {}) | values
+        kept = {key: value for key, value in merged.items() if value is not None}
+        try:
             if link is None:
-                link = DestinationLink(subscriber_key=keys[0], destination=destination, data={})
-                session.add(link)
-            link.subscriber_key = keys[0]
-            merged = link.data | values
-            link.data = {key: value for key, value in merged.items() if value is not None}
-            try:
-                session.commit()
-                return
-            except IntegrityError:
-                session.rollback()
+                connection.execute(INSERT, {"key": keys[0], "link_destination": destination, "values": kept})
+            else:
+                connection.execute(UPDATE, {"link_id": link.id, "key": keys[0], "values": kept})
+            connection.commit()
+            return
+        except IntegrityError:
+            connection.rollback()
     raise RuntimeError("could not save the subscriber's link after a concurrent insert")
 
 

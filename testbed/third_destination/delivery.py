@@ -5,9 +5,8 @@ remembers its id (workers.identity) to name it in the next."""
 
 from __future__ import annotations
 
-from testbed.third_destination import ACCOUNT_ID, NAME, Record
+from testbed.third_destination import ACCOUNT_ID, Record
 from testbed.third_destination.client import LedgerClient
-from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed
 
@@ -19,7 +18,7 @@ def deliver(ctx: DeliveryContext[LedgerClient], sends: Record) -> str | None:
         step = f"ledger.{role}"
         if ctx.progress.done(step):
             continue
-        account = identity.recall(ctx.runtime, NAME, subscriber).get(ACCOUNT_ID)
+        account = ctx.recall(subscriber).get(ACCOUNT_ID)
         body = {
             "kind": sends.kind,
             "event": ctx.event_type,
@@ -29,6 +28,6 @@ def deliver(ctx: DeliveryContext[LedgerClient], sends: Record) -> str | None:
         }
         answer = ctx.client.record(body, key=f"relay-{ctx.delivery_id}-{role}")
         if answer["account"] != account:
-            identity.remember(ctx.runtime, NAME, subscriber, **{ACCOUNT_ID: answer["account"]})
+            ctx.remember(subscriber, **{ACCOUNT_ID: answer["account"]})
         ctx.progress.record(step, str(answer["id"]))
     return None

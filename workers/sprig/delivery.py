@@ -18,10 +18,9 @@ from __future__ import annotations
 import time
 
 from relay.models import DeliveryStatus
-from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import Deferred, DeliveryFailed, ErrorKind
-from workers.sprig import ATTRIBUTE_VERSIONS, NAME
+from workers.sprig import ATTRIBUTE_VERSIONS
 from workers.sprig.client import SprigClient
 from workers.sprig.sends import SprigUser, sprig_user_body
 from workers.sprig.settings import sprig_settings
@@ -55,7 +54,7 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
             )
         except ValueError as exc:  # names the missing field, never its value
             raise DeliveryFailed(f"cannot build the Sprig user for the {role}: {exc}") from None
-        applied = dict(identity.recall(ctx.runtime, NAME, subscriber).get(ATTRIBUTE_VERSIONS) or {})
+        applied = dict(ctx.recall(subscriber).get(ATTRIBUTE_VERSIONS) or {})
         body["attributes"] = (
             {}
             if progress.done(attributes_step)
@@ -84,7 +83,7 @@ def upsert_subscribers(ctx: DeliveryContext[SprigClient], sends: SprigUser) -> s
             raise
         if body["attributes"]:
             versions = applied | dict.fromkeys(body["attributes"], version)
-            identity.remember(ctx.runtime, NAME, subscriber, **{ATTRIBUTE_VERSIONS: versions})
+            ctx.remember(subscriber, **{ATTRIBUTE_VERSIONS: versions})
         # One save for both: the one call did both.
         progress.record(attributes_step, True, *([events_step] if "events" in body else []))
     return DeliveryStatus.SUPERSEDED if nothing_to_send == len(ctx.subscribers) else None

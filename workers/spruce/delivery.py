@@ -14,10 +14,9 @@ import logging
 import time
 
 from schemas.sparkloop import Subscriber
-from workers import identity
 from workers.context import DeliveryContext
 from workers.outcomes import DeliveryFailed, ErrorKind, RetryLater
-from workers.spruce import CONTACT_ID, NAME, NOTE_CONVERSATION_ID, NOTE_FIRST_ATTEMPT
+from workers.spruce import CONTACT_ID, NOTE_CONVERSATION_ID, NOTE_FIRST_ATTEMPT
 from workers.spruce.client import SpruceClient
 from workers.spruce.note_template import note_text
 from workers.spruce.sends import (
@@ -189,12 +188,12 @@ def _contact(ctx: DeliveryContext[SpruceClient], subscriber: Subscriber) -> str:
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONTACT])
     if progress.done(CONTACT) and progress.result(CONTACT) != stale:
         return progress.result(CONTACT)
-    contact_id = identity.recall(ctx.runtime, NAME, subscriber).get(CONTACT_ID)
+    contact_id = ctx.recall(subscriber).get(CONTACT_ID)
     if contact_id is None or contact_id == stale:
         contact_id = _find_or_create_contact(ctx, subscriber, replaces=stale)
         # A new contact starts without the old one's note conversation.
         forgotten = {NOTE_CONVERSATION_ID: None} if stale else {}
-        identity.remember(ctx.runtime, NAME, subscriber, **{CONTACT_ID: contact_id}, **forgotten)
+        ctx.remember(subscriber, **{CONTACT_ID: contact_id}, **forgotten)
     progress.record(CONTACT, contact_id)
     return contact_id
 
@@ -203,7 +202,7 @@ def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscribe
     progress, stale = ctx.progress, ctx.progress.result(STALE[CONVERSATION])
     if progress.done(CONVERSATION) and progress.result(CONVERSATION) != stale:
         return progress.result(CONVERSATION)
-    remembered = identity.recall(ctx.runtime, NAME, subscriber)
+    remembered = ctx.recall(subscriber)
     conversation_id = remembered.get(NOTE_CONVERSATION_ID) if remembered.get(CONTACT_ID) == contact_id else None
     if conversation_id == stale:
         conversation_id = None
@@ -223,7 +222,7 @@ def _note_conversation(ctx: DeliveryContext[SpruceClient], subscriber: Subscribe
             conversation_id = _find_note_conversation(ctx, contact_id)
             if conversation_id is None:
                 raise RetryLater("Spruce note conversation created earlier is not listed yet") from None
-    identity.remember(ctx.runtime, NAME, subscriber, **{NOTE_CONVERSATION_ID: conversation_id})
+    ctx.remember(subscriber, **{NOTE_CONVERSATION_ID: conversation_id})
     progress.record(CONVERSATION, conversation_id)
     return conversation_id
 

@@ -1,0 +1,258 @@
+"""A run's reads and writes in the store: workers.engine decides, this module states them, as
+Core statements built once per process and run on the one connection a run holds (a single
+checkout, so a single pre-ping), each write in a transaction of its own that commits at once.
+
+Why not the ORM session the rest of Relay uses: per statement, a session's checkout (with its
+pre-ping round trip), its identity map and unit of work and a statement built anew cost about
+0.9 ms of CPU, against about 0.24 ms for a statement built once, run on a held connection
+(`bench/worker_cost.py`'s notes in BENCHMARKS.md); a Sprig delivery makes eight of them, which
+were most of a worker's CPU per delivery (issue 20's profile).
+
+JSON columns: Core sends a Python None as JSON null, so an SQL NULL is written as `sa.null()`
+(what the ORM wrote, and what `throttle_slot IS NULL` and the like look for).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Row
+
+from relay.models import (
+    BACKLOG,
+    CURRENT_HOLD,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    DestinationHold,
+    Event,
+    EventStatus,
+    EventSubject,
+    JSONType,
+    utcnow,
+)
+from workers.lease import LEASE, Claim
+
+TABLES = Delivery.metadata.tables
+DELIVERIES, EVENTS, ATTEMPTS = (
+    TABLES[Delivery.__tablename__],
+    TABLES[Event.__tablename__],
+    TABLES[DeliveryAttempt.__tablename__],
+)
+SUBJECTS, HOLDS = TABLES[EventSubject.__tablename__], TABLES[DestinationHold.__tablename__]
+D, E = DELIVERIES.c, EVENTS.c
+
+HELD = sa.exists().where(HOLDS.c.destination == D.destination, CURRENT_HOLD)
+HOLDS_IT = (
+    D.id == sa.bindparam("delivery_id"),
+    D.status == DeliveryStatus.IN_FLIGHT,
+    D.attempts == sa.bindparam("attempt"),
+)
+
+CLAIM = (
+    sa.update(DELIVERIES)
+    .where(
+        D.id == sa.bindparam("delivery_id"),
+        D.status == DeliveryStatus.PENDING,
+        D.next_attempt_at <= sa.bindparam("due_by"),
+        ~HELD,
+    )
+    .values(
+        status=DeliveryStatus.IN_FLIGHT,
+        attempts=D.attempts + 1,
+        lease_expires_at=sa.bindparam("lease_until"),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(
+        D.id, D.event_id, D.destination, D.lane, D.attempts, D.deferrals, D.progress, D.step_times, D.throttle_slot
+    )
+)
+# The payload as stored (sealed or not): opened after the claim commits, so that a payload this
+# process cannot open does not undo the claim (workers.engine).
+EVENT = sa.select(
+    E.id, E.type, E.status, E.received_at, sa.type_coerce(E.payload, JSONType).label("stored_payload")
+).where(E.id == sa.bindparam("event_id"))
+PROCESSING = (
+    sa.update(EVENTS)
+    .where(E.id == sa.bindparam("event_id"), E.status == EventStatus.RECEIVED)
+    .values(status=EventStatus.PROCESSING)
+)
+HELD_NOW = sa.select(D.enqueued_at).where(D.id == sa.bindparam("delivery_id"), D.status == DeliveryStatus.PENDING, HELD)
+UNPUBLISH_HELD = (
+    sa.update(DELIVERIES)
+    .where(D.id == sa.bindparam("delivery_id"), D.status == DeliveryStatus.PENDING, HELD)
+    .values(enqueued_at=None)
+)
+
+
+def _turn_statement(digests_match) -> sa.Select:
+    """A delivery's turn (workers.engine._turn): the unfinished deliveries before it, in the same
+    statement as the check that the run still holds it."""
+    earlier = (
+        sa.select(sa.func.min(D.id).label("before"), sa.func.max(D.next_attempt_at).label("due_at"))
+        .join_from(DELIVERIES, SUBJECTS, SUBJECTS.c.event_id == D.event_id)
+        .where(
+            digests_match,
+            SUBJECTS.c.event_id < sa.bindparam("event_id"),
+            D.destination == sa.bindparam("destination"),
+            D.lane == sa.bindparam("lane"),
+            BACKLOG,
+        )
+        .subquery()
+    )
+    return sa.select(sa.select(D.id).where(*HOLDS_IT).exists(), earlier.c.before, earlier.c.due_at)
+
+
+# PostgreSQL takes the digests as one array; an expanding IN would render the statement anew at
+# every run (a tenth of a delivery's CPU in the profile).
+TURN = {
+    "postgresql": _turn_statement(SUBJECTS.c.digest == sa.any_(sa.bindparam("digests", type_=ARRAY(sa.String)))),
+    "sqlite": _turn_statement(SUBJECTS.c.digest.in_(sa.bindparam("digests", expanding=True))),
+}
+SAVE_PROGRESS = (
+    sa.update(DELIVERIES).where(*HOLDS_IT).values(progress=sa.bindparam("steps"), step_times=sa.bindparam("times"))
+)
+# The delivery if the run still holds it, with its event locked: two deliveries of one event
+# finishing at once must not both miss the other's result when rolling up.
+LOCKED = (
+    sa.select(D.id, D.attempts, D.deferrals, D.progress, D.last_error, D.created_at, D.replayed_at)
+    .join_from(DELIVERIES, EVENTS, E.id == D.event_id)
+    .where(*HOLDS_IT)
+    .with_for_update(of=EVENTS)
+)
+FINISHED = (
+    sa.update(DELIVERIES)
+    .where(*HOLDS_IT)
+    .values(
+        status=sa.bindparam("outcome"),
+        finished_at=sa.bindparam("now"),
+        lease_expires_at=None,
+        throttle_slot=sa.null(),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_OTHERS = sa.select(D.id).where(D.event_id == sa.bindparam("event_id"))
+# The event is done, or failed, once every delivery of it has ended.
+ROLL_UP = (
+    sa.update(EVENTS)
+    .where(E.id == sa.bindparam("event_id"), ~_OTHERS.where(D.status.not_in(DeliveryStatus.TERMINAL)).exists())
+    .values(
+        status=sa.case(
+            (_OTHERS.where(D.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED), else_=EventStatus.DONE
+        )
+    )
+)
+HOLD_SPANS = sa.select(HOLDS.c.held_at, HOLDS.c.resumed_at).where(
+    HOLDS.c.destination == sa.bindparam("destination"),
+    HOLDS.c.held_at < sa.bindparam("until"),
+    sa.or_(CURRENT_HOLD, HOLDS.c.resumed_at > sa.bindparam("since")),
+)
+ADD_ATTEMPT = sa.insert(ATTEMPTS)
+ADD_DEFERRAL = sa.update(DELIVERIES).where(*HOLDS_IT).values(deferrals=D.deferrals + 1)
+
+
+def _nullable(value):
+    return sa.null() if value is None else value
+
+
+class RunStore:
+    """The statements of one run, on its connection (workers.engine.run_delivery holds it)."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def claim(self, delivery_id: int) -> tuple[Claim, Row, Row] | None:
+        """A new claim of the delivery, now in flight, the delivery and its event (type, receive
+        time and stored payload); None if it is not due, not pending or its destination is held."""
+        now, conn = utcnow(), self.connection
+        delivery = conn.execute(
+            CLAIM,
+            {"delivery_id": delivery_id, "due_by": now + timedelta(seconds=1), "lease_until": now + LEASE, "now": now},
+        ).one_or_none()
+        if delivery is None:
+            conn.rollback()
+            return None
+        event = conn.execute(EVENT, {"event_id": delivery.event_id}).one()
+        if event.status == EventStatus.RECEIVED:
+            conn.execute(PROCESSING, {"event_id": event.id})
+        conn.commit()
+        return Claim(delivery_id, delivery.attempts), delivery, event
+
+    def returned_if_held(self, delivery_id: int) -> tuple[bool, bool]:
+        """(held, unpublished now): whether the delivery waits because its destination is held,
+        and whether this call took its enqueued mark off."""
+        conn = self.connection
+        found = conn.execute(HELD_NOW, {"delivery_id": delivery_id}).one_or_none()
+        if found is None or found.enqueued_at is None:
+            conn.rollback()
+            return found is not None, False
+        conn.execute(UNPUBLISH_HELD, {"delivery_id": delivery_id})
+        conn.commit()
+        return True, True
+
+    def turn(self, claim: Claim, event_id: int, destination: str, lane: str, digests: list[str]) -> Row:
+        row = self.connection.execute(
+            TURN[self.connection.dialect.name],
+            {**_held_by(claim), "digests": digests, "event_id": event_id, "destination": destination, "lane": lane},
+        ).one()
+        self.connection.commit()  # a read: no snapshot kept open through the vendor's call
+        return row
+
+    def save_progress(self, claim: Claim, steps: dict, times: dict) -> None:
+        # Fenced like every write of a run: a run whose lease was taken over records nothing.
+        self.connection.execute(SAVE_PROGRESS, {**_held_by(claim), "steps": steps, "times": times})
+        self.connection.commit()
+
+    def locked(self, claim: Claim) -> Row | None:
+        """Opens the transaction that records the run's end: the delivery, if the run still
+        holds it, with its event locked. The caller commits (`commit`) or, if None, nothing is
+        held (`release`)."""
+        return self.connection.execute(LOCKED, _held_by(claim)).one_or_none()
+
+    def held_s(self, destination: str, since: datetime, until: datetime) -> float:
+        """How long `destination` was held between `since` and `until` (operators' holds, current
+        and resumed: a few rows)."""
+        spans = self.connection.execute(HOLD_SPANS, {"destination": destination, "since": since, "until": until})
+        return sum(
+            max((min(resumed_at or until, until) - max(held_at, since)).total_seconds(), 0.0)
+            for held_at, resumed_at in spans
+        )
+
+    def finished(self, claim: Claim, outcome: str, event_id: int, error: dict[str, Any] | None) -> None:
+        """The delivery ended (`error`: its last_error, last_status_code, last_error_trace if it
+        failed), and its event rolled up; in the transaction `locked` opened."""
+        conn = self.connection
+        if error is None:
+            conn.execute(FINISHED, {**_held_by(claim), "outcome": outcome, "now": utcnow()})
+        else:
+            now = utcnow()
+            ended = {name: _nullable(value) for name, value in error.items()}
+            ended |= {"status": outcome, "finished_at": now, "lease_expires_at": None, "throttle_slot": sa.null()}
+            conn.execute(sa.update(DELIVERIES).where(*HOLDS_IT).values(ended), _held_by(claim))
+        conn.execute(ROLL_UP, {"event_id": event_id})
+
+    def pending_again(self, claim: Claim, values: dict[str, Any]) -> None:
+        """The delivery waits for another run (a retry or a deferral); in the transaction `locked`
+        opened. JSON values that are None are written as SQL NULL."""
+        written = {name: _nullable(value) for name, value in values.items()}
+        written |= {"status": DeliveryStatus.PENDING, "lease_expires_at": None, "enqueued_at": None}
+        self.connection.execute(sa.update(DELIVERIES).where(*HOLDS_IT).values(written), _held_by(claim))
+
+    def add_deferral(self, claim: Claim) -> None:
+        self.connection.execute(ADD_DEFERRAL, _held_by(claim))
+
+    def add_attempt(self, row: dict[str, Any]) -> None:
+        self.connection.execute(ADD_ATTEMPT, row)
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def release(self) -> None:
+        self.connection.rollback()
+
+
+def _held_by(claim: Claim) -> dict[str, int]:
+    return {"delivery_id": claim.delivery_id, "attempt": claim.attempt}
