@@ -4,15 +4,14 @@ destination declares is relay.destinations.Destination."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-
-from sqlalchemy.engine import Connection
 
 from relay.config import Config
 from relay.runtime import Runtime
 from schemas.sparkloop import People, Subscriber
 from workers import identity
+from workers.run_store import RunStore
 from workers.vendor_http import VendorClient
 
 ClientT = TypeVar("ClientT", bound=VendorClient)  # a destination's own client class
@@ -51,6 +50,11 @@ class Progress:
 
 @dataclass
 class DeliveryContext(Generic[ClientT]):
+    """A run's view for its destination's code. Saves (the progress, the identity map) are
+    written with the run's next write: before its next vendor call (the client's view flushes
+    them) or in the transaction that records its end. A worker that dies between a call's
+    answer and the next call loses nothing that saving at once would have kept."""
+
     destination: str
     delivery_id: int
     event_id: int
@@ -61,7 +65,8 @@ class DeliveryContext(Generic[ClientT]):
     runtime: Runtime
     client: ClientT  # this destination's client, paced for this run
     progress: Progress
-    connection: Connection  # the store's, which the run holds (workers.run_store)
+    store: RunStore  # the run's statements, on the connection it holds
+    _links: dict[str, identity.Link] = field(default_factory=dict)  # what this run read or saved
 
     @property
     def config(self) -> Config:
@@ -69,8 +74,19 @@ class DeliveryContext(Generic[ClientT]):
 
     def recall(self, subscriber: Subscriber) -> dict:
         """What this destination remembers of the subscriber (workers.identity)."""
-        return identity.recall_on(self.connection, self.config.lookup_key, self.destination, subscriber)
+        return dict(self._link(subscriber).data)
 
     def remember(self, subscriber: Subscriber, **values) -> None:
         """Save `values` among what this destination remembers of the subscriber; a None forgets."""
-        identity.remember_on(self.connection, self.config.lookup_key, self.destination, subscriber, **values)
+        link = self._link(subscriber).with_values(values)
+        self._links[link.key] = link
+        self.store.later(("link", link.key), *link.write(self.destination, self.store.dialect))
+
+    def _link(self, subscriber: Subscriber) -> identity.Link:
+        # The run holds the subscriber's lock for this destination: no one else writes the row.
+        key = identity.subscriber_key(subscriber, self.config.lookup_key)
+        if key not in self._links:
+            self._links[key] = self.store.read(
+                lambda connection: identity.find(connection, self.config.lookup_key, self.destination, subscriber)
+            )
+        return self._links[key]

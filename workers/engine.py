@@ -106,7 +106,7 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
     # A live delivery that failed before is the retry lane (its own reserve, workers.reserves).
     retry = delivery.attempts - 1 - delivery.deferrals > 0
     pacing = Pacing(lane=Lane(delivery.lane), reserved=Slot.from_json(delivery.throttle_slot), retry=retry)
-    client = destination.client(runtime).for_run(pacing, personal_strings(payload))
+    client = destination.client(runtime).for_run(pacing, personal_strings(payload), before_call=store.flush)
     limits_before = client.last_rate_limit
     ctx = DeliveryContext(
         destination=delivery.destination,
@@ -123,7 +123,7 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
             delivery.step_times or {},
             save=lambda steps, times: store.save_progress(claim, steps, times),
         ),
-        connection=store.connection,
+        store=store,
     )
     lookup_key = runtime.config.lookup_key
     subjects = [identity.subscriber_key(s, lookup_key) for _, s in ctx.subscribers]

@@ -9,22 +9,24 @@ A subscriber is keyed by their SparkLoop id, or, without one, by the digest of t
 that relay.subjects makes (keyed with RELAY_LOOKUP_KEY when set). Links made before the lookup
 key was set carry the plain SHA-256 digest: they are still found, and take the keyed digest the
 next time they are saved. Reads and saves go to the runtime's store (relay.runtime), keyed with
-its RELAY_LOOKUP_KEY; a delivery's go through the connection its run holds (`recall_on`,
-`remember_on`, as Core statements built once: workers.run_store says why).
+its RELAY_LOOKUP_KEY. A delivery's go through its run's connection, as Core statements built
+once (workers.run_store says why), and its saves are written with the run's next write
+(workers.context).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from relay.destinations import Destination
-from relay.models import DestinationLink
+from relay.models import DestinationLink, utcnow
 from relay.runtime import Runtime
 from relay.subjects import email_digest
 from schemas.sparkloop import Subscriber
@@ -65,64 +67,75 @@ FIND = {
         LINKS.c.subscriber_key.in_([sa.bindparam("key0"), sa.bindparam("key1")]),
     ),
 }
+# Written by id when the row was found (it may carry the key from before RELAY_LOOKUP_KEY was
+# set: the current one replaces it), else inserted, or updated if a row appeared meanwhile.
 UPDATE = (
     sa.update(LINKS)
     .where(LINKS.c.id == sa.bindparam("link_id"))
-    .values(subscriber_key=sa.bindparam("key"), data=sa.bindparam("values"))
+    .values(subscriber_key=sa.bindparam("key"), data=sa.bindparam("values"), updated_at=sa.bindparam("now"))
 )
-INSERT = sa.insert(LINKS).values(
-    subscriber_key=sa.bindparam("key"), destination=sa.bindparam("link_destination"), data=sa.bindparam("values")
-)
+_ROW: dict[str, Any] = {
+    "subscriber_key": sa.bindparam("key"),
+    "destination": sa.bindparam("link_destination"),
+    "data": sa.bindparam("values"),
+    "updated_at": sa.bindparam("now"),
+}
+_UNIQUE = ["subscriber_key", "destination"]
+_NEWER: dict[str, Any] = {"data": sa.bindparam("values"), "updated_at": sa.bindparam("now")}
+UPSERT = {
+    "postgresql": postgresql.insert(LINKS).values(_ROW).on_conflict_do_update(index_elements=_UNIQUE, set_=_NEWER),
+    "sqlite": sqlite.insert(LINKS).values(_ROW).on_conflict_do_update(index_elements=_UNIQUE, set_=_NEWER),
+}
 
 
-def _find(connection: Connection, destination: str, keys: list[str]) -> Row | None:
+@dataclass(frozen=True)
+class Link:
+    """What a run knows of a subscriber's row for one destination: its current key, the row's id
+    if it was found (None: not stored yet), and what it holds."""
+
+    key: str
+    id: int | None
+    data: dict[str, Any]
+
+    def with_values(self, values: dict[str, Any]) -> Link:
+        """`values` added to what it holds; a None forgets its key."""
+        merged = self.data | values
+        return replace(self, data={key: value for key, value in merged.items() if value is not None})
+
+    def write(self, destination: str, dialect: str) -> tuple[sa.Executable, dict[str, Any]]:
+        """The statement that stores it, and its parameters."""
+        values = {"key": self.key, "values": self.data, "now": utcnow()}
+        if self.id is not None:
+            return UPDATE, {**values, "link_id": self.id}
+        return UPSERT[dialect], {**values, "link_destination": destination}
+
+
+def find(connection: Connection, lookup_key: str | None, destination: str, subscriber: Subscriber) -> Link:
+    """The subscriber's link for `destination`, as stored (empty if none)."""
+    keys = _keys(subscriber, lookup_key)
     found = connection.execute(
         FIND[len(keys)], {"link_destination": destination, **{f"key{n}": key for n, key in enumerate(keys)}}
     )
     links = {link.subscriber_key: link for link in found}
-    return next((links[key] for key in keys if key in links), None)
+    row = next((links[key] for key in keys if key in links), None)
+    return Link(keys[0], row.id, dict(row.data)) if row else Link(keys[0], None, {})
 
 
 def recall(runtime: Runtime, destination: str, subscriber: Subscriber) -> dict[str, Any]:
-    """What `destination` remembers of the subscriber (empty when nothing)."""
+    """What `destination` remembers of the subscriber (empty when nothing). A delivery reads it
+    through its context (workers.context.DeliveryContext.recall)."""
     with runtime.db.engine.connect() as connection:
-        return recall_on(connection, runtime.config.lookup_key, destination, subscriber)
+        return find(connection, runtime.config.lookup_key, destination, subscriber).data
 
 
 def remember(runtime: Runtime, destination: str, subscriber: Subscriber, **values: Any) -> None:
-    """Save `values` among what `destination` remembers of the subscriber (see `remember_on`)."""
-    with runtime.db.engine.connect() as connection:
-        remember_on(connection, runtime.config.lookup_key, destination, subscriber, **values)
-
-
-def recall_on(connection: Connection, lookup_key: str | None, destination: str, subscriber: Subscriber) -> dict:
-    """`recall` on a connection a run holds (workers.context.DeliveryContext.recall); ends its
-    read transaction, so that no snapshot stays open through a vendor's call."""
-    link = _find(connection, destination, _keys(subscriber, lookup_key))
-    connection.commit()
-    return dict(link.data) if link else {}
-
-
-def remember_on(
-    connection: Connection, lookup_key: str | None, destination: str, subscriber: Subscriber, **values: Any
-) -> None:
     """Save `values` among what `destination` remembers of the subscriber; a None forgets its key.
-    Callers hold the subscriber's lock for the destination (workers.locks.subject_locks)."""
-    keys = _keys(subscriber, lookup_key)
-    for _ in range(2):  # a concurrent first insert (an erasure's or a lease that ran out): update theirs
-        link = _find(connection, destination, keys)
-        merged = (link.data if link else {}) | values
-        kept = {key: value for key, value in merged.items() if value is not None}
-        try:
-            if link is None:
-                connection.execute(INSERT, {"key": keys[0], "link_destination": destination, "values": kept})
-            else:
-                connection.execute(UPDATE, {"link_id": link.id, "key": keys[0], "values": kept})
-            connection.commit()
-            return
-        except IntegrityError:
-            connection.rollback()
-    raise RuntimeError("could not save the subscriber's link after a concurrent insert")
+    Callers hold the subscriber's lock for the destination (workers.locks.subject_locks); a
+    delivery saves through its context (workers.context.DeliveryContext.remember)."""
+    with runtime.db.engine.connect() as connection:
+        link = find(connection, runtime.config.lookup_key, destination, subscriber).with_values(values)
+        connection.execute(*link.write(destination, connection.dialect.name))
+        connection.commit()
 
 
 def held(session: Session, keys: list[str], destinations: Iterable[Destination]) -> list[str]:

@@ -14,8 +14,9 @@ JSON columns: Core sends a Python None as JSON null, so an SQL NULL is written a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -35,6 +36,8 @@ from relay.models import (
     utcnow,
 )
 from workers.lease import LEASE, Claim
+
+T = TypeVar("T")
 
 TABLES = Delivery.metadata.tables
 DELIVERIES, EVENTS, ATTEMPTS = (
@@ -163,6 +166,31 @@ class RunStore:
 
     def __init__(self, connection: Connection):
         self.connection = connection
+        self.dialect = connection.dialect.name
+        # Writes that wait for the run's next one (workers.context): by what they save, the latest.
+        self._later: dict[Hashable, tuple[sa.Executable, dict[str, Any]]] = {}
+
+    def read(self, reading: Callable[[Connection], T]) -> T:
+        """`reading`'s result, its transaction ended: no snapshot stays open through a call."""
+        try:
+            return reading(self.connection)
+        finally:
+            self.connection.commit()
+
+    def later(self, what: Hashable, statement: sa.Executable, parameters: dict[str, Any]) -> None:
+        """Write this with the run's next write (replacing an earlier write of `what`)."""
+        self._later[what] = (statement, parameters)
+
+    def flush(self) -> None:
+        """Write what waits, now (before a vendor call)."""
+        if self._later:
+            self._write_later()
+            self.connection.commit()
+
+    def _write_later(self) -> None:
+        for statement, parameters in self._later.values():
+            self.connection.execute(statement, parameters)
+        self._later.clear()
 
     def claim(self, delivery_id: int) -> tuple[Claim, Row, Row] | None:
         """A new claim of the delivery, now in flight, the delivery and its event (type, receive
@@ -203,13 +231,14 @@ class RunStore:
 
     def save_progress(self, claim: Claim, steps: dict, times: dict) -> None:
         # Fenced like every write of a run: a run whose lease was taken over records nothing.
-        self.connection.execute(SAVE_PROGRESS, {**_held_by(claim), "steps": steps, "times": times})
-        self.connection.commit()
+        self.later("progress", SAVE_PROGRESS, {**_held_by(claim), "steps": steps, "times": times})
 
     def locked(self, claim: Claim) -> Row | None:
         """Opens the transaction that records the run's end: the delivery, if the run still
-        holds it, with its event locked. The caller commits (`commit`) or, if None, nothing is
-        held (`release`)."""
+        holds it, with its event locked, after the writes that waited (`later`). The caller
+        commits (`commit`) or, if None, writes nothing (`release`): a run that no longer holds
+        the delivery (an erasure ended it) must not save what it learnt either."""
+        self._write_later()
         return self.connection.execute(LOCKED, _held_by(claim)).one_or_none()
 
     def held_s(self, destination: str, since: datetime, until: datetime) -> float:

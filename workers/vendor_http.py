@@ -11,6 +11,7 @@ import copy
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -213,12 +214,14 @@ class VendorClient(VendorHooks):
     _http: VendorHTTP
     _pacing: Pacing | None = None
     _personal: frozenset[str] = frozenset()
+    _before_call: Callable[[], None] | None = None
 
-    def for_run(self, pacing: Pacing, personal=()):
-        """This client for one run: its calls use `pacing`, and no error text they produce
-        carries any of `personal` (the payload's personal values)."""
+    def for_run(self, pacing: Pacing, personal=(), before_call: Callable[[], None] | None = None):
+        """This client for one run: its calls use `pacing`, no error text they produce carries
+        any of `personal` (the payload's personal values), and `before_call` runs before each
+        (the run's saves are written before its next call goes out: workers.context)."""
         view = copy.copy(self)
-        view._pacing, view._personal = pacing, frozenset(personal)
+        view._pacing, view._personal, view._before_call = pacing, frozenset(personal), before_call
         return view
 
     # This view's latest answer: its status and the vendor's request id.
@@ -226,6 +229,8 @@ class VendorClient(VendorHooks):
     last_request_id: str | None = None
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        if self._before_call is not None:
+            self._before_call()
         response = self._http.request(method, path, pacing=self._pacing or Pacing(), personal=self._personal, **kwargs)
         self.last_status, self.last_request_id = response.status_code, self.request_id(response.headers)
         return response
