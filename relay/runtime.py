@@ -14,7 +14,8 @@ rebuilt, here and nowhere else (`_after_fork_in_child`):
   thread (a fork has none; the child starts its own on its first count);
 - the claims of running deliveries (the parent's runs are not the child's to hand back), and
   the missing payload keys it warned about (the child warns for itself);
-- the objects kept with `shared` (the vendor clients): dropped, and built again on first use.
+- the objects kept with `shared` (the vendor clients, the lease keeper and its thread):
+  dropped, and built again on first use.
 redis-py rebuilds its own connection pool when it sees a new process id, so the Redis client
 needs nothing. The destination registry (`destinations`: the configuration's, found with it,
 since each destination declares settings of its own) holds no connection. Kept by the process on purpose,
@@ -89,8 +90,8 @@ class Runtime:
         return self.db.session()
 
     def shared(self, key: Hashable, build: Callable[[], T]) -> T:
-        """This runtime's one object for `key` (a vendor client for an account), built on first
-        use; closed with the runtime."""
+        """This runtime's one object for `key` (a vendor client for an account, the lease keeper),
+        built on first use; closed with the runtime."""
         if key not in self._shared:
             self._shared[key] = build()
         return self._shared[key]

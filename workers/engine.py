@@ -131,7 +131,7 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
         with (
             handed_back_if_stopped(claim, runtime),
             subject_locks(runtime.redis, delivery.destination, subjects) as locks,
-            kept_alive(claim, locks, runtime.db),
+            kept_alive(claim, locks, runtime),
         ):
             turn = _turn(store, claim, delivery, event.id, _digests(ctx.subscribers, lookup_key))
             if turn is None:  # erased (relay subscribers forget) while it waited for the locks

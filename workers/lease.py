@@ -2,8 +2,8 @@
 
 A claimed delivery is `in_flight` until its lease runs out; the sweep then gives it to another
 worker. The lease is short, so that the work of a worker that died (SIGKILL, OOM, a machine
-gone) comes back within seconds, and a thread renews it, and the subscriber locks the run
-holds, for as long as the run goes on. Each claim is numbered (the delivery's attempt count):
+gone) comes back within seconds, and a thread of the process (`Keeper`) renews it, and the
+subscriber locks the run holds, for as long as the run goes on. Each claim is numbered (the delivery's attempt count):
 renewals and outcomes of a run whose lease was taken from it change nothing.
 
 Hand-written: a daemon thread and one UPDATE; Celery has no lease of its own for Redis (a
@@ -60,30 +60,70 @@ def renew(claim: Claim, db: Database) -> bool:
 
 
 @contextmanager
-def kept_alive(claim: Claim, locks: list[redis.lock.Lock], db: Database):
-    """Renew the lease (in `db`) and `locks` every few seconds until the block ends."""
-    stop = threading.Event()
-
-    def keep() -> None:
-        while not stop.wait(RENEW_EVERY_S):
-            try:
-                if not renew(claim, db):
-                    log.warning(
-                        "delivery %s: its lease was taken over; this run's outcome will not count", claim.delivery_id
-                    )
-                    return
-                for lock in locks:
-                    lock.reacquire()
-            except Exception as exc:  # the store or Redis is away: try again at the next tick
-                log.warning("delivery %s: lease not renewed (%s)", claim.delivery_id, type(exc).__name__)
-
-    keeper = threading.Thread(target=keep, name=f"lease-{claim.delivery_id}", daemon=True)
-    keeper.start()
+def kept_alive(claim: Claim, locks: list[redis.lock.Lock], runtime: Runtime):
+    """Renew the lease and `locks` every few seconds until the block ends (the process's one
+    `Keeper` does)."""
+    keeper = runtime.shared(Keeper, lambda: Keeper(runtime.db))
+    keeper.keep(claim, locks)
     try:
         yield
     finally:
-        stop.set()
-        keeper.join(timeout=RENEW_EVERY_S * 2)
+        keeper.drop(claim)
+
+
+class Keeper:
+    """One thread per process renews the leases and locks of every run under way, every
+    RENEW_EVERY_S (a run's first renewal comes within that long, well inside LEASE): a thread
+    started and joined per run cost a tenth of a Sprig delivery's CPU."""
+
+    def __init__(self, db: Database):
+        self._db = db
+        self._kept: dict[Claim, list[redis.lock.Lock]] = {}
+        self._changing = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, claim: Claim, locks: list[redis.lock.Lock]) -> None:
+        with self._changing:
+            self._kept[claim] = locks
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="relay-lease-keeper", daemon=True)
+                self._thread.start()
+
+    def drop(self, claim: Claim) -> None:
+        with self._changing:
+            self._kept.pop(claim, None)
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=RENEW_EVERY_S * 2)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(RENEW_EVERY_S):
+            with self._changing:
+                kept = list(self._kept.items())
+            for claim, locks in kept:
+                self._renew(claim, locks)
+
+    def _renew(self, claim: Claim, locks: list[redis.lock.Lock]) -> None:
+        try:
+            if not renew(claim, self._db):
+                if self._still_kept(claim):  # not a run that ended meanwhile
+                    log.warning(
+                        "delivery %s: its lease was taken over; this run's outcome will not count", claim.delivery_id
+                    )
+                    self.drop(claim)
+                return
+            for lock in locks:
+                lock.reacquire()
+        except Exception as exc:  # the store or Redis is away: try again at the next tick
+            if self._still_kept(claim):
+                log.warning("delivery %s: lease not renewed (%s)", claim.delivery_id, type(exc).__name__)
+
+    def _still_kept(self, claim: Claim) -> bool:
+        with self._changing:
+            return claim in self._kept
 
 
 def hand_back(claim: Claim, db: Database) -> None:
