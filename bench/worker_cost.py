@@ -1,17 +1,22 @@
-"""Worker cost: CPU per Sprig delivery beside a no-op Celery task, same worker settings.
+"""Worker cost: CPU per delivery beside a no-op Celery task, same worker settings.
 
-    python -m bench.worker_cost [--deliveries 500] [--profile out.html]
+    python -m bench.worker_cost [--deliveries 500] [--vendor sprig|spruce] [--py-spy out.txt] [--profile out.html]
 
 Both workers run as `celery worker --pool solo --concurrency 1` (one process: its CPU is the
-whole cost) against the machine's Redis. Relay's worker gets `--deliveries` reward_unlocked
-events (one Sprig call each, Spruce off) stored while it idles, and the CPU its process spent
-(user + system, from /proc) from then until every event is done is divided by the count; the
-baseline worker runs as many no-op tasks (bench/celery_baseline.py's `noop`), measured the same
-way. The sandbox runs as a process of its own, so its CPU is not counted. With --profile, the
-same deliveries run once more in this process under pyinstrument (sandbox still apart) and the
-profile is written as HTML, with the top lines printed.
+whole cost, the dispatcher's thread included) against the machine's Redis. Relay's worker gets
+`--deliveries` reward_unlocked events (Sprig: one call each, Spruce off) stored while it idles,
+and the CPU its process spent (user + system, from /proc) from then until every event is done
+is divided by the count; the baseline worker runs as many no-op tasks (bench/celery_baseline.py's
+`noop`), measured the same way. `--vendor spruce`: Spruce only (Sprig off), first for new people
+(a search, a contact, a conversation, the note: the calls each made are counted from the
+sandbox), then a reward_redeemed for each of the same people (the note alone). The sandbox runs
+as a process of its own, so its CPU is not counted. With --py-spy, py-spy records the worker
+while it delivers (raw collapsed stacks, for a flame graph or a sum by function); with
+--profile, the same deliveries run once more in this process under pyinstrument (sandbox still
+apart) and the profile is written as HTML, with the top lines printed.
 
-Needs PostgreSQL (it recreates relay_bench_worker_cost) and Redis (it flushes db 14).
+Needs PostgreSQL (it recreates relay_bench_worker_cost) and Redis (it flushes db 14); py-spy on
+the PATH for --py-spy.
 """
 from __future__ import annotations
 
@@ -42,12 +47,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=500)
     parser.add_argument("--profile", type=Path, help="also profile the deliveries in process (HTML)")
-    parser.add_argument("--py-spy", type=Path, dest="spy", help="record the Relay worker with py-spy (raw, collapsed stacks) into this file")
+    parser.add_argument("--py-spy", type=Path, dest="spy",
+                        help="record the Relay worker with py-spy (raw, collapsed stacks) into this file")
+    parser.add_argument("--vendor", choices=["sprig", "spruce"], default="sprig",
+                        help="spruce: Spruce only, new people (a contact, a conversation, a note), then the "
+                             "same people again (the note alone)")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="relay-bench-worker-cost-"))
     with Processes(logs) as processes:
         sandbox = start_sandbox(processes)
-        env = relay_env(sandbox)
+        env = relay_env(sandbox, args.vendor)
+        if args.vendor == "spruce":
+            return spruce(processes, env, sandbox, args.deliveries, args.spy)
         relay_ms = relay_cpu_ms(processes, env, args.deliveries, args.spy)
         noop_ms = noop_cpu_ms(processes, args.deliveries)
         print(f"CPU per task, {args.deliveries} each, solo pool: Relay's Sprig delivery {relay_ms:.2f} ms, "
@@ -57,15 +68,42 @@ def main() -> int:
     return 0
 
 
+def spruce(processes: Processes, env: dict[str, str], sandbox: str, count: int, spy: Path | None) -> int:
+    """Spruce's deliveries: `count` new people, then the same people again, each run beside as
+    many no-op tasks; with the Spruce calls each made, from the sandbox's log."""
+    calls_before = spruce_calls(sandbox)
+    first_ms = relay_cpu_ms(processes, env, count, spy, fresh=True)
+    calls_first = spruce_calls(sandbox) - calls_before
+    again_ms = relay_cpu_ms(processes, env, count, None, fresh=False)
+    calls_again = spruce_calls(sandbox) - calls_before - calls_first
+    noop_ms = noop_cpu_ms(processes, count)
+    print(f"CPU per task, {count} each, solo pool: no-op task {noop_ms:.2f} ms")
+    print(f"  Spruce, new people: {first_ms:.2f} ms, {calls_first / count:.1f} calls each, ratio {first_ms / noop_ms:.1f}")
+    print(f"  Spruce, known people: {again_ms:.2f} ms, {calls_again / count:.1f} calls each, "
+          f"ratio {again_ms / noop_ms:.1f}")
+    return 0
+
+
+def spruce_calls(sandbox: str) -> int:
+    import httpx
+
+    by_status = httpx.get(f"{sandbox}/_sandbox/stats", timeout=10).json().get("spruce", {})
+    return sum(by_status.values())
+
+
 def start_sandbox(processes: Processes) -> str:
     port = free_port()
     processes.start("sandbox", [sys.executable, "-m", "sandbox", "--port", str(port)], dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _answers(f"{url}/_sandbox/config"), 30, "the sandbox did not start")
+    import httpx
+
+    limits = {"spruce": {"limit": 1_000_000}, "sprig": {"limit": 1_000_000}}
+    httpx.post(f"{url}/_sandbox/config", json={"rate_limit": limits}, timeout=10).raise_for_status()
     return url
 
 
-def relay_env(sandbox: str) -> dict[str, str]:
+def relay_env(sandbox: str, vendor: str = "sprig") -> dict[str, str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {BENCH_DB}")
@@ -73,22 +111,29 @@ def relay_env(sandbox: str) -> dict[str, str]:
            "SPARKLOOP_WEBHOOK_TOKEN": "bench-token", "SPRIG_API_URL": f"{sandbox}/sprig",
            "SPRIG_API_KEY": "sandbox-sprig-key", "SPRUCE_API_TOKEN": "", "SPRIG_RATE_LIMIT": "100000/1s",
            "LOG_FORMAT": "json"}
+    if vendor == "spruce":
+        env |= {"SPRIG_API_KEY": "", "SPRUCE_API_TOKEN": "sandbox-spruce-token", "SPRUCE_API_URL": f"{sandbox}/spruce/v1",
+                "SPRUCE_RATE_LIMIT": "100000/1s"}
     from relay.db import Database
 
     Database(env["DATABASE_URL"]).upgrade()
     return env
 
 
-def store_events(env: dict[str, str], count: int, first: int = 0) -> None:
+def store_events(env: dict[str, str], count: int, first: int = 0, again: bool = False) -> None:
+    """reward_unlocked events for `count` people; `again`: a second one each (redeemed)."""
     from web import create_app
 
     client = create_app(env).test_client()
-    for payload in for_new_people("reward_unlocked", count, first):
+    for payload in for_new_people("reward_redeemed" if again else "reward_unlocked", count, first):
         assert client.post("/webhooks/sparkloop", json=payload, headers={"SparkLoop-Token": "bench-token"}).status_code == 200
 
 
-def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int, spy: Path | None = None) -> float:
-    flush_redis()
+def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int, spy: Path | None = None,
+                 fresh: bool = True) -> float:
+    """`count` events for new people (or, not `fresh`, for the people of the first `count`)."""
+    if fresh:
+        flush_redis()
     worker = processes.start("relay-worker", [sys.executable, "-m", "celery", "-A", "workers", "worker", *SOLO],
                              {**os.environ, **env})
     time.sleep(5)  # started and idle: its start-up is not the deliveries' cost
@@ -99,7 +144,7 @@ def relay_cpu_ms(processes: Processes, env: dict[str, str], count: int, spy: Pat
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
     before = cpu_seconds(worker.pid)
-    store_events(env, count)
+    store_events(env, count, again=not fresh)
     wait_until(lambda: unfinished(env) == 0, 600, "Relay did not deliver every event")
     spent = cpu_seconds(worker.pid) - before
     if recorder is not None:
