@@ -193,6 +193,7 @@ class Processes:
 
     def __init__(self, logs: Path):
         self.logs, self._running = logs, []
+        self.started: dict[str, subprocess.Popen] = {}  # by name, the latest of each
 
     def __enter__(self):
         return self
@@ -206,6 +207,7 @@ class Processes:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self._running.append(process)
+        self.started[name] = process
         return process
 
     def stop(self, process: subprocess.Popen) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from click.testing import CliRunner
+
 from testbed.waiting import wait_for
 
 CHILD = textwrap.dedent("""
@@ -26,10 +28,10 @@ CHILD = textwrap.dedent("""
 """)
 SUPERVISOR = textwrap.dedent("""
     import sys
-    from web.cli import worker
-    worker.QUICK_DEATH_S = 0.1  # the child's 0.3 s count as having started
-    worker.RESTART_DELAYS_S = (0.1,)
-    sys.exit(worker.supervise([sys.executable, sys.argv[1], sys.argv[2]]))
+    from relay import supervisor
+    supervisor.QUICK_DEATH_S = 0.1  # the child's 0.3 s count as having started
+    supervisor.RESTART_DELAYS_S = (0.1,)
+    sys.exit(supervisor.supervise([sys.executable, sys.argv[1], sys.argv[2]]))
 """)
 
 
@@ -51,9 +53,29 @@ def test_a_worker_that_dies_is_started_again_and_sigterm_reaches_it(tmp_path):
 
 
 def test_a_worker_that_cannot_start_is_given_up_on(tmp_path):
-    from web.cli import worker
+    from relay import supervisor
 
     starts = tmp_path / "starts"
     command = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x'); raise SystemExit(4)"]
-    assert worker.supervise(command, sleep=lambda _: None) == 4
-    assert starts.read_text() == "x" * worker.GIVE_UP_AFTER
+    assert supervisor.supervise(command, sleep=lambda _: None) == 4
+    assert starts.read_text() == "x" * supervisor.GIVE_UP_AFTER
+
+
+def test_relay_worker_becomes_a_supervisor_of_celery_that_imports_no_app(monkeypatch):
+    # `relay worker` replaces itself (exec: the process a PaaS started, its pid and signals) with
+    # the supervisor, a module that loads neither Flask nor the engine.
+    import os
+
+    from web.cli import main
+
+    execs = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: execs.append((path, argv, env)))
+    result = CliRunner().invoke(main, ["worker", "--concurrency", "3"], env={"LOG_FORMAT": "json"})
+    assert result.exit_code == 0, result.output
+    [(path, argv, env)] = execs
+    assert argv == [sys.executable, "-m", "relay.supervisor", sys.executable, "-m", "celery", "-A", "workers",
+                    "--quiet", "worker", "--concurrency", "3"]
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"
+    loaded = subprocess.run([sys.executable, "-c", "import sys, relay.supervisor; print(sorted(sys.modules))"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "flask" not in loaded and "celery" not in loaded and "sqlalchemy" not in loaded
