@@ -41,6 +41,15 @@ class Database:
         sealing.attach(engine, self.sealer)
         return engine
 
+    @cached_property
+    def run_engine(self) -> sa.Engine:
+        """The delivery runs' own pool (workers.run_store): no pre-ping round trip per checkout;
+        a run whose first statement finds its connection broken (a PostgreSQL restart) starts
+        again once on a new one (workers.engine.run_delivery)."""
+        engine = make_engine(self.url, pre_ping=False)
+        sealing.attach(engine, self.sealer)
+        return engine
+
     @contextmanager
     def session(self):
         with self._sessions() as session:
@@ -74,7 +83,8 @@ class Database:
             engine.dispose(close=False)
 
     def _engines(self) -> list[sa.Engine]:
-        return [self.engine, *([self.intake_engine] if "intake_engine" in self.__dict__ else [])]
+        built = [name for name in ("intake_engine", "run_engine") if name in self.__dict__]
+        return [self.engine, *(getattr(self, name) for name in built)]
 
 
 def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = None) -> sa.Engine:

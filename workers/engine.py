@@ -78,7 +78,7 @@ def run_delivery(delivery_id: int, runtime: Runtime) -> str:
     succeeded, superseded, failed, retried, deferred, held (its destination is held: back to the
     store, untouched), or skipped (not due, or not ours). The run holds one connection of the
     store throughout (workers.run_store)."""
-    with runtime.db.engine.connect() as connection:
+    with runtime.db.run_engine.connect() as connection:
         return _run(RunStore(connection), delivery_id, runtime)
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DBAPIError
 
 from relay.models import (
     BACKLOG,
@@ -196,10 +197,21 @@ class RunStore:
         """A new claim of the delivery, now in flight, the delivery and its event (type, receive
         time and stored payload); None if it is not due, not pending or its destination is held."""
         now, conn = utcnow(), self.connection
-        delivery = conn.execute(
-            CLAIM,
-            {"delivery_id": delivery_id, "due_by": now + timedelta(seconds=1), "lease_until": now + LEASE, "now": now},
-        ).one_or_none()
+        claiming = {
+            "delivery_id": delivery_id,
+            "due_by": now + timedelta(seconds=1),
+            "lease_until": now + LEASE,
+            "now": now,
+        }
+        try:
+            delivery = conn.execute(CLAIM, claiming).one_or_none()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The runs' pool skips the pre-ping (relay.db.run_engine): a connection a PostgreSQL
+            # restart broke fails here, at the run's first statement, before anything happened.
+            conn.rollback()
+            delivery = conn.execute(CLAIM, claiming).one_or_none()
         if delivery is None:
             conn.rollback()
             return None
