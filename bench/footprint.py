@@ -35,6 +35,9 @@ def main() -> int:
             relay.start_worker(args.concurrency)
             post_steadily(relay.url, for_new_people("new_referral", args.webhooks), 50)
             wait_until(lambda: relay.unfinished() == 0, 600, "not every event was done")
+            calls = {vendor: sum(by_status.values()) for vendor, by_status in sandbox.state.stats().items()}
+            print("vendor calls per webhook: "
+                  + ", ".join(f"{vendor} {n / args.webhooks:.1f}" for vendor, n in sorted(calls.items())))
             for name, process in processes.started.items():
                 if name in ("web", "worker"):
                     print(f"{name} (pid {process.pid} and its children), after {args.webhooks} webhooks:")
