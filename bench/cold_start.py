@@ -20,6 +20,7 @@ temporary folder printed first.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("--database", default=BENCH_DB + "_cold", help="the database to recreate")
     parser.add_argument("--redis-url", default=REDIS_URL, help="the Redis db to flush and use")
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the sandbox's line per request
     logs = Path(tempfile.mkdtemp(prefix="relay-bench-cold-"))
     print(f"logs in {logs}; load average {_load()}", flush=True)
     layouts = ["nodes", "procfile"] if args.layout == "both" else [args.layout]
