@@ -85,7 +85,8 @@ def dispatch_round(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, co
     A delivery holding a throttle slot always goes (it is counted already); others only while
     their destination and lane have fewer than MAX_OUT_PER_DESTINATION_LANE out (a soft bound:
     the dispatchers of several workers may fill the same places in one round). A held
-    destination's deliveries wait in the store (operations.destinations): none is published."""
+    destination's deliveries wait in the store (operations.destinations): none is published.
+    The Round also says what is left: the dispatcher's thread waits accordingly (next_wait)."""
     now = utcnow()
     with db.session() as session:
         held = list(session.scalars(sa.select(DestinationHold.destination).where(CURRENT_HOLD)))
