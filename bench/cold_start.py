@@ -10,8 +10,9 @@ processes started together; posting begins as soon as every worker node logs Cel
 `ready.`. It posts EVENTS new_referral webhooks, each for a new person, at RATE per second,
 then reads, for each webhook, the time from its 200 to the sandbox's first Sprig call for its
 people (the Sprig user's `createdAt`, in ms: the subscriber's or the referrer's, whichever came
-first). Printed: p50/p90/p99/max, the same per second of arrival, and the CPU an idle worker
-spends (each node's process tree, from /proc, over --idle-seconds once every event is done).
+first). Printed: p50/p90/p99/max, split at the moment a dispatcher published the Sprig delivery
+(its `enqueued_at`), the same per second of arrival, and the CPU an idle worker spends (each
+node's process tree, from /proc, over --idle-seconds once every event is done).
 
 Needs the machine's PostgreSQL (it recreates --database) and Redis (--redis-url: its db is
 flushed). The sandbox runs in this process (the vendors answer at once); logs stay in the
@@ -75,6 +76,11 @@ def run(layout: str, processes: Processes, sandbox, args) -> None:
     print(f"\n{layout}: {describe(layout)}; ready {ready_s:.1f} s after start; "
           f"{len(waits)} new_referral at {args.rate:g}/s; load average {_load()}")
     print(f"  200 -> first Sprig call: {_quantiles(sorted(waits.values()))}")
+    published = sprig_published(relay)
+    print(f"    of which 200 -> published (the Sprig delivery's enqueued_at): "
+          f"{_quantiles(sorted(published[sub] - at for sub, at in answered.items()))}")
+    print(f"    and published -> first Sprig call: "
+          f"{_quantiles(sorted(first_call[sub] - published[sub] for sub in answered))}")
     buckets: dict[int, list[float]] = {}
     for sub, at in answered.items():
         buckets.setdefault(int(at - first), []).append(waits[sub])
@@ -111,6 +117,13 @@ def start_workers(relay: Relay, layout: str) -> dict[str, Path]:
     process = processes.start("worker", [relay_cli, "worker", "--loglevel", "INFO", "--concurrency",
                                          str(WORKER_PROCESSES)], relay.env)
     return {str(process.pid): processes.logs / "worker.log"}
+
+
+def sprig_published(relay: Relay) -> dict[str, float]:
+    """Per subscriber id, when a dispatcher published its Sprig delivery (epoch seconds)."""
+    rows = relay._query("SELECT e.payload->'subscriber'->>'id', extract(epoch FROM d.enqueued_at) "
+                        "FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.destination = 'sprig'")
+    return {sub: float(at) for sub, at in rows}
 
 
 def first_sprig_calls(sandbox, count: int) -> dict[str, float]:

@@ -1,9 +1,11 @@
 """A cold worker does not wait for a poll: on PostgreSQL the dispatcher hears each statement that
 stores deliveries (NOTIFY at its commit, migration 0017) and publishes at once, with every timed
 poll here set far beyond the bound; it listens again after its connection is cut; and with
-nothing out it sleeps until the next stored delivery is due, not a tenth of a second."""
+nothing out it sleeps until the next stored delivery is due, not a tenth of a second. A new
+pool process warms up before its first task, touching no delivery, for a bounded time."""
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -11,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import workers.dispatch
+import workers.tasks
 from relay.models import Delivery, utcnow
 from relay.runtime import Runtime
 from testbed.apps import deliveries, post_event
@@ -132,3 +135,24 @@ def test_a_retry_due_later_is_published_when_due_not_at_the_next_idle_poll(postg
 )
 def test_when_the_dispatcher_looks_again(done, listening, wait):
     assert next_wait(done, previous_s=workers.dispatch.MAX_IDLE_WAIT_S, listening=listening) == pytest.approx(wait)
+
+
+def test_warming_a_pool_process_changes_no_delivery(app, client, sandbox):
+    post_event(client, new_referral(0))
+    before = [(d.status, d.attempts, d.enqueued_at, d.updated_at) for d in deliveries(app)]
+    requests_before = len(sandbox.state.snapshot()["requests"])
+    workers.tasks.warm_up(Runtime.of(app))
+    assert [(d.status, d.attempts, d.enqueued_at, d.updated_at) for d in deliveries(app)] == before
+    assert len(sandbox.state.snapshot()["requests"]) == requests_before  # no vendor hears of it
+
+
+def test_a_pool_process_waits_for_its_warm_up_a_bounded_time(app, monkeypatch):
+    stop = threading.Event()
+    monkeypatch.setattr(workers.tasks, "warm_up", lambda runtime: stop.wait(10))
+    monkeypatch.setattr(workers.tasks, "WARM_UP_WAIT_S", 0.2)
+    started = time.monotonic()
+    try:
+        workers.tasks._warm_up()
+        assert time.monotonic() - started < 2  # billiard gives a pool process 4 s to come up
+    finally:
+        stop.set()
