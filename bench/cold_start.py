@@ -68,14 +68,18 @@ def run(layout: str, processes: Processes, sandbox, args) -> None:
     started = time.monotonic()
     wait_until(lambda: all("ready." in _read(log) for log in nodes.values()), 60, "a worker did not say ready")
     ready_s = time.monotonic() - started
+    cpu_before = sum(_tree_cpu_s(int(pid)) for pid in nodes)
     answered = post_steadily(relay.url, for_new_people("new_referral", args.events), args.rate)
     wait_until(lambda: relay.unfinished() == 0, 120, "not every event was done")
+    busy_cpu_s = sum(_tree_cpu_s(int(pid)) for pid in nodes) - cpu_before
     first_call = first_sprig_calls(sandbox, args.events)
     first = min(answered.values())
     waits = {sub: first_call[sub] - at for sub, at in answered.items()}
     print(f"\n{layout}: {describe(layout)}; ready {ready_s:.1f} s after start; "
           f"{len(waits)} new_referral at {args.rate:g}/s; load average {_load()}")
     print(f"  200 -> first Sprig call: {_quantiles(sorted(waits.values()))}")
+    print(f"    worker CPU from the first post until every event was done: {busy_cpu_s * 1000 / len(waits):.1f} ms "
+          f"per webhook (2 deliveries; polled every 0.5 s: an upper bound)")
     published = sprig_published(relay)
     print(f"    of which 200 -> published (the Sprig delivery's enqueued_at): "
           f"{_quantiles(sorted(published[sub] - at for sub, at in answered.items()))}")
