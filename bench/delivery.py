@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000, help="drain: queued deliveries")
     parser.add_argument("--limit", default="100/1s", help="drain: the Sprig limit, both sides")
     parser.add_argument("--plot", type=Path, help="drain: write the PNG here")
+    parser.add_argument("--database", default=BENCH_DB, help="the database to recreate")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="the Redis db to flush and use")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="relay-bench-delivery-"))
     print(f"logs in {logs}", flush=True)
@@ -71,7 +73,7 @@ def main() -> int:
 
 def latency(processes: Processes, sandbox, args) -> int:
     sandbox.configure(rate_limit={"sprig": {"limit": 1000, "window_s": 10}, "spruce": {"limit": 6000, "window_s": 60}})
-    relay = Relay(processes, sandbox, SPRIG_RATE_LIMIT="1000/10s", SPRUCE_RATE_LIMIT="6000/60s")
+    relay = Relay(processes, sandbox, args.database, args.redis_url, SPRIG_RATE_LIMIT="1000/10s", SPRUCE_RATE_LIMIT="6000/60s")
     relay.start_worker(args.concurrency)
     time.sleep(5)  # the worker's pool up before the first webhook, as in production
     answered = post_steadily(relay.url, for_new_people("new_referral", int(args.rate * args.seconds)), args.rate)
@@ -99,7 +101,7 @@ def _quantiles(waits: list[float]) -> str:
 
 def spruce_headers(processes: Processes, sandbox, args) -> int:
     sandbox.configure(rate_limit={"spruce": {"limit": 30, "window_s": 60}})
-    relay = Relay(processes, sandbox, SPRUCE_RATE_LIMIT="300/60s")
+    relay = Relay(processes, sandbox, args.database, args.redis_url, SPRUCE_RATE_LIMIT="300/60s")
     post_steadily(relay.url, for_new_people("new_referral", 24), rate=50)
     started = time.monotonic()
     relay.start_worker(2)
@@ -117,7 +119,7 @@ def drain(processes: Processes, sandbox, args) -> int:
     limit, window = args.limit.rstrip("s").split("/")
     limit, window_s = int(limit), float(window)
     sandbox.configure(rate_limit={"sprig": {"limit": limit, "window_s": window_s}})
-    relay = Relay(processes, sandbox, SPRIG_RATE_LIMIT=args.limit, SPRUCE_API_TOKEN="")
+    relay = Relay(processes, sandbox, args.database, args.redis_url, SPRIG_RATE_LIMIT=args.limit, SPRUCE_API_TOKEN="")
     post_steadily(relay.url, for_new_people("reward_unlocked", args.events), rate=None)
     print(f"{args.events} deliveries queued", flush=True)
     relay.start_worker(args.concurrency)
@@ -138,16 +140,17 @@ def drain(processes: Processes, sandbox, args) -> int:
 class Relay:
     """gunicorn as the Procfile runs it, and workers, on a fresh database and Redis db."""
 
-    def __init__(self, processes: Processes, sandbox, **overrides: str):
+    def __init__(self, processes: Processes, sandbox, database: str = BENCH_DB, redis_url: str = REDIS_URL,
+                 **overrides: str):
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {BENCH_DB}")
-        flush_redis()
-        self.processes = processes
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {database}")
+        flush_redis(redis_url)
+        self.processes, self.database = processes, database
         port = free_port()
         self.env = {
-            **os.environ, "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}",
-            "REDIS_URL": REDIS_URL, "SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "LOG_FORMAT": "json",
+            **os.environ, "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
+            "REDIS_URL": redis_url, "SPARKLOOP_WEBHOOK_TOKEN": TOKEN, "LOG_FORMAT": "json",
             "SPRIG_API_URL": sandbox.sprig_url, "SPRIG_API_KEY": sandbox.state.settings.sprig_api_key,
             "SPRUCE_API_URL": sandbox.spruce_url, "SPRUCE_API_TOKEN": sandbox.state.settings.spruce_api_token,
             "PORT": str(port), **overrides,
@@ -167,7 +170,7 @@ class Relay:
                              self.env)
 
     def _query(self, sql: str):
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{BENCH_DB}") as conn:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{self.database}") as conn:
             return conn.execute(sql).fetchall()
 
     def unfinished(self) -> int:

@@ -244,10 +244,10 @@ def recreate_database() -> None:
         conn.execute(f"CREATE DATABASE {BENCH_DB}")
 
 
-def flush_redis() -> None:
+def flush_redis(url: str = REDIS_URL) -> None:
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
 

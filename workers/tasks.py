@@ -5,14 +5,18 @@ only here is the app read, for its runtime (relay.runtime), which is handed on."
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import threading
 
+import sqlalchemy as sa
 from celery import current_app as current_celery_app
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from flask import current_app
 
+from relay.models import Base
 from relay.queue import CATCH_UP_QUEUE, DELIVER_TASK, RETENTION_TASK, SWEEP_TASK
 from relay.runtime import Runtime
 from workers.engine import run_delivery
@@ -53,19 +57,35 @@ def _build_clients(sender, **_):
 
 
 @worker_process_init.connect
-def _connect(**_):
-    """In each new pool process, in the background: the store's and Redis's first connections
-    (a pool process forgets its parent's: relay.runtime), so the first delivery does not open them."""
-    runtime = _runtime()
+def _warm_up(**_):
+    """In each new pool process, before it takes its first task: the store's and Redis's first
+    connections (a pool process forgets its parent's: relay.runtime), the store's tables read
+    once on that connection (a new PostgreSQL backend loads each table's catalog entries on
+    first use), and the destinations' delivery modules imported. Celery hands a pool process no
+    task until this returns, so it waits at most WARM_UP_WAIT_S (billiard ends a process that is
+    not up within 4 s); what is left goes on in the background."""
+    warming = threading.Thread(target=warm_up, args=(_runtime(),), name="relay-warm-up", daemon=True)
+    warming.start()
+    warming.join(timeout=WARM_UP_WAIT_S)
 
-    def connect() -> None:
-        try:
-            runtime.db.ping()
-            runtime.redis.ping()
-        except Exception as exc:  # away now: the first delivery connects (or is retried)
-            log.info("pool process not warmed up (%s)", type(exc).__name__)
 
-    threading.Thread(target=connect, name="relay-connect", daemon=True).start()
+WARM_UP_WAIT_S = 2.0
+NO_DELIVERY = 0  # ids start at 1
+
+
+def warm_up(runtime: Runtime) -> None:
+    """What a pool process's first delivery would otherwise pay for (_warm_up)."""
+    try:
+        with runtime.db.engine.connect() as connection:
+            for table in Base.metadata.sorted_tables:
+                connection.execute(sa.select(sa.literal(1)).select_from(table).limit(0))
+        run_delivery(NO_DELIVERY, runtime)  # a claim that finds nothing: compiled, planned once
+        runtime.redis.ping()
+    except Exception as exc:  # away now: the first delivery connects (or is retried)
+        log.info("pool process not warmed up (%s)", type(exc).__name__)
+    for destination in runtime.config.configured().values():
+        with contextlib.suppress(ImportError):  # a destination without the usual layout
+            importlib.import_module(f"{destination.deliver.__module__}.delivery")
 
 
 @worker_shutdown.connect
