@@ -76,7 +76,7 @@ NO_DELIVERY = 0  # ids start at 1
 def warm_up(runtime: Runtime) -> None:
     """What a pool process's first delivery would otherwise pay for (_warm_up)."""
     try:
-        with runtime.db.engine.connect() as connection:
+        with runtime.db.run_engine.connect() as connection:  # the pool the runs take from
             for table in Base.metadata.sorted_tables:
                 connection.execute(sa.select(sa.literal(1)).select_from(table).limit(0))
         run_delivery(NO_DELIVERY, runtime)  # a claim that finds nothing: compiled, planned once
