@@ -59,11 +59,51 @@ def ingest_webhook(db: Database, payload: dict, raw_body: bytes, config: Config)
         with db.session() as session:
             return ingest(session, payload, raw_body, config)
     stored = _rows(payload, raw_body, config, "webhook")
-    with db.intake_engine.connect() as connection:
-        event_id = _store(connection, stored)
-        if event_id is None:
+    engine = db.intake_engine
+    statement = _compiled(engine.dialect)
+    event_id = _execute_prepared(engine, statement.sql, statement.parameters(_one_statement_parameters(stored)))
+    if event_id is None:
+        with engine.connect() as connection:
             return stored.duplicate_of(connection.scalar(_stored_id(stored)))
     return stored.ingested(event_id)
+
+
+def _execute_prepared(engine: sa.Engine, sql: str, parameters: MutableMapping[str, Any]) -> int | None:
+    """The one statement on a pooled connection, straight through the driver, prepared: what
+    SQLAlchemy's Connection adds around a statement it only passes on (an execution context, a
+    result's metadata, its events) cost a webhook more than PostgreSQL's side of it did. Its
+    errors are SQLAlchemy's as ever (OperationalError for a database that went away), and a
+    connection a PostgreSQL restart broke is dropped from the pool and reported invalidated."""
+    dialect = engine.dialect
+    try:
+        pooled = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # the pool's own connect, which Core would wrap
+        raise _as_sqlalchemy_error(dialect, sql, exc, invalidated=False) from exc
+    driver = pooled.driver_connection
+    assert driver is not None  # a connection checked out of the pool is open
+    try:
+        row = driver.execute(sql, parameters, prepare=True).fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        broken = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        if broken:
+            pooled.invalidate(exc)
+        raise _as_sqlalchemy_error(dialect, sql, exc, invalidated=broken) from exc
+    finally:
+        pooled.close()
+    return None if row is None else row[0]
+
+
+def _as_sqlalchemy_error(dialect: sa.Dialect, sql: str, error: Exception, invalidated: bool) -> sa.exc.StatementError:
+    # No parameters in it: they hold the payload (make_engine's hide_parameters, the same).
+    return sa.exc.DBAPIError.instance(
+        sql,
+        None,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=invalidated,
+        dialect=dialect,
+    )
 
 
 @dataclass(frozen=True)

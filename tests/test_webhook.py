@@ -234,3 +234,28 @@ def test_the_openapi_document_describes_the_endpoint_from_the_registry(bare_app)
     assert sorted(t for branch in branches for t in branch.get("enum", [])) == sorted(EVENTS)
     assert branches[-1]["not"] == {"enum": sorted(EVENTS)}
     assert set(document["paths"]["/webhooks/sparkloop"]["post"]["responses"]) == {"200", "400", "401", "413", "503"}
+
+
+def test_a_connection_the_database_dropped_is_replaced_and_the_webhook_stored(client, app):
+    """A PostgreSQL restart breaks the intake's pooled connection: the next webhook fails on it,
+    which drops it from the pool, and is stored on a new one (web.webhooks tries once more)."""
+    import sqlalchemy as sa
+
+    from relay.runtime import Runtime
+
+    if Runtime.of(app).db.engine.dialect.name != "postgresql":
+        pytest.skip("the intake's own pool is PostgreSQL's")
+    first, second = load_fixture("new_referral"), load_fixture("new_referral")
+    second["subscriber"] = {**second["subscriber"], "id": "sub_after_the_restart"}
+    assert post_event(client, first).status_code == 200
+    intake = Runtime.of(app).db.intake_engine
+    assert intake.pool.checkedin() == 1
+    with Runtime.of(app).db.engine.connect() as conn:
+        ended = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )).scalar()
+    assert ended >= 1
+    assert post_event(client, second).status_code == 200
+    assert [e.payload["subscriber"]["id"] for e in events(app)] == [
+        first["subscriber"]["id"], "sub_after_the_restart"]

@@ -9,16 +9,20 @@ store on PostgreSQL: the web process's whole path, without gunicorn and the netw
 Both runs start the same way (imports, the app, 50 warm-up webhooks), so the difference is the
 webhooks alone. To count another checkout's intake, run it from that checkout's root (copy this file in first if it lacks it).
 It recreates the database --database (relay_bench_ingest_in_process; not run.py's, so both can
-run at once; a database each for runs side by side).
+run at once; a database each for runs side by side). `--app bare+insert` (or `bare`) counts the
+reference apps of run.py the same way, so that Relay's count has its floor beside it.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+
+import psycopg
 
 from testbed.services import PG_URL, migrated_from_scratch
 
@@ -30,15 +34,25 @@ def main() -> int:
     parser.add_argument("webhooks", type=int)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--database", default="relay_bench_ingest_in_process", help="recreated")
+    parser.add_argument("--app", choices=("relay", "bare+insert", "bare"), default="relay")
     args = parser.parse_args()
     database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/{args.database}")
     os.environ.update({
         "DATABASE_URL": database, "REDIS_URL": args.redis_url, "SPARKLOOP_WEBHOOK_TOKEN": "bench-token",
         "SPRIG_API_KEY": "bench", "SPRUCE_API_TOKEN": "bench", "LOG_FORMAT": "json",
+        "BARE_DATABASE_URL": database.replace("postgresql+psycopg://", "postgresql://"),
     })
-    from web import create_app
+    if args.app == "relay":
+        from web import create_app
 
-    client = create_app().test_client()
+        client = create_app().test_client()
+    else:
+        from bench.ingest.run import BARE_TABLE
+
+        with psycopg.connect(os.environ["BARE_DATABASE_URL"], autocommit=True) as connection:
+            connection.execute(BARE_TABLE)
+        module = "bare_insert_app" if args.app == "bare+insert" else "bare_app"
+        client = importlib.import_module(f"bench.ingest.{module}").app.test_client()
     logging.disable(logging.INFO)  # the webhook's log line: the same in every checkout
     template = (HERE / "unique.lua").read_text().split("local template = '")[1].split("'\n")[0]
     tag = time.time_ns()

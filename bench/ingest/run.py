@@ -1,7 +1,7 @@
 """Webhook intake throughput: Relay against two references, same gunicorn settings, same run.
 
     python -m bench.ingest.run [--duration 15] [--connections 16] [--threads 2] [--rounds 3]
-                               [--before CHECKOUT] [--redis-url URL]
+                               [--before CHECKOUT] [--redis-url URL] [--database NAME]
 
 The references: `bare` (bare_app.py) answers 200 and does nothing else; `bare+insert`
 (bare_insert_app.py) parses the JSON and inserts it with a de-duplication key, one prepared
@@ -116,9 +116,10 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--port", type=int, default=18100)
     parser.add_argument("--apps", default="bare,bare+insert,relay,before", help="which of them to run")
+    parser.add_argument("--database", default="relay_bench_ingest", help="recreated (a name each for runs side by side)")
     args = parser.parse_args()
 
-    database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/relay_bench_ingest")
+    database = migrated_from_scratch(f"{PG_URL.rsplit('/', 1)[0]}/{args.database}")
     engine = sa.create_engine(database, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.exec_driver_sql(BARE_TABLE)
