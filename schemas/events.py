@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from marshmallow import Schema, ValidationError
 
 from schemas import sparkloop
-from schemas.loading import Load, loader
 from schemas.sparkloop import (
     REFERRAL_PEOPLE,
     REWARD_PEOPLE,
@@ -43,12 +42,6 @@ class EventSpec:
     def subscribers(self, data: dict) -> People:
         """The people a valid payload of this type is about, in delivery order."""
         return self.people.subscribers(data)
-
-    @functools.cached_property
-    def load_valid(self) -> Load:
-        """`schema.load` for a payload that passes it; None when marshmallow must decide
-        (schemas.loading)."""
-        return loader(self.schema)
 
 
 EVENTS: dict[str, EventSpec] = {
@@ -139,9 +132,6 @@ def validate_event(payload: dict) -> tuple[str, dict | None, dict | None]:
     spec = EVENTS.get(event_type)
     if spec is None:
         return event_type, None, None
-    data = spec.load_valid(payload)
-    if data is not None:
-        return event_type, data, None
     try:
         return event_type, spec.schema.load(payload), None
     except ValidationError as err:
