@@ -37,7 +37,8 @@ class Database:
         """The web intake's own pool: autocommit (a webhook is one statement, durable when it
         returns) and no pre-ping round trip per checkout; the intake retries once on a
         connection a PostgreSQL restart broke (web.webhooks)."""
-        engine = make_engine(self.url, pre_ping=False, isolation_level="AUTOCOMMIT")
+        # An autocommit connection has nothing to roll back when it goes back to the pool.
+        engine = make_engine(self.url, pre_ping=False, isolation_level="AUTOCOMMIT", reset_on_return=None)
         sealing.attach(engine, self.sealer)
         return engine
 
@@ -87,7 +88,9 @@ class Database:
         return [self.engine, *(getattr(self, name) for name in built)]
 
 
-def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = None) -> sa.Engine:
+def make_engine(
+    url: str, pre_ping: bool = True, isolation_level: str | None = None, reset_on_return: str | None = "rollback"
+) -> sa.Engine:
     # hide_parameters: SQL errors would otherwise quote bound values, i.e. emails and addresses.
     isolation = {"isolation_level": isolation_level} if isolation_level else {}
     if url.startswith("sqlite"):
@@ -100,6 +103,7 @@ def make_engine(url: str, pre_ping: bool = True, isolation_level: str | None = N
     return sa.create_engine(
         url,
         pool_pre_ping=pre_ping,
+        pool_reset_on_return=reset_on_return,
         pool_size=5,
         max_overflow=5,
         hide_parameters=True,
