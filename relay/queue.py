@@ -14,14 +14,13 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
 from celery import Celery, Task
 from celery.schedules import crontab
 from celery.signals import setup_logging
 from flask import Flask
 from kombu import Queue
 
-from relay.models import Delivery, Lane, utcnow
+from relay.models import Lane
 from relay.observability import configure_logging, say_as_json
 from relay.runtime import Runtime
 
@@ -178,8 +177,3 @@ def publish(celery_app: Celery, delivery_ids, queue: str = LIVE_QUEUE, connectio
             break
         published.append(delivery_id)
     return published
-
-
-def mark_enqueued(session, delivery_ids) -> None:
-    if delivery_ids:
-        session.execute(sa.update(Delivery).where(Delivery.id.in_(delivery_ids)).values(enqueued_at=utcnow()))
