@@ -25,6 +25,7 @@ stopping worker and those whose lease the sweep released.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -154,6 +155,12 @@ def _unpublished(held: list[str], full_lanes: list[tuple[str, str]]) -> sa.Selec
     destination nor a full lane (the usual round) the statement built once."""
     if not held and not full_lanes:
         return UNPUBLISHED
+    return _unpublished_except(tuple(held), tuple(full_lanes))
+
+
+@functools.lru_cache(maxsize=64)
+def _unpublished_except(held: tuple[str, ...], full_lanes: tuple[tuple[str, str], ...]) -> sa.Select:
+    # A backlog keeps a lane full for many rounds: the same statement, built once.
     return _unpublished_statement(
         D.destination.not_in(held) if held else sa.true(),
         sa.tuple_(D.destination, D.lane).not_in(full_lanes) if full_lanes else sa.true(),

@@ -72,6 +72,10 @@ class SprigUserSchema(Schema):
     events = fields.List(fields.Nested(SprigEventSchema))
 
 
+# One instance for every body: a schema is built by deep-copying its declared fields.
+SPRIG_USER = SprigUserSchema()
+
+
 def sprig_user_body(
     sends: SprigUser,
     event_type: str,
@@ -97,7 +101,7 @@ def sprig_user_body(
         if value not in (None, "") and (attributes is None or name in attributes)
     }
     body["events"] = [{"event": f"sparkloop_{event_type}", "timestamp": received_at_ms}]
-    errors = SprigUserSchema().validate(body)
+    errors = SPRIG_USER.validate(body)
     if errors:
         raise ValueError(f"Sprig user body is invalid: {errors}")
     return body
