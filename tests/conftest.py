@@ -146,7 +146,7 @@ def environ(database_url, redis_url, sandbox, tmp_path):
 def drill_for(sandbox, tmp_path):
     """`drill_for(database, redis_url)`: a drill (testbed.drills.Drill) on a PostgreSQL database
     and a Redis of its own, so that no other test process truncates, flushes or takes its work;
-    its processes are always stopped."""
+    its processes are always killed afterwards."""
     made = []
 
     def build(database: str, redis_url: str) -> Drill:
@@ -165,7 +165,7 @@ def drill_for(sandbox, tmp_path):
 
     yield build
     for drill, url, shared_redis_url in made:
-        drill.stop()
+        drill.end()  # the verdict is in: no graceful stop (test_drill_restart.py checks those)
         drop_database(url)
         if shared_redis_url:
             empty_redis(shared_redis_url)
