@@ -145,7 +145,6 @@ class Drill:
         if self._app is not None:
             Runtime.of(self._app).close()
 
-
     def end(self) -> None:
         """After the verdict: every process still running killed with its children (SIGKILL to
         its process group), without waiting for graceful stops, which `stop` gives each worker
