@@ -18,6 +18,7 @@ import redis
 import sqlalchemy as sa
 
 from relay.db import Database
+from relay.models import Base
 
 # gw0, gw1, … under pytest-xdist; the first process (or the only one) uses the plain names.
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
@@ -146,12 +147,19 @@ def migrated_sqlite(path: Path) -> Path:
 
 
 def empty_postgres(url: str) -> None:
+    """Every table of the models emptied and every id starting from 1 again, as TRUNCATE …
+    RESTART IDENTITY would, but row by row: a TRUNCATE gives every table and index a new file,
+    synced to disk at its commit, which took 0.4 to 0.5 s on a loaded 2-core machine, before each
+    of the suite's PostgreSQL tests; deleting the few rows a test leaves takes milliseconds."""
     db = Database(url)
     with db.engine.begin() as conn:
-        conn.execute(
-            sa.text("TRUNCATE events, deliveries, delivery_attempts, destination_links RESTART IDENTITY CASCADE")
-        )
-        conn.execute(sa.text("TRUNCATE accounts, audit_entries, destination_holds RESTART IDENTITY"))
+        for table in reversed(Base.metadata.sorted_tables):  # the referencing ones first
+            conn.execute(table.delete())
+        sequences = conn.scalars(
+            sa.text("SELECT relname FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace")
+        ).all()
+        for sequence in sequences:  # setval, not ALTER SEQUENCE … RESTART: that one makes a new file too
+            conn.execute(sa.text("SELECT setval(CAST(:sequence AS regclass), 1, false)"), {"sequence": sequence})
     db.dispose()
 
 
