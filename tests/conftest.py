@@ -42,6 +42,7 @@ from testbed.net import served  # noqa: E402
 from testbed.sentry import SentryCapture, sentry_off  # noqa: E402
 from testbed.services import (  # noqa: E402
     DRILLS,
+    MIGRATION_URL,
     PG_URL,
     REDIS_URL,
     WORKER,
@@ -53,6 +54,7 @@ from testbed.services import (  # noqa: E402
     ensure_database,
     migrated_from_scratch,
     migrated_sqlite,
+    reachable,
     require_service,
     suite_footprint,
 )
@@ -116,6 +118,15 @@ def postgres_url():
         drop_database(PG_URL)
     else:
         empty_database(PG_URL)
+
+
+@pytest.fixture(scope="session")
+def migration_database():
+    """The migration tests' PostgreSQL database (testbed.services.store_at: each of them empties
+    it), dropped when this process ends."""
+    yield MIGRATION_URL
+    if reachable(MIGRATION_URL):
+        drop_database(MIGRATION_URL)
 
 
 @pytest.fixture(scope="session")
