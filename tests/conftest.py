@@ -42,6 +42,7 @@ from testbed.net import served  # noqa: E402
 from testbed.sentry import SentryCapture, sentry_off  # noqa: E402
 from testbed.services import (  # noqa: E402
     DRILLS,
+    MIGRATION_URL,
     PG_URL,
     REDIS_URL,
     WORKER,
@@ -53,6 +54,7 @@ from testbed.services import (  # noqa: E402
     ensure_database,
     migrated_from_scratch,
     migrated_sqlite,
+    reachable,
     require_service,
     suite_footprint,
 )
@@ -119,6 +121,15 @@ def postgres_url():
 
 
 @pytest.fixture(scope="session")
+def migration_database():
+    """The migration tests' PostgreSQL database (testbed.services.store_at: each of them empties
+    it), dropped when this process ends."""
+    yield MIGRATION_URL
+    if reachable(MIGRATION_URL):
+        drop_database(MIGRATION_URL)
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
     """A SQLite store migrated once per process: each test's store is a copy of it (migrating
     from scratch costs a tenth of a second of CPU a test; tests/test_migrations.py is what
@@ -146,7 +157,7 @@ def environ(database_url, redis_url, sandbox, tmp_path):
 def drill_for(sandbox, tmp_path):
     """`drill_for(database, redis_url)`: a drill (testbed.drills.Drill) on a PostgreSQL database
     and a Redis of its own, so that no other test process truncates, flushes or takes its work;
-    its processes are always stopped."""
+    its processes are always killed afterwards."""
     made = []
 
     def build(database: str, redis_url: str) -> Drill:
@@ -165,7 +176,7 @@ def drill_for(sandbox, tmp_path):
 
     yield build
     for drill, url, shared_redis_url in made:
-        drill.stop()
+        drill.end()  # the verdict is in: no graceful stop (test_drill_restart.py checks those)
         drop_database(url)
         if shared_redis_url:
             empty_redis(shared_redis_url)

@@ -321,7 +321,7 @@ def test_resume_asks_first_and_without_a_terminal_wants_yes(app, monkeypatch):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_at_0014(request, tmp_path):
+def store_at_0014(request, tmp_path, migration_database):
     with store_at(request.param, tmp_path, "0014") as db:
         yield db
 

@@ -153,6 +153,19 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
         assert "john.doe@email.com" in state["sprig"]["users"]
         assert len(state["spruce"]["contacts"]) == 1
 
+        # The worker's throttle, seen by another process: the calls it made count in the window.
+        # (While beat's first sweep is still to come: the doctor waits for it.)
+        stats = json.loads(run_relay(env, "events", "stats", "--json").stdout)
+        assert stats["vendors"]["sprig"]["calls_in_window"] >= 1, stats["vendors"]
+        assert stats["vendors"]["spruce"]["calls_in_window"] >= 2, stats["vendors"]
+
+        # The worker's counters reach the web's /metrics (flushed once a second).
+        def scraped() -> str:
+            return httpx.get(f"{dev.url}/metrics", timeout=5).text
+
+        assert wait_for(lambda: 'relay_deliveries_total{destination="sprig",outcome="succeeded"} 1.0' in scraped(),
+                        timeout=20, interval=0.5), scraped()
+
         # `relay doctor`: every check passes or does not apply. The sweep's check passes once
         # beat has swept (10 s after it starts): its mark is read here, not by a doctor a second.
         # Before backfill: a first sweep that finds deliveries enqueued warns of a lost broker.
@@ -170,18 +183,6 @@ def test_relay_dev_delivers_the_example_and_other_terminals_see_it_through_dev_e
 
         assert wait_for(doctor_passed, timeout=30, interval=3), report
         assert {c["status"] for c in report["checks"]} <= {"ok", "not_configured", "skipped"}, report
-
-        # The worker's throttle, seen by another process: the calls it made count in the window.
-        stats = json.loads(run_relay(env, "events", "stats", "--json").stdout)
-        assert stats["vendors"]["sprig"]["calls_in_window"] >= 1, stats["vendors"]
-        assert stats["vendors"]["spruce"]["calls_in_window"] >= 2, stats["vendors"]
-
-        # The worker's counters reach the web's /metrics (flushed once a second).
-        def scraped() -> str:
-            return httpx.get(f"{dev.url}/metrics", timeout=5).text
-
-        assert wait_for(lambda: 'relay_deliveries_total{destination="sprig",outcome="succeeded"} 1.0' in scraped(),
-                        timeout=20, interval=0.5), scraped()
 
         # Seeding SparkLoop's subscriber list, for `relay backfill`.
         seeded = run_relay(env, "dev", "seed-subscribers", "4", "--sandbox-port", str(option(args, "--sandbox-port")))

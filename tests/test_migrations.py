@@ -23,7 +23,7 @@ CREATED = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def old_store(request, tmp_path):
+def old_store(request, tmp_path, migration_database):
     """A store at revision 0003, as a deploy before this change left it."""
     with store_at(request.param, tmp_path, "0003") as db:
         yield db
