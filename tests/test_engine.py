@@ -226,9 +226,9 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
         claim, _, _ = RunStore(connection).claim(sprig_delivery_ids(app)[0])
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
-            r.pexpire(locks[0].name, 300)  # the lock's lease nearly ran out
+            r.pexpire(locks[0].name, 1000)  # the lock's lease nearly ran out
             with lease.kept_alive(claim, locks, Runtime.of(app)):
-                time.sleep(0.6)  # longer than that: only a renewal keeps it
+                time.sleep(1.5)  # longer than that: only a renewal keeps it
             assert r.pttl(locks[0].name) > 10_000
     assert deliveries(app)[0].lease_expires_at > first
 

@@ -195,10 +195,12 @@ def _next_due_in_s(conn, held: list[str], now) -> float | None:
 
 class Dispatcher(bootsteps.StartStopStep):
     """The worker's step: StartStopStep starts its `DispatchThread` with the worker and stops it
-    on every way out (warm or cold shutdown). It starts after the pool, so the first pool
-    processes fork before the thread exists."""
+    on every way out (warm or cold shutdown). It starts after the pool and the embedded beat,
+    so that they fork before the thread exists."""
 
-    requires = ("celery.worker.components:Pool",)
+    # After the pool and the embedded beat (`relay dev`'s --beat): both fork, and a process
+    # forked while this thread holds a lock (logging's, a connection pool's) can hang on it.
+    requires = ("celery.worker.components:Pool", "celery.worker.components:Beat")
 
     def create(self, worker):
         return DispatchThread(worker.app.runtime, worker.app)
