@@ -17,8 +17,6 @@ from collections.abc import Callable
 from typing import cast
 
 import redis
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from operations.keys import stored_key_ids
 from relay.checks import NOT_CONFIGURED, OK, SKIPPED, Check, failed, passed, warned
@@ -84,6 +82,10 @@ def run_checks(runtime: Runtime, celery_app) -> list[Check]:
 
 
 def check_database(runtime: Runtime) -> Check:
+    # Imported here: Alembic costs every `relay` command (and every process) a second to import.
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     name = "database"
     db = runtime.db
     chatty = logging.getLogger("alembic.runtime.migration")  # "Context impl …" at INFO: noise here

@@ -13,8 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.orm import sessionmaker
 
 from relay import sealing
@@ -61,12 +59,18 @@ class Database:
             conn.execute(sa.text("SELECT 1"))
 
     def upgrade(self, revision: str = "head") -> None:
+        from alembic import command  # only here: Alembic's import costs every process a second
+
         command.upgrade(self._alembic(), revision)
 
     def downgrade(self, revision: str) -> None:
+        from alembic import command
+
         command.downgrade(self._alembic(), revision)
 
-    def _alembic(self) -> AlembicConfig:
+    def _alembic(self):
+        from alembic.config import Config as AlembicConfig
+
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["engine"] = self.engine
