@@ -173,3 +173,22 @@ def test_follow_has_no_hidden_test_hook(app):
     # The command follows until Ctrl-C; the tests stop it as an operator does.
     result = app.test_cli_runner().invoke(main, ["events", "list", "--follow", "--polls", "1"])
     assert result.exit_code == 2 and "No such option '--polls'" in result.output
+
+
+def test_ctrl_c_stops_it_also_when_started_with_sigint_ignored(app, environ, tmp_path):
+    # A shell's background job, or a parent that ignores SIGINT, hands that on to what it starts.
+    terminal = tmp_path / "terminal"
+    env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
+    with terminal.open("w") as out:
+        command = subprocess.Popen([RELAY, "events", "list", "--follow"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert wait_for(lambda: FOLLOWING in terminal.read_text(), timeout=60), terminal.read_text()
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=30) == 0, terminal.read_text()
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(timeout=10)
+    assert terminal.read_text().splitlines()[-1] == "stopped following"

@@ -120,6 +120,9 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
         start_fresh(app, instance, yes)
     redis_server = sandbox = web = worker = None
     binding = "--port"
+    # Put back when it returns: a process that goes on (a test's CliRunner) must not keep
+    # ignoring Ctrl-C, nor pass that on to every process it starts.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             if plan.redis_url:
@@ -153,6 +156,8 @@ def run_dev(port: int, sandbox_port: int, redis_port: int, fresh: bool = False, 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _stop(worker)
         _stop_servers(redis_server, sandbox)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         if worker is not None:
             click.echo("relay dev stopped: web app, worker and sandbox")
 

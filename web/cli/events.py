@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import click
 from flask import current_app
@@ -99,10 +100,16 @@ def _follow(follower) -> None:
     from web.cli.follow import follow
 
     click.echo("following new events and delivery outcomes (times in UTC; Ctrl-C stops)")
+    # Ctrl-C stops it even where it was started with SIGINT ignored or blocked (a shell's
+    # background job, a process that starts it with its own signal mask), as `relay dev` does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         follow(follower, click.echo)
     except KeyboardInterrupt:
         click.echo("stopped following")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @events_group.command("show")
