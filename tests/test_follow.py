@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -124,21 +125,13 @@ def test_the_command_lists_then_follows_until_ctrl_c(app, environ, sandbox, tmp_
     run_pending(app)
     terminal = tmp_path / "terminal"
     env = {**os.environ, **environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    with terminal.open("w") as out:
-        command = subprocess.Popen([RELAY, "events", "list", "--follow"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: FOLLOWING in terminal.read_text(), timeout=60), terminal.read_text()
+    with following(env, terminal) as command:
         assert post_event(client, load_fixture("new_referral")).status_code == 200
         run_pending(app)
         assert wait_for(lambda: terminal.read_text().count("event 2  delivered") == 2, timeout=30), \
             terminal.read_text()
         command.send_signal(signal.SIGINT)
         assert command.wait(timeout=30) == 0, terminal.read_text()
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.wait(timeout=10)
     listed, _, live = terminal.read_text().partition(FOLLOWING + "\n")
     assert "reward_unlocked" in listed and "new_referral" not in listed
     *followed_lines, last = live.splitlines()
@@ -179,16 +172,22 @@ def test_ctrl_c_stops_it_also_when_started_with_sigint_ignored(app, environ, tmp
     # A shell's background job, or a parent that ignores SIGINT, hands that on to what it starts.
     terminal = tmp_path / "terminal"
     env = {**os.environ, **environ, "PYTHONUNBUFFERED": "1"}
-    with terminal.open("w") as out:
-        command = subprocess.Popen([RELAY, "events", "list", "--follow"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        assert wait_for(lambda: FOLLOWING in terminal.read_text(), timeout=60), terminal.read_text()
+    with following(env, terminal, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as command:
         command.send_signal(signal.SIGINT)
         assert command.wait(timeout=30) == 0, terminal.read_text()
+    assert terminal.read_text().splitlines()[-1] == "stopped following"
+
+
+@contextmanager
+def following(env: dict, terminal, **popen):
+    """`relay events list --follow` writing to `terminal`, once it says it follows; ended by pid."""
+    with terminal.open("w") as out:
+        command = subprocess.Popen([RELAY, "events", "list", "--follow"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
+    try:
+        assert wait_for(lambda: FOLLOWING in terminal.read_text(), timeout=60), terminal.read_text()
+        yield command
     finally:
         if command.poll() is None:
             command.kill()
             command.wait(timeout=10)
-    assert terminal.read_text().splitlines()[-1] == "stopped following"

@@ -1,12 +1,15 @@
 """A run's reads and writes in the store: workers.engine decides, this module states them, as
-Core statements built once per process and run on the one connection a run holds (a single
-checkout, so a single pre-ping), each write in a transaction of its own that commits at once.
+Core statements built once per process and run on the one connection a run holds, taken from
+the runs' own pool, which skips the pre-ping (relay.db.run_engine: the claim, a run's first
+statement, tries again on a new connection if PostgreSQL dropped the pooled one). The claim and
+the end each commit at once; the run's saves (progress, the identity map) wait for its next
+write (`later`, workers.context says why that keeps what it must).
 
 Why not the ORM session the rest of Relay uses: per statement, a session's checkout (with its
 pre-ping round trip), its identity map and unit of work and a statement built anew cost about
 0.9 ms of CPU, against about 0.24 ms for a statement built once, run on a held connection
-(`bench/worker_cost.py`'s notes in BENCHMARKS.md); a Sprig delivery makes eight of them, which
-were most of a worker's CPU per delivery (issue 20's profile).
+(BENCHMARKS.md, issue 20); a Sprig delivery made eight of them, most of a worker's CPU per
+delivery.
 
 JSON columns: Core sends a Python None as JSON null, so an SQL NULL is written as `sa.null()`
 (what the ORM wrote, and what `throttle_slot IS NULL` and the like look for).
