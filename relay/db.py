@@ -36,16 +36,17 @@ class Database:
         returns) and no pre-ping round trip per checkout; the intake retries once on a
         connection a PostgreSQL restart broke (web.webhooks)."""
         # An autocommit connection has nothing to roll back when it goes back to the pool.
-        engine = make_engine(self.url, pre_ping=False, isolation_level="AUTOCOMMIT", reset_on_return=None)
-        sealing.attach(engine, self.sealer)
-        return engine
+        return self._unpinged_engine(isolation_level="AUTOCOMMIT", reset_on_return=None)
 
     @cached_property
     def run_engine(self) -> sa.Engine:
         """The delivery runs' own pool (workers.run_store): no pre-ping round trip per checkout;
-        a run whose first statement finds its connection broken (a PostgreSQL restart) starts
-        again once on a new one (workers.engine.run_delivery)."""
-        engine = make_engine(self.url, pre_ping=False)
+        a run's claim that finds its connection broken (a PostgreSQL restart) claims again on a
+        new one (workers.run_store.RunStore.claim)."""
+        return self._unpinged_engine()
+
+    def _unpinged_engine(self, **options) -> sa.Engine:
+        engine = make_engine(self.url, pre_ping=False, **options)
         sealing.attach(engine, self.sealer)
         return engine
 

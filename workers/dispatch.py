@@ -36,12 +36,12 @@ from dataclasses import dataclass
 import psycopg
 import sqlalchemy as sa
 from celery import Celery, bootsteps
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from relay.db import Database
 from relay.models import CURRENT_HOLD, OUTSTANDING, Delivery, DeliveryStatus, DestinationHold, utcnow
 from relay.queue import publish, queue_for
 from relay.runtime import Runtime
+from workers.run_store import one_of
 from workers.sweep import recover_from_lost_broker
 
 log = logging.getLogger("relay.dispatch")
@@ -97,7 +97,7 @@ def dispatch_round(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, co
             for destination, lane, count in conn.execute(OUT_BY_LANE)
         }
         full_lanes = [key for key, places in places_left.items() if places <= 0]
-        rows = conn.execute(_unpublished(held, full_lanes), {"now": now, "batch": batch}).all()
+        rows = conn.execute(_unpublished(tuple(held), tuple(full_lanes)), {"now": now, "batch": batch}).all()
         chosen = []
         for delivery_id, lane, destination, has_slot in rows:
             if not has_slot:
@@ -114,7 +114,6 @@ def dispatch_round(db: Database, celery_app: Celery, batch: int = BATCH_SIZE, co
         more_due = len(rows) >= batch or len(chosen) < len(rows)
         any_out = bool(places_left) or bool(chosen)
         next_due_in_s = None if more_due or any_out else _next_due_in_s(conn, held, now)
-        conn.commit()
     refused = []
     for queue in sorted({queue_for(lane) for _, lane in chosen}):
         ids = [delivery_id for delivery_id, lane in chosen if queue_for(lane) == queue]
@@ -136,11 +135,7 @@ HELD_DESTINATIONS = sa.select(HOLDS.c.destination).where(CURRENT_HOLD)
 OUT_BY_LANE = sa.select(D.destination, D.lane, sa.func.count()).where(OUTSTANDING).group_by(D.destination, D.lane)
 _HOLDS_SLOT = D.throttle_slot.is_not(None)
 _UNPUBLISHED_DUE = (D.status == DeliveryStatus.PENDING, D.enqueued_at.is_(None))
-# PostgreSQL takes the ids as one array: an expanding IN renders the statement anew each time.
-_IDS = {
-    "postgresql": D.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Integer))),
-    "sqlite": D.id.in_(sa.bindparam("ids", expanding=True)),
-}
+_IDS = one_of(D.id, "ids", sa.Integer)
 MARK_ENQUEUED = {
     dialect: sa.update(DELIVERIES).where(ids).values(enqueued_at=sa.bindparam("now")) for dialect, ids in _IDS.items()
 }
@@ -150,24 +145,13 @@ UNMARK_REFUSED = {
 }
 
 
-def _unpublished(held: list[str], full_lanes: list[tuple[str, str]]) -> sa.Select:
-    """Due deliveries nobody published, oldest first, locked (SKIP LOCKED); with neither a held
-    destination nor a full lane (the usual round) the statement built once."""
-    if not held and not full_lanes:
-        return UNPUBLISHED
-    return _unpublished_except(tuple(held), tuple(full_lanes))
-
-
 @functools.lru_cache(maxsize=64)
-def _unpublished_except(held: tuple[str, ...], full_lanes: tuple[tuple[str, str], ...]) -> sa.Select:
-    # A backlog keeps a lane full for many rounds: the same statement, built once.
-    return _unpublished_statement(
-        D.destination.not_in(held) if held else sa.true(),
-        sa.tuple_(D.destination, D.lane).not_in(full_lanes) if full_lanes else sa.true(),
-    )
-
-
-def _unpublished_statement(not_held, lane_has_room) -> sa.Select:
+def _unpublished(held: tuple[str, ...], full_lanes: tuple[tuple[str, str], ...]) -> sa.Select:
+    """Due deliveries nobody published, oldest first, locked (SKIP LOCKED), but for held
+    destinations and full lanes; built once for each (the usual round has neither, and a backlog
+    keeps a lane full for many rounds)."""
+    not_held = D.destination.not_in(held) if held else sa.true()
+    lane_has_room = sa.tuple_(D.destination, D.lane).not_in(full_lanes) if full_lanes else sa.true()
     return (
         sa.select(D.id, D.lane, D.destination, _HOLDS_SLOT)
         .where(
@@ -177,9 +161,6 @@ def _unpublished_statement(not_held, lane_has_room) -> sa.Select:
         .limit(sa.bindparam("batch"))
         .with_for_update(skip_locked=True)
     )
-
-
-UNPUBLISHED = _unpublished_statement(sa.true(), sa.true())
 
 
 def _next_due_in_s(conn, held: list[str], now) -> float | None:
