@@ -42,7 +42,11 @@ class Database:
     def run_engine(self) -> sa.Engine:
         """The delivery runs' own pool (workers.run_store): no pre-ping round trip per checkout;
         a run's claim that finds its connection broken (a PostgreSQL restart) claims again on a
-        new one (workers.run_store.RunStore.claim)."""
+        new one (workers.run_store.RunStore.claim). On PostgreSQL, autocommit: a run's lone
+        statements need no BEGIN and COMMIT round trips, and it opens a transaction where writes
+        go together (workers.run_store)."""
+        if self.engine.dialect.name == "postgresql":
+            return self._unpinged_engine(isolation_level="AUTOCOMMIT")
         return self._unpinged_engine()
 
     def _unpinged_engine(self, **options) -> sa.Engine:

@@ -223,7 +223,7 @@ def test_a_running_delivery_keeps_its_lease_and_its_locks(app, client, redis_url
     post_event(client, unlock(1))
     r = redis.Redis.from_url(redis_url)
     with app.app_context(), Runtime.of(app).db.engine.connect() as connection:
-        claim, _, _ = RunStore(connection).claim(sprig_delivery_ids(app)[0])
+        claim, _ = RunStore(connection).claim(sprig_delivery_ids(app)[0])
         first = deliveries(app)[0].lease_expires_at
         with subject_locks(r, "sprig", ["id:sub_1"]) as locks:
             r.pexpire(locks[0].name, 1000)  # the lock's lease nearly ran out
@@ -245,13 +245,13 @@ def test_a_run_whose_lease_was_taken_over_changes_nothing(app, client):
     def run(claim) -> Run:
         return Run(claim, event_id=1, event_type="reward_unlocked", destination="sprig", received_at=utcnow())
 
-    stale, _, _ = store.claim(delivery_id)
+    stale, _ = store.claim(delivery_id)
     with runtime.session() as session:  # its worker froze past the lease
         session.execute(sa.update(Delivery).where(Delivery.id == delivery_id)
                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
     assert run_sweep(app)["released"] == 1
-    current, _, _ = store.claim(delivery_id)
+    current, _ = store.claim(delivery_id)
     assert _finish(store, runtime, run(stale)) == "skipped"  # the stale run comes back: its outcome is dropped
     assert next(d for d in deliveries(app) if d.id == delivery_id).status == "in_flight"
     assert attempt_rows(app) == []  # nor an attempt of its own

@@ -86,11 +86,18 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
     claimed = store.claim(delivery_id)
     if claimed is None:
         return "held" if _returned_if_held(store, delivery_id) else "skipped"
-    claim, delivery, event = claimed
-    run = Run(claim, event.id, event.type, delivery.destination, event.received_at, frozenset(delivery.progress or {}))
+    claim, delivery = claimed  # the delivery and what the run reads of its event
+    run = Run(
+        claim,
+        delivery.event_id,
+        delivery.type,
+        delivery.destination,
+        delivery.received_at,
+        frozenset(delivery.progress or {}),
+    )
     try:
         # Opened only now the claim is committed: one this process cannot open must not undo it.
-        payload = runtime.db.sealer.open(event.stored_payload)
+        payload = runtime.db.sealer.open(delivery.stored_payload)
     except SealedDataError as exc:  # this process lacks the key that sealed it: the classifier says wait
         verdict = classify(exc)
         if exc.key_id not in runtime.warned_keys:  # once per process: each delivery's own line says it too
@@ -111,11 +118,11 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
     ctx = DeliveryContext(
         destination=delivery.destination,
         delivery_id=delivery_id,
-        event_id=event.id,
-        event_type=event.type,
+        event_id=run.event_id,
+        event_type=run.event_type,
         data=data,
-        subscribers=EVENTS[event.type].subscribers(data),
-        received_at_ms=int(event.received_at.timestamp() * 1000),
+        subscribers=EVENTS[run.event_type].subscribers(data),
+        received_at_ms=int(run.received_at.timestamp() * 1000),
         runtime=runtime,
         client=client,
         progress=Progress(
@@ -133,15 +140,15 @@ def _run(store: RunStore, delivery_id: int, runtime: Runtime) -> str:
             subject_locks(runtime.redis, delivery.destination, subjects) as locks,
             kept_alive(claim, locks, runtime),
         ):
-            turn = _turn(store, claim, delivery, event.id, _digests(ctx.subscribers, lookup_key))
+            turn = _turn(store, claim, delivery, run.event_id, _digests(ctx.subscribers, lookup_key))
             if turn is None:  # erased (relay subscribers forget) while it waited for the locks
                 return _lost(run)
             turn.wait_if_not_ours()
-            outcome = destination.deliver(ctx, destination.sends(event.type))
+            outcome = destination.deliver(ctx, destination.sends(run.event_type))
     except Exception as exc:  # every outcome, expected or not, goes through the one classifier
         verdict = classify(exc)
         if verdict.trace:
-            report_exception(exc, tags={"destination": delivery.destination, "event_type": event.type})
+            report_exception(exc, tags={"destination": delivery.destination, "event_type": run.event_type})
         return _apply(store, runtime, run, verdict, Answer.of(client, limits_before))
     return _finish(
         store, runtime, run, superseded=outcome == DeliveryStatus.SUPERSEDED, answer=Answer.of(client, limits_before)
@@ -278,8 +285,8 @@ def _finish(
     if delivery is None:
         store.release()
         return _lost(run)
-    store.finished(run.claim, status, run.event_id, _error_of(failed, run.destination) if failed else None)
-    store.add_attempt(_attempt(run, delivery.progress, status, failed, answer))
+    error = _error_of(failed, run.destination) if failed else None
+    store.finished(run.claim, status, run.event_id, error, _attempt(run, delivery.progress, status, failed, answer))
     store.commit()
     reason = failed.reason_for(run.destination) if failed else ""
     _record(runtime, run, status, reason, failed, answer, finished=True)
