@@ -1,6 +1,7 @@
 """Worker cost: CPU per delivery beside a no-op Celery task, same worker settings.
 
-    python -m bench.worker_cost [--deliveries 500] [--vendor sprig|spruce] [--py-spy out.txt] [--profile out.html]
+    python -m bench.worker_cost [--deliveries 500] [--repeat 1] [--vendor sprig|spruce] [--py-spy out.txt]
+                                [--profile out.html]
 
 Both workers run as `celery worker --pool solo --concurrency 1` (one process: its CPU is the
 whole cost, the dispatcher's thread included) against the machine's Redis. Relay's worker gets
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,7 @@ SOLO = ["--pool", "solo", "--concurrency", "1", "--without-gossip", "--without-m
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=1, help="Sprig: this many Relay and no-op pairs, and their median")
     parser.add_argument("--profile", type=Path, help="also profile the deliveries in process (HTML)")
     parser.add_argument("--py-spy", type=Path, dest="spy",
                         help="record the Relay worker with py-spy (raw, collapsed stacks) into this file")
@@ -59,10 +62,16 @@ def main() -> int:
         env = relay_env(sandbox, args.vendor)
         if args.vendor == "spruce":
             return spruce(processes, env, sandbox, args.deliveries, args.spy)
-        relay_ms = relay_cpu_ms(processes, env, args.deliveries, args.spy)
-        noop_ms = noop_cpu_ms(processes, args.deliveries)
-        print(f"CPU per task, {args.deliveries} each, solo pool: Relay's Sprig delivery {relay_ms:.2f} ms, "
-              f"no-op task {noop_ms:.2f} ms, ratio {relay_ms / noop_ms:.1f}")
+        ratios = []
+        for _ in range(args.repeat):  # pairs back to back: the machine's drift shows in each ratio
+            relay_ms = relay_cpu_ms(processes, env, args.deliveries, args.spy)
+            noop_ms = noop_cpu_ms(processes, args.deliveries)
+            ratios.append(relay_ms / noop_ms)
+            print(f"CPU per task, {args.deliveries} each, solo pool: Relay's Sprig delivery {relay_ms:.2f} ms, "
+                  f"no-op task {noop_ms:.2f} ms, ratio {ratios[-1]:.1f}", flush=True)
+            env = relay_env(sandbox)
+        if args.repeat > 1:
+            print(f"median ratio of {args.repeat} pairs: {statistics.median(ratios):.2f}")
         if args.profile:
             profile(env, args.deliveries, args.profile)
     return 0
