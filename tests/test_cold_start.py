@@ -70,6 +70,36 @@ def test_a_stored_delivery_is_published_at_once_without_the_poll(postgresql, app
     assert sorted(i for i, _ in published) == sorted(d.id for d in deliveries(app))
 
 
+def test_a_burst_stored_just_after_a_round_waits_for_one_round_after_the_gathering_time(
+    postgresql, app, client, published, monkeypatch
+):
+    monkeypatch.setattr(workers.dispatch, "GATHER_S", 1.0)
+    rounds: list[tuple[float, int]] = []  # (when it ended, published)
+    original = workers.dispatch.dispatch_round
+
+    def timed(*args, **kwargs):
+        done = original(*args, **kwargs)
+        rounds.append((time.monotonic(), done.published))
+        return done
+
+    monkeypatch.setattr(workers.dispatch, "dispatch_round", timed)
+    thread = DispatchThread(Runtime.of(app), app.extensions["celery"])
+    thread.start()
+    try:
+        assert wait_for(lambda: rounds, timeout=10), "the dispatcher's first round"
+        assert post_event(client, new_referral(0)).status_code == 200
+        assert wait_for(lambda: len(published) == 2, timeout=BOUND_S, interval=0.01)
+        first_round_at = next(at for at, count in rounds if count)
+        for n in range(1, 4):
+            assert post_event(client, new_referral(n)).status_code == 200
+        assert wait_for(lambda: len(published) == 8, timeout=5, interval=0.01)
+    finally:
+        thread.stop()
+    publishing = [(at, count) for at, count in rounds if count]
+    assert [count for _, count in publishing] == [2, 6]  # the burst in one round
+    assert publishing[1][0] - first_round_at >= 0.95  # after the gathering time
+
+
 def test_the_dispatcher_listens_again_after_its_connection_is_cut(postgresql, app, client, dispatcher, published,
                                                                   monkeypatch):
     monkeypatch.setattr(workers.dispatch, "LISTEN_AGAIN_AFTER_S", 0.0)

@@ -8,7 +8,9 @@ one delivery would be harmless anyway: only one run can claim it.
 
 When it looks: on PostgreSQL, the thread LISTENs on a connection of its own for the
 notification a statement that stores deliveries sends at its commit (migration 0017), and
-publishes at once; a cold worker's first deliveries no longer wait for a poll. It also looks
+publishes at once; a cold worker's first deliveries no longer wait for a poll. Within GATHER_S of
+a round that published, what is stored waits for the next round: a burst is published in
+batches. It also looks
 every DISPATCH_EVERY_S while there is work and backs off to MAX_IDLE_WAIT_S while deliveries
 are out (any may come back due: a deferral, a retry, a place freed in a full lane); with none
 out, it sleeps until the next stored delivery is due, at most LISTENING_IDLE_WAIT_S (the safety
@@ -47,6 +49,10 @@ from workers.sweep import recover_from_lost_broker
 log = logging.getLogger("relay.dispatch")
 
 DISPATCH_EVERY_S = 0.05
+# After a round that published, what is stored in the next GATHER_S waits for the round after:
+# a burst of webhooks goes out in rounds of many, not in a round each (a round is a few
+# statements, about as much of a worker's CPU as a delivery's publish), at most GATHER_S later.
+GATHER_S = 0.02
 MAX_IDLE_WAIT_S = 0.1
 LISTENING_IDLE_WAIT_S = 1.0
 WAIT_AFTER_ERROR_S = 1.0
@@ -237,6 +243,8 @@ class DispatchThread:
                     # A broker refusing: the poll's pace, whatever is stored meanwhile.
                     listen = listener is not None and not done.refused and listener.listen()
                     wait = next_wait(done, wait, listen)
+                    if done.published and self._stopping.wait(GATHER_S):
+                        break
         finally:
             if listener is not None:
                 listener.close()
