@@ -10,6 +10,7 @@ lost message left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -164,16 +165,28 @@ def queue_for(lane: str) -> str:
 
 
 def publish(celery_app: Celery, delivery_ids, queue: str = LIVE_QUEUE, connection=None) -> list[int]:
-    """Publish deliver(id) for each id on `queue` through `celery_app`, in order, until the broker
-    fails; return the ids that reached it. Touches no database. `connection`: a broker connection
-    of the caller's own (a thread's: kombu's Redis connections are not to be shared between threads)."""
-    published = []
-    for delivery_id in delivery_ids:
-        try:
-            # retry=False: with the broker down, give up now; the sweep catches up.
-            celery_app.send_task(DELIVER_TASK, args=[delivery_id], retry=False, queue=queue, connection=connection)
-        except Exception as exc:  # any broker failure: kombu raises several unrelated types
-            log.warning("broker unavailable, delivery %s left for the sweep (%s)", delivery_id, type(exc).__name__)
-            break
-        published.append(delivery_id)
-    return published
+    """Publish deliver(id) for each id on `queue` through `celery_app`, as one batch (kombu's
+    Producer.batch: on Redis, one pipeline and one client for them all, where a publish each
+    built a client and a producer of its own); return the ids that reached the broker: all of
+    them, or none when it failed (some may have gone out: a second publish of a delivery is
+    harmless, only one run can claim it). Touches no database. `connection`: a broker
+    connection of the caller's own (a thread's: kombu's Redis connections are not to be shared
+    between threads)."""
+    ids = list(delivery_ids)
+    if not ids:
+        return []
+    try:
+        with _producer(celery_app, connection) as producer, producer.batch():
+            for delivery_id in ids:
+                # retry=False: with the broker down, give up now; the sweep catches up.
+                celery_app.send_task(DELIVER_TASK, args=[delivery_id], retry=False, queue=queue, producer=producer)
+    except Exception as exc:  # any broker failure: kombu raises several unrelated types
+        log.warning("broker unavailable, %d deliveries left for the sweep (%s)", len(ids), type(exc).__name__)
+        return []
+    return ids
+
+
+def _producer(celery_app: Celery, connection) -> contextlib.AbstractContextManager:
+    if connection is None:
+        return celery_app.producer_or_acquire()
+    return contextlib.nullcontext(celery_app.amqp.Producer(connection, auto_declare=False))

@@ -2,14 +2,18 @@
 queue, and several dispatchers never take the same rows."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
 import workers.dispatch
 from relay.models import Delivery, Lane, utcnow
+from relay.queue import LIVE_QUEUE, publish
 from relay.runtime import Runtime
 from testbed.apps import deliveries, dispatch_stored, events, post_event
 from testbed.examples import load_fixture
+from testbed.net import free_port
 from testbed.waiting import wait_for
 
 
@@ -89,3 +93,17 @@ def test_a_backlog_stays_in_the_store_and_no_destination_waits_behind_another(ap
     sent.clear()
     assert dispatch_stored(app) == 2
     assert sorted(sent) == sorted([second_sprig, by_destination["sprig"][2]])
+
+
+def test_a_round_s_deliveries_reach_the_broker_as_one_batch_and_a_broker_away_refuses_them_all(app, r, relay_app):
+    celery_app = app.extensions["celery"]
+    with celery_app.connection_for_write() as connection:
+        assert publish(celery_app, [11, 12, 13], connection=connection) == [11, 12, 13]
+    assert r.llen(LIVE_QUEUE) == 3  # each a deliver message on the live queue
+    assert sorted(json.loads(message)["headers"]["argsrepr"] for message in r.lrange(LIVE_QUEUE, 0, -1)) == [
+        "[11]", "[12]", "[13]"]
+
+    away = relay_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").extensions["celery"]
+    with away.connection_for_write() as connection:
+        assert publish(away, [14, 15], connection=connection) == []  # a failed round: both stay for the next
+    assert publish(away, [16]) == []  # and through the app's own producer pool
