@@ -181,13 +181,11 @@ FINISHED = (
     )
 )
 _OTHERS = sa.select(D.id).where(D.event_id == sa.bindparam("event_id"))
-# Not ended (DeliveryStatus.TERMINAL's complement), as comparisons: a NOT IN of a list is
-# rendered anew at every execution.
-_UNFINISHED = sa.or_(D.status == DeliveryStatus.PENDING, D.status == DeliveryStatus.IN_FLIGHT)
-# The event is done, or failed, once every delivery of it has ended.
+# The event is done, or failed, once every delivery of it has ended. BACKLOG names `status`
+# bare: in these subqueries of an UPDATE of events it is the deliveries' (the innermost FROM).
 ROLL_UP = (
     sa.update(EVENTS)
-    .where(E.id == sa.bindparam("event_id"), ~_OTHERS.where(_UNFINISHED).exists())
+    .where(E.id == sa.bindparam("event_id"), ~_OTHERS.where(BACKLOG).exists())
     .values(
         status=sa.case(
             (_OTHERS.where(D.status == DeliveryStatus.FAILED).exists(), EventStatus.FAILED), else_=EventStatus.DONE
@@ -215,7 +213,7 @@ def ended_with_attempt(attempt_fields: tuple[str, ...]) -> sa.Update:
         .where(
             E.id == sa.bindparam("ended_event_id"),
             sa.exists(ended.select()),
-            ~others.where(_UNFINISHED).exists(),
+            ~others.where(BACKLOG).exists(),
         )
         .values(
             updated_at=sa.bindparam("now"),
